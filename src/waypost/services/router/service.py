@@ -1,0 +1,64 @@
+"""Keeps the compiled Router Table and the Directory snapshot current.
+
+The compiled table depends on the table text and on the Main Domain names
+(address records naming the Main Domain are stripped at load time), so it
+is rebuilt whenever the store's change counter moves.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from waypost.services.directory import Directory
+from waypost.services.router.route import MAX_STEPS, RouteResult, route
+from waypost.services.router.table import CompiledTable, Kind, compile_table
+from waypost.services.router.view import DirectorySnapshot
+from waypost.storage.interface import Store
+
+
+def main_names(snap: DirectorySnapshot) -> list[str]:
+    return [snap.main_domain] + [a for a, d in snap.domain_aliases.items() if d == snap.main_domain]
+
+
+class Router:
+    def __init__(self, store: Store, directory: Directory) -> None:
+        self._store = store
+        self._directory = directory
+        self._lock = threading.Lock()
+        self._version = -1
+        self._table = CompiledTable()
+        self._snap: DirectorySnapshot | None = None
+
+    def current(self) -> tuple[CompiledTable, DirectorySnapshot]:
+        """The compiled table and snapshot, rebuilt only after a change."""
+        with self._lock:
+            version = self._store.version()
+            if version != self._version or self._snap is None:
+                snap = self._directory.snapshot()
+                self._table = compile_table(self._store.get_router_table(), main_names(snap))
+                self._snap = snap
+                self._version = version
+            return self._table, self._snap
+
+    def route(
+        self,
+        address: str,
+        kind: Kind | str = Kind.MAIL,
+        *,
+        trusted: bool = False,
+        explain: bool = False,
+        max_steps: int = MAX_STEPS,
+    ) -> RouteResult:
+        table, snap = self.current()
+        return route(address, kind, trusted, table, snap, explain=explain, max_steps=max_steps)
+
+    def get_table(self) -> str:
+        return self._store.get_router_table()
+
+    def set_table(self, text: str) -> CompiledTable:
+        """Store a new table only if it compiles (raises TableError otherwise),
+        so a bad table never replaces the one in force."""
+        _, snap = self.current()
+        compiled = compile_table(text, main_names(snap))
+        self._store.set_router_table(text)
+        return compiled
