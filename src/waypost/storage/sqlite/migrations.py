@@ -1,0 +1,136 @@
+"""Versioned schema of the embedded SQLite store.
+
+``MIGRATIONS`` is append-only: never edit or renumber an entry that has been
+released, add a new one with the next version instead. :func:`migrate` runs
+the missing ones at open, all in one transaction, and records each in
+``schema_version``, so a half-applied upgrade never exists on disk.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+
+from waypost.storage.interface import StoreError
+
+Migration = tuple[int, str, str]
+
+MIGRATIONS: list[Migration] = [
+    (
+        1,
+        "directory: settings, router table, domains, domain aliases, objects",
+        """
+        CREATE TABLE meta (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            change_counter INTEGER NOT NULL
+        );
+        INSERT INTO meta (id, change_counter) VALUES (1, 0);
+
+        CREATE TABLE settings (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        );
+
+        CREATE TABLE router_table (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            text TEXT NOT NULL
+        );
+        INSERT INTO router_table (id, text) VALUES (1, '');
+
+        CREATE TABLE domains (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            name_lower TEXT NOT NULL UNIQUE,
+            is_main INTEGER NOT NULL DEFAULT 0,
+            settings TEXT NOT NULL DEFAULT '{}',
+            account_defaults TEXT NOT NULL DEFAULT '{}',
+            template TEXT NOT NULL DEFAULT '{}'
+        );
+        -- exactly one Main Domain: at most one row may have is_main = 1
+        CREATE UNIQUE INDEX domains_one_main ON domains (is_main) WHERE is_main = 1;
+
+        CREATE TABLE domain_aliases (
+            alias_lower TEXT PRIMARY KEY,
+            alias TEXT NOT NULL,
+            domain_id INTEGER NOT NULL REFERENCES domains (id) ON DELETE CASCADE
+        );
+        CREATE INDEX domain_aliases_domain ON domain_aliases (domain_id);
+
+        -- accounts, aliases, forwarders, groups, lists: one name space per domain
+        CREATE TABLE objects (
+            id INTEGER PRIMARY KEY,
+            domain_id INTEGER NOT NULL REFERENCES domains (id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            name_lower TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            data TEXT NOT NULL DEFAULT '{}',
+            secret TEXT,
+            UNIQUE (domain_id, name_lower)
+        );
+        CREATE INDEX objects_kind ON objects (domain_id, kind);
+        """,
+    ),
+]
+
+
+def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> list[int]:
+    """Apply the migrations newer than the database; return the versions applied.
+
+    ``conn`` must be in autocommit mode (``isolation_level=None``): this
+    function opens and commits its own ``BEGIN IMMEDIATE`` transaction, so two
+    processes opening the same new database do not both migrate it.
+    """
+    _check_order(migrations)
+    latest = migrations[-1][0] if migrations else 0
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            " version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at REAL NOT NULL)"
+        )
+        current = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
+        if current > latest:
+            raise StoreError(
+                f"the database schema (version {current}) is newer than this Waypost"
+                f" (version {latest}); upgrade Waypost"
+            )
+        applied = []
+        for version, description, sql in migrations:
+            if version <= current:
+                continue
+            for statement in _statements(sql):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
+                (version, description, time.time()),
+            )
+            applied.append(version)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return applied
+
+
+def schema_versions(conn: sqlite3.Connection) -> list[int]:
+    return [row[0] for row in conn.execute("SELECT version FROM schema_version ORDER BY version")]
+
+
+def _check_order(migrations: Sequence[Migration]) -> None:
+    versions = [m[0] for m in migrations]
+    if versions != sorted(set(versions)) or (versions and versions[0] < 1):
+        raise StoreError(f"migration versions must be unique and increasing: {versions}")
+
+
+def _statements(sql: str) -> Iterator[str]:
+    """Split a script into statements (``executescript`` would commit our transaction)."""
+    buffer = ""
+    for piece in sql.split(";"):
+        buffer += piece + ";"
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip(" \n\t;"):
+                yield buffer.strip()
+            buffer = ""
+    if buffer.strip(" \n\t;"):
+        raise StoreError(f"incomplete SQL statement in migration: {buffer.strip()[:60]!r}")

@@ -1,0 +1,377 @@
+"""The embedded store: one SQLite database (WAL) in the data directory.
+
+One connection per :class:`SqliteStore`, shared by threads under a lock: the
+server calls the store from worker threads, and SQLite serialises writers
+anyway. Every mutating method runs in one ``BEGIN IMMEDIATE`` transaction that
+also bumps the change counter read by :meth:`SqliteStore.version`, so other
+processes (the CLI beside a running server) see the change too.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from waypost.storage.interface import (
+    AlreadyExists,
+    DomainRecord,
+    NotFound,
+    ObjectRecord,
+    StoreError,
+)
+from waypost.storage.sqlite.migrations import migrate
+
+DB_NAME = "waypost.db"
+BUSY_TIMEOUT_MS = 5000
+
+
+class SqliteStore:
+    """:class:`waypost.storage.interface.Store` over ``DATA/waypost.db``."""
+
+    def __init__(self, data_dir: Path, db_path: Path | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.db_path = db_path or self.data_dir / DB_NAME
+        self._lock = threading.RLock()
+        try:
+            conn = sqlite3.connect(
+                self.db_path, isolation_level=None, check_same_thread=False,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {self.db_path}: {exc}") from exc
+        self._conn: sqlite3.Connection | None = conn
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise StoreError(f"cannot switch {self.db_path} to WAL mode (got {mode})")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            migrate(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StoreError(f"cannot open {self.db_path}: {exc}") from exc
+        except BaseException:
+            conn.close()
+            raise
+
+    # -- plumbing ---------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError("the store is closed")
+        return self._conn
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A consistent read of several statements."""
+        with self._lock:
+            conn = self.conn
+            try:
+                conn.execute("BEGIN")
+                try:
+                    yield conn
+                finally:
+                    conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError(f"database error: {exc}") from exc
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One committed change, counted for :meth:`version`."""
+        with self._lock:
+            conn = self.conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                yield conn
+                conn.execute("UPDATE meta SET change_counter = change_counter + 1")
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"database error: {exc}") from exc
+                raise
+
+    def version(self) -> int:
+        with self._read() as conn:
+            return int(conn.execute("SELECT change_counter FROM meta").fetchone()[0])
+
+    # -- server settings and Router table ---------------------------------
+
+    def get_settings(self) -> dict[str, str]:
+        with self._read() as conn:
+            return dict(conn.execute("SELECT key, value FROM settings ORDER BY key"))
+
+    def set_setting(self, key: str, value: str | None) -> None:
+        with self._write() as conn:
+            if value is None:
+                conn.execute("DELETE FROM settings WHERE key = ?", (key,))
+            else:
+                conn.execute(
+                    "INSERT INTO settings (key, value) VALUES (?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (key, str(value)),
+                )
+
+    def get_router_table(self) -> str:
+        with self._read() as conn:
+            return str(conn.execute("SELECT text FROM router_table").fetchone()[0])
+
+    def set_router_table(self, text: str) -> None:
+        with self._write() as conn:
+            conn.execute("UPDATE router_table SET text = ?", (text,))
+
+    # -- domains ----------------------------------------------------------
+
+    def list_domains(self) -> list[DomainRecord]:
+        with self._read() as conn:
+            aliases: dict[int, list[str]] = {}
+            for domain_id, alias in conn.execute(
+                "SELECT domain_id, alias FROM domain_aliases ORDER BY alias_lower"
+            ):
+                aliases.setdefault(domain_id, []).append(alias)
+            rows = conn.execute(f"SELECT {_DOMAIN_COLS} FROM domains ORDER BY name_lower")
+            return [_domain(row, aliases.get(row[0], [])) for row in rows]
+
+    def get_domain(self, name: str) -> DomainRecord:
+        with self._read() as conn:
+            row = conn.execute(
+                f"SELECT {_DOMAIN_COLS} FROM domains WHERE name_lower = ?", (name.lower(),)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"domain {name!r} does not exist")
+            aliases = [a for (a,) in conn.execute(
+                "SELECT alias FROM domain_aliases WHERE domain_id = ? ORDER BY alias_lower",
+                (row[0],),
+            )]
+            return _domain(row, aliases)
+
+    def create_domain(self, name: str, *, is_main: bool = False) -> DomainRecord:
+        with self._write() as conn:
+            _check_domain_name_free(conn, name)
+            if is_main:
+                main = conn.execute("SELECT name FROM domains WHERE is_main = 1").fetchone()
+                if main is not None:
+                    raise AlreadyExists(f"the Main Domain already exists: {main[0]}")
+            conn.execute(
+                "INSERT INTO domains (name, name_lower, is_main) VALUES (?, ?, ?)",
+                (name, name.lower(), int(is_main)),
+            )
+        return DomainRecord(name=name, is_main=is_main)
+
+    def delete_domain(self, name: str) -> None:
+        with self._write() as conn:
+            domain_id, real, is_main = _domain_row(conn, name)
+            if is_main:
+                raise StoreError(f"the Main Domain {real} cannot be deleted")
+            conn.execute("DELETE FROM domains WHERE id = ?", (domain_id,))
+
+    def rename_domain(self, old: str, new: str) -> None:
+        with self._write() as conn:
+            domain_id, _, _ = _domain_row(conn, old)
+            _check_domain_name_free(conn, new, same_id=domain_id)
+            conn.execute(
+                "UPDATE domains SET name = ?, name_lower = ? WHERE id = ?",
+                (new, new.lower(), domain_id),
+            )
+
+    def update_domain(
+        self,
+        name: str,
+        *,
+        settings: dict[str, Any] | None = None,
+        account_defaults: dict[str, Any] | None = None,
+        template: dict[str, Any] | None = None,
+    ) -> None:
+        """Replace (not merge) each dictionary given; the Directory merges."""
+        with self._write() as conn:
+            domain_id, _, _ = _domain_row(conn, name)
+            for column, value in (
+                ("settings", settings),
+                ("account_defaults", account_defaults),
+                ("template", template),
+            ):
+                if value is not None:
+                    conn.execute(
+                        f"UPDATE domains SET {column} = ? WHERE id = ?", (_dump(value), domain_id)
+                    )
+
+    def add_domain_alias(self, name: str, alias: str) -> None:
+        with self._write() as conn:
+            domain_id, _, _ = _domain_row(conn, name)
+            _check_domain_name_free(conn, alias)
+            conn.execute(
+                "INSERT INTO domain_aliases (alias_lower, alias, domain_id) VALUES (?, ?, ?)",
+                (alias.lower(), alias, domain_id),
+            )
+
+    def remove_domain_alias(self, name: str, alias: str) -> None:
+        with self._write() as conn:
+            domain_id, real, _ = _domain_row(conn, name)
+            cursor = conn.execute(
+                "DELETE FROM domain_aliases WHERE alias_lower = ? AND domain_id = ?",
+                (alias.lower(), domain_id),
+            )
+            if cursor.rowcount == 0:
+                raise NotFound(f"{alias!r} is not an alias of domain {real}")
+
+    # -- domain objects ---------------------------------------------------
+
+    def list_objects(self, domain: str, kind: str | None = None) -> list[ObjectRecord]:
+        with self._read() as conn:
+            domain_id, real, _ = _domain_row(conn, domain)
+            sql = f"SELECT {_OBJECT_COLS} FROM objects o WHERE o.domain_id = ?"
+            args: list[Any] = [domain_id]
+            if kind is not None:
+                sql += " AND o.kind = ?"
+                args.append(kind)
+            rows = conn.execute(sql + " ORDER BY o.name_lower", args)
+            return [_object(real, row) for row in rows]
+
+    def all_objects(self) -> list[ObjectRecord]:
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT d.name, {_OBJECT_COLS} FROM objects o JOIN domains d ON d.id = o.domain_id"
+                " ORDER BY d.name_lower, o.name_lower"
+            )
+            return [_object(row[0], row[1:]) for row in rows]
+
+    def get_object(self, domain: str, name: str) -> ObjectRecord:
+        with self._read() as conn:
+            domain_id, real, _ = _domain_row(conn, domain)
+            row = conn.execute(
+                f"SELECT {_OBJECT_COLS} FROM objects o WHERE o.domain_id = ? AND o.name_lower = ?",
+                (domain_id, name.lower()),
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"{name!r} does not exist in {real}")
+            return _object(real, row)
+
+    def create_object(self, record: ObjectRecord) -> None:
+        if not record.kind:
+            raise StoreError("an object needs a kind")
+        with self._write() as conn:
+            domain_id, real, _ = _domain_row(conn, record.domain)
+            _check_object_name_free(conn, domain_id, real, record.name)
+            conn.execute(
+                "INSERT INTO objects (domain_id, name, name_lower, kind, data, secret)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (domain_id, record.name, record.name.lower(), record.kind,
+                 _dump(record.data), record.secret),
+            )
+
+    def update_object(
+        self, domain: str, name: str, *, data: dict[str, Any] | None = None,
+        secret: str | None = None,
+    ) -> None:
+        """Replace ``data`` and/or ``secret`` when given (None leaves it as is)."""
+        with self._write() as conn:
+            object_id = _object_id(conn, domain, name)
+            if data is not None:
+                conn.execute("UPDATE objects SET data = ? WHERE id = ?", (_dump(data), object_id))
+            if secret is not None:
+                conn.execute("UPDATE objects SET secret = ? WHERE id = ?", (secret, object_id))
+
+    def rename_object(self, domain: str, old: str, new: str) -> None:
+        with self._write() as conn:
+            object_id = _object_id(conn, domain, old)
+            domain_id, real, _ = _domain_row(conn, domain)
+            _check_object_name_free(conn, domain_id, real, new, same_id=object_id)
+            conn.execute(
+                "UPDATE objects SET name = ?, name_lower = ? WHERE id = ?",
+                (new, new.lower(), object_id),
+            )
+
+    def delete_object(self, domain: str, name: str) -> None:
+        with self._write() as conn:
+            conn.execute("DELETE FROM objects WHERE id = ?", (_object_id(conn, domain, name),))
+
+
+# -- helpers (called with the lock held) ----------------------------------
+
+_DOMAIN_COLS = "id, name, is_main, settings, account_defaults, template"
+_OBJECT_COLS = "o.name, o.kind, o.data, o.secret"
+
+
+def _dump(value: dict[str, Any]) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def _domain(row: tuple[Any, ...], aliases: list[str]) -> DomainRecord:
+    _, name, is_main, settings, defaults, template = row
+    return DomainRecord(
+        name=name, is_main=bool(is_main), settings=json.loads(settings),
+        aliases=tuple(aliases), account_defaults=json.loads(defaults),
+        template=json.loads(template),
+    )
+
+
+def _object(domain: str, row: tuple[Any, ...]) -> ObjectRecord:
+    name, kind, data, secret = row
+    return ObjectRecord(domain=domain, name=name, kind=kind, data=json.loads(data), secret=secret)
+
+
+def _domain_row(conn: sqlite3.Connection, name: str) -> tuple[int, str, bool]:
+    row = conn.execute(
+        "SELECT id, name, is_main FROM domains WHERE name_lower = ?", (name.lower(),)
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"domain {name!r} does not exist")
+    return int(row[0]), str(row[1]), bool(row[2])
+
+
+def _object_id(conn: sqlite3.Connection, domain: str, name: str) -> int:
+    domain_id, real, _ = _domain_row(conn, domain)
+    row = conn.execute(
+        "SELECT id FROM objects WHERE domain_id = ? AND name_lower = ?", (domain_id, name.lower())
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"{name!r} does not exist in {real}")
+    return int(row[0])
+
+
+def _check_domain_name_free(
+    conn: sqlite3.Connection, name: str, same_id: int | None = None
+) -> None:
+    """Domain names and domain alias names share one name space."""
+    lower = name.lower()
+    row = conn.execute("SELECT id, name FROM domains WHERE name_lower = ?", (lower,)).fetchone()
+    if row is not None and row[0] != same_id:
+        raise AlreadyExists(f"domain {row[1]} already exists")
+    row = conn.execute(
+        "SELECT a.alias, d.name FROM domain_aliases a JOIN domains d ON d.id = a.domain_id"
+        " WHERE a.alias_lower = ?", (lower,),
+    ).fetchone()
+    if row is not None:
+        raise AlreadyExists(f"{row[0]} is already an alias of domain {row[1]}")
+
+
+def _check_object_name_free(
+    conn: sqlite3.Connection, domain_id: int, domain: str, name: str,
+    same_id: int | None = None,
+) -> None:
+    row = conn.execute(
+        "SELECT id, name, kind FROM objects WHERE domain_id = ? AND name_lower = ?",
+        (domain_id, name.lower()),
+    ).fetchone()
+    if row is not None and row[0] != same_id:
+        raise AlreadyExists(f"{row[1]!r} already exists in {domain} ({row[2]})")

@@ -1,0 +1,338 @@
+"""The embedded SQLite store: data directory, WAL, migrations, names, change counter."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+
+from waypost.storage.interface import AlreadyExists, NotFound, ObjectRecord, StoreError
+from waypost.storage.open import open_store
+from waypost.storage.sqlite import DB_NAME, SqliteStore
+from waypost.storage.sqlite.migrations import MIGRATIONS, migrate, schema_versions
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SqliteStore:
+    s = open_store(tmp_path / "data", create=True)
+    assert isinstance(s, SqliteStore)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def populated(store: SqliteStore) -> SqliteStore:
+    store.create_domain("main.dom", is_main=True)
+    store.create_domain("domain.dom")
+    store.create_object(ObjectRecord("domain.dom", "Alice", "account", {"Settings": {}}, "h"))
+    return store
+
+
+def raw(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(path / DB_NAME)
+
+
+# -- data directory -----------------------------------------------------------
+
+def test_missing_data_refused_without_create(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match=r"no Waypost data in .*nothing; run `waypost init`"):
+        open_store(tmp_path / "nothing")
+    assert not (tmp_path / "nothing").exists()
+
+
+def test_create_makes_private_directory_and_database(tmp_path: Path) -> None:
+    data = tmp_path / "a" / "data"
+    open_store(data, create=True).close()
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert (data / DB_NAME).is_file()
+    open_store(data).close()  # now it opens without create
+
+
+def test_postgresql_urls_are_not_supported_yet(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match=r"'postgresql' is not supported"):
+        open_store("postgresql://db/waypost")
+
+
+def test_wal_and_durability_pragmas(store: SqliteStore) -> None:
+    conn = store.conn
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
+
+
+def test_data_survives_reopen(tmp_path: Path) -> None:
+    with open_store(tmp_path / "d", create=True) as s:
+        s.create_domain("main.dom", is_main=True)
+        s.set_router_table("a = b\n")
+    with open_store(tmp_path / "d") as s:
+        assert [d.name for d in s.list_domains()] == ["main.dom"]
+        assert s.get_router_table() == "a = b\n"
+
+
+def test_closed_store_refuses(store: SqliteStore) -> None:
+    store.close()
+    store.close()
+    with pytest.raises(StoreError, match=r"closed"):
+        store.version()
+
+
+# -- migrations -----------------------------------------------------------------
+
+def test_new_database_records_every_migration(store: SqliteStore) -> None:
+    assert schema_versions(store.conn) == [m[0] for m in MIGRATIONS]
+
+
+def test_old_database_gets_only_the_new_migrations(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "x.db", isolation_level=None)
+    assert migrate(conn, MIGRATIONS[:1]) == [1]
+    conn.execute("INSERT INTO settings (key, value) VALUES ('kept', 'yes')")
+    extra = (
+        MIGRATIONS[-1][0] + 1,
+        "test: a table with a trigger",
+        """
+        CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL DEFAULT 'a;b');
+        CREATE TRIGGER notes_count AFTER INSERT ON notes BEGIN
+            UPDATE meta SET change_counter = change_counter + 1;
+        END;
+        INSERT INTO notes (text) VALUES ('semi;colon');
+        """,
+    )
+    applied = migrate(conn, [*MIGRATIONS, extra])
+    assert applied == [m[0] for m in MIGRATIONS[1:]] + [extra[0]]
+    assert schema_versions(conn) == [m[0] for m in MIGRATIONS] + [extra[0]]
+    assert conn.execute("SELECT text FROM notes").fetchone()[0] == "semi;colon"
+    assert conn.execute("SELECT change_counter FROM meta").fetchone()[0] == 1
+    assert conn.execute("SELECT value FROM settings").fetchone()[0] == "yes"
+    assert migrate(conn, [*MIGRATIONS, extra]) == []
+
+
+def test_failed_migration_leaves_nothing_behind(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "x.db", isolation_level=None)
+    migrate(conn)
+    broken = (MIGRATIONS[-1][0] + 1, "broken", "CREATE TABLE t1 (x); CREATE TABLE t1 (x);")
+    with pytest.raises(sqlite3.OperationalError):
+        migrate(conn, [*MIGRATIONS, broken])
+    assert schema_versions(conn) == [m[0] for m in MIGRATIONS]
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "t1" not in tables
+
+
+def test_database_newer_than_code_is_refused(tmp_path: Path) -> None:
+    open_store(tmp_path / "d", create=True).close()
+    conn = raw(tmp_path / "d")
+    conn.execute("INSERT INTO schema_version VALUES (999, 'future', 0)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match=r"version 999.* newer than this Waypost"):
+        open_store(tmp_path / "d")
+
+
+def test_migration_versions_must_increase(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "x.db", isolation_level=None)
+    with pytest.raises(StoreError, match=r"unique and increasing"):
+        migrate(conn, [(2, "b", "SELECT 1"), (1, "a", "SELECT 1")])
+
+
+# -- change counter -------------------------------------------------------------
+
+def test_every_change_bumps_the_version_and_reads_do_not(store: SqliteStore) -> None:
+    changes = [
+        lambda: store.set_setting("A", "1"),
+        lambda: store.set_setting("A", None),
+        lambda: store.set_router_table("x = y"),
+        lambda: store.create_domain("main.dom", is_main=True),
+        lambda: store.create_domain("d.dom"),
+        lambda: store.update_domain("d.dom", settings={"WebSitePrefix": "~"}),
+        lambda: store.add_domain_alias("d.dom", "alias.dom"),
+        lambda: store.remove_domain_alias("d.dom", "alias.dom"),
+        lambda: store.rename_domain("d.dom", "e.dom"),
+        lambda: store.create_object(ObjectRecord("e.dom", "x", "account")),
+        lambda: store.update_object("e.dom", "x", data={"a": 1}),
+        lambda: store.rename_object("e.dom", "x", "y"),
+        lambda: store.delete_object("e.dom", "y"),
+        lambda: store.delete_domain("e.dom"),
+    ]
+    for change in changes:
+        before = store.version()
+        change()
+        assert store.version() == before + 1
+    before = store.version()
+    store.list_domains()
+    store.get_settings()
+    store.all_objects()
+    store.get_router_table()
+    assert store.version() == before
+
+
+def test_refused_change_does_not_bump_the_version(populated: SqliteStore) -> None:
+    before = populated.version()
+    with pytest.raises(AlreadyExists):
+        populated.create_object(ObjectRecord("domain.dom", "alice", "group"))
+    assert populated.version() == before
+
+
+def test_another_store_sees_the_change(tmp_path: Path) -> None:
+    a = open_store(tmp_path / "d", create=True)
+    b = open_store(tmp_path / "d")
+    before = b.version()
+    a.set_setting("HoldMailForDomains", "x.dom")
+    assert b.version() == before + 1
+    assert b.get_settings() == {"HoldMailForDomains": "x.dom"}
+    a.close()
+    b.close()
+
+
+# -- settings and Router table --------------------------------------------------
+
+def test_settings_are_strings_and_none_removes(store: SqliteStore) -> None:
+    store.set_setting("ServerIPAddresses", "192.0.2.10")
+    store.set_setting("ServerIPAddresses", "192.0.2.11")
+    store.set_setting("Other", "x")
+    assert store.get_settings() == {"Other": "x", "ServerIPAddresses": "192.0.2.11"}
+    store.set_setting("Other", None)
+    assert store.get_settings() == {"ServerIPAddresses": "192.0.2.11"}
+
+
+def test_router_table_starts_empty(store: SqliteStore) -> None:
+    assert store.get_router_table() == ""
+
+
+# -- domains ------------------------------------------------------------------
+
+def test_domain_names_are_case_insensitive_and_keep_spelling(store: SqliteStore) -> None:
+    store.create_domain("Main.Dom", is_main=True)
+    assert store.get_domain("MAIN.DOM").name == "Main.Dom"
+    with pytest.raises(AlreadyExists, match=r"domain Main.Dom already exists"):
+        store.create_domain("main.dom")
+
+
+def test_exactly_one_main_domain(store: SqliteStore) -> None:
+    store.create_domain("main.dom", is_main=True)
+    with pytest.raises(AlreadyExists, match=r"Main Domain already exists: main.dom"):
+        store.create_domain("other.dom", is_main=True)
+    assert [d.is_main for d in store.list_domains()] == [True]
+
+
+def test_main_domain_cannot_be_deleted(store: SqliteStore) -> None:
+    store.create_domain("main.dom", is_main=True)
+    with pytest.raises(StoreError, match=r"Main Domain main.dom cannot be deleted"):
+        store.delete_domain("main.dom")
+
+
+def test_missing_domain(store: SqliteStore) -> None:
+    with pytest.raises(NotFound, match=r"domain 'x.dom' does not exist"):
+        store.get_domain("x.dom")
+    with pytest.raises(NotFound):
+        store.delete_domain("x.dom")
+    with pytest.raises(NotFound):
+        store.list_objects("x.dom")
+
+
+def test_domain_alias_names_share_the_domain_name_space(populated: SqliteStore) -> None:
+    populated.add_domain_alias("domain.dom", "mail.domain.dom")
+    with pytest.raises(AlreadyExists, match=r"domain main.dom already exists"):
+        populated.add_domain_alias("domain.dom", "MAIN.dom")
+    with pytest.raises(AlreadyExists, match=r"already an alias of domain domain.dom"):
+        populated.add_domain_alias("main.dom", "Mail.Domain.Dom")
+    with pytest.raises(AlreadyExists, match=r"already an alias of domain domain.dom"):
+        populated.create_domain("mail.domain.dom")
+    with pytest.raises(AlreadyExists, match=r"already an alias"):
+        populated.rename_domain("main.dom", "mail.domain.dom")
+    assert populated.get_domain("domain.dom").aliases == ("mail.domain.dom",)
+
+
+def test_remove_alias_of_the_wrong_domain(populated: SqliteStore) -> None:
+    populated.add_domain_alias("domain.dom", "a.dom")
+    with pytest.raises(NotFound, match=r"'a.dom' is not an alias of domain main.dom"):
+        populated.remove_domain_alias("main.dom", "a.dom")
+
+
+def test_rename_domain_keeps_objects_and_allows_a_case_change(populated: SqliteStore) -> None:
+    populated.rename_domain("domain.dom", "new.dom")
+    assert populated.get_object("new.dom", "alice").domain == "new.dom"
+    populated.rename_domain("new.dom", "New.dom")
+    assert populated.get_domain("new.dom").name == "New.dom"
+    with pytest.raises(AlreadyExists):
+        populated.rename_domain("new.dom", "main.dom")
+
+
+def test_delete_domain_deletes_its_objects_and_aliases(populated: SqliteStore) -> None:
+    populated.add_domain_alias("domain.dom", "a.dom")
+    populated.delete_domain("domain.dom")
+    assert [o.name for o in populated.all_objects()] == []
+    populated.create_domain("a.dom")  # the alias name is free again
+
+
+def test_update_domain_replaces_each_dictionary(populated: SqliteStore) -> None:
+    populated.update_domain("domain.dom", settings={"A": "1"}, template={"Mailboxes": ["x"]})
+    populated.update_domain("domain.dom", settings={"B": "2"})
+    d = populated.get_domain("domain.dom")
+    assert (d.settings, d.template, d.account_defaults) == ({"B": "2"}, {"Mailboxes": ["x"]}, {})
+
+
+# -- objects --------------------------------------------------------------------
+
+def test_object_names_unique_across_kinds_case_insensitively(populated: SqliteStore) -> None:
+    with pytest.raises(AlreadyExists, match=r"'Alice' already exists in domain.dom \(account\)"):
+        populated.create_object(ObjectRecord("domain.dom", "ALICE", "forwarder"))
+    populated.create_object(ObjectRecord("main.dom", "alice", "forwarder"))  # other domain
+
+
+def test_object_round_trip(populated: SqliteStore) -> None:
+    record = populated.get_object("DOMAIN.dom", "alice")
+    assert record == ObjectRecord("domain.dom", "Alice", "account", {"Settings": {}}, "h")
+    populated.update_object("domain.dom", "alice", data={"Settings": {"RealName": "Ä"}})
+    populated.update_object("domain.dom", "alice", secret="h2")
+    record = populated.get_object("domain.dom", "alice")
+    assert (record.data, record.secret) == ({"Settings": {"RealName": "Ä"}}, "h2")
+
+
+def test_missing_object(populated: SqliteStore) -> None:
+    with pytest.raises(NotFound, match=r"'bob' does not exist in domain.dom"):
+        populated.get_object("domain.dom", "bob")
+    for call in (lambda: populated.delete_object("domain.dom", "bob"),
+                 lambda: populated.rename_object("domain.dom", "bob", "carl"),
+                 lambda: populated.update_object("domain.dom", "bob", data={})):
+        with pytest.raises(NotFound):
+            call()
+
+
+def test_rename_object(populated: SqliteStore) -> None:
+    populated.create_object(ObjectRecord("domain.dom", "grp", "group"))
+    with pytest.raises(AlreadyExists, match=r"'grp' already exists in domain.dom \(group\)"):
+        populated.rename_object("domain.dom", "alice", "GRP")
+    populated.rename_object("domain.dom", "alice", "ALICE")
+    assert populated.get_object("domain.dom", "alice").name == "ALICE"
+
+
+def test_listing(populated: SqliteStore) -> None:
+    populated.create_object(ObjectRecord("domain.dom", "b-group", "group", {"Members": ["x"]}))
+    populated.create_object(ObjectRecord("main.dom", "postmaster", "account"))
+    assert [o.name for o in populated.list_objects("domain.dom")] == ["Alice", "b-group"]
+    assert [o.name for o in populated.list_objects("domain.dom", "group")] == ["b-group"]
+    assert [(o.domain, o.name) for o in populated.all_objects()] == [
+        ("domain.dom", "Alice"), ("domain.dom", "b-group"), ("main.dom", "postmaster")]
+
+
+def test_concurrent_writers_from_threads(populated: SqliteStore) -> None:
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            for i in range(20):
+                populated.create_object(ObjectRecord("domain.dom", f"t{n}-{i}", "forwarder"))
+                populated.version()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(populated.list_objects("domain.dom", "forwarder")) == 80
