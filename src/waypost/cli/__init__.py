@@ -1,0 +1,1 @@
+"""The ``waypost`` command: the administrator's tool, one module per noun."""

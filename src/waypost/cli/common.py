@@ -1,0 +1,77 @@
+"""What every command shares: ``--data``, opening the services, error mapping."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from waypost.cli.output import CLIError
+from waypost.services.container import Services, open_services
+from waypost.services.names import DirectoryError
+from waypost.services.router.table import TableError
+from waypost.settings import SettingError
+from waypost.storage.interface import StoreError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_DATA = "./var"
+
+
+def _remember_data(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.find_root().meta["waypost.data"] = value
+
+
+def data_option(func: F) -> F:
+    """``--data DIR`` accepted on the group and on every command."""
+    return click.option(
+        "--data",
+        metavar="DIR",
+        expose_value=False,
+        is_eager=True,
+        callback=_remember_data,
+        help="data directory (env WAYPOST_DATA, default ./var)",
+    )(func)
+
+
+def data_dir(ctx: click.Context | None = None) -> Path:
+    ctx = ctx or click.get_current_context()
+    chosen = ctx.find_root().meta.get("waypost.data")
+    return Path(chosen or os.environ.get("WAYPOST_DATA") or DEFAULT_DATA)
+
+
+@contextlib.contextmanager
+def services(*, create: bool = False) -> Iterator[Services]:
+    """Open the services for one command; any refusal becomes one error line."""
+    with friendly_errors():
+        svc = open_services(data_dir(), create=create)
+        try:
+            yield svc
+        finally:
+            svc.close()
+
+
+@contextlib.contextmanager
+def friendly_errors() -> Iterator[None]:
+    try:
+        yield
+    except (StoreError, DirectoryError, SettingError, TableError, ValueError) as exc:
+        raise CLIError(str(exc)) from None
+
+
+def pairs(values: tuple[str, ...]) -> dict[str, str]:
+    """``KEY VALUE [KEY VALUE ...]`` -> dict, or a usage error."""
+    if not values or len(values) % 2:
+        raise click.UsageError("expected KEY VALUE pairs")
+    return dict(zip(values[0::2], values[1::2], strict=True))
+
+
+def store_exists(path: Path) -> bool:
+    from waypost.storage.sqlite import DB_NAME
+
+    return (path / DB_NAME).exists()

@@ -1,0 +1,40 @@
+"""Entry point: ``waypost [--data DIR] NOUN VERB ...``."""
+
+from __future__ import annotations
+
+import click
+
+from waypost import __version__
+from waypost.cli import (
+    account,
+    domain,
+    init,
+    objects,
+    route,
+    serve,
+)
+from waypost.cli import router as router_cmd
+from waypost.cli import settings as settings_cmd
+from waypost.cli.common import data_option
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@data_option
+@click.version_option(__version__, prog_name="waypost")
+def cli() -> None:
+    """Waypost administration: the Directory, the Router, settings and the server."""
+
+
+for module in (init, serve, domain, account, router_cmd, route, settings_cmd):
+    for command in module.COMMANDS:
+        cli.add_command(command)
+for command in objects.COMMANDS:
+    cli.add_command(command)
+
+
+def main() -> None:
+    cli(prog_name="waypost")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""``waypost router show|set``: the Router Table."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from waypost.cli.common import data_option, services
+from waypost.cli.output import fail, line
+
+
+@click.group("router")
+def router_group() -> None:
+    """The Router Table (see router.md)."""
+
+
+@router_group.command("show")
+@data_option
+def show() -> None:
+    """Print the table as stored, one record per line."""
+    with services() as svc:
+        text = svc.router.get_table()
+        sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
+
+
+@router_group.command("set")
+@data_option
+@click.argument("file", type=click.Path(allow_dash=True, dir_okay=False))
+def set_(file: str) -> None:
+    """Replace the table with FILE ('-' reads stdin); a bad table changes nothing."""
+    try:
+        if file == "-":
+            text = sys.stdin.read()
+        else:
+            with open(file, encoding="utf-8") as handle:
+                text = handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"cannot read {file}: {exc}")
+    with services() as svc:
+        compiled = svc.router.set_table(text)
+        line(f"Router table set: {len(compiled.records)} records")
+
+
+COMMANDS = [router_group]

@@ -1,0 +1,44 @@
+"""``waypost serve``: run the server in the foreground."""
+
+from __future__ import annotations
+
+import click
+
+from waypost import server as server_mod
+from waypost.cli.common import data_dir, data_option, friendly_errors, store_exists
+from waypost.cli.output import fail
+
+
+@click.command()
+@data_option
+@click.option("--listen", default="0.0.0.0", show_default=True, help="address to bind")
+@click.option("--port-offset", default=0, show_default=True, type=click.IntRange(0, 60000),
+              help="added to every listener's port (tests, non-root users)")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+def serve(listen: str, port_offset: int, log_level: str) -> None:
+    """Start every listener; stop cleanly on SIGINT or SIGTERM."""
+
+    target = data_dir()
+    if not store_exists(target):
+        fail(f"no Waypost data in {target}; run `waypost init --domain NAME` first")
+    server_mod.setup_logging(log_level)
+
+    def ready(server: server_mod.Server) -> None:
+        click.echo(f"Waypost serving data in {target} (Main Domain "
+                   f"{server.services.directory.main_domain()})")
+        for listener in server.listeners:
+            click.echo(f"  {listener.name:<12} {listener.host}:{listener.port}")
+        if not server.listeners:
+            click.echo("  (no protocol listeners configured)")
+        initial = target / "initial-postmaster-password"
+        if initial.exists():
+            click.echo(f"  postmaster password: {initial.read_text().strip()}  "
+                       f"(until changed with `waypost account passwd postmaster`)")
+        click.echo("Press Ctrl-C to stop.", nl=True)
+
+    with friendly_errors():
+        server_mod.serve(target, listen=listen, port_offset=port_offset, ready=ready)
+
+
+COMMANDS = [serve]

@@ -1,0 +1,258 @@
+"""Server settings: names, defaults, validation.
+
+Settings are stored as strings (CGP style: ``100M``, ``unlimited``, ``YES``);
+this module knows every name, its default and how to read it, so the CLI can
+refuse a bad value with one clear line before anything is stored.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+
+class SettingError(ValueError):
+    pass
+
+
+def parse_bool(value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("yes", "true", "on", "1"):
+        return True
+    if v in ("no", "false", "off", "0"):
+        return False
+    raise SettingError(f"expected YES or NO, got {value!r}")
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?)b?\s*$", re.IGNORECASE)
+
+
+def parse_size(value: str) -> int | None:
+    """``100M`` -> bytes; ``unlimited`` -> None."""
+    if value.strip().lower() == "unlimited":
+        return None
+    m = _SIZE.match(value)
+    if not m:
+        raise SettingError(f"expected a size such as 10M, 512K or unlimited, got {value!r}")
+    scale = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[m.group(2).lower()]
+    return int(m.group(1)) * scale
+
+
+def parse_int(value: str) -> int:
+    try:
+        number = int(value.strip())
+    except ValueError:
+        raise SettingError(f"expected a whole number, got {value!r}") from None
+    if number < 0:
+        raise SettingError(f"expected a number >= 0, got {value!r}")
+    return number
+
+
+def parse_port(value: str) -> int:
+    number = parse_int(value)
+    if not 0 < number < 65536:
+        raise SettingError(f"expected a port from 1 to 65535, got {value!r}")
+    return number
+
+
+def split_list(value: str) -> list[str]:
+    """Comma- or line-separated items; ``;`` starts a comment (CGP list format)."""
+    items: list[str] = []
+    for line in value.replace("\\e", "\n").splitlines():
+        line = line.split(";", 1)[0]
+        items.extend(part.strip() for part in line.split(",") if part.strip())
+    return items
+
+
+class IPList:
+    """A CGP address list: single addresses, CIDR networks and ``a-b`` ranges."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._ranges: list[tuple[int, int, int]] = []  # (version, first, last)
+        for item in split_list(text):
+            if "-" in item:
+                first_text, _, last_text = item.partition("-")
+                try:
+                    first = ipaddress.ip_address(first_text.strip())
+                    last = ipaddress.ip_address(last_text.strip())
+                except ValueError:
+                    raise SettingError(f"invalid address range {item!r}") from None
+                if first.version != last.version or int(first) > int(last):
+                    raise SettingError(f"invalid address range {item!r}")
+                self._ranges.append((first.version, int(first), int(last)))
+            else:
+                try:
+                    net = ipaddress.ip_network(item, strict=False)
+                except ValueError:
+                    raise SettingError(f"invalid IP address or network {item!r}") from None
+                self._ranges.append(
+                    (net.version, int(net.network_address), int(net.broadcast_address))
+                )
+
+    def __contains__(self, ip: object) -> bool:
+        try:
+            addr = ipaddress.ip_address(str(ip))
+        except ValueError:
+            return False
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+            addr = addr.ipv4_mapped
+        value = int(addr)
+        return any(v == addr.version and lo <= value <= hi for v, lo, hi in self._ranges)
+
+
+def _check_ip_list(value: str) -> str:
+    IPList(value)
+    return value
+
+
+def _check_plain_ips(value: str) -> str:
+    for item in split_list(value):
+        try:
+            ipaddress.ip_address(item)
+        except ValueError:
+            raise SettingError(f"invalid IP address {item!r}") from None
+    return value
+
+
+def _check_dns_servers(value: str) -> str:
+    for item in split_list(value):
+        host, port = item, ""
+        if item.startswith("["):
+            host, _, rest = item[1:].partition("]")
+            port = rest.removeprefix(":")
+        elif item.count(":") == 1:
+            host, port = item.split(":")
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise SettingError(f"invalid DNS server {item!r}: expected IP or IP:port") from None
+        if port:
+            parse_port(port)
+    return value
+
+
+def _check_domain_patterns(value: str) -> str:
+    for item in split_list(value):
+        if not re.fullmatch(r"[A-Za-z0-9*._\-:\[\]]+", item):
+            raise SettingError(f"invalid domain name or pattern {item!r}")
+    return value
+
+
+def _check_header_name(value: str) -> str:
+    if not re.fullmatch(r"[!-9;-~]+", value):
+        raise SettingError(f"invalid header field name {value!r}")
+    return value
+
+
+def _as(check: Callable[[str], object]) -> Callable[[str], str]:
+    def validate(value: str) -> str:
+        check(value)
+        return value.strip()
+
+    return validate
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    name: str
+    default: str
+    help: str
+    validate: Callable[[str], str] = str.strip
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("MainDomain", "", "the Main Domain name (changing it renames the Main Domain)"),
+    Setting("ServerIPAddresses", "", "the server's own IP addresses, comma-separated",
+            _check_plain_ips),
+    Setting("ClientIPAddresses", "127.0.0.0/8",
+            "networks whose clients are trusted to relay (addresses, CIDR, a-b ranges)",
+            _check_ip_list),
+    Setting("DNSServers", "", "resolver addresses IP or IP:port; empty = /etc/resolv.conf",
+            _check_dns_servers),
+    Setting("HoldMailForDomains", "", "domains whose mail is held until released (* allowed)",
+            _check_domain_patterns),
+    Setting("RelayToAllHostsWeBackup", "NO", "relay for domains that list us as an MX",
+            _as(parse_bool)),
+    Setting("RealToHeader", "X-Real-To", "header naming the original recipient in unified "
+            "domain-wide accounts", _check_header_name),
+    Setting("DefaultRemoteSMTPPort", "25", "port for MX/A targets without an explicit port",
+            _as(parse_port)),
+    Setting("MaxMessageSize", "50M", "largest message accepted (SIZE)", _as(parse_size)),
+    Setting("MaxRecipients", "1000", "recipients accepted per message", _as(parse_int)),
+    Setting("MaxLineLength", "1000", "longest command or text line in octets", _as(parse_int)),
+    Setting("MaxConnections", "500", "simultaneous connections per listener", _as(parse_int)),
+    Setting("SMTPIdleTimeout", "300", "seconds an idle SMTP client is kept", _as(parse_int)),
+    Setting("TLSCertificate", "", "PEM certificate file; empty = self-signed in DATA/tls"),
+    Setting("TLSKey", "", "PEM private key file for TLSCertificate"),
+    Setting("SMTPPort", "25", "SMTP (MX) listener", _as(parse_port)),
+    Setting("SubmissionPort", "587", "SMTP submission listener (AUTH required)",
+            _as(parse_port)),
+    Setting("SMTPSPort", "465", "SMTP over implicit TLS", _as(parse_port)),
+    Setting("POP3Port", "110", "POP3 listener", _as(parse_port)),
+    Setting("POP3SPort", "995", "POP3 over implicit TLS", _as(parse_port)),
+    Setting("IMAPPort", "143", "IMAP listener", _as(parse_port)),
+    Setting("IMAPSPort", "993", "IMAP over implicit TLS", _as(parse_port)),
+    Setting("WebUserPort", "8100", "WebUser HTTP listener", _as(parse_port)),
+    Setting("WebUserSPort", "9100", "WebUser HTTPS listener", _as(parse_port)),
+    Setting("WebAdminPort", "8010", "WebAdmin HTTP listener", _as(parse_port)),
+    Setting("WebAdminSPort", "9010", "WebAdmin HTTPS listener", _as(parse_port)),
+    Setting("SIPPort", "5060", "SIP listener (UDP and TCP)", _as(parse_port)),
+)
+
+BY_NAME: dict[str, Setting] = {s.name.lower(): s for s in SETTINGS}
+
+
+def lookup(name: str) -> Setting:
+    try:
+        return BY_NAME[name.lower()]
+    except KeyError:
+        raise SettingError(
+            f"unknown setting {name!r}; known settings: " + ", ".join(s.name for s in SETTINGS)
+        ) from None
+
+
+def validate(name: str, value: str) -> tuple[str, str]:
+    """(canonical name, stored value) or :class:`SettingError`."""
+    setting = lookup(name)
+    try:
+        return setting.name, setting.validate(value)
+    except SettingError as exc:
+        raise SettingError(f"{setting.name}: {exc}") from None
+
+
+def effective(stored: Mapping[str, str]) -> dict[str, str]:
+    """Every setting with its stored value or its default."""
+    lowered = {k.lower(): v for k, v in stored.items()}
+    return {s.name: lowered.get(s.name.lower(), s.default) for s in SETTINGS}
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """Typed view of the settings the running server reads often."""
+
+    values: Mapping[str, str]
+
+    @classmethod
+    def from_store(cls, stored: Mapping[str, str]) -> ServerSettings:
+        return cls(effective(stored))
+
+    def text(self, name: str) -> str:
+        return self.values[lookup(name).name]
+
+    def number(self, name: str) -> int:
+        return parse_int(self.text(name))
+
+    def size(self, name: str) -> int | None:
+        return parse_size(self.text(name))
+
+    def flag(self, name: str) -> bool:
+        return parse_bool(self.text(name))
+
+    def items(self, name: str) -> list[str]:
+        return split_list(self.text(name))
+
+    def client_ips(self) -> IPList:
+        return IPList(self.text("ClientIPAddresses"))
