@@ -17,3 +17,6 @@ def _fast_password_hashing() -> Iterator[None]:
     passwords.configure(**passwords.FAST_PARAMETERS)
     yield
     passwords.reset()
+
+
+from support.fixtures import dns_server, smtp_sink  # noqa: E402, F401  (loopback peers)

@@ -1,8 +1,8 @@
 """The server process: services over one store, the listeners, signals.
 
-Protocol listeners register themselves in :data:`LISTENERS` as factories;
-each gets the shared :class:`Services` and the listen address and port
-offset, and returns started asyncio servers. ``serve`` runs until SIGINT or
+:func:`components` names the background services and the protocol
+listeners; each gets the :class:`Server` (services, listen address, port
+offset, TLS context, queue) and listeners return what they bound. ``serve`` runs until SIGINT or
 SIGTERM, then closes every listener and the store.
 """
 
@@ -12,10 +12,13 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from waypost import tls
 from waypost.services.container import Services, open_services
 
 log = logging.getLogger("waypost")
@@ -32,8 +35,17 @@ class Listener:
 
 
 ListenerFactory = Callable[["Server"], Awaitable[list[Listener]]]
+Starter = Callable[["Server"], Awaitable[None]]
 
-LISTENERS: list[ListenerFactory] = []
+
+def components() -> tuple[list[Starter], list[ListenerFactory]]:
+    """Background services first (the queue and its delivery), then the
+    protocol listeners that feed them. Imported here so that the CLI does
+    not load every protocol."""
+    from waypost.protocols.smtp.listener import start_smtp
+    from waypost.services.delivery.runner import start_delivery
+
+    return [start_delivery], [start_smtp]
 
 
 @dataclass
@@ -43,13 +55,29 @@ class Server:
     port_offset: int = 0
     listeners: list[Listener] = field(default_factory=list)
     background: list[asyncio.Task[None]] = field(default_factory=list)
+    queue: Any = None
+    tls: ssl.SSLContext | None = None
 
     def port(self, setting: str) -> int:
         return self.services.settings().number(setting) + self.port_offset
 
     async def start(self) -> None:
-        for factory in LISTENERS:
+        self.tls = await asyncio.to_thread(self._tls_context)
+        starters, factories = components()
+        for starter in starters:
+            await starter(self)
+        for factory in factories:
             self.listeners.extend(await factory(self))
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """The configured certificate, or a self-signed one made on first start."""
+        settings = self.services.settings()
+        cert, key = settings.text("TLSCertificate"), settings.text("TLSKey")
+        if not cert:
+            cert_path, key_path = tls.ensure_certificate(
+                self.services.data_dir, self.services.directory.main_domain())
+            cert, key = str(cert_path), str(key_path)
+        return tls.server_context(cert, key or cert)
 
     async def stop(self) -> None:
         for task in self.background:

@@ -200,6 +200,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WebAdminPort", "8010", "WebAdmin HTTP listener", _as(parse_port)),
     Setting("WebAdminSPort", "9010", "WebAdmin HTTPS listener", _as(parse_port)),
     Setting("SIPPort", "5060", "SIP listener (UDP and TCP)", _as(parse_port)),
+    Setting("QueueRetryFirst", "600", "seconds before the first retry after a temporary "
+            "failure; the delay then doubles", _as(parse_int)),
+    Setting("QueueRetryMax", "3600", "longest delay between retries, seconds", _as(parse_int)),
+    Setting("QueueLifetime", "432000", "seconds a message may wait in the queue before it "
+            "is bounced (5 days)", _as(parse_int)),
+    Setting("HeldQueueLifetime", "604800", "seconds mail for a held domain is kept before "
+            "it is bounced (7 days)", _as(parse_int)),
 )
 
 BY_NAME: dict[str, Setting] = {s.name.lower(): s for s in SETTINGS}

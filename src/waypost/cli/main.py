@@ -9,7 +9,9 @@ from waypost.cli import (
     account,
     domain,
     init,
+    mailbox,
     objects,
+    queue,
     route,
     serve,
 )
@@ -25,7 +27,7 @@ def cli() -> None:
     """Waypost administration: the Directory, the Router, settings and the server."""
 
 
-for module in (init, serve, domain, account, router_cmd, route, settings_cmd):
+for module in (init, serve, domain, account, router_cmd, route, settings_cmd, queue, mailbox):
     for command in module.COMMANDS:
         cli.add_command(command)
 for command in objects.COMMANDS:

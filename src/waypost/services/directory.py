@@ -33,6 +33,7 @@ from waypost.services.router.view import (
     UnknownMode,
     UnknownPolicy,
 )
+from waypost.settings import split_list
 from waypost.storage.interface import DomainRecord, NotFound, ObjectRecord, Store
 
 __all__ = ["Directory", "DirectoryError"]
@@ -576,8 +577,10 @@ class Directory:
                 objects[(obj.domain.lower(), obj.name.lower())] = view
         own_ips = {"127.0.0.1", "0.0.0.0", *ip_domains}
         own_ips.update(_ip_list(settings.get("ServerIPAddresses", ""), strict=False))
-        hold = tuple(p.strip().lower() for p in settings.get("HoldMailForDomains", "").split(",")
-                     if p.strip())
+        # list format as in settings.split_list; an ATRN "= account" part is not a pattern
+        hold = tuple(p for p in (item.partition("=")[0].strip().lower()
+                                 for item in split_list(settings.get("HoldMailForDomains", "")))
+                     if p)
         return DirectorySnapshot(
             main_domain=main,
             domains=MappingProxyType(domains),

@@ -71,6 +71,103 @@ MIGRATIONS: list[Migration] = [
         CREATE INDEX objects_kind ON objects (domain_id, kind);
         """,
     ),
+    (
+        2,
+        "queue: messages, per-recipient delivery state, blob collection candidates",
+        """
+        -- one row per accepted message; the body is the content-addressed blob
+        CREATE TABLE queue_messages (
+            id TEXT PRIMARY KEY,
+            mail_from TEXT NOT NULL,
+            params TEXT NOT NULL DEFAULT '{}',
+            client_ip TEXT NOT NULL DEFAULT '',
+            helo TEXT NOT NULL DEFAULT '',
+            auth_user TEXT,
+            trusted INTEGER NOT NULL DEFAULT 0,
+            protocol TEXT NOT NULL DEFAULT '',
+            blob TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            created REAL NOT NULL
+        );
+        CREATE INDEX queue_messages_blob ON queue_messages (blob);
+
+        -- one row per destination (route) of one envelope recipient
+        CREATE TABLE queue_recipients (
+            id INTEGER PRIMARY KEY,
+            message_id TEXT NOT NULL REFERENCES queue_messages (id) ON DELETE CASCADE,
+            address TEXT NOT NULL,
+            module TEXT NOT NULL,
+            queue TEXT NOT NULL DEFAULT '',
+            route_address TEXT NOT NULL DEFAULT '',
+            real_to TEXT,
+            mailbox TEXT,
+            notify TEXT NOT NULL DEFAULT '',
+            orcpt TEXT,
+            state TEXT NOT NULL DEFAULT 'queued',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt REAL NOT NULL,
+            last_error TEXT NOT NULL DEFAULT '',
+            released INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX queue_recipients_message ON queue_recipients (message_id);
+        CREATE INDEX queue_recipients_due ON queue_recipients (next_attempt)
+            WHERE state IN ('queued', 'deferred');
+        CREATE INDEX queue_recipients_queue ON queue_recipients (module, queue)
+            WHERE state IN ('queued', 'deferred');
+
+        -- blobs that lost a reference; the collector checks them (no refcounts
+        -- to keep right: a blob is live while any row names it)
+        CREATE TABLE blob_candidates (
+            hash TEXT PRIMARY KEY
+        );
+        CREATE TRIGGER queue_messages_blob_gone AFTER DELETE ON queue_messages
+        BEGIN
+            INSERT OR IGNORE INTO blob_candidates (hash) VALUES (old.blob);
+        END;
+        """,
+    ),
+    (
+        3,
+        "mailstore: mailboxes per account, message metadata over blobs",
+        """
+        CREATE TABLE mailboxes (
+            id INTEGER PRIMARY KEY,
+            account_id INTEGER NOT NULL REFERENCES objects (id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            uidvalidity INTEGER NOT NULL,
+            uidnext INTEGER NOT NULL DEFAULT 1,
+            highestmodseq INTEGER NOT NULL DEFAULT 0,
+            acl TEXT NOT NULL DEFAULT '{}',
+            created REAL NOT NULL,
+            UNIQUE (account_id, name)
+        );
+
+        -- the stored message is prefix + blob minus the omitted byte ranges:
+        -- per-delivery headers never copy the shared body
+        CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            mailbox_id INTEGER NOT NULL REFERENCES mailboxes (id) ON DELETE CASCADE,
+            uid INTEGER NOT NULL,
+            modseq INTEGER NOT NULL DEFAULT 0,
+            flags TEXT NOT NULL DEFAULT '',
+            internal_date REAL NOT NULL,
+            size INTEGER NOT NULL,
+            blob TEXT NOT NULL,
+            prefix BLOB NOT NULL DEFAULT x'',
+            omit TEXT NOT NULL DEFAULT '',
+            hdr_from TEXT NOT NULL DEFAULT '',
+            hdr_subject TEXT NOT NULL DEFAULT '',
+            hdr_date TEXT NOT NULL DEFAULT '',
+            hdr_message_id TEXT NOT NULL DEFAULT '',
+            UNIQUE (mailbox_id, uid)
+        );
+        CREATE INDEX messages_blob ON messages (blob);
+        CREATE TRIGGER messages_blob_gone AFTER DELETE ON messages
+        BEGIN
+            INSERT OR IGNORE INTO blob_candidates (hash) VALUES (old.blob);
+        END;
+        """,
+    ),
 ]
 
 

@@ -2,9 +2,14 @@
 
 One connection per :class:`SqliteStore`, shared by threads under a lock: the
 server calls the store from worker threads, and SQLite serialises writers
-anyway. Every mutating method runs in one ``BEGIN IMMEDIATE`` transaction that
-also bumps the change counter read by :meth:`SqliteStore.version`, so other
-processes (the CLI beside a running server) see the change too.
+anyway. Every mutating method runs in one ``BEGIN IMMEDIATE`` transaction.
+Directory, settings and Router changes also bump the change counter read by
+:meth:`SqliteStore.version`, so other processes (the CLI beside a running
+server) see the change too; queue and mailstore changes do not (they are not
+configuration, and would make every service rebuild its snapshot per message).
+
+Message bodies are files beside the database (``blobs.py``); the queue and
+mailstore tables live in ``queue_store.py`` and ``mail_store.py``.
 """
 
 from __future__ import annotations
@@ -12,18 +17,27 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from waypost.storage.interface import (
+    INBOX,
     AlreadyExists,
     DomainRecord,
+    MailboxInfo,
+    MailMessage,
+    NewMailMessage,
+    NewQueueMessage,
     NotFound,
     ObjectRecord,
+    QueuedMessage,
+    RecipientUpdate,
     StoreError,
 )
+from waypost.storage.sqlite import mail_store, queue_store
+from waypost.storage.sqlite.blobs import BlobFiles
 from waypost.storage.sqlite.migrations import migrate
 
 DB_NAME = "waypost.db"
@@ -37,6 +51,8 @@ class SqliteStore:
         self.data_dir = Path(data_dir)
         self.db_path = db_path or self.data_dir / DB_NAME
         self._lock = threading.RLock()
+        self.blobs = BlobFiles(self.data_dir)
+        self._queue_commits = 0
         try:
             conn = sqlite3.connect(
                 self.db_path, isolation_level=None, check_same_thread=False,
@@ -103,6 +119,23 @@ class SqliteStore:
                 conn.execute("BEGIN IMMEDIATE")
                 yield conn
                 conn.execute("UPDATE meta SET change_counter = change_counter + 1")
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"database error: {exc}") from exc
+                raise
+
+    @contextmanager
+    def _txn(self) -> Iterator[sqlite3.Connection]:
+        """One committed change of mail data (queue, mailboxes): not counted
+        by :meth:`version`."""
+        with self._lock:
+            conn = self.conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                yield conn
                 conn.execute("COMMIT")
             except BaseException as exc:
                 if conn.in_transaction:
@@ -272,12 +305,14 @@ class SqliteStore:
         with self._write() as conn:
             domain_id, real, _ = _domain_row(conn, record.domain)
             _check_object_name_free(conn, domain_id, real, record.name)
-            conn.execute(
+            cursor = conn.execute(
                 "INSERT INTO objects (domain_id, name, name_lower, kind, data, secret)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (domain_id, record.name, record.name.lower(), record.kind,
                  _dump(record.data), record.secret),
             )
+            if record.kind == "account":  # every account has an INBOX
+                mail_store.create_mailbox(conn, int(cursor.lastrowid or 0), INBOX)
 
     def update_object(
         self, domain: str, name: str, *, data: dict[str, Any] | None = None,
@@ -304,6 +339,128 @@ class SqliteStore:
     def delete_object(self, domain: str, name: str) -> None:
         with self._write() as conn:
             conn.execute("DELETE FROM objects WHERE id = ?", (_object_id(conn, domain, name),))
+
+    # -- message bodies ---------------------------------------------------
+
+    def blob_put(self, data: bytes) -> str:
+        return self.blobs.put(data)
+
+    def blob_get(self, key: str) -> bytes:
+        return self.blobs.get(key)
+
+    def blob_gc(self, grace: float, *, full: bool = False) -> int:
+        """Delete unreferenced blobs untouched for ``grace`` seconds.
+
+        Normally only the candidates recorded when a row naming a blob was
+        deleted are checked; ``full`` walks every file too, which also finds
+        bodies written by a submission that never committed (a crash).
+        """
+        with self._read() as conn:
+            candidates = [key for (key,) in conn.execute("SELECT hash FROM blob_candidates")]
+        keys = dict.fromkeys(candidates)
+        if full:
+            keys.update(dict.fromkeys(self.blobs.keys()))
+        removed, settled = 0, []
+        for key in keys:
+            status = self.blobs.remove_if_stale(key, grace, self._blob_referenced)
+            removed += status == "removed"
+            if status != "young":
+                settled.append(key)
+        if candidates:
+            known = set(candidates)
+            done = [key for key in settled if key in known]
+            with self._txn() as conn:
+                conn.executemany("DELETE FROM blob_candidates WHERE hash = ?",
+                                 [(key,) for key in done])
+        return removed
+
+    def _blob_referenced(self, key: str) -> bool:
+        with self._read() as conn:
+            return queue_store.blob_referenced(conn, key)
+
+    # -- queue --------------------------------------------------------------
+
+    def queue_commit(
+        self, add: Sequence[NewQueueMessage] = (), settle: Sequence[RecipientUpdate] = (),
+    ) -> None:
+        if not add and not settle:
+            return
+        with self._txn() as conn:
+            queue_store.insert_messages(conn, add)
+            queue_store.settle(conn, settle)
+        with self._lock:
+            self._queue_commits += 1
+
+    def queue_commits(self) -> int:
+        return self._queue_commits
+
+    def queue_due(
+        self, now: float, limit: int, skip: Sequence[tuple[str, str]] = (),
+    ) -> list[QueuedMessage]:
+        with self._read() as conn:
+            return queue_store.due(conn, now, limit, skip)
+
+    def queue_list(self) -> list[QueuedMessage]:
+        with self._read() as conn:
+            return queue_store.pending(conn)
+
+    def queue_get(self, message_id: str) -> QueuedMessage:
+        with self._read() as conn:
+            return queue_store.one(conn, message_id)
+
+    def queue_delete(self, message_id: str) -> None:
+        with self._txn() as conn:
+            queue_store.delete(conn, message_id)
+
+    def queue_schedule(
+        self, now: float, *, module: str | None = None, queue: str | None = None,
+        release: bool = False,
+    ) -> int:
+        with self._txn() as conn:
+            return queue_store.schedule(conn, now, module, queue, release)
+
+    # -- mailstore ------------------------------------------------------------
+
+    def mail_store(
+        self, messages: Sequence[NewMailMessage], settle: Sequence[RecipientUpdate] = (),
+    ) -> list[int | None]:
+        with self._txn() as conn:
+            uids = mail_store.store_messages(conn, messages)
+            queue_store.settle(conn, settle)
+        return uids
+
+    def mail_create_mailbox(self, domain: str, account: str, name: str) -> MailboxInfo:
+        with self._txn() as conn:
+            owner = mail_store.account_id(conn, domain, account)
+            if mail_store.find_mailbox(conn, owner, name) is not None:
+                raise AlreadyExists(f"mailbox {name!r} already exists in {account}@{domain}")
+            mail_store.create_mailbox(conn, owner, name)
+            return mail_store.mailbox_infos(conn, domain, account, name)[0]
+
+    def mail_mailboxes(self, domain: str, account: str) -> list[MailboxInfo]:
+        with self._read() as conn:
+            return mail_store.mailbox_infos(conn, domain, account)
+
+    def mail_mailbox(self, domain: str, account: str, name: str) -> MailboxInfo:
+        with self._read() as conn:
+            return mail_store.mailbox_infos(conn, domain, account, name)[0]
+
+    def mail_messages(self, domain: str, account: str, mailbox: str) -> list[MailMessage]:
+        with self._read() as conn:
+            return mail_store.messages(conn, mail_store.mailbox_id(conn, domain, account, mailbox))
+
+    def mail_message(self, domain: str, account: str, mailbox: str, uid: int) -> MailMessage:
+        with self._read() as conn:
+            box = mail_store.mailbox_id(conn, domain, account, mailbox)
+            found = mail_store.messages(conn, box, uid)
+            if not found:
+                raise NotFound(f"no message UID {uid} in {mailbox!r} of {account}@{domain}")
+            return found[0]
+
+    def mail_delete(self, domain: str, account: str, mailbox: str, uids: Sequence[int]) -> int:
+        with self._txn() as conn:
+            box = mail_store.mailbox_id(conn, domain, account, mailbox)
+            return mail_store.delete_messages(conn, box, uids)
 
 
 # -- helpers (called with the lock held) ----------------------------------

@@ -1,0 +1,1 @@
+"""SMTP: pure wire format, outbound client, server session."""

@@ -1,0 +1,410 @@
+"""The SMTP server side: one session per connection (RFC 5321 state machine).
+
+The session parses with ``wire.py`` and asks :class:`Reception` every
+question that needs a decision (trust, routes, logins, the queue). A
+message is answered 250 only after ``Reception.submit`` returned, i.e. after
+the queue made it durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+import ssl
+from dataclasses import dataclass, field
+from email.utils import formatdate
+
+from waypost.protocols.smtp import wire
+from waypost.protocols.smtp.wire import CommandError, Reply
+from waypost.services.message import Recipient, Submission
+from waypost.services.reception import Reception, new_message_id
+
+log = logging.getLogger("waypost.smtp")
+
+READ_CHUNK = 65536
+
+
+@dataclass
+class ListenerConfig:
+    """``mode`` is ``mx`` (port 25), ``submission`` (587: AUTH before MAIL) or
+    ``smtps`` (465: TLS from the first byte)."""
+
+    mode: str
+    tls: ssl.SSLContext | None
+    hostname: str
+
+
+@dataclass
+class Transaction:
+    mail_from: wire.MailFrom | None = None
+    recipients: list[Recipient] = field(default_factory=list)
+    rcpt_count: int = 0
+
+    def reset(self) -> None:
+        self.mail_from = None
+        self.recipients = []
+        self.rcpt_count = 0
+
+
+class Session:
+    def __init__(
+        self,
+        reception: Reception,
+        config: ListenerConfig,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        self.reception = reception
+        self.config = config
+        self.reader = reader
+        self.writer = writer
+        peer = writer.get_extra_info("peername") or ("0.0.0.0", 0)
+        self.client_ip: str = peer[0]
+        self.helo: str | None = None
+        self.esmtp = False
+        self.tls = config.mode == "smtps"
+        self.auth_user: str | None = None
+        self.auth_failures = 0
+        self.tx = Transaction()
+        settings = reception.settings
+        self.max_size = settings.size("MaxMessageSize")
+        self.max_rcpts = settings.number("MaxRecipients")
+        self.idle = settings.number("SMTPIdleTimeout")
+        self.lines = wire.LineBuffer(settings.number("MaxLineLength"))
+        self.closing = False
+
+    # -- trust -----------------------------------------------------------
+
+    @property
+    def trusted(self) -> bool:
+        return self.auth_user is not None or self.reception.is_trusted_ip(self.client_ip)
+
+    @property
+    def loopback(self) -> bool:
+        return self.client_ip.startswith("127.") or self.client_ip in ("::1",)
+
+    @property
+    def auth_offered(self) -> bool:
+        """AUTH only over TLS, except from loopback (smtp.md §3)."""
+        return self.tls or self.loopback
+
+    # -- I/O ---------------------------------------------------------------
+
+    def send(self, reply: Reply) -> None:
+        self.writer.write(reply.to_bytes())
+
+    async def read_chunk(self) -> bytes:
+        try:
+            return await asyncio.wait_for(self.reader.read(READ_CHUNK), self.idle)
+        except TimeoutError:
+            self.send(Reply(421, "4.4.2", f"{self.config.hostname} idle timeout, closing"))
+            self.closing = True
+            return b""
+
+    async def run(self) -> None:
+        try:
+            self.send(Reply(220, "", f"{self.config.hostname} ESMTP Waypost ready"))
+            await self.writer.drain()
+            while not self.closing:
+                line = self._next_line()
+                if line is None:
+                    await self.writer.drain()
+                    chunk = await self.read_chunk()
+                    if not chunk:
+                        break
+                    self.lines.feed(chunk)
+                    continue
+                if isinstance(line, Reply):
+                    self.send(line)
+                    continue
+                await self.handle(line)
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                await self.writer.drain()
+        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
+            log.debug("client %s went away: %s", self.client_ip, exc)
+        finally:
+            with contextlib.suppress(Exception):
+                self.writer.close()
+                await asyncio.wait_for(self.writer.wait_closed(), 5)
+
+    def _next_line(self) -> bytes | Reply | None:
+        try:
+            return self.lines.next_line()
+        except CommandError as exc:
+            return exc.reply
+
+    # -- commands ------------------------------------------------------------
+
+    async def handle(self, line: bytes) -> None:
+        try:
+            command = wire.parse_command(line, self.lines.limit)
+        except CommandError as exc:
+            self.send(exc.reply)
+            return
+        handler = getattr(self, f"cmd_{command.verb.lower()}", None)
+        if handler is None:
+            self.send(Reply(500, "5.5.1", f"Command {command.verb} unrecognized"))
+            return
+        try:
+            await handler(command.arg)
+        except CommandError as exc:
+            self.send(exc.reply)
+
+    async def cmd_helo(self, arg: str) -> None:
+        await self._greet(arg, esmtp=False)
+
+    async def cmd_ehlo(self, arg: str) -> None:
+        await self._greet(arg, esmtp=True)
+
+    async def _greet(self, arg: str, *, esmtp: bool) -> None:
+        name = arg.strip()
+        if not name or " " in name:
+            raise CommandError(Reply(501, "5.5.4", "Syntax: EHLO hostname"))
+        self.helo = name
+        self.esmtp = esmtp
+        self.tx.reset()
+        if not esmtp:
+            self.send(Reply(250, "", f"{self.config.hostname} Hello {name}"))
+            return
+        lines = [f"{self.config.hostname} Hello {name} [{self.client_ip}]", "PIPELINING"]
+        lines.append(f"SIZE {self.max_size}" if self.max_size else "SIZE")
+        lines += ["8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8", "DSN"]
+        if self.config.tls is not None and not self.tls:
+            lines.append("STARTTLS")
+        if self.auth_offered and self.auth_user is None:
+            lines.append("AUTH PLAIN LOGIN")
+        lines.append("HELP")
+        self.send(Reply(250, "", "\n".join(lines)))
+
+    async def cmd_starttls(self, arg: str) -> None:
+        if arg:
+            raise CommandError(Reply(501, "5.5.4", "Syntax: STARTTLS"))
+        if self.config.tls is None or self.tls:
+            raise CommandError(Reply(503, "5.5.1", "TLS already active or not available"))
+        if len(self.lines):
+            # Pipelined plaintext after STARTTLS would be injected into the TLS
+            # session (CVE-2011-0411 class): refuse it.
+            self.lines.take_rest()
+            raise CommandError(Reply(503, "5.5.1", "No commands may follow STARTTLS"))
+        self.send(Reply(220, "2.0.0", "Ready to start TLS"))
+        await self.writer.drain()
+        await self.writer.start_tls(self.config.tls)
+        self.tls = True
+        self.helo = None
+        self.esmtp = False
+        self.tx.reset()
+
+    async def cmd_auth(self, arg: str) -> None:
+        if not self.auth_offered:
+            raise CommandError(Reply(538, "5.7.11", "Encryption required for AUTH"))
+        if self.auth_user is not None:
+            raise CommandError(Reply(503, "5.5.1", "Already authenticated"))
+        if self.tx.mail_from is not None:
+            raise CommandError(Reply(503, "5.5.1", "AUTH not allowed during a transaction"))
+        mechanism, _, initial = arg.partition(" ")
+        mechanism = mechanism.upper()
+        if mechanism == "PLAIN":
+            blob = initial.strip() or await self._challenge("")
+            login, password = _decode_plain(blob)
+        elif mechanism == "LOGIN":
+            user_b64 = initial.strip() or await self._challenge("VXNlcm5hbWU6")
+            login = _b64(user_b64)
+            password = _b64(await self._challenge("UGFzc3dvcmQ6"))
+        else:
+            raise CommandError(Reply(504, "5.5.4", "Unrecognized authentication mechanism"))
+        account = await self.reception.authenticate(login, password)
+        if account is None:
+            self.auth_failures += 1
+            # Each failure costs the client more time; enough of them ends the session.
+            await asyncio.sleep(min(0.5 * 2 ** (self.auth_failures - 1), 8.0))
+            if self.auth_failures >= 5:
+                self.send(Reply(421, "4.7.0", "Too many authentication failures"))
+                self.closing = True
+                return
+            raise CommandError(Reply(535, "5.7.8", "Authentication credentials invalid"))
+        self.auth_user = account
+        log.info("AUTH %s as %s from %s", mechanism, account, self.client_ip)
+        self.send(Reply(235, "2.7.0", "Authentication successful"))
+
+    async def _challenge(self, text: str) -> str:
+        self.send(Reply(334, "", text))
+        await self.writer.drain()
+        while True:
+            line = self._next_line()
+            if isinstance(line, Reply):
+                raise CommandError(Reply(501, "5.5.2", "Authentication line too long"))
+            if line is not None:
+                break
+            chunk = await self.read_chunk()
+            if not chunk:
+                raise ConnectionError("client closed during AUTH")
+            self.lines.feed(chunk)
+        answer = line.rstrip(b"\r\n").decode("ascii", "replace")
+        if answer == "*":
+            raise CommandError(Reply(501, "5.7.0", "Authentication cancelled"))
+        return answer
+
+    async def cmd_mail(self, arg: str) -> None:
+        if self.helo is None:
+            raise CommandError(Reply(503, "5.5.1", "Send EHLO or HELO first"))
+        if self.tx.mail_from is not None:
+            raise CommandError(Reply(503, "5.5.1", "Nested MAIL command"))
+        if self.config.mode == "submission" and self.auth_user is None:
+            raise CommandError(Reply(530, "5.7.0", "Authentication required"))
+        mail = wire.parse_mail(arg) if self.esmtp else wire.parse_mail(arg, allowed=())
+        size = mail.params.size
+        if size is not None and self.max_size is not None and size > self.max_size:
+            raise CommandError(Reply(552, "5.3.4", "Message size exceeds fixed maximum"))
+        self.tx.reset()
+        self.tx.mail_from = mail
+        self.send(Reply(250, "2.1.0", "Sender OK"))
+
+    async def cmd_rcpt(self, arg: str) -> None:
+        if self.tx.mail_from is None:
+            raise CommandError(Reply(503, "5.5.1", "Need MAIL before RCPT"))
+        rcpt = (
+            wire.parse_rcpt(arg, smtputf8=self.tx.mail_from.params.smtputf8)
+            if self.esmtp
+            else wire.parse_rcpt(arg, allowed=())
+        )
+        if self.tx.rcpt_count >= self.max_rcpts:
+            raise CommandError(Reply(452, "4.5.3", "Too many recipients"))
+        result = await self.reception.route_recipient(rcpt.address, self.trusted)
+        if result.error is not None:
+            code, enhanced = result.error.smtp
+            log.info("RCPT %s from %s refused: %s", rcpt.address, self.client_ip, result.error.text)
+            raise CommandError(Reply(code, enhanced, f"<{rcpt.address}> {result.error.text}"))
+        notify = rcpt.params.notify or ()
+        orcpt = rcpt.params.orcpt[1] if rcpt.params.orcpt else None
+        for route in result.routes:
+            self.tx.recipients.append(Recipient(rcpt.address, route, tuple(notify), orcpt))
+        self.tx.rcpt_count += 1
+        self.send(Reply(250, "2.1.5", "Recipient OK"))
+
+    async def cmd_data(self, arg: str) -> None:
+        if arg:
+            raise CommandError(Reply(501, "5.5.4", "Syntax: DATA"))
+        if self.tx.mail_from is None:
+            raise CommandError(Reply(503, "5.5.1", "Need MAIL command"))
+        if not self.tx.rcpt_count:
+            raise CommandError(Reply(503, "5.5.1", "Need RCPT command (no valid recipients)"))
+        self.send(Reply(354, "", "Start mail input; end with <CRLF>.<CRLF>"))
+        await self.writer.drain()
+        reader = wire.DataReader(max_size=self.max_size, normalize=True)
+        done = reader.feed(self.lines.take_rest())
+        while not done:
+            chunk = await self.read_chunk()
+            if not chunk:
+                self.tx.reset()
+                self.closing = True
+                return
+            done = reader.feed(chunk)
+        self.lines.feed(reader.leftover)
+        mail_from = self.tx.mail_from
+        recipients = self.tx.recipients
+        self.tx.reset()
+        if reader.oversized:
+            raise CommandError(Reply(552, "5.3.4", "Message size exceeds fixed maximum"))
+        queue_id = new_message_id()
+        submission = Submission(
+            mail_from=mail_from.address,
+            recipients=recipients,
+            body=self._received(queue_id, recipients) + reader.body,
+            params=_mail_params(mail_from.params),
+            client_ip=self.client_ip,
+            helo=self.helo or "",
+            auth_user=self.auth_user,
+            trusted=self.trusted,
+            protocol=self._protocol(),
+        )
+        submission.params["QueueID"] = queue_id
+        try:
+            stored_id = await self.reception.submit(submission)
+        except Exception:
+            log.exception("could not queue a message from %s", self.client_ip)
+            raise CommandError(
+                Reply(451, "4.3.0", "Local error in processing; try again")
+            ) from None
+        log.info(
+            "queued %s from <%s> for %d recipient(s), %d octets, client %s",
+            stored_id,
+            mail_from.address,
+            len(recipients),
+            reader.size,
+            self.client_ip,
+        )
+        self.send(Reply(250, "2.0.0", f"OK queued as {stored_id}"))
+
+    def _protocol(self) -> str:
+        name = "ESMTP" if self.esmtp else "SMTP"
+        if self.tls:
+            name += "S"
+        if self.auth_user:
+            name += "A"
+        return name
+
+    def _received(self, queue_id: str, recipients: list[Recipient]) -> bytes:
+        """Our trace header (RFC 5321 §4.4); the message below it is untouched."""
+        addresses = {r.address for r in recipients}
+        for_clause = f"\r\n\tfor <{next(iter(addresses))}>" if len(addresses) == 1 else ""
+        header = (
+            f"Received: from {self.helo} ([{self.client_ip}])\r\n"
+            f"\tby {self.config.hostname} (Waypost) with {self._protocol()} id {queue_id}"
+            f"{for_clause};\r\n\t{formatdate(localtime=False, usegmt=True)}\r\n"
+        )
+        return header.encode("utf-8", "replace")
+
+    async def cmd_rset(self, arg: str) -> None:
+        self.tx.reset()
+        self.send(Reply(250, "2.0.0", "Reset OK"))
+
+    async def cmd_noop(self, arg: str) -> None:
+        self.send(Reply(250, "2.0.0", "OK"))
+
+    async def cmd_quit(self, arg: str) -> None:
+        self.send(Reply(221, "2.0.0", f"{self.config.hostname} closing connection"))
+        self.closing = True
+
+    async def cmd_vrfy(self, arg: str) -> None:
+        self.send(Reply(252, "2.5.0", "Cannot VRFY user; try RCPT to attempt delivery"))
+
+    async def cmd_expn(self, arg: str) -> None:
+        self.send(Reply(502, "5.5.1", "EXPN not available"))
+
+    async def cmd_help(self, arg: str) -> None:
+        self.send(Reply(214, "2.0.0", "See RFC 5321; Waypost supports the EHLO keywords"))
+
+
+def _b64(text: str) -> str:
+    try:
+        return base64.b64decode(text, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise CommandError(Reply(501, "5.5.2", "Invalid base64 data")) from None
+
+
+def _decode_plain(blob: str) -> tuple[str, str]:
+    parts = _b64(blob).split("\0")
+    if len(parts) != 3 or not parts[1]:
+        raise CommandError(Reply(501, "5.5.2", "Invalid PLAIN credentials"))
+    authzid, login, password = parts
+    if authzid and authzid.lower() != login.lower():
+        raise CommandError(Reply(535, "5.7.8", "Authorization identity not allowed"))
+    return login, password
+
+
+def _mail_params(params: wire.MailParams) -> dict[str, str]:
+    out: dict[str, str] = {}
+    if params.size is not None:
+        out["SIZE"] = str(params.size)
+    if params.body:
+        out["BODY"] = params.body
+    if params.smtputf8:
+        out["SMTPUTF8"] = "YES"
+    if params.ret:
+        out["RET"] = params.ret
+    if params.envid is not None:
+        out["ENVID"] = params.envid
+    return out

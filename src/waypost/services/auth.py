@@ -1,0 +1,32 @@
+"""Login: names go through the Router (access kind), so account aliases,
+``user%domain`` and ``user@domain`` all log in (router.md, access kind).
+
+Used by SMTP AUTH, POP3 and IMAP alike; argon2 runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from waypost.services.container import Services
+from waypost.services.router.table import Kind
+
+
+def login_account(services: Services, login: str) -> str | None:
+    """The account (``name@domain``) a login name routes to, or None."""
+    result = services.router.route(login, Kind.ACCESS, trusted=True)
+    if result.error or len(result.routes) != 1 or result.routes[0].module != "LOCAL":
+        return None
+    return result.routes[0].queue
+
+
+def check_password(services: Services, login: str, password: str) -> str | None:
+    account = login_account(services, login)
+    target = account or "\0unknown"
+    ok = services.directory.verify_password(target, password)
+    return account if ok and account else None
+
+
+async def authenticate(services: Services, login: str, password: str) -> str | None:
+    """The account name on success, None otherwise (never says which part failed)."""
+    return await asyncio.to_thread(check_password, services, login, password)

@@ -1,0 +1,1 @@
+"""Delivery: turning queued messages into local stores or SMTP relays (dns: target resolution)."""

@@ -1,0 +1,390 @@
+"""The delivery loop: reads only the queue (design.md, after Postfix).
+
+It wakes when something is submitted and polls the database every second
+anyway, so ``waypost queue flush/release`` run from another process take
+effect at once. Each tick picks the due recipients and groups them by route
+queue, ``MODULE(queue)``; one task per queue delivers its group while the
+next ticks skip that queue, so a slow SMTP target never stalls local mail.
+
+What each module does with its group:
+
+* ``LOCAL(account)`` -- ``local.deliver`` (store + mark delivered, one
+  transaction);
+* ``DISCARD()`` -- done; ``BOUNCE(..)`` ("Accepted and Bounced") -- failure DSN;
+* ``SMTP(target)`` -- ``relay.deliver`` (another module; until it exists the
+  recipients wait in the queue), except in held queues (smtp.md §6.1):
+  those wait unattempted, unless released, until the hold expiry;
+* ``LIST(..)`` and modules without delivery yet -- kept in the queue with a
+  note, never bounced for it.
+
+Outcomes: *failed* bounces now; *deferred* retries with backoff and bounces
+after the expiry (smtp.md §2.3). A DSN is submitted together with the
+failures it reports (one transaction) and never for a null sender.
+Forwarders, groups and aliases were expanded by the Router at RCPT time:
+queue rows hold final routes, so nothing is re-routed here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import importlib
+import importlib.util
+import inspect
+import logging
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from types import ModuleType
+from typing import Any
+
+from waypost.services.container import Services
+from waypost.services.delivery import local
+from waypost.services.delivery.dsn import DSNRecipient, build_dsn
+from waypost.services.delivery.outbound import (
+    OUTBOUND_PARAMS,
+    OutboundMessage,
+    OutboundRecipient,
+    Outcome,
+)
+from waypost.services.message import Recipient, Submission
+from waypost.services.queue import Queue, QueuePolicy, queue_label
+from waypost.storage.interface import QueuedMessage, QueuedRecipient, RecipientUpdate, StoreError
+
+log = logging.getLogger("waypost.delivery")
+
+HOLD_RECHECK = 3600.0  # a held recipient's next look (a hold list change flushes at once)
+PARKED_RECHECK = 600.0  # LIST and modules without delivery yet
+GC_INTERVAL = 600.0
+GC_GRACE = 3600.0  # a blob untouched this long and named by no row is garbage
+FULL_GC_INTERVAL = 86400.0
+MAX_GROUPS = 32  # queues delivered at the same time
+SMTP_CHUNK = 20  # messages handed to the relay per call (bodies are in memory)
+EXPIRED = "5.4.7"  # RFC 3463: delivery time expired
+
+
+def load_relay() -> ModuleType | None:
+    """``services/delivery/relay.py`` when it exists (written separately)."""
+    name = "waypost.services.delivery.relay"
+    if importlib.util.find_spec(name) is None:
+        return None
+    return importlib.import_module(name)
+
+
+class DeliveryRunner:
+    def __init__(
+        self, services: Services, queue: Queue, *, poll: float = 1.0, batch: int = 500,
+        relay: ModuleType | bool | None = True,
+    ) -> None:
+        self.services = services
+        self.queue = queue
+        self.store = services.store
+        self.poll = poll
+        self.batch = batch
+        self.relay: ModuleType | None = load_relay() if relay is True else relay or None
+        self._relay_ctx: Any = None
+        self._relay_version = -1
+        self._busy: set[tuple[str, str]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._limit = asyncio.Semaphore(MAX_GROUPS)
+        self._policy: QueuePolicy | None = None  # as of the last tick
+        self._last_gc = time.time()
+        self._last_full_gc = 0.0
+
+    # -- the loop ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            while True:
+                self.queue.submitted.clear()
+                try:
+                    await self.tick()
+                    await self._collect_garbage()
+                except Exception:
+                    log.exception("delivery runner tick failed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.queue.submitted.wait(), self.poll)
+                await asyncio.sleep(0.01)  # let a burst of submissions land together
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.queue.close()
+
+    async def run_once(self) -> None:
+        """One tick and every delivery it started (for tests)."""
+        await self.tick()
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def tick(self) -> None:
+        policy = await self.queue.refresh_policy()
+        if self._policy is not None and policy.hold != self._policy.hold:
+            await self.queue.db(_unhold, self.store, self._policy, policy)
+        self._policy = policy
+        due = await self.queue.db(self.store.queue_due, time.time(), self.batch,
+                                  sorted(self._busy))
+        groups: dict[tuple[str, str], list[QueuedMessage]] = {}
+        for message in due:
+            parts: dict[tuple[str, str], list[QueuedRecipient]] = {}
+            for r in message.recipients:
+                parts.setdefault((r.module, r.queue), []).append(r)
+            for key, rcpts in parts.items():
+                groups.setdefault(key, []).append(
+                    dataclasses.replace(message, recipients=tuple(rcpts)))
+        for key, messages in groups.items():
+            self._busy.add(key)
+            task = asyncio.create_task(self._group(key, messages, policy),
+                                       name=f"deliver {queue_label(*key)}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _group(
+        self, key: tuple[str, str], messages: list[QueuedMessage], policy: QueuePolicy
+    ) -> None:
+        module, queue = key
+        try:
+            async with self._limit:
+                outcomes, parked = await self._deliver(module, queue, messages, policy)
+                await self._apply(messages, outcomes, parked, policy)
+        except Exception as exc:
+            log.exception("delivery to %s failed", queue_label(module, queue))
+            now = time.time()
+            try:  # back off, or the same recipients come round again every tick
+                await self.queue.settle([
+                    RecipientUpdate(r.key, "deferred", error=f"internal error: {exc}",
+                                    next_attempt=now + policy.backoff(r.attempts + 1))
+                    for m in messages for r in m.recipients
+                ])
+            except Exception:
+                log.exception("cannot reschedule %s", queue_label(module, queue))
+        finally:
+            self._busy.discard(key)
+            self.queue.submitted.set()  # mail that came for this queue meanwhile is due
+
+    # -- per module ---------------------------------------------------------------
+
+    async def _deliver(
+        self, module: str, queue: str, messages: list[QueuedMessage], policy: QueuePolicy
+    ) -> tuple[list[Outcome], list[RecipientUpdate]]:
+        """Outcomes to apply, and updates that just park recipients unattempted."""
+        now = time.time()
+        if module == "LOCAL":
+            settings = self.queue.settings
+            header = settings.text("RealToHeader") if settings else local.DEFAULT_REAL_TO
+            return await local.deliver(self.queue, queue, messages, real_to_header=header), []
+        if module == "DISCARD":
+            return _each(messages, "delivered", 250, "2.0.0", "discarded"), []
+        if module == "BOUNCE":
+            return _each(messages, "failed", 550, "5.1.1", "unknown user account"), []
+        if module == "SMTP":
+            return await self._smtp(queue, messages, policy, now)
+        note = ("mailing lists are not delivered yet; kept in the queue" if module == "LIST"
+                else f"no delivery for module {module} yet; kept in the queue")
+        return [], _park(messages, note, now + PARKED_RECHECK)
+
+    async def _smtp(
+        self, queue: str, messages: list[QueuedMessage], policy: QueuePolicy, now: float
+    ) -> tuple[list[Outcome], list[RecipientUpdate]]:
+        outcomes: list[Outcome] = []
+        parked: list[RecipientUpdate] = []
+        ready: list[QueuedMessage] = []
+        held = policy.held("SMTP", queue)
+        for m in messages:
+            waiting = [r for r in m.recipients if held and not r.released]
+            waiting_keys = {r.key for r in waiting}
+            expiry = policy.expires(m.created, True)
+            for r in waiting:
+                if now >= expiry:
+                    outcomes.append(Outcome(r.key, "failed", 0, EXPIRED,
+                                            f"held mail for {queue} was never collected"))
+                else:
+                    parked.append(RecipientUpdate(r.key, None, next_attempt=min(
+                        expiry, now + HOLD_RECHECK), attempted=False))
+            rest = tuple(r for r in m.recipients if r.key not in waiting_keys)
+            if rest:
+                ready.append(dataclasses.replace(m, recipients=rest))
+        if not ready:
+            return outcomes, parked
+        if self.relay is None:
+            parked += _park(ready, "remote delivery (SMTP) is not available yet; kept in the "
+                            "queue", now + PARKED_RECHECK)
+            return outcomes, parked
+        ctx = await self._relay_context()
+        for start in range(0, len(ready), SMTP_CHUNK):
+            outcomes += await self._relay_chunk(queue, ready[start:start + SMTP_CHUNK], ctx)
+        return outcomes, parked
+
+    async def _relay_chunk(
+        self, queue: str, messages: list[QueuedMessage], ctx: Any
+    ) -> list[Outcome]:
+        assert self.relay is not None
+        outbound: list[OutboundMessage] = []
+        outcomes: list[Outcome] = []
+        for m in messages:
+            try:
+                body = await self.queue.files(self.store.blob_get, m.blob)
+            except StoreError as exc:
+                outcomes += _each([m], "deferred", 451, "4.3.0", f"message body unreadable: {exc}")
+                continue
+            outbound.append(OutboundMessage(
+                id=m.id, mail_from=m.mail_from, body=body,
+                params={k: v for k, v in m.params.items() if k.upper() in OUTBOUND_PARAMS},
+                recipients=tuple(OutboundRecipient(r.key, r.route_address or r.address,
+                                                   r.notify, r.orcpt) for r in m.recipients),
+            ))
+        if outbound:
+            try:
+                outcomes += await self.relay.deliver(queue, outbound, ctx)
+            except Exception as exc:
+                log.exception("relay to SMTP(%s) failed", queue)
+                outcomes += _each(messages, "deferred", 451, "4.4.0", f"relay error: {exc}")
+        return outcomes
+
+    async def _relay_context(self) -> Any:
+        """Built in a thread (it reads the store) and rebuilt after a settings change."""
+        version = self.queue.policy_version
+        if (self._relay_ctx is None or version != self._relay_version) and self.relay:
+            ctx = await asyncio.to_thread(self.relay.make_relay_context, self.services)
+            self._relay_ctx = await ctx if inspect.isawaitable(ctx) else ctx
+            self._relay_version = version
+        return self._relay_ctx
+
+    # -- outcomes ---------------------------------------------------------------
+
+    async def _apply(
+        self, messages: list[QueuedMessage], outcomes: list[Outcome],
+        parked: list[RecipientUpdate], policy: QueuePolicy,
+    ) -> None:
+        now = time.time()
+        by_key = {o.key: o for o in outcomes}
+        parked_keys = {u.key for u in parked}
+        updates = list(parked)
+        failures: list[tuple[QueuedMessage, list[tuple[QueuedRecipient, Outcome]]]] = []
+        for m in messages:
+            failed: list[tuple[QueuedRecipient, Outcome]] = []
+            for r in m.recipients:
+                if r.key in parked_keys:
+                    continue
+                o = by_key.get(r.key) or Outcome(r.key, "deferred", 451, "4.3.0",
+                                                 "no result from the delivery module")
+                if o.status == "delivered":
+                    updates.append(RecipientUpdate(r.key, "delivered", error=""))
+                elif o.status == "failed":
+                    failed.append((r, o))
+                elif now >= policy.expires(m.created, policy.held(r.module, r.queue)):
+                    failed.append((r, dataclasses.replace(
+                        o, status="failed", enhanced=EXPIRED,
+                        text=f"delivery time expired; last error: {describe(o)}")))
+                else:
+                    log.info("deferred %s to %s: %s", m.id, queue_label(r.module, r.queue),
+                             describe(o))
+                    updates.append(RecipientUpdate(
+                        r.key, "deferred", error=describe(o),
+                        next_attempt=now + policy.backoff(r.attempts + 1)))
+            if failed:
+                failures.append((m, failed))
+        await self.queue.settle(updates)
+        for m, failed in failures:
+            await self.bounce(m, failed)
+
+    async def bounce(
+        self, message: QueuedMessage, failed: Sequence[tuple[QueuedRecipient, Outcome]]
+    ) -> None:
+        """Mark recipients failed and report them to the sender in one commit."""
+        updates = [RecipientUpdate(r.key, "failed", error=describe(o)) for r, o in failed]
+        for r, o in failed:
+            log.info("failed %s to %s (%s): %s", message.id, r.address,
+                     queue_label(r.module, r.queue), describe(o))
+        report = [(r, o) for r, o in failed if _wants_failure_report(r.notify)]
+        if not report:
+            await self.queue.settle(updates)
+            return
+        if not message.mail_from:
+            log.warning("not bouncing %s: null sender (a bounce is never bounced)", message.id)
+            await self.queue.settle(updates)
+            return
+        result = await self.queue.db(self.services.router.route, message.mail_from, "mail",
+                                     trusted=True)
+        if not result.routes:
+            log.warning("cannot return %s to <%s>: %s", message.id, message.mail_from,
+                        result.error or "no route")
+            await self.queue.settle(updates)
+            return
+        try:
+            body = await self.queue.files(self.store.blob_get, message.blob)
+        except StoreError:
+            body = b""
+        settings = self.queue.settings
+        host = settings.text("MainDomain") if settings else "localhost"
+        held = next((r.queue for r, o in report
+                     if o.enhanced == EXPIRED and self.queue.policy.held(r.module, r.queue)), None)
+        text = await self.queue.files(
+            build_dsn, reporting_mta=host, original=body, mail_from=message.mail_from,
+            recipients=[DSNRecipient(r.address, o.enhanced or "5.0.0", o.code, o.text,
+                                     o.remote, r.orcpt) for r, o in report],
+            ret=message.params.get("RET"), envid=message.params.get("ENVID"),
+            arrival=datetime.fromtimestamp(message.created, UTC), held_domain=held,
+        )
+        dsn = Submission(
+            mail_from="", body=text, trusted=True, protocol="LOCAL", helo=host,
+            recipients=[Recipient(message.mail_from, route) for route in result.routes],
+        )
+        dsn_id = await self.queue.submit(dsn, settle=updates)
+        log.info("returned %s to <%s> as %s", message.id, message.mail_from, dsn_id)
+
+    async def _collect_garbage(self) -> None:
+        now = time.time()
+        if now - self._last_gc < GC_INTERVAL:
+            return
+        full = now - self._last_full_gc >= FULL_GC_INTERVAL
+        removed = await self.queue.files(self.store.blob_gc, GC_GRACE, full=full)
+        self._last_gc = now
+        if full:
+            self._last_full_gc = now
+        if removed:
+            log.info("removed %d unused message bodies", removed)
+
+
+async def start_delivery(server: Any) -> None:
+    """Create the Queue and the runner over ``server.services``; the server
+    keeps the Queue as ``server.queue`` and the runner as a background task."""
+    queue = Queue(server.services)
+    await queue.refresh_policy()
+    runner = DeliveryRunner(server.services, queue)
+    server.queue = queue
+    server.delivery = runner
+    server.background.append(asyncio.create_task(runner.run(), name="waypost-delivery"))
+
+
+def _unhold(store: Any, old: QueuePolicy, new: QueuePolicy) -> None:
+    """Queues the hold list no longer names are due now, not at their next check."""
+    freed = {r.queue for m in store.queue_list() for r in m.recipients
+             if r.module == "SMTP" and old.held("SMTP", r.queue)
+             and not new.held("SMTP", r.queue)}
+    now = time.time()
+    for name in freed:
+        store.queue_schedule(now, module="SMTP", queue=name)
+
+
+def describe(o: Outcome) -> str:
+    text = " ".join(str(p) for p in (o.code or "", o.enhanced, o.text) if p)
+    return f"{text} (from {o.remote})" if o.remote else text
+
+
+def _each(
+    messages: Sequence[QueuedMessage], status: str, code: int, enhanced: str, text: str
+) -> list[Outcome]:
+    return [Outcome(r.key, status, code, enhanced, text) for m in messages for r in m.recipients]
+
+
+def _park(messages: Sequence[QueuedMessage], note: str, until: float) -> list[RecipientUpdate]:
+    return [RecipientUpdate(r.key, "deferred", error=note, next_attempt=until, attempted=False)
+            for m in messages for r in m.recipients]
+
+
+def _wants_failure_report(notify: Sequence[str]) -> bool:
+    """RFC 3461: no NOTIFY means failures are reported; NEVER means nothing."""
+    words = {n.upper() for n in notify}
+    return not words or ("FAILURE" in words and "NEVER" not in words)

@@ -1,0 +1,173 @@
+"""Mailboxes of accounts and the messages in them (design.md "Mailstore").
+
+A stored message is three things: an immutable content-addressed body blob
+(shared by the queue and every mailbox copy), a small per-copy header
+``prefix`` (Return-Path, X-Real-To: what differs between copies of one
+body), and byte ranges of the blob to ``omit`` (header fields the copy must
+not carry, e.g. a forged X-Real-To). So delivery never copies a body, and
+reading a message is ``prefix + blob - omit``.
+
+The few header fields a listing shows (From, Subject, Date, Message-ID) are
+parsed once when the message is stored, with a parser that never fails on
+broken input, and kept decoded for display. IMAP comes later and will add
+flags, expunge and ACL checks over the same rows.
+
+The methods are synchronous like the store: the CLI calls them directly,
+the server from a worker thread.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable, Sequence
+from email.header import decode_header, make_header
+from email.parser import HeaderParser
+from email.policy import compat32
+
+from waypost.storage.interface import (
+    INBOX,
+    MailboxInfo,
+    MailMessage,
+    NewMailMessage,
+    Store,
+    StoreError,
+)
+
+SUMMARY_FIELDS = {"from": "From", "subject": "Subject", "date": "Date",
+                  "message_id": "Message-ID"}
+_WS = re.compile(r"\s+")
+
+
+def split_account(account: str) -> tuple[str, str]:
+    """``name@domain`` -> (domain, name), as LOCAL queue names and routes write it."""
+    name, at, domain = account.rpartition("@")
+    if not at or not name or not domain:
+        raise StoreError(f"expected an account as name@domain, got {account!r}")
+    return domain, name
+
+
+def header_block(body: bytes) -> bytes:
+    """The header section of a message (up to and including the blank line)."""
+    if body.startswith((b"\r\n", b"\n")):
+        return b""
+    ends = [end + len(sep) for sep in (b"\r\n\r\n", b"\n\n") if (end := body.find(sep)) >= 0]
+    return body[: min(ends)] if ends else body
+
+
+def field_ranges(body: bytes, names: Iterable[str]) -> tuple[tuple[int, int], ...]:
+    """Byte ranges of the header fields called ``names`` (with continuation lines)."""
+    wanted = {n.lower().encode() for n in names}
+    header = header_block(body)
+    ranges: list[tuple[int, int]] = []
+    pos = 0
+    current: list[int] | None = None
+    while pos < len(header):
+        nl = header.find(b"\n", pos)
+        end = len(header) if nl < 0 else nl + 1
+        text = header[pos:end]
+        if text[:1] in (b" ", b"\t") and current is not None:
+            current[1] = end  # a continuation line belongs to the field above
+        else:
+            if current is not None:
+                ranges.append((current[0], current[1]))
+                current = None
+            name, colon, _ = text.partition(b":")
+            if colon and name.strip().lower() in wanted:
+                current = [pos, end]
+        pos = end
+    if current is not None:
+        ranges.append((current[0], current[1]))
+    return tuple(ranges)
+
+
+def summarize(body: bytes) -> dict[str, str]:
+    """From/Subject/Date/Message-ID for listings: decoded, unfolded, never raising."""
+    # Raw 8-bit headers (SMTPUTF8) are read as UTF-8; invalid bytes survive as
+    # surrogates for display_header to replace, instead of the parser's opaque
+    # "unknown-8bit" Header objects.
+    text = header_block(body).decode("utf-8", "surrogateescape")
+    try:
+        parsed = HeaderParser(policy=compat32).parsestr(text)
+    except Exception:  # the parser is lenient; this is belt and braces
+        return {}
+    summary = {}
+    for key, name in SUMMARY_FIELDS.items():
+        value = parsed.get(name)
+        if value is not None:
+            summary[key] = display_header(value)
+    return summary
+
+
+def display_header(value: object) -> str:
+    """A header value as a person reads it: encoded words decoded, raw
+    8-bit text taken as UTF-8, whitespace collapsed."""
+    text = str(value)
+    if any("\udc80" <= ch <= "\udcff" for ch in text):  # undecodable bytes (surrogateescape)
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    try:
+        text = str(make_header(decode_header(text)))
+    except Exception:
+        pass
+    return _WS.sub(" ", text).strip()
+
+
+def assemble(prefix: bytes, body: bytes, omit: Sequence[tuple[int, int]]) -> bytes:
+    """``prefix + body`` without the ``omit`` ranges: the message as stored."""
+    parts = [prefix]
+    pos = 0
+    for start, end in sorted(omit):
+        parts.append(body[pos:start])
+        pos = max(pos, end)
+    parts.append(body[pos:])
+    return b"".join(parts)
+
+
+class Mailstore:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def append(
+        self, account: str, mailbox: str, body: bytes, *, prefix: bytes = b"",
+        flags: Sequence[str] = (), date: float | None = None, create: bool = False,
+    ) -> int:
+        """Store ``body`` (a new or existing blob) in a mailbox; returns the UID.
+
+        A missing mailbox is an error unless it is INBOX or ``create`` is set
+        (IMAP APPEND answers ``[TRYCREATE]``; delivery falls back to INBOX).
+        """
+        domain, name = split_account(account)
+        if create:
+            try:
+                self.store.mail_create_mailbox(domain, name, mailbox)
+            except StoreError:
+                pass  # exists already (any other problem shows in mail_store)
+        key = self.store.blob_put(body)
+        message = NewMailMessage(
+            domain=domain, account=name, mailbox=mailbox, blob=key, blob_size=len(body),
+            internal_date=time.time() if date is None else date, prefix=prefix,
+            flags=tuple(flags), summary=summarize(prefix + body),
+        )
+        uid = self.store.mail_store([message])[0]
+        assert uid is not None
+        return uid
+
+    def create_mailbox(self, account: str, mailbox: str) -> MailboxInfo:
+        return self.store.mail_create_mailbox(*split_account(account), mailbox)
+
+    def mailboxes(self, account: str) -> list[MailboxInfo]:
+        return self.store.mail_mailboxes(*split_account(account))
+
+    def mailbox(self, account: str, mailbox: str = INBOX) -> MailboxInfo:
+        return self.store.mail_mailbox(*split_account(account), mailbox)
+
+    def list_messages(self, account: str, mailbox: str = INBOX) -> list[MailMessage]:
+        return self.store.mail_messages(*split_account(account), mailbox)
+
+    def read_message(self, account: str, mailbox: str, uid: int) -> bytes:
+        message = self.store.mail_message(*split_account(account), mailbox, uid)
+        return assemble(message.prefix, self.store.blob_get(message.blob), message.omit)
+
+    def delete_messages(self, account: str, mailbox: str, uids: Sequence[int]) -> int:
+        """Remove messages (their blobs are collected once nothing names them)."""
+        return self.store.mail_delete(*split_account(account), mailbox, uids)

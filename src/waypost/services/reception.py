@@ -1,0 +1,96 @@
+"""What the SMTP server asks of the services: trust, routes, logins, the queue.
+
+The session speaks the wire; everything it must *decide* is answered here,
+off the event loop where it touches storage or hashing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Protocol
+
+from waypost.services import auth
+from waypost.services.container import Services
+from waypost.services.delivery.dns import DNSError, Resolver
+from waypost.services.message import Submission
+from waypost.services.router.route import ErrorKind, RouteResult
+from waypost.services.router.table import Kind
+from waypost.settings import ServerSettings
+
+
+class QueueLike(Protocol):
+    async def submit(self, submission: Submission) -> str: ...
+
+
+def new_message_id() -> str:
+    """Sortable, unique queue id: time in microseconds plus random bits."""
+    return f"{time.time_ns() // 1000:x}{os.urandom(4).hex()}".upper()
+
+
+class Reception:
+    def __init__(self, services: Services, queue: QueueLike) -> None:
+        self.services = services
+        self.queue = queue
+        self.settings: ServerSettings = services.settings()
+        self.main_domain = services.directory.main_domain()
+        self._client_ips = self.settings.client_ips()
+        self._version = -1
+        self._resolver: Resolver | None = None
+
+    async def refresh(self) -> None:
+        """Pick up Directory, Router and settings changes (a cheap check)."""
+        version = await asyncio.to_thread(self._refresh)
+        self._version = version
+
+    def _refresh(self) -> int:
+        version = self.services.store.version()
+        self.services.router.current()
+        if version != self._version:
+            self.settings = self.services.settings()
+            self._client_ips = self.settings.client_ips()
+            self.main_domain = self.settings.text("MainDomain")
+            self._resolver = None
+        return version
+
+    def is_trusted_ip(self, ip: str) -> bool:
+        return ip in self._client_ips
+
+    async def route_recipient(self, address: str, trusted: bool) -> RouteResult:
+        await self.refresh()
+        result = self.services.router.route(address, Kind.MAIL, trusted=trusted)
+        error = result.error
+        if (error is not None and error.kind is ErrorKind.RELAY_DENIED
+                and error.denied_route is not None
+                and self.settings.flag("RelayToAllHostsWeBackup")):
+            domain = error.denied_route.address.rpartition("@")[2]
+            if domain and await self.we_back_up(domain):
+                result.error = None
+                result.routes = [error.denied_route]
+        return result
+
+    async def we_back_up(self, domain: str) -> bool:
+        """"Relay to All Hosts We Backup" (smtp.md §5): the domain's MX list
+        names this server, by one of its domain names or addresses. Answers
+        are cached by the resolver for their TTL; a DNS failure means no."""
+        if self._resolver is None:
+            self._resolver = await asyncio.to_thread(
+                Resolver, self.settings.items("DNSServers"))
+        snap = self.services.router.current()[1]
+        own_ips = set(snap.own_ips) | {"127.0.0.1"}
+        try:
+            for _pref, host in await self._resolver.mx_hosts(domain):
+                if snap.real_domain(host) is not None:
+                    return True
+                if own_ips & set(await self._resolver.addresses(host)):
+                    return True
+        except DNSError:
+            return False
+        return False
+
+    async def authenticate(self, login: str, password: str) -> str | None:
+        return await auth.authenticate(self.services, login, password)
+
+    async def submit(self, submission: Submission) -> str:
+        return await self.queue.submit(submission)

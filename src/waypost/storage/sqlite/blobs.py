@@ -1,0 +1,133 @@
+"""Content-addressed message bodies: ``DATA/blobs/xx/<sha256>``.
+
+A body is written once and never changed, so the queue and every mailbox
+copy of a message share one file. A write is durable before it returns:
+temporary file in the target directory, fsync, rename, fsync of the
+directory (the rename itself must survive a crash). A blob that already
+exists is not written again; its modification time is refreshed instead,
+which is what keeps the collector away from it (see :meth:`BlobFiles.remove_if_stale`).
+
+Files carry no reference count: the database rows that name a blob are the
+references, and the collector deletes a file only when no row names it and
+the file has not been touched for a grace period.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from waypost.storage.interface import NotFound, StoreError
+
+BLOB_DIR = "blobs"
+_KEY = re.compile(r"^[0-9a-f]{64}$")
+
+
+def blob_key(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class BlobFiles:
+    def __init__(self, data_dir: Path) -> None:
+        self.root = Path(data_dir) / BLOB_DIR
+        # Serialises "exists -> touch" in put against "stale -> unlink" in the
+        # collector, so a reused blob is never deleted under a new reference.
+        self._lock = threading.Lock()
+
+    def path(self, key: str) -> Path:
+        if not _KEY.match(key):
+            raise StoreError(f"invalid blob key {key!r}")
+        return self.root / key[:2] / key
+
+    def put(self, data: bytes) -> str:
+        key = blob_key(data)
+        path = self.path(key)
+        with self._lock:
+            try:
+                os.utime(path)
+                return key
+            except FileNotFoundError:
+                pass
+        self._ensure_dir(path.parent)
+        tmp = path.parent / f".{key}.{os.getpid()}.{threading.get_ident()}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise StoreError(f"cannot write message body {path}: {exc}") from exc
+        _fsync_dir(path.parent)
+        return key
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self.path(key).read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"message body {key} is missing") from None
+        except OSError as exc:
+            raise StoreError(f"cannot read message body {key}: {exc}") from exc
+
+    def remove_if_stale(
+        self, key: str, grace: float, is_referenced: Callable[[str], bool]
+    ) -> str:
+        """Delete the blob unless a row names it or it was touched within
+        ``grace`` seconds: ``removed``, ``referenced``, ``young`` or ``missing``."""
+        path = self.path(key)
+        with self._lock:
+            try:
+                age = time.time() - path.stat().st_mtime
+            except FileNotFoundError:
+                return "missing"
+            if is_referenced(key):
+                return "referenced"
+            if age < grace:
+                return "young"
+            path.unlink(missing_ok=True)
+            return "removed"
+
+    def keys(self) -> Iterator[str]:
+        """Every blob on disk (leftover temporary files are removed when old)."""
+        if not self.root.is_dir():
+            return
+        for sub in sorted(self.root.iterdir()):
+            if not sub.is_dir():
+                continue
+            for entry in sub.iterdir():
+                name = entry.name
+                if _KEY.match(name):
+                    yield name
+                elif name.endswith(".tmp"):
+                    with contextlib.suppress(OSError):
+                        if time.time() - entry.stat().st_mtime > 3600:
+                            entry.unlink()
+
+    def _ensure_dir(self, directory: Path) -> None:
+        if directory.is_dir():
+            return
+        created = not self.root.is_dir()
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if created:
+            _fsync_dir(self.root.parent)
+        _fsync_dir(self.root)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

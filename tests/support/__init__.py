@@ -1,0 +1,1 @@
+"""Test helpers: loopback peers (DNS server, SMTP sink) and their fixtures."""

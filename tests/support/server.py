@@ -1,0 +1,181 @@
+"""A real Waypost server process on loopback, for end-to-end tests.
+
+The server runs as ``python -m waypost serve`` in its own data directory,
+with every listener shifted by a port offset chosen so that all of its
+ports are free. Administration goes through the real ``waypost`` command.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from waypost import settings as settings_mod
+
+PORT_SETTINGS = [
+    s.name
+    for s in settings_mod.SETTINGS
+    if s.name.endswith("Port") and s.name != "DefaultRemoteSMTPPort"
+]
+
+
+def _free(port: int, host: str = "127.0.0.1") -> bool:
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                return False
+    return True
+
+
+def free_offset() -> int:
+    defaults = [int(settings_mod.lookup(name).default) for name in PORT_SETTINGS]
+    for _ in range(200):
+        offset = random.randrange(20000, 50000)
+        if all(_free(port + offset) for port in defaults):
+            return offset
+    raise RuntimeError("no free port offset found")
+
+
+class WaypostServer:
+    def __init__(self, data: Path, domain: str = "main.dom") -> None:
+        self.data = data
+        self.domain = domain
+        self.offset = free_offset()
+        self.proc: subprocess.Popen[str] | None = None
+        self.log = data.parent / f"{data.name}-server.log"
+        self.postmaster_password = ""
+
+    # -- administration --------------------------------------------------
+
+    def cli(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ)
+        env.pop("WAYPOST_DATA", None)
+        proc = subprocess.run(
+            [sys.executable, "-m", "waypost", "--data", str(self.data), *args],
+            capture_output=True,
+            text=True,
+            input=input,
+            env=env,
+            timeout=120,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"waypost {' '.join(args)} failed: {proc.stdout}{proc.stderr}")
+        return proc
+
+    def init(self) -> WaypostServer:
+        out = self.cli("init", "--domain", self.domain).stdout
+        for line in out.splitlines():
+            if line.startswith("password"):
+                self.postmaster_password = line.split()[-1]
+        return self
+
+    def port(self, setting: str) -> int:
+        return int(settings_mod.lookup(setting).default) + self.offset
+
+    @property
+    def smtp(self) -> int:
+        return self.port("SMTPPort")
+
+    @property
+    def submission(self) -> int:
+        return self.port("SubmissionPort")
+
+    @property
+    def smtps(self) -> int:
+        return self.port("SMTPSPort")
+
+    # -- process ---------------------------------------------------------
+
+    def start(self, timeout: float = 30) -> WaypostServer:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env.pop("WAYPOST_DATA", None)
+        log = open(self.log, "a")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "waypost",
+                "--data",
+                str(self.data),
+                "serve",
+                "--listen",
+                "127.0.0.1",
+                "--port-offset",
+                str(self.offset),
+                "--log-level",
+                "DEBUG",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            env=env,
+        )
+        log.close()
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        seen = []
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            if "Ctrl-C" in line:
+                self._wait_port(self.smtp, deadline)
+                return self
+        self.kill()
+        raise RuntimeError("server did not start:\n" + "".join(seen) + self.log.read_text())
+
+    def _wait_port(self, port: int, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"port {port} never opened")
+
+    def stop(self) -> int:
+        if self.proc is None:
+            return 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait(timeout=10)
+        self._close()
+        return code
+
+    def kill(self) -> None:
+        """``kill -9``: no chance to flush or clean up."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self._close()
+
+    def _close(self) -> None:
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.proc = None
+
+    def logs(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+    def wait_for(self, predicate, timeout: float = 20, interval: float = 0.1, what: str = ""):
+        """Poll ``predicate`` until it returns a true value (bounded)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(interval)
+        raise AssertionError(f"timed out waiting for {what or predicate}\n{self.logs()[-4000:]}")

@@ -1,0 +1,150 @@
+"""The mailstore: mailboxes per account, UIDs, metadata over shared blobs, listings."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from tests.test_queue import svc  # noqa: F401  (fixture)
+
+from waypost.services.container import Services
+from waypost.services.mailstore import (
+    Mailstore,
+    assemble,
+    display_header,
+    field_ranges,
+    header_block,
+    summarize,
+)
+from waypost.storage.interface import AlreadyExists, NotFound, StoreError, canonical_mailbox
+from waypost.storage.sqlite import SqliteStore
+
+MSG = (b"From: =?utf-8?q?Ren=C3=A9e?= <renee@example.com>\r\n"
+       b"Subject: =?iso-8859-1?q?caf=E9?= and more\r\n"
+       b"Date: Mon, 2 Mar 2026 10:00:00 +0000\r\n"
+       b"Message-ID: <m1@example.com>\r\n\r\nBody line\r\n")
+
+
+@pytest.fixture
+def ms(svc: Services) -> Mailstore:  # noqa: F811
+    return Mailstore(svc.store)
+
+
+def test_every_account_has_an_inbox_from_its_creation(ms: Mailstore) -> None:
+    (inbox,) = ms.mailboxes("alice@main.dom")
+    assert (inbox.name, inbox.messages, inbox.uidnext) == ("INBOX", 0, 1)
+    assert inbox.uidvalidity >= int(time.time()) - 5
+
+
+def test_append_assigns_increasing_uids_and_reads_back_prefix_plus_body(ms: Mailstore) -> None:
+    uid1 = ms.append("alice@main.dom", "INBOX", MSG, prefix=b"Return-Path: <x@y>\r\n",
+                     flags=["\\Seen"], date=1_700_000_000)
+    uid2 = ms.append("alice@main.dom", "inbox", MSG)  # INBOX is case-insensitive
+    assert (uid1, uid2) == (1, 2)
+    assert ms.read_message("alice@main.dom", "INBOX", 1) == b"Return-Path: <x@y>\r\n" + MSG
+    first, second = ms.list_messages("alice@main.dom")
+    assert first.flags == ("\\Seen",) and first.internal_date == 1_700_000_000
+    assert first.size == len(MSG) + len(b"Return-Path: <x@y>\r\n") and second.size == len(MSG)
+    assert first.modseq < second.modseq
+    assert first.summary == {"from": "Renée <renee@example.com>", "subject": "café and more",
+                             "date": "Mon, 2 Mar 2026 10:00:00 +0000",
+                             "message_id": "<m1@example.com>"}
+    info = ms.mailbox("alice@main.dom")
+    assert (info.messages, info.uidnext, info.size) == (2, 3, first.size + second.size)
+
+
+def test_the_same_body_is_one_blob_file(ms: Mailstore, svc: Services) -> None:  # noqa: F811
+    ms.append("alice@main.dom", "INBOX", MSG)
+    ms.append("carol@secondary.dom", "INBOX", MSG)
+    store = svc.store
+    assert isinstance(store, SqliteStore)
+    files = [p for p in (svc.data_dir / "blobs").rglob("*") if p.is_file()]
+    assert len(files) == 1 and files[0].read_bytes() == MSG
+
+
+def test_other_mailboxes_are_case_sensitive_and_must_exist(ms: Mailstore) -> None:
+    with pytest.raises(NotFound):
+        ms.append("alice@main.dom", "Archive", MSG)
+    ms.create_mailbox("alice@main.dom", "Archive")
+    with pytest.raises(AlreadyExists):
+        ms.create_mailbox("alice@main.dom", "Archive")
+    ms.create_mailbox("alice@main.dom", "archive")  # a different mailbox
+    assert ms.append("alice@main.dom", "Archive", MSG) == 1
+    assert ms.append("alice@main.dom", "Later", MSG, create=True) == 1
+    names = [b.name for b in ms.mailboxes("alice@main.dom")]
+    assert names == ["Archive", "INBOX", "Later", "archive"]
+    assert canonical_mailbox("inbox/Sub") == "INBOX/Sub" and canonical_mailbox("Inboxes") == "Inboxes"
+
+
+def test_uidvalidity_never_repeats(ms: Mailstore) -> None:
+    a = ms.create_mailbox("alice@main.dom", "A")
+    b = ms.create_mailbox("alice@main.dom", "B")
+    assert b.uidvalidity > a.uidvalidity
+
+
+def test_unknown_accounts_and_messages(ms: Mailstore) -> None:
+    with pytest.raises(NotFound):
+        ms.list_messages("nobody@main.dom")
+    with pytest.raises(NotFound):
+        ms.read_message("alice@main.dom", "INBOX", 7)
+    with pytest.raises(StoreError):
+        ms.list_messages("no-domain-part")
+
+
+def test_mail_follows_a_renamed_account_and_goes_with_a_deleted_one(
+    ms: Mailstore, svc: Services  # noqa: F811
+) -> None:
+    ms.append("alice@main.dom", "INBOX", MSG)
+    svc.directory.rename_account("alice", "alicia")
+    assert len(ms.list_messages("alicia@main.dom")) == 1
+    svc.directory.delete_account("alicia")
+    with pytest.raises(NotFound):
+        ms.list_messages("alicia@main.dom")
+    store = svc.store
+    assert isinstance(store, SqliteStore)
+    assert store.blob_gc(0) == 1  # its body is collected
+
+
+def test_deleted_messages_free_their_blob_only_when_no_copy_is_left(
+    ms: Mailstore, svc: Services  # noqa: F811
+) -> None:
+    ms.append("alice@main.dom", "INBOX", MSG)
+    ms.append("carol@secondary.dom", "INBOX", MSG)
+    store = svc.store
+    assert isinstance(store, SqliteStore)
+    assert ms.delete_messages("alice@main.dom", "INBOX", [1, 99]) == 1
+    assert store.blob_gc(0) == 0  # carol still has it
+    ms.delete_messages("carol@secondary.dom", "INBOX", [1])
+    assert store.blob_gc(0) == 1
+    assert not [p for p in (svc.data_dir / "blobs").rglob("*") if p.is_file()]
+
+
+def test_header_fields_are_found_with_their_continuation_lines() -> None:
+    msg = (b"Return-Path: <old@x>\r\nX-Real-To: a@b,\r\n\tc@d\r\nSubject: s\r\n"
+           b"x-real-to: e@f\r\n\r\nX-Real-To: in the body\r\n")
+    ranges = field_ranges(msg, ["X-Real-To", "Return-Path"])
+    assert assemble(b"P: 1\r\n", msg, ranges) == (
+        b"P: 1\r\nSubject: s\r\n\r\nX-Real-To: in the body\r\n")
+    assert header_block(b"A: 1\n\nbody\r\n\r\n") == b"A: 1\n\n"
+    assert header_block(b"\r\nno header") == b""
+
+
+def test_broken_headers_never_fail_the_summary() -> None:
+    broken = (b"From: \xff\xfe <\x00@>\r\nSubject: =?bogus?x?abc?= caf\xc3\xa9\r\n"
+              b"Date: yesterday-ish\r\n\tfolded\r\nNoColonLine\r\n\r\nbody")
+    summary = summarize(broken)
+    assert "café" in summary["subject"] and summary["date"] == "yesterday-ish folded"
+    assert summarize(b"") == {} and summarize(b"\x00\x01\x02") == {}
+    assert display_header("=?utf-8?b?w6k=?=") == "é"
+
+
+def test_accounts_created_before_the_mailstore_get_an_inbox_on_first_delivery(
+    ms: Mailstore, svc: Services, tmp_path: Path  # noqa: F811
+) -> None:
+    store = svc.store
+    assert isinstance(store, SqliteStore)
+    store.conn.execute("DELETE FROM mailboxes")
+    assert ms.mailboxes("alice@main.dom") == []
+    assert ms.append("alice@main.dom", "INBOX", MSG) == 1
+    assert [b.name for b in ms.mailboxes("alice@main.dom")] == ["INBOX"]
