@@ -56,6 +56,7 @@ class Server:
     listeners: list[Listener] = field(default_factory=list)
     background: list[asyncio.Task[None]] = field(default_factory=list)
     queue: Any = None
+    delivery: Any = None
     tls: ssl.SSLContext | None = None
 
     def port(self, setting: str) -> int:

@@ -135,9 +135,15 @@ def _check_dns_servers(value: str) -> str:
 
 
 def _check_domain_patterns(value: str) -> str:
+    """Domain patterns, each optionally ``= account [account ...]`` (the
+    accounts allowed to ATRN for it, smtp.md §6.3)."""
     for item in split_list(value):
-        if not re.fullmatch(r"[A-Za-z0-9*._\-:\[\]]+", item):
+        pattern, _, accounts = item.partition("=")
+        if not re.fullmatch(r"[A-Za-z0-9*._\-:\[\]]+", pattern.strip()):
             raise SettingError(f"invalid domain name or pattern {item!r}")
+        for account in accounts.split():
+            if not re.fullmatch(r"[A-Za-z0-9._\-]+(@[A-Za-z0-9._\-]+)?", account):
+                raise SettingError(f"invalid account {account!r} in {item!r}")
     return value
 
 
@@ -207,6 +213,17 @@ SETTINGS: tuple[Setting, ...] = (
             "is bounced (5 days)", _as(parse_int)),
     Setting("HeldQueueLifetime", "604800", "seconds mail for a held domain is kept before "
             "it is bounced (7 days)", _as(parse_int)),
+    Setting("LoginFailureLimit", "5", "failed logins (per login name and per client IP) "
+            "within LoginFailureWindow that start a lock-out; 0 = never lock out",
+            _as(parse_int)),
+    Setting("LoginFailureWindow", "300", "seconds over which failed logins are counted",
+            _as(parse_int)),
+    Setting("LoginLockout", "300", "seconds a login name and client IP stay locked out",
+            _as(parse_int)),
+    Setting("POP3APOP", "NO", "offer APOP (a timestamp in the POP3 greeting)",
+            _as(parse_bool)),
+    Setting("POP3IdleTimeout", "600", "seconds an idle POP3 client is kept (RFC 1939: "
+            "at least 600)", _as(parse_int)),
 )
 
 BY_NAME: dict[str, Setting] = {s.name.lower(): s for s in SETTINGS}

@@ -7,6 +7,7 @@ Used by SMTP AUTH, POP3 and IMAP alike; argon2 runs in a worker thread.
 from __future__ import annotations
 
 import asyncio
+import hmac
 
 from waypost.services.container import Services
 from waypost.services.router.table import Kind
@@ -30,3 +31,22 @@ def check_password(services: Services, login: str, password: str) -> str | None:
 async def authenticate(services: Services, login: str, password: str) -> str | None:
     """The account name on success, None otherwise (never says which part failed)."""
     return await asyncio.to_thread(check_password, services, login, password)
+
+
+def check_cram_md5(services: Services, login: str, challenge: str, digest: str) -> str | None:
+    """RFC 2195: ``digest`` must be HMAC-MD5(password, challenge) in hex.
+
+    Only accounts that keep a sealed copy of their password (see
+    ``services/sealed.py``) can use it; the others fail like a wrong password.
+    """
+    account = login_account(services, login)
+    secret = services.directory.cram_secret(account) if account else None
+    if secret is None:
+        return None
+    expected = hmac.new(secret.encode("utf-8"), challenge.encode("utf-8"), "md5").hexdigest()
+    return account if hmac.compare_digest(expected, digest.strip().lower()) else None
+
+
+async def authenticate_cram_md5(services: Services, login: str, challenge: str, digest: str
+                                ) -> str | None:
+    return await asyncio.to_thread(check_cram_md5, services, login, challenge, digest)

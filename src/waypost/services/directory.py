@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from waypost.services import passwords
+from waypost.services import passwords, sealed
 from waypost.services.names import DirectoryError, domain_name, object_name, split_address
 from waypost.services.router.view import (
     DirectorySnapshot,
@@ -255,9 +255,12 @@ class Directory:
         password = _pop_password(changes, password)
         initial = _merge_account_settings(record.template.get("Settings", {}), changes)
         secret = passwords.hash_password(password) if password else None
+        data: dict[str, Any] = {"Settings": initial, "Rights": []}
+        effective = {**self.server_account_defaults(), **record.account_defaults, **initial}
+        if password and sealed.wants_cram(effective):
+            data["Sealed"] = {"CRAM-MD5": sealed.seal(self.store.data_dir, password)}
         self.store.create_object(ObjectRecord(
-            domain=domain, name=name, kind=ACCOUNT,
-            data={"Settings": initial, "Rights": []}, secret=secret,
+            domain=domain, name=name, kind=ACCOUNT, data=data, secret=secret,
         ))
         return f"{name}@{domain}"
 
@@ -295,8 +298,14 @@ class Directory:
         password = _pop_password(changes, None)
         settings = _merge_account_settings(record.data.get("Settings", {}), changes)
         secret = passwords.hash_password(password) if password else None
-        self.store.update_object(record.domain, record.name,
-                                 data={**record.data, "Settings": settings}, secret=secret)
+        data = {**record.data, "Settings": settings}
+        domain = self.store.get_domain(record.domain)
+        if not sealed.wants_cram({**self.server_account_defaults(), **domain.account_defaults,
+                                  **settings}):
+            data.pop("Sealed", None)  # leaving argon2+cram-md5 forgets the sealed copy
+        self.store.update_object(record.domain, record.name, data=data, secret=secret)
+        if password:
+            self.set_password(address, password)
         return settings
 
     def effective_account_settings(self, address: str) -> dict[str, Any]:
@@ -306,12 +315,37 @@ class Directory:
         return {**self.server_account_defaults(), **domain.account_defaults,
                 **record.data.get("Settings", {})}
 
+    def service_enabled(self, address: str, service: str) -> bool:
+        """May the account use ``service`` (``POP``, ``IMAP``, ...)? Only if both
+        its effective AccessModes and its domain's DomainAccessModes allow it
+        (spec §4.2)."""
+        record = self._get(address, ACCOUNT)
+        account_modes = self.effective_account_settings(address).get("AccessModes", "All")
+        domain_modes = self.effective_domain_settings(record.domain).get(
+            "DomainAccessModes", "All")
+        return _allows(account_modes, service) and _allows(domain_modes, service)
+
     def set_password(self, address: str, password: str) -> None:
         if not isinstance(password, str) or not password:
             raise DirectoryError("the password must not be empty")
         record = self._get(address, ACCOUNT)
-        self.store.update_object(record.domain, record.name,
+        data = {k: v for k, v in record.data.items() if k != "Sealed"}
+        if sealed.wants_cram(self.effective_account_settings(address)):
+            data["Sealed"] = {"CRAM-MD5": sealed.seal(self.store.data_dir, password)}
+        self.store.update_object(record.domain, record.name, data=data,
                                  secret=passwords.hash_password(password))
+
+    def cram_secret(self, address: str) -> str | None:
+        """The password kept for CRAM-MD5 (``PasswordEncryption`` =
+        ``argon2+cram-md5``), or None: see ``services/sealed.py``."""
+        try:
+            record = self._get(address, ACCOUNT)
+        except (NotFound, DirectoryError):
+            return None
+        token = record.data.get("Sealed", {}).get("CRAM-MD5")
+        if not token or not sealed.wants_cram(self.effective_account_settings(address)):
+            return None
+        return sealed.unseal(self.store.data_dir, token)
 
     def verify_password(self, address: str, password: str) -> bool:
         """True if ``address`` is an account with this password.
@@ -772,6 +806,14 @@ def _access_modes(key: str, value: Any) -> str | list[str]:
     return [known[n.lower()] for n in names]
 
 
+def _allows(modes: Any, service: str) -> bool:
+    """Does an AccessModes value (``All``, ``None`` or a list) include ``service``?"""
+    if isinstance(modes, str):
+        modes = [m.strip() for m in modes.split(",")]
+    names = {str(m).lower() for m in modes}
+    return "all" in names or service.lower() in names
+
+
 def _ip_addresses(key: str, value: Any) -> str:
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, list | tuple):
@@ -830,6 +872,11 @@ def _merge_account_settings(current: Mapping[str, Any], changes: Mapping[str, An
             result.pop(key, None)
         elif key == "AccessModes":
             result[key] = _access_modes(key, value)
+        elif key == "PasswordEncryption":
+            if str(value).lower() not in sealed.MODES:
+                raise DirectoryError(
+                    f"PasswordEncryption must be one of {', '.join(sealed.MODES)}")
+            result[key] = str(value).lower()
         else:
             result[key] = _json_value(key, value)
     return result

@@ -8,6 +8,8 @@ The queue makes it durable; delivery reads only the queue.
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass, field
 
 from waypost.services.router.route import Route
@@ -41,3 +43,8 @@ class Submission:
     auth_user: str | None = None
     trusted: bool = False
     protocol: str = "ESMTP"
+
+
+def new_message_id() -> str:
+    """Sortable, unique queue id: time in microseconds plus random bits."""
+    return f"{time.time_ns() // 1000:x}{os.urandom(4).hex()}".upper()

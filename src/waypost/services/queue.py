@@ -32,8 +32,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from waypost.services.container import Services
-from waypost.services.message import Submission
-from waypost.services.reception import new_message_id
+from waypost.services.message import Submission, new_message_id
 from waypost.services.router.route import Route
 from waypost.settings import ServerSettings, SettingError, split_list
 from waypost.storage.interface import (

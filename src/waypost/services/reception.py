@@ -7,11 +7,11 @@ off the event loop where it touches storage or hashing.
 from __future__ import annotations
 
 import asyncio
-import os
-import time
+from collections.abc import Sequence
 from typing import Protocol
 
 from waypost.services import auth
+from waypost.services.backup_relay import BackupRelay
 from waypost.services.container import Services
 from waypost.services.delivery.dns import DNSError, Resolver
 from waypost.services.message import Submission
@@ -21,18 +21,27 @@ from waypost.settings import ServerSettings
 
 
 class QueueLike(Protocol):
+    async def authenticate_cram_md5(self, login: str, challenge: str, digest: str
+                                    ) -> str | None:
+        return await auth.authenticate_cram_md5(self.services, login, challenge, digest)
+
     async def submit(self, submission: Submission) -> str: ...
 
 
-def new_message_id() -> str:
-    """Sortable, unique queue id: time in microseconds plus random bits."""
-    return f"{time.time_ns() // 1000:x}{os.urandom(4).hex()}".upper()
+class Turner(Protocol):
+    async def turn(
+        self, queues: Sequence[str], reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter, helo: str, remote: str = "",
+    ) -> tuple[int, int]: ...
 
 
 class Reception:
-    def __init__(self, services: Services, queue: QueueLike) -> None:
+    def __init__(self, services: Services, queue: QueueLike, turner: Turner | None = None
+                 ) -> None:
         self.services = services
         self.queue = queue
+        self.turner = turner
+        self.backup = BackupRelay(services, queue)  # type: ignore[arg-type]
         self.settings: ServerSettings = services.settings()
         self.main_domain = services.directory.main_domain()
         self._client_ips = self.settings.client_ips()
@@ -91,6 +100,10 @@ class Reception:
 
     async def authenticate(self, login: str, password: str) -> str | None:
         return await auth.authenticate(self.services, login, password)
+
+    async def authenticate_cram_md5(self, login: str, challenge: str, digest: str
+                                    ) -> str | None:
+        return await auth.authenticate_cram_md5(self.services, login, challenge, digest)
 
     async def submit(self, submission: Submission) -> str:
         return await self.queue.submit(submission)

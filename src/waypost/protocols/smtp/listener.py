@@ -26,7 +26,7 @@ MODES = (
 async def start_smtp(server: Server) -> list[Listener]:
     from waypost.server import Listener
 
-    reception = Reception(server.services, server.queue)
+    reception = Reception(server.services, server.queue, getattr(server, "delivery", None))
     await reception.refresh()
     hostname = reception.main_domain
     limit = reception.settings.number("MaxConnections")

@@ -13,14 +13,16 @@ import base64
 import binascii
 import contextlib
 import logging
+import secrets
 import ssl
+import time
 from dataclasses import dataclass, field
 from email.utils import formatdate
 
 from waypost.protocols.smtp import wire
 from waypost.protocols.smtp.wire import CommandError, Reply
-from waypost.services.message import Recipient, Submission
-from waypost.services.reception import Reception, new_message_id
+from waypost.services.message import Recipient, Submission, new_message_id
+from waypost.services.reception import Reception
 
 log = logging.getLogger("waypost.smtp")
 
@@ -171,10 +173,13 @@ class Session:
             return
         lines = [f"{self.config.hostname} Hello {name} [{self.client_ip}]", "PIPELINING"]
         lines.append(f"SIZE {self.max_size}" if self.max_size else "SIZE")
-        lines += ["8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8", "DSN"]
+        lines += ["8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8", "DSN", "ETRN", "ATRN"]
         if self.config.tls is not None and not self.tls:
             lines.append("STARTTLS")
         if self.auth_offered and self.auth_user is None:
+            # CRAM-MD5 is accepted but not advertised: only accounts that keep a
+            # sealed password (ODMR customers, whose clients send it unasked)
+            # can use it, and clients that prefer it would fail first elsewhere.
             lines.append("AUTH PLAIN LOGIN")
         lines.append("HELP")
         self.send(Reply(250, "", "\n".join(lines)))
@@ -213,9 +218,19 @@ class Session:
             user_b64 = initial.strip() or await self._challenge("VXNlcm5hbWU6")
             login = _b64(user_b64)
             password = _b64(await self._challenge("UGFzc3dvcmQ6"))
+        elif mechanism == "CRAM-MD5" and not initial.strip():
+            challenge = f"<{secrets.randbelow(10**12)}.{int(time.time())}@{self.config.hostname}>"
+            answer = _b64(await self._challenge(
+                base64.b64encode(challenge.encode()).decode()))
+            login, _, digest = answer.rpartition(" ")
+            if not login:
+                raise CommandError(Reply(501, "5.5.2", "Invalid CRAM-MD5 response"))
         else:
             raise CommandError(Reply(504, "5.5.4", "Unrecognized authentication mechanism"))
-        account = await self.reception.authenticate(login, password)
+        if mechanism == "CRAM-MD5":
+            account = await self.reception.authenticate_cram_md5(login, challenge, digest)
+        else:
+            account = await self.reception.authenticate(login, password)
         if account is None:
             self.auth_failures += 1
             # Each failure costs the client more time; enough of them ends the session.
@@ -356,6 +371,69 @@ class Session:
             f"{for_clause};\r\n\t{formatdate(localtime=False, usegmt=True)}\r\n"
         )
         return header.encode("utf-8", "replace")
+
+    async def cmd_etrn(self, arg: str) -> None:
+        """RFC 1985: start delivery of a held queue over a new connection."""
+        if self.helo is None:
+            raise CommandError(Reply(503, "5.5.1", "Send EHLO or HELO first"))
+        if self.tx.mail_from is not None:
+            raise CommandError(Reply(503, "5.5.1", "ETRN not allowed during a transaction"))
+        try:
+            verdict = await self.reception.backup.etrn(arg)
+        except Exception:
+            log.exception("ETRN %s failed", arg)
+            raise CommandError(
+                Reply(458, "4.3.0", f"Unable to queue messages for node {arg}")
+            ) from None
+        log.info("ETRN %s from %s: %d %s", arg, self.client_ip, verdict.code, verdict.text)
+        self.send(Reply(verdict.code, verdict.enhanced, verdict.text))
+
+    async def cmd_atrn(self, arg: str) -> None:
+        """RFC 2645: after AUTH, turn the connection around and deliver the
+        customer's held mail over it (smtp.md §6.3)."""
+        domains = [d.strip() for d in arg.split(",") if d.strip()] if arg.strip() else []
+        await self._turn(domains, "ATRN")
+
+    async def cmd_turn(self, arg: str) -> None:
+        """RFC 821 TURN, accepted only after AUTH (as ATRN without arguments);
+        an unauthenticated TURN never reverses roles."""
+        if arg:
+            raise CommandError(Reply(501, "5.5.4", "Syntax: TURN"))
+        await self._turn([], "TURN")
+
+    async def _turn(self, domains: list[str], verb: str) -> None:
+        if self.auth_user is None:
+            raise CommandError(Reply(530, "5.7.0", "Authentication required"))
+        if self.tx.mail_from is not None:
+            raise CommandError(Reply(503, "5.5.1", f"{verb} not allowed during a transaction"))
+        turner = self.reception.turner
+        try:
+            allowed = await self.reception.backup.atrn_domains(self.auth_user, domains)
+            if not allowed:
+                log.info("%s %s by %s refused", verb, ",".join(domains) or "(all)",
+                         self.auth_user)
+                raise CommandError(Reply(450, "4.7.1", "ATRN request refused"))
+            queues = await self.reception.backup.atrn_queues(allowed)
+        except CommandError:
+            raise
+        except Exception:
+            log.exception("%s failed", verb)
+            raise CommandError(
+                Reply(451, "4.3.0", "Unable to process ATRN request now")
+            ) from None
+        if not queues:
+            raise CommandError(Reply(453, "4.7.0", "You have no mail"))
+        if turner is None:
+            raise CommandError(Reply(451, "4.3.0", "Unable to process ATRN request now"))
+        self.send(Reply(250, "2.0.0", "OK, now reversing the connection"))
+        await self.writer.drain()
+        self.closing = True
+        log.info("%s by %s: delivering %s over the connection from %s", verb,
+                 self.auth_user, ", ".join(queues), self.client_ip)
+        delivered, attempted = await turner.turn(
+            queues, self.reader, self.writer, self.config.hostname, remote=self.client_ip)
+        log.info("%s by %s: %d of %d recipients delivered", verb, self.auth_user,
+                 delivered, attempted)
 
     async def cmd_rset(self, arg: str) -> None:
         self.tx.reset()

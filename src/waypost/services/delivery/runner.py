@@ -220,6 +220,19 @@ class DeliveryRunner:
         self, queue: str, messages: list[QueuedMessage], ctx: Any
     ) -> list[Outcome]:
         assert self.relay is not None
+        outbound, outcomes = await self._outbound(messages)
+        if outbound:
+            try:
+                outcomes += await self.relay.deliver(queue, outbound, ctx)
+            except Exception as exc:
+                log.exception("relay to SMTP(%s) failed", queue)
+                outcomes += _each(messages, "deferred", 451, "4.4.0", f"relay error: {exc}")
+        return outcomes
+
+    async def _outbound(
+        self, messages: Sequence[QueuedMessage]
+    ) -> tuple[list[OutboundMessage], list[Outcome]]:
+        """Messages as the relay sends them; unreadable bodies are deferred."""
         outbound: list[OutboundMessage] = []
         outcomes: list[Outcome] = []
         for m in messages:
@@ -234,13 +247,41 @@ class DeliveryRunner:
                 recipients=tuple(OutboundRecipient(r.key, r.route_address or r.address,
                                                    r.notify, r.orcpt) for r in m.recipients),
             ))
-        if outbound:
-            try:
-                outcomes += await self.relay.deliver(queue, outbound, ctx)
-            except Exception as exc:
-                log.exception("relay to SMTP(%s) failed", queue)
-                outcomes += _each(messages, "deferred", 451, "4.4.0", f"relay error: {exc}")
-        return outcomes
+        return outbound, outcomes
+
+    async def turn(
+        self, queues: Sequence[str], reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter, helo: str, remote: str = "",
+    ) -> tuple[int, int]:
+        """ATRN/TURN (smtp.md §6.3): deliver every pending recipient of these
+        SMTP queues, held or not, over a connection the customer turned
+        around. Accepted ones leave the queue; the rest get the ordinary
+        retry/bounce handling and stay held. Returns (delivered, attempted).
+        """
+        assert self.relay is not None, "no relay module"
+        wanted = {q.lower() for q in queues}
+        keys = {("SMTP", q) for q in queues}
+        deadline = time.monotonic() + 60
+        while keys & self._busy and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # a tick is delivering one of them right now
+        self._busy |= keys
+        try:
+            policy = await self.queue.refresh_policy()
+            messages = []
+            for m in await self.queue.db(self.store.queue_list):
+                rcpts = tuple(r for r in m.recipients
+                              if r.module == "SMTP" and r.queue.lower() in wanted)
+                if rcpts:
+                    messages.append(dataclasses.replace(m, recipients=rcpts))
+            outbound, outcomes = await self._outbound(messages)
+            outcomes += await self.relay.deliver_over(reader, writer, outbound, helo,
+                                                      remote=remote)
+            await self._apply(messages, outcomes, [], policy)
+            delivered = sum(1 for o in outcomes if o.status == "delivered")
+            return delivered, len(outcomes)
+        finally:
+            self._busy -= keys
+            self.queue.submitted.set()
 
     async def _relay_context(self) -> Any:
         """Built in a thread (it reads the store) and rebuilt after a settings change."""
