@@ -74,7 +74,8 @@ def fetchmail(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     rc.write_text("set no bouncemail\n")
     rc.chmod(0o600)
     env = dict(os.environ, HOME=str(home), FETCHMAILHOME=str(home))
-    return subprocess.run([need_fetchmail(), "-f", str(rc), "--nosyslog", "-v", *args],
+    return subprocess.run([need_fetchmail(), "-f", str(rc), "--nosyslog", "-v",
+                           "--pidfile", str(home / "fetchmail.pid"), *args],
                           capture_output=True, text=True, timeout=120, env=env)
 
 
@@ -131,7 +132,8 @@ def test_atrn_with_fetchmail_odmr(backup: WaypostServer, tmp_path: Path) -> None
             f'  smtphost "127.0.0.1/{local_sink.port}"\n')
         rc.chmod(0o600)
         env = dict(os.environ, HOME=str(rc_home), FETCHMAILHOME=str(rc_home))
-        proc = subprocess.run([need_fetchmail(), "-f", str(rc), "--nosyslog", "-v"],
+        proc = subprocess.run([need_fetchmail(), "-f", str(rc), "--nosyslog", "-v",
+                               "--pidfile", str(rc_home / "fetchmail.pid")],
                               capture_output=True, text=True, timeout=120, env=env)
         output = proc.stdout + proc.stderr
         assert "ATRN" in output, output
