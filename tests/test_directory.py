@@ -529,3 +529,26 @@ def test_snapshot_is_cached_until_something_changes(directory: Directory, tmp_pa
     assert third is not second and "192.0.2.99" in third.own_ips
     with pytest.raises(TypeError):
         third.objects[("domain.dom", "x")] = DirObject(ObjectKind.ACCOUNT, "x")  # type: ignore[index]
+
+
+def test_service_enabled_needs_both_account_and_domain(directory: Directory) -> None:
+    """domains-accounts.md §4.2: a service is usable only if enabled for both."""
+    directory.create_account("ann@domain.dom", password="pw")
+    assert directory.service_enabled("ann@domain.dom", "POP")  # All by default
+    directory.set_account_settings("ann@domain.dom", {"AccessModes": "Mail,IMAP"})
+    assert not directory.service_enabled("ann@domain.dom", "pop")
+    assert directory.service_enabled("ann@domain.dom", "IMAP")
+    directory.set_account_settings("ann@domain.dom", {"AccessModes": "default"})
+    directory.set_account_defaults("domain.dom", {"AccessModes": "None"})  # domain's defaults
+    assert not directory.service_enabled("ann@domain.dom", "POP")
+    directory.set_account_defaults("domain.dom", {"AccessModes": "default"})
+    directory.set_domain_settings("domain.dom", {"DomainAccessModes": "Mail,IMAP"})
+    assert not directory.service_enabled("ann@domain.dom", "POP")
+    assert directory.service_enabled("ann@domain.dom", "IMAP")
+    directory.set_server_domain_defaults({"DomainAccessModes": "POP"})  # domain's own wins
+    assert not directory.service_enabled("ann@domain.dom", "POP")
+    directory.set_domain_settings("domain.dom", {"DomainAccessModes": "default"})
+    assert directory.service_enabled("ann@domain.dom", "POP")
+    assert not directory.service_enabled("ann@domain.dom", "IMAP")
+    with pytest.raises(NotFound):
+        directory.service_enabled("nobody@domain.dom", "POP")

@@ -1,0 +1,398 @@
+"""The POP3 server side: one session per connection (RFC 1939 states).
+
+AUTHORIZATION -> TRANSACTION -> UPDATE. Parsing is ``wire.py``; logins,
+the maildrop and deletions go through :class:`PostOffice`. Every client
+mistake is one ``-ERR`` line and the session goes on (up to
+:data:`MAX_ERRORS`, so garbage cannot keep a connection busy forever).
+
+Passwords (USER/PASS and AUTH PLAIN) are accepted only over TLS (STLS or
+port 995), except from loopback, as SMTP AUTH; CAPA then does not offer
+them. APOP (which never sends the password) is offered only when
+``POP3APOP`` is YES: the greeting then carries the timestamp. It needs the
+password itself on the server, so only accounts that keep a sealed copy
+(PasswordEncryption ``argon2+cram-md5``) can use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from waypost.protocols.pop3 import wire
+from waypost.protocols.pop3.maildrop import Maildrop, PostOffice
+from waypost.protocols.pop3.wire import Command, Pop3Error, Response, err, ok
+from waypost.services.login_guard import Attempt
+
+log = logging.getLogger("waypost.pop3")
+
+READ_CHUNK = 65536
+MAX_ERRORS = 50
+"""``-ERR`` answers after which a session is closed."""
+
+
+class State(Enum):
+    AUTHORIZATION = "AUTHORIZATION"
+    TRANSACTION = "TRANSACTION"
+    UPDATE = "UPDATE"
+
+
+@dataclass
+class ListenerConfig:
+    """``implicit_tls``: port 995, TLS from the first byte; otherwise STLS is
+    offered when ``tls`` is set."""
+
+    tls: ssl.SSLContext | None
+    implicit_tls: bool = False
+
+
+Handler = Callable[["Session", Command], Awaitable[None]]
+_AUTH = frozenset({State.AUTHORIZATION})
+_TRANS = frozenset({State.TRANSACTION})
+_BOTH = _AUTH | _TRANS
+
+
+class Session:
+    def __init__(
+        self,
+        office: PostOffice,
+        config: ListenerConfig,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        self.office = office
+        self.config = config
+        self.reader = reader
+        self.writer = writer
+        peer = writer.get_extra_info("peername") or ("0.0.0.0", 0)
+        self.client_ip: str = peer[0]
+        self.tls = config.implicit_tls
+        self.state = State.AUTHORIZATION
+        self.user: str | None = None  # after USER, before PASS
+        self.maildrop: Maildrop | None = None
+        self.lines = wire.LineBuffer()
+        self.errors = 0
+        self.closing = False
+        settings = office.settings
+        self.idle = settings.number("POP3IdleTimeout")
+        self.apop = settings.flag("POP3APOP")
+        unique = f"{time.time_ns()}.{secrets.token_hex(4)}"
+        self.timestamp = wire.apop_timestamp(os.getpid(), unique, office.hostname)
+
+    # -- trust -----------------------------------------------------------
+
+    @property
+    def loopback(self) -> bool:
+        return self.client_ip.startswith("127.") or self.client_ip == "::1"
+
+    @property
+    def login_allowed(self) -> bool:
+        """Passwords only over TLS, except from loopback (RFC 2595: no clear-text
+        passwords on an unprotected connection)."""
+        return self.tls or self.loopback
+
+    # -- I/O ---------------------------------------------------------------
+
+    def send(self, response: Response) -> None:
+        if not response.ok:
+            self.errors += 1
+        self.writer.write(response.to_bytes())
+
+    async def read_line(self, limit: int, what: str = "Command line") -> bytes | None:
+        """The next line, None at end of input or idle timeout; an over-long
+        line raises :class:`Pop3Error` (after it has been swallowed)."""
+        while True:
+            line = self.lines.next_line(limit)
+            if line is wire.LineBuffer.TOO_LONG:
+                raise Pop3Error(f"{what} too long ({limit} octets at most)")
+            if isinstance(line, bytes):
+                return line
+            await self.writer.drain()
+            try:
+                chunk = await asyncio.wait_for(self.reader.read(READ_CHUNK), self.idle)
+            except TimeoutError:
+                self.send(err("Idle for too long, closing connection (no messages deleted)"))
+                return None
+            if not chunk:
+                return None
+            self.lines.feed(chunk)
+
+    async def run(self) -> None:
+        try:
+            greeting = f"Waypost POP3 server ready on {self.office.hostname}"
+            if self.apop:
+                greeting += f" {self.timestamp}"
+            self.writer.write(ok(greeting).to_bytes())
+            while not self.closing:
+                try:
+                    line = await self.read_line(wire.MAX_COMMAND)
+                except Pop3Error as exc:
+                    self.send(exc.response)
+                    continue
+                if line is None:
+                    break
+                await self.handle(line)
+                if self.errors >= MAX_ERRORS:
+                    self.send(err("Too many errors, closing connection"))
+                    break
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                await self.writer.drain()
+        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
+            log.debug("POP3 client %s went away: %s", self.client_ip, exc)
+        finally:
+            # Without QUIT there is no UPDATE state: nothing is deleted.
+            if self.maildrop is not None and self.state is not State.UPDATE:
+                self.office.locks.release(self.maildrop.account)
+            with contextlib.suppress(Exception):
+                self.writer.close()
+                await asyncio.wait_for(self.writer.wait_closed(), 5)
+
+    async def handle(self, line: bytes) -> None:
+        try:
+            command = wire.parse_command(line)
+            entry = COMMANDS.get(command.verb)
+            if entry is None:
+                raise Pop3Error(f"Unknown command {command.verb[:10]}")
+            states, handler = entry
+            if self.state not in states:
+                when = "before login" if self.state is State.AUTHORIZATION else "after login"
+                raise Pop3Error(f"{command.verb} is not valid {when}")
+            await handler(self, command)
+        except Pop3Error as exc:
+            self.send(exc.response)
+        except (ConnectionError, ssl.SSLError):
+            raise
+        except Exception:  # storage trouble: tell the client to come back later
+            log.exception("POP3 command from %s failed", self.client_ip)
+            self.send(err("Internal error, try again later", wire.SYS_TEMP))
+
+    # -- AUTHORIZATION -------------------------------------------------------
+
+    async def cmd_capa(self, command: Command) -> None:
+        command.args(0, 0, "CAPA")
+        caps = ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING", "EXPIRE NEVER"]
+        if self.state is State.AUTHORIZATION:
+            if self.config.tls is not None and not self.tls:
+                caps.append("STLS")
+            if self.login_allowed:
+                caps += ["USER", "SASL PLAIN"]
+        caps.append("IMPLEMENTATION Waypost")
+        self.send(ok("Capability list follows"))
+        self.writer.write(wire.multiline_lines(caps))
+
+    async def cmd_stls(self, command: Command) -> None:
+        command.args(0, 0, "STLS")
+        if self.config.tls is None or self.tls:
+            raise Pop3Error("TLS is already active" if self.tls else "TLS is not available")
+        if len(self.lines):
+            # Plaintext pipelined after STLS would be taken as sent inside the
+            # TLS session (CVE-2011-0411 class): refuse it.
+            self.lines.clear()
+            raise Pop3Error("No commands may follow STLS in the same packet")
+        self.writer.write(ok("Begin TLS negotiation").to_bytes())
+        await self.writer.drain()
+        await self.writer.start_tls(self.config.tls)
+        self.tls = True
+        self.user = None
+
+    async def cmd_user(self, command: Command) -> None:
+        self._require_tls()
+        (name,) = command.args(1, 1, "USER name")
+        self.user = name
+        self.send(ok("Send PASS"))
+
+    async def cmd_pass(self, command: Command) -> None:
+        self._require_tls()
+        if self.user is None:
+            raise Pop3Error("Send USER first")
+        if not command.arg:
+            raise Pop3Error("Missing argument; syntax: PASS password")
+        login, self.user = self.user, None
+        await self._login(login, command.arg, "USER")
+
+    async def cmd_auth(self, command: Command) -> None:
+        if not command.arg:  # RFC 1734 style listing, used by some clients
+            self.send(ok("SASL mechanisms follow"))
+            self.writer.write(wire.multiline_lines(["PLAIN"] if self.login_allowed else []))
+            return
+        mechanism, *initial = command.args(1, 2, "AUTH mechanism [initial-response]")
+        if mechanism.upper() != "PLAIN":
+            raise Pop3Error(f"Unsupported SASL mechanism {mechanism[:20]}; use PLAIN")
+        self._require_tls()
+        response = initial[0] if initial else await self._continuation()
+        authzid, login, password = wire.parse_plain(response)
+        if authzid and authzid.lower() != login.lower():
+            raise Pop3Error("Authorization identity must be empty or the login name", wire.AUTH)
+        await self._login(login, password, "SASL PLAIN")
+
+    async def _continuation(self) -> str:
+        """The client's answer to an empty ``+`` challenge; ``*`` cancels."""
+        self.writer.write(b"+ \r\n")
+        line = await self.read_line(wire.MAX_SASL_LINE, "AUTH response")
+        if line is None:
+            raise ConnectionError("connection closed or idle during AUTH")
+        text = wire.decode_line(line)
+        if text == "*":
+            raise Pop3Error("Authentication cancelled")
+        return text
+
+    async def cmd_apop(self, command: Command) -> None:
+        if not self.apop:
+            raise Pop3Error("APOP is not enabled; use USER/PASS or AUTH PLAIN")
+        name, digest = command.args(2, 2, "APOP name digest")
+        if not wire.is_md5_hex(digest):
+            raise Pop3Error("Invalid APOP digest: expected 32 hexadecimal digits")
+        attempt = await self.office.login_apop(self.client_ip, name, self.timestamp, digest)
+        await self._logged_in(attempt, "APOP")
+
+    def _require_tls(self) -> None:
+        if not self.login_allowed:
+            raise Pop3Error("Log in only over TLS: use STLS first", wire.AUTH)
+
+    async def _login(self, login: str, password: str, how: str) -> None:
+        await self._logged_in(await self.office.login(self.client_ip, login, password), how)
+
+    async def _logged_in(self, attempt: Attempt, how: str) -> None:
+        """After the credentials were checked: AccessModes, the lock, the snapshot."""
+        account = attempt.account
+        if account is None:
+            # The same answer for a wrong password, an unknown name and a
+            # lock-out: none of them may be told apart.
+            raise Pop3Error("Authentication failed", wire.AUTH)
+        if not await self.office.enabled(account):
+            log.info(
+                "POP3 login of %s from %s refused: POP not in AccessModes", account, self.client_ip
+            )
+            raise Pop3Error("POP3 access is not enabled for this account", wire.AUTH)
+        if not self.office.locks.acquire(account):
+            raise Pop3Error("Maildrop is in use by another POP3 session", wire.IN_USE)
+        try:
+            self.maildrop = await self.office.open(account)
+        except Exception:
+            self.office.locks.release(account)
+            log.exception("cannot open the maildrop of %s", account)
+            raise Pop3Error("Cannot open the maildrop, try later", wire.SYS_TEMP) from None
+        self.state = State.TRANSACTION
+        count, size = self.maildrop.stat()
+        log.info(
+            "POP3 login %s from %s (%s%s), %d messages",
+            account,
+            self.client_ip,
+            how,
+            ", TLS" if self.tls else "",
+            count,
+        )
+        self.send(ok(f"{account} has {count} messages ({size} octets)"))
+
+    # -- TRANSACTION ---------------------------------------------------------
+
+    @property
+    def drop(self) -> Maildrop:
+        assert self.maildrop is not None
+        return self.maildrop
+
+    async def cmd_stat(self, command: Command) -> None:
+        command.args(0, 0, "STAT")
+        count, size = self.drop.stat()
+        self.send(ok(f"{count} {size}"))
+
+    async def cmd_list(self, command: Command) -> None:
+        await self._listing(command, "LIST", lambda e: str(e.size))
+
+    async def cmd_uidl(self, command: Command) -> None:
+        await self._listing(command, "UIDL", self.drop.unique_id)
+
+    async def _listing(self, command: Command, verb: str, value: Callable) -> None:
+        args = command.args(0, 1, f"{verb} [message-number]")
+        if args:
+            number = wire.parse_number(args[0])
+            self.send(ok(f"{number} {value(self.drop.get(number))}"))
+            return
+        live = self.drop.live()
+        count, size = self.drop.stat()
+        self.send(ok(f"{count} messages ({size} octets)"))
+        self.writer.write(wire.multiline_lines(f"{n} {value(e)}" for n, e in live))
+
+    async def cmd_retr(self, command: Command) -> None:
+        (arg,) = command.args(1, 1, "RETR message-number")
+        entry = self.drop.get(wire.parse_number(arg))
+        data = await self.office.read(self.drop.account, entry.uid)
+        self.send(ok(f"{len(data)} octets"))
+        await self._write_multiline(data)
+
+    async def cmd_top(self, command: Command) -> None:
+        number, count = command.args(2, 2, "TOP message-number lines")
+        entry = self.drop.get(wire.parse_number(number))
+        lines = wire.parse_count(count)
+        data = await self.office.read(self.drop.account, entry.uid)
+        self.send(ok("Top of message follows"))
+        await self._write_multiline(wire.top(data, lines))
+
+    async def _write_multiline(self, data: bytes) -> None:
+        for piece in wire.multiline(data):
+            self.writer.write(piece)
+            await self.writer.drain()
+
+    async def cmd_dele(self, command: Command) -> None:
+        (arg,) = command.args(1, 1, "DELE message-number")
+        number = wire.parse_number(arg)
+        self.drop.delete(number)
+        self.send(ok(f"Message {number} deleted"))
+
+    async def cmd_rset(self, command: Command) -> None:
+        command.args(0, 0, "RSET")
+        self.drop.reset()
+        count, size = self.drop.stat()
+        self.send(ok(f"Maildrop has {count} messages ({size} octets)"))
+
+    async def cmd_noop(self, command: Command) -> None:
+        command.args(0, 0, "NOOP")
+        self.send(ok())
+
+    async def cmd_quit(self, command: Command) -> None:
+        command.args(0, 0, "QUIT")
+        self.closing = True
+        if self.state is State.AUTHORIZATION:
+            self.send(ok("Bye"))
+            return
+        self.state = State.UPDATE
+        drop = self.drop
+        uids = drop.deleted_uids()
+        try:
+            removed = await self.office.delete(drop.account, uids)
+        except Exception:
+            log.exception("POP3 UPDATE of %s failed", drop.account)
+            self.send(err("Some deleted messages were not removed", wire.SYS_TEMP))
+            return
+        finally:
+            self.office.locks.release(drop.account)
+        log.info("POP3 logout %s: %d messages removed", drop.account, removed)
+        left = len(drop.entries) - len(uids)
+        self.send(ok(f"Signing off ({left} messages left)"))
+
+
+COMMANDS: dict[str, tuple[frozenset[State], Handler]] = {
+    "CAPA": (_BOTH, Session.cmd_capa),
+    "STLS": (_AUTH, Session.cmd_stls),
+    "USER": (_AUTH, Session.cmd_user),
+    "PASS": (_AUTH, Session.cmd_pass),
+    "AUTH": (_AUTH, Session.cmd_auth),
+    "APOP": (_AUTH, Session.cmd_apop),
+    "QUIT": (_BOTH, Session.cmd_quit),
+    "NOOP": (_TRANS, Session.cmd_noop),
+    "STAT": (_TRANS, Session.cmd_stat),
+    "LIST": (_TRANS, Session.cmd_list),
+    "UIDL": (_TRANS, Session.cmd_uidl),
+    "RETR": (_TRANS, Session.cmd_retr),
+    "TOP": (_TRANS, Session.cmd_top),
+    "DELE": (_TRANS, Session.cmd_dele),
+    "RSET": (_TRANS, Session.cmd_rset),
+}
+"""Each command and the states it is valid in (RFC 1939 §§4-6, RFC 2449, 2595, 5034)."""

@@ -1,0 +1,328 @@
+"""POP3 wire format, pure: no sockets, no clocks, no storage.
+
+The session hands bytes in and gets bytes (or a :class:`Pop3Error` carrying
+the exact ``-ERR`` line) back, so every parsing rule is testable on its own:
+
+* command lines: at most 255 octets with the CRLF (RFC 2449 §4), printable
+  text only, keyword and arguments separated by single spaces; message
+  numbers and line counts are strict decimals, so ``-1``, ``+1``, ``1.0``
+  or ``99999999999`` are refused instead of half-understood;
+* responses: ``+OK`` / ``-ERR`` with the RFC 2449 / RFC 3206 response codes
+  (``[AUTH]``, ``[IN-USE]``, ``[SYS/TEMP]``, ...);
+* multi-line responses: CRLF line ends, dot-stuffing and the final
+  ``.``, produced in bounded chunks so a large message never needs a second
+  full copy in memory;
+* TOP: the header plus the first *n* body lines, also for broken messages
+  (no blank line: all header; a blank first line: no header);
+* SASL PLAIN (RFC 4616) and the APOP digest (RFC 1939 §7).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+MAX_COMMAND = 255
+"""Longest command line in octets, CRLF included (RFC 2449 §4)."""
+
+MAX_SASL_LINE = 8192
+"""Longest SASL continuation line. RFC 5034 limits only the AUTH command
+line itself; a client answering ``+ `` may need more (long passwords in
+base64), but not unboundedly more."""
+
+CRLF = b"\r\n"
+MULTILINE_END = b".\r\n"
+CHUNK = 65536
+"""Multi-line responses are produced in pieces of about this many octets."""
+
+# RFC 2449 §6 (IN-USE, LOGIN-DELAY) and RFC 3206 (SYS/TEMP, SYS/PERM, AUTH).
+IN_USE = "IN-USE"
+LOGIN_DELAY = "LOGIN-DELAY"
+SYS_TEMP = "SYS/TEMP"
+SYS_PERM = "SYS/PERM"
+AUTH = "AUTH"
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_KEYWORD = re.compile(r"[A-Za-z]{1,40}")
+_NUMBER = re.compile(r"[0-9]{1,9}")
+_CODE = re.compile(r"[A-Z][A-Z0-9-]*(?:/[A-Z][A-Z0-9-]*)*")
+
+
+# --------------------------------------------------------------------------
+# Responses
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """One status line. ``code`` is an RFC 2449 response code without the
+    brackets (``"IN-USE"``), or ``""``."""
+
+    ok: bool
+    text: str = ""
+    code: str = ""
+
+    def __post_init__(self) -> None:
+        if self.code and not _CODE.fullmatch(self.code):
+            raise ValueError(f"bad response code {self.code!r}")
+
+    def to_bytes(self) -> bytes:
+        status = "+OK" if self.ok else "-ERR"
+        parts = [status]
+        if self.code:
+            parts.append(f"[{self.code}]")
+        # A status line is one line, whatever the text held.
+        text = _CONTROL.sub(" ", self.text).strip()
+        if text:
+            parts.append(text)
+        return " ".join(parts).encode("utf-8", "replace") + CRLF
+
+
+def ok(text: str = "", code: str = "") -> Response:
+    return Response(True, text, code)
+
+
+def err(text: str, code: str = "") -> Response:
+    return Response(False, text, code)
+
+
+class Pop3Error(Exception):
+    """A client error; ``response`` is the ``-ERR`` line to send."""
+
+    def __init__(self, text: str, code: str = "") -> None:
+        super().__init__(text)
+        self.response = err(text, code)
+
+
+# --------------------------------------------------------------------------
+# Commands
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """``verb`` upper-cased; ``arg`` is everything after the first space,
+    kept as sent (PASS may contain spaces, RFC 1939 §7)."""
+
+    verb: str
+    arg: str = ""
+
+    def args(self, least: int, most: int, usage: str) -> list[str]:
+        """The arguments, between ``least`` and ``most`` of them, separated by
+        single spaces; anything else is an error naming ``usage``."""
+        arg = self.arg.rstrip(" ")  # a trailing space is harmless
+        if not arg:
+            parts: list[str] = []
+        else:
+            parts = arg.split(" ")
+            if any(not p for p in parts):
+                raise Pop3Error(f"Syntax: {usage} (arguments separated by single spaces)")
+        if len(parts) < least:
+            raise Pop3Error(f"Missing argument; syntax: {usage}")
+        if len(parts) > most:
+            raise Pop3Error(f"Too many arguments; syntax: {usage}")
+        return parts
+
+
+def strip_eol(line: bytes) -> bytes:
+    """The line without its CRLF (or the bare LF many clients send)."""
+    if line.endswith(b"\r\n"):
+        return line[:-2]
+    if line.endswith(b"\n"):
+        return line[:-1]
+    return line
+
+
+def decode_line(line: bytes) -> str:
+    """A command or SASL line as text: UTF-8 (passwords may be), no controls."""
+    try:
+        text = strip_eol(line).decode("utf-8")
+    except UnicodeDecodeError:
+        raise Pop3Error("Invalid characters in command (not UTF-8)") from None
+    if _CONTROL.search(text):
+        raise Pop3Error("Invalid characters in command (control characters)")
+    return text
+
+
+def parse_command(line: bytes) -> Command:
+    """Split one command line (terminator included or not)."""
+    if len(line) > MAX_COMMAND:
+        raise Pop3Error(f"Command line too long ({MAX_COMMAND} octets at most)")
+    text = decode_line(line)
+    if not text.strip():
+        raise Pop3Error("Empty command")
+    verb, _, arg = text.partition(" ")
+    if not _KEYWORD.fullmatch(verb):
+        raise Pop3Error("Syntax error: a command starts with a keyword")
+    return Command(verb.upper(), arg)
+
+
+def parse_number(text: str, what: str = "message number") -> int:
+    """A message number: decimal, 1 or more."""
+    if not _NUMBER.fullmatch(text) or int(text) < 1:
+        raise Pop3Error(f"Invalid {what} {text[:20]!r}: expected a number from 1")
+    return int(text)
+
+
+def parse_count(text: str) -> int:
+    """TOP's line count: decimal, 0 or more."""
+    if not _NUMBER.fullmatch(text):
+        raise Pop3Error(f"Invalid line count {text[:20]!r}: expected a number from 0")
+    return int(text)
+
+
+class LineBuffer:
+    """Splits a byte stream into lines with bounded memory.
+
+    An over-long line is swallowed up to its end and reported once (as
+    :data:`TOO_LONG`), so the command stream stays in step and the session
+    can answer ``-ERR`` and go on.
+    """
+
+    TOO_LONG = object()
+
+    def __init__(self, limit: int = MAX_COMMAND) -> None:
+        self.limit = limit
+        self._buf = bytearray()
+        self._discarding = False
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    def next_line(self, limit: int | None = None) -> bytes | object | None:
+        """The next complete line (LF included), :data:`TOO_LONG` for a line
+        over ``limit`` once it has ended, or None if no line is complete."""
+        limit = self.limit if limit is None else limit
+        buf = self._buf
+        i = buf.find(b"\n")
+        if self._discarding:
+            if i < 0:
+                buf.clear()
+                return None
+            del buf[: i + 1]
+            self._discarding = False
+            return self.TOO_LONG
+        if i < 0:
+            if len(buf) > limit:
+                buf.clear()
+                self._discarding = True
+            return None
+        line = bytes(buf[: i + 1])
+        del buf[: i + 1]
+        return self.TOO_LONG if len(line) > limit else line
+
+    def clear(self) -> None:
+        self._buf.clear()
+        self._discarding = False
+
+    def __len__(self) -> int:
+        return len(self._buf)
+
+
+# --------------------------------------------------------------------------
+# Multi-line responses
+
+
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+_DOT_LINE = re.compile(rb"(?m)^\.")
+
+
+def _stuff(segment: bytes) -> bytes:
+    """CRLF line ends and dot-stuffing for a segment that starts a line."""
+    return _DOT_LINE.sub(b"..", _BARE_LF.sub(b"\r\n", segment))
+
+
+def multiline(data: bytes, chunk: int = CHUNK) -> Iterator[bytes]:
+    """The body of a multi-line response: ``data`` with CRLF line ends,
+    dot-stuffed, ending in CRLF and the terminating ``.`` line.
+
+    Pieces end at line boundaries (so dot-stuffing never straddles two), and
+    each is about ``chunk`` octets: the caller writes and drains between them.
+    """
+    pos, end = 0, len(data)
+    while pos < end:
+        cut = data.find(b"\n", min(pos + chunk, end) - 1)
+        stop = end if cut < 0 else cut + 1
+        yield _stuff(data[pos:stop])
+        pos = stop
+    if data and not data.endswith(b"\n"):
+        yield CRLF
+    yield MULTILINE_END
+
+
+def multiline_lines(lines: Iterable[str]) -> bytes:
+    """A short multi-line response from text lines (CAPA, LIST, UIDL)."""
+    body = b"".join(line.encode("utf-8") + CRLF for line in lines)
+    return b"".join(multiline(body))
+
+
+def top(message: bytes, lines: int) -> bytes:
+    """The header, the blank line after it and the first ``lines`` body lines.
+
+    A message without a blank line is all header (its body is empty); one
+    that starts with a blank line has an empty header. Mixed CRLF/LF line
+    ends are both accepted as line ends.
+    """
+    pos, end = 0, len(message)
+    while pos < end:  # the header: up to and including the first empty line
+        nl = message.find(b"\n", pos)
+        stop = end if nl < 0 else nl + 1
+        empty = message[pos:stop] in (b"\n", b"\r\n")
+        pos = stop
+        if empty:
+            break
+    for _ in range(lines):
+        if pos >= end:
+            break
+        nl = message.find(b"\n", pos)
+        pos = end if nl < 0 else nl + 1
+    return message[:pos]
+
+
+# --------------------------------------------------------------------------
+# SASL PLAIN and APOP
+
+
+def decode_base64(text: str) -> bytes:
+    """Strict base64 (RFC 5034 §4); ``=`` alone is the empty response."""
+    if text == "=":
+        return b""
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise Pop3Error("Invalid base64 data") from None
+
+
+def parse_plain(text: str) -> tuple[str, str, str]:
+    """(authzid, login, password) from a base64 SASL PLAIN message (RFC 4616)."""
+    raw = decode_base64(text)
+    parts = raw.split(b"\0")
+    if len(parts) != 3 or not parts[1]:
+        raise Pop3Error("Invalid PLAIN message: expected authzid NUL login NUL password")
+    try:
+        authzid, login, password = (p.decode("utf-8") for p in parts)
+    except UnicodeDecodeError:
+        raise Pop3Error("Invalid PLAIN message: not UTF-8") from None
+    return authzid, login, password
+
+
+def apop_timestamp(pid: int, unique: str, hostname: str) -> str:
+    """The greeting's ``<...>`` token (RFC 1939 §7). It must never repeat,
+    also across restarts (a repeated one would let a recorded APOP login be
+    replayed): ``unique`` is a clock and random part from the caller."""
+    return f"<{pid}.{unique}@{hostname}>"
+
+
+def apop_digest(timestamp: str, secret: str) -> str:
+    return hashlib.md5((timestamp + secret).encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+def is_md5_hex(text: str) -> bool:
+    return re.fullmatch(r"[0-9a-fA-F]{32}", text) is not None
+
+
+def apop_matches(timestamp: str, secret: str, digest: str) -> bool:
+    return hmac.compare_digest(apop_digest(timestamp, secret), digest.lower())

@@ -1,0 +1,327 @@
+"""POP3 wire format, the maildrop snapshot and the login guard, without sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import pytest
+
+from waypost.protocols.pop3 import wire
+from waypost.protocols.pop3.maildrop import Entry, Maildrop, MaildropLocks
+from waypost.protocols.pop3.wire import Pop3Error
+from waypost.services.login_guard import LoginGuard
+from waypost.settings import ServerSettings
+
+# -- responses ---------------------------------------------------------------
+
+
+def test_responses_with_and_without_codes() -> None:
+    assert wire.ok("2 320").to_bytes() == b"+OK 2 320\r\n"
+    assert wire.ok().to_bytes() == b"+OK\r\n"
+    assert wire.err("in use", wire.IN_USE).to_bytes() == b"-ERR [IN-USE] in use\r\n"
+    assert wire.err("x", wire.SYS_TEMP).to_bytes() == b"-ERR [SYS/TEMP] x\r\n"
+    # A status line stays one line whatever its text holds.
+    assert wire.err("a\r\nb").to_bytes() == b"-ERR a  b\r\n"
+    with pytest.raises(ValueError):
+        wire.err("x", "bad code")
+
+
+# -- commands ------------------------------------------------------------------
+
+
+def test_parse_command() -> None:
+    assert wire.parse_command(b"stat\r\n") == wire.Command("STAT", "")
+    assert wire.parse_command(b"RETR 1\n") == wire.Command("RETR", "1")
+    assert wire.parse_command(b"PASS with space s\r\n").arg == "with space s"
+    assert wire.parse_command(b"PASS p\xc3\xa4ss\r\n").arg == "päss"
+
+
+@pytest.mark.parametrize(
+    ("line", "text"),
+    [
+        (b"\r\n", "Empty command"),
+        (b"   \r\n", "Empty command"),
+        (b"1RETR\r\n", "keyword"),
+        (b"RE-TR 1\r\n", "keyword"),
+        (b"RETR\x001\r\n", "control"),
+        (b"USER \xff\xfe\r\n", "UTF-8"),
+        (b"USER " + b"a" * 260 + b"\r\n", "too long"),
+    ],
+)
+def test_bad_command_lines(line: bytes, text: str) -> None:
+    with pytest.raises(Pop3Error) as info:
+        wire.parse_command(line)
+    assert text in info.value.response.text
+    assert info.value.response.to_bytes().startswith(b"-ERR ")
+
+
+def test_line_of_exactly_255_octets_is_accepted() -> None:
+    line = b"USER " + b"a" * (255 - 7) + b"\r\n"
+    assert len(line) == 255
+    assert wire.parse_command(line).verb == "USER"
+
+
+def test_argument_counts() -> None:
+    assert wire.Command("LIST", "").args(0, 1, "LIST [n]") == []
+    assert wire.Command("LIST", "3").args(0, 1, "LIST [n]") == ["3"]
+    assert wire.Command("LIST", "3 ").args(0, 1, "LIST [n]") == ["3"]
+    assert wire.Command("TOP", "1 0").args(2, 2, "TOP n lines") == ["1", "0"]
+    for arg, text in [
+        ("", "Missing"),
+        ("1", "Missing"),
+        ("1 2 3", "Too many"),
+        ("1  2", "single spaces"),
+    ]:
+        with pytest.raises(Pop3Error, match=text):
+            wire.Command("TOP", arg).args(2, 2, "TOP n lines")
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "+1", "1.0", "x", "", " 1", "0x1", "1234567890", "١"])
+def test_bad_message_numbers(text: str) -> None:
+    with pytest.raises(Pop3Error, match="Invalid message number"):
+        wire.parse_number(text)
+
+
+def test_numbers_and_counts() -> None:
+    assert wire.parse_number("1") == 1
+    assert wire.parse_number("007") == 7
+    assert wire.parse_count("0") == 0
+    with pytest.raises(Pop3Error, match="line count"):
+        wire.parse_count("-1")
+
+
+def test_line_buffer_swallows_an_overlong_line_and_stays_in_step() -> None:
+    buf = wire.LineBuffer(10)
+    buf.feed(b"NOOP\r\n" + b"x" * 30)
+    assert buf.next_line() == b"NOOP\r\n"
+    assert buf.next_line() is None  # discarding, nothing buffered any more
+    assert len(buf) == 0
+    buf.feed(b"yyy\r\nSTAT\r\n")
+    assert buf.next_line() is wire.LineBuffer.TOO_LONG
+    assert buf.next_line() == b"STAT\r\n"
+    buf.feed(b"a" * 12 + b"\r\n")
+    assert buf.next_line() is wire.LineBuffer.TOO_LONG
+    buf.feed(b"a" * 12 + b"\r\n")
+    assert buf.next_line(100) == b"a" * 12 + b"\r\n"  # a larger limit for SASL lines
+
+
+# -- multi-line responses ------------------------------------------------------
+
+
+def test_multiline_dot_stuffing_and_line_ends() -> None:
+    data = b".leading\r\nmid\n..two\r\n.\r\nend"
+    out = b"".join(wire.multiline(data))
+    assert out == b"..leading\r\nmid\r\n...two\r\n..\r\nend\r\n.\r\n"
+    assert b"".join(wire.multiline(b"")) == b".\r\n"
+    assert b"".join(wire.multiline(b"a\r\n")) == b"a\r\n.\r\n"
+
+
+def test_multiline_in_chunks_is_the_same_as_at_once() -> None:
+    data = b"".join(b".line %d\n" % i if i % 3 else b"line %d\r\n" % i for i in range(5000))
+    whole = b"".join(wire.multiline(data, chunk=10**9))
+    pieces = list(wire.multiline(data, chunk=100))
+    assert len(pieces) > 100
+    assert b"".join(pieces) == whole
+    assert whole.count(b"\r\n..line") == len([i for i in range(5000) if i % 3])
+    # Undo it as a client does: the original lines come back.
+    lines = whole.split(b"\r\n")[:-2]
+    assert [ln[1:] if ln.startswith(b"..") else ln for ln in lines] == data.replace(
+        b"\r\n", b"\n"
+    ).split(b"\n")[:-1]
+
+
+def test_multiline_lines() -> None:
+    assert wire.multiline_lines(["TOP", "UIDL"]) == b"TOP\r\nUIDL\r\n.\r\n"
+    assert wire.multiline_lines([]) == b".\r\n"
+
+
+# -- TOP -------------------------------------------------------------------------
+
+
+MESSAGE = b"From: a\r\nSubject: s\r\n\r\nl1\r\nl2\r\nl3\r\n"
+
+
+@pytest.mark.parametrize(
+    ("message", "lines", "expected"),
+    [
+        (MESSAGE, 0, b"From: a\r\nSubject: s\r\n\r\n"),
+        (MESSAGE, 2, b"From: a\r\nSubject: s\r\n\r\nl1\r\nl2\r\n"),
+        (MESSAGE, 99, MESSAGE),
+        (b"From: a\r\nSubject: s\r\n", 5, b"From: a\r\nSubject: s\r\n"),  # no body at all
+        (b"From: a\r\nno blank line and no end", 1, b"From: a\r\nno blank line and no end"),
+        (b"\r\nbody only\r\nmore\r\n", 1, b"\r\nbody only\r\n"),  # empty header
+        (b"A: 1\n\nbody\nmore\n", 1, b"A: 1\n\nbody\n"),  # bare LF
+        (b"A: 1\r\n\nbody\r\n", 0, b"A: 1\r\n\n"),  # mixed
+        (b"", 3, b""),
+        (b"A: 1\r\n\r\nlast line without end", 5, b"A: 1\r\n\r\nlast line without end"),
+    ],
+)
+def test_top(message: bytes, lines: int, expected: bytes) -> None:
+    assert wire.top(message, lines) == expected
+
+
+# -- SASL PLAIN and APOP ---------------------------------------------------------
+
+
+def b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def test_parse_plain() -> None:
+    assert wire.parse_plain(b64(b"\0alice\0pw")) == ("", "alice", "pw")
+    assert wire.parse_plain(b64(b"alice\0alice\0p w")) == ("alice", "alice", "p w")
+    assert wire.parse_plain(b64("\0ä\0ö".encode())) == ("", "ä", "ö")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("not base64!", "base64"),
+        ("YWJ", "base64"),
+        ("YW Jj", "base64"),
+        ("=", "PLAIN"),
+        (b64(b"alice\0pw"), "PLAIN"),
+        (b64(b"\0\0pw"), "PLAIN"),
+        (b64(b"\0a\0b\0c"), "PLAIN"),
+        (b64(b"\0\xff\0pw"), "UTF-8"),
+    ],
+)
+def test_bad_plain(text: str, message: str) -> None:
+    with pytest.raises(Pop3Error, match=message):
+        wire.parse_plain(text)
+
+
+def test_apop_digest_rfc1939_example() -> None:
+    stamp = "<1896.697170952@dbc.mtview.ca.us>"
+    digest = "c4c9334bac560ecc979e58001b3e22fb"
+    assert wire.apop_digest(stamp, "tanstaaf") == digest
+    assert wire.apop_matches(stamp, "tanstaaf", digest.upper())
+    assert not wire.apop_matches(stamp, "other", digest)
+    assert wire.apop_timestamp(1, "2.3", "h.dom") == "<1.2.3@h.dom>"
+    assert wire.is_md5_hex(digest) and wire.is_md5_hex(digest.upper())
+    assert not wire.is_md5_hex(digest[:-1]) and not wire.is_md5_hex("g" * 32)
+
+
+# -- maildrop --------------------------------------------------------------------
+
+
+def test_maildrop_numbers_deletes_and_reset() -> None:
+    drop = Maildrop("a@d", 77, [Entry(5, 100), Entry(9, 20), Entry(12, 3)])
+    assert drop.stat() == (3, 123)
+    assert drop.unique_id(drop.get(2)) == "77.9"
+    drop.delete(2)
+    assert drop.stat() == (2, 103)
+    assert [n for n, _ in drop.live()] == [1, 3]  # numbers do not move
+    with pytest.raises(Pop3Error, match="Message 2 is deleted"):
+        drop.get(2)
+    with pytest.raises(Pop3Error, match="Message 2 is deleted"):
+        drop.delete(2)
+    with pytest.raises(Pop3Error, match="No message 4"):
+        drop.get(4)
+    assert drop.deleted_uids() == [9]
+    drop.reset()
+    assert drop.stat() == (3, 123) and drop.deleted_uids() == []
+
+
+def test_maildrop_locks() -> None:
+    locks = MaildropLocks()
+    assert locks.acquire("Alice@D")
+    assert not locks.acquire("alice@d")
+    locks.release("ALICE@d")
+    assert locks.acquire("alice@d")
+
+
+# -- login guard -----------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+
+
+def make_guard(clock: Clock, limit: int = 3) -> LoginGuard:
+    return LoginGuard(limit, 60, 120, base_delay=0.5, max_delay=4, clock=clock, sleep=clock.sleep)
+
+
+def run_attempt(guard: LoginGuard, ip: str, login: str, result: str | None):
+    async def verify() -> str | None:
+        verify.called = True  # type: ignore[attr-defined]
+        return result
+
+    verify.called = False  # type: ignore[attr-defined]
+    attempt = asyncio.run(guard.attempt(ip, login, verify, service="TEST"))
+    return attempt, verify.called  # type: ignore[attr-defined]
+
+
+def test_guard_slows_failures_and_locks_out() -> None:
+    clock = Clock()
+    guard = make_guard(clock)
+    for _ in range(3):
+        attempt, _ = run_attempt(guard, "10.0.0.1", "carol@d", None)
+        assert attempt.account is None and not attempt.locked
+    assert clock.slept == [0.5, 1.0, 2.0]
+    # Locked: even the right password is refused, without being checked.
+    attempt, called = run_attempt(guard, "10.0.0.2", "carol@d", "carol@d")
+    assert attempt.account is None and attempt.locked and not called
+    # ... and the IP is locked for other logins too.
+    attempt, called = run_attempt(guard, "10.0.0.1", "alice@d", "alice@d")
+    assert attempt.locked and not called
+    assert clock.slept[3:] == [2.0, 2.0]
+    # Other IPs and logins are not affected.
+    attempt, _ = run_attempt(guard, "10.0.0.2", "alice@d", "alice@d")
+    assert attempt.account == "alice@d"
+    clock.now += 121
+    attempt, _ = run_attempt(guard, "10.0.0.1", "carol@d", "carol@d")
+    assert attempt.account == "carol@d"
+
+
+def test_guard_window_and_success_reset() -> None:
+    clock = Clock()
+    guard = make_guard(clock)
+    run_attempt(guard, "10.0.0.1", "bob@d", None)
+    run_attempt(guard, "10.0.0.2", "bob@d", None)
+    clock.now += 61  # both failures fall out of the window
+    run_attempt(guard, "10.0.0.3", "bob@d", None)
+    assert not guard.locked("10.0.0.4", "bob@d")
+    run_attempt(guard, "10.0.0.3", "bob@d", "bob@d")  # success clears the login's count
+    run_attempt(guard, "10.0.0.5", "bob@d", None)
+    run_attempt(guard, "10.0.0.6", "bob@d", None)
+    assert not guard.locked("10.0.0.7", "bob@d")
+    # The IP's failures are not cleared by a success with some other login.
+    run_attempt(guard, "10.0.0.3", "x@d", None)
+    assert not guard.locked("10.0.0.3", "y@d")
+    run_attempt(guard, "10.0.0.3", "z@d", None)  # the IP's third failure within the window
+    assert guard.locked("10.0.0.3", "y@d")
+
+
+def test_guard_login_key_is_case_insensitive_and_limit_zero_never_locks() -> None:
+    clock = Clock()
+    guard = make_guard(clock, limit=0)
+    for i in range(10):
+        run_attempt(guard, f"10.0.1.{i}", "Dave@D", None)
+    assert not guard.locked("10.0.1.0", "dave@d")
+    assert clock.slept[-1] == 4  # capped
+    guard = make_guard(clock, limit=2)
+    run_attempt(guard, "10.0.2.1", "Dave@D", None)
+    run_attempt(guard, "10.0.2.2", "dave@d", None)
+    assert guard.locked("10.0.2.3", "DAVE@d")
+
+
+def test_guard_configure_from_settings() -> None:
+    guard = LoginGuard()
+    guard.configure(
+        ServerSettings.from_store(
+            {"LoginFailureLimit": "3", "LoginFailureWindow": "10", "LoginLockout": "20"}
+        )
+    )
+    assert (guard.limit, guard.window, guard.lockout) == (3, 10.0, 20.0)
+    guard.configure(ServerSettings.from_store({}))
+    assert (guard.limit, guard.window, guard.lockout) == (5, 300.0, 300.0)
