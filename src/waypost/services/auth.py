@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from collections.abc import Awaitable, Callable
 
 from waypost.services.container import Services
+from waypost.services.login_guard import Attempt, LoginGuard
 from waypost.services.router.table import Kind
+from waypost.settings import ServerSettings
 
 
 def login_account(services: Services, login: str) -> str | None:
@@ -50,3 +53,22 @@ def check_cram_md5(services: Services, login: str, challenge: str, digest: str) 
 async def authenticate_cram_md5(services: Services, login: str, challenge: str, digest: str
                                 ) -> str | None:
     return await asyncio.to_thread(check_cram_md5, services, login, challenge, digest)
+
+
+async def guarded_login(
+    services: Services,
+    guard: LoginGuard,
+    settings: ServerSettings,
+    ip: str,
+    login: str,
+    verify: Callable[[], Awaitable[str | None]],
+    *,
+    service: str,
+) -> Attempt:
+    """One login under the login guard, for every protocol: failures are
+    counted per client IP and per account (so an account's aliases share a
+    counter), replies to failures are slowed, lock-outs refuse even the
+    right password."""
+    guard.configure(settings)
+    account = await asyncio.to_thread(login_account, services, login)
+    return await guard.attempt(ip, account or login, verify, service=service)

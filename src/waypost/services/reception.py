@@ -14,6 +14,7 @@ from waypost.services import auth
 from waypost.services.backup_relay import BackupRelay
 from waypost.services.container import Services
 from waypost.services.delivery.dns import DNSError, Resolver
+from waypost.services.login_guard import shared_guard
 from waypost.services.message import Submission
 from waypost.services.router.route import ErrorKind, RouteResult
 from waypost.services.router.table import Kind
@@ -42,6 +43,7 @@ class Reception:
         self.queue = queue
         self.turner = turner
         self.backup = BackupRelay(services, queue)  # type: ignore[arg-type]
+        self.guard = shared_guard()
         self.settings: ServerSettings = services.settings()
         self.main_domain = services.directory.main_domain()
         self._client_ips = self.settings.client_ips()
@@ -98,12 +100,19 @@ class Reception:
             return False
         return False
 
-    async def authenticate(self, login: str, password: str) -> str | None:
-        return await auth.authenticate(self.services, login, password)
+    async def authenticate(self, ip: str, login: str, password: str) -> str | None:
+        attempt = await auth.guarded_login(
+            self.services, self.guard, self.settings, ip, login,
+            lambda: auth.authenticate(self.services, login, password), service="SMTP")
+        return attempt.account
 
-    async def authenticate_cram_md5(self, login: str, challenge: str, digest: str
+    async def authenticate_cram_md5(self, ip: str, login: str, challenge: str, digest: str
                                     ) -> str | None:
-        return await auth.authenticate_cram_md5(self.services, login, challenge, digest)
+        attempt = await auth.guarded_login(
+            self.services, self.guard, self.settings, ip, login,
+            lambda: auth.authenticate_cram_md5(self.services, login, challenge, digest),
+            service="SMTP")
+        return attempt.account
 
     async def submit(self, submission: Submission) -> str:
         return await self.queue.submit(submission)

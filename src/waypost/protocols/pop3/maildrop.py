@@ -122,13 +122,9 @@ class PostOffice:
     async def login(self, ip: str, login: str, password: str) -> Attempt:
         """Check a login name (through the Router: aliases, ``user%domain``)
         and password, under the login guard."""
-        self.guard.configure(self.settings)
-        account = await asyncio.to_thread(auth.login_account, self.services, login)
-        return await self.guard.attempt(
-            ip,
-            account or login,
-            lambda: auth.authenticate(self.services, login, password),
-            service="POP3",
+        return await auth.guarded_login(
+            self.services, self.guard, self.settings, ip, login,
+            lambda: auth.authenticate(self.services, login, password), service="POP3",
         )
 
     async def login_apop(self, ip: str, login: str, timestamp: str, digest: str) -> Attempt:
@@ -136,17 +132,16 @@ class PostOffice:
         accounts that keep a sealed copy of their password (PasswordEncryption
         ``argon2+cram-md5``, see ``services/sealed.py``) can pass; for the
         others it fails like a wrong password."""
-        self.guard.configure(self.settings)
-        account = await asyncio.to_thread(auth.login_account, self.services, login)
-
         def check() -> str | None:
+            account = auth.login_account(self.services, login)
             secret = self.services.directory.cram_secret(account) if account else None
             if secret is None or not wire.apop_matches(timestamp, secret, digest):
                 return None
             return account
 
-        return await self.guard.attempt(
-            ip, account or login, lambda: asyncio.to_thread(check), service="POP3"
+        return await auth.guarded_login(
+            self.services, self.guard, self.settings, ip, login,
+            lambda: asyncio.to_thread(check), service="POP3",
         )
 
     async def enabled(self, account: str) -> bool:

@@ -227,15 +227,15 @@ class Session:
                 raise CommandError(Reply(501, "5.5.2", "Invalid CRAM-MD5 response"))
         else:
             raise CommandError(Reply(504, "5.5.4", "Unrecognized authentication mechanism"))
+        # The login guard slows every failure down and locks out guessers.
         if mechanism == "CRAM-MD5":
-            account = await self.reception.authenticate_cram_md5(login, challenge, digest)
+            account = await self.reception.authenticate_cram_md5(
+                self.client_ip, login, challenge, digest)
         else:
-            account = await self.reception.authenticate(login, password)
+            account = await self.reception.authenticate(self.client_ip, login, password)
         if account is None:
             self.auth_failures += 1
-            # Each failure costs the client more time; enough of them ends the session.
-            await asyncio.sleep(min(0.5 * 2 ** (self.auth_failures - 1), 8.0))
-            if self.auth_failures >= 5:
+            if self.auth_failures >= 10:
                 self.send(Reply(421, "4.7.0", "Too many authentication failures"))
                 self.closing = True
                 return
