@@ -330,3 +330,43 @@ def test_deliver_over_an_open_connection(dns: TestDNSServer) -> None:
         ]
         assert sink.sessions == 1 and len(sink.messages) == 2
         assert any(line.upper() == "QUIT" for _, _, line in sink.commands)
+
+
+# -- configuration -------------------------------------------------------------------
+
+
+def test_relay_context_from_the_server_settings(tmp_path) -> None:
+    from waypost.services.container import open_services
+    from waypost.services.delivery.relay import make_relay_context
+
+    services = open_services(tmp_path / "var", create=True)
+    try:
+        services.directory.init_server("main.dom")
+        services.directory.create_domain("domain.dom")
+        services.directory.add_domain_alias("domain.dom", "alias.dom")
+        services.set_setting("DNSServers", "127.0.0.1:5353")
+        services.set_setting("DefaultRemoteSMTPPort", "2525")
+        services.set_setting("ServerIPAddresses", "127.0.0.4, 192.0.2.10")
+        ctx = make_relay_context(services)
+    finally:
+        services.close()
+    assert ctx.helo_name == "main.dom"
+    assert ctx.default_port == 2525
+    assert {"main.dom", "domain.dom", "alias.dom"} <= ctx.self_names
+    assert ctx.self_ips == frozenset({"127.0.0.4", "192.0.2.10"})
+    assert ctx.tls_context is not None and ctx.starttls
+
+
+def test_mx_walk_with_the_servers_own_names(dns: TestDNSServer) -> None:
+    """An MX list naming us cuts the walk: only better-preference hosts remain."""
+    dns.load(
+        {
+            "backup.test": {"MX": [(10, "primary.backup.test"), (20, "main.dom")]},
+            "primary.backup.test": {"A": ["127.0.0.1"]},
+            "main.dom": {"A": ["127.0.0.4"]},
+        }
+    )
+    with SMTPSink() as sink:
+        ctx = context(dns, sink.port, self_names=frozenset({"main.dom"}))
+        out = run(deliver("backup.test", [message("m", "x@backup.test")], ctx))
+        assert (out[0].status, out[0].remote) == ("delivered", "primary.backup.test")
