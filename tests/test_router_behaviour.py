@@ -99,6 +99,15 @@ def test_held_domains_may_be_relayed_to_by_anyone() -> None:
     assert lines("x@other.com", snap=snap) == ["error: relaying prohibited"]
 
 
+def test_ip_via_hosts_with_and_without_port() -> None:
+    assert lines("x@a.com", trusted=True, table="a.com = a.com@10.0.0.5._via") == [
+        "SMTP([10.0.0.5])x@a.com"]
+    assert lines("x@a.com", trusted=True, table="a.com = a.com@10.0.0.5.26._via") == [
+        "SMTP(10.0.0.5:26)x@a.com"]
+    assert lines("x@a.com", trusted=True, table="a.com = a.com@relay.b.com.2525._via") == [
+        "SMTP(relay.b.com:2525)x@a.com"]
+
+
 def test_relay_permission_survives_further_records() -> None:
     table = "Relay: client57.com = client57.com@other-port\nother-port = 127.0.0.1.26._via\n"
     assert lines("x@client57.com", table=table) == ["SMTP(127.0.0.1:26)x@client57.com"]

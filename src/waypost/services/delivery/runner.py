@@ -311,7 +311,10 @@ class DeliveryRunner:
                 o = by_key.get(r.key) or Outcome(r.key, "deferred", 451, "4.3.0",
                                                  "no result from the delivery module")
                 if o.status == "delivered":
-                    updates.append(RecipientUpdate(r.key, "delivered", error=""))
+                    if r.module != "LOCAL":
+                        # local delivery settled these in the transaction that
+                        # stored them; settling again could hit a reused key
+                        updates.append(RecipientUpdate(r.key, "delivered", error=""))
                 elif o.status == "failed":
                     failed.append((r, o))
                 elif now >= policy.expires(m.created, policy.held(r.module, r.queue)):

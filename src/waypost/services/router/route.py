@@ -254,7 +254,8 @@ def _via_route(module: str, host: str, local: str, original: str) -> Route | Rou
     the local part becomes ``@`` (§6.1)."""
     port = ""
     head, dot, last = host.rpartition(".")
-    if dot and last.isdigit():
+    # ``10.0.0.5._via`` is an address; ``10.0.0.5.26._via`` adds a port.
+    if dot and last.isdigit() and ip_literal(host) is None:
         host, port = head, last
         if not 0 < int(port) < 65536:
             return RouteError(ErrorKind.BAD_ADDRESS, f"invalid port {port} in {original!r}")
