@@ -187,7 +187,7 @@ def main() -> int:
 
     accounts = [account(i + 1) for i in range(max(SESSIONS))]
     workdir = Path(tempfile.mkdtemp(prefix="waypost-bench-"))
-    waypost = WaypostServer(workdir / "var", domain="main.dom")
+    waypost = WaypostServer(workdir / "var", domain="main.dom", log_level="WARNING")
     postfix = PostfixInstance(POSTFIX_IP, domains=[DOMAIN], hostname="postfix.bench")
     counter: WaypostCounter | None = None
     results: list[Result] = []

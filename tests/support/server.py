@@ -45,8 +45,9 @@ def free_offset() -> int:
 
 
 class WaypostServer:
-    def __init__(self, data: Path, domain: str = "main.dom") -> None:
+    def __init__(self, data: Path, domain: str = "main.dom", log_level: str = "DEBUG") -> None:
         self.data = data
+        self.log_level = log_level
         self.domain = domain
         self.offset = free_offset()
         self.proc: subprocess.Popen[str] | None = None
