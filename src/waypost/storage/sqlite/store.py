@@ -26,9 +26,6 @@ from waypost.storage.interface import (
     INBOX,
     AlreadyExists,
     DomainRecord,
-    MailboxInfo,
-    MailMessage,
-    NewMailMessage,
     NewQueueMessage,
     NotFound,
     ObjectRecord,
@@ -38,19 +35,22 @@ from waypost.storage.interface import (
 )
 from waypost.storage.sqlite import mail_store, queue_store
 from waypost.storage.sqlite.blobs import BlobFiles
+from waypost.storage.sqlite.mail_store import MailStoreMixin
 from waypost.storage.sqlite.migrations import migrate
 
 DB_NAME = "waypost.db"
 BUSY_TIMEOUT_MS = 5000
 
 
-class SqliteStore:
+class SqliteStore(MailStoreMixin):
     """:class:`waypost.storage.interface.Store` over ``DATA/waypost.db``."""
 
     def __init__(self, data_dir: Path, db_path: Path | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.db_path = db_path or self.data_dir / DB_NAME
         self._lock = threading.RLock()
+        self._version_lock = threading.Lock()
+        self._version_conn: sqlite3.Connection | None = None
         self.blobs = BlobFiles(self.data_dir)
         self._queue_commits = 0
         try:
@@ -83,6 +83,10 @@ class SqliteStore:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+        with self._version_lock:
+            if self._version_conn is not None:
+                self._version_conn.close()
+                self._version_conn = None
 
     def __enter__(self) -> SqliteStore:
         return self
@@ -145,8 +149,22 @@ class SqliteStore:
                 raise
 
     def version(self) -> int:
-        with self._read() as conn:
-            return int(conn.execute("SELECT change_counter FROM meta").fetchone()[0])
+        """Asked before nearly every routing decision: it has its own reader
+        connection, so it never waits behind a commit on the main one (WAL
+        readers do not block on the writer)."""
+        with self._version_lock:
+            if self._version_conn is None:
+                if self._conn is None:
+                    raise StoreError("the store is closed")
+                self._version_conn = sqlite3.connect(
+                    self.db_path, isolation_level=None, check_same_thread=False,
+                    timeout=BUSY_TIMEOUT_MS / 1000,
+                )
+            try:
+                row = self._version_conn.execute("SELECT change_counter FROM meta").fetchone()
+            except sqlite3.Error as exc:
+                raise StoreError(f"database error: {exc}") from exc
+            return int(row[0])
 
     # -- server settings and Router table ---------------------------------
 
@@ -418,49 +436,6 @@ class SqliteStore:
     ) -> int:
         with self._txn() as conn:
             return queue_store.schedule(conn, now, module, queue, release)
-
-    # -- mailstore ------------------------------------------------------------
-
-    def mail_store(
-        self, messages: Sequence[NewMailMessage], settle: Sequence[RecipientUpdate] = (),
-    ) -> list[int | None]:
-        with self._txn() as conn:
-            uids = mail_store.store_messages(conn, messages)
-            queue_store.settle(conn, settle)
-        return uids
-
-    def mail_create_mailbox(self, domain: str, account: str, name: str) -> MailboxInfo:
-        with self._txn() as conn:
-            owner = mail_store.account_id(conn, domain, account)
-            if mail_store.find_mailbox(conn, owner, name) is not None:
-                raise AlreadyExists(f"mailbox {name!r} already exists in {account}@{domain}")
-            mail_store.create_mailbox(conn, owner, name)
-            return mail_store.mailbox_infos(conn, domain, account, name)[0]
-
-    def mail_mailboxes(self, domain: str, account: str) -> list[MailboxInfo]:
-        with self._read() as conn:
-            return mail_store.mailbox_infos(conn, domain, account)
-
-    def mail_mailbox(self, domain: str, account: str, name: str) -> MailboxInfo:
-        with self._read() as conn:
-            return mail_store.mailbox_infos(conn, domain, account, name)[0]
-
-    def mail_messages(self, domain: str, account: str, mailbox: str) -> list[MailMessage]:
-        with self._read() as conn:
-            return mail_store.messages(conn, mail_store.mailbox_id(conn, domain, account, mailbox))
-
-    def mail_message(self, domain: str, account: str, mailbox: str, uid: int) -> MailMessage:
-        with self._read() as conn:
-            box = mail_store.mailbox_id(conn, domain, account, mailbox)
-            found = mail_store.messages(conn, box, uid)
-            if not found:
-                raise NotFound(f"no message UID {uid} in {mailbox!r} of {account}@{domain}")
-            return found[0]
-
-    def mail_delete(self, domain: str, account: str, mailbox: str, uids: Sequence[int]) -> int:
-        with self._txn() as conn:
-            box = mail_store.mailbox_id(conn, domain, account, mailbox)
-            return mail_store.delete_messages(conn, box, uids)
 
 
 # -- helpers (called with the lock held) ----------------------------------
