@@ -36,7 +36,7 @@ def test_fetchmail_multidrop_hands_each_message_to_its_recipient(tmp_path: Path)
                         "From: s@sender.example\r\nSubject: to carl\r\n\r\nhi carl\r\n")
         client.quit()
         server.wait_for(lambda: server.cli("mailbox", "show", "dd-customer").stdout
-                        .count("to ") >= 3, what="three copies in the unified account")
+                        .count("to ") >= 2, what="two messages in the unified account")
         with SMTPSink("127.0.0.1", 0) as local_server:
             home = tmp_path / "fetchmail-home"
             home.mkdir()
@@ -56,9 +56,9 @@ def test_fetchmail_multidrop_hands_each_message_to_its_recipient(tmp_path: Path)
             assert proc.returncode == 0, output
             delivered = sorted((tuple(m.rcpts), m.data.split(b"Subject: ")[1].split(b"\r\n")[0])
                                for m in local_server.messages)
+        # one stored copy per message, handed to every recipient it names
         assert delivered == [
-            (("ann@dd-customer.com",), b"to both"),
-            (("bob@dd-customer.com",), b"to both"),
+            (("ann@dd-customer.com", "bob@dd-customer.com"), b"to both"),
             (("carl@dd-customer.com",), b"to carl"),
         ], output
         # the forged header was removed and no other recipient leaked into the copies

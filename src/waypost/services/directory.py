@@ -262,6 +262,17 @@ class Directory:
         self.store.create_object(ObjectRecord(
             domain=domain, name=name, kind=ACCOUNT, data=data, secret=secret,
         ))
+        mail = {key: record.template.get(key) for key in ("Mailboxes", "Subscriptions",
+                                                           "MailboxAliases")}
+        if any(mail.values()):  # the template's mailboxes, subscriptions, aliases (§5)
+            try:
+                self.store.mail_apply_template(
+                    domain, name, mailboxes=mail["Mailboxes"] or (),
+                    subscriptions=mail["Subscriptions"] or (), aliases=mail["MailboxAliases"])
+            except Exception as exc:
+                self.store.delete_object(domain, name)
+                raise DirectoryError(f"the Account Template of {domain} cannot be applied:"
+                                     f" {exc}") from exc
         return f"{name}@{domain}"
 
     def get_account(self, address: str) -> ObjectRecord:

@@ -9,8 +9,10 @@ reading a message is ``prefix + blob - omit``.
 
 The few header fields a listing shows (From, Subject, Date, Message-ID) are
 parsed once when the message is stored, with a parser that never fails on
-broken input, and kept decoded for display. IMAP comes later and will add
-flags, expunge and ACL checks over the same rows.
+broken input, and kept decoded for display. IMAP works on the same rows
+through the ``Store.mail_*`` methods (flags, MODSEQ, expunge, copy, the
+cached MIME structure); which mailbox a name means and what a user may do
+with it is decided in ``services/mailbox_access.py``.
 
 The methods are synchronous like the store: the CLI calls them directly,
 the server from a worker thread.
@@ -152,6 +154,20 @@ class Mailstore:
         assert uid is not None
         return uid
 
+    def append_new(
+        self, domain: str, account: str, mailbox: str, body: bytes, *,
+        flags: Sequence[str] = (), date: float | None = None,
+    ) -> tuple[int, int]:
+        """IMAP APPEND: a new body into an existing selectable mailbox, durable
+        on return; (UIDVALIDITY, UID). A missing mailbox raises NoSuchMailbox
+        (the session answers ``[TRYCREATE]``)."""
+        return self.store.mail_append(domain, account, mailbox, body, flags=flags,
+                                      internal_date=date, summary=summarize(body))
+
+    def message_bytes(self, message: MailMessage) -> bytes:
+        """The stored message: ``prefix + blob - omit``."""
+        return assemble(message.prefix, self.store.blob_get(message.blob), message.omit)
+
     def create_mailbox(self, account: str, mailbox: str) -> MailboxInfo:
         return self.store.mail_create_mailbox(*split_account(account), mailbox)
 
@@ -165,8 +181,7 @@ class Mailstore:
         return self.store.mail_messages(*split_account(account), mailbox)
 
     def read_message(self, account: str, mailbox: str, uid: int) -> bytes:
-        message = self.store.mail_message(*split_account(account), mailbox, uid)
-        return assemble(message.prefix, self.store.blob_get(message.blob), message.omit)
+        return self.message_bytes(self.store.mail_message(*split_account(account), mailbox, uid))
 
     def delete_messages(self, account: str, mailbox: str, uids: Sequence[int]) -> int:
         """Remove messages (their blobs are collected once nothing names them)."""

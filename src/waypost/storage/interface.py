@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 
 class StoreError(Exception):
@@ -152,6 +152,39 @@ class RecipientUpdate:
 # -- mailstore -----------------------------------------------------------------
 
 INBOX = "INBOX"
+SEPARATOR = "/"
+SYSTEM_FLAGS = ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")
+_SYSTEM = {f.lower(): f for f in SYSTEM_FLAGS}
+SPECIAL_USES = ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash")
+"""RFC 6154 attributes a mailbox may carry (``mail_set_special_use``)."""
+SPECIAL_USE_BY_NAME = {"Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash",
+                       "Junk": "\\Junk", "Archive": "\\Archive"}
+"""[waypost] Top-level mailboxes of these names carry the attribute unless one is stored."""
+ACL_RIGHTS = "lrswipcda"
+"""The CGP rights letters an ACL stores (mailboxes.md §2.1), in display order."""
+
+
+class MailboxError(StoreError):
+    """A refused mailbox request; ``code`` is the RFC 5530 response code an IMAP
+    session puts in its NO answer."""
+
+    code = "CANNOT"
+
+
+class NoSuchMailbox(MailboxError, NotFound):
+    code = "NONEXISTENT"
+
+
+class MailboxExists(MailboxError, AlreadyExists):
+    code = "ALREADYEXISTS"
+
+
+class CannotDelete(MailboxError):
+    """INBOX, or a \\Noselect name that still has sub-mailboxes (RFC 3501)."""
+
+
+class InvalidMailboxName(MailboxError):
+    pass
 
 
 def canonical_mailbox(name: str) -> str:
@@ -161,6 +194,25 @@ def canonical_mailbox(name: str) -> str:
     if head.upper() == INBOX:
         return INBOX + sep + rest
     return name
+
+
+def normalize_flags(flags: Sequence[str]) -> tuple[str, ...]:
+    """Flags as stored: system flags in their canonical spelling, each flag once
+    (first spelling wins), ``\\Recent`` dropped (it is session state, not stored)."""
+    result: dict[str, str] = {}
+    for flag in flags:
+        flag = _SYSTEM.get(flag.lower(), flag)
+        if flag and flag.lower() != "\\recent" and flag.lower() not in result:
+            result[flag.lower()] = flag
+    return tuple(result.values())
+
+
+def special_use_of(name: str, stored: str | None) -> str:
+    """The effective SPECIAL-USE attribute: the stored one (``""`` = none), else
+    the attribute its top-level name implies."""
+    if stored is not None:
+        return stored
+    return SPECIAL_USE_BY_NAME.get(name, "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +252,77 @@ class MailboxInfo:
     highestmodseq: int
     messages: int
     size: int
+    selectable: bool = True  # False: only the "directory" entity exists (\Noselect)
+    special_use: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxEntry:
+    """One name of an account's mailbox tree, as LIST shows it."""
+
+    name: str
+    selectable: bool
+    has_children: bool
+    special_use: str  # effective (see special_use_of); "" = none
+    acl: dict[str, str] = field(default_factory=dict)  # identifier -> CGP letters
+
+    def attributes(self) -> tuple[str, ...]:
+        attrs = [] if self.selectable else ["\\Noselect"]
+        attrs.append("\\HasChildren" if self.has_children else "\\HasNoChildren")
+        if self.special_use:
+            attrs.append(self.special_use)
+        return tuple(attrs)
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxState:
+    """What SELECT and STATUS report, read in O(1) from counters."""
+
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    messages: int
+    unseen: int
+    recent: int  # messages no session has claimed yet (mail_claim_recent)
+    size: int
+
+
+class MessageMeta(NamedTuple):
+    """A row of the message index: what a session keeps per message."""
+
+    uid: int
+    modseq: int
+    flags: tuple[str, ...]
+    size: int
+    internal_date: float
+
+
+class FlagUpdates(list[tuple[int, int, tuple[str, ...]]]):
+    """Result of ``mail_set_flags``: ``(uid, modseq, flags)`` of every message of
+    the set that exists and was not refused, flags as they are now (a message the
+    operation did not change keeps its MODSEQ). ``modified``: UIDs refused by
+    ``unchanged_since`` (CONDSTORE ``[MODIFIED ...]``)."""
+
+    modified: list[int]
+
+    def __init__(self, items: Sequence[tuple[int, int, tuple[str, ...]]] = (),
+                 modified: Sequence[int] = ()) -> None:
+        super().__init__(items)
+        self.modified = list(modified)
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxChanges:
+    """What changed in a mailbox after ``since`` (a MODSEQ the session saw):
+    ``new`` are messages with UID >= the ``uidnext`` given, ``changed`` older
+    ones whose flags changed, ``expunged`` UIDs removed (from the expunge log)."""
+
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    new: list[MessageMeta]
+    changed: list[MessageMeta]
+    expunged: list[int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,15 +418,123 @@ class Store(Protocol):
     def queue_commits(self) -> int: ...  # transactions committed by queue_commit
 
     # -- mailstore ----------------------------------------------------------
+    # Mailboxes are named (domain, account, name); names are checked and made
+    # canonical (INBOX) by the store. Every mutating call is ONE transaction
+    # and moves the mailbox's HIGHESTMODSEQ (CONDSTORE); refusals raise the
+    # MailboxError subclasses above. Access rights are NOT checked here: that
+    # is services/mailbox_access.py.
+    #
     # mail_store stores copies and settles queue recipients in ONE transaction
     # (local delivery: never twice, never lost); returns each copy's UID or
     # None when skipped (see NewMailMessage.queue_keys).
     def mail_store(
         self, messages: Sequence[NewMailMessage], settle: Sequence[RecipientUpdate] = (),
     ) -> list[int | None]: ...
-    def mail_create_mailbox(self, domain: str, account: str, name: str) -> MailboxInfo: ...
+
+    # mailbox tree. Creating "A/B" makes the directory entity "A" (\Noselect)
+    # when missing and copies the parent's ACL; "A/" creates only the
+    # directory entity. Deleting a mailbox with children makes it \Noselect
+    # (its messages go); ``recursive`` deletes the children too. Renaming
+    # INBOX moves its messages and leaves INBOX empty.
+    def mail_create_mailbox(
+        self, domain: str, account: str, name: str, *, special_use: str | None = None,
+    ) -> MailboxInfo: ...
+    def mail_delete_mailbox(
+        self, domain: str, account: str, name: str, *, recursive: bool = False,
+    ) -> None: ...
+    def mail_rename_mailbox(self, domain: str, account: str, old: str, new: str) -> None: ...
     def mail_mailboxes(self, domain: str, account: str) -> list[MailboxInfo]: ...
     def mail_mailbox(self, domain: str, account: str, name: str) -> MailboxInfo: ...
+    def mail_folders(self, domain: str, account: str) -> list[MailboxEntry]: ...
+    def mail_folder(self, domain: str, account: str, name: str) -> MailboxEntry: ...
+    # (domain, account, entry) of every mailbox of ``domain`` (None: all
+    # domains); ``shared_only``: only those with a non-empty ACL.
+    def mail_domain_folders(
+        self, domain: str | None, *, shared_only: bool,
+    ) -> list[tuple[str, str, MailboxEntry]]: ...
+    # None: the default by name; "": no attribute; else one of SPECIAL_USES
+    def mail_set_special_use(
+        self, domain: str, account: str, name: str, use: str | None,
+    ) -> None: ...
+
+    # ACL in CGP letters; mode "replace" | "add" | "remove"; returns the
+    # identifier's rights now ("" = the entry is gone).
+    def mail_get_acl(self, domain: str, account: str, name: str) -> dict[str, str]: ...
+    def mail_set_acl(
+        self, domain: str, account: str, name: str, identifier: str, rights: str,
+        mode: str = "replace",
+    ) -> str: ...
+    def mail_delete_acl(self, domain: str, account: str, name: str, identifier: str) -> bool: ...
+
+    # subscriptions (any names, foreign ones too) and mailbox aliases
+    def mail_subscriptions(self, domain: str, account: str) -> list[str]: ...
+    def mail_subscribe(self, domain: str, account: str, name: str) -> None: ...
+    def mail_unsubscribe(self, domain: str, account: str, name: str) -> bool: ...
+    def mail_set_subscriptions(self, domain: str, account: str, names: Sequence[str]) -> None: ...
+    def mail_aliases(self, domain: str, account: str) -> dict[str, str]: ...
+    def mail_set_alias(
+        self, domain: str, account: str, alias: str, target: str | None,
+    ) -> None: ...
+    def mail_set_aliases(self, domain: str, account: str, aliases: dict[str, str]) -> None: ...
+    # Account Template (domains-accounts.md §5) for a new account, one transaction
+    def mail_apply_template(
+        self, domain: str, account: str, *, mailboxes: Sequence[str] = (),
+        subscriptions: Sequence[str] = (), aliases: dict[str, str] | None = None,
+    ) -> None: ...
+
+    # messages. ``uids`` None = every message of the mailbox.
     def mail_messages(self, domain: str, account: str, mailbox: str) -> list[MailMessage]: ...
     def mail_message(self, domain: str, account: str, mailbox: str, uid: int) -> MailMessage: ...
+    def mail_fetch(
+        self, domain: str, account: str, mailbox: str, uids: Sequence[int] | None,
+    ) -> list[MailMessage]: ...
+    def mail_index(self, domain: str, account: str, mailbox: str) -> list[MessageMeta]: ...
+    def mail_mailbox_state(self, domain: str, account: str, mailbox: str) -> MailboxState: ...
+    # \Recent (RFC 3501): the first UID that is recent for the calling session;
+    # later sessions no longer see those messages as recent.
+    def mail_claim_recent(self, domain: str, account: str, mailbox: str) -> int: ...
+    def mail_set_flags(
+        self, domain: str, account: str, mailbox: str, uids: Sequence[int] | None,
+        flags: Sequence[str], mode: str, *, unchanged_since: int | None = None,
+    ) -> FlagUpdates: ...
+    # removes messages flagged \Deleted (among ``uids`` when given); logs them
+    def mail_expunge(
+        self, domain: str, account: str, mailbox: str, uids: Sequence[int] | None = None,
+    ) -> list[int]: ...
+    # removes the messages whatever their flags (POP3 DELE, administrators)
     def mail_delete(self, domain: str, account: str, mailbox: str, uids: Sequence[int]) -> int: ...
+    # new rows over the same blobs (no byte copy), flags and internal date
+    # kept; returns (source UID, new UID) pairs in UID order (UIDPLUS)
+    def mail_copy(
+        self, domain: str, account: str, mailbox: str, uids: Sequence[int] | None,
+        dst_domain: str, dst_account: str, dst_mailbox: str,
+    ) -> list[tuple[int, int]]: ...
+    def mail_move(
+        self, domain: str, account: str, mailbox: str, uids: Sequence[int] | None,
+        dst_domain: str, dst_account: str, dst_mailbox: str,
+    ) -> list[tuple[int, int]]: ...
+    # IMAP APPEND: body blob and row durable on return; (UIDVALIDITY, UID)
+    def mail_append(
+        self, domain: str, account: str, mailbox: str, data: bytes, *,
+        flags: Sequence[str] = (), internal_date: float | None = None,
+        summary: dict[str, str] | None = None,
+    ) -> tuple[int, int]: ...
+    # the header section of a stored message, reading only the head of its blob
+    def mail_header_bytes(self, message: MailMessage) -> bytes: ...
+    # the cached JSON of the parsed MIME structure (not a change: no MODSEQ)
+    def mail_structure_get(
+        self, domain: str, account: str, mailbox: str, uid: int,
+    ) -> str | None: ...
+    def mail_structure_put(
+        self, domain: str, account: str, mailbox: str, uid: int, text: str,
+    ) -> None: ...
+    def mail_structures_put(
+        self, domain: str, account: str, mailbox: str, items: Sequence[tuple[int, str]],
+    ) -> None: ...
+    def mail_structures(  # UID -> JSON of those cached
+        self, domain: str, account: str, mailbox: str, uids: Sequence[int] | None,
+    ) -> dict[int, str]: ...
+    def mail_changes_since(
+        self, domain: str, account: str, mailbox: str, modseq: int, *,
+        uidnext: int | None = None,
+    ) -> MailboxChanges: ...

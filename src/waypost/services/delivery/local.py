@@ -12,11 +12,14 @@ per-copy prefix:
 * ``Return-Path: <sender>`` -- added at final delivery (RFC 5321 §4.4);
   any Return-Path already in the message is omitted from the copy.
 * For unified domain-wide accounts (``.local``/``.domain`` routes, which
-  carry ``real_to``): one copy per original recipient, each with exactly one
-  ``X-Real-To: <RCPT TO address>`` field (name from setting RealToHeader),
-  and any X-Real-To the sender put in the message omitted, so it cannot be
-  forged (smtp.md §7.1 [waypost]). Recipients of other accounts never
-  appear in a copy: each copy names only its own recipient.
+  carry ``real_to``): one copy per message and account, with one
+  ``X-Real-To:`` field (name from setting RealToHeader) listing every
+  original recipient (RCPT TO address) routed into that account, comma
+  separated. Issue 4 asks for this over smtp.md §7.1's one copy per
+  recipient: a multidrop poller (fetchmail ``envelope X-Real-To``) reads
+  every address of that one field and hands the single copy to each
+  recipient. Any X-Real-To the sender put in the message is omitted, so it
+  cannot be forged; recipients of other accounts never appear in a copy.
 * Ordinary recipients routed to the same account and mailbox get one copy.
 
 ``account#mailbox`` stores into that mailbox when it exists, else INBOX.
@@ -60,16 +63,19 @@ def plan_copies(
     plain_omit = field_ranges(body, ["Return-Path"])
     unified_omit = field_ranges(body, ["Return-Path", real_to_header])
     summary = summarize(body)
-    groups: dict[tuple[str, str | None], tuple[str | None, list[int]]] = {}
+    # (mailbox, unified?) -> (original recipients for the header, queue keys)
+    groups: dict[tuple[str, bool], tuple[list[str], list[int]]] = {}
     for r in message.recipients:
         real_to = _one_line(r.real_to).strip().strip("<>") if r.real_to else None
-        group = (r.mailbox or INBOX, real_to.lower() if real_to else None)
-        groups.setdefault(group, (real_to, []))[1].append(r.key)
+        names, keys = groups.setdefault((r.mailbox or INBOX, real_to is not None), ([], []))
+        keys.append(r.key)
+        if real_to and real_to.lower() not in {n.lower() for n in names}:
+            names.append(real_to)
     copies = []
     for (target, _), (real_to, keys) in groups.items():
         prefix, omit = return_path, plain_omit
         if real_to:
-            prefix += f"{real_to_header}: {real_to}\r\n".encode()
+            prefix += f"{real_to_header}: {', '.join(real_to)}\r\n".encode()
             omit = unified_omit
         copies.append(NewMailMessage(
             domain=domain, account=name, mailbox=target, blob=message.blob,

@@ -5,6 +5,22 @@ its mail and deleting one deletes it. A message row is metadata over a
 shared blob: UID, MODSEQ, flags, internal date, size, the per-delivery
 header ``prefix``, byte ranges of the blob to ``omit``, and the few header
 fields a listing shows, parsed once at delivery.
+
+The mailbox tree is flat rows named with ``/``: a row with ``selectable = 0``
+is only the "directory" entity of its name (IMAP ``\\Noselect``). The
+children of ``A`` are the rows whose name lies in ``['A/', 'A0')`` (``0``
+follows ``/`` in code point order), a range the ``(account_id, name)`` index
+answers, and which is case-sensitive like the names themselves.
+
+Every change of a mailbox's messages takes the next MODSEQ of the mailbox
+(one per operation: all messages changed together share it), and expunged
+UIDs are logged with theirs, so a session asks "what changed since N" with
+two indexed range reads. Message, unseen and size counters are kept in the
+``mailboxes`` row by triggers (migration 4), so STATUS never scans.
+
+:class:`MailStoreMixin` holds the ``Store.mail_*`` methods of
+:class:`~waypost.storage.sqlite.store.SqliteStore`; the functions below run
+inside its transactions.
 """
 
 from __future__ import annotations
@@ -12,22 +28,112 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from waypost.storage.interface import (
+    ACL_RIGHTS,
     INBOX,
+    SPECIAL_USES,
+    CannotDelete,
+    FlagUpdates,
+    InvalidMailboxName,
+    MailboxChanges,
+    MailboxEntry,
+    MailboxError,
+    MailboxExists,
     MailboxInfo,
+    MailboxState,
     MailMessage,
+    MessageMeta,
     NewMailMessage,
+    NoSuchMailbox,
     NotFound,
+    RecipientUpdate,
     canonical_mailbox,
+    normalize_flags,
+    special_use_of,
 )
+from waypost.storage.sqlite import queue_store
 from waypost.storage.sqlite.queue_store import pending_keys
+
+if TYPE_CHECKING:
+    from waypost.storage.sqlite.blobs import BlobFiles
 
 _SUMMARY = ("from", "subject", "date", "message_id")
 _MESSAGE_COLS = ("uid, modseq, flags, internal_date, size, blob, prefix, omit, hdr_from,"
                  " hdr_subject, hdr_date, hdr_message_id")
+_COPY_COLS = ("flags, internal_date, size, blob, prefix, omit, hdr_from, hdr_subject, hdr_date,"
+              " hdr_message_id, structure")
+_BOX_COLS = "id, name, uidvalidity, uidnext, highestmodseq, selectable"
+_IN_UIDS = " AND uid IN (SELECT value FROM json_each(?))"
+_DELETED = " AND instr(' ' || flags || ' ', ' \\Deleted ') > 0"
+MAX_NAME = 1000  # bytes of UTF-8 [waypost]
+FLAG_MODES = ("add", "remove", "replace")
+ACL_MODES = ("replace", "add", "remove")
+
+
+class Box(NamedTuple):
+    id: int
+    name: str
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    selectable: int
+
+
+# -- names -------------------------------------------------------------------
+
+
+def check_name(name: str) -> str:
+    """A valid name of one's own mailbox, made canonical (INBOX), or
+    :class:`InvalidMailboxName`."""
+    if not isinstance(name, str) or not name:
+        raise InvalidMailboxName("a mailbox name must not be empty")
+    if name.startswith("~"):
+        raise InvalidMailboxName(
+            f"{name!r}: a name starting with ~ is another user's mailbox (~owner/name)")
+    if name.startswith("/") or name.endswith("/") or "//" in name:
+        raise InvalidMailboxName(f"{name!r}: a level of the name is empty")
+    bad = next((c for c in name if c in "*%" or ord(c) < 0x20 or ord(c) == 0x7F), None)
+    if bad is not None:
+        raise InvalidMailboxName(f"{name!r}: {bad!r} is not allowed in a mailbox name")
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME:
+        raise InvalidMailboxName(f"mailbox names are limited to {MAX_NAME} bytes")
+    return canonical_mailbox(name)
+
+
+def canonical_any(name: str) -> str:
+    """A name that may be foreign (``~owner/box``): INBOX made canonical in the
+    mailbox part. Checks only what every stored name must satisfy."""
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidMailboxName("a mailbox name must not be empty")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        raise InvalidMailboxName(f"{name!r}: control characters are not allowed")
+    if name.startswith("~"):
+        owner, sep, box = name[1:].partition("/")
+        return "~" + owner + sep + canonical_mailbox(box)
+    return canonical_mailbox(name)
+
+
+def ancestors(name: str) -> list[str]:
+    """``A/B/C`` -> ``["A", "A/B"]``."""
+    parts = name.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def parent_of(name: str) -> str | None:
+    head, sep, _ = name.rpartition("/")
+    return head if sep else None
+
+
+def _subtree(name: str) -> tuple[str, str]:
+    """Bounds of the names strictly below ``name``: ``[name/, name0)``."""
+    return name + "/", name + "0"
+
+
+# -- lookups -----------------------------------------------------------------
 
 
 def account_id(conn: sqlite3.Connection, domain: str, account: str) -> int:
@@ -42,28 +148,319 @@ def account_id(conn: sqlite3.Connection, domain: str, account: str) -> int:
     return int(row[0])
 
 
-def find_mailbox(conn: sqlite3.Connection, owner: int, name: str) -> tuple[Any, ...] | None:
-    return conn.execute(
-        "SELECT id, name, uidvalidity, uidnext, highestmodseq FROM mailboxes"
-        " WHERE account_id = ? AND name = ?", (owner, canonical_mailbox(name)),
+def find_mailbox(conn: sqlite3.Connection, owner: int, name: str) -> Box | None:
+    row = conn.execute(
+        f"SELECT {_BOX_COLS} FROM mailboxes WHERE account_id = ? AND name = ?",
+        (owner, canonical_mailbox(name)),
     ).fetchone()
+    return Box(*row) if row is not None else None
 
 
-def create_mailbox(conn: sqlite3.Connection, owner: int, name: str) -> tuple[Any, ...]:
-    """Create (or return) a mailbox; UIDVALIDITY only ever grows server-wide,
-    so a mailbox re-created under an old name never reuses a value."""
-    found = find_mailbox(conn, owner, name)
-    if found is not None:
-        return found
+def _box(conn: sqlite3.Connection, domain: str, account: str, name: str,
+         *, selectable: bool = True) -> Box:
+    box = find_mailbox(conn, account_id(conn, domain, account), name)
+    if box is None:
+        raise NoSuchMailbox(f"no mailbox {name!r} in {account}@{domain}")
+    if selectable and not box.selectable:
+        raise NoSuchMailbox(
+            f"{box.name!r} in {account}@{domain} only holds sub-mailboxes (\\Noselect)")
+    return box
+
+
+def mailbox_id(conn: sqlite3.Connection, domain: str, account: str, name: str) -> int:
+    return _box(conn, domain, account, name, selectable=False).id
+
+
+def _has_children(conn: sqlite3.Connection, owner: int, name: str) -> bool:
+    low, high = _subtree(name)
+    return conn.execute(
+        "SELECT 1 FROM mailboxes WHERE account_id = ? AND name >= ? AND name < ? LIMIT 1",
+        (owner, low, high),
+    ).fetchone() is not None
+
+
+def _alias_names(conn: sqlite3.Connection, owner: int) -> set[str]:
+    return {a for (a,) in conn.execute("SELECT alias FROM mail_aliases WHERE account_id = ?",
+                                       (owner,))}
+
+
+def _check_free(conn: sqlite3.Connection, owner: int, name: str) -> None:
+    """A new mailbox name may not be (or pass through) a mailbox alias [waypost]."""
+    aliases = _alias_names(conn, owner)
+    for part in [*ancestors(name), name]:
+        if part in aliases:
+            raise MailboxExists(f"{part!r} is a mailbox alias; remove the alias first")
+
+
+# -- the mailbox tree --------------------------------------------------------
+
+
+def _next_uidvalidity(conn: sqlite3.Connection) -> int:
+    """UIDVALIDITY only ever grows server-wide, so a mailbox re-created under
+    an old name never reuses a value."""
     last = conn.execute("SELECT COALESCE(MAX(uidvalidity), 0) FROM mailboxes").fetchone()[0]
-    uidvalidity = max(int(time.time()), last + 1)
+    return max(int(time.time()), last + 1)
+
+
+def _parent_acl(conn: sqlite3.Connection, owner: int, name: str) -> str:
+    """A sub-mailbox starts with a copy of its parent's ACL; a top-level one empty."""
+    parent = parent_of(name)
+    if parent is None:
+        return "{}"
+    row = conn.execute("SELECT acl FROM mailboxes WHERE account_id = ? AND name = ?",
+                       (owner, parent)).fetchone()
+    return str(row[0]) if row is not None else "{}"
+
+
+def _insert_box(conn: sqlite3.Connection, owner: int, name: str, *, selectable: bool,
+                special_use: str | None = None, uidnext: int = 1) -> Box:
     conn.execute(
-        "INSERT INTO mailboxes (account_id, name, uidvalidity, created) VALUES (?, ?, ?, ?)",
-        (owner, canonical_mailbox(name), uidvalidity, time.time()),
+        "INSERT INTO mailboxes (account_id, name, uidvalidity, uidnext, acl, created, selectable,"
+        " special_use, recent_uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (owner, name, _next_uidvalidity(conn), uidnext, _parent_acl(conn, owner, name),
+         time.time(), int(selectable), special_use, uidnext),
     )
     found = find_mailbox(conn, owner, name)
     assert found is not None
     return found
+
+
+def _ensure_parents(conn: sqlite3.Connection, owner: int, name: str) -> None:
+    for parent in ancestors(name):
+        if find_mailbox(conn, owner, parent) is None:
+            _insert_box(conn, owner, parent, selectable=False)
+
+
+def create_mailbox(conn: sqlite3.Connection, owner: int, name: str) -> Box:
+    """Create (or return) a selectable mailbox: INBOX of a new account, the
+    INBOX fallback of delivery."""
+    found = find_mailbox(conn, owner, name)
+    if found is not None:
+        return found
+    name = canonical_mailbox(name)
+    _ensure_parents(conn, owner, name)
+    return _insert_box(conn, owner, name, selectable=True)
+
+
+def create_named(conn: sqlite3.Connection, owner: int, name: str,
+                 special_use: str | None = None) -> Box:
+    """CREATE: ``A/B`` also makes the directory entity ``A``; ``A/`` makes only
+    the directory entity; a directory entity becomes a mailbox when created."""
+    directory_only = name.endswith("/") and len(name) > 1
+    name = check_name(name[:-1] if directory_only else name)
+    use = _special_use(special_use)
+    _check_free(conn, owner, name)
+    found = find_mailbox(conn, owner, name)
+    if found is not None:
+        if directory_only or found.selectable:
+            raise MailboxExists(f"mailbox {name!r} already exists")
+        conn.execute(  # a new mailbox under an old name: a new UIDVALIDITY
+            "UPDATE mailboxes SET selectable = 1, uidvalidity = ?, special_use = ? WHERE id = ?",
+            (_next_uidvalidity(conn), use, found.id),
+        )
+        box = find_mailbox(conn, owner, name)
+        assert box is not None
+        return box
+    _ensure_parents(conn, owner, name)
+    return _insert_box(conn, owner, name, selectable=not directory_only, special_use=use)
+
+
+def delete_named(conn: sqlite3.Connection, owner: int, name: str, recursive: bool) -> None:
+    name = canonical_mailbox(name)
+    if name == INBOX:
+        raise CannotDelete("INBOX cannot be deleted")
+    box = find_mailbox(conn, owner, name)
+    if box is None:
+        raise NoSuchMailbox(f"no mailbox {name!r}")
+    low, high = _subtree(name)
+    if recursive:
+        conn.execute("DELETE FROM mailboxes WHERE account_id = ? AND (id = ? OR"
+                     " (name >= ? AND name < ?))", (owner, box.id, low, high))
+    elif _has_children(conn, owner, name):
+        if not box.selectable:
+            raise CannotDelete(f"{name!r} has sub-mailboxes: delete them first")
+        # RFC 3501: the messages go, the name stays as \Noselect for its children
+        _remove(conn, box, "")
+        conn.execute("UPDATE mailboxes SET selectable = 0 WHERE id = ?", (box.id,))
+    else:
+        conn.execute("DELETE FROM mailboxes WHERE id = ?", (box.id,))
+
+
+def rename_named(conn: sqlite3.Connection, owner: int, old: str, new: str) -> None:
+    old = canonical_mailbox(old)
+    new = check_name(new)
+    box = find_mailbox(conn, owner, old)
+    if box is None:
+        raise NoSuchMailbox(f"no mailbox {old!r}")
+    if new.startswith(old + "/") and old != INBOX:  # INBOX's children do not move
+        raise InvalidMailboxName(f"cannot rename {old!r} into itself ({new!r})")
+    if find_mailbox(conn, owner, new) is not None:
+        raise MailboxExists(f"mailbox {new!r} already exists")
+    _check_free(conn, owner, new)
+    _ensure_parents(conn, owner, new)
+    if old == INBOX:
+        # RFC 3501: the messages move to the new mailbox, INBOX stays (empty);
+        # sub-mailboxes of INBOX are not renamed. Sessions on INBOX see EXPUNGEs.
+        target = _insert_box(conn, owner, new, selectable=True, uidnext=box.uidnext)
+        modseq = box.highestmodseq + 1
+        conn.execute("INSERT INTO expunged (mailbox_id, uid, modseq)"
+                     " SELECT mailbox_id, uid, ? FROM messages WHERE mailbox_id = ?",
+                     (modseq, box.id))
+        conn.execute("UPDATE messages SET mailbox_id = ? WHERE mailbox_id = ?",
+                     (target.id, box.id))
+        conn.execute("UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, box.id))
+        conn.execute("UPDATE mailboxes SET highestmodseq = ? WHERE id = ?",
+                     (box.highestmodseq, target.id))
+        return
+    low, high = _subtree(old)
+    conn.execute(
+        "UPDATE mailboxes SET name = ? || substr(name, ?) WHERE account_id = ?"
+        " AND (id = ? OR (name >= ? AND name < ?))",
+        (new, len(old) + 1, owner, box.id, low, high),
+    )
+
+
+def folders(conn: sqlite3.Connection, owner: int) -> list[MailboxEntry]:
+    rows = conn.execute(
+        "SELECT name, selectable, special_use, acl FROM mailboxes WHERE account_id = ?"
+        " ORDER BY name", (owner,),
+    ).fetchall()
+    parents = {p for (name, *_) in rows for p in ancestors(name)}
+    return [MailboxEntry(name=name, selectable=bool(sel), has_children=name in parents,
+                         special_use=special_use_of(name, use), acl=json.loads(acl))
+            for name, sel, use, acl in rows]
+
+
+def folder(conn: sqlite3.Connection, owner: int, name: str) -> MailboxEntry:
+    name = canonical_mailbox(name)
+    row = conn.execute(
+        "SELECT selectable, special_use, acl FROM mailboxes WHERE account_id = ? AND name = ?",
+        (owner, name),
+    ).fetchone()
+    if row is None:
+        raise NoSuchMailbox(f"no mailbox {name!r}")
+    return MailboxEntry(name=name, selectable=bool(row[0]),
+                        has_children=_has_children(conn, owner, name),
+                        special_use=special_use_of(name, row[1]), acl=json.loads(row[2]))
+
+
+def domain_folders(conn: sqlite3.Connection, domain: str | None,
+                   shared_only: bool) -> list[tuple[str, str, MailboxEntry]]:
+    sql = ("SELECT d.name, o.name, b.name, b.selectable, b.special_use, b.acl,"
+           " EXISTS (SELECT 1 FROM mailboxes c WHERE c.account_id = b.account_id"
+           " AND c.name >= b.name || '/' AND c.name < b.name || '0')"
+           " FROM mailboxes b JOIN objects o ON o.id = b.account_id"
+           " JOIN domains d ON d.id = o.domain_id WHERE 1")
+    args: list[Any] = []
+    if domain is not None:
+        sql += (" AND (d.name_lower = ? OR d.id ="
+                " (SELECT domain_id FROM domain_aliases WHERE alias_lower = ?))")
+        args += [domain.lower(), domain.lower()]
+    if shared_only:
+        sql += " AND b.acl <> '{}'"
+    rows = conn.execute(sql + " ORDER BY d.name_lower, o.name_lower, b.name", args)
+    return [(dom, acct, MailboxEntry(name=name, selectable=bool(sel), has_children=bool(kids),
+                                     special_use=special_use_of(name, use), acl=json.loads(acl)))
+            for dom, acct, name, sel, use, acl, kids in rows]
+
+
+def _special_use(use: str | None) -> str | None:
+    if use is None or use == "":
+        return use
+    for known in SPECIAL_USES:
+        if known.lower() == use.strip().lower():
+            return known
+    raise MailboxError(f"unknown special use {use!r}; use one of {', '.join(SPECIAL_USES)}")
+
+
+def mailbox_infos(
+    conn: sqlite3.Connection, domain: str, account: str, name: str | None = None
+) -> list[MailboxInfo]:
+    owner = account_id(conn, domain, account)
+    sql = ("SELECT name, uidvalidity, uidnext, highestmodseq, message_count, total_size,"
+           " selectable, special_use FROM mailboxes WHERE account_id = ?")
+    args: list[Any] = [owner]
+    if name is not None:
+        sql += " AND name = ?"
+        args.append(canonical_mailbox(name))
+    rows = conn.execute(sql + " ORDER BY name", args).fetchall()
+    if name is not None and not rows:
+        raise NoSuchMailbox(f"no mailbox {name!r} in {account}@{domain}")
+    return [MailboxInfo(n, v, u, h, c, s, bool(sel), special_use_of(n, use))
+            for n, v, u, h, c, s, sel, use in rows]
+
+
+# -- ACL, subscriptions, aliases ---------------------------------------------
+
+
+def _check_identifier(identifier: str) -> str:
+    text = identifier.strip() if isinstance(identifier, str) else ""
+    if not text or text in ("-", "#", "-#") or any(c.isspace() or ord(c) < 0x20 for c in text):
+        raise MailboxError(f"invalid ACL identifier {identifier!r}")
+    return text
+
+
+def set_acl(conn: sqlite3.Connection, box: Box, identifier: str, rights: str,
+            mode: str) -> str:
+    identifier = _check_identifier(identifier)
+    if mode not in ACL_MODES:
+        raise MailboxError(f"ACL mode must be one of {', '.join(ACL_MODES)}")
+    bad = sorted(set(rights) - set(ACL_RIGHTS))
+    if bad:
+        raise MailboxError(f"unknown rights {''.join(bad)!r}; rights are {ACL_RIGHTS}")
+    acl: dict[str, str] = json.loads(
+        conn.execute("SELECT acl FROM mailboxes WHERE id = ?", (box.id,)).fetchone()[0])
+    key = next((k for k in acl if k.lower() == identifier.lower()), identifier)
+    current = set(acl.pop(key, ""))
+    wanted = {"replace": set(rights), "add": current | set(rights),
+              "remove": current - set(rights)}[mode]
+    result = "".join(r for r in ACL_RIGHTS if r in wanted)
+    if result:
+        acl[key] = result
+    conn.execute("UPDATE mailboxes SET acl = ? WHERE id = ?",
+                 (json.dumps(acl, ensure_ascii=False), box.id))
+    return result
+
+
+def subscribe(conn: sqlite3.Connection, owner: int, name: str) -> None:
+    conn.execute("INSERT OR IGNORE INTO mail_subscriptions (account_id, name) VALUES (?, ?)",
+                 (owner, canonical_any(name)))
+
+
+def set_alias(conn: sqlite3.Connection, owner: int, alias: str, target: str) -> None:
+    alias = check_name(alias)
+    target = canonical_any(target)
+    if target == alias or target.startswith(alias + "/"):
+        raise InvalidMailboxName(f"mailbox alias {alias!r} cannot point to itself")
+    if find_mailbox(conn, owner, alias) is not None:
+        raise MailboxExists(f"{alias!r} is a mailbox; an alias cannot have its name")
+    conn.execute("INSERT INTO mail_aliases (account_id, alias, target) VALUES (?, ?, ?)"
+                 " ON CONFLICT (account_id, alias) DO UPDATE SET target = excluded.target",
+                 (owner, alias, target))
+
+
+# -- messages ----------------------------------------------------------------
+
+
+def _uid_filter(uids: Sequence[int] | None) -> tuple[str, list[Any]]:
+    if uids is None:
+        return "", []
+    return _IN_UIDS, [json.dumps([int(u) for u in uids])]
+
+
+def _insert_message(conn: sqlite3.Connection, box: Box, m: NewMailMessage) -> int:
+    uid, modseq = box.uidnext, box.highestmodseq + 1
+    summary = [m.summary.get(key, "") for key in _SUMMARY]
+    conn.execute(
+        "INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob,"
+        " prefix, omit, hdr_from, hdr_subject, hdr_date, hdr_message_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (box.id, uid, modseq, " ".join(normalize_flags(m.flags)), m.internal_date, m.size,
+         m.blob, m.prefix, json.dumps(m.omit) if m.omit else "", *summary),
+    )
+    conn.execute("UPDATE mailboxes SET uidnext = ?, highestmodseq = ? WHERE id = ?",
+                 (uid + 1, modseq, box.id))
+    return uid
 
 
 def store_messages(
@@ -76,71 +473,142 @@ def store_messages(
             continue
         owner = account_id(conn, m.domain, m.account)
         box = find_mailbox(conn, owner, m.mailbox)
-        if box is None:
+        if box is None or not box.selectable:
             if canonical_mailbox(m.mailbox) != INBOX and not m.fallback_inbox:
-                raise NotFound(f"no mailbox {m.mailbox!r} in {m.account}@{m.domain}")
+                raise NoSuchMailbox(f"no mailbox {m.mailbox!r} in {m.account}@{m.domain}")
             box = create_mailbox(conn, owner, INBOX)
-        box_id, _, _, uid, modseq = box
-        modseq += 1
-        summary = [m.summary.get(key, "") for key in _SUMMARY]
-        conn.execute(
-            "INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob,"
-            " prefix, omit, hdr_from, hdr_subject, hdr_date, hdr_message_id)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (box_id, uid, modseq, " ".join(m.flags), m.internal_date, m.size, m.blob,
-             m.prefix, json.dumps(m.omit) if m.omit else "", *summary),
-        )
-        conn.execute(
-            "UPDATE mailboxes SET uidnext = ?, highestmodseq = ? WHERE id = ?",
-            (uid + 1, modseq, box_id),
-        )
-        uids.append(uid)
+        uids.append(_insert_message(conn, box, m))
     return uids
 
 
-def mailbox_id(conn: sqlite3.Connection, domain: str, account: str, name: str) -> int:
-    box = find_mailbox(conn, account_id(conn, domain, account), name)
-    if box is None:
-        raise NotFound(f"no mailbox {name!r} in {account}@{domain}")
-    return int(box[0])
-
-
-def mailbox_infos(
-    conn: sqlite3.Connection, domain: str, account: str, name: str | None = None
-) -> list[MailboxInfo]:
-    owner = account_id(conn, domain, account)
-    sql = ("SELECT b.name, b.uidvalidity, b.uidnext, b.highestmodseq, COUNT(m.id),"
-           " COALESCE(SUM(m.size), 0) FROM mailboxes b LEFT JOIN messages m"
-           " ON m.mailbox_id = b.id WHERE b.account_id = ?")
-    args: list[Any] = [owner]
-    if name is not None:
-        sql += " AND b.name = ?"
-        args.append(canonical_mailbox(name))
-    rows = conn.execute(sql + " GROUP BY b.id ORDER BY b.name", args).fetchall()
-    if name is not None and not rows:
-        raise NotFound(f"no mailbox {name!r} in {account}@{domain}")
-    return [MailboxInfo(*row) for row in rows]
-
-
-def messages(conn: sqlite3.Connection, box: int, uid: int | None = None) -> list[MailMessage]:
+def messages(conn: sqlite3.Connection, box: int, uid: int | None = None,
+             uids: Sequence[int] | None = None) -> list[MailMessage]:
     sql = f"SELECT {_MESSAGE_COLS} FROM messages WHERE mailbox_id = ?"
     args: list[Any] = [box]
     if uid is not None:
         sql += " AND uid = ?"
         args.append(uid)
-    return [_message(row) for row in conn.execute(sql + " ORDER BY uid", args)]
+    where, more = _uid_filter(uids)
+    return [_message(row) for row in conn.execute(sql + where + " ORDER BY uid", args + more)]
+
+
+def index(conn: sqlite3.Connection, box: int) -> list[MessageMeta]:
+    return [MessageMeta(uid, modseq, tuple(flags.split()), size, date)
+            for uid, modseq, flags, size, date in conn.execute(
+                "SELECT uid, modseq, flags, size, internal_date FROM messages"
+                " WHERE mailbox_id = ? ORDER BY uid", (box,))]
+
+
+def set_flags(conn: sqlite3.Connection, box: Box, uids: Sequence[int] | None,
+              flags: Sequence[str], mode: str, unchanged_since: int | None) -> FlagUpdates:
+    if mode not in FLAG_MODES:
+        raise MailboxError(f"flag mode must be one of {', '.join(FLAG_MODES)}")
+    given = normalize_flags(flags)
+    wanted = {f.lower() for f in given}
+    where, args = _uid_filter(uids)
+    rows = conn.execute(f"SELECT uid, modseq, flags FROM messages WHERE mailbox_id = ?{where}"
+                        " ORDER BY uid", [box.id, *args]).fetchall()
+    modseq = box.highestmodseq + 1
+    result: list[tuple[int, int, tuple[str, ...]]] = []
+    modified: list[int] = []
+    updates: list[tuple[str, int, int, int]] = []
+    for uid, old_modseq, text in rows:
+        if unchanged_since is not None and old_modseq > unchanged_since:
+            modified.append(uid)
+            continue
+        current = tuple(text.split())
+        if mode == "add":
+            have = {f.lower() for f in current}
+            new = current + tuple(f for f in given if f.lower() not in have)
+        elif mode == "remove":
+            new = tuple(f for f in current if f.lower() not in wanted)
+        else:
+            new = given
+        if new == current:
+            result.append((uid, old_modseq, current))
+        else:
+            updates.append((" ".join(new), modseq, box.id, uid))
+            result.append((uid, modseq, new))
+    if updates:
+        conn.executemany("UPDATE messages SET flags = ?, modseq = ? WHERE mailbox_id = ?"
+                         " AND uid = ?", updates)
+        conn.execute("UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, box.id))
+    return FlagUpdates(result, modified)
+
+
+def _remove(conn: sqlite3.Connection, box: Box, condition: str,
+            uids: Sequence[int] | None = None) -> list[int]:
+    """Delete messages of ``box`` (matching ``condition``, among ``uids``) and
+    log them as expunged with the next MODSEQ; returns their UIDs."""
+    where, args = _uid_filter(uids)
+    where += condition
+    gone = [uid for (uid,) in conn.execute(
+        f"SELECT uid FROM messages WHERE mailbox_id = ?{where} ORDER BY uid", [box.id, *args])]
+    if not gone:
+        return []
+    current = conn.execute("SELECT highestmodseq FROM mailboxes WHERE id = ?",
+                           (box.id,)).fetchone()[0]
+    modseq = current + 1
+    listed = json.dumps(gone)
+    conn.execute("INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq)"
+                 " SELECT ?, value, ? FROM json_each(?)", (box.id, modseq, listed))
+    conn.execute(f"DELETE FROM messages WHERE mailbox_id = ?{_IN_UIDS}", (box.id, listed))
+    conn.execute("UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, box.id))
+    return gone
 
 
 def delete_messages(conn: sqlite3.Connection, box: int, uids: Sequence[int]) -> int:
-    count = 0
-    for uid in uids:
-        count += conn.execute(
-            "DELETE FROM messages WHERE mailbox_id = ? AND uid = ?", (box, uid)
-        ).rowcount
-    if count:
-        conn.execute("UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = ?",
-                     (box,))
-    return count
+    row = conn.execute(f"SELECT {_BOX_COLS} FROM mailboxes WHERE id = ?", (box,)).fetchone()
+    return len(_remove(conn, Box(*row), "", uids))
+
+
+def copy_messages(conn: sqlite3.Connection, src: Box, uids: Sequence[int] | None,
+                  dst: Box) -> list[tuple[int, int]]:
+    """New rows in ``dst`` over the same blobs, in UID order (one INSERT ... SELECT)."""
+    where, args = _uid_filter(uids)
+    source = [uid for (uid,) in conn.execute(
+        f"SELECT uid FROM messages WHERE mailbox_id = ?{where} ORDER BY uid", [src.id, *args])]
+    if not source:
+        return []
+    dst_row = conn.execute("SELECT uidnext, highestmodseq FROM mailboxes WHERE id = ?",
+                           (dst.id,)).fetchone()
+    base, modseq = dst_row[0], dst_row[1] + 1
+    conn.execute(
+        f"INSERT INTO messages (mailbox_id, uid, modseq, {_COPY_COLS})"
+        f" SELECT ?, ? + ROW_NUMBER() OVER (ORDER BY uid) - 1, ?, {_COPY_COLS}"
+        f" FROM messages WHERE mailbox_id = ?{where}",
+        [dst.id, base, modseq, src.id, *args],
+    )
+    conn.execute("UPDATE mailboxes SET uidnext = ?, highestmodseq = ? WHERE id = ?",
+                 (base + len(source), modseq, dst.id))
+    return list(zip(source, range(base, base + len(source)), strict=True))
+
+
+def changes_since(conn: sqlite3.Connection, box: Box, since: int,
+                  uidnext: int | None) -> MailboxChanges:
+    row = conn.execute("SELECT uidvalidity, uidnext, highestmodseq FROM mailboxes WHERE id = ?",
+                       (box.id,)).fetchone()
+    new: list[MessageMeta] = []
+    changed: list[MessageMeta] = []
+    for uid, modseq, flags, size, date in conn.execute(
+        "SELECT uid, modseq, flags, size, internal_date FROM messages"
+        " WHERE mailbox_id = ? AND modseq > ? ORDER BY uid", (box.id, since),
+    ):
+        meta = MessageMeta(uid, modseq, tuple(flags.split()), size, date)
+        (new if uidnext is not None and uid >= uidnext else changed).append(meta)
+    expunged = [uid for (uid,) in conn.execute(
+        "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
+        (box.id, since))]
+    return MailboxChanges(uidvalidity=row[0], uidnext=row[1], highestmodseq=row[2], new=new,
+                          changed=changed, expunged=expunged)
+
+
+def _header_end(data: bytes) -> int | None:
+    """Where the header of ``data`` ends (after the blank line), if it does yet."""
+    if data.startswith((b"\r\n", b"\n")):
+        return 2 if data.startswith(b"\r\n") else 1
+    ends = [at + len(sep) for sep in (b"\r\n\r\n", b"\n\n") if (at := data.find(sep)) >= 0]
+    return min(ends) if ends else None
 
 
 def _message(row: tuple[Any, ...]) -> MailMessage:
@@ -151,3 +619,329 @@ def _message(row: tuple[Any, ...]) -> MailMessage:
         omit=tuple(tuple(r) for r in json.loads(omit)) if omit else (),  # type: ignore[misc]
         summary=dict(zip(_SUMMARY, summary, strict=True)),
     )
+
+
+# -- the Store methods -------------------------------------------------------
+
+
+class MailStoreMixin:
+    """``Store.mail_*`` of the embedded store (mixed into ``SqliteStore``)."""
+
+    if TYPE_CHECKING:
+        blobs: BlobFiles
+
+        def _txn(self) -> AbstractContextManager[sqlite3.Connection]: ...
+        def _read(self) -> AbstractContextManager[sqlite3.Connection]: ...
+
+    # delivery
+    def mail_store(
+        self, messages: Sequence[NewMailMessage], settle: Sequence[RecipientUpdate] = (),
+    ) -> list[int | None]:
+        with self._txn() as conn:
+            uids = store_messages(conn, messages)
+            queue_store.settle(conn, settle)
+        return uids
+
+    # the mailbox tree
+    def mail_create_mailbox(
+        self, domain: str, account: str, name: str, *, special_use: str | None = None,
+    ) -> MailboxInfo:
+        with self._txn() as conn:
+            box = create_named(conn, account_id(conn, domain, account), name, special_use)
+            return mailbox_infos(conn, domain, account, box.name)[0]
+
+    def mail_delete_mailbox(
+        self, domain: str, account: str, name: str, *, recursive: bool = False,
+    ) -> None:
+        with self._txn() as conn:
+            delete_named(conn, account_id(conn, domain, account), name, recursive)
+
+    def mail_rename_mailbox(self, domain: str, account: str, old: str, new: str) -> None:
+        with self._txn() as conn:
+            rename_named(conn, account_id(conn, domain, account), old, new)
+
+    def mail_mailboxes(self, domain: str, account: str) -> list[MailboxInfo]:
+        with self._read() as conn:
+            return mailbox_infos(conn, domain, account)
+
+    def mail_mailbox(self, domain: str, account: str, name: str) -> MailboxInfo:
+        with self._read() as conn:
+            return mailbox_infos(conn, domain, account, name)[0]
+
+    def mail_folders(self, domain: str, account: str) -> list[MailboxEntry]:
+        with self._read() as conn:
+            return folders(conn, account_id(conn, domain, account))
+
+    def mail_folder(self, domain: str, account: str, name: str) -> MailboxEntry:
+        with self._read() as conn:
+            return folder(conn, account_id(conn, domain, account), name)
+
+    def mail_domain_folders(
+        self, domain: str | None, *, shared_only: bool,
+    ) -> list[tuple[str, str, MailboxEntry]]:
+        with self._read() as conn:
+            return domain_folders(conn, domain, shared_only)
+
+    def mail_set_special_use(
+        self, domain: str, account: str, name: str, use: str | None,
+    ) -> None:
+        with self._txn() as conn:
+            box = _box(conn, domain, account, name, selectable=False)
+            conn.execute("UPDATE mailboxes SET special_use = ? WHERE id = ?",
+                         (_special_use(use), box.id))
+
+    # ACL
+    def mail_get_acl(self, domain: str, account: str, name: str) -> dict[str, str]:
+        with self._read() as conn:
+            box = _box(conn, domain, account, name, selectable=False)
+            acl = conn.execute("SELECT acl FROM mailboxes WHERE id = ?", (box.id,)).fetchone()[0]
+            return dict(json.loads(acl))
+
+    def mail_set_acl(
+        self, domain: str, account: str, name: str, identifier: str, rights: str,
+        mode: str = "replace",
+    ) -> str:
+        with self._txn() as conn:
+            box = _box(conn, domain, account, name, selectable=False)
+            return set_acl(conn, box, identifier, rights, mode)
+
+    def mail_delete_acl(self, domain: str, account: str, name: str, identifier: str) -> bool:
+        with self._txn() as conn:
+            box = _box(conn, domain, account, name, selectable=False)
+            acl: dict[str, str] = json.loads(
+                conn.execute("SELECT acl FROM mailboxes WHERE id = ?", (box.id,)).fetchone()[0])
+            key = next((k for k in acl if k.lower() == identifier.strip().lower()), None)
+            if key is None:
+                return False
+            del acl[key]
+            conn.execute("UPDATE mailboxes SET acl = ? WHERE id = ?",
+                         (json.dumps(acl, ensure_ascii=False), box.id))
+            return True
+
+    # subscriptions and mailbox aliases
+    def mail_subscriptions(self, domain: str, account: str) -> list[str]:
+        with self._read() as conn:
+            owner = account_id(conn, domain, account)
+            return [n for (n,) in conn.execute(
+                "SELECT name FROM mail_subscriptions WHERE account_id = ? ORDER BY rowid",
+                (owner,))]
+
+    def mail_subscribe(self, domain: str, account: str, name: str) -> None:
+        with self._txn() as conn:
+            subscribe(conn, account_id(conn, domain, account), name)
+
+    def mail_unsubscribe(self, domain: str, account: str, name: str) -> bool:
+        with self._txn() as conn:
+            owner = account_id(conn, domain, account)
+            return conn.execute(
+                "DELETE FROM mail_subscriptions WHERE account_id = ? AND name = ?",
+                (owner, canonical_any(name)),
+            ).rowcount > 0
+
+    def mail_set_subscriptions(self, domain: str, account: str, names: Sequence[str]) -> None:
+        with self._txn() as conn:
+            owner = account_id(conn, domain, account)
+            conn.execute("DELETE FROM mail_subscriptions WHERE account_id = ?", (owner,))
+            for name in names:
+                subscribe(conn, owner, name)
+
+    def mail_aliases(self, domain: str, account: str) -> dict[str, str]:
+        with self._read() as conn:
+            owner = account_id(conn, domain, account)
+            return dict(conn.execute(
+                "SELECT alias, target FROM mail_aliases WHERE account_id = ? ORDER BY alias",
+                (owner,)))
+
+    def mail_set_alias(
+        self, domain: str, account: str, alias: str, target: str | None,
+    ) -> None:
+        with self._txn() as conn:
+            owner = account_id(conn, domain, account)
+            if target is not None:
+                set_alias(conn, owner, alias, target)
+            elif not conn.execute("DELETE FROM mail_aliases WHERE account_id = ? AND alias = ?",
+                                  (owner, canonical_mailbox(alias))).rowcount:
+                raise NoSuchMailbox(f"{account}@{domain} has no mailbox alias {alias!r}")
+
+    def mail_set_aliases(self, domain: str, account: str, aliases: dict[str, str]) -> None:
+        with self._txn() as conn:
+            owner = account_id(conn, domain, account)
+            conn.execute("DELETE FROM mail_aliases WHERE account_id = ?", (owner,))
+            for alias, target in aliases.items():
+                set_alias(conn, owner, alias, target)
+
+    def mail_apply_template(
+        self, domain: str, account: str, *, mailboxes: Sequence[str] = (),
+        subscriptions: Sequence[str] = (), aliases: Mapping[str, str] | None = None,
+    ) -> None:
+        with self._txn() as conn:
+            owner = account_id(conn, domain, account)
+            for name in mailboxes:
+                box = find_mailbox(conn, owner, name.rstrip("/"))
+                if box is None or (box.selectable == 0 and not name.endswith("/")):
+                    create_named(conn, owner, name)
+            for name in subscriptions:
+                subscribe(conn, owner, name)
+            for alias, target in (aliases or {}).items():
+                set_alias(conn, owner, alias, target)
+
+    # messages
+    def mail_messages(self, domain: str, account: str, mailbox: str) -> list[MailMessage]:
+        with self._read() as conn:
+            return messages(conn, mailbox_id(conn, domain, account, mailbox))
+
+    def mail_message(self, domain: str, account: str, mailbox: str, uid: int) -> MailMessage:
+        with self._read() as conn:
+            found = messages(conn, mailbox_id(conn, domain, account, mailbox), uid)
+            if not found:
+                raise NotFound(f"no message UID {uid} in {mailbox!r} of {account}@{domain}")
+            return found[0]
+
+    def mail_fetch(
+        self, domain: str, account: str, mailbox: str, uids: Sequence[int] | None,
+    ) -> list[MailMessage]:
+        with self._read() as conn:
+            return messages(conn, _box(conn, domain, account, mailbox).id, uids=uids)
+
+    def mail_index(self, domain: str, account: str, mailbox: str) -> list[MessageMeta]:
+        with self._read() as conn:
+            return index(conn, _box(conn, domain, account, mailbox).id)
+
+    def mail_mailbox_state(self, domain: str, account: str, mailbox: str) -> MailboxState:
+        with self._read() as conn:
+            box = _box(conn, domain, account, mailbox)
+            v, n, h, count, unseen, size, recent_uid = conn.execute(
+                "SELECT uidvalidity, uidnext, highestmodseq, message_count, unseen_count,"
+                " total_size, recent_uid FROM mailboxes WHERE id = ?", (box.id,)).fetchone()
+            recent = conn.execute("SELECT COUNT(*) FROM messages WHERE mailbox_id = ?"
+                                  " AND uid >= ?", (box.id, recent_uid)).fetchone()[0]
+            return MailboxState(uidvalidity=v, uidnext=n, highestmodseq=h, messages=count,
+                                unseen=unseen, recent=recent, size=size)
+
+    def mail_claim_recent(self, domain: str, account: str, mailbox: str) -> int:
+        with self._txn() as conn:
+            box = _box(conn, domain, account, mailbox)
+            first = conn.execute("SELECT recent_uid FROM mailboxes WHERE id = ?",
+                                 (box.id,)).fetchone()[0]
+            conn.execute("UPDATE mailboxes SET recent_uid = uidnext WHERE id = ?", (box.id,))
+            return int(first)
+
+    def mail_set_flags(
+        self, domain: str, account: str, mailbox: str, uids: Sequence[int] | None,
+        flags: Sequence[str], mode: str, *, unchanged_since: int | None = None,
+    ) -> FlagUpdates:
+        with self._txn() as conn:
+            box = _box(conn, domain, account, mailbox)
+            return set_flags(conn, box, uids, flags, mode, unchanged_since)
+
+    def mail_expunge(
+        self, domain: str, account: str, mailbox: str, uids: Sequence[int] | None = None,
+    ) -> list[int]:
+        with self._txn() as conn:
+            return _remove(conn, _box(conn, domain, account, mailbox), _DELETED, uids)
+
+    def mail_delete(self, domain: str, account: str, mailbox: str, uids: Sequence[int]) -> int:
+        with self._txn() as conn:
+            return len(_remove(conn, _box(conn, domain, account, mailbox, selectable=False),
+                               "", uids))
+
+    def mail_copy(
+        self, domain: str, account: str, mailbox: str, uids: Sequence[int] | None,
+        dst_domain: str, dst_account: str, dst_mailbox: str,
+    ) -> list[tuple[int, int]]:
+        with self._txn() as conn:
+            src = _box(conn, domain, account, mailbox)
+            dst = _box(conn, dst_domain, dst_account, dst_mailbox)
+            return copy_messages(conn, src, uids, dst)
+
+    def mail_move(
+        self, domain: str, account: str, mailbox: str, uids: Sequence[int] | None,
+        dst_domain: str, dst_account: str, dst_mailbox: str,
+    ) -> list[tuple[int, int]]:
+        with self._txn() as conn:
+            src = _box(conn, domain, account, mailbox)
+            dst = _box(conn, dst_domain, dst_account, dst_mailbox)
+            pairs = copy_messages(conn, src, uids, dst)
+            _remove(conn, src, "", [s for s, _ in pairs])
+            return pairs
+
+    def mail_append(
+        self, domain: str, account: str, mailbox: str, data: bytes, *,
+        flags: Sequence[str] = (), internal_date: float | None = None,
+        summary: dict[str, str] | None = None,
+    ) -> tuple[int, int]:
+        with self._read() as conn:  # refuse early, before writing the body
+            _box(conn, domain, account, mailbox)
+        key = self.blobs.put(data)
+        message = NewMailMessage(
+            domain=domain, account=account, mailbox=mailbox, blob=key, blob_size=len(data),
+            internal_date=time.time() if internal_date is None else internal_date,
+            flags=tuple(flags), summary=dict(summary or {}),
+        )
+        with self._txn() as conn:
+            box = _box(conn, domain, account, mailbox)
+            return box.uidvalidity, _insert_message(conn, box, message)
+
+    def mail_header_bytes(self, message: MailMessage) -> bytes:
+        """The header section of a stored message (prefix + blob header - omit,
+        up to and including the blank line), reading only the head of the blob."""
+        try:
+            handle = self.blobs.path(message.blob).open("rb")
+        except FileNotFoundError:
+            raise NotFound(f"message body {message.blob} is missing") from None
+        data = b""
+        with handle:
+            while True:
+                chunk = handle.read(16384)
+                data += chunk
+                end = _header_end(data)
+                if end is not None or not chunk:
+                    break
+        head = data if end is None else data[:end]
+        parts, pos = [message.prefix], 0
+        for start, stop in sorted(message.omit):
+            parts.append(head[pos:start])
+            pos = max(pos, stop)
+        parts.append(head[pos:])
+        return b"".join(parts)
+
+    def mail_structure_get(
+        self, domain: str, account: str, mailbox: str, uid: int,
+    ) -> str | None:
+        with self._read() as conn:
+            box = _box(conn, domain, account, mailbox)
+            row = conn.execute("SELECT structure FROM messages WHERE mailbox_id = ? AND uid = ?",
+                               (box.id, uid)).fetchone()
+            if row is None:
+                raise NotFound(f"no message UID {uid} in {mailbox!r} of {account}@{domain}")
+            return row[0]
+
+    def mail_structure_put(
+        self, domain: str, account: str, mailbox: str, uid: int, text: str,
+    ) -> None:
+        self.mail_structures_put(domain, account, mailbox, [(uid, text)])
+
+    def mail_structures_put(
+        self, domain: str, account: str, mailbox: str, items: Sequence[tuple[int, str]],
+    ) -> None:
+        with self._txn() as conn:
+            box = _box(conn, domain, account, mailbox)
+            conn.executemany("UPDATE messages SET structure = ? WHERE mailbox_id = ? AND uid = ?",
+                             [(text, box.id, uid) for uid, text in items])
+
+    def mail_structures(
+        self, domain: str, account: str, mailbox: str, uids: Sequence[int] | None,
+    ) -> dict[int, str]:
+        with self._read() as conn:
+            box = _box(conn, domain, account, mailbox)
+            where, args = _uid_filter(uids)
+            return dict(conn.execute(
+                f"SELECT uid, structure FROM messages WHERE mailbox_id = ?{where}"
+                " AND structure IS NOT NULL", [box.id, *args]))
+
+    def mail_changes_since(
+        self, domain: str, account: str, mailbox: str, modseq: int, *,
+        uidnext: int | None = None,
+    ) -> MailboxChanges:
+        with self._read() as conn:
+            return changes_since(conn, _box(conn, domain, account, mailbox), modseq, uidnext)

@@ -168,6 +168,86 @@ MIGRATIONS: list[Migration] = [
         END;
         """,
     ),
+    (
+        4,
+        "mailstore for IMAP: mailbox tree, counters, expunge log, subscriptions, aliases",
+        """
+        -- selectable = 0: only the "directory" entity of the name exists (\\Noselect),
+        -- special_use NULL = by name (Sent, Drafts, ...), '' = none,
+        -- recent_uid: messages from this UID on are \\Recent for the next session
+        ALTER TABLE mailboxes ADD COLUMN selectable INTEGER NOT NULL DEFAULT 1;
+        ALTER TABLE mailboxes ADD COLUMN special_use TEXT;
+        ALTER TABLE mailboxes ADD COLUMN recent_uid INTEGER NOT NULL DEFAULT 1;
+        -- counters kept by the triggers below: STATUS and SELECT read O(1)
+        ALTER TABLE mailboxes ADD COLUMN message_count INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE mailboxes ADD COLUMN unseen_count INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE mailboxes ADD COLUMN total_size INTEGER NOT NULL DEFAULT 0;
+        UPDATE mailboxes SET
+            message_count = (SELECT COUNT(*) FROM messages m WHERE m.mailbox_id = mailboxes.id),
+            unseen_count = (SELECT COUNT(*) FROM messages m WHERE m.mailbox_id = mailboxes.id
+                            AND instr(' ' || m.flags || ' ', ' \\Seen ') = 0),
+            total_size = (SELECT COALESCE(SUM(size), 0) FROM messages m
+                          WHERE m.mailbox_id = mailboxes.id),
+            recent_uid = uidnext;
+
+        -- the parsed MIME structure (JSON), cached at the first FETCH
+        ALTER TABLE messages ADD COLUMN structure TEXT;
+        CREATE INDEX messages_modseq ON messages (mailbox_id, modseq);
+
+        CREATE TRIGGER messages_count_insert AFTER INSERT ON messages
+        BEGIN
+            UPDATE mailboxes SET message_count = message_count + 1,
+                unseen_count = unseen_count + (instr(' ' || new.flags || ' ', ' \\Seen ') = 0),
+                total_size = total_size + new.size
+            WHERE id = new.mailbox_id;
+        END;
+        CREATE TRIGGER messages_count_delete AFTER DELETE ON messages
+        BEGIN
+            UPDATE mailboxes SET message_count = message_count - 1,
+                unseen_count = unseen_count - (instr(' ' || old.flags || ' ', ' \\Seen ') = 0),
+                total_size = total_size - old.size
+            WHERE id = old.mailbox_id;
+        END;
+        CREATE TRIGGER messages_count_update AFTER UPDATE OF flags, size, mailbox_id ON messages
+        WHEN old.mailbox_id <> new.mailbox_id OR old.size <> new.size
+            OR (instr(' ' || old.flags || ' ', ' \\Seen ') = 0)
+               <> (instr(' ' || new.flags || ' ', ' \\Seen ') = 0)
+        BEGIN
+            UPDATE mailboxes SET message_count = message_count - 1,
+                unseen_count = unseen_count - (instr(' ' || old.flags || ' ', ' \\Seen ') = 0),
+                total_size = total_size - old.size
+            WHERE id = old.mailbox_id;
+            UPDATE mailboxes SET message_count = message_count + 1,
+                unseen_count = unseen_count + (instr(' ' || new.flags || ' ', ' \\Seen ') = 0),
+                total_size = total_size + new.size
+            WHERE id = new.mailbox_id;
+        END;
+
+        -- expunged UIDs with the MODSEQ of their removal (sessions, QRESYNC)
+        CREATE TABLE expunged (
+            mailbox_id INTEGER NOT NULL REFERENCES mailboxes (id) ON DELETE CASCADE,
+            uid INTEGER NOT NULL,
+            modseq INTEGER NOT NULL,
+            PRIMARY KEY (mailbox_id, uid)
+        ) WITHOUT ROWID;
+        CREATE INDEX expunged_modseq ON expunged (mailbox_id, modseq);
+
+        -- the Mailbox Subscription list (names as written, foreign ones too)
+        CREATE TABLE mail_subscriptions (
+            account_id INTEGER NOT NULL REFERENCES objects (id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            PRIMARY KEY (account_id, name)
+        );
+
+        -- Mailbox Aliases: alias name -> mailbox name (often foreign)
+        CREATE TABLE mail_aliases (
+            account_id INTEGER NOT NULL REFERENCES objects (id) ON DELETE CASCADE,
+            alias TEXT NOT NULL,
+            target TEXT NOT NULL,
+            PRIMARY KEY (account_id, alias)
+        );
+        """,
+    ),
 ]
 
 

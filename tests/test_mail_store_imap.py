@@ -1,0 +1,358 @@
+"""The mailstore operations IMAP needs: flags and MODSEQ, copy over shared
+blobs, move, expunge log and changes_since, APPEND durability, counters, the
+cached MIME structure, and the cost of a 10,000-message mailbox.
+
+Real SQLite and real blob files in tmp_path, through the Store interface.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from waypost.services.container import Services, open_services
+from waypost.services.mailstore import Mailstore
+from waypost.storage.interface import (
+    MailboxExists,
+    NewMailMessage,
+    NoSuchMailbox,
+    NotFound,
+)
+from waypost.storage.sqlite import SqliteStore
+from waypost.storage.sqlite.migrations import MIGRATIONS, migrate
+
+A = ("main.dom", "alice")
+B = ("main.dom", "bob")
+MSG = b"From: x@example.com\r\nSubject: hello\r\n\r\nbody\r\n"
+
+
+@pytest.fixture
+def svc(tmp_path: Path) -> Iterator[Services]:
+    services = open_services(tmp_path / "var", create=True)
+    services.directory.init_server("main.dom")
+    services.directory.create_account("alice")
+    services.directory.create_account("bob")
+    yield services
+    services.close()
+
+
+@pytest.fixture
+def store(svc: Services) -> SqliteStore:
+    assert isinstance(svc.store, SqliteStore)
+    return svc.store
+
+
+def append(store: SqliteStore, n: int, mailbox: str = "INBOX", who: tuple[str, str] = A,
+           **kw: object) -> list[int]:
+    return [store.mail_append(*who, mailbox, MSG + str(i).encode(), **kw)[1]  # type: ignore[arg-type]
+            for i in range(n)]
+
+
+def blob_files(svc: Services) -> list[Path]:
+    return [p for p in (svc.data_dir / "blobs").rglob("*") if p.is_file()]
+
+
+def recount(store: SqliteStore, mailbox: str, who: tuple[str, str] = A) -> tuple[int, int, int]:
+    """Messages, unseen, size counted the slow way (to check the trigger counters)."""
+    rows = store.mail_messages(*who, mailbox)
+    return len(rows), sum("\\Seen" not in m.flags for m in rows), sum(m.size for m in rows)
+
+
+# -- flags and MODSEQ ---------------------------------------------------------
+
+
+def test_set_flags_bumps_modseq_once_per_operation_and_reports_new_flags(
+        store: SqliteStore) -> None:
+    append(store, 3)
+    before = store.mail_mailbox_state(*A, "INBOX").highestmodseq
+    result = store.mail_set_flags(*A, "INBOX", [1, 2], ["\\seen", "$Work"], "add")
+    assert result == [(1, before + 1, ("\\Seen", "$Work")), (2, before + 1, ("\\Seen", "$Work"))]
+    assert result.modified == []
+    state = store.mail_mailbox_state(*A, "INBOX")
+    assert (state.highestmodseq, state.messages, state.unseen) == (before + 1, 3, 1)
+
+    # a no-op changes nothing: same MODSEQ, mailbox HIGHESTMODSEQ unchanged
+    again = store.mail_set_flags(*A, "INBOX", [1], ["\\Seen"], "add")
+    assert again == [(1, before + 1, ("\\Seen", "$Work"))]
+    assert store.mail_mailbox_state(*A, "INBOX").highestmodseq == before + 1
+
+    removed = store.mail_set_flags(*A, "INBOX", [1, 2, 3, 99], ["$work"], "remove")
+    assert [(u, f) for u, _, f in removed] == [(1, ("\\Seen",)), (2, ("\\Seen",)), (3, ())]
+    assert removed[0][1] == removed[1][1] == before + 2 and removed[2][1] <= before
+    replaced = store.mail_set_flags(*A, "INBOX", None, ["\\Flagged", "\\Recent"], "replace")
+    assert [f for _, _, f in replaced] == [("\\Flagged",)] * 3  # \Recent is never stored
+    assert store.mail_mailbox_state(*A, "INBOX").unseen == 3
+    assert recount(store, "INBOX")[:2] == (3, 3)
+    with pytest.raises(Exception, match="flag mode"):
+        store.mail_set_flags(*A, "INBOX", [1], ["\\Seen"], "toggle")
+
+
+def test_unchanged_since_refuses_messages_modified_later(store: SqliteStore) -> None:
+    append(store, 2)
+    seen = store.mail_mailbox_state(*A, "INBOX").highestmodseq
+    store.mail_set_flags(*A, "INBOX", [2], ["\\Answered"], "add")  # another session
+    result = store.mail_set_flags(*A, "INBOX", [1, 2], ["\\Flagged"], "add",
+                                  unchanged_since=seen)
+    assert [uid for uid, _, _ in result] == [1] and result.modified == [2]
+    assert store.mail_message(*A, "INBOX", 2).flags == ("\\Answered",)
+
+
+# -- copy, move, expunge ----------------------------------------------------------
+
+
+def test_copy_shares_the_blob_and_keeps_flags_date_prefix(svc: Services,
+                                                          store: SqliteStore) -> None:
+    ms = Mailstore(store)
+    ms.append("alice@main.dom", "INBOX", MSG, prefix=b"Return-Path: <a@b>\r\n",
+              flags=["\\Seen"], date=1_700_000_000)
+    ms.append("alice@main.dom", "INBOX", MSG, date=1_700_000_100)
+    store.mail_create_mailbox(*A, "Archive")
+    store.mail_append(*A, "Archive", b"Subject: first\r\n\r\n")
+    pairs = store.mail_copy(*A, "INBOX", [2, 1, 7], *A, "Archive")
+    assert pairs == [(1, 2), (2, 3)]  # UID order, missing UIDs skipped
+    to_bob = store.mail_copy(*A, "INBOX", None, *B, "INBOX")  # another account
+    assert to_bob == [(1, 1), (2, 2)]
+    assert len(blob_files(svc)) == 2  # MSG once, "first" once: no byte copy
+    copied = store.mail_message(*A, "Archive", 2)
+    assert copied.flags == ("\\Seen",) and copied.internal_date == 1_700_000_000
+    assert ms.read_message("alice@main.dom", "Archive", 2) == b"Return-Path: <a@b>\r\n" + MSG
+    assert ms.read_message("bob@main.dom", "INBOX", 2) == MSG
+    state = store.mail_mailbox_state(*A, "Archive")
+    assert (state.uidnext, state.messages, state.unseen) == (4, 3, 2)
+    assert recount(store, "Archive")[2] == state.size
+    # copying into the same mailbox works too
+    assert store.mail_copy(*A, "Archive", [1], *A, "Archive") == [(1, 4)]
+    with pytest.raises(NoSuchMailbox):
+        store.mail_copy(*A, "INBOX", [1], *A, "Nowhere")
+
+
+def test_move_is_copy_plus_expunge_in_one_transaction(store: SqliteStore) -> None:
+    append(store, 3)
+    store.mail_create_mailbox(*A, "Done")
+    since = store.mail_mailbox_state(*A, "INBOX").highestmodseq
+    assert store.mail_move(*A, "INBOX", [1, 3], *A, "Done") == [(1, 1), (3, 2)]
+    assert [m.uid for m in store.mail_index(*A, "INBOX")] == [2]
+    assert [m.uid for m in store.mail_index(*A, "Done")] == [1, 2]
+    changes = store.mail_changes_since(*A, "INBOX", since)
+    assert changes.expunged == [1, 3] and changes.highestmodseq == since + 1
+    assert store.mail_mailbox_state(*A, "INBOX").messages == 1
+
+
+def test_expunge_removes_only_deleted_and_logs_them(store: SqliteStore) -> None:
+    append(store, 4)
+    store.mail_set_flags(*A, "INBOX", [1, 2, 3], ["\\Deleted"], "add")
+    assert store.mail_expunge(*A, "INBOX", [1, 4]) == [1]  # UID EXPUNGE: \Deleted in the set
+    assert store.mail_expunge(*A, "INBOX") == [2, 3]  # EXPUNGE: every \Deleted
+    assert store.mail_expunge(*A, "INBOX") == []
+    assert [m.uid for m in store.mail_index(*A, "INBOX")] == [4]
+    assert recount(store, "INBOX") == (1, 1, store.mail_mailbox_state(*A, "INBOX").size)
+    # POP3 DELE / administrators: regardless of flags, also logged
+    since = store.mail_mailbox_state(*A, "INBOX").highestmodseq
+    assert store.mail_delete(*A, "INBOX", [4, 5]) == 1
+    assert store.mail_changes_since(*A, "INBOX", since).expunged == [4]
+
+
+def test_changes_since_splits_new_changed_expunged(store: SqliteStore) -> None:
+    append(store, 3)
+    state = store.mail_mailbox_state(*A, "INBOX")
+    store.mail_set_flags(*A, "INBOX", [1], ["\\Seen"], "add")
+    store.mail_set_flags(*A, "INBOX", [2], ["\\Deleted"], "add")
+    store.mail_expunge(*A, "INBOX")
+    append(store, 1)
+    changes = store.mail_changes_since(*A, "INBOX", state.highestmodseq, uidnext=state.uidnext)
+    assert [(m.uid, m.flags) for m in changes.changed] == [(1, ("\\Seen",))]
+    assert [m.uid for m in changes.new] == [4] and changes.expunged == [2]
+    assert changes.uidnext == 5 and changes.uidvalidity == state.uidvalidity
+    assert changes.highestmodseq == store.mail_mailbox_state(*A, "INBOX").highestmodseq
+    nothing = store.mail_changes_since(*A, "INBOX", changes.highestmodseq, uidnext=5)
+    assert (nothing.new, nothing.changed, nothing.expunged) == ([], [], [])
+
+
+# -- APPEND, state, recent, structure ------------------------------------------------
+
+
+def test_append_is_durable_when_it_returns(svc: Services, store: SqliteStore,
+                                           tmp_path: Path) -> None:
+    uidvalidity, uid = store.mail_append(*A, "INBOX", MSG, flags=["\\Draft"],
+                                         internal_date=1_600_000_000,
+                                         summary={"subject": "hello"})
+    assert uid == 1 and uidvalidity == store.mail_mailbox_state(*A, "INBOX").uidvalidity
+    # another process opening the data directory sees the committed row and the body
+    other = SqliteStore(tmp_path / "var")
+    try:
+        (row,) = other.mail_fetch(*A, "INBOX", [1])
+        assert row.flags == ("\\Draft",) and row.internal_date == 1_600_000_000
+        assert other.blob_get(row.blob) == MSG and row.summary["subject"] == "hello"
+    finally:
+        other.close()
+    assert len(blob_files(svc)) == 1
+    assert not list((svc.data_dir / "blobs").rglob(".*.tmp"))
+    store.mail_create_mailbox(*A, "Folder/")
+    with pytest.raises(NoSuchMailbox):
+        store.mail_append(*A, "Folder", MSG)  # \Noselect
+    with pytest.raises(NoSuchMailbox):
+        store.mail_append(*A, "Missing", MSG)
+    assert len(blob_files(svc)) == 1  # refused before the body was written
+
+
+def test_mailbox_state_counters_and_recent(store: SqliteStore) -> None:
+    append(store, 2, flags=["\\Seen"])
+    append(store, 1)
+    state = store.mail_mailbox_state(*A, "INBOX")
+    assert (state.messages, state.unseen, state.recent, state.uidnext) == (3, 1, 3, 4)
+    assert store.mail_claim_recent(*A, "INBOX") == 1  # this session: UIDs >= 1 are \Recent
+    assert store.mail_mailbox_state(*A, "INBOX").recent == 0
+    append(store, 1)
+    assert store.mail_mailbox_state(*A, "INBOX").recent == 1
+    assert store.mail_claim_recent(*A, "INBOX") == 4
+    info = store.mail_mailbox(*A, "INBOX")
+    assert (info.messages, info.size) == (4, recount(store, "INBOX")[2])
+
+
+def test_structure_cache_is_not_a_change(store: SqliteStore) -> None:
+    append(store, 2)
+    modseq = store.mail_mailbox_state(*A, "INBOX").highestmodseq
+    assert store.mail_structure_get(*A, "INBOX", 1) is None
+    store.mail_structure_put(*A, "INBOX", 1, '{"type": "text/plain"}')
+    assert store.mail_structure_get(*A, "INBOX", 1) == '{"type": "text/plain"}'
+    assert store.mail_structures(*A, "INBOX", None) == {1: '{"type": "text/plain"}'}
+    assert store.mail_mailbox_state(*A, "INBOX").highestmodseq == modseq
+    store.mail_create_mailbox(*A, "Copy")
+    store.mail_copy(*A, "INBOX", [1], *A, "Copy")
+    assert store.mail_structure_get(*A, "Copy", 1) == '{"type": "text/plain"}'
+    with pytest.raises(NotFound):
+        store.mail_structure_get(*A, "INBOX", 9)
+
+
+def test_special_use_by_name_or_stored(store: SqliteStore) -> None:
+    store.mail_create_mailbox(*A, "Sent")
+    store.mail_create_mailbox(*A, "Outbox", special_use="\\sent")
+    store.mail_create_mailbox(*A, "Projects/Trash")
+    uses = {e.name: e.special_use for e in store.mail_folders(*A)}
+    assert uses == {"INBOX": "", "Sent": "\\Sent", "Outbox": "\\Sent", "Projects": "",
+                    "Projects/Trash": ""}
+    store.mail_set_special_use(*A, "Sent", "")
+    store.mail_set_special_use(*A, "Projects/Trash", "\\Trash")
+    assert store.mail_folder(*A, "Sent").attributes() == ("\\HasNoChildren",)
+    assert store.mail_folder(*A, "Projects/Trash").special_use == "\\Trash"
+    store.mail_set_special_use(*A, "Sent", None)
+    assert store.mail_folder(*A, "Sent").special_use == "\\Sent"
+    with pytest.raises(Exception, match="special use"):
+        store.mail_set_special_use(*A, "Sent", "\\Important")
+
+
+# -- account templates, subscriptions, aliases -------------------------------------
+
+
+def test_the_account_template_gives_mailboxes_subscriptions_aliases(svc: Services) -> None:
+    svc.directory.create_account("marketing")
+    svc.store.mail_create_mailbox("main.dom", "marketing", "announce")
+    svc.directory.set_account_template("main.dom", {
+        "Mailboxes": ["Sent", "Drafts", "Projects/Current", "INBOX"],
+        "Subscriptions": ["INBOX", "~marketing/announce"],
+        "MailboxAliases": {"Announce": "~marketing/announce"},
+    })
+    svc.directory.create_account("newbie")
+    names = [e.name for e in svc.store.mail_folders("main.dom", "newbie")]
+    assert names == ["Drafts", "INBOX", "Projects", "Projects/Current", "Sent"]
+    assert svc.store.mail_subscriptions("main.dom", "newbie") == ["INBOX",
+                                                                  "~marketing/announce"]
+    assert svc.store.mail_aliases("main.dom", "newbie") == {"Announce": "~marketing/announce"}
+    # existing accounts are not touched
+    assert [e.name for e in svc.store.mail_folders(*A)] == ["INBOX"]
+    # a template that cannot be applied leaves no half-made account
+    svc.directory.set_account_template("main.dom", {"Mailboxes": ["bad%name"]})
+    with pytest.raises(Exception, match="Account Template"):
+        svc.directory.create_account("second")
+    with pytest.raises(NotFound):
+        svc.directory.get_account("second")
+
+
+def test_aliases_cannot_collide_with_mailboxes(store: SqliteStore) -> None:
+    store.mail_create_mailbox(*A, "Team")
+    with pytest.raises(MailboxExists):
+        store.mail_set_alias(*A, "Team", "~bob/Team")
+    store.mail_set_alias(*A, "Shared", "~bob/Shared")
+    with pytest.raises(MailboxExists):
+        store.mail_create_mailbox(*A, "Shared")
+    with pytest.raises(MailboxExists):
+        store.mail_create_mailbox(*A, "Shared/sub")
+    store.mail_set_alias(*A, "Shared", None)
+    with pytest.raises(NoSuchMailbox):
+        store.mail_set_alias(*A, "Shared", None)
+    store.mail_subscribe(*A, "~bob/inbox")
+    store.mail_subscribe(*A, "~bob/INBOX")
+    assert store.mail_subscriptions(*A) == ["~bob/INBOX"]
+    assert store.mail_unsubscribe(*A, "~bob/INBOX") and not store.mail_unsubscribe(*A, "x")
+
+
+# -- schema --------------------------------------------------------------------------
+
+
+def test_migration_4_initialises_the_counters_of_existing_mail(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
+    conn.execute("PRAGMA foreign_keys = ON")
+    migrate(conn, MIGRATIONS[:3])
+    conn.execute("INSERT INTO domains (name, name_lower, is_main) VALUES ('d', 'd', 1)")
+    conn.execute("INSERT INTO objects (domain_id, name, name_lower, kind) VALUES"
+                 " (1, 'u', 'u', 'account')")
+    conn.execute("INSERT INTO mailboxes (account_id, name, uidvalidity, uidnext, created)"
+                 " VALUES (1, 'INBOX', 1, 3, 0)")
+    for uid, flags, size in ((1, "\\Seen", 10), (2, "", 20)):
+        conn.execute("INSERT INTO messages (mailbox_id, uid, flags, internal_date, size, blob)"
+                     " VALUES (1, ?, ?, 0, ?, 'x')", (uid, flags, size))
+    assert migrate(conn) == [m[0] for m in MIGRATIONS[3:]]
+    row = conn.execute("SELECT message_count, unseen_count, total_size, recent_uid, selectable"
+                       " FROM mailboxes").fetchone()
+    assert row == (2, 1, 30, 3, 1)
+    conn.close()
+
+
+# -- a 10,000-message mailbox ----------------------------------------------------------
+
+
+def test_ten_thousand_messages_one_query_one_transaction(store: SqliteStore) -> None:
+    key = store.blob_put(MSG)
+    now = time.time()
+    store.mail_store([NewMailMessage(domain="main.dom", account="alice", mailbox="INBOX",
+                                     blob=key, blob_size=len(MSG), internal_date=now + i)
+                      for i in range(10_000)])
+    statements: list[str] = []
+    store.conn.set_trace_callback(statements.append)
+    try:
+        started = time.perf_counter()
+        index = store.mail_index(*A, "INBOX")
+        listing = time.perf_counter() - started
+        reads = [s for s in statements if "FROM messages" in s]
+        statements.clear()
+        started = time.perf_counter()
+        result = store.mail_set_flags(*A, "INBOX", list(range(1, 2001, 2)), ["\\Seen"], "add")
+        flagging = time.perf_counter() - started
+        begins = [s for s in statements if s.startswith("BEGIN")]
+    finally:
+        store.conn.set_trace_callback(None)
+    assert len(index) == 10_000 and index[0].uid == 1 and index[-1].size == len(MSG)
+    assert len(reads) == 1  # the whole index in one query
+    assert len(result) == 1000 and len(begins) == 1  # 1,000 updates, one transaction
+    assert store.mail_mailbox_state(*A, "INBOX").unseen == 9000
+    assert listing < 1.0 and flagging < 1.0, (listing, flagging)
+
+
+def test_header_bytes_read_only_the_head_of_the_blob(store: SqliteStore) -> None:
+    body = (b"X-Real-To: forged\r\nSubject: big\r\n\r\n" + b"x" * 200_000)
+    key = store.blob_put(body)
+    omit = ((0, len(b"X-Real-To: forged\r\n")),)
+    store.mail_store([NewMailMessage(domain="main.dom", account="alice", mailbox="INBOX",
+                                     blob=key, blob_size=len(body), internal_date=0,
+                                     prefix=b"Return-Path: <a@b>\r\n", omit=omit)])
+    (message,) = store.mail_fetch(*A, "INBOX", [1])
+    assert store.mail_header_bytes(message) == b"Return-Path: <a@b>\r\nSubject: big\r\n\r\n"
+    store.mail_append(*A, "INBOX", b"\r\nno header")
+    store.mail_append(*A, "INBOX", b"Subject: no body")
+    _, empty, unterminated = store.mail_fetch(*A, "INBOX", None)
+    assert store.mail_header_bytes(empty) == b"\r\n"
+    assert store.mail_header_bytes(unterminated) == b"Subject: no body"
