@@ -219,7 +219,8 @@ class Queue:
         if not sub.recipients:
             raise ValueError("a message needs at least one recipient")
         message_id = sub.params.get("QueueID") or new_message_id()
-        blob = await self.files(self.store.blob_put, sub.body)
+        # the blob's directory entry is synced once per batch by the committer
+        blob = await self.files(self.store.blob_put, sub.body, sync_dir=False)
         row = NewQueueMessage(
             id=message_id, mail_from=sub.mail_from, blob=blob, size=len(sub.body),
             created=time.time(), params=dict(sub.params), client_ip=sub.client_ip,
@@ -261,6 +262,8 @@ class Queue:
             if not batch:
                 continue
             try:
+                if any(p.add for p in batch):
+                    await self.files(self.store.blob_sync)  # before any row names them
                 await self.db(self.store.queue_commit, [m for p in batch for m in p.add],
                               [u for p in batch for u in p.settle])
             except Exception as exc:

@@ -1,9 +1,12 @@
-"""Content-addressed message bodies: ``DATA/blobs/xx/<sha256>``.
+"""Content-addressed message bodies: ``DATA/blobs/<sha256>``.
 
 A body is written once and never changed, so the queue and every mailbox
 copy of a message share one file. A write is durable before it returns:
-temporary file in the target directory, fsync, rename, fsync of the
-directory (the rename itself must survive a crash). A blob that already
+temporary file in the blob directory, fsync, rename, fsync of the
+directory (the rename itself must survive a crash) -- or, with
+``sync_dir=False``, once :meth:`BlobFiles.sync` has run: the queue's group
+commit syncs the one directory once for every body of the batch. That is
+why the directory is flat (ext4 and XFS index large directories). A blob that already
 exists is not written again; its modification time is refreshed instead,
 which is what keeps the collector away from it (see :meth:`BlobFiles.remove_if_stale`).
 
@@ -43,9 +46,9 @@ class BlobFiles:
     def path(self, key: str) -> Path:
         if not _KEY.match(key):
             raise StoreError(f"invalid blob key {key!r}")
-        return self.root / key[:2] / key
+        return self.root / key
 
-    def put(self, data: bytes) -> str:
+    def put(self, data: bytes, *, sync_dir: bool = True) -> str:
         key = blob_key(data)
         path = self.path(key)
         with self._lock:
@@ -70,8 +73,14 @@ class BlobFiles:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise StoreError(f"cannot write message body {path}: {exc}") from exc
-        _fsync_dir(path.parent)
+        if sync_dir:
+            _fsync_dir(path.parent)
         return key
+
+    def sync(self) -> None:
+        """Make every rename done with ``sync_dir=False`` durable."""
+        if self.root.is_dir():
+            _fsync_dir(self.root)
 
     def get(self, key: str) -> bytes:
         try:
@@ -103,17 +112,14 @@ class BlobFiles:
         """Every blob on disk (leftover temporary files are removed when old)."""
         if not self.root.is_dir():
             return
-        for sub in sorted(self.root.iterdir()):
-            if not sub.is_dir():
-                continue
-            for entry in sub.iterdir():
-                name = entry.name
-                if _KEY.match(name):
-                    yield name
-                elif name.endswith(".tmp"):
-                    with contextlib.suppress(OSError):
-                        if time.time() - entry.stat().st_mtime > 3600:
-                            entry.unlink()
+        for entry in self.root.iterdir():
+            name = entry.name
+            if _KEY.match(name):
+                yield name
+            elif name.endswith(".tmp"):
+                with contextlib.suppress(OSError):
+                    if time.time() - entry.stat().st_mtime > 3600:
+                        entry.unlink()
 
     def _ensure_dir(self, directory: Path) -> None:
         if directory.is_dir():

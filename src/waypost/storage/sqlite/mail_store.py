@@ -630,14 +630,17 @@ class MailStoreMixin:
     if TYPE_CHECKING:
         blobs: BlobFiles
 
-        def _txn(self) -> AbstractContextManager[sqlite3.Connection]: ...
+        def _txn(self, *, sync: bool = True) -> AbstractContextManager[sqlite3.Connection]: ...
         def _read(self) -> AbstractContextManager[sqlite3.Connection]: ...
 
     # delivery
     def mail_store(
         self, messages: Sequence[NewMailMessage], settle: Sequence[RecipientUpdate] = (),
     ) -> list[int | None]:
-        with self._txn() as conn:
+        # Not synced: the copies and the settling of their queue recipients
+        # are one transaction, so a power loss that drops it leaves the
+        # message queued and delivered again -- never lost, never twice.
+        with self._txn(sync=bool(not settle)) as conn:
             uids = store_messages(conn, messages)
             queue_store.settle(conn, settle)
         return uids

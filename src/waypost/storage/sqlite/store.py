@@ -132,11 +132,19 @@ class SqliteStore(MailStoreMixin):
                 raise
 
     @contextmanager
-    def _txn(self) -> Iterator[sqlite3.Connection]:
+    def _txn(self, *, sync: bool = True) -> Iterator[sqlite3.Connection]:
         """One committed change of mail data (queue, mailboxes): not counted
-        by :meth:`version`."""
+        by :meth:`version`.
+
+        ``sync=False`` commits without waiting for the disk (WAL with
+        ``synchronous=NORMAL``): only for changes that are redone when lost,
+        because a crash loses the latest such transactions whole, never half
+        of one and never one that a later synced commit made durable.
+        """
         with self._lock:
             conn = self.conn
+            if not sync:
+                conn.execute("PRAGMA synchronous = NORMAL")
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 yield conn
@@ -147,6 +155,9 @@ class SqliteStore(MailStoreMixin):
                 if isinstance(exc, sqlite3.Error):
                     raise StoreError(f"database error: {exc}") from exc
                 raise
+            finally:
+                if not sync:
+                    conn.execute("PRAGMA synchronous = FULL")
 
     def version(self) -> int:
         """Asked before nearly every routing decision: it has its own reader
@@ -360,8 +371,11 @@ class SqliteStore(MailStoreMixin):
 
     # -- message bodies ---------------------------------------------------
 
-    def blob_put(self, data: bytes) -> str:
-        return self.blobs.put(data)
+    def blob_put(self, data: bytes, *, sync_dir: bool = True) -> str:
+        return self.blobs.put(data, sync_dir=sync_dir)
+
+    def blob_sync(self) -> None:
+        self.blobs.sync()
 
     def blob_get(self, key: str) -> bytes:
         return self.blobs.get(key)
