@@ -290,7 +290,8 @@ class MailboxAccess:
             odomain, oaccount = found
             return Target(odomain, oaccount, canonical_mailbox(box) if box else "")
         name = canonical_mailbox(name)
-        for alias, target in aliases.items():
+        for alias in sorted(aliases, key=len, reverse=True):  # the longest alias first
+            target = aliases[alias]
             if name == alias or name.startswith(alias + "/"):
                 if alias in seen:
                     raise AliasLoop(f"mailbox aliases loop: {' -> '.join((*seen, alias))}")
