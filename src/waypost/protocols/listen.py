@@ -1,0 +1,71 @@
+"""What every TCP listener shares: binding, the connection limit, closing.
+
+A protocol gives a session runner and the bytes to send when the limit is
+reached; this module accepts, counts, and on shutdown cancels the sessions
+still running before the socket closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from waypost.server import Listener, Server
+
+SessionRunner = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def listen(
+    server: Server,
+    name: str,
+    port_setting: str,
+    run: SessionRunner,
+    *,
+    limit: int,
+    busy_reply: bytes,
+    implicit_tls: bool = False,
+    log: logging.Logger,
+    stream_limit: int = 2**16,
+) -> Listener:
+    """Bind ``name`` on its port and run ``run`` for every connection, at most
+    ``limit`` at a time (the next ones get ``busy_reply`` and are closed)."""
+    from waypost.server import Listener
+
+    active: set[asyncio.Task[None]] = set()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if len(active) >= limit:
+            writer.write(busy_reply)
+            writer.close()
+            return
+        if task is not None:
+            active.add(task)
+        try:
+            await run(reader, writer)
+        except Exception:
+            log.exception("%s session failed", name)
+            writer.close()
+        finally:
+            if task is not None:
+                active.discard(task)
+
+    port = server.port(port_setting)
+    ssl_ctx: ssl.SSLContext | None = server.tls if implicit_tls else None
+    srv = await asyncio.start_server(
+        handle, server.listen, port, ssl=ssl_ctx, limit=stream_limit, reuse_address=True
+    )
+    log.info("%s listening on %s:%d", name, server.listen, port)
+
+    async def close() -> None:
+        srv.close()
+        for task in list(active):
+            task.cancel()
+        await asyncio.gather(*active, return_exceptions=True)
+        await srv.wait_closed()
+
+    return Listener(name, server.listen, port, close)
