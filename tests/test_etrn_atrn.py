@@ -220,3 +220,23 @@ def test_client_dropping_during_atrn_keeps_the_mail(backup: WaypostServer) -> No
     time.sleep(1.0)
     after = queue_text(backup)
     assert after.count("held") == before.count("held") == 2, after
+
+
+def test_etrn_at_domain_and_hash_queue_forms(backup: WaypostServer) -> None:
+    with SMTPSink("127.0.0.3", 25) as customer:
+        send(backup, "ann@dialup.com", "at-form")
+        backup.wait_for(lambda: "mail.dialup.com" in queue_text(backup), what="queued")
+        client = smtplib.SMTP("127.0.0.1", backup.smtp, timeout=30)
+        client.ehlo("customer")
+        assert client.docmd("ETRN", "@nowhere.example")[0] == 459
+        code, text = client.docmd("ETRN", "@dialup.com")  # mail.dialup.com is inside it
+        assert code == 253 and b"1 pending messages" in text, text
+        backup.wait_for(lambda: customer.messages, what="delivery after ETRN @")
+        send(backup, "bob@client.com", "hash-form")
+        backup.wait_for(lambda: "hash-form" in queue_text(backup) or
+                        "client.com" in queue_text(backup), what="queued")
+        code, text = client.docmd("ETRN", "#client.com")
+        assert code == 250, text
+        client.quit()
+        backup.wait_for(lambda: len(customer.messages) == 2, what="delivery after ETRN #")
+        assert customer.messages[1].rcpts == ["bob@client.com"]
