@@ -114,7 +114,7 @@ class WaypostServer:
                 "--port-offset",
                 str(self.offset),
                 "--log-level",
-                "DEBUG",
+                self.log_level,
             ],
             stdout=subprocess.PIPE,
             stderr=log,
