@@ -13,6 +13,7 @@ from waypost.cli import (
     objects,
     queue,
     route,
+    rules,
     serve,
 )
 from waypost.cli import router as router_cmd
@@ -27,7 +28,8 @@ def cli() -> None:
     """Waypost administration: the Directory, the Router, settings and the server."""
 
 
-for module in (init, serve, domain, account, router_cmd, route, settings_cmd, queue, mailbox):
+for module in (init, serve, domain, account, router_cmd, route, settings_cmd, queue, mailbox,
+               rules):
     for command in module.COMMANDS:
         cli.add_command(command)
 for command in objects.COMMANDS:

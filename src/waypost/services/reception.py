@@ -18,6 +18,7 @@ from waypost.services.login_guard import shared_guard
 from waypost.services.message import Submission
 from waypost.services.router.route import ErrorKind, RouteResult
 from waypost.services.router.table import Kind
+from waypost.services.rules.enqueue import Enqueuer
 from waypost.settings import ServerSettings
 
 
@@ -43,6 +44,8 @@ class Reception:
         self.queue = queue
         self.turner = turner
         self.backup = BackupRelay(services, queue)  # type: ignore[arg-type]
+        self.enqueuer = Enqueuer(services, queue, is_client=self.is_trusted_ip,
+                                 version=lambda: self._version)
         self.guard = shared_guard()
         self.settings: ServerSettings = services.settings()
         self.main_domain = services.directory.main_domain()
@@ -115,4 +118,6 @@ class Reception:
         return attempt.account
 
     async def submit(self, submission: Submission) -> str:
-        return await self.queue.submit(submission)
+        """Server-wide rules, then the queue (rules.md §1: the Enqueuer).
+        Raises :class:`RuleRejected` when a rule refuses the message."""
+        return await self.enqueuer.submit(submission)

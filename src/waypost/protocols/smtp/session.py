@@ -23,6 +23,7 @@ from waypost.protocols.smtp import wire
 from waypost.protocols.smtp.wire import CommandError, Reply
 from waypost.services.message import Recipient, Submission, new_message_id
 from waypost.services.reception import Reception
+from waypost.services.rules.enqueue import RuleRejected
 
 log = logging.getLogger("waypost.smtp")
 
@@ -338,6 +339,10 @@ class Session:
         submission.params["QueueID"] = queue_id
         try:
             stored_id = await self.reception.submit(submission)
+        except RuleRejected as exc:  # server-wide rules: refused, nothing queued
+            log.info("message from <%s> (client %s) rejected by rule %r: %s",
+                     mail_from.address, self.client_ip, exc.rule, exc.text)
+            raise CommandError(Reply(554, "5.7.1", _one_line(exc.text))) from None
         except Exception:
             log.exception("could not queue a message from %s", self.client_ip)
             raise CommandError(
@@ -454,6 +459,11 @@ class Session:
 
     async def cmd_help(self, arg: str) -> None:
         self.send(Reply(214, "2.0.0", "See RFC 5321; Waypost supports the EHLO keywords"))
+
+
+def _one_line(text: str) -> str:
+    """A rule's text as one reply line (RFC 5321 §4.5.3.1.5: at most 512 octets)."""
+    return " ".join(text.split())[:400] or "Message rejected"
 
 
 def _b64(text: str) -> str:

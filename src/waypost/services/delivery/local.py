@@ -23,11 +23,17 @@ per-copy prefix:
 * Ordinary recipients routed to the same account and mailbox get one copy.
 
 ``account#mailbox`` stores into that mailbox when it exists, else INBOX.
-Rules (rules.md) and quotas come with later issues.
+
+Domain and account rules (rules.md) decide per message which of these
+copies are made, where else copies go, with which flags and header
+changes, and which recipients are refused: ``services/rules/delivery.py``.
+Their copies are stored in the same single transaction. Quotas come with a
+later issue.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -35,6 +41,7 @@ from typing import TYPE_CHECKING
 
 from waypost.services.delivery.outbound import Outcome
 from waypost.services.mailstore import field_ranges, split_account, summarize
+from waypost.services.rules import delivery as rules_delivery
 from waypost.storage.interface import (
     INBOX,
     NewMailMessage,
@@ -96,16 +103,24 @@ async def deliver(
     """
     outcomes: list[Outcome] = []
     planned: list[tuple[QueuedMessage, list[NewMailMessage]]] = []
+    rules, prefs = await rules_delivery.account_rules(queue, account)
+
+    def planner(acct: str, message: QueuedMessage, body: bytes) -> list[NewMailMessage]:
+        return plan_copies(acct, message, body, real_to_header=real_to_header)
+
     for message in messages:
         try:
             body = await queue.files(queue.store.blob_get, message.blob)
-            copies = await queue.files(plan_copies, account, message, body,
-                                       real_to_header=real_to_header)
+            plan = await rules_delivery.plan(queue, account, message, body, planner,
+                                             rules=rules, prefs=prefs)
         except StoreError as exc:
             log.error("cannot read the body of %s: %s", message.id, exc)
             outcomes += _all(message, "deferred", 451, "4.3.0", f"message body unreadable: {exc}")
             continue
-        planned.append((message, copies))
+        outcomes += plan.outcomes
+        if plan.delivered:
+            planned.append((dataclasses.replace(message, recipients=plan.delivered),
+                            plan.copies))
     if planned:
         outcomes += await _store(queue, account, planned)
     return outcomes
