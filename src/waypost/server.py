@@ -42,11 +42,12 @@ def components() -> tuple[list[Starter], list[ListenerFactory]]:
     """Background services first (the queue and its delivery), then the
     protocol listeners that feed them. Imported here so that the CLI does
     not load every protocol."""
+    from waypost.protocols.imap.listener import start_imap
     from waypost.protocols.pop3.listener import start_pop3
     from waypost.protocols.smtp.listener import start_smtp
     from waypost.services.delivery.runner import start_delivery
 
-    return [start_delivery], [start_smtp, start_pop3]
+    return [start_delivery], [start_smtp, start_pop3, start_imap]
 
 
 @dataclass

@@ -224,6 +224,11 @@ SETTINGS: tuple[Setting, ...] = (
             _as(parse_bool)),
     Setting("POP3IdleTimeout", "600", "seconds an idle POP3 client is kept (RFC 1939: "
             "at least 600)", _as(parse_int)),
+    Setting("IMAPMaxLiteral", "50M", "largest IMAP literal (the largest APPEND); larger ones "
+            "are refused with NO [TOOBIG]", _as(parse_size)),
+    Setting("IMAPMaxLine", "64K", "longest IMAP command line in octets", _as(parse_size)),
+    Setting("IMAPIdleTimeout", "1800", "seconds an idle IMAP client is kept, also in IDLE "
+            "(RFC 3501: at least 30 minutes)", _as(parse_int)),
 )
 
 BY_NAME: dict[str, Setting] = {s.name.lower(): s for s in SETTINGS}

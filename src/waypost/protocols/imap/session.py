@@ -1,0 +1,1945 @@
+"""The IMAP4rev1 server side (RFC 3501): one :class:`Session` per connection.
+
+States: not authenticated -> authenticated -> selected -> logout. Framing and
+parsing are ``wire.py`` (a :class:`~waypost.protocols.imap.wire.CommandReader`
+bounds lines and literals, so bad input is one ``BAD``/``NO`` and the
+connection goes on); FETCH items are ``fetch.py``, SEARCH programs
+``search.py``. Which mailbox a name means and what the user may do there is
+decided by :class:`~waypost.services.mailbox_access.MailboxAccess` only; the
+store checks nothing.
+
+Extensions: LITERAL+, SASL-IR, ID, ENABLE, IDLE, NAMESPACE, UIDPLUS, MOVE,
+SPECIAL-USE, UNSELECT, ACL (RFC 4314, ``RIGHTS=texk``), CHILDREN and
+LIST-EXTENDED (``LIST (SUBSCRIBED)``, ``RETURN (SUBSCRIBED CHILDREN
+SPECIAL-USE STATUS (...))``).
+
+**The session's view** of the selected mailbox is its UIDs in an ``array``
+(message number n is ``uids[n - 1]``), the MODSEQ it has seen and the
+UIDNEXT it knows: nothing per message besides 4 bytes, so a thousand
+sessions cost little. After every command (and every second in IDLE, or at
+once when another session of this process changed the mailbox: the
+:class:`Hub`) it asks the store what changed since that MODSEQ and reports
+it: ``* n EXISTS``, ``* n FETCH (FLAGS ...)`` and ``* n EXPUNGE``. EXPUNGE
+is held back while FETCH, STORE or SEARCH (also their UID forms) answer
+(RFC 3501 §7.4.1): the message keeps its number until a command that may
+renumber. The session's own flag changes are not echoed twice: their MODSEQs
+are remembered until the next poll.
+
+**Cost.** The process keeps one copy of each recently used mailbox's
+message index (:class:`MailboxIndex`: UIDs, flags, sizes, dates in compact
+arrays, ~30 bytes a message), brought up to date with ``mail_changes_since``
+before each use; only the first SELECT of a mailbox reads the whole index
+from the store. So SELECT is the rights check, the counters and an array
+copy; ``FETCH 1:* (UID FLAGS RFC822.SIZE)`` is formatted from that copy
+without touching the store or a message, and written in 64 KB chunks;
+ENVELOPE and BODYSTRUCTURE come from the cached MIME parse (made and stored
+with ``mail_structures_put`` the first time a message needs it); message
+bytes are read only for sections, in batches of at most a few MB, and SEARCH
+reads only message heads unless a BODY or TEXT key needs more. Every call
+into the store, the blob files, the MIME parser and the password hash runs
+in one shared thread pool (:class:`ImapContext`), never on the event loop
+and never in a thread of its own per session.
+
+**Rights** (spec/mailboxes.md §2-§3, RFC 4314): SELECT and EXAMINE need
+``r``; SELECT answers ``[READ-ONLY]`` when the user holds none of ``s w
+d``; PERMANENTFLAGS lists only what the rights allow; FETCH sets ``\\Seen``
+only with ``s`` and never in EXAMINE; STORE needs ``s`` for ``\\Seen``, ``d``
+(wire ``t``) for ``\\Deleted``, ``w`` for the others (``NO [NOPERM]``);
+EXPUNGE and CLOSE's expunge need ``d``; COPY, MOVE and APPEND need ``i`` on
+the target (MOVE also ``d`` on the source) and drop the flags the user may
+not set there. A mailbox the user may not look up (no ``l``) is reported
+exactly like a missing one.
+
+Logins (LOGIN, AUTHENTICATE PLAIN with or without SASL-IR) go through the
+Router like every login name (aliases, ``user%domain``), under the login
+guard shared with POP3 and SMTP, and need ``IMAP`` in the account's
+AccessModes. Passwords are accepted only over TLS (STARTTLS or port 993),
+except from loopback; CAPABILITY then says LOGINDISABLED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import functools
+import logging
+import ssl
+import threading
+import time
+from array import array
+from bisect import bisect_left, bisect_right
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from typing import Any, TypeVar
+
+import waypost
+from waypost import mime
+from waypost.protocols.imap import fetch as fetching
+from waypost.protocols.imap import search as searching
+from waypost.protocols.imap import wire
+from waypost.protocols.imap.wire import (
+    Command,
+    Continue,
+    ParseError,
+    RawCommand,
+    Rejected,
+    SearchKey,
+    SequenceSet,
+)
+from waypost.services import auth
+from waypost.services.container import Services
+from waypost.services.login_guard import LoginGuard
+from waypost.services.mailbox_access import (
+    RIGHT_NAMES,
+    InvalidRights,
+    ListEntry,
+    MailboxAccess,
+    Opened,
+    to_wire,
+)
+from waypost.services.mailstore import Mailstore, split_account
+from waypost.settings import ServerSettings
+from waypost.storage.interface import (
+    INBOX,
+    MailboxChanges,
+    MailboxError,
+    MailboxExists,
+    MailMessage,
+    NoSuchMailbox,
+    NotFound,
+    StoreError,
+    normalize_flags,
+)
+
+log = logging.getLogger("waypost.imap")
+
+T = TypeVar("T")
+
+SERVICE = "IMAP"
+"""The AccessModes name of the service (domains-accounts.md §4.2)."""
+
+CAPABILITIES = (
+    "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE SPECIAL-USE UNSELECT "
+    "ACL RIGHTS=texk CHILDREN LIST-EXTENDED"
+)
+NAMESPACE = b'* NAMESPACE (("" "/")) (("~" "/")) NIL\r\n'
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+SEEN = "\\Seen"
+DELETED = "\\Deleted"
+RECENT = "\\Recent"
+
+READ_CHUNK = 65536
+WRITE_CHUNK = 65536
+"""Responses are collected and written in chunks of about this size."""
+FETCH_BATCH_BYTES = 4 * 1024 * 1024
+"""A FETCH that reads message bytes is answered in batches of about this much."""
+FETCH_BATCH_MESSAGES = 200
+SEARCH_BATCH = 250
+IDLE_POLL = 1.0
+"""Seconds between looks for changes made outside this process during IDLE."""
+PREAUTH_TIMEOUT = 120
+PREAUTH_LITERAL = 64 * 1024
+"""Largest literal before login (a user name or password does not need more)."""
+MAX_BAD = 30
+"""Consecutive BAD answers after which the connection is closed."""
+WORKERS = 8
+INDEX_CACHE_MESSAGES = 500_000
+"""Messages whose index the process keeps in memory (about 30 bytes each)."""
+
+
+class State(Enum):
+    NOT_AUTHENTICATED = "not authenticated"
+    AUTHENTICATED = "authenticated"
+    SELECTED = "selected"
+    LOGOUT = "logout"
+
+
+class ImapError(Exception):
+    """A command the session refuses: ``tag status [code] text``."""
+
+    def __init__(self, text: str, code: str | None = None, status: str = "NO") -> None:
+        super().__init__(text)
+        self.text = text
+        self.code = code
+        self.status = status
+
+
+def bad(text: str) -> ImapError:
+    return ImapError(text, status="BAD")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The tagged OK of a command."""
+
+    text: str
+    code: str | None = None
+
+
+MailboxKey = tuple[str, str, str]
+
+
+# -- the process-wide part ---------------------------------------------------------
+
+
+class Hub:
+    """In-process change notification: sessions that selected a mailbox are
+    registered under its key; one that changes the mailbox publishes, and the
+    others in IDLE wake at once (the rest poll at their next command)."""
+
+    def __init__(self) -> None:
+        self._subscribers: dict[MailboxKey, set[Session]] = {}
+
+    def subscribe(self, key: MailboxKey, session: Session) -> None:
+        self._subscribers.setdefault(key, set()).add(session)
+
+    def unsubscribe(self, key: MailboxKey, session: Session) -> None:
+        sessions = self._subscribers.get(key)
+        if sessions is not None:
+            sessions.discard(session)
+            if not sessions:
+                del self._subscribers[key]
+
+    def publish(self, key: MailboxKey, origin: Session | None = None) -> None:
+        for session in tuple(self._subscribers.get(key, ())):
+            if session is not origin:
+                session.poke()
+
+    def watching(self, key: MailboxKey) -> int:
+        return len(self._subscribers.get(key, ()))
+
+
+class MailboxIndex:
+    """The process's copy of one mailbox's message index, kept current with
+    ``mail_changes_since``: UIDs, flags, sizes and internal dates in compact
+    arrays (about 30 bytes a message), shared by every session. SELECT copies
+    the UIDs from here, and metadata FETCH and SEARCH read it, instead of
+    loading the whole index from the store each time.
+
+    Use it only under :attr:`lock` (see :meth:`IndexCache.current`)."""
+
+    __slots__ = (
+        "dates", "flags", "keywords", "lock", "modseq", "sizes", "uidnext", "uids",
+        "uidvalidity", "unseen",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.uidvalidity = -1
+        self.uidnext = 0
+        self.modseq = 0
+        self.uids: array[int] = array("I")
+        self.flags: list[tuple[str, ...]] = []
+        self.sizes: array[int] = array("q")
+        self.dates: array[float] = array("d")
+        self.unseen: int | None = None  # index of the first message without \Seen; -1: none
+        self.keywords: frozenset[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.uids)
+
+    def position(self, uid: int) -> int | None:
+        i = bisect_left(self.uids, uid)
+        return i if i < len(self.uids) and self.uids[i] == uid else None
+
+    def load(self, store: Any, ref: tuple[str, str, str], interned: dict) -> None:
+        """Read the whole index (as of the mailbox's counters read first)."""
+        head = store.mail_changes_since(*ref, _FAR_FUTURE, uidnext=_FAR_FUTURE)
+        rows = store.mail_index(*ref)
+        uids: array[int] = array("I")
+        flags: list[tuple[str, ...]] = []
+        sizes: array[int] = array("q")
+        dates: array[float] = array("d")
+        for row in rows:
+            if row.uid >= head.uidnext:
+                break  # arrived after the counters were read: comes as "new"
+            uids.append(row.uid)
+            flags.append(interned.setdefault(row.flags, row.flags))
+            sizes.append(row.size)
+            dates.append(row.internal_date)
+        self.uids, self.flags, self.sizes, self.dates = uids, flags, sizes, dates
+        self.uidvalidity, self.uidnext, self.modseq = (
+            head.uidvalidity,
+            head.uidnext,
+            (head.highestmodseq),
+        )
+        self.unseen = self.keywords = None
+
+    def refresh(self, store: Any, ref: tuple[str, str, str], interned: dict) -> None:
+        if self.uidvalidity < 0:
+            self.load(store, ref, interned)
+            return
+        changes = store.mail_changes_since(*ref, self.modseq, uidnext=self.uidnext)
+        if changes.uidvalidity != self.uidvalidity:
+            self.load(store, ref, interned)
+            return
+        if changes.expunged:
+            gone = {uid for uid in changes.expunged if self.position(uid) is not None}
+            if gone:
+                keep = [i for i, uid in enumerate(self.uids) if uid not in gone]
+                self.uids = array("I", (self.uids[i] for i in keep))
+                self.flags = [self.flags[i] for i in keep]
+                self.sizes = array("q", (self.sizes[i] for i in keep))
+                self.dates = array("d", (self.dates[i] for i in keep))
+                self.unseen = None
+        for meta in changes.changed:
+            i = self.position(meta.uid)
+            if i is not None:
+                self.flags[i] = interned.setdefault(meta.flags, meta.flags)
+                self.unseen = self.keywords = None
+        for meta in changes.new:
+            if meta.uid >= self.uidnext or not self.uids or meta.uid > self.uids[-1]:
+                self.uids.append(meta.uid)
+                self.flags.append(interned.setdefault(meta.flags, meta.flags))
+                self.sizes.append(meta.size)
+                self.dates.append(meta.internal_date)
+                self.unseen = self.keywords = None
+        self.uidnext = max(self.uidnext, changes.uidnext)
+        self.modseq = max(self.modseq, changes.highestmodseq)
+
+    def first_unseen(self) -> int:
+        """The index of the first message without \\Seen, -1 if none."""
+        if self.unseen is None:
+            self.unseen = next((i for i, f in enumerate(self.flags) if SEEN not in f), -1)
+        return self.unseen
+
+    def keyword_set(self) -> frozenset[str]:
+        if self.keywords is None:
+            self.keywords = frozenset(
+                flag for flags in set(self.flags) for flag in flags if flag[:1] != "\\"
+            )
+        return self.keywords
+
+
+_FAR_FUTURE = 2**62
+
+
+class IndexCache:
+    """The :class:`MailboxIndex` of recently used mailboxes, least recently
+    used dropped first when they hold more than ``limit`` messages together."""
+
+    def __init__(self, store: Any, limit: int = INDEX_CACHE_MESSAGES) -> None:
+        self.store = store
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[MailboxKey, MailboxIndex] = OrderedDict()
+        self._interned: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+    @contextlib.contextmanager
+    def current(self, key: MailboxKey, ref: tuple[str, str, str]) -> Iterator[MailboxIndex]:
+        """The mailbox's index, brought up to date, locked while in use."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                entry = self._entries[key] = MailboxIndex()
+            self._entries.move_to_end(key)
+            if len(self._interned) > 10000:
+                self._interned = {}
+        with entry.lock:
+            try:
+                entry.refresh(self.store, ref, self._interned)
+            except NotFound:
+                self.drop(key)
+                raise
+            yield entry
+        self._trim()
+
+    def drop(self, key: MailboxKey) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
+    def _trim(self) -> None:
+        with self._lock:
+            total = sum(len(e) for e in self._entries.values())
+            while total > self.limit and len(self._entries) > 1:
+                _, old = self._entries.popitem(last=False)
+                total -= len(old)
+
+
+class ImapContext:
+    """What every IMAP session of the process shares: the services, the
+    login guard, the mailbox rules, the thread pool and the :class:`Hub`."""
+
+    def __init__(
+        self,
+        services: Services,
+        guard: LoginGuard,
+        *,
+        tls: ssl.SSLContext | None = None,
+        executor: ThreadPoolExecutor | None = None,
+    ) -> None:
+        self.services = services
+        self.store = services.store
+        self.guard = guard
+        self.tls = tls
+        self.access = MailboxAccess(services)
+        self.mailstore = Mailstore(services.store)
+        self.executor = executor or ThreadPoolExecutor(WORKERS, thread_name_prefix="imap")
+        self.hub = Hub()
+        self.indexes = IndexCache(services.store)
+        self.settings: ServerSettings = services.settings()
+        self._version = -1
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` in the shared thread pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+
+    async def refresh(self) -> None:
+        """Pick up changed settings (a cheap version check)."""
+        self._version = await self.run(self._refresh)
+
+    def _refresh(self) -> int:
+        version = self.services.store.version()
+        if version != self._version:
+            self.settings = self.services.settings()
+        return version
+
+    # limits, from the settings
+    @property
+    def max_line(self) -> int:
+        return self.settings.size("IMAPMaxLine") or 1024 * 1024
+
+    @property
+    def max_literal(self) -> int:
+        return self.settings.size("IMAPMaxLiteral") or wire.MAX_NUMBER
+
+    @property
+    def idle_timeout(self) -> int:
+        return self.settings.number("IMAPIdleTimeout")
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+# -- the selected mailbox ----------------------------------------------------------
+
+
+class Selected:
+    """The session's view of its selected mailbox (see the module doc)."""
+
+    __slots__ = (
+        "examine",
+        "key",
+        "keywords",
+        "modseq",
+        "opened",
+        "own",
+        "pending",
+        "recent",
+        "uidnext",
+        "uids",
+        "uidvalidity",
+    )
+
+    def __init__(
+        self,
+        opened: Opened,
+        examine: bool,
+        uidvalidity: int,
+        uidnext: int,
+        modseq: int,
+        uids: array[int],
+        keywords: set[str],
+        recent_first: int,
+    ) -> None:
+        self.opened = opened
+        self.examine = examine
+        self.key = mailbox_key(opened)
+        self.uidvalidity = uidvalidity
+        self.uidnext = uidnext
+        self.modseq = modseq
+        self.uids = uids
+        self.keywords = keywords
+        # \Recent: UID ranges [low, high) this session claimed
+        self.recent: list[tuple[int, int]] = []
+        if recent_first < uidnext:
+            self.recent.append((recent_first, uidnext))
+        self.pending: set[int] = set()  # expunged elsewhere, not reported yet
+        self.own: set[int] = set()  # MODSEQs of this session's own flag changes
+
+    @property
+    def ref(self) -> tuple[str, str, str]:
+        return self.opened.target.ref
+
+    @property
+    def read_only(self) -> bool:
+        return self.examine or self.opened.read_only
+
+    def seq_of(self, uid: int) -> int | None:
+        i = bisect_left(self.uids, uid)
+        return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
+
+    def is_recent(self, uid: int) -> bool:
+        return any(low <= uid < high for low, high in self.recent)
+
+    def recent_count(self) -> int:
+        uids = self.uids
+        return sum(bisect_left(uids, high) - bisect_left(uids, low) for low, high in self.recent)
+
+    def recent_test(self) -> Callable[[int], bool]:
+        ranges = tuple(self.recent)
+        if not ranges:
+            return lambda uid: False
+        return lambda uid: any(low <= uid < high for low, high in ranges)
+
+    def permanent_flags(self) -> list[str]:
+        if self.examine:
+            return []
+        rights = self.opened.rights
+        flags = []
+        if "w" in rights:
+            flags += ["\\Answered", "\\Flagged", "\\Draft"]
+        if "d" in rights:
+            flags.append(DELETED)
+        if "s" in rights:
+            flags.append(SEEN)
+        if "w" in rights:
+            flags += sorted(self.keywords)
+            flags.append("\\*")
+        return flags
+
+
+def mailbox_key(opened: Opened) -> MailboxKey:
+    return mailbox_key_of(opened.target.ref)
+
+
+def mailbox_key_of(ref: tuple[str, str, str]) -> MailboxKey:
+    """Mailboxes are compared with the owner's domain and name in lower case."""
+    return (ref[0].lower(), ref[1].lower(), ref[2])
+
+
+# -- blocking work (runs in the thread pool) ---------------------------------------
+
+
+@dataclass(slots=True)
+class SelectResult:
+    opened: Opened
+    uidvalidity: int
+    uidnext: int
+    modseq: int
+    uids: array[int]
+    keywords: set[str]
+    first_unseen: int
+    recent_first: int
+
+
+def select_mailbox(ctx: ImapContext, user: str, name: str, examine: bool) -> SelectResult:
+    """Open a mailbox: the rights, the counters, and the UIDs from the
+    process's copy of the index (read from the store only the first time)."""
+    opened = ctx.access.open(user, name, "r")
+    ref = opened.target.ref
+    state = ctx.store.mail_mailbox_state(*ref)
+    with ctx.indexes.current(mailbox_key(opened), ref) as index:
+        uids = array("I", index.uids)
+        keywords = set(index.keyword_set())
+        first_unseen = index.first_unseen() + 1
+        uidvalidity, uidnext, modseq = index.uidvalidity, index.uidnext, index.modseq
+    recent_first = uidnext
+    if state.recent:
+        if examine:
+            recent_first = uids[max(0, len(uids) - state.recent)] if uids else uidnext
+        else:
+            recent_first = ctx.store.mail_claim_recent(*ref)
+    return SelectResult(
+        opened, uidvalidity, uidnext, modseq, uids, keywords, first_unseen, recent_first
+    )
+
+
+def poll_changes(
+    ctx: ImapContext, ref: tuple[str, str, str], modseq: int, uidnext: int, claim: bool
+) -> tuple[MailboxChanges, int | None]:
+    """What changed since ``modseq``; with new messages and ``claim``, also
+    claim the \\Recent ones (the first UID that is recent for this session)."""
+    changes = ctx.store.mail_changes_since(*ref, modseq, uidnext=uidnext)
+    first = None
+    if claim and changes.new:
+        first = ctx.store.mail_claim_recent(*ref)
+    return changes, first
+
+
+@dataclass(slots=True)
+class FetchBatch:
+    chunks: list[bytes]
+    done: int  # pairs handled (the rest needs another call)
+    missing: int  # messages no longer there
+    own: int | None  # MODSEQ of the \Seen this FETCH set
+
+
+def _parsed_from_cache(text: str | None) -> mime.ParsedMessage | None:
+    if not text:
+        return None
+    try:
+        return mime.ParsedMessage.from_json(text)
+    except (ValueError, KeyError, TypeError):
+        return None  # another version of the cache: parse again
+
+
+def _parse(data: bytes) -> mime.ParsedMessage:
+    try:
+        return mime.parse(data)
+    except Exception:  # the parser promises not to raise; never fail a FETCH on it
+        log.exception("MIME parse failed; serving the message as one text part")
+        end = len(data)
+        body = mime.header_end(data) if data else 0
+        return mime.ParsedMessage(mime.Part(0, body, end, lines=data.count(b"\n")), end)
+
+
+def fetch_batch(
+    ctx: ImapContext,
+    ref: tuple[str, str, str],
+    pairs: Sequence[tuple[int, int]],
+    atts: Sequence[wire.FetchAtt],
+    plan: fetching.FetchPlan,
+    uid_command: bool,
+    can_set_seen: bool,
+    recent: Callable[[int], bool],
+) -> FetchBatch:
+    """``* n FETCH`` lines for (message number, UID) ``pairs``, until about
+    :data:`FETCH_BATCH_BYTES` are written."""
+    store = ctx.store
+    uids = [uid for _, uid in pairs]
+    rows = store.mail_fetch(*ref, uids)
+    by_uid = {row.uid: row for row in rows}
+    cached = store.mail_structures(*ref, uids) if plan.parsed else {}
+    chunks: list[bytes] = []
+    size = 0
+    missing = 0
+    seen: list[int] = []
+    parsed_now: list[tuple[int, str]] = []
+    done = 0
+    for seq, uid in pairs:
+        done += 1
+        row = by_uid.get(uid)
+        if row is None:
+            missing += 1
+            continue
+        raw: bytes | None = None
+        parsed: mime.ParsedMessage | None = None
+        try:
+            if plan.parsed:
+                parsed = _parsed_from_cache(cached.get(uid))
+            if plan.raw:
+                if plan.header_only:
+                    raw = store.mail_header_bytes(row)
+                else:
+                    raw = ctx.mailstore.message_bytes(row)
+            if plan.parsed and parsed is None:
+                if raw is None or plan.header_only:
+                    raw = ctx.mailstore.message_bytes(row)
+                parsed = _parse(raw)
+                parsed_now.append((uid, parsed.to_json()))
+        except NotFound:
+            log.error("message UID %d of %s: its body is missing", uid, "/".join(ref))
+            missing += 1
+            continue
+        flags = (*row.flags, RECENT) if recent(uid) else row.flags
+        result = fetching.fetch(
+            atts,
+            fetching.FetchMessage(seq, uid, flags, row.internal_date, row.size, raw, parsed),
+            uid_command=uid_command,
+            can_set_seen=can_set_seen,
+        )
+        chunks.append(result.response)
+        size += len(result.response)
+        if result.seen:
+            seen.append(uid)
+        if size >= FETCH_BATCH_BYTES:
+            break
+    if parsed_now:
+        try:
+            store.mail_structures_put(*ref, parsed_now)
+        except StoreError:
+            log.warning("could not cache the MIME structure of %d messages", len(parsed_now))
+    own = None
+    if seen:
+        before = {uid: by_uid[uid].modseq for uid in seen}
+        updates = store.mail_set_flags(*ref, seen, [SEEN], "add")
+        own = max((m for uid, m, _ in updates if m != before.get(uid)), default=None)
+    return FetchBatch(chunks, done, missing, own)
+
+
+_METADATA = {
+    "FLAGS": b"FLAGS %s",
+    "RFC822.SIZE": b"RFC822.SIZE %d",
+    "INTERNALDATE": b"INTERNALDATE %s",
+}
+
+
+def metadata_only(atts: Sequence[wire.FetchAtt]) -> bool:
+    """Only UID, FLAGS, RFC822.SIZE and INTERNALDATE: the index answers."""
+    return all(a.section is None and (a.name == "UID" or a.name in _METADATA) for a in atts)
+
+
+def fetch_metadata(
+    ctx: ImapContext,
+    key: MailboxKey,
+    ref: tuple[str, str, str],
+    pairs: Sequence[tuple[int, int]],
+    atts: Sequence[wire.FetchAtt],
+    uid_command: bool,
+    recent: Callable[[int], bool] | None,
+) -> tuple[list[bytes], int]:
+    """``* n FETCH`` lines from the process's copy of the index alone (the
+    10,000-message ``FETCH 1:* (UID FLAGS RFC822.SIZE)``); and how many of
+    the messages no longer exist."""
+    with_uid = uid_command or any(a.name == "UID" for a in atts)
+    names = [a.name for a in atts if a.name != "UID"]
+    kinds = [("FLAGS", "RFC822.SIZE", "INTERNALDATE").index(n) for n in names]
+    pieces = ([b"UID %d"] if with_uid else []) + [_METADATA[n] for n in names]
+    form = b"* %d FETCH (" + b" ".join(pieces) + b")\r\n"
+    shown: dict[tuple[str, ...], bytes] = {}
+    lines: list[bytes] = []
+    missing = 0
+    with ctx.indexes.current(key, ref) as index:
+        uids, flags, sizes, dates = index.uids, index.flags, index.sizes, index.dates
+        count = len(uids)
+        for seq, uid in pairs:
+            i = seq - 1
+            if i >= count or uids[i] != uid:
+                found = index.position(uid)
+                if found is None:
+                    missing += 1
+                    continue
+                i = found
+            values = [seq, uid] if with_uid else [seq]
+            for kind in kinds:
+                if kind == 0:
+                    these = flags[i]
+                    if recent is not None and recent(uid):
+                        these = (*these, RECENT)
+                    text = shown.get(these)
+                    if text is None:
+                        text = shown[these] = wire.flag_list(these)
+                    values.append(text)
+                elif kind == 1:
+                    values.append(sizes[i])
+                else:
+                    values.append(wire.internal_date(dates[i]))
+            lines.append(form % tuple(values))
+    return lines, missing
+
+
+class _Meta:
+    """A message for SEARCH keys that need only metadata."""
+
+    __slots__ = ("flags", "internal_date", "seq", "size", "uid")
+
+    def __init__(self, seq: int, uid: int, flags: Sequence[str], date: float, size: int) -> None:
+        self.seq = seq
+        self.uid = uid
+        self.flags = flags
+        self.internal_date = date
+        self.size = size
+
+    def header(self, name: str) -> list[str]:  # pragma: no cover - cost() says never
+        raise AssertionError("metadata search asked for a header")
+
+    def header_text(self) -> str:  # pragma: no cover
+        raise AssertionError("metadata search asked for the header")
+
+    def body_text(self) -> str:  # pragma: no cover
+        raise AssertionError("metadata search asked for the body")
+
+
+def search_messages(
+    ctx: ImapContext,
+    ref: tuple[str, str, str],
+    uids: Sequence[int],
+    key: SearchKey,
+    recent: Callable[[int], bool],
+    uid_command: bool,
+) -> list[int]:
+    """Message numbers (or UIDs) of the view's messages that match ``key``."""
+    store = ctx.store
+    context = searching.SearchContext(len(uids), uids[-1] if uids else 0)
+    test = searching.compile_search(key, context)
+    found: list[int] = []
+    if searching.cost(key) == searching.META:
+        with ctx.indexes.current(mailbox_key_of(ref), ref) as index:
+            for seq, uid in enumerate(uids, 1):
+                i = index.position(uid)
+                if i is None:
+                    continue
+                flags = index.flags[i]
+                if recent(uid):
+                    flags = (*flags, RECENT)
+                if test(_Meta(seq, uid, flags, index.dates[i], index.sizes[i])):
+                    found.append(uid if uid_command else seq)
+        return found
+    header_only = searching.cost(key) == searching.HEADER
+    for start in range(0, len(uids), SEARCH_BATCH):
+        chunk = list(uids[start : start + SEARCH_BATCH])
+        rows = {row.uid: row for row in store.mail_fetch(*ref, chunk)}
+        cached = {} if header_only else store.mail_structures(*ref, chunk)
+        parsed_now: list[tuple[int, str]] = []
+        for offset, uid in enumerate(chunk):
+            row = rows.get(uid)
+            if row is None:
+                continue
+            seq = start + offset + 1
+            message = _lazy(ctx, row, seq, recent(uid), cached.get(uid), parsed_now, header_only)
+            try:
+                hit = test(message)
+            except NotFound:
+                log.error("message UID %d of %s: its body is missing", uid, "/".join(ref))
+                continue
+            if hit:
+                found.append(uid if uid_command else seq)
+        if parsed_now:
+            with contextlib.suppress(StoreError):
+                store.mail_structures_put(*ref, parsed_now)
+    return found
+
+
+def _lazy(
+    ctx: ImapContext,
+    row: MailMessage,
+    seq: int,
+    recent: bool,
+    cached: str | None,
+    parsed_now: list[tuple[int, str]],
+    header_only: bool,
+) -> searching.LazyMessage:
+    """A message for SEARCH; with ``header_only`` (no BODY or TEXT key) only
+    the head of its blob is ever read."""
+    flags = (*row.flags, RECENT) if recent else row.flags
+    if header_only:
+        load = functools.partial(ctx.store.mail_header_bytes, row)
+        return searching.LazyMessage(seq, row.uid, flags, row.internal_date, row.size, load)
+    holder: list[searching.LazyMessage] = []
+
+    def parsed() -> mime.ParsedMessage:
+        found = _parsed_from_cache(cached)
+        if found is None:
+            found = _parse(holder[0].raw)
+            parsed_now.append((row.uid, found.to_json()))
+        return found
+
+    message = searching.LazyMessage(
+        seq,
+        row.uid,
+        flags,
+        row.internal_date,
+        row.size,
+        load=functools.partial(ctx.mailstore.message_bytes, row),
+        parsed=parsed,
+    )
+    holder.append(message)
+    return message
+
+
+def _flag_class(flag: str) -> str:
+    lower = flag.lower()
+    return "s" if lower == "\\seen" else "d" if lower == "\\deleted" else "w"
+
+
+def store_flags(
+    ctx: ImapContext,
+    key: MailboxKey,
+    ref: tuple[str, str, str],
+    uids: Sequence[int],
+    flags: Sequence[str],
+    mode: str,
+    rights: str,
+) -> tuple[list[tuple[int, int, tuple[str, ...]]], int | None]:
+    """STORE: ``(uid, modseq, flags now)`` of each message, and the MODSEQ of
+    this change (None if nothing changed). A replacing STORE by a user who
+    may change only some kinds of flags keeps the others, message by message.
+
+    The process's copy of the index tells which messages really changed (a
+    message left as it was keeps an older MODSEQ, possibly another
+    session's), and is updated in place."""
+    store = ctx.store
+    mode = "replace" if mode == "set" else mode
+    with ctx.indexes.current(key, ref) as index:
+        if mode != "replace" or all(r in rights for r in "swd"):
+            updates = list(store.mail_set_flags(*ref, uids, flags, mode))
+        else:
+            groups: dict[tuple[str, ...], list[int]] = {}
+            for uid in uids:
+                i = index.position(uid)
+                if i is not None:
+                    kept = [f for f in index.flags[i] if _flag_class(f) not in rights]
+                    groups.setdefault(tuple(normalize_flags([*flags, *kept])), []).append(uid)
+            updates = []
+            for new, group in groups.items():
+                updates += store.mail_set_flags(*ref, group, new, "replace")
+            updates.sort()
+        changed = []
+        for uid, modseq, now in updates:
+            i = index.position(uid)
+            if i is None or index.flags[i] != now:
+                changed.append((i, modseq, now))
+        own = max((modseq for _, modseq, _ in changed), default=None)
+        if (
+            own is not None
+            and own == index.modseq + 1
+            and all(i is not None for i, _, _ in changed)
+        ):
+            for i, _, now in changed:
+                index.flags[i] = now
+            index.modseq = own
+            index.unseen = index.keywords = None
+    return updates, own
+
+
+def strip_flags(ctx: ImapContext, opened: Opened, uids: Sequence[int]) -> None:
+    """After COPY/MOVE into a mailbox where the user may not set every flag:
+    drop those the copies must not carry (APPEND never sets them)."""
+    rights = opened.rights
+    if all(r in rights for r in "swd") or not uids:
+        return
+    ref = opened.target.ref
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for row in ctx.store.mail_fetch(*ref, uids):
+        allowed = tuple(f for f in row.flags if _flag_class(f) in rights)
+        if allowed != row.flags:
+            groups.setdefault(allowed, []).append(row.uid)
+    for flags, group in groups.items():
+        ctx.store.mail_set_flags(*ref, group, flags, "replace")
+
+
+@dataclass(slots=True)
+class CopyResult:
+    pairs: list[tuple[int, int]]
+    uidvalidity: int
+    target: MailboxKey
+
+
+def copy_messages(
+    ctx: ImapContext, user: str, source: Opened, uids: Sequence[int], name: str, move: bool
+) -> CopyResult:
+    try:
+        dest = ctx.access.open(user, name, "i")
+    except NoSuchMailbox as exc:
+        raise ImapError(f"{exc}; create it first", "TRYCREATE") from None
+    op = ctx.store.mail_move if move else ctx.store.mail_copy
+    pairs = op(*source.target.ref, uids, *dest.target.ref) if uids else []
+    strip_flags(ctx, dest, [new for _, new in pairs])
+    uidvalidity = ctx.store.mail_mailbox_state(*dest.target.ref).uidvalidity
+    return CopyResult(pairs, uidvalidity, mailbox_key(dest))
+
+
+def append_message(
+    ctx: ImapContext,
+    user: str,
+    name: str,
+    data: bytes,
+    flags: Sequence[str],
+    date: datetime | None,
+) -> tuple[int, int, MailboxKey]:
+    """APPEND, durable on return: (UIDVALIDITY, UID, mailbox key)."""
+    try:
+        opened = ctx.access.open(user, name, "i")
+    except NoSuchMailbox as exc:
+        raise ImapError(f"{exc}; create it first", "TRYCREATE") from None
+    allowed = opened.permitted_flags(normalize_flags(flags))
+    when = date.timestamp() if date is not None else None
+    uidvalidity, uid = ctx.mailstore.append_new(*opened.target.ref, data, flags=allowed, date=when)
+    return uidvalidity, uid, mailbox_key(opened)
+
+
+def status_items(
+    ctx: ImapContext, user: str, name: str, items: Sequence[str]
+) -> list[tuple[str, int]]:
+    opened = ctx.access.open(user, name, "r")
+    return _status_of(ctx, opened, items)
+
+
+def _status_of(ctx: ImapContext, opened: Opened, items: Sequence[str]) -> list[tuple[str, int]]:
+    ref = opened.target.ref
+    state = ctx.store.mail_mailbox_state(*ref)
+    values = {
+        "MESSAGES": state.messages,
+        "RECENT": state.recent,
+        "UIDNEXT": state.uidnext,
+        "UIDVALIDITY": state.uidvalidity,
+        "UNSEEN": state.unseen,
+        "SIZE": state.size,
+    }
+    if "DELETED" in items:
+        values["DELETED"] = sum(DELETED in m.flags for m in ctx.store.mail_index(*ref))
+    return [(item, values[item]) for item in items]
+
+
+def ensure_inbox(ctx: ImapContext, account: str) -> None:
+    """Every account has INBOX (mailboxes.md §1), even before its first mail."""
+    domain, name = split_account(account)
+    try:
+        ctx.store.mail_folder(domain, name, INBOX)
+    except NotFound:
+        with contextlib.suppress(MailboxExists):
+            ctx.store.mail_create_mailbox(domain, name, INBOX)
+
+
+def list_mailboxes(ctx: ImapContext, user: str, args: wire.ListArgs, lsub: bool) -> list[bytes]:
+    """The LIST / LSUB answer lines (with LIST-STATUS ``* STATUS`` lines)."""
+    access = ctx.access
+    subscribed_only = lsub or "SUBSCRIBED" in args.select
+    entries: dict[str, ListEntry] = {}
+    for pattern in args.patterns:
+        if subscribed_only:
+            found = access.list_subscribed(user, args.reference, pattern, extended=not lsub)
+        else:
+            found = access.list_visible(user, args.reference, pattern)
+        for entry in found:
+            entries.setdefault(entry.name, entry)
+    subscriptions: set[str] = set()
+    if "SUBSCRIBED" in args.returns and not subscribed_only:
+        subscriptions = set(access.subscriptions(user))
+    lines: list[bytes] = []
+    command = "LSUB" if lsub else "LIST"
+    for entry in entries.values():
+        attrs = list(entry.attributes)
+        if "SPECIAL-USE" in args.select and not any(a in wire.SPECIAL_USE for a in attrs):
+            continue
+        if entry.name in subscriptions and "\\Subscribed" not in attrs:
+            attrs.append("\\Subscribed")
+        lines.append(wire.list_line(entry.name, attrs, command=command))
+        if (
+            args.status
+            and entry.name
+            and "\\Noselect" not in attrs
+            and ("\\NonExistent" not in attrs)
+        ):
+            try:
+                opened = access.open(user, entry.name, "r")
+                lines.append(wire.status_line(entry.name, _status_of(ctx, opened, args.status)))
+            except MailboxError:
+                pass  # listed (l) but not readable (r): no STATUS
+    return lines
+
+
+# -- the session -------------------------------------------------------------------
+
+Handler = Callable[["Session", Command], Awaitable["Reply | str | None"]]
+
+
+class Session:
+    def __init__(
+        self,
+        ctx: ImapContext,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        implicit_tls: bool = False,
+    ) -> None:
+        self.ctx = ctx
+        self.reader = reader
+        self.writer = writer
+        peer = writer.get_extra_info("peername") or ("0.0.0.0", 0)
+        self.client_ip: str = peer[0]
+        self.tls = implicit_tls
+        self.state = State.NOT_AUTHENTICATED
+        self.user: str | None = None
+        self.selected: Selected | None = None
+        self.commands = wire.CommandReader(
+            max_line=ctx.max_line, max_literal=min(PREAUTH_LITERAL, ctx.max_literal)
+        )
+        self.events: deque[RawCommand | Rejected] = deque()
+        self.out: list[bytes] = []
+        self.out_size = 0
+        self.bad = 0
+        self._wake: asyncio.Event | None = None
+
+    # -- trust -------------------------------------------------------------------
+
+    @property
+    def loopback(self) -> bool:
+        return self.client_ip.startswith("127.") or self.client_ip == "::1"
+
+    @property
+    def login_allowed(self) -> bool:
+        """Passwords only over TLS, except from loopback (RFC 3501 §6.2.3, RFC 2595)."""
+        return self.tls or self.loopback
+
+    def capabilities(self) -> str:
+        caps = CAPABILITIES
+        if self.state is State.NOT_AUTHENTICATED:
+            if self.ctx.tls is not None and not self.tls:
+                caps += " STARTTLS"
+            caps += " AUTH=PLAIN" if self.login_allowed else " LOGINDISABLED"
+        return caps
+
+    # -- output --------------------------------------------------------------------
+
+    def send(self, data: bytes) -> None:
+        self.out.append(data)
+        self.out_size += len(data)
+        if self.out_size >= WRITE_CHUNK:
+            self._write()
+
+    def _write(self) -> None:
+        if self.out:
+            self.writer.write(b"".join(self.out) if len(self.out) > 1 else self.out[0])
+            self.out = []
+            self.out_size = 0
+
+    def send_all(self, lines: list[bytes]) -> None:
+        """Many responses, written in chunks of about :data:`WRITE_CHUNK`."""
+        self._write()
+        for start in range(0, len(lines), 512):
+            self.writer.write(b"".join(lines[start : start + 512]))
+
+    async def flush(self) -> None:
+        self._write()
+        await self.writer.drain()
+
+    def poke(self) -> None:
+        """Another session changed the selected mailbox."""
+        if self._wake is not None:
+            self._wake.set()
+
+    # -- input ---------------------------------------------------------------------
+
+    @property
+    def timeout(self) -> float:
+        idle = self.ctx.idle_timeout
+        return min(idle, PREAUTH_TIMEOUT) if self.state is State.NOT_AUTHENTICATED else idle
+
+    def _feed(self, data: bytes) -> None:
+        for event in self.commands.feed(data):
+            if isinstance(event, Continue):
+                self.send(wire.continuation())
+            else:
+                self.events.append(event)
+
+    async def next_event(self) -> RawCommand | Rejected | None:
+        """The next framed command (or rejection); None at end of input or
+        after the idle timeout (a BYE is sent then)."""
+        while not self.events:
+            await self.flush()
+            try:
+                data = await asyncio.wait_for(self.reader.read(READ_CHUNK), self.timeout)
+            except TimeoutError:
+                self.send(wire.untagged("BYE Autologout; idle for too long"))
+                return None
+            if not data:
+                return None
+            self._feed(data)
+        return self.events.popleft()
+
+    # -- the loop --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            self.send(
+                wire.untagged(
+                    f"OK [CAPABILITY {self.capabilities()}] Waypost IMAP4rev1 server ready"
+                )
+            )
+            while self.state is not State.LOGOUT:
+                event = await self.next_event()
+                if event is None:
+                    break
+                if isinstance(event, Rejected):
+                    self.send(event.response())
+                    if event.fatal:
+                        self.send(wire.untagged("BYE Literal too large; closing the connection"))
+                        break
+                    if self._count_bad():
+                        break
+                    continue
+                await self.execute(event)
+                if self.bad >= MAX_BAD:
+                    break
+            with contextlib.suppress(ConnectionError, ssl.SSLError, RuntimeError):
+                await self.flush()
+        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
+            log.debug("IMAP client %s went away: %s", self.client_ip, exc)
+        except asyncio.CancelledError:
+            # the server is stopping: say so, and end this connection's task quietly
+            with contextlib.suppress(Exception):
+                self.out.clear()
+                self.writer.write(wire.untagged("BYE Server shutting down"))
+        finally:
+            self._deselect()
+            with contextlib.suppress(Exception):
+                self.writer.close()
+                await asyncio.wait_for(self.writer.wait_closed(), 2)
+
+    def _count_bad(self) -> bool:
+        self.bad += 1
+        if self.bad >= MAX_BAD:
+            self.send(wire.untagged("BYE Too many invalid commands"))
+            return True
+        return False
+
+    async def execute(self, raw: RawCommand) -> None:
+        try:
+            command = wire.parse_command(raw)
+        except ParseError as exc:
+            self.send(exc.response())
+            if exc.status == "BAD":
+                self._count_bad()
+            return
+        tag = command.tag
+        entry = COMMANDS.get(command.name)
+        if entry is None:  # parse_command knows no other names
+            self.send(wire.tagged(tag, "BAD", f"Unknown command {command.name}"))
+            self._count_bad()
+            return
+        states, handler = entry
+        if self.state not in states:
+            self.send(wire.tagged(tag, "BAD", self._wrong_state(command.name)))
+            self._count_bad()
+            return
+        status, text, code = "OK", "", None
+        try:
+            reply = await handler(self, command)
+            if reply is None:
+                return  # the handler answered (STARTTLS)
+            if isinstance(reply, Reply):
+                text, code = reply.text, reply.code
+            else:
+                text = reply
+        except ImapError as exc:
+            status, text, code = exc.status, exc.text, exc.code
+        except ParseError as exc:
+            status, text, code = exc.status, exc.text, exc.code
+        except InvalidRights as exc:
+            status, text = "BAD", str(exc)
+        except MailboxError as exc:
+            status, text, code = "NO", str(exc), exc.code
+        except (ConnectionError, ssl.SSLError):
+            raise
+        except StoreError as exc:
+            log.warning("IMAP %s of %s failed: %s", command.name, self.user, exc)
+            status, text, code = "NO", str(exc), "UNAVAILABLE"
+        except Exception:
+            log.exception("IMAP %s from %s failed", command.name, self.client_ip)
+            status, text, code = "NO", "Internal error; try again later", "SERVERBUG"
+        if status == "BAD":
+            self._count_bad()
+        else:
+            self.bad = 0
+        if self.state is State.SELECTED and command.name not in _NO_SYNC:
+            await self.sync(allow_expunge=command.name not in ("FETCH", "STORE", "SEARCH"))
+        if self.state is State.LOGOUT and command.name != "LOGOUT":
+            return  # the mailbox went away: BYE was sent
+        self.send(wire.tagged(tag, status, text, code))
+
+    def _wrong_state(self, name: str) -> str:
+        if self.state is State.NOT_AUTHENTICATED:
+            return f"{name} is not valid before login; log in first"
+        if name in ("LOGIN", "AUTHENTICATE", "STARTTLS"):
+            return f"{name} is not valid after login: already authenticated"
+        if name == "ENABLE":
+            return "ENABLE is only valid before a mailbox is selected"
+        return f"{name} needs a selected mailbox; SELECT one first"
+
+    # -- change reporting ------------------------------------------------------------
+
+    async def sync(self, *, allow_expunge: bool) -> None:
+        """Report what other sessions (and deliveries) changed in the selected
+        mailbox: EXPUNGE (when allowed), EXISTS, RECENT, FETCH FLAGS."""
+        sel = self.selected
+        if sel is None:
+            return
+        claim = not sel.examine
+        try:
+            changes, first = await self.ctx.run(
+                poll_changes, self.ctx, sel.ref, sel.modseq, sel.uidnext, claim
+            )
+        except NotFound:
+            self._gone("Selected mailbox was deleted; closing the connection")
+            return
+        except StoreError as exc:  # try again after the next command
+            log.warning("IMAP: cannot poll %s for changes: %s", "/".join(sel.ref), exc)
+            return
+        if sel is not self.selected:
+            return
+        if changes.uidvalidity != sel.uidvalidity:
+            self._gone(
+                "Selected mailbox was replaced (UIDVALIDITY changed); closing the connection"
+            )
+            return
+        uids = sel.uids
+        for uid in changes.expunged:
+            i = bisect_left(uids, uid)
+            if i < len(uids) and uids[i] == uid:
+                sel.pending.add(uid)
+        if allow_expunge and sel.pending:
+            self.report_expunged(sel.pending)
+        new = [m for m in changes.new if m.uid >= sel.uidnext]
+        if new:
+            if first is not None:
+                sel.recent.append((max(first, new[0].uid), changes.uidnext))
+            for meta in new:
+                sel.uids.append(meta.uid)
+                for flag in meta.flags:
+                    if flag[:1] != "\\" and flag not in sel.keywords:
+                        sel.keywords.add(flag)
+            self.send(b"* %d EXISTS\r\n" % len(sel.uids))
+            self.send(b"* %d RECENT\r\n" % sel.recent_count())
+        sel.uidnext = max(sel.uidnext, changes.uidnext)
+        recent = sel.recent_test()
+        for meta in changes.changed:
+            if meta.modseq in sel.own or meta.uid in sel.pending:
+                continue
+            seq = sel.seq_of(meta.uid)
+            if seq is None:
+                continue
+            flags = (*meta.flags, RECENT) if recent(meta.uid) else meta.flags
+            self.send(b"* %d FETCH (UID %d FLAGS %s)\r\n" % (seq, meta.uid, wire.flag_list(flags)))
+        sel.modseq = max(sel.modseq, changes.highestmodseq)
+        sel.own.clear()
+
+    def _gone(self, text: str) -> None:
+        self.send(wire.untagged(f"BYE {text}"))
+        self._deselect()
+        self.state = State.LOGOUT
+
+    def report_expunged(self, gone: Iterable[int]) -> None:
+        """``* n EXPUNGE`` for the view's messages among ``gone``; renumber."""
+        sel = self.selected
+        assert sel is not None
+        uids = sel.uids
+        positions = []
+        for uid in set(gone):
+            i = bisect_left(uids, uid)
+            if i < len(uids) and uids[i] == uid:
+                positions.append(i)
+        positions.sort()
+        if positions:
+            lines = [b"* %d EXPUNGE\r\n" % (pos + 1 - n) for n, pos in enumerate(positions)]
+            self.send(b"".join(lines))
+            drop = {uids[i] for i in positions}
+            sel.uids = array("I", (u for u in uids if u not in drop))
+            sel.pending -= drop
+
+    def _deselect(self) -> None:
+        sel = self.selected
+        if sel is not None:
+            self.ctx.hub.unsubscribe(sel.key, self)
+            self.selected = None
+        if self.state is State.SELECTED:
+            self.state = State.AUTHENTICATED
+
+    def _own_change(self, modseq: int | None) -> None:
+        """This session changed flags with ``modseq``: not to be reported back.
+        When nothing else happened in between, the view simply moves on."""
+        sel = self.selected
+        if sel is None or modseq is None:
+            return
+        if modseq == sel.modseq + 1:
+            sel.modseq = modseq
+        else:
+            sel.own.add(modseq)
+
+    def _publish(self, key: MailboxKey) -> None:
+        self.ctx.hub.publish(key, self)
+
+    # -- helpers -----------------------------------------------------------------------
+
+    @property
+    def sel(self) -> Selected:
+        assert self.selected is not None
+        return self.selected
+
+    @property
+    def account(self) -> str:
+        assert self.user is not None
+        return self.user
+
+    def pairs(self, seqset: SequenceSet, uid: bool) -> list[tuple[int, int]]:
+        """(message number, UID) of the set, in order; message numbers must exist."""
+        if seqset.saved:
+            raise bad("No saved search result ($): SEARCHRES is not supported")
+        uids = self.sel.uids
+        if uid:
+            found: list[tuple[int, int]] = []
+            for low, high in seqset.resolve(uids[-1] if uids else 0):
+                end = bisect_right(uids, high)
+                found.extend((i + 1, uids[i]) for i in range(bisect_left(uids, low), end))
+            return found
+        count = len(uids)
+        if count == 0:
+            if all(None in r for r in seqset.ranges):
+                return []
+            raise bad("Invalid message sequence number: the mailbox is empty")
+        highest = seqset.highest()
+        if highest > count:
+            raise bad(
+                f"Invalid message sequence number {highest}: the mailbox has {count} "
+                f"message{'s' if count != 1 else ''}"
+            )
+        out: list[tuple[int, int]] = []
+        for low, high in seqset.resolve(count):
+            out.extend((n, uids[n - 1]) for n in range(max(low, 1), high + 1))
+        return out
+
+    def _writable(self, what: str) -> None:
+        if self.sel.examine:
+            raise ImapError(
+                f"{what} is not allowed: the mailbox was opened with EXAMINE (read-only)"
+            )
+
+    # -- any state -----------------------------------------------------------------------
+
+    async def cmd_capability(self, command: Command) -> str:
+        self.send(wire.untagged(f"CAPABILITY {self.capabilities()}"))
+        return "CAPABILITY completed"
+
+    async def cmd_noop(self, command: Command) -> str:
+        return "NOOP completed"
+
+    async def cmd_logout(self, command: Command) -> str:
+        self.send(wire.untagged("BYE Waypost IMAP server signing off"))
+        self._deselect()
+        self.state = State.LOGOUT
+        return "LOGOUT completed"
+
+    async def cmd_id(self, command: Command) -> str:
+        if command.args.params:
+            log.debug("IMAP client %s ID %s", self.client_ip, command.args.params)
+        fields = (("name", "Waypost"), ("version", waypost.__version__), ("vendor", "Waypost"))
+        body = b" ".join(wire.string(k) + b" " + wire.string(v) for k, v in fields)
+        self.send(b"* ID (" + body + b")\r\n")
+        return "ID completed"
+
+    # -- not authenticated -------------------------------------------------------------
+
+    async def cmd_starttls(self, command: Command) -> None:
+        if self.ctx.tls is None:
+            raise bad("STARTTLS is not available")
+        if self.tls:
+            raise bad("TLS is already active")
+        if self.events or self.commands.pending:
+            # Plaintext pipelined after STARTTLS would be read as sent inside
+            # TLS (CVE-2011-0411 class): refuse it.
+            self.events.clear()
+            self.commands = wire.CommandReader(
+                max_line=self.ctx.max_line, max_literal=PREAUTH_LITERAL
+            )
+            raise bad("No command may follow STARTTLS before the TLS handshake")
+        self.send(wire.tagged(command.tag, "OK", "Begin TLS negotiation now"))
+        await self.flush()
+        await self.writer.start_tls(self.ctx.tls)
+        self.tls = True
+        return None  # answered already
+
+    async def cmd_login(self, command: Command) -> Reply:
+        args: wire.Login = command.args
+        self._require_privacy()
+        return await self._login(args.user, args.password, "LOGIN")
+
+    async def cmd_authenticate(self, command: Command) -> Reply:
+        args: wire.Authenticate = command.args
+        if args.mechanism != "PLAIN":
+            raise ImapError(
+                f"Unsupported authentication mechanism {args.mechanism}; use PLAIN", "CANNOT"
+            )
+        self._require_privacy()
+        if args.initial is not None:
+            response = "" if args.initial == "=" else args.initial
+        else:
+            self.send(b"+ \r\n")
+            event = await self.next_event()
+            if event is None:
+                raise ConnectionResetError("connection closed during AUTHENTICATE")
+            if isinstance(event, Rejected):
+                raise bad("Authentication response too long")
+            if event.literals or len(event.lines) != 1:
+                raise bad("Invalid authentication response")
+            response = event.lines[0].strip().decode("ascii", "replace")
+            if response == "*":
+                raise bad("Authentication cancelled")
+        try:
+            decoded = base64.b64decode(response, validate=True)
+        except (binascii.Error, ValueError):
+            raise bad("Invalid base64 in the authentication response") from None
+        parts = decoded.split(b"\0")
+        if len(parts) != 3:
+            raise bad("Invalid PLAIN response (expected authzid NUL authcid NUL password)")
+        authzid, login, password = (p.decode("utf-8", "surrogateescape") for p in parts)
+        if authzid and authzid.lower() != login.lower():
+            raise ImapError(
+                "Authorization identity must be empty or the login name", "AUTHORIZATIONFAILED"
+            )
+        return await self._login(login, password, "AUTHENTICATE PLAIN")
+
+    def _require_privacy(self) -> None:
+        if not self.login_allowed:
+            raise ImapError(
+                "Log in only over TLS: use STARTTLS first (or port 993)", "PRIVACYREQUIRED"
+            )
+
+    async def _login(self, login: str, password: str, how: str) -> Reply:
+        ctx = self.ctx
+        attempt = await auth.guarded_login(
+            ctx.services, ctx.guard, ctx.settings, self.client_ip, login,
+            lambda: ctx.run(_check_password, ctx.services, login, password), service=SERVICE,
+        )  # fmt: skip
+        account = attempt.account
+        if account is None:
+            raise ImapError("Authentication failed", "AUTHENTICATIONFAILED")
+        enabled = await ctx.run(ctx.services.directory.service_enabled, account, SERVICE)
+        if not enabled:
+            log.info(
+                "IMAP login of %s from %s refused: IMAP not in AccessModes", account, self.client_ip
+            )
+            raise ImapError("IMAP access is not enabled for this account", "CONTACTADMIN")
+        await ctx.run(ensure_inbox, ctx, account)
+        self.user = account
+        self.state = State.AUTHENTICATED
+        self.commands.max_literal = ctx.max_literal
+        self.commands.max_command = ctx.max_literal + 4 * ctx.max_line
+        log.info(
+            "IMAP login %s from %s (%s%s)",
+            account,
+            self.client_ip,
+            how,
+            ", TLS" if self.tls else "",
+        )
+        return Reply(f"{account} logged in", f"CAPABILITY {self.capabilities()}")
+
+    # -- authenticated -------------------------------------------------------------------
+
+    async def cmd_enable(self, command: Command) -> str:
+        self.send(b"* ENABLED\r\n")  # nothing here needs enabling (no CONDSTORE, UTF8=ACCEPT)
+        return "ENABLE completed"
+
+    async def cmd_namespace(self, command: Command) -> str:
+        self.send(NAMESPACE)
+        return "NAMESPACE completed"
+
+    async def cmd_select(self, command: Command) -> Reply:
+        args: wire.Select = command.args
+        examine = command.name == "EXAMINE"
+        self._deselect()  # even when this SELECT fails (RFC 3501 §6.3.1)
+        if args.params:
+            raise bad(f"Unknown {command.name} parameter {args.params[0]}")
+        result = await self.ctx.run(select_mailbox, self.ctx, self.account, args.mailbox, examine)
+        sel = Selected(
+            result.opened,
+            examine,
+            result.uidvalidity,
+            result.uidnext,
+            result.modseq,
+            result.uids,
+            result.keywords,
+            result.recent_first,
+        )
+        flags = [*SYSTEM_FLAGS, *sorted(sel.keywords)]
+        self.send(b"* FLAGS " + wire.flag_list(flags) + b"\r\n")
+        self.send(
+            b"* OK [PERMANENTFLAGS "
+            + wire.flag_list(sel.permanent_flags())
+            + b"] Flags the user may change\r\n"
+        )
+        self.send(b"* %d EXISTS\r\n" % len(sel.uids))
+        self.send(b"* %d RECENT\r\n" % sel.recent_count())
+        if result.first_unseen:
+            self.send(b"* OK [UNSEEN %d] First unseen message\r\n" % result.first_unseen)
+        self.send(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % sel.uidvalidity)
+        self.send(b"* OK [UIDNEXT %d] Predicted next UID\r\n" % sel.uidnext)
+        self.selected = sel
+        self.state = State.SELECTED
+        self.ctx.hub.subscribe(sel.key, self)
+        if sel.read_only:
+            return Reply(f"{command.name} completed", "READ-ONLY")
+        return Reply(f"{command.name} completed", "READ-WRITE")
+
+    async def cmd_create(self, command: Command) -> str:
+        args: wire.Create = command.args
+        if len(args.special_use) > 1:
+            raise ImapError("A mailbox can have one special use", "USEATTR")
+        name = args.mailbox
+        use = args.special_use[0] if args.special_use else None
+        await self.ctx.run(self.ctx.access.create, self.account, name, special_use=use)
+        return "CREATE completed"
+
+    async def cmd_delete(self, command: Command) -> str:
+        name = command.args.mailbox
+        ctx = self.ctx
+        target = await ctx.run(ctx.access.resolve, self.account, name)
+        await ctx.run(ctx.access.delete, self.account, name)
+        key = (target.owner_domain.lower(), target.owner_account.lower(), target.mailbox_name)
+        if self.selected is not None and self.selected.key == key:
+            self._deselect()
+            self.send(wire.untagged("OK [CLOSED] The selected mailbox was deleted"))
+        ctx.hub.publish(key, self)
+        return "DELETE completed"
+
+    async def cmd_rename(self, command: Command) -> str:
+        args: wire.Rename = command.args
+        ctx = self.ctx
+        source = await ctx.run(ctx.access.resolve, self.account, args.old)
+        await ctx.run(ctx.access.rename, self.account, args.old, args.new)
+        key = (source.owner_domain.lower(), source.owner_account.lower(), source.mailbox_name)
+        if self.selected is not None and self.selected.key == key:
+            self._deselect()
+            self.send(wire.untagged("OK [CLOSED] The selected mailbox was renamed"))
+        ctx.hub.publish(key, self)
+        return "RENAME completed"
+
+    async def cmd_subscribe(self, command: Command) -> str:
+        await self.ctx.run(self.ctx.access.subscribe, self.account, command.args.mailbox)
+        return "SUBSCRIBE completed"
+
+    async def cmd_unsubscribe(self, command: Command) -> str:
+        await self.ctx.run(self.ctx.access.unsubscribe, self.account, command.args.mailbox)
+        return "UNSUBSCRIBE completed"
+
+    async def cmd_list(self, command: Command) -> str:
+        lsub = command.name == "LSUB"
+        lines = await self.ctx.run(list_mailboxes, self.ctx, self.account, command.args, lsub)
+        for line in lines:
+            self.send(line)
+        return f"{command.name} completed"
+
+    async def cmd_status(self, command: Command) -> str:
+        args: wire.Status = command.args
+        values = await self.ctx.run(status_items, self.ctx, self.account, args.mailbox, args.items)
+        self.send(wire.status_line(args.mailbox, values))
+        return "STATUS completed"
+
+    async def cmd_append(self, command: Command) -> Reply:
+        args: wire.Append = command.args
+        if not args.message:
+            raise ImapError("An empty message cannot be appended")
+        uidvalidity, uid, key = await self.ctx.run(
+            append_message,
+            self.ctx,
+            self.account,
+            args.mailbox,
+            args.message,
+            args.flags,
+            args.date,
+        )
+        self._publish(key)
+        return Reply("APPEND completed", f"APPENDUID {uidvalidity} {uid}")
+
+    async def cmd_idle(self, command: Command) -> Reply | str:
+        self.send(b"+ idling\r\n")
+        if self.selected is not None:
+            await self.sync(allow_expunge=True)
+        await self.flush()
+        wake = self._wake = asyncio.Event()
+        deadline = time.monotonic() + self.ctx.idle_timeout
+        read: asyncio.Future[bytes] | None = None
+        try:
+            while True:
+                while self.events:
+                    event = self.events.popleft()
+                    if isinstance(event, Rejected) or not wire.idle_done(event):
+                        raise bad("Expected DONE to end IDLE")
+                    return "IDLE terminated"
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self._gone("Autologout; idle for too long")
+                    return "IDLE ended"
+                if read is None:
+                    read = asyncio.ensure_future(self.reader.read(READ_CHUNK))
+                waiter = asyncio.ensure_future(wake.wait())
+                try:
+                    await asyncio.wait(
+                        {read, waiter},
+                        timeout=min(IDLE_POLL, left),
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                finally:
+                    waiter.cancel()
+                if read.done():
+                    data = read.result()
+                    read = None
+                    if not data:
+                        raise ConnectionResetError("connection closed in IDLE")
+                    self._feed(data)
+                    continue
+                wake.clear()
+                if self.selected is not None:
+                    await self.sync(allow_expunge=True)
+                    if self.state is State.LOGOUT:
+                        return "IDLE ended"
+                await self.flush()
+        finally:
+            self._wake = None
+            if read is not None:
+                read.cancel()
+                with contextlib.suppress(BaseException):
+                    await read
+
+    # -- ACL (RFC 4314) ------------------------------------------------------------------
+
+    async def cmd_getacl(self, command: Command) -> str:
+        name = command.args.mailbox
+        acl = await self.ctx.run(self.ctx.access.get_acl, self.account, name)
+        items = [wire.mailbox(name)]
+        for identifier, rights in acl:
+            items += [wire.astring(identifier), wire.astring(rights)]
+        self.send(b"* ACL " + b" ".join(items) + b"\r\n")
+        return "GETACL completed"
+
+    async def cmd_setacl(self, command: Command) -> str:
+        args: wire.SetAcl = command.args
+        prefix = {"set": "", "add": "+", "remove": "-"}[args.mode]
+        await self.ctx.run(
+            self.ctx.access.set_acl,
+            self.account,
+            args.mailbox,
+            args.identifier,
+            prefix + args.rights,
+        )
+        return "SETACL completed"
+
+    async def cmd_deleteacl(self, command: Command) -> str:
+        args: wire.AclIdentifier = command.args
+        await self.ctx.run(self.ctx.access.delete_acl, self.account, args.mailbox, args.identifier)
+        return "DELETEACL completed"
+
+    async def cmd_listrights(self, command: Command) -> str:
+        args: wire.AclIdentifier = command.args
+        required, optional = await self.ctx.run(
+            self.ctx.access.list_rights, self.account, args.mailbox, args.identifier
+        )
+        items = [wire.mailbox(args.mailbox), wire.astring(args.identifier), wire.string(required)]
+        items += [wire.astring(group) for group in optional]
+        self.send(b"* LISTRIGHTS " + b" ".join(items) + b"\r\n")
+        return "LISTRIGHTS completed"
+
+    async def cmd_myrights(self, command: Command) -> str:
+        name = command.args.mailbox
+        rights = await self.ctx.run(self.ctx.access.my_rights, self.account, name)
+        self.send(b"* MYRIGHTS " + wire.mailbox(name) + b" " + wire.astring(rights) + b"\r\n")
+        return "MYRIGHTS completed"
+
+    # -- selected --------------------------------------------------------------------------
+
+    async def cmd_check(self, command: Command) -> str:
+        return "CHECK completed"
+
+    async def cmd_close(self, command: Command) -> str:
+        sel = self.sel
+        if not sel.examine and sel.opened.can("d") and sel.uids:
+            gone = await self.ctx.run(self.ctx.store.mail_expunge, *sel.ref, list(sel.uids))
+            if gone:
+                self._publish(sel.key)
+        self._deselect()
+        return "CLOSE completed"
+
+    async def cmd_unselect(self, command: Command) -> str:
+        self._deselect()
+        return "UNSELECT completed"
+
+    async def cmd_expunge(self, command: Command) -> str:
+        sel = self.sel
+        self._writable("EXPUNGE")
+        if not sel.opened.can("d"):
+            raise ImapError(
+                f"No Delete right (te) on {sel.opened.name!r}: cannot expunge", "NOPERM"
+            )
+        args: wire.Expunge = command.args
+        if args.seqset is not None:
+            uids = [u for _, u in self.pairs(args.seqset, True)]
+        else:
+            uids = list(sel.uids)
+        gone = await self.ctx.run(self.ctx.store.mail_expunge, *sel.ref, uids) if uids else []
+        if gone:
+            self.report_expunged(gone)
+            self._publish(sel.key)
+        return f"{'UID ' if command.uid else ''}EXPUNGE completed"
+
+    async def cmd_fetch(self, command: Command) -> Reply | str:
+        sel = self.sel
+        args: wire.Fetch = command.args
+        pairs = self.pairs(args.seqset, command.uid)
+        plan = fetching.plan(args.atts)
+        can_seen = plan.seen and not sel.examine and sel.opened.can("s")
+        recent = sel.recent_test()
+        missing = 0
+        start = 0
+        if metadata_only(args.atts):
+            lines, missing = await self.ctx.run(
+                fetch_metadata, self.ctx, sel.key, sel.ref, pairs, args.atts, command.uid,
+                recent if sel.recent else None,
+            )  # fmt: skip
+            self.send_all(lines)
+            start = len(pairs)
+        while start < len(pairs):
+            batch = pairs[start : start + FETCH_BATCH_MESSAGES]
+            try:
+                result = await self.ctx.run(
+                    fetch_batch,
+                    self.ctx,
+                    sel.ref,
+                    batch,
+                    args.atts,
+                    plan,
+                    command.uid,
+                    can_seen,
+                    recent,
+                )
+            except fetching.FetchError as exc:
+                raise ImapError(exc.text, exc.code) from None
+            except NoSuchMailbox:
+                raise ImapError("The selected mailbox was deleted", "NONEXISTENT") from None
+            self._own_change(result.own)
+            if result.own is not None:
+                self._publish(sel.key)
+            missing += result.missing
+            for chunk in result.chunks:
+                self.send(chunk)
+            await self.flush()
+            start += result.done
+        what = f"{'UID ' if command.uid else ''}FETCH"
+        if missing and not command.uid:
+            raise ImapError(
+                f"Some of the requested messages no longer exist ({missing})", "EXPUNGEISSUED"
+            )
+        return f"{what} completed"
+
+    async def cmd_store(self, command: Command) -> str:
+        sel = self.sel
+        args: wire.Store = command.args
+        self._writable("STORE")
+        pairs = self.pairs(args.seqset, command.uid)
+        flags = normalize_flags(args.flags)
+        missing = sel.opened.flag_right_missing(flags)
+        if missing is not None:
+            raise ImapError(
+                f"No {RIGHT_NAMES[missing]} right ({to_wire(missing)}) on "
+                f"{sel.opened.name!r}: cannot change these flags",
+                "NOPERM",
+            )
+        if args.mode == "set" and not any(r in sel.opened.rights for r in "swd"):
+            raise ImapError(f"No right to change flags on {sel.opened.name!r}", "NOPERM")
+        what = f"{'UID ' if command.uid else ''}STORE completed"
+        if not pairs:
+            return what
+        updates, own = await self.ctx.run(
+            store_flags, self.ctx, sel.key, sel.ref, [u for _, u in pairs], flags, args.mode,
+            sel.opened.rights,
+        )  # fmt: skip
+        self._own_change(own)
+        new_keywords = {f for f in flags if f[:1] != "\\"} - sel.keywords
+        if new_keywords:
+            sel.keywords |= new_keywords
+            self.send(
+                b"* FLAGS " + wire.flag_list([*SYSTEM_FLAGS, *sorted(sel.keywords)]) + b"\r\n"
+            )
+            self.send(
+                b"* OK [PERMANENTFLAGS "
+                + wire.flag_list(sel.permanent_flags())
+                + b"] Flags the user may change\r\n"
+            )
+        recent = sel.recent_test()
+        seqs = {uid: seq for seq, uid in pairs}
+        for uid, _, now in updates if not args.silent else ():
+            seq = seqs.get(uid)
+            if seq is None:
+                continue
+            shown = (*now, RECENT) if recent(uid) else now
+            if command.uid:
+                self.send(b"* %d FETCH (FLAGS %s UID %d)\r\n" % (seq, wire.flag_list(shown), uid))
+            else:
+                self.send(b"* %d FETCH (FLAGS %s)\r\n" % (seq, wire.flag_list(shown)))
+        if updates:
+            self._publish(sel.key)
+        return what
+
+    async def cmd_copy(self, command: Command) -> Reply | str:
+        sel = self.sel
+        args: wire.Copy = command.args
+        move = command.name == "MOVE"
+        if move:
+            self._writable("MOVE")
+            if not sel.opened.can("d"):
+                raise ImapError(
+                    f"No Delete right (te) on {sel.opened.name!r}: cannot move messages out of it",
+                    "NOPERM",
+                )
+        pairs = self.pairs(args.seqset, command.uid)
+        uids = [u for _, u in pairs]
+        result = await self.ctx.run(
+            copy_messages, self.ctx, self.account, sel.opened, uids, args.mailbox, move
+        )
+        prefix = "UID " if command.uid else ""
+        if not result.pairs:
+            if uids and not command.uid:
+                raise ImapError("The messages no longer exist", "EXPUNGEISSUED")
+            return f"{prefix}{command.name} completed (no messages)"
+        sources = wire.compact_set(s for s, _ in result.pairs)
+        code = (
+            f"COPYUID {result.uidvalidity} {sources} {wire.compact_set(d for _, d in result.pairs)}"
+        )
+        self._publish(result.target)
+        if not move:
+            return Reply(f"{prefix}COPY completed", code)
+        self.send(wire.untagged(f"OK [{code}] Moved"))
+        self.report_expunged([s for s, _ in result.pairs])
+        self._publish(sel.key)
+        return f"{prefix}MOVE completed"
+
+    async def cmd_search(self, command: Command) -> str:
+        sel = self.sel
+        args: wire.Search = command.args
+        found = await self.ctx.run(
+            search_messages, self.ctx, sel.ref, sel.uids, args.key, sel.recent_test(), command.uid
+        )
+        self.send(wire.search_line(found))
+        return f"{'UID ' if command.uid else ''}SEARCH completed"
+
+
+def _check_password(services: Services, login: str, password: str) -> str | None:
+    try:
+        return auth.check_password(services, login, password)
+    except UnicodeError:  # a password that is not text cannot match
+        return None
+
+
+_NO_SYNC = frozenset({"LOGOUT", "IDLE", "SELECT", "EXAMINE"})
+"""Commands after which the session does not look for changes (IDLE reports
+them as they come; SELECT has just read everything)."""
+_ANY = frozenset(State) - {State.LOGOUT}
+_NOAUTH = frozenset({State.NOT_AUTHENTICATED})
+_AUTH = frozenset({State.AUTHENTICATED, State.SELECTED})
+_AUTH_ONLY = frozenset({State.AUTHENTICATED})
+_SELECTED = frozenset({State.SELECTED})
+
+COMMANDS: dict[str, tuple[frozenset[State], Handler]] = {
+    "CAPABILITY": (_ANY, Session.cmd_capability),
+    "NOOP": (_ANY, Session.cmd_noop),
+    "LOGOUT": (_ANY, Session.cmd_logout),
+    "ID": (_ANY, Session.cmd_id),
+    "STARTTLS": (_NOAUTH, Session.cmd_starttls),
+    "LOGIN": (_NOAUTH, Session.cmd_login),
+    "AUTHENTICATE": (_NOAUTH, Session.cmd_authenticate),
+    "ENABLE": (_AUTH_ONLY, Session.cmd_enable),
+    "NAMESPACE": (_AUTH, Session.cmd_namespace),
+    "SELECT": (_AUTH, Session.cmd_select),
+    "EXAMINE": (_AUTH, Session.cmd_select),
+    "CREATE": (_AUTH, Session.cmd_create),
+    "DELETE": (_AUTH, Session.cmd_delete),
+    "RENAME": (_AUTH, Session.cmd_rename),
+    "SUBSCRIBE": (_AUTH, Session.cmd_subscribe),
+    "UNSUBSCRIBE": (_AUTH, Session.cmd_unsubscribe),
+    "LIST": (_AUTH, Session.cmd_list),
+    "LSUB": (_AUTH, Session.cmd_list),
+    "STATUS": (_AUTH, Session.cmd_status),
+    "APPEND": (_AUTH, Session.cmd_append),
+    "IDLE": (_AUTH, Session.cmd_idle),
+    "GETACL": (_AUTH, Session.cmd_getacl),
+    "SETACL": (_AUTH, Session.cmd_setacl),
+    "DELETEACL": (_AUTH, Session.cmd_deleteacl),
+    "LISTRIGHTS": (_AUTH, Session.cmd_listrights),
+    "MYRIGHTS": (_AUTH, Session.cmd_myrights),
+    "CHECK": (_SELECTED, Session.cmd_check),
+    "CLOSE": (_SELECTED, Session.cmd_close),
+    "UNSELECT": (_SELECTED, Session.cmd_unselect),
+    "EXPUNGE": (_SELECTED, Session.cmd_expunge),
+    "FETCH": (_SELECTED, Session.cmd_fetch),
+    "STORE": (_SELECTED, Session.cmd_store),
+    "COPY": (_SELECTED, Session.cmd_copy),
+    "MOVE": (_SELECTED, Session.cmd_copy),
+    "SEARCH": (_SELECTED, Session.cmd_search),
+}
+"""Each command and the states it is valid in (RFC 3501 §6 and the extensions)."""
