@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -75,3 +76,14 @@ def store_exists(path: Path) -> bool:
     from waypost.storage.sqlite import DB_NAME
 
     return (path / DB_NAME).exists()
+
+
+def read_text_argument(file: str) -> str:
+    """The text of FILE, or of standard input for ``-``; one error line if unreadable."""
+    try:
+        if file == "-":
+            return sys.stdin.read()
+        with open(file, encoding="utf-8") as handle:
+            return handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CLIError(f"cannot read {file}: {exc}") from None

@@ -6,8 +6,8 @@ import sys
 
 import click
 
-from waypost.cli.common import data_option, services
-from waypost.cli.output import fail, line
+from waypost.cli.common import data_option, read_text_argument, services
+from waypost.cli.output import line
 
 
 @click.group("router")
@@ -29,14 +29,7 @@ def show() -> None:
 @click.argument("file", type=click.Path(allow_dash=True, dir_okay=False))
 def set_(file: str) -> None:
     """Replace the table with FILE ('-' reads stdin); a bad table changes nothing."""
-    try:
-        if file == "-":
-            text = sys.stdin.read()
-        else:
-            with open(file, encoding="utf-8") as handle:
-                text = handle.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        fail(f"cannot read {file}: {exc}")
+    text = read_text_argument(file)
     with services() as svc:
         compiled = svc.router.set_table(text)
         line(f"Router table set: {len(compiled.records)} records")

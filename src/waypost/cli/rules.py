@@ -14,7 +14,7 @@ import sys
 
 import click
 
-from waypost.cli.common import data_option, services
+from waypost.cli.common import data_option, read_text_argument, services
 from waypost.cli.output import fail, line
 from waypost.services.rules import book
 from waypost.services.rules.model import Level, RuleError
@@ -73,14 +73,7 @@ def set_(file: str, domain: str | None, account: str | None, as_json: bool) -> N
     is refused with the rule's name, the position and the reason, and the
     rules in force stay."""
     level, target = _level(domain, account)
-    try:
-        if file == "-":
-            text = sys.stdin.read()
-        else:
-            with open(file, encoding="utf-8") as handle:
-                text = handle.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        fail(f"cannot read {file}: {exc}")
+    text = read_text_argument(file)
     with services() as svc:
         owner = book.target_of(svc, level, target)
         try:

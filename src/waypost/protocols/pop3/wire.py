@@ -27,6 +27,8 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from waypost.protocols import lines
+
 MAX_COMMAND = 255
 """Longest command line in octets, CRLF included (RFC 2449 §4)."""
 
@@ -174,52 +176,11 @@ def parse_count(text: str) -> int:
     return int(text)
 
 
-class LineBuffer:
-    """Splits a byte stream into lines with bounded memory.
-
-    An over-long line is swallowed up to its end and reported once (as
-    :data:`TOO_LONG`), so the command stream stays in step and the session
-    can answer ``-ERR`` and go on.
-    """
-
-    TOO_LONG = object()
+class LineBuffer(lines.LineBuffer):
+    """POP3 command lines (RFC 2449: 255 octets by default)."""
 
     def __init__(self, limit: int = MAX_COMMAND) -> None:
-        self.limit = limit
-        self._buf = bytearray()
-        self._discarding = False
-
-    def feed(self, data: bytes) -> None:
-        self._buf += data
-
-    def next_line(self, limit: int | None = None) -> bytes | object | None:
-        """The next complete line (LF included), :data:`TOO_LONG` for a line
-        over ``limit`` once it has ended, or None if no line is complete."""
-        limit = self.limit if limit is None else limit
-        buf = self._buf
-        i = buf.find(b"\n")
-        if self._discarding:
-            if i < 0:
-                buf.clear()
-                return None
-            del buf[: i + 1]
-            self._discarding = False
-            return self.TOO_LONG
-        if i < 0:
-            if len(buf) > limit:
-                buf.clear()
-                self._discarding = True
-            return None
-        line = bytes(buf[: i + 1])
-        del buf[: i + 1]
-        return self.TOO_LONG if len(line) > limit else line
-
-    def clear(self) -> None:
-        self._buf.clear()
-        self._discarding = False
-
-    def __len__(self) -> int:
-        return len(self._buf)
+        super().__init__(limit)
 
 
 # --------------------------------------------------------------------------

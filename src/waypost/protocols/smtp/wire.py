@@ -19,6 +19,8 @@ import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
+from waypost.protocols import lines
+
 MAX_LINE = 1000
 """Longest command or text line in octets, CRLF included (RFC 5321 §4.5.3.1.4/6)."""
 
@@ -184,56 +186,19 @@ def parse_command(line: bytes, limit: int = MAX_LINE) -> Command:
     return Command(verb.upper(), arg.rstrip())
 
 
-class LineBuffer:
-    """Splits a byte stream into command lines with bounded memory.
-
-    Used by the server between DATA transactions: the bytes a
+class LineBuffer(lines.LineBuffer):
+    """Command lines between DATA transactions; the bytes a
     :class:`DataReader` leaves over (pipelined commands) are fed back in
-    here. An over-long line is swallowed up to its end and then reported
-    once as :data:`LINE_TOO_LONG`, so the stream stays in step.
-    """
+    here. An over-long line raises :data:`LINE_TOO_LONG` once it has ended."""
 
     def __init__(self, limit: int = MAX_LINE) -> None:
-        self.limit = limit
-        self._buf = bytearray()
-        self._discarding = False
+        super().__init__(limit)
 
-    def feed(self, data: bytes) -> None:
-        self._buf += data
-
-    def next_line(self) -> bytes | None:
-        """The next complete line (LF included), None if none yet.
-
-        Raises :class:`CommandError` for an over-long line once it has ended.
-        """
-        buf = self._buf
-        i = buf.find(b"\n")
-        if self._discarding:
-            if i < 0:
-                buf.clear()
-                return None
-            del buf[: i + 1]
-            self._discarding = False
+    def next_line(self, limit: int | None = None) -> bytes | None:  # type: ignore[override]
+        line = super().next_line(limit)
+        if line is self.TOO_LONG:
             raise CommandError(LINE_TOO_LONG)
-        if i < 0:
-            if len(buf) > self.limit:
-                buf.clear()
-                self._discarding = True
-            return None
-        line = bytes(buf[: i + 1])
-        del buf[: i + 1]
-        if len(line) > self.limit:
-            raise CommandError(LINE_TOO_LONG)
-        return line
-
-    def take_rest(self) -> bytes:
-        """Hand over what is buffered (e.g. the start of a DATA body)."""
-        rest = bytes(self._buf)
-        self._buf.clear()
-        return rest
-
-    def __len__(self) -> int:
-        return len(self._buf)
+        return line  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------
