@@ -732,3 +732,14 @@ def test_idle_done() -> None:
     assert wire.idle_done(done)  # type: ignore[arg-type]
     (other,) = wire.CommandReader().feed(b"a1 NOOP\r\n")
     assert not wire.idle_done(other)  # type: ignore[arg-type]
+
+
+def test_login_accepts_an_unquoted_percent_user_name() -> None:
+    """imaplib sends ``LOGIN user%domain "pw"`` unquoted; the Router's login
+    form must reach it (issue 5 point 4)."""
+    from waypost.protocols.imap import wire as w
+
+    reader = w.CommandReader(65536, 1 << 20, 1 << 20)
+    (event,) = reader.feed(b'a1 LOGIN alice%domain.dom "pw"\r\n')
+    args = w.parse_command(event).args
+    assert (args.user, args.password) == ("alice%domain.dom", "pw")

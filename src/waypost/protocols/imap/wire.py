@@ -923,9 +923,15 @@ def _no_args(cur: _Cursor, uid: bool) -> None:
     return None
 
 
+# [waypost] LOGIN user names may carry ``%`` unquoted (``user%domain``, the
+# CGP login form): Python's imaplib and other simple clients send it so.
+_LOGIN_USER = re.compile(rb"[\x21\x23-\x27\x2b-\x5b\x5e-\x7a\x7c-\x7e]+")
+
+
 def _login(cur: _Cursor, uid: bool) -> Login:
     cur.sp()
-    user = cur.astring("a user name")
+    m = None if cur.at_string() else cur.match(_LOGIN_USER)
+    user = m.group() if m is not None else cur.astring("a user name")
     cur.sp()
     password = cur.astring("a password")
     return Login(
