@@ -69,10 +69,13 @@ def show(name: str) -> None:
         record = svc.directory.get_domain(name)
         stored = svc.directory.domain_settings(record.name)
         effective = svc.directory.effective_domain_settings(record.name)
+        rules = effective.pop("MailRules", None)
         keyvalues([
             ("domain", record.name),
             ("kind", "main" if record.is_main else "secondary"),
             ("aliases", list(record.aliases)),
+            ("mail rules", f"{len(rules)} (waypost rules show --domain {record.name})"
+             if rules else "none"),
         ])
         line()
         table(["setting", "value", ""],
