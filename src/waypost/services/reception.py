@@ -16,8 +16,9 @@ from waypost.services.container import Services
 from waypost.services.delivery.dns import DNSError, Resolver
 from waypost.services.login_guard import shared_guard
 from waypost.services.message import Submission
-from waypost.services.router.route import ErrorKind, RouteResult
-from waypost.services.router.table import Kind
+from waypost.services.router.route import ErrorKind, RouteResult, route
+from waypost.services.router.table import CompiledTable, Kind
+from waypost.services.router.view import DirectorySnapshot
 from waypost.services.rules.enqueue import Enqueuer
 from waypost.settings import ServerSettings
 
@@ -52,6 +53,7 @@ class Reception:
         self._client_ips = self.settings.client_ips()
         self._version = -1
         self._resolver: Resolver | None = None
+        self._routing: tuple[CompiledTable, DirectorySnapshot] | None = None
 
     async def refresh(self) -> None:
         """Pick up Directory, Router and settings changes (a cheap check)."""
@@ -60,7 +62,8 @@ class Reception:
 
     def _refresh(self) -> int:
         version = self.services.store.version()
-        self.services.router.current()
+        # kept for routing on the event loop without another store round trip
+        self._routing = self.services.router.current()
         if version != self._version:
             self.settings = self.services.settings()
             self._client_ips = self.settings.client_ips()
@@ -73,7 +76,9 @@ class Reception:
 
     async def route_recipient(self, address: str, trusted: bool) -> RouteResult:
         await self.refresh()
-        result = self.services.router.route(address, Kind.MAIL, trusted=trusted)
+        assert self._routing is not None
+        table, snap = self._routing
+        result = route(address, Kind.MAIL, trusted, table, snap)
         error = result.error
         if (error is not None and error.kind is ErrorKind.RELAY_DENIED
                 and error.denied_route is not None
@@ -91,7 +96,10 @@ class Reception:
         if self._resolver is None:
             self._resolver = await asyncio.to_thread(
                 Resolver, self.settings.items("DNSServers"))
-        snap = self.services.router.current()[1]
+        if self._routing is None:
+            await self.refresh()
+        assert self._routing is not None
+        snap = self._routing[1]
         own_ips = set(snap.own_ips) | {"127.0.0.1"}
         try:
             for _pref, host in await self._resolver.mx_hosts(domain):
