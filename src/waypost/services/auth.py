@@ -16,6 +16,22 @@ from waypost.services.router.table import Kind
 from waypost.settings import ServerSettings
 
 
+def qualify_login(services: Services, login: str, server_ip: str | None) -> str:
+    """A bare login name on a connection to an IP address assigned to a
+    domain means an account of that domain (domains-accounts.md §2.3);
+    anything else is routed as written (and a bare name then means the
+    Main Domain). Blocking (reads the Router's snapshot): call in a thread."""
+    if not server_ip or "@" in login or "%" in login:
+        return login
+    ip = server_ip.removeprefix("::ffff:")
+    domain = services.router.current()[1].ip_domains.get(ip)
+    return f"{login}@{domain}" if domain else login
+
+
+async def qualified_login(services: Services, login: str, server_ip: str | None) -> str:
+    return await asyncio.to_thread(qualify_login, services, login, server_ip)
+
+
 def login_account(services: Services, login: str) -> str | None:
     """The account (``name@domain``) a login name routes to, or None."""
     result = services.router.route(login, Kind.ACCESS, trusted=True)

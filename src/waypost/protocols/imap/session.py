@@ -1036,6 +1036,8 @@ class Session:
         self.writer = writer
         peer = writer.get_extra_info("peername") or ("0.0.0.0", 0)
         self.client_ip: str = peer[0]
+        local = writer.get_extra_info("sockname") or ("0.0.0.0", 0)
+        self.server_ip: str = local[0]  # chooses the domain of bare login names
         self.tls = implicit_tls
         self.state = State.NOT_AUTHENTICATED
         self.user: str | None = None
@@ -1474,6 +1476,7 @@ class Session:
 
     async def _login(self, login: str, password: str, how: str) -> Reply:
         ctx = self.ctx
+        login = await auth.qualified_login(ctx.services, login, self.server_ip)
         attempt = await auth.guarded_login(
             ctx.services, ctx.guard, ctx.settings, self.client_ip, login,
             lambda: ctx.run(_check_password, ctx.services, login, password), service=SERVICE,

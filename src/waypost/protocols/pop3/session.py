@@ -29,6 +29,7 @@ from enum import Enum
 from waypost.protocols.pop3 import wire
 from waypost.protocols.pop3.maildrop import Maildrop, PostOffice
 from waypost.protocols.pop3.wire import Command, Pop3Error, Response, err, ok
+from waypost.services import auth
 from waypost.services.login_guard import Attempt
 
 log = logging.getLogger("waypost.pop3")
@@ -73,6 +74,8 @@ class Session:
         self.writer = writer
         peer = writer.get_extra_info("peername") or ("0.0.0.0", 0)
         self.client_ip: str = peer[0]
+        local = writer.get_extra_info("sockname") or ("0.0.0.0", 0)
+        self.server_ip: str = local[0]  # chooses the domain of bare login names
         self.tls = config.implicit_tls
         self.state = State.AUTHORIZATION
         self.user: str | None = None  # after USER, before PASS
@@ -249,6 +252,7 @@ class Session:
         name, digest = command.args(2, 2, "APOP name digest")
         if not wire.is_md5_hex(digest):
             raise Pop3Error("Invalid APOP digest: expected 32 hexadecimal digits")
+        name = await auth.qualified_login(self.office.services, name, self.server_ip)
         attempt = await self.office.login_apop(self.client_ip, name, self.timestamp, digest)
         await self._logged_in(attempt, "APOP")
 
@@ -257,6 +261,7 @@ class Session:
             raise Pop3Error("Log in only over TLS: use STLS first", wire.AUTH)
 
     async def _login(self, login: str, password: str, how: str) -> None:
+        login = await auth.qualified_login(self.office.services, login, self.server_ip)
         await self._logged_in(await self.office.login(self.client_ip, login, password), how)
 
     async def _logged_in(self, attempt: Attempt, how: str) -> None:

@@ -21,6 +21,7 @@ from email.utils import formatdate
 
 from waypost.protocols.smtp import wire
 from waypost.protocols.smtp.wire import CommandError, Reply
+from waypost.services import auth
 from waypost.services.message import Recipient, Submission, new_message_id
 from waypost.services.reception import Reception
 from waypost.services.rules.enqueue import RuleRejected
@@ -66,6 +67,8 @@ class Session:
         self.writer = writer
         peer = writer.get_extra_info("peername") or ("0.0.0.0", 0)
         self.client_ip: str = peer[0]
+        local = writer.get_extra_info("sockname") or ("0.0.0.0", 0)
+        self.server_ip: str = local[0]  # chooses the domain of bare login names
         self.helo: str | None = None
         self.esmtp = False
         self.tls = config.mode == "smtps"
@@ -229,6 +232,7 @@ class Session:
         else:
             raise CommandError(Reply(504, "5.5.4", "Unrecognized authentication mechanism"))
         # The login guard slows every failure down and locks out guessers.
+        login = await auth.qualified_login(self.reception.services, login, self.server_ip)
         if mechanism == "CRAM-MD5":
             account = await self.reception.authenticate_cram_md5(
                 self.client_ip, login, challenge, digest)
