@@ -250,3 +250,23 @@ def test_many_messages_for_one_account_are_stored_in_one_transaction(
     assert transactions == [20]
     uids = [m.uid for m in Mailstore(store).list_messages("alice@main.dom")]
     assert uids == list(range(1, 21))
+
+
+class _Watcher:
+    """Stands where an IMAP session in IDLE stands: it wants to be poked."""
+
+    def __init__(self) -> None:
+        self.pokes = 0
+
+    def poke(self) -> None:
+        self.pokes += 1
+
+
+def test_delivery_pokes_whoever_watches_the_mailbox(svc: Services) -> None:  # noqa: F811
+    inbox_watcher, other_watcher = _Watcher(), _Watcher()
+    svc.events.subscribe(("MAIN.DOM", "Alice", "inbox"), inbox_watcher)  # spelling differs
+    svc.events.subscribe(("main.dom", "alice", "Sent"), other_watcher)
+    deliver(svc, submission(svc, "alice@main.dom"))
+    assert inbox_watcher.pokes == 1 and other_watcher.pokes == 0
+    svc.events.unsubscribe(("main.dom", "alice", "INBOX"), inbox_watcher)
+    assert svc.events.watching(("main.dom", "alice", "INBOX")) == 0

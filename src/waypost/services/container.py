@@ -7,6 +7,7 @@ from pathlib import Path
 
 from waypost import settings as settings_mod
 from waypost.services.directory import Directory
+from waypost.services.mail_events import MailEvents
 from waypost.services.router.service import Router
 from waypost.storage.interface import Store
 from waypost.storage.open import open_store
@@ -17,10 +18,12 @@ class Services:
     store: Store
     directory: Directory = field(init=False)
     router: Router = field(init=False)
+    events: MailEvents = field(init=False)
 
     def __post_init__(self) -> None:
         self.directory = Directory(self.store)
         self.router = Router(self.store, self.directory)
+        self.events = MailEvents()
 
     @property
     def data_dir(self) -> Path:

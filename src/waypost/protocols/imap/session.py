@@ -17,8 +17,9 @@ SPECIAL-USE STATUS (...))``).
 (message number n is ``uids[n - 1]``), the MODSEQ it has seen and the
 UIDNEXT it knows: nothing per message besides 4 bytes, so a thousand
 sessions cost little. After every command (and every second in IDLE, or at
-once when another session of this process changed the mailbox: the
-:class:`Hub`) it asks the store what changed since that MODSEQ and reports
+once when another session or local delivery in this process changed the
+mailbox: ``services/mail_events.py``) it asks the store what changed since
+that MODSEQ and reports
 it: ``* n EXISTS``, ``* n FETCH (FLAGS ...)`` and ``* n EXPUNGE``. EXPUNGE
 is held back while FETCH, STORE or SEARCH (also their UID forms) answer
 (RFC 3501 §7.4.1): the message keeps its number until a command that may
@@ -188,33 +189,6 @@ MailboxKey = tuple[str, str, str]
 # -- the process-wide part ---------------------------------------------------------
 
 
-class Hub:
-    """In-process change notification: sessions that selected a mailbox are
-    registered under its key; one that changes the mailbox publishes, and the
-    others in IDLE wake at once (the rest poll at their next command)."""
-
-    def __init__(self) -> None:
-        self._subscribers: dict[MailboxKey, set[Session]] = {}
-
-    def subscribe(self, key: MailboxKey, session: Session) -> None:
-        self._subscribers.setdefault(key, set()).add(session)
-
-    def unsubscribe(self, key: MailboxKey, session: Session) -> None:
-        sessions = self._subscribers.get(key)
-        if sessions is not None:
-            sessions.discard(session)
-            if not sessions:
-                del self._subscribers[key]
-
-    def publish(self, key: MailboxKey, origin: Session | None = None) -> None:
-        for session in tuple(self._subscribers.get(key, ())):
-            if session is not origin:
-                session.poke()
-
-    def watching(self, key: MailboxKey) -> int:
-        return len(self._subscribers.get(key, ()))
-
-
 class MailboxIndex:
     """The process's copy of one mailbox's message index, kept current with
     ``mail_changes_since``: UIDs, flags, sizes and internal dates in compact
@@ -364,7 +338,7 @@ class IndexCache:
 
 class ImapContext:
     """What every IMAP session of the process shares: the services, the
-    login guard, the mailbox rules, the thread pool and the :class:`Hub`."""
+    login guard, the mailbox rules, the thread pool and the mail events."""
 
     def __init__(
         self,
@@ -381,7 +355,7 @@ class ImapContext:
         self.access = MailboxAccess(services)
         self.mailstore = Mailstore(services.store)
         self.executor = executor or ThreadPoolExecutor(WORKERS, thread_name_prefix="imap")
-        self.hub = Hub()
+        self.hub = services.events  # shared with local delivery
         self.indexes = IndexCache(services.store)
         self.settings: ServerSettings = services.settings()
         self._version = -1

@@ -148,6 +148,7 @@ async def _store(
         return _all(planned[0][0], "deferred", 451, "4.3.0", f"local store error: {exc}")
     for copy, uid in zip(copies, uids, strict=True):
         if uid is not None:
+            queue.services.events.publish((copy.domain, copy.account, copy.mailbox))
             log.info("delivered to LOCAL(%s)%s uid %d", account,
                      "" if copy.mailbox == INBOX else f"#{copy.mailbox}", uid)
     return [o for m, _ in planned for o in _all(m, "delivered", 250, "2.0.0", "delivered")]
