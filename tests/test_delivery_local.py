@@ -270,3 +270,15 @@ def test_delivery_pokes_whoever_watches_the_mailbox(svc: Services) -> None:  # n
     assert inbox_watcher.pokes == 1 and other_watcher.pokes == 0
     svc.events.unsubscribe(("main.dom", "alice", "INBOX"), inbox_watcher)
     assert svc.events.watching(("main.dom", "alice", "INBOX")) == 0
+
+
+def test_the_mime_structure_is_parsed_at_delivery(svc: Services) -> None:  # noqa: F811
+    from waypost import mime
+
+    deliver(svc, submission(svc, "alice@main.dom"))
+    (stored,) = inbox(svc, "alice@main.dom")
+    cached = svc.store.mail_structure_get("main.dom", "alice", "INBOX", 1)
+    assert cached is not None
+    parsed = mime.ParsedMessage.from_json(cached)
+    assert parsed.size == len(stored) == mime.parse(stored).size
+    assert parsed.root.body_start == mime.parse(stored).root.body_start

@@ -238,6 +238,7 @@ class NewMailMessage:
     summary: dict[str, str] = field(default_factory=dict)  # from, subject, date, message_id
     fallback_inbox: bool = False
     queue_keys: tuple[int, ...] = ()
+    structure: str | None = None  # mime.ParsedMessage JSON of the stored bytes
 
     @property
     def size(self) -> int:

@@ -39,8 +39,9 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from waypost import mime
 from waypost.services.delivery.outbound import Outcome
-from waypost.services.mailstore import field_ranges, split_account, summarize
+from waypost.services.mailstore import assemble, field_ranges, split_account, summarize
 from waypost.services.rules import delivery as rules_delivery
 from waypost.storage.interface import (
     INBOX,
@@ -92,6 +93,13 @@ def plan_copies(
     return copies
 
 
+def with_structure(copies: Sequence[NewMailMessage], body: bytes) -> list[NewMailMessage]:
+    """Parse each copy once, here (design.md: at delivery), so IMAP's first
+    ENVELOPE or BODYSTRUCTURE of it reads the cache instead of the body."""
+    return [dataclasses.replace(c, structure=mime.parse(assemble(c.prefix, body, c.omit))
+                                .to_json()) for c in copies]
+
+
 async def deliver(
     queue: Queue, account: str, messages: Sequence[QueuedMessage], *,
     real_to_header: str = DEFAULT_REAL_TO,
@@ -119,8 +127,8 @@ async def deliver(
             continue
         outcomes += plan.outcomes
         if plan.delivered:
-            planned.append((dataclasses.replace(message, recipients=plan.delivered),
-                            plan.copies))
+            copies = await queue.files(with_structure, plan.copies, body)
+            planned.append((dataclasses.replace(message, recipients=plan.delivered), copies))
     if planned:
         outcomes += await _store(queue, account, planned)
     return outcomes

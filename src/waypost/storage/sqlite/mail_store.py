@@ -453,10 +453,10 @@ def _insert_message(conn: sqlite3.Connection, box: Box, m: NewMailMessage) -> in
     summary = [m.summary.get(key, "") for key in _SUMMARY]
     conn.execute(
         "INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob,"
-        " prefix, omit, hdr_from, hdr_subject, hdr_date, hdr_message_id)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " prefix, omit, hdr_from, hdr_subject, hdr_date, hdr_message_id, structure)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (box.id, uid, modseq, " ".join(normalize_flags(m.flags)), m.internal_date, m.size,
-         m.blob, m.prefix, json.dumps(m.omit) if m.omit else "", *summary),
+         m.blob, m.prefix, json.dumps(m.omit) if m.omit else "", *summary, m.structure),
     )
     conn.execute("UPDATE mailboxes SET uidnext = ?, highestmodseq = ? WHERE id = ?",
                  (uid + 1, modseq, box.id))
