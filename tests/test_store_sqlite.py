@@ -336,3 +336,18 @@ def test_concurrent_writers_from_threads(populated: SqliteStore) -> None:
         t.join()
     assert errors == []
     assert len(populated.list_objects("domain.dom", "forwarder")) == 80
+
+
+def test_unsynced_blobs_are_synced_in_one_batch_and_torn_ones_rewritten(tmp_path: Path) -> None:
+    from waypost.storage.sqlite.blobs import BlobFiles
+
+    blobs = BlobFiles(tmp_path)
+    keys = [blobs.put(f"body {i}".encode() * 100, sync_dir=False) for i in range(5)]
+    assert len(blobs._unsynced) == 5
+    blobs.sync()
+    assert not blobs._unsynced
+    # the remains of a crash before the sync: right name, wrong content length
+    path = blobs.path(keys[0])
+    path.write_bytes(b"torn")
+    assert blobs.put(b"body 0" * 100) == keys[0]
+    assert blobs.get(keys[0]) == b"body 0" * 100

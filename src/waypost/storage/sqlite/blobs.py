@@ -5,8 +5,9 @@ copy of a message share one file. A write is durable before it returns:
 temporary file in the blob directory, fsync, rename, fsync of the
 directory (the rename itself must survive a crash) -- or, with
 ``sync_dir=False``, once :meth:`BlobFiles.sync` has run: the queue's group
-commit syncs the one directory once for every body of the batch. That is
-why the directory is flat (ext4 and XFS index large directories). A blob that already
+commit makes the whole batch durable with one ``syncfs`` before the rows
+that name the bodies commit. The directory is flat (ext4 and XFS index
+large directories), so the fallback syncs one directory per batch. A blob that already
 exists is not written again; its modification time is refreshed instead,
 which is what keeps the collector away from it (see :meth:`BlobFiles.remove_if_stale`).
 
@@ -18,6 +19,9 @@ the file has not been touched for a grace period.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import errno
 import hashlib
 import os
 import re
@@ -32,6 +36,17 @@ BLOB_DIR = "blobs"
 _KEY = re.compile(r"^[0-9a-f]{64}$")
 
 
+def _load_syncfs() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        return libc.syncfs  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
+
+
+_syncfs = _load_syncfs()
+
+
 def blob_key(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -42,6 +57,7 @@ class BlobFiles:
         # Serialises "exists -> touch" in put against "stale -> unlink" in the
         # collector, so a reused blob is never deleted under a new reference.
         self._lock = threading.Lock()
+        self._unsynced: set[Path] = set()
 
     def path(self, key: str) -> Path:
         if not _KEY.match(key):
@@ -49,12 +65,18 @@ class BlobFiles:
         return self.root / key
 
     def put(self, data: bytes, *, sync_dir: bool = True) -> str:
+        """Write a body once. With ``sync_dir=False`` nothing is synced here:
+        the caller must call :meth:`sync` before anything durable names the
+        blob (the queue's committer does, once per batch)."""
         key = blob_key(data)
         path = self.path(key)
         with self._lock:
             try:
-                os.utime(path)
-                return key
+                # A file of the wrong size is the remains of a crash before
+                # its sync: written again below, never trusted.
+                if path.stat().st_size == len(data):
+                    os.utime(path)
+                    return key
             except FileNotFoundError:
                 pass
         self._ensure_dir(path.parent)
@@ -65,7 +87,8 @@ class BlobFiles:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view):]
-                os.fsync(fd)
+                if sync_dir:
+                    os.fsync(fd)
             finally:
                 os.close(fd)
             os.replace(tmp, path)
@@ -75,12 +98,40 @@ class BlobFiles:
             raise StoreError(f"cannot write message body {path}: {exc}") from exc
         if sync_dir:
             _fsync_dir(path.parent)
+        else:
+            with self._lock:
+                self._unsynced.add(path)
         return key
 
     def sync(self) -> None:
-        """Make every rename done with ``sync_dir=False`` durable."""
-        if self.root.is_dir():
-            _fsync_dir(self.root)
+        """Make every body written with ``sync_dir=False`` durable, names
+        included: one ``syncfs`` of the blob file system for the whole
+        batch where Linux offers it, else an fsync per file and one of the
+        directory."""
+        with self._lock:
+            pending, self._unsynced = self._unsynced, set()
+        if not pending:
+            return
+        if _syncfs is not None:
+            fd = os.open(self.root, os.O_RDONLY)
+            try:
+                if _syncfs(fd) == 0:
+                    return
+                error = ctypes.get_errno()
+            finally:
+                os.close(fd)
+            if error not in (errno.ENOSYS, errno.EPERM):
+                with self._lock:
+                    self._unsynced |= pending
+                raise StoreError(f"cannot sync message bodies: {os.strerror(error)}")
+        for path in pending:
+            with contextlib.suppress(FileNotFoundError):
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        _fsync_dir(self.root)
 
     def get(self, key: str) -> bytes:
         try:
