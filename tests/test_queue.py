@@ -145,7 +145,7 @@ def test_submit_returns_the_queue_id_after_body_and_envelope_are_on_disk(svc: Se
         m = other.queue_get("ABC123")
         assert other.blob_get(m.blob) == sub.body
         path = other.blobs.path(m.blob)
-        assert path.parent == svc.data_dir / "blobs" and path.name == m.blob
+        assert path.parent.parent == svc.data_dir / "blobs" and path.name == m.blob
         assert path.read_bytes() == sub.body and not list(path.parent.glob("*.tmp"))
         assert [(r.address, r.module, r.queue, r.state) for r in m.recipients] == [
             ("alice@main.dom", "LOCAL", "alice@main.dom", "queued"),

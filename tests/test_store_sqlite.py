@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import stat
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from waypost.storage.interface import AlreadyExists, NotFound, ObjectRecord, Sto
 from waypost.storage.open import open_store
 from waypost.storage.sqlite import DB_NAME, SqliteStore
 from waypost.storage.sqlite.migrations import MIGRATIONS, migrate, schema_versions
+from waypost.storage.sqlite.store import VERSION_TTL
 
 
 @pytest.fixture
@@ -180,6 +182,8 @@ def test_another_store_sees_the_change(tmp_path: Path) -> None:
     b = open_store(tmp_path / "d")
     before = b.version()
     a.set_setting("HoldMailForDomains", "x.dom")
+    assert a.version() == before + 1  # the writer sees its own change at once
+    time.sleep(VERSION_TTL * 2)  # another store within VERSION_TTL
     assert b.version() == before + 1
     assert b.get_settings() == {"HoldMailForDomains": "x.dom"}
     a.close()

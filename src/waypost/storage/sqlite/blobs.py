@@ -1,4 +1,4 @@
-"""Content-addressed message bodies: ``DATA/blobs/<sha256>``.
+"""Content-addressed message bodies: ``DATA/blobs/xx/<sha256>``.
 
 A body is written once and never changed, so the queue and every mailbox
 copy of a message share one file. A write is durable before it returns:
@@ -6,8 +6,9 @@ temporary file in the blob directory, fsync, rename, fsync of the
 directory (the rename itself must survive a crash) -- or, with
 ``sync_dir=False``, once :meth:`BlobFiles.sync` has run: the queue's group
 commit makes the whole batch durable with one ``syncfs`` before the rows
-that name the bodies commit. The directory is flat (ext4 and XFS index
-large directories), so the fallback syncs one directory per batch. A blob that already
+that name the bodies commit (without syncfs: an fsync per file and per
+directory touched). 256 subdirectories keep concurrent writers from
+queueing on one directory. A blob that already
 exists is not written again; its modification time is refreshed instead,
 which is what keeps the collector away from it (see :meth:`BlobFiles.remove_if_stale`).
 
@@ -56,13 +57,18 @@ class BlobFiles:
         self.root = Path(data_dir) / BLOB_DIR
         # Serialises "exists -> touch" in put against "stale -> unlink" in the
         # collector, so a reused blob is never deleted under a new reference.
-        self._lock = threading.Lock()
+        # Striped by key, so writers of different bodies do not queue.
+        self._locks = [threading.Lock() for _ in range(64)]
+        self._pending_lock = threading.Lock()
         self._unsynced: set[Path] = set()
 
     def path(self, key: str) -> Path:
         if not _KEY.match(key):
             raise StoreError(f"invalid blob key {key!r}")
-        return self.root / key
+        return self.root / key[:2] / key
+
+    def _lock(self, key: str) -> threading.Lock:
+        return self._locks[int(key[:2], 16) % len(self._locks)]
 
     def put(self, data: bytes, *, sync_dir: bool = True) -> str:
         """Write a body once. With ``sync_dir=False`` nothing is synced here:
@@ -70,7 +76,7 @@ class BlobFiles:
         blob (the queue's committer does, once per batch)."""
         key = blob_key(data)
         path = self.path(key)
-        with self._lock:
+        with self._lock(key):
             try:
                 # A file of the wrong size is the remains of a crash before
                 # its sync: written again below, never trusted.
@@ -99,7 +105,7 @@ class BlobFiles:
         if sync_dir:
             _fsync_dir(path.parent)
         else:
-            with self._lock:
+            with self._pending_lock:
                 self._unsynced.add(path)
         return key
 
@@ -108,7 +114,7 @@ class BlobFiles:
         included: one ``syncfs`` of the blob file system for the whole
         batch where Linux offers it, else an fsync per file and one of the
         directory."""
-        with self._lock:
+        with self._pending_lock:
             pending, self._unsynced = self._unsynced, set()
         if not pending:
             return
@@ -121,7 +127,7 @@ class BlobFiles:
             finally:
                 os.close(fd)
             if error not in (errno.ENOSYS, errno.EPERM):
-                with self._lock:
+                with self._pending_lock:
                     self._unsynced |= pending
                 raise StoreError(f"cannot sync message bodies: {os.strerror(error)}")
         for path in pending:
@@ -131,7 +137,8 @@ class BlobFiles:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-        _fsync_dir(self.root)
+        for directory in {path.parent for path in pending}:
+            _fsync_dir(directory)
 
     def get(self, key: str) -> bytes:
         try:
@@ -147,7 +154,7 @@ class BlobFiles:
         """Delete the blob unless a row names it or it was touched within
         ``grace`` seconds: ``removed``, ``referenced``, ``young`` or ``missing``."""
         path = self.path(key)
-        with self._lock:
+        with self._lock(key):
             try:
                 age = time.time() - path.stat().st_mtime
             except FileNotFoundError:
@@ -163,14 +170,17 @@ class BlobFiles:
         """Every blob on disk (leftover temporary files are removed when old)."""
         if not self.root.is_dir():
             return
-        for entry in self.root.iterdir():
-            name = entry.name
-            if _KEY.match(name):
-                yield name
-            elif name.endswith(".tmp"):
-                with contextlib.suppress(OSError):
-                    if time.time() - entry.stat().st_mtime > 3600:
-                        entry.unlink()
+        for sub in sorted(self.root.iterdir()):
+            if not sub.is_dir():
+                continue
+            for entry in sub.iterdir():
+                name = entry.name
+                if _KEY.match(name):
+                    yield name
+                elif name.endswith(".tmp"):
+                    with contextlib.suppress(OSError):
+                        if time.time() - entry.stat().st_mtime > 3600:
+                            entry.unlink()
 
     def _ensure_dir(self, directory: Path) -> None:
         if directory.is_dir():

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +41,9 @@ from waypost.storage.sqlite.migrations import migrate
 
 DB_NAME = "waypost.db"
 BUSY_TIMEOUT_MS = 5000
+# Changes made by other processes (the CLI) are seen within this many
+# seconds; changes made through this store object at once.
+VERSION_TTL = 0.02
 
 
 class SqliteStore(MailStoreMixin):
@@ -51,6 +55,7 @@ class SqliteStore(MailStoreMixin):
         self._lock = threading.RLock()
         self._version_lock = threading.Lock()
         self._version_conn: sqlite3.Connection | None = None
+        self._version_seen: tuple[int, float] = (-1, -VERSION_TTL)
         self.blobs = BlobFiles(self.data_dir)
         self._queue_commits = 0
         try:
@@ -124,6 +129,7 @@ class SqliteStore(MailStoreMixin):
                 yield conn
                 conn.execute("UPDATE meta SET change_counter = change_counter + 1")
                 conn.execute("COMMIT")
+                self._version_seen = (-1, -VERSION_TTL)  # our own change shows at once
             except BaseException as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
@@ -164,6 +170,9 @@ class SqliteStore(MailStoreMixin):
         connection, so it never waits behind a commit on the main one (WAL
         readers do not block on the writer)."""
         with self._version_lock:
+            cached, at = self._version_seen
+            if time.monotonic() - at < VERSION_TTL:
+                return cached
             if self._version_conn is None:
                 if self._conn is None:
                     raise StoreError("the store is closed")
@@ -175,6 +184,7 @@ class SqliteStore(MailStoreMixin):
                 row = self._version_conn.execute("SELECT change_counter FROM meta").fetchone()
             except sqlite3.Error as exc:
                 raise StoreError(f"database error: {exc}") from exc
+            self._version_seen = (int(row[0]), time.monotonic())
             return int(row[0])
 
     # -- server settings and Router table ---------------------------------
