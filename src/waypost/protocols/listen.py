@@ -69,3 +69,16 @@ async def listen(
         await srv.wait_closed()
 
     return Listener(name, server.listen, port, close)
+
+
+def endpoints(writer: asyncio.StreamWriter) -> tuple[str, str]:
+    """(client IP, server IP) of a connection: trust depends on the first,
+    the domain of bare login names on the second."""
+    peer = writer.get_extra_info("peername") or ("0.0.0.0", 0)
+    local = writer.get_extra_info("sockname") or ("0.0.0.0", 0)
+    return peer[0], local[0]
+
+
+def is_loopback(ip: str) -> bool:
+    """Loopback clients may send passwords without TLS (nothing to sniff)."""
+    return ip.startswith("127.") or ip == "::1"

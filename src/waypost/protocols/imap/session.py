@@ -93,6 +93,7 @@ from waypost.protocols.imap.wire import (
     SearchKey,
     SequenceSet,
 )
+from waypost.protocols.listen import endpoints, is_loopback
 from waypost.services import auth
 from waypost.services.container import Services
 from waypost.services.login_guard import LoginGuard
@@ -1008,10 +1009,7 @@ class Session:
         self.ctx = ctx
         self.reader = reader
         self.writer = writer
-        peer = writer.get_extra_info("peername") or ("0.0.0.0", 0)
-        self.client_ip: str = peer[0]
-        local = writer.get_extra_info("sockname") or ("0.0.0.0", 0)
-        self.server_ip: str = local[0]  # chooses the domain of bare login names
+        self.client_ip, self.server_ip = endpoints(writer)
         self.tls = implicit_tls
         self.state = State.NOT_AUTHENTICATED
         self.user: str | None = None
@@ -1029,7 +1027,7 @@ class Session:
 
     @property
     def loopback(self) -> bool:
-        return self.client_ip.startswith("127.") or self.client_ip == "::1"
+        return is_loopback(self.client_ip)
 
     @property
     def login_allowed(self) -> bool:

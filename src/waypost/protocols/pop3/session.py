@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
 
+from waypost.protocols.listen import endpoints, is_loopback
 from waypost.protocols.pop3 import wire
 from waypost.protocols.pop3.maildrop import Maildrop, PostOffice
 from waypost.protocols.pop3.wire import Command, Pop3Error, Response, err, ok
@@ -72,10 +73,7 @@ class Session:
         self.config = config
         self.reader = reader
         self.writer = writer
-        peer = writer.get_extra_info("peername") or ("0.0.0.0", 0)
-        self.client_ip: str = peer[0]
-        local = writer.get_extra_info("sockname") or ("0.0.0.0", 0)
-        self.server_ip: str = local[0]  # chooses the domain of bare login names
+        self.client_ip, self.server_ip = endpoints(writer)
         self.tls = config.implicit_tls
         self.state = State.AUTHORIZATION
         self.user: str | None = None  # after USER, before PASS
@@ -93,7 +91,7 @@ class Session:
 
     @property
     def loopback(self) -> bool:
-        return self.client_ip.startswith("127.") or self.client_ip == "::1"
+        return is_loopback(self.client_ip)
 
     @property
     def login_allowed(self) -> bool:

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from email.utils import formatdate
 
+from waypost.protocols.listen import endpoints, is_loopback
 from waypost.protocols.smtp import wire
 from waypost.protocols.smtp.wire import CommandError, Reply
 from waypost.services import auth
@@ -65,10 +66,7 @@ class Session:
         self.config = config
         self.reader = reader
         self.writer = writer
-        peer = writer.get_extra_info("peername") or ("0.0.0.0", 0)
-        self.client_ip: str = peer[0]
-        local = writer.get_extra_info("sockname") or ("0.0.0.0", 0)
-        self.server_ip: str = local[0]  # chooses the domain of bare login names
+        self.client_ip, self.server_ip = endpoints(writer)
         self.helo: str | None = None
         self.esmtp = False
         self.tls = config.mode == "smtps"
@@ -90,7 +88,7 @@ class Session:
 
     @property
     def loopback(self) -> bool:
-        return self.client_ip.startswith("127.") or self.client_ip in ("::1",)
+        return is_loopback(self.client_ip)
 
     @property
     def auth_offered(self) -> bool:
