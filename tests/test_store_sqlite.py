@@ -355,3 +355,23 @@ def test_unsynced_blobs_are_synced_in_one_batch_and_torn_ones_rewritten(tmp_path
     path.write_bytes(b"torn")
     assert blobs.put(b"body 0" * 100) == keys[0]
     assert blobs.get(keys[0]) == b"body 0" * 100
+
+
+def test_a_transaction_commits_several_calls_together_or_none(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "d", create=True)
+    try:
+        store.create_domain("main.dom", is_main=True)
+        before = store.version()
+        with pytest.raises(RuntimeError), store.transaction():
+            store.create_domain("a.dom")
+            store.set_setting("HoldMailForDomains", "a.dom")
+            raise RuntimeError("the second half fails")
+        assert [d.name for d in store.list_domains()] == ["main.dom"]
+        assert store.get_settings() == {}
+        with store.transaction():
+            store.create_domain("b.dom")
+            store.set_setting("HoldMailForDomains", "b.dom")
+        assert {d.name for d in store.list_domains()} == {"main.dom", "b.dom"}
+        assert store.version() > before
+    finally:
+        store.close()

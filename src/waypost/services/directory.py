@@ -138,9 +138,10 @@ class Directory:
     def create_domain(self, name: str, settings: Mapping[str, Any] | None = None) -> DomainRecord:
         canonical = domain_name(name)
         stored = self._validated_domain_settings(canonical, {}, settings or {})
-        self.store.create_domain(canonical)
-        if stored:
-            self.store.update_domain(canonical, settings=stored)
+        with self.store.transaction():
+            self.store.create_domain(canonical)
+            if stored:
+                self.store.update_domain(canonical, settings=stored)
         return self.store.get_domain(canonical)
 
     def delete_domain(self, name: str, force: bool = False) -> None:
@@ -285,19 +286,21 @@ class Directory:
     def delete_account(self, address: str) -> None:
         """Delete an account and its aliases (they are names of the account)."""
         record = self._get(address, ACCOUNT)
-        for alias in self._aliases_of(record):
-            self.store.delete_object(record.domain, alias.name)
-        self.store.delete_object(record.domain, record.name)
+        with self.store.transaction():
+            for alias in self._aliases_of(record):
+                self.store.delete_object(record.domain, alias.name)
+            self.store.delete_object(record.domain, record.name)
 
     def rename_account(self, address: str, new_name: str) -> None:
         """Rename within the domain; the account's aliases follow it."""
         record = self._get(address, ACCOUNT)
         aliases = self._aliases_of(record)
         new = self._new_name(record, new_name)
-        self.store.rename_object(record.domain, record.name, new)
-        for alias in aliases:
-            self.store.update_object(record.domain, alias.name,
-                                     data={**alias.data, "Target": new})
+        with self.store.transaction():  # the account and its aliases move together
+            self.store.rename_object(record.domain, record.name, new)
+            for alias in aliases:
+                self.store.update_object(record.domain, alias.name,
+                                         data={**alias.data, "Target": new})
 
     def account_settings(self, address: str) -> dict[str, Any]:
         return dict(self._get(address, ACCOUNT).data.get("Settings", {}))

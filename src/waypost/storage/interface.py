@@ -15,6 +15,7 @@ case-insensitively and keep the spelling they were created with.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -343,6 +344,9 @@ class Store(Protocol):
     data_dir: Path
 
     def close(self) -> None: ...
+
+    # Several calls as one change: they commit together or not at all.
+    def transaction(self) -> AbstractContextManager[None]: ...
 
     # A counter bumped by every change of domains, objects, settings or the
     # Router table: the services rebuild their snapshots when it moves.

@@ -54,6 +54,7 @@ class SqliteStore(MailStoreMixin):
         self.db_path = db_path or self.data_dir / DB_NAME
         self._lock = threading.RLock()
         self._version_lock = threading.Lock()
+        self._outer = False  # a transaction() is open (only read under _lock)
         self._version_conn: sqlite3.Connection | None = None
         self._version_seen: tuple[int, float] = (-1, -VERSION_TTL)
         self.blobs = BlobFiles(self.data_dir)
@@ -106,9 +107,47 @@ class SqliteStore(MailStoreMixin):
         return self._conn
 
     @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Several store calls as one change (a Directory operation that
+        touches several objects): the calls inside join this transaction,
+        which commits at the end or rolls back whole on an error."""
+        with self._lock:
+            if self._outer:
+                yield
+                return
+            conn = self.conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                self._outer = True
+                yield
+                conn.execute("UPDATE meta SET change_counter = change_counter + 1")
+                conn.execute("COMMIT")
+                self._version_seen = (-1, -VERSION_TTL)
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"database error: {exc}") from exc
+                raise
+            finally:
+                self._outer = False
+
+    @contextmanager
+    def _joined(self) -> Iterator[sqlite3.Connection]:
+        """Inside :meth:`transaction`: no BEGIN/COMMIT of its own."""
+        try:
+            yield self.conn
+        except sqlite3.Error as exc:
+            raise StoreError(f"database error: {exc}") from exc
+
+    @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         """A consistent read of several statements."""
         with self._lock:
+            if self._outer:
+                with self._joined() as joined:
+                    yield joined
+                return
             conn = self.conn
             try:
                 conn.execute("BEGIN")
@@ -123,6 +162,10 @@ class SqliteStore(MailStoreMixin):
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One committed change, counted for :meth:`version`."""
         with self._lock:
+            if self._outer:
+                with self._joined() as joined:
+                    yield joined
+                return
             conn = self.conn
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -148,6 +191,10 @@ class SqliteStore(MailStoreMixin):
         of one and never one that a later synced commit made durable.
         """
         with self._lock:
+            if self._outer:
+                with self._joined() as joined:
+                    yield joined
+                return
             conn = self.conn
             if not sync:
                 conn.execute("PRAGMA synchronous = NORMAL")
