@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -107,101 +107,35 @@ class SqliteStore(MailStoreMixin):
         return self._conn
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """Several store calls as one change (a Directory operation that
-        touches several objects): the calls inside join this transaction,
-        which commits at the end or rolls back whole on an error."""
-        with self._lock:
-            if self._outer:
-                yield
-                return
-            conn = self.conn
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                self._outer = True
-                yield
-                conn.execute("UPDATE meta SET change_counter = change_counter + 1")
-                conn.execute("COMMIT")
-                self._version_seen = (-1, -VERSION_TTL)
-            except BaseException as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise StoreError(f"database error: {exc}") from exc
-                raise
-            finally:
-                self._outer = False
+    def _change(self, *, counted: bool, sync: bool = True) -> Iterator[sqlite3.Connection]:
+        """The one way a change is made: BEGIN IMMEDIATE, COMMIT, or ROLLBACK
+        on any error. Inside an open :meth:`transaction` it joins that one.
 
-    @contextmanager
-    def _joined(self) -> Iterator[sqlite3.Connection]:
-        """Inside :meth:`transaction`: no BEGIN/COMMIT of its own."""
-        try:
-            yield self.conn
-        except sqlite3.Error as exc:
-            raise StoreError(f"database error: {exc}") from exc
-
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        """A consistent read of several statements."""
-        with self._lock:
-            if self._outer:
-                with self._joined() as joined:
-                    yield joined
-                return
-            conn = self.conn
-            try:
-                conn.execute("BEGIN")
-                try:
-                    yield conn
-                finally:
-                    conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise StoreError(f"database error: {exc}") from exc
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One committed change, counted for :meth:`version`."""
-        with self._lock:
-            if self._outer:
-                with self._joined() as joined:
-                    yield joined
-                return
-            conn = self.conn
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                yield conn
-                conn.execute("UPDATE meta SET change_counter = change_counter + 1")
-                conn.execute("COMMIT")
-                self._version_seen = (-1, -VERSION_TTL)  # our own change shows at once
-            except BaseException as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise StoreError(f"database error: {exc}") from exc
-                raise
-
-    @contextmanager
-    def _txn(self, *, sync: bool = True) -> Iterator[sqlite3.Connection]:
-        """One committed change of mail data (queue, mailboxes): not counted
-        by :meth:`version`.
-
+        ``counted`` changes bump the counter :meth:`version` reports (the
+        Directory, settings, the Router table), so snapshots are rebuilt.
         ``sync=False`` commits without waiting for the disk (WAL with
         ``synchronous=NORMAL``): only for changes that are redone when lost,
         because a crash loses the latest such transactions whole, never half
         of one and never one that a later synced commit made durable.
         """
         with self._lock:
-            if self._outer:
-                with self._joined() as joined:
-                    yield joined
-                return
             conn = self.conn
+            if self._outer:
+                try:
+                    yield conn
+                except sqlite3.Error as exc:
+                    raise StoreError(f"database error: {exc}") from exc
+                return
             if not sync:
                 conn.execute("PRAGMA synchronous = NORMAL")
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 yield conn
+                if counted:
+                    conn.execute("UPDATE meta SET change_counter = change_counter + 1")
                 conn.execute("COMMIT")
+                if counted:
+                    self._version_seen = (-1, -VERSION_TTL)  # our own change shows at once
             except BaseException as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
@@ -211,6 +145,47 @@ class SqliteStore(MailStoreMixin):
             finally:
                 if not sync:
                     conn.execute("PRAGMA synchronous = FULL")
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Several store calls as one change (a Directory operation that
+        touches several objects): the calls inside join it; it commits at
+        the end or rolls back whole on an error."""
+        with self._change(counted=True):
+            if self._outer:  # nested: already part of the outer one
+                yield
+                return
+            self._outer = True
+            try:
+                yield
+            finally:
+                self._outer = False
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A consistent read of several statements."""
+        with self._lock:
+            conn = self.conn
+            try:
+                if self._outer:
+                    yield conn
+                    return
+                conn.execute("BEGIN")
+                try:
+                    yield conn
+                finally:
+                    conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError(f"database error: {exc}") from exc
+
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
+        """One committed change of the Directory, settings or Router table."""
+        return self._change(counted=True)
+
+    def _txn(self, *, sync: bool = True) -> AbstractContextManager[sqlite3.Connection]:
+        """One committed change of mail data (queue, mailboxes): not counted
+        by :meth:`version`."""
+        return self._change(counted=False, sync=sync)
 
     def version(self) -> int:
         """Asked before nearly every routing decision: it has its own reader
