@@ -1,4 +1,9 @@
-"""What every command shares: ``--data``, opening the services, error mapping."""
+"""What every command shares: ``--data``, opening the services, error mapping.
+
+Invariants: a command opens its store only through ``open_services`` (which
+uses ``waypost.storage.open``); every refusal of a service or the store
+becomes one ``error:`` line on stderr and exit status 1.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from waypost.services.container import Services, open_services
 from waypost.services.names import DirectoryError
 from waypost.services.router.table import TableError
 from waypost.settings import SettingError
-from waypost.storage.interface import StoreError
+from waypost.storage.open import StoreError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,16 +33,23 @@ def _remember_data(ctx: click.Context, _param: click.Parameter, value: str | Non
         ctx.find_root().meta["waypost.data"] = value
 
 
+_DATA: dict[str, Any] = {
+    "metavar": "DIR",
+    "expose_value": False,
+    "is_eager": True,
+    "callback": _remember_data,
+    "help": "data directory (env WAYPOST_DATA, default ./var)",
+}
+
+
 def data_option(func: F) -> F:
     """``--data DIR`` accepted on the group and on every command."""
-    return click.option(
-        "--data",
-        metavar="DIR",
-        expose_value=False,
-        is_eager=True,
-        callback=_remember_data,
-        help="data directory (env WAYPOST_DATA, default ./var)",
-    )(func)
+    return click.option("--data", **_DATA)(func)
+
+
+def data_param() -> click.Option:
+    """The same ``--data DIR`` for commands built without decorators."""
+    return click.Option(["--data"], **_DATA)
 
 
 def data_dir(ctx: click.Context | None = None) -> Path:
@@ -70,12 +82,6 @@ def pairs(values: tuple[str, ...]) -> dict[str, str]:
     if not values or len(values) % 2:
         raise click.UsageError("expected KEY VALUE pairs")
     return dict(zip(values[0::2], values[1::2], strict=True))
-
-
-def store_exists(path: Path) -> bool:
-    from waypost.storage.sqlite import DB_NAME
-
-    return (path / DB_NAME).exists()
 
 
 def read_text_argument(file: str) -> str:

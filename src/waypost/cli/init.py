@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from waypost.cli.common import data_dir, data_option, services, store_exists
+from waypost.cli.common import data_dir, data_option, services
 from waypost.cli.output import fail, keyvalues
+from waypost.storage.open import store_exists
 
 
 @click.command()

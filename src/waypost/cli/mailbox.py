@@ -18,8 +18,8 @@ from waypost.cli.common import data_option, services
 from waypost.cli.output import fail, line, table
 from waypost.services.container import Services
 from waypost.services.mailbox_access import MailboxAccess, parse_rights
-from waypost.services.mailstore import Mailstore
-from waypost.storage.interface import INBOX, NotFound, ObjectRecord
+from waypost.services.mailstore import INBOX, Mailstore
+from waypost.storage.open import NotFound
 
 _RAW = {"ignore_unknown_options": True, "help_option_names": ["--help"]}  # "-lrs", "-john": values
 
@@ -262,10 +262,7 @@ def unalias(account: str, alias: str) -> None:
 
 
 def _address(svc: Services, account: str) -> str:
-    return _account(svc.directory.get_account(account))
-
-
-def _account(record: ObjectRecord) -> str:
+    record = svc.directory.get_account(account)
     return f"{record.name}@{record.domain}"
 
 

@@ -15,13 +15,14 @@ import click
 from waypost.cli.common import data_option, services
 from waypost.cli.output import keyvalues, line, table
 from waypost.services.queue import (
+    QueuedMessage,
+    QueuedRecipient,
     QueuePolicy,
     flush_queue,
     queue_label,
     recipient_state,
     release_queue,
 )
-from waypost.storage.interface import QueuedMessage, QueuedRecipient
 
 
 @click.group("queue")
@@ -103,7 +104,7 @@ def delete(message_id: str) -> None:
 
 
 def _rows(messages: Iterable[QueuedMessage], policy: QueuePolicy) -> list[tuple[object, ...]]:
-    rows = []
+    rows: list[tuple[object, ...]] = []
     for m in messages:
         groups: dict[tuple[str, str], list[QueuedRecipient]] = {}
         for r in m.recipients:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import click
 
 from waypost import server as server_mod
-from waypost.cli.common import data_dir, data_option, friendly_errors, store_exists
+from waypost.cli.common import data_dir, data_option, friendly_errors
 from waypost.cli.output import fail
+from waypost.storage.open import store_exists
 
 
 @click.command()
