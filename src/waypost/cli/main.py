@@ -1,4 +1,8 @@
-"""Entry point: ``waypost [--data DIR] NOUN VERB ...``."""
+"""Entry point: ``waypost [--data DIR] NOUN VERB ...``.
+
+Invariant: every noun module exposes ``COMMANDS``; the Directory nouns all come
+from the one table in ``cli/directory.py``.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,9 @@ import click
 
 from waypost import __version__
 from waypost.cli import (
-    account,
-    domain,
+    directory,
     init,
     mailbox,
-    objects,
     queue,
     route,
     rules,
@@ -28,12 +30,9 @@ def cli() -> None:
     """Waypost administration: the Directory, the Router, settings and the server."""
 
 
-for module in (init, serve, domain, account, router_cmd, route, settings_cmd, queue, mailbox,
-               rules):
+for module in (init, serve, directory, router_cmd, route, settings_cmd, queue, mailbox, rules):
     for command in module.COMMANDS:
         cli.add_command(command)
-for command in objects.COMMANDS:
-    cli.add_command(command)
 
 
 def main() -> None:
