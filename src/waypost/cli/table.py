@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import string
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import click
@@ -109,7 +109,7 @@ class Noun:
     name: str
     help: str
     verbs: Sequence[Verb]
-    groups: Sequence[Noun] = field(default=())
+    groups: Sequence[Noun] = ()
 
 
 # --- building click commands ------------------------------------------------------
@@ -126,6 +126,7 @@ def build(noun: Noun) -> click.Group:
 
 
 def command(verb: Verb) -> click.Command:
+    """One click command; ``--data`` comes first, as on every hand-written command."""
     _require_help(verb.name, verb.help)
     own: list[click.Parameter] = [arg.param() for arg in verb.args]
     own += [opt.param() for opt in verb.opts]
