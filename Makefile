@@ -20,12 +20,17 @@ run: $(BIN)/.installed
 	test -f $(DATA)/waypost.db || $(BIN)/waypost --data $(DATA) init --domain $(DOMAIN)
 	$(BIN)/waypost --data $(DATA) serve --listen $(LISTEN) --port-offset $(PORT_OFFSET)
 
+# Static checks first (style, types, the layers of design.md), then the tests.
 test: $(BIN)/.installed
 	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache --no-logo
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache --no-logo
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/router.py

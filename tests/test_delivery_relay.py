@@ -16,10 +16,16 @@ import pytest
 
 from support.dns_server import TestDNSServer
 from support.smtp_sink import DEFAULT_EXTENSIONS, SMTPSink
+from waypost.protocols.smtp.client import ClientTransport
 from waypost.protocols.smtp.wire import Reply
 from waypost.services.delivery.dns import Resolver
 from waypost.services.delivery.outbound import OutboundMessage, OutboundRecipient, Outcome
-from waypost.services.delivery.relay import RelayContext, deliver, deliver_over
+from waypost.services.delivery.relay import Relay, RelayContext
+
+# The relay over the real SMTP client, as server.py wires it.
+RELAY = Relay(ClientTransport())
+deliver = RELAY.deliver
+deliver_over = RELAY.deliver_over
 
 BODY = b"From: a@here.test\r\nTo: bob@there.test\r\nSubject: hi\r\n\r\nbody\r\n"
 

@@ -107,7 +107,7 @@ class FakeRelay:
         return out
 
 
-async def harness(svc: Services, relay: Any = False) -> tuple[Queue, DeliveryRunner]:
+async def harness(svc: Services, relay: Any = None) -> tuple[Queue, DeliveryRunner]:
     queue = Queue(svc)
     await queue.refresh_policy()
     return queue, DeliveryRunner(svc, queue, relay=relay)

@@ -4,12 +4,18 @@
 listeners; each gets the :class:`Server` (services, listen address, port
 offset, TLS context, queue) and listeners return what they bound. ``serve`` runs until SIGINT or
 SIGTERM, then closes every listener and the store.
+
+Invariants: this is the top layer. It wires what the layers below may not
+import: the protocols' SMTP client becomes the delivery relay's transport
+(services import nothing from protocols), and the listeners see the server
+only as ``protocols.listen.ListenContext`` (they import nothing from here).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import ssl
@@ -19,20 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from waypost import tls
+from waypost.protocols.listen import Listener
 from waypost.services.container import Services, open_services
 
+__all__ = ["Listener", "Server", "serve", "setup_logging"]
+
 log = logging.getLogger("waypost")
-
-
-@dataclass
-class Listener:
-    """One bound socket: what it is and where, for the start-up banner."""
-
-    name: str
-    host: str
-    port: int
-    close: Callable[[], Awaitable[None]]
-
 
 ListenerFactory = Callable[["Server"], Awaitable[list[Listener]]]
 Starter = Callable[["Server"], Awaitable[None]]
@@ -41,17 +39,23 @@ Starter = Callable[["Server"], Awaitable[None]]
 def components() -> tuple[list[Starter], list[ListenerFactory]]:
     """Background services first (the queue and its delivery), then the
     protocol listeners that feed them. Imported here so that the CLI does
-    not load every protocol."""
+    not load every protocol. The relay sends through the protocols' SMTP
+    client, handed to it here (smtp.md §2.1)."""
     from waypost.protocols.imap.listener import start_imap
     from waypost.protocols.pop3.listener import start_pop3
+    from waypost.protocols.smtp.client import ClientTransport
     from waypost.protocols.smtp.listener import start_smtp
+    from waypost.services.delivery.relay import Relay
     from waypost.services.delivery.runner import start_delivery
 
-    return [start_delivery], [start_smtp, start_pop3, start_imap]
+    relay = Relay(ClientTransport())
+    return [functools.partial(start_delivery, relay=relay)], [start_smtp, start_pop3, start_imap]
 
 
 @dataclass
 class Server:
+    """The running process: a ``ListenContext`` for every protocol's listeners."""
+
     services: Services
     listen: str = "0.0.0.0"
     port_offset: int = 0
@@ -62,6 +66,7 @@ class Server:
     tls: ssl.SSLContext | None = None
 
     def port(self, setting: str) -> int:
+        """A port setting plus the offset (tests and non-root users shift every port)."""
         return self.services.settings().number(setting) + self.port_offset
 
     async def start(self) -> None:

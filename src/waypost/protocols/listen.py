@@ -3,6 +3,11 @@
 A protocol gives a session runner and the bytes to send when the limit is
 reached; this module accepts, counts, and on shutdown cancels the sessions
 still running before the socket closes.
+
+Invariant: this module knows nothing of ``server.py``, which imports the
+listeners. What a listener needs from the process that starts it is the
+:class:`ListenContext` declared here (``server.Server`` is one); what it gives
+back is a list of :class:`Listener`.
 """
 
 from __future__ import annotations
@@ -11,16 +16,47 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from waypost.server import Listener, Server
+from waypost.services.container import Services
 
 SessionRunner = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
+@dataclass
+class Listener:
+    """One bound socket: what it is and where, for the start-up banner."""
+
+    name: str
+    host: str
+    port: int
+    close: Callable[[], Awaitable[None]]
+
+
+class ListenContext(Protocol):
+    """What a protocol's listeners are started with."""
+
+    @property
+    def services(self) -> Services: ...
+
+    @property
+    def listen(self) -> str:
+        """The address to bind."""
+        ...
+
+    @property
+    def tls(self) -> ssl.SSLContext | None:
+        """The server certificate, for implicit TLS and STARTTLS."""
+        ...
+
+    def port(self, setting: str) -> int:
+        """The port a ``...Port`` setting names, with the port offset added."""
+        ...
+
+
 async def listen(
-    server: Server,
+    server: ListenContext,
     name: str,
     port_setting: str,
     run: SessionRunner,
@@ -33,8 +69,6 @@ async def listen(
 ) -> Listener:
     """Bind ``name`` on its port and run ``run`` for every connection, at most
     ``limit`` at a time (the next ones get ``busy_reply`` and are closed)."""
-    from waypost.server import Listener
-
     active: set[asyncio.Task[None]] = set()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from waypost import settings as settings_mod
 from waypost.services.directory import Directory
 from waypost.services.mail_events import MailEvents
-from waypost.services.router.service import Router
+from waypost.services.routing import Router
 from waypost.storage.interface import Store
 from waypost.storage.open import open_store
 

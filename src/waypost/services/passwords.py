@@ -11,12 +11,24 @@ from __future__ import annotations
 
 import secrets
 import threading
+from typing import TypedDict, Unpack
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+
+class CostParameters(TypedDict, total=False):
+    """The cost parameters of ``argon2.PasswordHasher`` (RFC 9106 §3.1)."""
+
+    time_cost: int
+    memory_cost: int  # KiB
+    parallelism: int
+    hash_len: int
+    salt_len: int
+
+
 # Cheap but still argon2id: only for test suites.
-FAST_PARAMETERS = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}
+FAST_PARAMETERS: CostParameters = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}
 
 # No 0/O, 1/l/I: readable when printed once on first start.
 _ALPHABET = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
@@ -26,7 +38,7 @@ _dummy_hash: str | None = None
 _lock = threading.Lock()
 
 
-def configure(**parameters: int) -> None:
+def configure(**parameters: Unpack[CostParameters]) -> None:
     """Replace the hasher's cost parameters (``time_cost``, ``memory_cost``, ...).
 
     Existing hashes stay verifiable: argon2 hashes carry their own parameters.

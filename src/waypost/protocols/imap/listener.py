@@ -12,22 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
 
 from waypost.protocols.imap import wire
 from waypost.protocols.imap.session import ImapContext, Session
-from waypost.protocols.listen import listen
+from waypost.protocols.listen import ListenContext, Listener, listen
 from waypost.services.login_guard import shared_guard
-
-if TYPE_CHECKING:
-    from waypost.server import Listener, Server
 
 log = logging.getLogger("waypost.imap")
 
 MODES = (("IMAP", "IMAPPort", False), ("IMAPS", "IMAPSPort", True))
 
 
-async def start_imap(server: Server) -> list[Listener]:
+async def start_imap(server: ListenContext) -> list[Listener]:
     ctx = ImapContext(server.services, shared_guard(), tls=server.tls)
     await ctx.refresh()
     limit = ctx.settings.number("MaxConnections")

@@ -9,23 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
 
-from waypost.protocols.listen import listen
+from waypost.protocols.listen import ListenContext, Listener, listen
 from waypost.protocols.pop3 import wire
 from waypost.protocols.pop3.maildrop import MaildropLocks, PostOffice
 from waypost.protocols.pop3.session import ListenerConfig, Session
 from waypost.services.login_guard import shared_guard
-
-if TYPE_CHECKING:
-    from waypost.server import Listener, Server
 
 log = logging.getLogger("waypost.pop3")
 
 MODES = (("POP3", "POP3Port", False), ("POP3S", "POP3SPort", True))
 
 
-async def start_pop3(server: Server) -> list[Listener]:
+async def start_pop3(server: ListenContext) -> list[Listener]:
     office = PostOffice(server.services, shared_guard(), MaildropLocks())
     await office.refresh()
     limit = office.settings.number("MaxConnections")

@@ -17,6 +17,11 @@ the next MX), :class:`SMTPReplyError` when the peer refused the session
 (greeting or HELO), :class:`SMTPProtocolError` when the dialogue broke
 (garbage, timeout, connection lost). Refusals inside a transaction are not
 exceptions: :meth:`SMTPClient.send` returns a reply per recipient.
+
+:class:`ClientTransport` is this client as the relay sees it: it implements
+``waypost.services.delivery.transport.SMTPTransport`` (declared in services so
+that services import nothing from protocols), translating its plain data and
+exceptions at the boundary; ``server.py`` hands it to the relay.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from waypost.protocols.smtp.wire import (
     make_reply,
     parse_reply_line,
 )
+from waypost.services.delivery import transport
 from waypost.tls import client_context
 
 MAX_REPLY_LINES = 200
@@ -465,6 +471,103 @@ class SMTPClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.quit()
+
+
+# --------------------------------------------------------------------------
+# The client as the relay's transport
+
+
+def _plain_reply(reply: Reply) -> transport.Reply:
+    return transport.Reply(reply.code, reply.enhanced, reply.text)
+
+
+def _translate(exc: SMTPClientError) -> transport.TransportError:
+    """The transport's exception for one of ours (TLS failure before broken
+    session: it is both, and the relay treats it apart)."""
+    if isinstance(exc, SMTPTLSError):
+        return transport.TLSFailed(str(exc))
+    if isinstance(exc, SMTPReplyError):
+        return transport.SessionRefused(_plain_reply(exc.reply), exc.stage)
+    if isinstance(exc, SMTPConnectError):
+        return transport.ConnectFailed(str(exc))
+    return transport.SessionBroken(str(exc))
+
+
+class ClientSession:
+    """An open :class:`SMTPClient` as a ``transport.SMTPSession``."""
+
+    __slots__ = ("client",)
+
+    def __init__(self, client: SMTPClient) -> None:
+        self.client = client
+
+    @property
+    def closed(self) -> bool:
+        return self.client.closed
+
+    async def send(
+        self,
+        mail_from: str,
+        rcpts: Sequence[str],
+        body: bytes,
+        params: transport.MailParams,
+        rcpt_params: Sequence[transport.RcptParams],
+    ) -> list[transport.Reply]:
+        wire_params = MailParams(
+            size=params.size, body=params.body, smtputf8=params.smtputf8, ret=params.ret,
+            envid=params.envid,
+        )
+        wire_rcpt = [RcptParams(p.notify, p.orcpt) for p in rcpt_params]
+        try:
+            result = await self.client.send(mail_from, rcpts, body, wire_params, wire_rcpt)
+        except SMTPClientError as exc:
+            raise _translate(exc) from None
+        return [_plain_reply(reply) for reply in result.finals]
+
+    async def quit(self) -> None:
+        await self.client.quit()
+
+
+class ClientTransport:
+    """Opens :class:`SMTPClient` sessions for the relay (``transport.SMTPTransport``)."""
+
+    async def connect(
+        self,
+        ip: str,
+        port: int,
+        helo_name: str,
+        timeout: float,
+        *,
+        starttls: bool,
+        tls_context: ssl.SSLContext | None,
+        server_hostname: str | None,
+        data_timeout: float,
+    ) -> ClientSession:
+        try:
+            client = await SMTPClient.connect(
+                ip, port, helo_name, timeout, starttls=starttls, tls_context=tls_context,
+                server_hostname=server_hostname, data_timeout=data_timeout,
+            )
+        except SMTPClientError as exc:
+            raise _translate(exc) from None
+        return ClientSession(client)
+
+    async def over_streams(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        helo_name: str,
+        timeout: float,
+        *,
+        data_timeout: float,
+    ) -> ClientSession:
+        try:
+            client = await SMTPClient.from_streams(
+                reader, writer, helo_name, timeout, data_timeout=data_timeout
+            )
+        except SMTPClientError as exc:
+            raise _translate(exc) from None
+        return ClientSession(client)
 
 
 def _join(head: str, args: Sequence[str]) -> str:

@@ -1,18 +1,19 @@
-"""SMTP listeners: 25 (MX), 587 (submission) and 465 (implicit TLS)."""
+"""SMTP listeners: 25 (MX), 587 (submission) and 465 (implicit TLS).
+
+All three share one :class:`Reception` over the server's queue; ETRN/ATRN
+reach the delivery runner through it when the server has one.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from waypost.protocols.listen import listen
+from waypost.protocols.listen import ListenContext, Listener, listen
 from waypost.protocols.smtp.session import ListenerConfig, Session
 from waypost.protocols.smtp.wire import Reply
-from waypost.services.reception import Reception
-
-if TYPE_CHECKING:
-    from waypost.server import Listener, Server
+from waypost.services.reception import QueueLike, Reception, Turner
 
 log = logging.getLogger("waypost.smtp")
 
@@ -23,8 +24,19 @@ MODES = (
 )
 
 
-async def start_smtp(server: Server) -> list[Listener]:
-    reception = Reception(server.services, server.queue, getattr(server, "delivery", None))
+class SMTPContext(ListenContext, Protocol):
+    """A listen context with the queue SMTP submits to (and the runner that
+    turns queues around for ETRN/ATRN, smtp.md §6)."""
+
+    @property
+    def queue(self) -> QueueLike: ...
+
+    @property
+    def delivery(self) -> Turner | None: ...
+
+
+async def start_smtp(server: SMTPContext) -> list[Listener]:
+    reception = Reception(server.services, server.queue, server.delivery)
     await reception.refresh()
     hostname = reception.main_domain
     limit = reception.settings.number("MaxConnections")

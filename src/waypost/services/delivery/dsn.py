@@ -104,9 +104,12 @@ def build_dsn(
     headers_only = (ret or "").upper() == "HDRS"
     body = _header_block(original) if headers_only else original
     placeholder = f"=_waypost-original-{secrets.token_hex(16)}_="
-    msg.attach(_human_part(reporting_mta, recipients, action, arrival, held_domain))
-    msg.attach(_status_part(reporting_mta, recipients, action, arrival, envid))
-    msg.attach(_original_part(placeholder, eight_bit=not body.isascii(), headers_only=headers_only))
+    # RFC 6522 §3: the human-readable part, the report, then the original
+    msg.set_payload([
+        _human_part(reporting_mta, recipients, action, arrival, held_domain),
+        _status_part(reporting_mta, recipients, action, arrival, envid),
+        _original_part(placeholder, eight_bit=not body.isascii(), headers_only=headers_only),
+    ])
     msg.set_boundary(_boundary(body))
 
     out = io.BytesIO()
@@ -173,7 +176,7 @@ def _status_part(
     arrival: datetime,
     envid: str | None,
 ) -> Message:
-    blocks: list[Message] = []
+    blocks: list[Message | str] = []
     head = Message(policy=policy.SMTP)
     head["Reporting-MTA"] = f"dns; {mta}"
     if envid:

@@ -1,7 +1,7 @@
 """SMTP relay: deliver the messages of one SMTP queue to its target (smtp.md §2.1).
 
 The delivery runner picks a queue (a mail domain, ``host:port`` or
-``[ip]``) and hands :func:`deliver` the messages waiting in it. This module
+``[ip]``) and hands :meth:`Relay.deliver` the messages waiting in it. This module
 only *talks*: it resolves the queue name to addresses, opens one SMTP
 session, sends every message over it and reports one :class:`Outcome` per
 recipient. Queue state, retries and DSNs stay with the runner.
@@ -23,6 +23,9 @@ Decisions, and why:
 * STARTTLS is opportunistic and unverified, as everywhere in server-to-
   server SMTP; when the handshake breaks, the same host is retried once in
   plain text rather than the mail being stuck.
+* The relay knows no SMTP syntax: it speaks through an
+  :class:`~waypost.services.delivery.transport.SMTPTransport` given to
+  :class:`Relay` (``server.py`` passes the client of ``protocols/smtp``).
 """
 
 from __future__ import annotations
@@ -37,15 +40,6 @@ from typing import TYPE_CHECKING
 
 import dns.resolver
 
-from waypost.protocols.smtp.client import (
-    SMTPClient,
-    SMTPClientError,
-    SMTPConnectError,
-    SMTPProtocolError,
-    SMTPReplyError,
-    SMTPTLSError,
-)
-from waypost.protocols.smtp.wire import MailParams, RcptParams, Reply
 from waypost.services.delivery.dns import (
     DNSError,
     PermanentDNSError,
@@ -53,6 +47,18 @@ from waypost.services.delivery.dns import (
     Target,
 )
 from waypost.services.delivery.outbound import OutboundMessage, OutboundRecipient, Outcome
+from waypost.services.delivery.transport import (
+    ConnectFailed,
+    MailParams,
+    RcptParams,
+    Reply,
+    SessionBroken,
+    SessionRefused,
+    SMTPSession,
+    SMTPTransport,
+    TLSFailed,
+    TransportError,
+)
 from waypost.tls import client_context
 
 if TYPE_CHECKING:
@@ -114,12 +120,52 @@ def make_relay_context(services: Services) -> RelayContext:
 # Entry points
 
 
-async def deliver(
-    queue: str, messages: Sequence[OutboundMessage], ctx: RelayContext
+class Relay:
+    """The relay over one transport: what the delivery runner is given.
+
+    Stateless apart from the transport, so one instance serves every queue
+    and the ATRN turn-around at the same time."""
+
+    __slots__ = ("transport",)
+
+    def __init__(self, transport: SMTPTransport) -> None:
+        self.transport = transport
+
+    def make_relay_context(self, services: Services) -> RelayContext:
+        """See :func:`make_relay_context` (blocking: call in a thread)."""
+        return make_relay_context(services)
+
+    async def deliver(
+        self, queue: str, messages: Sequence[OutboundMessage], ctx: RelayContext
+    ) -> list[Outcome]:
+        """Deliver ``messages`` (all of SMTP queue ``queue``); one Outcome per
+        recipient, in message then recipient order. Never raises for anything
+        the network or DNS does."""
+        return await _deliver(self.transport, queue, messages, ctx)
+
+    async def deliver_over(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        messages: Sequence[OutboundMessage],
+        helo: str,
+        *,
+        remote: str = "",
+        timeout: float = 120.0,
+        data_timeout: float = 600.0,
+    ) -> list[Outcome]:
+        """Deliver over a connection that is already open, the peer about to
+        greet us: the ATRN turn-around (smtp.md §6.3, RFC 2645). Ends with
+        QUIT; what could not be settled is deferred."""
+        return await _deliver_over(
+            self.transport, reader, writer, messages, helo, remote=remote, timeout=timeout,
+            data_timeout=data_timeout,
+        )
+
+
+async def _deliver(
+    transport: SMTPTransport, queue: str, messages: Sequence[OutboundMessage], ctx: RelayContext
 ) -> list[Outcome]:
-    """Deliver ``messages`` (all of SMTP queue ``queue``); one Outcome per
-    recipient, in message then recipient order. Never raises for anything
-    the network or DNS does."""
     if not messages:
         return []
     try:
@@ -139,7 +185,7 @@ async def deliver(
         pending = _unsettled(messages, settled)
         if not pending:
             break
-        opened = await _open(target, ctx)
+        opened = await _open(transport, target, ctx)
         if isinstance(opened, _Failure):
             log.info("queue %s: %s", queue, opened.text)
             last = opened
@@ -158,27 +204,26 @@ async def deliver(
     return [settled[r.key] for m in messages for r in m.recipients]
 
 
-async def deliver_over(
+async def _deliver_over(
+    transport: SMTPTransport,
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     messages: Sequence[OutboundMessage],
     helo: str,
     *,
-    remote: str = "",
-    timeout: float = 120.0,
-    data_timeout: float = 600.0,
+    remote: str,
+    timeout: float,
+    data_timeout: float,
 ) -> list[Outcome]:
-    """Deliver over a connection that is already open, the peer about to
-    greet us: the ATRN turn-around (smtp.md §6.3). Ends with QUIT; what
-    could not be settled is deferred."""
     if not messages:
         return []
     settled: dict[int, Outcome] = {}
+    failure: _Failure | None
     try:
-        client = await SMTPClient.from_streams(
+        client = await transport.over_streams(
             reader, writer, helo, timeout, data_timeout=data_timeout
         )
-    except SMTPClientError as exc:
+    except TransportError as exc:
         failure = _failure_from(exc, remote)
     else:
         try:
@@ -218,12 +263,14 @@ def _where(target: Target) -> str:
     return f"{target.host}[{target.ip}]:{target.port}"
 
 
-async def _open(target: Target, ctx: RelayContext) -> SMTPClient | _Failure:
+async def _open(
+    transport: SMTPTransport, target: Target, ctx: RelayContext
+) -> SMTPSession | _Failure:
     """An SMTP session with ``target``, or why there is none."""
     starttls = ctx.starttls
     for _attempt in range(2):
         try:
-            return await SMTPClient.connect(
+            return await transport.connect(
                 target.ip,
                 target.port,
                 ctx.helo_name,
@@ -233,12 +280,12 @@ async def _open(target: Target, ctx: RelayContext) -> SMTPClient | _Failure:
                 server_hostname=None if target.host == target.ip else target.host,
                 data_timeout=ctx.data_timeout,
             )
-        except SMTPTLSError as exc:
+        except TLSFailed as exc:
             if not starttls:
                 return _Failure(451, "4.7.5", f"{_where(target)}: {exc}", target.host)
             log.info("%s: %s; retrying without STARTTLS", _where(target), exc)
             starttls = False
-        except SMTPClientError as exc:
+        except TransportError as exc:
             failure = _failure_from(exc, target.host)
             return _Failure(
                 failure.code, failure.enhanced, f"{_where(target)}: {failure.text}", failure.remote
@@ -246,8 +293,8 @@ async def _open(target: Target, ctx: RelayContext) -> SMTPClient | _Failure:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _failure_from(exc: SMTPClientError, remote: str) -> _Failure:
-    if isinstance(exc, SMTPReplyError):
+def _failure_from(exc: TransportError, remote: str) -> _Failure:
+    if isinstance(exc, SessionRefused):
         reply = exc.reply
         return _Failure(
             reply.code,
@@ -255,7 +302,7 @@ def _failure_from(exc: SMTPClientError, remote: str) -> _Failure:
             f"refused to talk to us ({exc.stage}): {_one_line(reply)}",
             remote,
         )
-    if isinstance(exc, SMTPConnectError):
+    if isinstance(exc, ConnectFailed):
         return _Failure(451, "4.4.1", str(exc), remote)
     return _Failure(451, "4.4.2", f"session broken: {exc}", remote)
 
@@ -267,7 +314,7 @@ def _unsettled(
 
 
 async def _send_all(
-    client: SMTPClient,
+    client: SMTPSession,
     messages: Sequence[OutboundMessage],
     settled: dict[int, Outcome],
     remote: str,
@@ -294,18 +341,17 @@ async def _send_all(
         if not sendable:
             continue
         try:
-            result = await client.send(
+            finals = await client.send(
                 msg.mail_from,
                 [r.address for r in sendable],
                 msg.body,
                 _mail_params(msg.params),
                 [_rcpt_params(r) for r in sendable],
             )
-        except SMTPProtocolError as exc:
+        except SessionBroken as exc:
             return _Failure(451, "4.4.2", f"session with {remote} broken: {exc}", remote)
         gone: Reply | None = None
-        for i, r in enumerate(sendable):
-            reply = result.final(i)
+        for r, reply in zip(sendable, finals, strict=True):
             if client.closed and reply.transient:
                 gone = reply  # 421: the host is closing; try the next one
                 continue

@@ -11,9 +11,10 @@ What each module does with its group:
 * ``LOCAL(account)`` -- ``local.deliver`` (store + mark delivered, one
   transaction);
 * ``DISCARD()`` -- done; ``BOUNCE(..)`` ("Accepted and Bounced") -- failure DSN;
-* ``SMTP(target)`` -- ``relay.deliver`` (another module; until it exists the
-  recipients wait in the queue), except in held queues (smtp.md §6.1):
-  those wait unattempted, unless released, until the hold expiry;
+* ``SMTP(target)`` -- ``relay.deliver`` (the relay the runner is given, see
+  ``outbound.RelayService``; without one the recipients wait in the queue),
+  except in held queues (smtp.md §6.1): those wait unattempted, unless
+  released, until the hold expiry;
 * ``LIST(..)`` and modules without delivery yet -- kept in the queue with a
   note, never bounced for it.
 
@@ -29,14 +30,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import importlib
-import importlib.util
 import inspect
 import logging
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from types import ModuleType
 from typing import Any
 
 from waypost.services.container import Services
@@ -47,6 +45,7 @@ from waypost.services.delivery.outbound import (
     OutboundMessage,
     OutboundRecipient,
     Outcome,
+    RelayService,
 )
 from waypost.services.message import Recipient, Submission
 from waypost.services.queue import Queue, QueuePolicy, queue_label
@@ -64,25 +63,17 @@ SMTP_CHUNK = 20  # messages handed to the relay per call (bodies are in memory)
 EXPIRED = "5.4.7"  # RFC 3463: delivery time expired
 
 
-def load_relay() -> ModuleType | None:
-    """``services/delivery/relay.py`` when it exists (written separately)."""
-    name = "waypost.services.delivery.relay"
-    if importlib.util.find_spec(name) is None:
-        return None
-    return importlib.import_module(name)
-
-
 class DeliveryRunner:
     def __init__(
         self, services: Services, queue: Queue, *, poll: float = 1.0, batch: int = 500,
-        relay: ModuleType | bool | None = True,
+        relay: RelayService | None = None,
     ) -> None:
         self.services = services
         self.queue = queue
         self.store = services.store
         self.poll = poll
         self.batch = batch
-        self.relay: ModuleType | None = load_relay() if relay is True else relay or None
+        self.relay = relay
         self._relay_ctx: Any = None
         self._relay_version = -1
         self._busy: set[tuple[str, str]] = set()
@@ -391,12 +382,13 @@ class DeliveryRunner:
             log.info("removed %d unused message bodies", removed)
 
 
-async def start_delivery(server: Any) -> None:
+async def start_delivery(server: Any, relay: RelayService | None = None) -> None:
     """Create the Queue and the runner over ``server.services``; the server
-    keeps the Queue as ``server.queue`` and the runner as a background task."""
+    keeps the Queue as ``server.queue`` and the runner as a background task.
+    ``relay`` (built by the server over its SMTP client) sends SMTP queues."""
     queue = Queue(server.services)
     await queue.refresh_policy()
-    runner = DeliveryRunner(server.services, queue)
+    runner = DeliveryRunner(server.services, queue, relay=relay)
     server.queue = queue
     server.delivery = runner
     server.background.append(asyncio.create_task(runner.run(), name="waypost-delivery"))

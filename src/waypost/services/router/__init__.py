@@ -1,7 +1,11 @@
 """The Router: where every address goes (router.md).
 
-``address`` parses, ``table`` compiles the Router Table, ``route`` is the
-pure algorithm and ``service`` keeps the compiled table current.
+``address`` parses, ``table`` compiles the Router Table, ``view`` is what the
+Router may know of the Directory and ``route`` is the pure algorithm.
+
+Invariant: this package is pure. It imports nothing of Waypost outside itself
+(no store, no I/O); ``waypost.services.routing`` beside it loads and caches the
+compiled table (enforced by an import-linter contract in pyproject.toml).
 """
 
 from waypost.services.router.route import ErrorKind, Route, RouteError, RouteResult, route

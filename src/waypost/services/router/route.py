@@ -406,7 +406,8 @@ def _local_or_remote(
     domain = addr.domain
     if domain.endswith(".local") and kind is not Kind.ACCESS:
         name = domain[: -len(".local")]
-        return _unified(ctx, snap.main_domain, name, original, result, depth, ".local")
+        _unified(ctx, snap.main_domain, name, original, result, depth, ".local")
+        return None
     if domain.endswith(".domain") and kind is not Kind.ACCESS:
         sec = domain[: -len(".domain")]
         name = addr.local.rpartition("%")[2]
@@ -414,7 +415,8 @@ def _local_or_remote(
         if real is None:
             result.error = RouteError(ErrorKind.UNKNOWN_DOMAIN, f"unknown domain {sec!r}", original)
             return None
-        return _unified(ctx, real, name, original, result, depth, ".domain")
+        _unified(ctx, real, name, original, result, depth, ".domain")
+        return None
     real = snap.main_domain if not domain else snap.real_domain(domain)
     if real is None:
         outcome = _remote_route(ctx, addr, original)
@@ -496,7 +498,8 @@ def _lookup_object(
             result.error = RouteError(ErrorKind.UNKNOWN_USER, "forwarder without target", original)
             return None
         return parse_address(obj.targets[0])
-    return _expand_group(ctx, obj, domain, result, depth, visited)
+    _expand_group(ctx, obj, domain, result, depth, visited)
+    return None
 
 
 def _expand_group(

@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import waypost.storage.sqlite.queue_store as queue_store
 from waypost.storage.interface import (
     ACL_RIGHTS,
     INBOX,
@@ -55,7 +56,6 @@ from waypost.storage.interface import (
     normalize_flags,
     special_use_of,
 )
-from waypost.storage.sqlite import queue_store
 from waypost.storage.sqlite.queue_store import pending_keys
 
 if TYPE_CHECKING:

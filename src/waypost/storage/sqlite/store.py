@@ -23,6 +23,8 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import waypost.storage.sqlite.mail_store as mail_store
+import waypost.storage.sqlite.queue_store as queue_store
 from waypost.storage.interface import (
     INBOX,
     AlreadyExists,
@@ -34,7 +36,6 @@ from waypost.storage.interface import (
     RecipientUpdate,
     StoreError,
 )
-from waypost.storage.sqlite import mail_store, queue_store
 from waypost.storage.sqlite.blobs import BlobFiles
 from waypost.storage.sqlite.mail_store import MailStoreMixin
 from waypost.storage.sqlite.migrations import migrate

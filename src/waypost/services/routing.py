@@ -1,8 +1,12 @@
 """Keeps the compiled Router Table and the Directory snapshot current.
 
-The compiled table depends on the table text and on the Main Domain names
-(address records naming the Main Domain are stripped at load time), so it
-is rebuilt whenever the store's change counter moves.
+The Router package (``services/router``) is pure: it routes with the table and
+snapshot it is given. This service, beside it, is the one that reads the store.
+
+Invariants: the compiled table depends on the table text and on the Main Domain
+names (address records naming the Main Domain are stripped at load time), so it
+is rebuilt whenever the store's change counter moves, and only then; a table
+that does not compile is never stored (``set_table``).
 """
 
 from __future__ import annotations
@@ -17,10 +21,16 @@ from waypost.storage.interface import Store
 
 
 def main_names(snap: DirectorySnapshot) -> list[str]:
+    """The Main Domain and its aliases: what the table compiler strips."""
     return [snap.main_domain] + [a for a, d in snap.domain_aliases.items() if d == snap.main_domain]
 
 
 class Router:
+    """The routing service: the pure ``route`` over the current table and snapshot.
+
+    Thread-safe (callers run it in worker threads); the lock makes a rebuild
+    happen once per change, not once per concurrent caller."""
+
     def __init__(self, store: Store, directory: Directory) -> None:
         self._store = store
         self._directory = directory
@@ -49,10 +59,12 @@ class Router:
         explain: bool = False,
         max_steps: int = MAX_STEPS,
     ) -> RouteResult:
+        """Route one address (router.md); blocking when a rebuild is due."""
         table, snap = self.current()
         return route(address, kind, trusted, table, snap, explain=explain, max_steps=max_steps)
 
     def get_table(self) -> str:
+        """The table text as the administrator wrote it."""
         return self._store.get_router_table()
 
     def set_table(self, text: str) -> CompiledTable:
