@@ -17,7 +17,7 @@ import click
 from waypost.cli.common import data_option, services
 from waypost.cli.output import fail, line, table
 from waypost.services.container import Services
-from waypost.services.mailbox_access import MailboxAccess, parse_rights
+from waypost.services.mailaccess.rights import MailboxAccess, parse_rights
 from waypost.services.mailstore import Mailstore
 from waypost.storage.interface import INBOX, NotFound, ObjectRecord
 

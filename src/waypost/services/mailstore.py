@@ -12,7 +12,7 @@ parsed once when the message is stored, with a parser that never fails on
 broken input, and kept decoded for display. IMAP works on the same rows
 through the ``Store.mail_*`` methods (flags, MODSEQ, expunge, copy, the
 cached MIME structure); which mailbox a name means and what a user may do
-with it is decided in ``services/mailbox_access.py``.
+with it is decided in ``services/mailaccess/``.
 
 The methods are synchronous like the store: the CLI calls them directly,
 the server from a worker thread.

@@ -313,7 +313,7 @@ def _store_targets(
 ) -> tuple[list[tuple[str, str, str]], bool]:
     """(domain, account, mailbox) of every Store in, mailboxes created where
     allowed; and whether one of them failed."""
-    from waypost.services.mailbox_access import MailboxAccess
+    from waypost.services.mailaccess.rights import MailboxAccess
 
     access = MailboxAccess(queue.services)
     out: list[tuple[str, str, str]] = []

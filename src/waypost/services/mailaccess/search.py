@@ -1,10 +1,10 @@
 """SEARCH evaluation (RFC 3501 §6.4.4), pure.
 
-A parsed program (:class:`~waypost.protocols.imap.wire.SearchKey`) is
+A parsed program (:class:`~waypost.services.mailaccess.criteria.SearchKey`) is
 compiled once per command by :func:`compile_search` into a predicate over
 :class:`SearchMessage`, a small protocol-neutral view the session builds
-from its metadata rows. Compiling resolves ``*`` in sequence sets and folds
-the search strings once, instead of once per message.
+from its metadata rows (the service, for any protocol). Compiling
+resolves ``*`` in sequence sets and folds the search strings once, instead of once per message.
 
 Cost matters in a 10,000-message mailbox: flags, UIDs, sequence numbers,
 sizes and internal dates are metadata; headers need the message header;
@@ -33,7 +33,7 @@ from datetime import UTC, date, datetime
 from typing import Protocol
 
 from waypost import mime
-from waypost.protocols.imap.wire import SearchKey, SequenceSet
+from waypost.services.mailaccess.criteria import SearchKey, SequenceSet
 
 META, HEADER, BODY = 0, 1, 2
 """Costs: metadata only, the message header, the whole message."""

@@ -47,20 +47,20 @@ from dataclasses import dataclass, replace
 
 from waypost.services import auth
 from waypost.services.container import Services
-from waypost.services.mailstore import split_account
-from waypost.services.names import DirectoryError
-from waypost.storage.interface import (
-    ACL_RIGHTS,
+from waypost.services.mailaccess.errors import (
     CannotDelete,
     InvalidMailboxName,
-    MailboxEntry,
+    InvalidRights,
     MailboxError,
     MailboxExists,
+    NoPermission,
     NoSuchMailbox,
     NotFound,
     StoreError,
-    canonical_mailbox,
 )
+from waypost.services.mailstore import split_account
+from waypost.services.names import DirectoryError
+from waypost.storage.interface import ACL_RIGHTS, MailboxEntry, canonical_mailbox
 
 __all__ = [
     "ALL_RIGHTS", "LISTRIGHTS_OPTIONAL", "WIRE_ALL", "AlreadyExists", "CannotDelete",
@@ -84,20 +84,6 @@ _TO_WIRE = {"c": "kxc", "d": "ted"}
 RIGHT_NAMES = {"l": "Lookup", "r": "Read", "s": "Seen", "w": "Write", "i": "Insert",
                "p": "Post", "c": "Create", "d": "Delete", "a": "Administer"}
 _GROUP_DEPTH = 5
-
-
-class NoPermission(MailboxError):
-    """The user may see the mailbox but lacks ``right`` (a CGP letter)."""
-
-    code = "NOPERM"
-
-    def __init__(self, right: str, message: str) -> None:
-        super().__init__(message)
-        self.right = right
-
-
-class InvalidRights(MailboxError):
-    """A rights string with letters that are not rights (SETACL: BAD)."""
 
 
 class AliasLoop(NoSuchMailbox):
@@ -570,12 +556,12 @@ class MailboxAccess:
                     continue  # one's own mailboxes are not "other users'"
                 trees.setdefault((odomain.lower(), oaccount.lower()), {})[entry.name] = entry
         result = []
-        for (odomain, oaccount), tree in trees.items():
+        for (odomain, oaccount), folders in trees.items():
             target = Target(odomain, oaccount, "")
             shown = f"~{oaccount}@{odomain}" if at else f"~{oaccount}"
             result += [ListEntry(f"{shown}/{e.name}", e.attributes(),
                                  replace(target, mailbox_name=e.name))
-                       for e in self._visible(user, target, list(tree.values()))]
+                       for e in self._visible(user, target, list(folders.values()))]
         return result
 
     def _visible(self, user: str, target: Target, tree: list[MailboxEntry]) -> list[MailboxEntry]:
