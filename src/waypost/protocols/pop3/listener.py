@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING
 
 from waypost.protocols.listen import listen
 from waypost.protocols.pop3 import wire
-from waypost.protocols.pop3.maildrop import MaildropLocks, PostOffice
+from waypost.protocols.pop3.office import PostOffice
 from waypost.protocols.pop3.session import ListenerConfig, Session
 from waypost.services.login_guard import shared_guard
+from waypost.services.mailaccess import MaildropLocks
 
 if TYPE_CHECKING:
     from waypost.server import Listener, Server

@@ -34,9 +34,10 @@ writes it, ``opened`` an :class:`Opened` from :meth:`~MailAccess.select` or
   ``subscribe``, ``unsubscribe``, ``subscriptions``, and the RFC 4314 ACL
   calls ``get_acl``, ``set_acl``, ``delete_acl``, ``list_rights``,
   ``my_rights`` (rights in RFC 4314 letters);
-* POP3: :class:`PostOffice` ``open(account)`` -> :class:`Maildrop` (INBOX as
-  at login), ``read``, ``delete`` at QUIT, and :class:`MaildropLocks` (one
-  session per maildrop).
+* POP3 (``maildrop.py``): :class:`Maildrops` ``open(account)`` ->
+  :class:`Maildrop` (INBOX as at login, numbered, DELE marks), ``read``,
+  ``delete`` at QUIT, and its :class:`MaildropLocks` (one session per
+  maildrop); refusals are :class:`MaildropError`.
 
 Errors (``errors.py``) are :class:`MailboxError` subclasses carrying their
 RFC 5530 ``code`` (:class:`NoSuchMailbox`, :class:`NoPermission` with the
@@ -62,6 +63,14 @@ from waypost.services.mailaccess.errors import (
     TryCreate,
 )
 from waypost.services.mailaccess.index import MailboxIndex, MailboxKey, mailbox_key_of
+from waypost.services.mailaccess.maildrop import (
+    Entry,
+    Maildrop,
+    MaildropError,
+    MaildropLocks,
+    Maildrops,
+    MessageGone,
+)
 from waypost.services.mailaccess.rights import (
     RIGHT_NAMES,
     ListEntry,
@@ -86,10 +95,44 @@ from waypost.services.mailaccess.service import (
 from waypost.storage.interface import INBOX, normalize_flags
 
 __all__ = [
-    "FETCH_BATCH_BYTES", "INBOX", "RIGHT_NAMES", "Appended", "CannotDelete", "Changes",
-    "Copied", "FetchNeeds", "FetchedBatch", "InvalidMailboxName", "InvalidRights",
-    "ListEntry", "Listed", "MailAccess", "MailboxAccess", "MailboxError", "MailboxExists",
-    "MailboxIndex", "MailboxKey", "MessageData", "NoPermission", "NoSuchMailbox", "NotFound",
-    "Opened", "SearchKey", "Selection", "SequenceSet", "StoreError", "Target", "TryCreate",
-    "mailbox_key", "mailbox_key_of", "normalize_flags", "to_wire",
+    "FETCH_BATCH_BYTES",
+    "INBOX",
+    "RIGHT_NAMES",
+    "Appended",
+    "CannotDelete",
+    "Changes",
+    "Copied",
+    "Entry",
+    "FetchNeeds",
+    "FetchedBatch",
+    "InvalidMailboxName",
+    "InvalidRights",
+    "ListEntry",
+    "Listed",
+    "MailAccess",
+    "MailboxAccess",
+    "MailboxError",
+    "MailboxExists",
+    "MailboxIndex",
+    "MailboxKey",
+    "Maildrop",
+    "MaildropError",
+    "MaildropLocks",
+    "Maildrops",
+    "MessageData",
+    "MessageGone",
+    "NoPermission",
+    "NoSuchMailbox",
+    "NotFound",
+    "Opened",
+    "SearchKey",
+    "Selection",
+    "SequenceSet",
+    "StoreError",
+    "Target",
+    "TryCreate",
+    "mailbox_key",
+    "mailbox_key_of",
+    "normalize_flags",
+    "to_wire",
 ]  # fmt: skip

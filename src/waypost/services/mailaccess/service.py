@@ -26,7 +26,6 @@ from datetime import datetime
 
 from waypost import mime
 from waypost.services.container import Services
-from waypost.services.mailaccess import search as searching
 from waypost.services.mailaccess.criteria import SearchKey
 from waypost.services.mailaccess.errors import (
     MailboxError,
@@ -50,6 +49,16 @@ from waypost.services.mailaccess.rights import (
     MailboxAccess,
     Opened,
     to_wire,
+)
+from waypost.services.mailaccess.search import (
+    HEADER,
+    META,
+    LazyMessage,
+    SearchContext,
+    compile_search,
+)
+from waypost.services.mailaccess.search import (
+    cost as search_cost,
 )
 from waypost.services.mailstore import Mailstore, split_account
 from waypost.storage.interface import (
@@ -367,11 +376,11 @@ class MailAccess:
         heads of the messages; BODY and TEXT the messages."""
         store = self._store
         ref = opened.target.ref
-        context = searching.SearchContext(len(uids), uids[-1] if uids else 0)
-        test = searching.compile_search(key, context)
+        context = SearchContext(len(uids), uids[-1] if uids else 0)
+        test = compile_search(key, context)
         found: list[int] = []
-        cost = searching.cost(key)
-        if cost == searching.META:
+        cost = search_cost(key)
+        if cost == META:
             with self.indexes.current(mailbox_key_of(ref), ref) as index:
                 for seq, uid in enumerate(uids, 1):
                     i = index.position(uid)
@@ -383,7 +392,7 @@ class MailAccess:
                     if test(_Meta(seq, uid, flags, index.dates[i], index.sizes[i])):
                         found.append(uid if uid_command else seq)
             return found
-        header_only = cost == searching.HEADER
+        header_only = cost == HEADER
         for start in range(0, len(uids), SEARCH_BATCH):
             chunk = list(uids[start : start + SEARCH_BATCH])
             rows = {row.uid: row for row in store.mail_fetch(*ref, chunk)}
@@ -417,14 +426,14 @@ class MailAccess:
         cached: str | None,
         parsed_now: list[tuple[int, str]],
         header_only: bool,
-    ) -> searching.LazyMessage:
+    ) -> LazyMessage:
         """A message for SEARCH; with ``header_only`` (no BODY or TEXT key) only
         the head of its blob is ever read."""
         flags = (*row.flags, RECENT) if recent else row.flags
         if header_only:
             load = functools.partial(self._store.mail_header_bytes, row)
-            return searching.LazyMessage(seq, row.uid, flags, row.internal_date, row.size, load)
-        holder: list[searching.LazyMessage] = []
+            return LazyMessage(seq, row.uid, flags, row.internal_date, row.size, load)
+        holder: list[LazyMessage] = []
 
         def parsed() -> mime.ParsedMessage:
             found = parsed_from_cache(cached)
@@ -433,7 +442,7 @@ class MailAccess:
                 parsed_now.append((row.uid, found.to_json()))
             return found
 
-        message = searching.LazyMessage(
+        message = LazyMessage(
             seq,
             row.uid,
             flags,
