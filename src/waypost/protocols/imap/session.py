@@ -3,10 +3,13 @@
 States: not authenticated -> authenticated -> selected -> logout. Framing and
 parsing are ``wire.py`` (a :class:`~waypost.protocols.imap.wire.CommandReader`
 bounds lines and literals, so bad input is one ``BAD``/``NO`` and the
-connection goes on); FETCH items are ``fetch.py``, SEARCH programs
-``search.py``. Which mailbox a name means and what the user may do there is
-decided by :class:`~waypost.services.mailbox_access.MailboxAccess` only; the
-store checks nothing.
+connection goes on); FETCH items are formatted by ``fetch.py``. Everything
+about mailboxes (which mailbox a name means, the rights, the index, message
+data, SEARCH evaluation, flags, copy/move, append, expunge, status, list,
+ACL) is asked of the mail-access service
+(:class:`~waypost.services.mailaccess.MailAccess`); this module only turns
+its data into responses and its errors (with their RFC 5530 codes) into
+``NO``/``BAD``. It never reaches the store.
 
 Extensions: LITERAL+, SASL-IR, ID, ENABLE, IDLE, NAMESPACE, UIDPLUS, MOVE,
 SPECIAL-USE, UNSELECT, ACL (RFC 4314, ``RIGHTS=texk``), CHILDREN and
@@ -18,28 +21,25 @@ SPECIAL-USE STATUS (...))``).
 UIDNEXT it knows: nothing per message besides 4 bytes, so a thousand
 sessions cost little. After every command (and every second in IDLE, or at
 once when another session or local delivery in this process changed the
-mailbox: ``services/mail_events.py``) it asks the store what changed since
-that MODSEQ and reports
-it: ``* n EXISTS``, ``* n FETCH (FLAGS ...)`` and ``* n EXPUNGE``. EXPUNGE
-is held back while FETCH, STORE or SEARCH (also their UID forms) answer
-(RFC 3501 §7.4.1): the message keeps its number until a command that may
-renumber. The session's own flag changes are not echoed twice: their MODSEQs
-are remembered until the next poll.
+mailbox: ``services/mail_events.py``) it asks the service what changed since
+that MODSEQ and reports it: ``* n EXISTS``, ``* n FETCH (FLAGS ...)`` and
+``* n EXPUNGE``. EXPUNGE is held back while FETCH, STORE or SEARCH (also
+their UID forms) answer (RFC 3501 §7.4.1): the message keeps its number
+until a command that may renumber. The session's own flag changes are not
+echoed twice: their MODSEQs are remembered until the next poll.
 
-**Cost.** The process keeps one copy of each recently used mailbox's
-message index (:class:`MailboxIndex`: UIDs, flags, sizes, dates in compact
-arrays, ~30 bytes a message), brought up to date with ``mail_changes_since``
-before each use; only the first SELECT of a mailbox reads the whole index
-from the store. So SELECT is the rights check, the counters and an array
-copy; ``FETCH 1:* (UID FLAGS RFC822.SIZE)`` is formatted from that copy
-without touching the store or a message, and written in 64 KB chunks;
-ENVELOPE and BODYSTRUCTURE come from the cached MIME parse (made and stored
-with ``mail_structures_put`` the first time a message needs it); message
-bytes are read only for sections, in batches of at most a few MB, and SEARCH
-reads only message heads unless a BODY or TEXT key needs more. Every call
-into the store, the blob files, the MIME parser and the password hash runs
-in one shared thread pool (:class:`ImapContext`), never on the event loop
-and never in a thread of its own per session.
+**Cost.** The service keeps one process-wide copy of each recently used
+mailbox's message index (UIDs, flags, sizes, dates in compact arrays), so
+SELECT is the rights check, the counters and an array copy, and ``FETCH 1:*
+(UID FLAGS RFC822.SIZE)`` is formatted here in one loop straight from that
+copy (:func:`fetch_metadata`, under the index lock) without touching the
+store or a message, and written in 64 KB chunks; ENVELOPE and BODYSTRUCTURE
+come from the cached MIME parse; message bytes are read only for sections,
+in batches of at most a few MB; SEARCH reads only message heads unless a
+BODY or TEXT key needs more. Every call into the service (and so the store,
+the blob files, the MIME parser) and the password hash runs in one shared
+thread pool (:class:`ImapContext`), never on the event loop and never in a
+thread of its own per session.
 
 **Rights** (spec/mailboxes.md §2-§3, RFC 4314): SELECT and EXAMINE need
 ``r``; SELECT answers ``[READ-ONLY]`` when the user holds none of ``s w
@@ -49,7 +49,8 @@ only with ``s`` and never in EXAMINE; STORE needs ``s`` for ``\\Seen``, ``d``
 EXPUNGE and CLOSE's expunge need ``d``; COPY, MOVE and APPEND need ``i`` on
 the target (MOVE also ``d`` on the source) and drop the flags the user may
 not set there. A mailbox the user may not look up (no ``l``) is reported
-exactly like a missing one.
+exactly like a missing one. The service decides all of these; the session
+only adds what is its own state (EXAMINE is read-only).
 
 Logins (LOGIN, AUTHENTICATE PLAIN with or without SASL-IR) go through the
 Router like every login name (aliases, ``user%domain``), under the login

@@ -43,8 +43,10 @@ Errors (``errors.py``) are :class:`MailboxError` subclasses carrying their
 RFC 5530 ``code`` (:class:`NoSuchMailbox`, :class:`NoPermission` with the
 missing ``right``, :class:`TryCreate`, :class:`MailboxExists`, ...),
 :class:`NotFound` for something gone while in use and :class:`StoreError`
-when the store cannot answer. Names and rights rules are ``rights.py``
-(:class:`MailboxAccess`).
+when the store cannot answer. Which mailbox a name means and the rights
+rules are ``rights.py`` (:class:`MailboxAccess`); which names a mailbox, an
+alias or a subscription may have is ``names.py``, checked before the store
+is called.
 """
 
 from __future__ import annotations

@@ -58,6 +58,12 @@ from waypost.services.mailaccess.errors import (
     NotFound,
     StoreError,
 )
+from waypost.services.mailaccess.names import (
+    canonical_any,
+    check_alias,
+    check_name,
+    check_rename,
+)
 from waypost.services.mailstore import split_account
 from waypost.services.names import DirectoryError
 from waypost.storage.interface import ACL_RIGHTS, MailboxEntry, canonical_mailbox
@@ -424,7 +430,7 @@ class MailboxAccess:
             raise InvalidMailboxName(f"{name!r} names a user, not a mailbox")
         if not self.privileged(user, target):
             self._parent_needs(user, target, name)
-        box = target.mailbox_name + ("/" if directory_only else "")
+        box = check_name(target.mailbox_name) + ("/" if directory_only else "")
         self.store.mail_create_mailbox(target.owner_domain, target.owner_account, box,
                                        special_use=special_use)
         return target
@@ -451,8 +457,9 @@ class MailboxAccess:
         if not self.privileged(user, source):
             self._may_remove(user, source, old)
             self._parent_needs(user, dest, new)
+        new_name = check_rename(source.mailbox_name, dest.mailbox_name)
         self.store.mail_rename_mailbox(source.owner_domain, source.owner_account,
-                                       source.mailbox_name, dest.mailbox_name)
+                                       source.mailbox_name, new_name)
         return dest
 
     def _may_remove(self, user: str, target: Target, name: str) -> None:
@@ -579,7 +586,7 @@ class MailboxAccess:
 
     def subscribe(self, user: str, name: str) -> None:
         """SUBSCRIBE: any name, foreign ones too; the mailbox need not exist."""
-        self.store.mail_subscribe(*self._user(user), name)
+        self.store.mail_subscribe(*self._user(user), canonical_any(name))
 
     def unsubscribe(self, user: str, name: str) -> bool:
         return self.store.mail_unsubscribe(*self._user(user), name)
@@ -634,6 +641,7 @@ class MailboxAccess:
             raise InvalidMailboxName(str(exc)) from None
         except NoSuchMailbox:
             pass  # the target may be created later
+        alias, target = check_alias(alias, target)
         self.store.mail_set_alias(domain, account, alias, target)
 
     def remove_alias(self, user: str, alias: str) -> None:
