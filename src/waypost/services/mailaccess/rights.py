@@ -31,7 +31,7 @@ Rights are kept as CGP letters (``lrswipcda``). On the IMAP wire (RFC 4314)
 ``k``/``x`` stand for ``c`` and ``t``/``e`` for ``d``: :func:`to_stored`,
 :func:`to_wire`.
 
-Refusals are :class:`~waypost.storage.interface.MailboxError` subclasses
+Refusals are :class:`~waypost.services.mailaccess.errors.MailboxError` subclasses
 carrying the RFC 5530 response ``code``; a mailbox on which the user lacks
 ``l`` is always reported as missing (:class:`NoSuchMailbox`), never as
 forbidden, so its existence is not revealed.
