@@ -144,7 +144,8 @@ def test_search_by_flags_headers_body_and_uid_sets(mail: MailAccess) -> None:
     assert mail.search(sel.opened, sel.uids, SearchKey("BODY", ("needle",)), never, False) == [2]
     uid_set = SearchKey("UID", (SequenceSet(((uids[1], None),)),))
     assert mail.search(sel.opened, sel.uids, uid_set, never, False) == [2, 3]
-    recent = mail.search(sel.opened, sel.uids, SearchKey("RECENT"), lambda uid: uid == uids[2], 0)
+    only_third = lambda uid: uid == uids[2]  # noqa: E731
+    recent = mail.search(sel.opened, sel.uids, SearchKey("RECENT"), only_third, False)
     assert recent == [3]
 
 
