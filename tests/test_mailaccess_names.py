@@ -9,6 +9,7 @@ from waypost.services.mailaccess.names import (
     MAX_NAME,
     canonical_any,
     check_alias,
+    check_create,
     check_name,
     check_rename,
     check_template,
@@ -48,3 +49,11 @@ def test_aliases_and_templates() -> None:
     check_template(["Sent", "Archive/"], ["INBOX", "~bob/x"], {"Team": "~bob/Team"})
     with pytest.raises(InvalidMailboxName):
         check_template(["bad%name"], [], None)
+
+
+def test_create_keeps_a_directory_only_slash() -> None:
+    assert check_create("inbox/Archive/") == "INBOX/Archive/"
+    assert check_create("Work") == "Work"
+    for bad in ("/", "a//", "a*/"):
+        with pytest.raises(InvalidMailboxName):
+            check_create(bad)

@@ -46,6 +46,14 @@ def check_name(name: str) -> str:
     return canonical_mailbox(name)
 
 
+def check_create(name: str) -> str:
+    """A name to create: :func:`check_name`, except that a trailing ``/``
+    (create only the directory entity, RFC 3501 §6.3.3) is kept."""
+    if name.endswith("/") and len(name) > 1:
+        return check_name(name[:-1]) + "/"
+    return check_name(name)
+
+
 def canonical_any(name: str) -> str:
     """A name that may be foreign (``~owner/box``; subscriptions, alias
     targets): INBOX made canonical in the mailbox part; only emptiness and
@@ -88,7 +96,7 @@ def check_template(
     entity), Subscriptions and MailboxAliases (domains-accounts.md §5) obey
     the same rules as names a user gives; :class:`InvalidMailboxName` if not."""
     for name in mailboxes:
-        check_name(name[:-1] if name.endswith("/") and len(name) > 1 else name)
+        check_create(name)
     for name in subscriptions:
         canonical_any(name)
     for alias, target in (aliases or {}).items():
