@@ -9,9 +9,10 @@ import pytest
 from tests.test_mime import crlf
 
 from waypost import mime
-from waypost.protocols.imap import search, wire
-from waypost.protocols.imap.search import LazyMessage, SearchContext
-from waypost.protocols.imap.wire import SearchKey
+from waypost.protocols.imap import wire
+from waypost.services.mailaccess import search
+from waypost.services.mailaccess.criteria import SearchKey
+from waypost.services.mailaccess.search import LazyMessage, SearchContext
 
 M1 = crlf(
     'From: "=?utf-8?q?Alice_=C3=84mann?=" <alice@example.com>',

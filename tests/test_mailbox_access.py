@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from waypost.services.container import Services, open_services
-from waypost.services.mailbox_access import (
+from waypost.services.mailaccess.rights import (
     LISTRIGHTS_OPTIONAL,
     WIRE_ALL,
     AlreadyExists,

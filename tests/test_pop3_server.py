@@ -23,9 +23,9 @@ import pytest
 from tests.support.mailbox import read_mailbox
 from tests.support.server import WaypostServer
 
-from waypost.protocols.pop3.maildrop import MaildropLocks
 from waypost.protocols.pop3.session import ListenerConfig, Session
 from waypost.services.login_guard import Attempt
+from waypost.services.mailaccess import MaildropLocks
 from waypost.settings import ServerSettings
 
 PW = "pop-pw-1234"

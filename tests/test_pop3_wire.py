@@ -8,7 +8,6 @@ import base64
 import pytest
 
 from waypost.protocols.pop3 import wire
-from waypost.protocols.pop3.maildrop import Entry, Maildrop, MaildropLocks
 from waypost.protocols.pop3.wire import Pop3Error
 from waypost.services.login_guard import LoginGuard
 from waypost.settings import ServerSettings
@@ -201,35 +200,6 @@ def test_apop_digest_rfc1939_example() -> None:
     assert wire.apop_timestamp(1, "2.3", "h.dom") == "<1.2.3@h.dom>"
     assert wire.is_md5_hex(digest) and wire.is_md5_hex(digest.upper())
     assert not wire.is_md5_hex(digest[:-1]) and not wire.is_md5_hex("g" * 32)
-
-
-# -- maildrop --------------------------------------------------------------------
-
-
-def test_maildrop_numbers_deletes_and_reset() -> None:
-    drop = Maildrop("a@d", 77, [Entry(5, 100), Entry(9, 20), Entry(12, 3)])
-    assert drop.stat() == (3, 123)
-    assert drop.unique_id(drop.get(2)) == "77.9"
-    drop.delete(2)
-    assert drop.stat() == (2, 103)
-    assert [n for n, _ in drop.live()] == [1, 3]  # numbers do not move
-    with pytest.raises(Pop3Error, match="Message 2 is deleted"):
-        drop.get(2)
-    with pytest.raises(Pop3Error, match="Message 2 is deleted"):
-        drop.delete(2)
-    with pytest.raises(Pop3Error, match="No message 4"):
-        drop.get(4)
-    assert drop.deleted_uids() == [9]
-    drop.reset()
-    assert drop.stat() == (3, 123) and drop.deleted_uids() == []
-
-
-def test_maildrop_locks() -> None:
-    locks = MaildropLocks()
-    assert locks.acquire("Alice@D")
-    assert not locks.acquire("alice@d")
-    locks.release("ALICE@d")
-    assert locks.acquire("alice@d")
 
 
 # -- login guard -----------------------------------------------------------------

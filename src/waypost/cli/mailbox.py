@@ -4,7 +4,7 @@ mailbox aliases, for the administrator (spec/mailboxes.md §8).
 Commands act with administrator rights (as the account's owner), like the CGP
 CLI without ``AUTH``; ``acl`` and ``rights`` take ``--auth USER`` to act with
 that user's rights on the account's mailbox instead (``GETMAILBOXACL ...
-AUTH user``). Names and rights go through ``services/mailbox_access.py``,
+AUTH user``). Names and rights go through ``services/mailaccess``,
 the same code IMAP uses.
 """
 
@@ -17,7 +17,7 @@ import click
 from waypost.cli.common import data_option, services
 from waypost.cli.output import fail, line, table
 from waypost.services.container import Services
-from waypost.services.mailbox_access import MailboxAccess, parse_rights
+from waypost.services.mailaccess.rights import MailboxAccess, parse_rights
 from waypost.services.mailstore import INBOX, Mailstore
 from waypost.storage.open import NotFound
 

@@ -267,6 +267,10 @@ class Directory:
                                                            "MailboxAliases")}
         if any(mail.values()):  # the template's mailboxes, subscriptions, aliases (§5)
             try:
+                from waypost.services.mailaccess.names import check_template  # (import cycle)
+
+                check_template(mail["Mailboxes"] or (), mail["Subscriptions"] or (),
+                               mail["MailboxAliases"])
                 self.store.mail_apply_template(
                     domain, name, mailboxes=mail["Mailboxes"] or (),
                     subscriptions=mail["Subscriptions"] or (), aliases=mail["MailboxAliases"])

@@ -12,7 +12,7 @@ parsed once when the message is stored, with a parser that never fails on
 broken input, and kept decoded for display. IMAP works on the same rows
 through the ``Store.mail_*`` methods (flags, MODSEQ, expunge, copy, the
 cached MIME structure); which mailbox a name means and what a user may do
-with it is decided in ``services/mailbox_access.py``.
+with it is decided in ``services/mailaccess/``.
 
 The methods are synchronous like the store: the CLI calls them directly,
 the server from a worker thread.
@@ -140,8 +140,10 @@ class Mailstore:
         """
         domain, name = split_account(account)
         if create:
+            from waypost.services.mailaccess.names import check_create  # (import cycle)
+
             try:
-                self.store.mail_create_mailbox(domain, name, mailbox)
+                self.store.mail_create_mailbox(domain, name, check_create(mailbox))
             except StoreError:
                 pass  # exists already (any other problem shows in mail_store)
         key = self.store.blob_put(body)
@@ -169,7 +171,10 @@ class Mailstore:
         return assemble(message.prefix, self.store.blob_get(message.blob), message.omit)
 
     def create_mailbox(self, account: str, mailbox: str) -> MailboxInfo:
-        return self.store.mail_create_mailbox(*split_account(account), mailbox)
+        """A new mailbox; its name obeys the mail-access name rules."""
+        from waypost.services.mailaccess.names import check_create  # (import cycle)
+
+        return self.store.mail_create_mailbox(*split_account(account), check_create(mailbox))
 
     def mailboxes(self, account: str) -> list[MailboxInfo]:
         return self.store.mail_mailboxes(*split_account(account))

@@ -3,10 +3,13 @@
 States: not authenticated -> authenticated -> selected -> logout. Framing and
 parsing are ``wire.py`` (a :class:`~waypost.protocols.imap.wire.CommandReader`
 bounds lines and literals, so bad input is one ``BAD``/``NO`` and the
-connection goes on); FETCH items are ``fetch.py``, SEARCH programs
-``search.py``. Which mailbox a name means and what the user may do there is
-decided by :class:`~waypost.services.mailbox_access.MailboxAccess` only; the
-store checks nothing.
+connection goes on); FETCH items are formatted by ``fetch.py``. Everything
+about mailboxes (which mailbox a name means, the rights, the index, message
+data, SEARCH evaluation, flags, copy/move, append, expunge, status, list,
+ACL) is asked of the mail-access service
+(:class:`~waypost.services.mailaccess.MailAccess`); this module only turns
+its data into responses and its errors (with their RFC 5530 codes) into
+``NO``/``BAD``. It never reaches the store.
 
 Extensions: LITERAL+, SASL-IR, ID, ENABLE, IDLE, NAMESPACE, UIDPLUS, MOVE,
 SPECIAL-USE, UNSELECT, ACL (RFC 4314, ``RIGHTS=texk``), CHILDREN and
@@ -18,28 +21,25 @@ SPECIAL-USE STATUS (...))``).
 UIDNEXT it knows: nothing per message besides 4 bytes, so a thousand
 sessions cost little. After every command (and every second in IDLE, or at
 once when another session or local delivery in this process changed the
-mailbox: ``services/mail_events.py``) it asks the store what changed since
-that MODSEQ and reports
-it: ``* n EXISTS``, ``* n FETCH (FLAGS ...)`` and ``* n EXPUNGE``. EXPUNGE
-is held back while FETCH, STORE or SEARCH (also their UID forms) answer
-(RFC 3501 §7.4.1): the message keeps its number until a command that may
-renumber. The session's own flag changes are not echoed twice: their MODSEQs
-are remembered until the next poll.
+mailbox: ``services/mail_events.py``) it asks the service what changed since
+that MODSEQ and reports it: ``* n EXISTS``, ``* n FETCH (FLAGS ...)`` and
+``* n EXPUNGE``. EXPUNGE is held back while FETCH, STORE or SEARCH (also
+their UID forms) answer (RFC 3501 §7.4.1): the message keeps its number
+until a command that may renumber. The session's own flag changes are not
+echoed twice: their MODSEQs are remembered until the next poll.
 
-**Cost.** The process keeps one copy of each recently used mailbox's
-message index (:class:`MailboxIndex`: UIDs, flags, sizes, dates in compact
-arrays, ~30 bytes a message), brought up to date with ``mail_changes_since``
-before each use; only the first SELECT of a mailbox reads the whole index
-from the store. So SELECT is the rights check, the counters and an array
-copy; ``FETCH 1:* (UID FLAGS RFC822.SIZE)`` is formatted from that copy
-without touching the store or a message, and written in 64 KB chunks;
-ENVELOPE and BODYSTRUCTURE come from the cached MIME parse (made and stored
-with ``mail_structures_put`` the first time a message needs it); message
-bytes are read only for sections, in batches of at most a few MB, and SEARCH
-reads only message heads unless a BODY or TEXT key needs more. Every call
-into the store, the blob files, the MIME parser and the password hash runs
-in one shared thread pool (:class:`ImapContext`), never on the event loop
-and never in a thread of its own per session.
+**Cost.** The service keeps one process-wide copy of each recently used
+mailbox's message index (UIDs, flags, sizes, dates in compact arrays), so
+SELECT is the rights check, the counters and an array copy, and ``FETCH 1:*
+(UID FLAGS RFC822.SIZE)`` is formatted here in one loop straight from that
+copy (:func:`fetch_metadata`, under the index lock) without touching the
+store or a message, and written in 64 KB chunks; ENVELOPE and BODYSTRUCTURE
+come from the cached MIME parse; message bytes are read only for sections,
+in batches of at most a few MB; SEARCH reads only message heads unless a
+BODY or TEXT key needs more. Every call into the service (and so the store,
+the blob files, the MIME parser) and the password hash runs in one shared
+thread pool (:class:`ImapContext`), never on the event loop and never in a
+thread of its own per session.
 
 **Rights** (spec/mailboxes.md §2-§3, RFC 4314): SELECT and EXAMINE need
 ``r``; SELECT answers ``[READ-ONLY]`` when the user holds none of ``s w
@@ -49,7 +49,8 @@ only with ``s`` and never in EXAMINE; STORE needs ``s`` for ``\\Seen``, ``d``
 EXPUNGE and CLOSE's expunge need ``d``; COPY, MOVE and APPEND need ``i`` on
 the target (MOVE also ``d`` on the source) and drop the flags the user may
 not set there. A mailbox the user may not look up (no ``l``) is reported
-exactly like a missing one.
+exactly like a missing one. The service decides all of these; the session
+only adds what is its own state (EXAMINE is read-only).
 
 Logins (LOGIN, AUTHENTICATE PLAIN with or without SASL-IR) go through the
 Router like every login name (aliases, ``user%domain``), under the login
@@ -67,22 +68,18 @@ import contextlib
 import functools
 import logging
 import ssl
-import threading
 import time
 from array import array
 from bisect import bisect_left, bisect_right
-from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
 from enum import Enum
 from typing import Any, TypeVar
 
 import waypost
-from waypost import mime
 from waypost.protocols.imap import fetch as fetching
-from waypost.protocols.imap import search as searching
 from waypost.protocols.imap import wire
 from waypost.protocols.imap.wire import (
     Command,
@@ -90,34 +87,26 @@ from waypost.protocols.imap.wire import (
     ParseError,
     RawCommand,
     Rejected,
-    SearchKey,
     SequenceSet,
 )
 from waypost.protocols.listen import endpoints, is_loopback
 from waypost.services import auth
 from waypost.services.container import Services
 from waypost.services.login_guard import LoginGuard
-from waypost.services.mailbox_access import (
-    RIGHT_NAMES,
+from waypost.services.mailaccess import (
+    FetchNeeds,
     InvalidRights,
-    ListEntry,
-    MailboxAccess,
-    Opened,
-    to_wire,
-)
-from waypost.services.mailstore import Mailstore, split_account
-from waypost.settings import ServerSettings
-from waypost.storage.interface import (
-    INBOX,
-    MailboxChanges,
+    MailAccess,
     MailboxError,
-    MailboxExists,
-    MailMessage,
+    MailboxKey,
+    MessageData,
     NoSuchMailbox,
     NotFound,
+    Opened,
     StoreError,
-    normalize_flags,
+    mailbox_key,
 )
+from waypost.settings import ServerSettings
 
 log = logging.getLogger("waypost.imap")
 
@@ -139,10 +128,8 @@ RECENT = "\\Recent"
 READ_CHUNK = 65536
 WRITE_CHUNK = 65536
 """Responses are collected and written in chunks of about this size."""
-FETCH_BATCH_BYTES = 4 * 1024 * 1024
-"""A FETCH that reads message bytes is answered in batches of about this much."""
 FETCH_BATCH_MESSAGES = 200
-SEARCH_BATCH = 250
+"""A FETCH that reads messages asks the service for at most this many at a time."""
 IDLE_POLL = 1.0
 """Seconds between looks for changes made outside this process during IDLE."""
 PREAUTH_TIMEOUT = 120
@@ -151,8 +138,6 @@ PREAUTH_LITERAL = 64 * 1024
 MAX_BAD = 30
 """Consecutive BAD answers after which the connection is closed."""
 WORKERS = 8
-INDEX_CACHE_MESSAGES = 500_000
-"""Messages whose index the process keeps in memory (about 30 bytes each)."""
 
 
 class State(Enum):
@@ -184,157 +169,7 @@ class Reply:
     code: str | None = None
 
 
-MailboxKey = tuple[str, str, str]
-
-
 # -- the process-wide part ---------------------------------------------------------
-
-
-class MailboxIndex:
-    """The process's copy of one mailbox's message index, kept current with
-    ``mail_changes_since``: UIDs, flags, sizes and internal dates in compact
-    arrays (about 30 bytes a message), shared by every session. SELECT copies
-    the UIDs from here, and metadata FETCH and SEARCH read it, instead of
-    loading the whole index from the store each time.
-
-    Use it only under :attr:`lock` (see :meth:`IndexCache.current`)."""
-
-    __slots__ = (
-        "dates", "flags", "keywords", "lock", "modseq", "sizes", "uidnext", "uids",
-        "uidvalidity", "unseen",
-    )  # fmt: skip
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.uidvalidity = -1
-        self.uidnext = 0
-        self.modseq = 0
-        self.uids: array[int] = array("I")
-        self.flags: list[tuple[str, ...]] = []
-        self.sizes: array[int] = array("q")
-        self.dates: array[float] = array("d")
-        self.unseen: int | None = None  # index of the first message without \Seen; -1: none
-        self.keywords: frozenset[str] | None = None
-
-    def __len__(self) -> int:
-        return len(self.uids)
-
-    def position(self, uid: int) -> int | None:
-        i = bisect_left(self.uids, uid)
-        return i if i < len(self.uids) and self.uids[i] == uid else None
-
-    def load(self, store: Any, ref: tuple[str, str, str], interned: dict) -> None:
-        """Read the whole index (as of the mailbox's counters read first)."""
-        head = store.mail_changes_since(*ref, _FAR_FUTURE, uidnext=_FAR_FUTURE)
-        rows = store.mail_index(*ref)
-        uids: array[int] = array("I")
-        flags: list[tuple[str, ...]] = []
-        sizes: array[int] = array("q")
-        dates: array[float] = array("d")
-        for row in rows:
-            if row.uid >= head.uidnext:
-                break  # arrived after the counters were read: comes as "new"
-            uids.append(row.uid)
-            flags.append(interned.setdefault(row.flags, row.flags))
-            sizes.append(row.size)
-            dates.append(row.internal_date)
-        self.uids, self.flags, self.sizes, self.dates = uids, flags, sizes, dates
-        self.uidvalidity, self.uidnext, self.modseq = (
-            head.uidvalidity,
-            head.uidnext,
-            (head.highestmodseq),
-        )
-        self.unseen = self.keywords = None
-
-    def refresh(self, store: Any, ref: tuple[str, str, str], interned: dict) -> None:
-        if self.uidvalidity < 0:
-            self.load(store, ref, interned)
-            return
-        changes = store.mail_changes_since(*ref, self.modseq, uidnext=self.uidnext)
-        if changes.uidvalidity != self.uidvalidity:
-            self.load(store, ref, interned)
-            return
-        if changes.expunged:
-            gone = {uid for uid in changes.expunged if self.position(uid) is not None}
-            if gone:
-                keep = [i for i, uid in enumerate(self.uids) if uid not in gone]
-                self.uids = array("I", (self.uids[i] for i in keep))
-                self.flags = [self.flags[i] for i in keep]
-                self.sizes = array("q", (self.sizes[i] for i in keep))
-                self.dates = array("d", (self.dates[i] for i in keep))
-                self.unseen = None
-        for meta in changes.changed:
-            i = self.position(meta.uid)
-            if i is not None:
-                self.flags[i] = interned.setdefault(meta.flags, meta.flags)
-                self.unseen = self.keywords = None
-        for meta in changes.new:
-            if meta.uid >= self.uidnext or not self.uids or meta.uid > self.uids[-1]:
-                self.uids.append(meta.uid)
-                self.flags.append(interned.setdefault(meta.flags, meta.flags))
-                self.sizes.append(meta.size)
-                self.dates.append(meta.internal_date)
-                self.unseen = self.keywords = None
-        self.uidnext = max(self.uidnext, changes.uidnext)
-        self.modseq = max(self.modseq, changes.highestmodseq)
-
-    def first_unseen(self) -> int:
-        """The index of the first message without \\Seen, -1 if none."""
-        if self.unseen is None:
-            self.unseen = next((i for i, f in enumerate(self.flags) if SEEN not in f), -1)
-        return self.unseen
-
-    def keyword_set(self) -> frozenset[str]:
-        if self.keywords is None:
-            self.keywords = frozenset(
-                flag for flags in set(self.flags) for flag in flags if flag[:1] != "\\"
-            )
-        return self.keywords
-
-
-_FAR_FUTURE = 2**62
-
-
-class IndexCache:
-    """The :class:`MailboxIndex` of recently used mailboxes, least recently
-    used dropped first when they hold more than ``limit`` messages together."""
-
-    def __init__(self, store: Any, limit: int = INDEX_CACHE_MESSAGES) -> None:
-        self.store = store
-        self.limit = limit
-        self._lock = threading.Lock()
-        self._entries: OrderedDict[MailboxKey, MailboxIndex] = OrderedDict()
-        self._interned: dict[tuple[str, ...], tuple[str, ...]] = {}
-
-    @contextlib.contextmanager
-    def current(self, key: MailboxKey, ref: tuple[str, str, str]) -> Iterator[MailboxIndex]:
-        """The mailbox's index, brought up to date, locked while in use."""
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                entry = self._entries[key] = MailboxIndex()
-            self._entries.move_to_end(key)
-            if len(self._interned) > 10000:
-                self._interned = {}
-        with entry.lock:
-            try:
-                entry.refresh(self.store, ref, self._interned)
-            except NotFound:
-                self.drop(key)
-                raise
-            yield entry
-        self._trim()
-
-    def drop(self, key: MailboxKey) -> None:
-        with self._lock:
-            self._entries.pop(key, None)
-
-    def _trim(self) -> None:
-        with self._lock:
-            total = sum(len(e) for e in self._entries.values())
-            while total > self.limit and len(self._entries) > 1:
-                _, old = self._entries.popitem(last=False)
-                total -= len(old)
 
 
 class ImapContext:
@@ -350,14 +185,11 @@ class ImapContext:
         executor: ThreadPoolExecutor | None = None,
     ) -> None:
         self.services = services
-        self.store = services.store
         self.guard = guard
         self.tls = tls
-        self.access = MailboxAccess(services)
-        self.mailstore = Mailstore(services.store)
+        self.mail = MailAccess(services)  # the mailboxes, and the process's index cache
         self.executor = executor or ThreadPoolExecutor(WORKERS, thread_name_prefix="imap")
         self.hub = services.events  # shared with local delivery
-        self.indexes = IndexCache(services.store)
         self.settings: ServerSettings = services.settings()
         self._version = -1
 
@@ -371,7 +203,7 @@ class ImapContext:
         self._version = await self.run(self._refresh)
 
     def _refresh(self) -> int:
-        version = self.services.store.version()
+        version = self.mail.version()
         if version != self._version:
             self.settings = self.services.settings()
         return version
@@ -440,10 +272,6 @@ class Selected:
         self.own: set[int] = set()  # MODSEQs of this session's own flag changes
 
     @property
-    def ref(self) -> tuple[str, str, str]:
-        return self.opened.target.ref
-
-    @property
     def read_only(self) -> bool:
         return self.examine or self.opened.read_only
 
@@ -481,62 +309,7 @@ class Selected:
         return flags
 
 
-def mailbox_key(opened: Opened) -> MailboxKey:
-    return mailbox_key_of(opened.target.ref)
-
-
-def mailbox_key_of(ref: tuple[str, str, str]) -> MailboxKey:
-    """Mailboxes are compared with the owner's domain and name in lower case."""
-    return (ref[0].lower(), ref[1].lower(), ref[2])
-
-
-# -- blocking work (runs in the thread pool) ---------------------------------------
-
-
-@dataclass(slots=True)
-class SelectResult:
-    opened: Opened
-    uidvalidity: int
-    uidnext: int
-    modseq: int
-    uids: array[int]
-    keywords: set[str]
-    first_unseen: int
-    recent_first: int
-
-
-def select_mailbox(ctx: ImapContext, user: str, name: str, examine: bool) -> SelectResult:
-    """Open a mailbox: the rights, the counters, and the UIDs from the
-    process's copy of the index (read from the store only the first time)."""
-    opened = ctx.access.open(user, name, "r")
-    ref = opened.target.ref
-    state = ctx.store.mail_mailbox_state(*ref)
-    with ctx.indexes.current(mailbox_key(opened), ref) as index:
-        uids = array("I", index.uids)
-        keywords = set(index.keyword_set())
-        first_unseen = index.first_unseen() + 1
-        uidvalidity, uidnext, modseq = index.uidvalidity, index.uidnext, index.modseq
-    recent_first = uidnext
-    if state.recent:
-        if examine:
-            recent_first = uids[max(0, len(uids) - state.recent)] if uids else uidnext
-        else:
-            recent_first = ctx.store.mail_claim_recent(*ref)
-    return SelectResult(
-        opened, uidvalidity, uidnext, modseq, uids, keywords, first_unseen, recent_first
-    )
-
-
-def poll_changes(
-    ctx: ImapContext, ref: tuple[str, str, str], modseq: int, uidnext: int, claim: bool
-) -> tuple[MailboxChanges, int | None]:
-    """What changed since ``modseq``; with new messages and ``claim``, also
-    claim the \\Recent ones (the first UID that is recent for this session)."""
-    changes = ctx.store.mail_changes_since(*ref, modseq, uidnext=uidnext)
-    first = None
-    if claim and changes.new:
-        first = ctx.store.mail_claim_recent(*ref)
-    return changes, first
+# -- FETCH formatting (runs in the thread pool) -------------------------------------
 
 
 @dataclass(slots=True)
@@ -547,28 +320,9 @@ class FetchBatch:
     own: int | None  # MODSEQ of the \Seen this FETCH set
 
 
-def _parsed_from_cache(text: str | None) -> mime.ParsedMessage | None:
-    if not text:
-        return None
-    try:
-        return mime.ParsedMessage.from_json(text)
-    except (ValueError, KeyError, TypeError):
-        return None  # another version of the cache: parse again
-
-
-def _parse(data: bytes) -> mime.ParsedMessage:
-    try:
-        return mime.parse(data)
-    except Exception:  # the parser promises not to raise; never fail a FETCH on it
-        log.exception("MIME parse failed; serving the message as one text part")
-        end = len(data)
-        body = mime.header_end(data) if data else 0
-        return mime.ParsedMessage(mime.Part(0, body, end, lines=data.count(b"\n")), end)
-
-
 def fetch_batch(
     ctx: ImapContext,
-    ref: tuple[str, str, str],
+    opened: Opened,
     pairs: Sequence[tuple[int, int]],
     atts: Sequence[wire.FetchAtt],
     plan: fetching.FetchPlan,
@@ -576,68 +330,28 @@ def fetch_batch(
     can_set_seen: bool,
     recent: Callable[[int], bool],
 ) -> FetchBatch:
-    """``* n FETCH`` lines for (message number, UID) ``pairs``, until about
-    :data:`FETCH_BATCH_BYTES` are written."""
-    store = ctx.store
-    uids = [uid for _, uid in pairs]
-    rows = store.mail_fetch(*ref, uids)
-    by_uid = {row.uid: row for row in rows}
-    cached = store.mail_structures(*ref, uids) if plan.parsed else {}
+    """``* n FETCH`` lines for (message number, UID) ``pairs`` from the data
+    the service reads (about :data:`~waypost.services.mailaccess.FETCH_BATCH_BYTES`
+    at a time), and the implicit ``\\Seen`` stored."""
+    needs = FetchNeeds(plan.raw, plan.header_only, plan.parsed)
+    batch = ctx.mail.fetch(opened, pairs, needs)
     chunks: list[bytes] = []
-    size = 0
-    missing = 0
-    seen: list[int] = []
-    parsed_now: list[tuple[int, str]] = []
-    done = 0
-    for seq, uid in pairs:
-        done += 1
-        row = by_uid.get(uid)
-        if row is None:
-            missing += 1
-            continue
-        raw: bytes | None = None
-        parsed: mime.ParsedMessage | None = None
-        try:
-            if plan.parsed:
-                parsed = _parsed_from_cache(cached.get(uid))
-            if plan.raw:
-                if plan.header_only:
-                    raw = store.mail_header_bytes(row)
-                else:
-                    raw = ctx.mailstore.message_bytes(row)
-            if plan.parsed and parsed is None:
-                if raw is None or plan.header_only:
-                    raw = ctx.mailstore.message_bytes(row)
-                parsed = _parse(raw)
-                parsed_now.append((uid, parsed.to_json()))
-        except NotFound:
-            log.error("message UID %d of %s: its body is missing", uid, "/".join(ref))
-            missing += 1
-            continue
-        flags = (*row.flags, RECENT) if recent(uid) else row.flags
+    seen: list[MessageData] = []
+    for m in batch.messages:
+        flags = (*m.flags, RECENT) if recent(m.uid) else m.flags
         result = fetching.fetch(
             atts,
-            fetching.FetchMessage(seq, uid, flags, row.internal_date, row.size, raw, parsed),
+            fetching.FetchMessage(
+                m.seq, m.uid, flags, m.internal_date, m.size, m.raw, m.parsed
+            ),
             uid_command=uid_command,
             can_set_seen=can_set_seen,
         )
         chunks.append(result.response)
-        size += len(result.response)
         if result.seen:
-            seen.append(uid)
-        if size >= FETCH_BATCH_BYTES:
-            break
-    if parsed_now:
-        try:
-            store.mail_structures_put(*ref, parsed_now)
-        except StoreError:
-            log.warning("could not cache the MIME structure of %d messages", len(parsed_now))
-    own = None
-    if seen:
-        before = {uid: by_uid[uid].modseq for uid in seen}
-        updates = store.mail_set_flags(*ref, seen, [SEEN], "add")
-        own = max((m for uid, m, _ in updates if m != before.get(uid)), default=None)
-    return FetchBatch(chunks, done, missing, own)
+            seen.append(m)
+    own = ctx.mail.mark_seen(opened, seen) if seen else None
+    return FetchBatch(chunks, batch.done, batch.missing, own)
 
 
 _METADATA = {
@@ -654,16 +368,15 @@ def metadata_only(atts: Sequence[wire.FetchAtt]) -> bool:
 
 def fetch_metadata(
     ctx: ImapContext,
-    key: MailboxKey,
-    ref: tuple[str, str, str],
+    opened: Opened,
     pairs: Sequence[tuple[int, int]],
     atts: Sequence[wire.FetchAtt],
     uid_command: bool,
     recent: Callable[[int], bool] | None,
 ) -> tuple[list[bytes], int]:
-    """``* n FETCH`` lines from the process's copy of the index alone (the
-    10,000-message ``FETCH 1:* (UID FLAGS RFC822.SIZE)``); and how many of
-    the messages no longer exist."""
+    """``* n FETCH`` lines formatted in one loop straight from the process's
+    copy of the index (the 10,000-message ``FETCH 1:* (UID FLAGS
+    RFC822.SIZE)``); and how many of the messages no longer exist."""
     with_uid = uid_command or any(a.name == "UID" for a in atts)
     names = [a.name for a in atts if a.name != "UID"]
     kinds = [("FLAGS", "RFC822.SIZE", "INTERNALDATE").index(n) for n in names]
@@ -672,7 +385,7 @@ def fetch_metadata(
     shown: dict[tuple[str, ...], bytes] = {}
     lines: list[bytes] = []
     missing = 0
-    with ctx.indexes.current(key, ref) as index:
+    with ctx.mail.index(opened) as index:
         uids, flags, sizes, dates = index.uids, index.flags, index.sizes, index.dates
         count = len(uids)
         for seq, uid in pairs:
@@ -683,7 +396,7 @@ def fetch_metadata(
                     missing += 1
                     continue
                 i = found
-            values = [seq, uid] if with_uid else [seq]
+            values: list[Any] = [seq, uid] if with_uid else [seq]
             for kind in kinds:
                 if kind == 0:
                     these = flags[i]
@@ -699,297 +412,6 @@ def fetch_metadata(
                     values.append(wire.internal_date(dates[i]))
             lines.append(form % tuple(values))
     return lines, missing
-
-
-class _Meta:
-    """A message for SEARCH keys that need only metadata."""
-
-    __slots__ = ("flags", "internal_date", "seq", "size", "uid")
-
-    def __init__(self, seq: int, uid: int, flags: Sequence[str], date: float, size: int) -> None:
-        self.seq = seq
-        self.uid = uid
-        self.flags = flags
-        self.internal_date = date
-        self.size = size
-
-    def header(self, name: str) -> list[str]:  # pragma: no cover - cost() says never
-        raise AssertionError("metadata search asked for a header")
-
-    def header_text(self) -> str:  # pragma: no cover
-        raise AssertionError("metadata search asked for the header")
-
-    def body_text(self) -> str:  # pragma: no cover
-        raise AssertionError("metadata search asked for the body")
-
-
-def search_messages(
-    ctx: ImapContext,
-    ref: tuple[str, str, str],
-    uids: Sequence[int],
-    key: SearchKey,
-    recent: Callable[[int], bool],
-    uid_command: bool,
-) -> list[int]:
-    """Message numbers (or UIDs) of the view's messages that match ``key``."""
-    store = ctx.store
-    context = searching.SearchContext(len(uids), uids[-1] if uids else 0)
-    test = searching.compile_search(key, context)
-    found: list[int] = []
-    if searching.cost(key) == searching.META:
-        with ctx.indexes.current(mailbox_key_of(ref), ref) as index:
-            for seq, uid in enumerate(uids, 1):
-                i = index.position(uid)
-                if i is None:
-                    continue
-                flags = index.flags[i]
-                if recent(uid):
-                    flags = (*flags, RECENT)
-                if test(_Meta(seq, uid, flags, index.dates[i], index.sizes[i])):
-                    found.append(uid if uid_command else seq)
-        return found
-    header_only = searching.cost(key) == searching.HEADER
-    for start in range(0, len(uids), SEARCH_BATCH):
-        chunk = list(uids[start : start + SEARCH_BATCH])
-        rows = {row.uid: row for row in store.mail_fetch(*ref, chunk)}
-        cached = {} if header_only else store.mail_structures(*ref, chunk)
-        parsed_now: list[tuple[int, str]] = []
-        for offset, uid in enumerate(chunk):
-            row = rows.get(uid)
-            if row is None:
-                continue
-            seq = start + offset + 1
-            message = _lazy(ctx, row, seq, recent(uid), cached.get(uid), parsed_now, header_only)
-            try:
-                hit = test(message)
-            except NotFound:
-                log.error("message UID %d of %s: its body is missing", uid, "/".join(ref))
-                continue
-            if hit:
-                found.append(uid if uid_command else seq)
-        if parsed_now:
-            with contextlib.suppress(StoreError):
-                store.mail_structures_put(*ref, parsed_now)
-    return found
-
-
-def _lazy(
-    ctx: ImapContext,
-    row: MailMessage,
-    seq: int,
-    recent: bool,
-    cached: str | None,
-    parsed_now: list[tuple[int, str]],
-    header_only: bool,
-) -> searching.LazyMessage:
-    """A message for SEARCH; with ``header_only`` (no BODY or TEXT key) only
-    the head of its blob is ever read."""
-    flags = (*row.flags, RECENT) if recent else row.flags
-    if header_only:
-        load = functools.partial(ctx.store.mail_header_bytes, row)
-        return searching.LazyMessage(seq, row.uid, flags, row.internal_date, row.size, load)
-    holder: list[searching.LazyMessage] = []
-
-    def parsed() -> mime.ParsedMessage:
-        found = _parsed_from_cache(cached)
-        if found is None:
-            found = _parse(holder[0].raw)
-            parsed_now.append((row.uid, found.to_json()))
-        return found
-
-    message = searching.LazyMessage(
-        seq,
-        row.uid,
-        flags,
-        row.internal_date,
-        row.size,
-        load=functools.partial(ctx.mailstore.message_bytes, row),
-        parsed=parsed,
-    )
-    holder.append(message)
-    return message
-
-
-def _flag_class(flag: str) -> str:
-    lower = flag.lower()
-    return "s" if lower == "\\seen" else "d" if lower == "\\deleted" else "w"
-
-
-def store_flags(
-    ctx: ImapContext,
-    key: MailboxKey,
-    ref: tuple[str, str, str],
-    uids: Sequence[int],
-    flags: Sequence[str],
-    mode: str,
-    rights: str,
-) -> tuple[list[tuple[int, int, tuple[str, ...]]], int | None]:
-    """STORE: ``(uid, modseq, flags now)`` of each message, and the MODSEQ of
-    this change (None if nothing changed). A replacing STORE by a user who
-    may change only some kinds of flags keeps the others, message by message.
-
-    The process's copy of the index tells which messages really changed (a
-    message left as it was keeps an older MODSEQ, possibly another
-    session's), and is updated in place."""
-    store = ctx.store
-    mode = "replace" if mode == "set" else mode
-    with ctx.indexes.current(key, ref) as index:
-        if mode != "replace" or all(r in rights for r in "swd"):
-            updates = list(store.mail_set_flags(*ref, uids, flags, mode))
-        else:
-            groups: dict[tuple[str, ...], list[int]] = {}
-            for uid in uids:
-                i = index.position(uid)
-                if i is not None:
-                    kept = [f for f in index.flags[i] if _flag_class(f) not in rights]
-                    groups.setdefault(tuple(normalize_flags([*flags, *kept])), []).append(uid)
-            updates = []
-            for new, group in groups.items():
-                updates += store.mail_set_flags(*ref, group, new, "replace")
-            updates.sort()
-        changed = []
-        for uid, modseq, now in updates:
-            i = index.position(uid)
-            if i is None or index.flags[i] != now:
-                changed.append((i, modseq, now))
-        own = max((modseq for _, modseq, _ in changed), default=None)
-        if (
-            own is not None
-            and own == index.modseq + 1
-            and all(i is not None for i, _, _ in changed)
-        ):
-            for i, _, now in changed:
-                index.flags[i] = now
-            index.modseq = own
-            index.unseen = index.keywords = None
-    return updates, own
-
-
-def strip_flags(ctx: ImapContext, opened: Opened, uids: Sequence[int]) -> None:
-    """After COPY/MOVE into a mailbox where the user may not set every flag:
-    drop those the copies must not carry (APPEND never sets them)."""
-    rights = opened.rights
-    if all(r in rights for r in "swd") or not uids:
-        return
-    ref = opened.target.ref
-    groups: dict[tuple[str, ...], list[int]] = {}
-    for row in ctx.store.mail_fetch(*ref, uids):
-        allowed = tuple(f for f in row.flags if _flag_class(f) in rights)
-        if allowed != row.flags:
-            groups.setdefault(allowed, []).append(row.uid)
-    for flags, group in groups.items():
-        ctx.store.mail_set_flags(*ref, group, flags, "replace")
-
-
-@dataclass(slots=True)
-class CopyResult:
-    pairs: list[tuple[int, int]]
-    uidvalidity: int
-    target: MailboxKey
-
-
-def copy_messages(
-    ctx: ImapContext, user: str, source: Opened, uids: Sequence[int], name: str, move: bool
-) -> CopyResult:
-    try:
-        dest = ctx.access.open(user, name, "i")
-    except NoSuchMailbox as exc:
-        raise ImapError(f"{exc}; create it first", "TRYCREATE") from None
-    op = ctx.store.mail_move if move else ctx.store.mail_copy
-    pairs = op(*source.target.ref, uids, *dest.target.ref) if uids else []
-    strip_flags(ctx, dest, [new for _, new in pairs])
-    uidvalidity = ctx.store.mail_mailbox_state(*dest.target.ref).uidvalidity
-    return CopyResult(pairs, uidvalidity, mailbox_key(dest))
-
-
-def append_message(
-    ctx: ImapContext,
-    user: str,
-    name: str,
-    data: bytes,
-    flags: Sequence[str],
-    date: datetime | None,
-) -> tuple[int, int, MailboxKey]:
-    """APPEND, durable on return: (UIDVALIDITY, UID, mailbox key)."""
-    try:
-        opened = ctx.access.open(user, name, "i")
-    except NoSuchMailbox as exc:
-        raise ImapError(f"{exc}; create it first", "TRYCREATE") from None
-    allowed = opened.permitted_flags(normalize_flags(flags))
-    when = date.timestamp() if date is not None else None
-    uidvalidity, uid = ctx.mailstore.append_new(*opened.target.ref, data, flags=allowed, date=when)
-    return uidvalidity, uid, mailbox_key(opened)
-
-
-def status_items(
-    ctx: ImapContext, user: str, name: str, items: Sequence[str]
-) -> list[tuple[str, int]]:
-    opened = ctx.access.open(user, name, "r")
-    return _status_of(ctx, opened, items)
-
-
-def _status_of(ctx: ImapContext, opened: Opened, items: Sequence[str]) -> list[tuple[str, int]]:
-    ref = opened.target.ref
-    state = ctx.store.mail_mailbox_state(*ref)
-    values = {
-        "MESSAGES": state.messages,
-        "RECENT": state.recent,
-        "UIDNEXT": state.uidnext,
-        "UIDVALIDITY": state.uidvalidity,
-        "UNSEEN": state.unseen,
-        "SIZE": state.size,
-    }
-    if "DELETED" in items:
-        values["DELETED"] = sum(DELETED in m.flags for m in ctx.store.mail_index(*ref))
-    return [(item, values[item]) for item in items]
-
-
-def ensure_inbox(ctx: ImapContext, account: str) -> None:
-    """Every account has INBOX (mailboxes.md §1), even before its first mail."""
-    domain, name = split_account(account)
-    try:
-        ctx.store.mail_folder(domain, name, INBOX)
-    except NotFound:
-        with contextlib.suppress(MailboxExists):
-            ctx.store.mail_create_mailbox(domain, name, INBOX)
-
-
-def list_mailboxes(ctx: ImapContext, user: str, args: wire.ListArgs, lsub: bool) -> list[bytes]:
-    """The LIST / LSUB answer lines (with LIST-STATUS ``* STATUS`` lines)."""
-    access = ctx.access
-    subscribed_only = lsub or "SUBSCRIBED" in args.select
-    entries: dict[str, ListEntry] = {}
-    for pattern in args.patterns:
-        if subscribed_only:
-            found = access.list_subscribed(user, args.reference, pattern, extended=not lsub)
-        else:
-            found = access.list_visible(user, args.reference, pattern)
-        for entry in found:
-            entries.setdefault(entry.name, entry)
-    subscriptions: set[str] = set()
-    if "SUBSCRIBED" in args.returns and not subscribed_only:
-        subscriptions = set(access.subscriptions(user))
-    lines: list[bytes] = []
-    command = "LSUB" if lsub else "LIST"
-    for entry in entries.values():
-        attrs = list(entry.attributes)
-        if "SPECIAL-USE" in args.select and not any(a in wire.SPECIAL_USE for a in attrs):
-            continue
-        if entry.name in subscriptions and "\\Subscribed" not in attrs:
-            attrs.append("\\Subscribed")
-        lines.append(wire.list_line(entry.name, attrs, command=command))
-        if (
-            args.status
-            and entry.name
-            and "\\Noselect" not in attrs
-            and ("\\NonExistent" not in attrs)
-        ):
-            try:
-                opened = access.open(user, entry.name, "r")
-                lines.append(wire.status_line(entry.name, _status_of(ctx, opened, args.status)))
-            except MailboxError:
-                pass  # listed (l) but not readable (r): no STATUS
-    return lines
 
 
 # -- the session -------------------------------------------------------------------
@@ -1220,13 +642,13 @@ class Session:
         claim = not sel.examine
         try:
             changes, first = await self.ctx.run(
-                poll_changes, self.ctx, sel.ref, sel.modseq, sel.uidnext, claim
+                self.ctx.mail.poll, sel.opened, sel.modseq, sel.uidnext, claim
             )
         except NotFound:
             self._gone("Selected mailbox was deleted; closing the connection")
             return
         except StoreError as exc:  # try again after the next command
-            log.warning("IMAP: cannot poll %s for changes: %s", "/".join(sel.ref), exc)
+            log.warning("IMAP: cannot poll %s for changes: %s", sel.opened.name, exc)
             return
         if sel is not self.selected:
             return
@@ -1462,7 +884,7 @@ class Session:
                 "IMAP login of %s from %s refused: IMAP not in AccessModes", account, self.client_ip
             )
             raise ImapError("IMAP access is not enabled for this account", "CONTACTADMIN")
-        await ctx.run(ensure_inbox, ctx, account)
+        await ctx.run(ctx.mail.ensure_inbox, account)
         self.user = account
         self.state = State.AUTHENTICATED
         self.commands.max_literal = ctx.max_literal
@@ -1492,7 +914,7 @@ class Session:
         self._deselect()  # even when this SELECT fails (RFC 3501 §6.3.1)
         if args.params:
             raise bad(f"Unknown {command.name} parameter {args.params[0]}")
-        result = await self.ctx.run(select_mailbox, self.ctx, self.account, args.mailbox, examine)
+        result = await self.ctx.run(self.ctx.mail.select, self.account, args.mailbox, examine)
         sel = Selected(
             result.opened,
             examine,
@@ -1529,15 +951,13 @@ class Session:
             raise ImapError("A mailbox can have one special use", "USEATTR")
         name = args.mailbox
         use = args.special_use[0] if args.special_use else None
-        await self.ctx.run(self.ctx.access.create, self.account, name, special_use=use)
+        await self.ctx.run(self.ctx.mail.create, self.account, name, special_use=use)
         return "CREATE completed"
 
     async def cmd_delete(self, command: Command) -> str:
         name = command.args.mailbox
         ctx = self.ctx
-        target = await ctx.run(ctx.access.resolve, self.account, name)
-        await ctx.run(ctx.access.delete, self.account, name)
-        key = (target.owner_domain.lower(), target.owner_account.lower(), target.mailbox_name)
+        key = await ctx.run(ctx.mail.delete, self.account, name)
         if self.selected is not None and self.selected.key == key:
             self._deselect()
             self.send(wire.untagged("OK [CLOSED] The selected mailbox was deleted"))
@@ -1547,9 +967,7 @@ class Session:
     async def cmd_rename(self, command: Command) -> str:
         args: wire.Rename = command.args
         ctx = self.ctx
-        source = await ctx.run(ctx.access.resolve, self.account, args.old)
-        await ctx.run(ctx.access.rename, self.account, args.old, args.new)
-        key = (source.owner_domain.lower(), source.owner_account.lower(), source.mailbox_name)
+        key = await ctx.run(ctx.mail.rename, self.account, args.old, args.new)
         if self.selected is not None and self.selected.key == key:
             self._deselect()
             self.send(wire.untagged("OK [CLOSED] The selected mailbox was renamed"))
@@ -1557,23 +975,29 @@ class Session:
         return "RENAME completed"
 
     async def cmd_subscribe(self, command: Command) -> str:
-        await self.ctx.run(self.ctx.access.subscribe, self.account, command.args.mailbox)
+        await self.ctx.run(self.ctx.mail.subscribe, self.account, command.args.mailbox)
         return "SUBSCRIBE completed"
 
     async def cmd_unsubscribe(self, command: Command) -> str:
-        await self.ctx.run(self.ctx.access.unsubscribe, self.account, command.args.mailbox)
+        await self.ctx.run(self.ctx.mail.unsubscribe, self.account, command.args.mailbox)
         return "UNSUBSCRIBE completed"
 
     async def cmd_list(self, command: Command) -> str:
         lsub = command.name == "LSUB"
-        lines = await self.ctx.run(list_mailboxes, self.ctx, self.account, command.args, lsub)
-        for line in lines:
-            self.send(line)
+        args: wire.ListArgs = command.args
+        entries = await self.ctx.run(
+            self.ctx.mail.list_mailboxes, self.account, args.reference, args.patterns, lsub=lsub,
+            select=args.select, returns=args.returns, status=args.status,
+        )  # fmt: skip
+        for entry in entries:
+            self.send(wire.list_line(entry.name, entry.attributes, command=command.name))
+            if entry.status is not None:
+                self.send(wire.status_line(entry.name, entry.status))
         return f"{command.name} completed"
 
     async def cmd_status(self, command: Command) -> str:
         args: wire.Status = command.args
-        values = await self.ctx.run(status_items, self.ctx, self.account, args.mailbox, args.items)
+        values = await self.ctx.run(self.ctx.mail.status, self.account, args.mailbox, args.items)
         self.send(wire.status_line(args.mailbox, values))
         return "STATUS completed"
 
@@ -1581,17 +1005,11 @@ class Session:
         args: wire.Append = command.args
         if not args.message:
             raise ImapError("An empty message cannot be appended")
-        uidvalidity, uid, key = await self.ctx.run(
-            append_message,
-            self.ctx,
-            self.account,
-            args.mailbox,
-            args.message,
-            args.flags,
-            args.date,
+        done = await self.ctx.run(
+            self.ctx.mail.append, self.account, args.mailbox, args.message, args.flags, args.date
         )
-        self._publish(key)
-        return Reply("APPEND completed", f"APPENDUID {uidvalidity} {uid}")
+        self._publish(done.target)
+        return Reply("APPEND completed", f"APPENDUID {done.uidvalidity} {done.uid}")
 
     async def cmd_idle(self, command: Command) -> Reply | str:
         self.send(b"+ idling\r\n")
@@ -1615,9 +1033,10 @@ class Session:
                 if read is None:
                     read = asyncio.ensure_future(self.reader.read(READ_CHUNK))
                 waiter = asyncio.ensure_future(wake.wait())
+                pending: set[asyncio.Future[Any]] = {read, waiter}
                 try:
                     await asyncio.wait(
-                        {read, waiter},
+                        pending,
                         timeout=min(IDLE_POLL, left),
                         return_when=asyncio.FIRST_COMPLETED,
                     )
@@ -1647,7 +1066,7 @@ class Session:
 
     async def cmd_getacl(self, command: Command) -> str:
         name = command.args.mailbox
-        acl = await self.ctx.run(self.ctx.access.get_acl, self.account, name)
+        acl = await self.ctx.run(self.ctx.mail.get_acl, self.account, name)
         items = [wire.mailbox(name)]
         for identifier, rights in acl:
             items += [wire.astring(identifier), wire.astring(rights)]
@@ -1658,7 +1077,7 @@ class Session:
         args: wire.SetAcl = command.args
         prefix = {"set": "", "add": "+", "remove": "-"}[args.mode]
         await self.ctx.run(
-            self.ctx.access.set_acl,
+            self.ctx.mail.set_acl,
             self.account,
             args.mailbox,
             args.identifier,
@@ -1668,13 +1087,13 @@ class Session:
 
     async def cmd_deleteacl(self, command: Command) -> str:
         args: wire.AclIdentifier = command.args
-        await self.ctx.run(self.ctx.access.delete_acl, self.account, args.mailbox, args.identifier)
+        await self.ctx.run(self.ctx.mail.delete_acl, self.account, args.mailbox, args.identifier)
         return "DELETEACL completed"
 
     async def cmd_listrights(self, command: Command) -> str:
         args: wire.AclIdentifier = command.args
         required, optional = await self.ctx.run(
-            self.ctx.access.list_rights, self.account, args.mailbox, args.identifier
+            self.ctx.mail.list_rights, self.account, args.mailbox, args.identifier
         )
         items = [wire.mailbox(args.mailbox), wire.astring(args.identifier), wire.string(required)]
         items += [wire.astring(group) for group in optional]
@@ -1683,7 +1102,7 @@ class Session:
 
     async def cmd_myrights(self, command: Command) -> str:
         name = command.args.mailbox
-        rights = await self.ctx.run(self.ctx.access.my_rights, self.account, name)
+        rights = await self.ctx.run(self.ctx.mail.my_rights, self.account, name)
         self.send(b"* MYRIGHTS " + wire.mailbox(name) + b" " + wire.astring(rights) + b"\r\n")
         return "MYRIGHTS completed"
 
@@ -1694,8 +1113,10 @@ class Session:
 
     async def cmd_close(self, command: Command) -> str:
         sel = self.sel
-        if not sel.examine and sel.opened.can("d") and sel.uids:
-            gone = await self.ctx.run(self.ctx.store.mail_expunge, *sel.ref, list(sel.uids))
+        if not sel.examine and sel.uids:
+            gone = await self.ctx.run(
+                self.ctx.mail.expunge, sel.opened, list(sel.uids), quiet=True
+            )
             if gone:
                 self._publish(sel.key)
         self._deselect()
@@ -1708,16 +1129,12 @@ class Session:
     async def cmd_expunge(self, command: Command) -> str:
         sel = self.sel
         self._writable("EXPUNGE")
-        if not sel.opened.can("d"):
-            raise ImapError(
-                f"No Delete right (te) on {sel.opened.name!r}: cannot expunge", "NOPERM"
-            )
         args: wire.Expunge = command.args
         if args.seqset is not None:
             uids = [u for _, u in self.pairs(args.seqset, True)]
         else:
             uids = list(sel.uids)
-        gone = await self.ctx.run(self.ctx.store.mail_expunge, *sel.ref, uids) if uids else []
+        gone = await self.ctx.run(self.ctx.mail.expunge, sel.opened, uids)
         if gone:
             self.report_expunged(gone)
             self._publish(sel.key)
@@ -1734,7 +1151,7 @@ class Session:
         start = 0
         if metadata_only(args.atts):
             lines, missing = await self.ctx.run(
-                fetch_metadata, self.ctx, sel.key, sel.ref, pairs, args.atts, command.uid,
+                fetch_metadata, self.ctx, sel.opened, pairs, args.atts, command.uid,
                 recent if sel.recent else None,
             )  # fmt: skip
             self.send_all(lines)
@@ -1745,7 +1162,7 @@ class Session:
                 result = await self.ctx.run(
                     fetch_batch,
                     self.ctx,
-                    sel.ref,
+                    sel.opened,
                     batch,
                     args.atts,
                     plan,
@@ -1777,23 +1194,13 @@ class Session:
         args: wire.Store = command.args
         self._writable("STORE")
         pairs = self.pairs(args.seqset, command.uid)
-        flags = normalize_flags(args.flags)
-        missing = sel.opened.flag_right_missing(flags)
-        if missing is not None:
-            raise ImapError(
-                f"No {RIGHT_NAMES[missing]} right ({to_wire(missing)}) on "
-                f"{sel.opened.name!r}: cannot change these flags",
-                "NOPERM",
-            )
-        if args.mode == "set" and not any(r in sel.opened.rights for r in "swd"):
-            raise ImapError(f"No right to change flags on {sel.opened.name!r}", "NOPERM")
+        flags = self.ctx.mail.check_flags(sel.opened, args.flags, args.mode)
         what = f"{'UID ' if command.uid else ''}STORE completed"
         if not pairs:
             return what
         updates, own = await self.ctx.run(
-            store_flags, self.ctx, sel.key, sel.ref, [u for _, u in pairs], flags, args.mode,
-            sel.opened.rights,
-        )  # fmt: skip
+            self.ctx.mail.store_flags, sel.opened, [u for _, u in pairs], flags, args.mode
+        )
         self._own_change(own)
         new_keywords = {f for f in flags if f[:1] != "\\"} - sel.keywords
         if new_keywords:
@@ -1827,15 +1234,10 @@ class Session:
         move = command.name == "MOVE"
         if move:
             self._writable("MOVE")
-            if not sel.opened.can("d"):
-                raise ImapError(
-                    f"No Delete right (te) on {sel.opened.name!r}: cannot move messages out of it",
-                    "NOPERM",
-                )
         pairs = self.pairs(args.seqset, command.uid)
         uids = [u for _, u in pairs]
         result = await self.ctx.run(
-            copy_messages, self.ctx, self.account, sel.opened, uids, args.mailbox, move
+            self.ctx.mail.copy, self.account, sel.opened, uids, args.mailbox, move=move
         )
         prefix = "UID " if command.uid else ""
         if not result.pairs:
@@ -1858,7 +1260,7 @@ class Session:
         sel = self.sel
         args: wire.Search = command.args
         found = await self.ctx.run(
-            search_messages, self.ctx, sel.ref, sel.uids, args.key, sel.recent_test(), command.uid
+            self.ctx.mail.search, sel.opened, sel.uids, args.key, sel.recent_test(), command.uid
         )
         self.send(wire.search_line(found))
         return f"{'UID ' if command.uid else ''}SEARCH completed"

@@ -12,9 +12,10 @@ import logging
 
 from waypost.protocols.listen import ListenContext, Listener, listen
 from waypost.protocols.pop3 import wire
-from waypost.protocols.pop3.maildrop import MaildropLocks, PostOffice
+from waypost.protocols.pop3.office import PostOffice
 from waypost.protocols.pop3.session import ListenerConfig, Session
 from waypost.services.login_guard import shared_guard
+from waypost.services.mailaccess import MaildropLocks
 
 log = logging.getLogger("waypost.pop3")
 

@@ -28,10 +28,11 @@ from enum import Enum
 
 from waypost.protocols.listen import endpoints, is_loopback
 from waypost.protocols.pop3 import wire
-from waypost.protocols.pop3.maildrop import Maildrop, PostOffice
+from waypost.protocols.pop3.office import PostOffice
 from waypost.protocols.pop3.wire import Command, Pop3Error, Response, err, ok
 from waypost.services import auth
 from waypost.services.login_guard import Attempt
+from waypost.services.mailaccess import Maildrop, MaildropError
 
 log = logging.getLogger("waypost.pop3")
 
@@ -168,6 +169,8 @@ class Session:
             await handler(self, command)
         except Pop3Error as exc:
             self.send(exc.response)
+        except MaildropError as exc:  # no such message, deleted: the client's mistake
+            self.send(err(str(exc)))
         except (ConnectionError, ssl.SSLError):
             raise
         except Exception:  # storage trouble: tell the client to come back later

@@ -296,12 +296,14 @@ def _edited(
 
 
 def _create_mailboxes(queue: Queue, account: str, boxes: Sequence[str]) -> None:
+    from waypost.services.mailaccess.names import check_create  # the name rules
+
     domain, name = split_account(account)
     for box in boxes:
         if canonical_mailbox(box) == INBOX:
             continue
         try:
-            queue.store.mail_create_mailbox(domain, name, box)
+            queue.store.mail_create_mailbox(domain, name, check_create(box))
         except MailboxExists:
             pass
         except StoreError as exc:  # stored in INBOX instead (fallback_inbox)
@@ -313,7 +315,8 @@ def _store_targets(
 ) -> tuple[list[tuple[str, str, str]], bool]:
     """(domain, account, mailbox) of every Store in, mailboxes created where
     allowed; and whether one of them failed."""
-    from waypost.services.mailbox_access import MailboxAccess
+    from waypost.services.mailaccess.names import check_create
+    from waypost.services.mailaccess.rights import MailboxAccess
 
     access = MailboxAccess(queue.services)
     out: list[tuple[str, str, str]] = []
@@ -327,7 +330,7 @@ def _store_targets(
             own = target.owner.lower() == account.lower()
             if own or copy.level is not Level.ACCOUNT:
                 try:
-                    queue.store.mail_create_mailbox(*ref)
+                    queue.store.mail_create_mailbox(ref[0], ref[1], check_create(ref[2]))
                 except MailboxExists:
                     pass
             else:  # a user's rule: only into a mailbox he may insert into

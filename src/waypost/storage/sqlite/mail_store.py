@@ -10,7 +10,10 @@ The mailbox tree is flat rows named with ``/``: a row with ``selectable = 0``
 is only the "directory" entity of its name (IMAP ``\\Noselect``). The
 children of ``A`` are the rows whose name lies in ``['A/', 'A0')`` (``0``
 follows ``/`` in code point order), a range the ``(account_id, name)`` index
-answers, and which is case-sensitive like the names themselves.
+answers, and which is case-sensitive like the names themselves. Which names
+are allowed (wildcards, length, renaming below oneself, aliases) is decided
+by the mail-access service before it calls the store; here a name is only
+made canonical (INBOX) and checked for what this structure needs.
 
 Every change of a mailbox's messages takes the next MODSEQ of the mailbox
 (one per operation: all messages changed together share it), and expunged
@@ -69,7 +72,6 @@ _COPY_COLS = ("flags, internal_date, size, blob, prefix, omit, hdr_from, hdr_sub
 _BOX_COLS = "id, name, uidvalidity, uidnext, highestmodseq, selectable"
 _IN_UIDS = " AND uid IN (SELECT value FROM json_each(?))"
 _DELETED = " AND instr(' ' || flags || ' ', ' \\Deleted ') > 0"
-MAX_NAME = 1000  # bytes of UTF-8 [waypost]
 FLAG_MODES = ("add", "remove", "replace")
 ACL_MODES = ("replace", "add", "remove")
 
@@ -87,30 +89,27 @@ class Box(NamedTuple):
 
 
 def check_name(name: str) -> str:
-    """A valid name of one's own mailbox, made canonical (INBOX), or
-    :class:`InvalidMailboxName`."""
+    """An own mailbox name as the tree stores it, made canonical (INBOX).
+
+    Only what the structure needs: not empty, no empty level (``ancestors``
+    and the subtree ranges split at ``/``), not ``~``-prefixed (that is how
+    a foreign name is told apart). Which names users may give is decided
+    by the mail-access service (``services/mailaccess/names.py``) before it
+    calls the store."""
     if not isinstance(name, str) or not name:
         raise InvalidMailboxName("a mailbox name must not be empty")
     if name.startswith("~"):
-        raise InvalidMailboxName(
-            f"{name!r}: a name starting with ~ is another user's mailbox (~owner/name)")
+        raise InvalidMailboxName(f"{name!r}: a stored own name cannot start with ~")
     if name.startswith("/") or name.endswith("/") or "//" in name:
         raise InvalidMailboxName(f"{name!r}: a level of the name is empty")
-    bad = next((c for c in name if c in "*%" or ord(c) < 0x20 or ord(c) == 0x7F), None)
-    if bad is not None:
-        raise InvalidMailboxName(f"{name!r}: {bad!r} is not allowed in a mailbox name")
-    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME:
-        raise InvalidMailboxName(f"mailbox names are limited to {MAX_NAME} bytes")
     return canonical_mailbox(name)
 
 
 def canonical_any(name: str) -> str:
-    """A name that may be foreign (``~owner/box``): INBOX made canonical in the
-    mailbox part. Checks only what every stored name must satisfy."""
-    if not isinstance(name, str) or not name.strip():
+    """A name that may be foreign (``~owner/box``) as stored: INBOX made
+    canonical in the mailbox part (the key normalisation; no policy)."""
+    if not isinstance(name, str) or not name:
         raise InvalidMailboxName("a mailbox name must not be empty")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
-        raise InvalidMailboxName(f"{name!r}: control characters are not allowed")
     if name.startswith("~"):
         owner, sep, box = name[1:].partition("/")
         return "~" + owner + sep + canonical_mailbox(box)
@@ -292,8 +291,6 @@ def rename_named(conn: sqlite3.Connection, owner: int, old: str, new: str) -> No
     box = find_mailbox(conn, owner, old)
     if box is None:
         raise NoSuchMailbox(f"no mailbox {old!r}")
-    if new.startswith(old + "/") and old != INBOX:  # INBOX's children do not move
-        raise InvalidMailboxName(f"cannot rename {old!r} into itself ({new!r})")
     if find_mailbox(conn, owner, new) is not None:
         raise MailboxExists(f"mailbox {new!r} already exists")
     _check_free(conn, owner, new)
@@ -430,8 +427,6 @@ def subscribe(conn: sqlite3.Connection, owner: int, name: str) -> None:
 def set_alias(conn: sqlite3.Connection, owner: int, alias: str, target: str) -> None:
     alias = check_name(alias)
     target = canonical_any(target)
-    if target == alias or target.startswith(alias + "/"):
-        raise InvalidMailboxName(f"mailbox alias {alias!r} cannot point to itself")
     if find_mailbox(conn, owner, alias) is not None:
         raise MailboxExists(f"{alias!r} is a mailbox; an alias cannot have its name")
     conn.execute("INSERT INTO mail_aliases (account_id, alias, target) VALUES (?, ?, ?)"

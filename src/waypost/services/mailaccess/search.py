@@ -1,14 +1,14 @@
 """SEARCH evaluation (RFC 3501 §6.4.4), pure.
 
-A parsed program (:class:`~waypost.protocols.imap.wire.SearchKey`) is
+A parsed program (:class:`~waypost.services.mailaccess.criteria.SearchKey`) is
 compiled once per command by :func:`compile_search` into a predicate over
-:class:`SearchMessage`, a small protocol-neutral view the session builds
-from its metadata rows. Compiling resolves ``*`` in sequence sets and folds
-the search strings once, instead of once per message.
+:class:`SearchMessage`, a small protocol-neutral view the service builds
+from its metadata rows (``MailAccess.search``, for any protocol). Compiling
+resolves ``*`` in sequence sets and folds the search strings once, instead of once per message.
 
 Cost matters in a 10,000-message mailbox: flags, UIDs, sequence numbers,
 sizes and internal dates are metadata; headers need the message header;
-BODY and TEXT need the whole message. :func:`cost` tells the session what a
+BODY and TEXT need the whole message. :func:`cost` tells the service what a
 program needs, and AND / OR evaluate their cheaper side first, so
 ``UNSEEN BODY x`` never opens a message that is already seen. The ready
 :class:`LazyMessage` loads the bytes (and parses) only when a key asks.
@@ -33,7 +33,7 @@ from datetime import UTC, date, datetime
 from typing import Protocol
 
 from waypost import mime
-from waypost.protocols.imap.wire import SearchKey, SequenceSet
+from waypost.services.mailaccess.criteria import SearchKey, SequenceSet
 
 META, HEADER, BODY = 0, 1, 2
 """Costs: metadata only, the message header, the whole message."""
@@ -41,7 +41,7 @@ META, HEADER, BODY = 0, 1, 2
 
 class SearchMessage(Protocol):
     """What a search reads of one message. ``flags`` include ``\\Recent``
-    when the message is recent in this session."""
+    when the message is recent in the client's view."""
 
     seq: int
     uid: int
@@ -66,7 +66,7 @@ class SearchMessage(Protocol):
 class SearchContext:
     """The mailbox the search runs in: ``messages`` (``*`` of sequence
     sets), ``max_uid`` (``*`` of UID sets, 0 when empty) and the UIDs of a
-    saved result ``$`` (RFC 5182) if the session keeps one."""
+    saved result ``$`` (RFC 5182) if the client's view keeps one."""
 
     messages: int
     max_uid: int

@@ -31,7 +31,7 @@ Rights are kept as CGP letters (``lrswipcda``). On the IMAP wire (RFC 4314)
 ``k``/``x`` stand for ``c`` and ``t``/``e`` for ``d``: :func:`to_stored`,
 :func:`to_wire`.
 
-Refusals are :class:`~waypost.storage.interface.MailboxError` subclasses
+Refusals are :class:`~waypost.services.mailaccess.errors.MailboxError` subclasses
 carrying the RFC 5530 response ``code``; a mailbox on which the user lacks
 ``l`` is always reported as missing (:class:`NoSuchMailbox`), never as
 forbidden, so its existence is not revealed.
@@ -47,20 +47,26 @@ from dataclasses import dataclass, replace
 
 from waypost.services import auth
 from waypost.services.container import Services
-from waypost.services.mailstore import split_account
-from waypost.services.names import DirectoryError
-from waypost.storage.interface import (
-    ACL_RIGHTS,
+from waypost.services.mailaccess.errors import (
     CannotDelete,
     InvalidMailboxName,
-    MailboxEntry,
+    InvalidRights,
     MailboxError,
     MailboxExists,
+    NoPermission,
     NoSuchMailbox,
     NotFound,
     StoreError,
-    canonical_mailbox,
 )
+from waypost.services.mailaccess.names import (
+    canonical_any,
+    check_alias,
+    check_name,
+    check_rename,
+)
+from waypost.services.mailstore import split_account
+from waypost.services.names import DirectoryError
+from waypost.storage.interface import ACL_RIGHTS, MailboxEntry, canonical_mailbox
 
 __all__ = [
     "ALL_RIGHTS", "LISTRIGHTS_OPTIONAL", "WIRE_ALL", "AlreadyExists", "CannotDelete",
@@ -84,20 +90,6 @@ _TO_WIRE = {"c": "kxc", "d": "ted"}
 RIGHT_NAMES = {"l": "Lookup", "r": "Read", "s": "Seen", "w": "Write", "i": "Insert",
                "p": "Post", "c": "Create", "d": "Delete", "a": "Administer"}
 _GROUP_DEPTH = 5
-
-
-class NoPermission(MailboxError):
-    """The user may see the mailbox but lacks ``right`` (a CGP letter)."""
-
-    code = "NOPERM"
-
-    def __init__(self, right: str, message: str) -> None:
-        super().__init__(message)
-        self.right = right
-
-
-class InvalidRights(MailboxError):
-    """A rights string with letters that are not rights (SETACL: BAD)."""
 
 
 class AliasLoop(NoSuchMailbox):
@@ -438,7 +430,7 @@ class MailboxAccess:
             raise InvalidMailboxName(f"{name!r} names a user, not a mailbox")
         if not self.privileged(user, target):
             self._parent_needs(user, target, name)
-        box = target.mailbox_name + ("/" if directory_only else "")
+        box = check_name(target.mailbox_name) + ("/" if directory_only else "")
         self.store.mail_create_mailbox(target.owner_domain, target.owner_account, box,
                                        special_use=special_use)
         return target
@@ -465,8 +457,9 @@ class MailboxAccess:
         if not self.privileged(user, source):
             self._may_remove(user, source, old)
             self._parent_needs(user, dest, new)
+        new_name = check_rename(source.mailbox_name, dest.mailbox_name)
         self.store.mail_rename_mailbox(source.owner_domain, source.owner_account,
-                                       source.mailbox_name, dest.mailbox_name)
+                                       source.mailbox_name, new_name)
         return dest
 
     def _may_remove(self, user: str, target: Target, name: str) -> None:
@@ -570,12 +563,12 @@ class MailboxAccess:
                     continue  # one's own mailboxes are not "other users'"
                 trees.setdefault((odomain.lower(), oaccount.lower()), {})[entry.name] = entry
         result = []
-        for (odomain, oaccount), tree in trees.items():
+        for (odomain, oaccount), folders in trees.items():
             target = Target(odomain, oaccount, "")
             shown = f"~{oaccount}@{odomain}" if at else f"~{oaccount}"
             result += [ListEntry(f"{shown}/{e.name}", e.attributes(),
                                  replace(target, mailbox_name=e.name))
-                       for e in self._visible(user, target, list(tree.values()))]
+                       for e in self._visible(user, target, list(folders.values()))]
         return result
 
     def _visible(self, user: str, target: Target, tree: list[MailboxEntry]) -> list[MailboxEntry]:
@@ -593,7 +586,7 @@ class MailboxAccess:
 
     def subscribe(self, user: str, name: str) -> None:
         """SUBSCRIBE: any name, foreign ones too; the mailbox need not exist."""
-        self.store.mail_subscribe(*self._user(user), name)
+        self.store.mail_subscribe(*self._user(user), canonical_any(name))
 
     def unsubscribe(self, user: str, name: str) -> bool:
         return self.store.mail_unsubscribe(*self._user(user), name)
@@ -648,6 +641,7 @@ class MailboxAccess:
             raise InvalidMailboxName(str(exc)) from None
         except NoSuchMailbox:
             pass  # the target may be created later
+        alias, target = check_alias(alias, target)
         self.store.mail_set_alias(domain, account, alias, target)
 
     def remove_alias(self, user: str, alias: str) -> None:

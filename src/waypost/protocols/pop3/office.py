@@ -1,0 +1,96 @@
+"""The services a POP3 session asks, in one place and off the event loop.
+
+Logins go through the Router, the login guard and the auth service; the
+maildrop (the INBOX snapshot, its lock, the deletion at QUIT) is the
+mail-access service's (:mod:`waypost.services.mailaccess.maildrop`). This
+module only moves those calls into worker threads and turns the service's
+refusals into ``-ERR`` answers (:class:`~waypost.protocols.pop3.wire.Pop3Error`).
+One :class:`PostOffice` serves every POP3 port of the process, so a
+maildrop locked through one port is locked for all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from waypost.protocols.pop3 import wire
+from waypost.protocols.pop3.wire import Pop3Error
+from waypost.services import auth
+from waypost.services.container import Services
+from waypost.services.login_guard import Attempt, LoginGuard
+from waypost.services.mailaccess import Maildrop, MaildropLocks, Maildrops, MessageGone
+from waypost.settings import ServerSettings
+
+log = logging.getLogger("waypost.pop3")
+
+SERVICE = "POP"
+"""The AccessModes name of the service (domains-accounts.md §4.2)."""
+
+
+class PostOffice:
+    """The services a POP3 session asks; storage and hashing run off the loop."""
+
+    def __init__(self, services: Services, guard: LoginGuard, locks: MaildropLocks) -> None:
+        self.services = services
+        self.guard = guard
+        self.maildrops = Maildrops(services, locks)
+        self.locks = self.maildrops.locks
+        self.settings: ServerSettings = services.settings()
+        self.hostname = self.settings.text("MainDomain")
+        self._version = -1
+
+    async def refresh(self) -> None:
+        """Pick up changed settings (a cheap version check)."""
+        self._version = await asyncio.to_thread(self._refresh)
+
+    def _refresh(self) -> int:
+        version = self.maildrops.version()
+        if version != self._version:
+            self.settings = self.services.settings()
+            self.hostname = self.settings.text("MainDomain")
+        return version
+
+    async def login(self, ip: str, login: str, password: str) -> Attempt:
+        """Check a login name (through the Router: aliases, ``user%domain``)
+        and password, under the login guard."""
+        return await auth.guarded_login(
+            self.services, self.guard, self.settings, ip, login,
+            lambda: auth.authenticate(self.services, login, password), service="POP3",
+        )
+
+    async def login_apop(self, ip: str, login: str, timestamp: str, digest: str) -> Attempt:
+        """APOP (RFC 1939 §7): ``digest`` is MD5(timestamp + password). Only
+        accounts that keep a sealed copy of their password (PasswordEncryption
+        ``argon2+cram-md5``, see ``services/sealed.py``) can pass; for the
+        others it fails like a wrong password."""
+        def check() -> str | None:
+            account = auth.login_account(self.services, login)
+            secret = self.services.directory.cram_secret(account) if account else None
+            if secret is None or not wire.apop_matches(timestamp, secret, digest):
+                return None
+            return account
+
+        return await auth.guarded_login(
+            self.services, self.guard, self.settings, ip, login,
+            lambda: asyncio.to_thread(check), service="POP3",
+        )
+
+    async def enabled(self, account: str) -> bool:
+        return await asyncio.to_thread(self.services.directory.service_enabled, account, SERVICE)
+
+    async def open(self, account: str) -> Maildrop:
+        return await asyncio.to_thread(self.maildrops.open, account)
+
+    async def read(self, account: str, uid: int) -> bytes:
+        try:
+            return await asyncio.to_thread(self.maildrops.read, account, uid)
+        except MessageGone as exc:
+            raise Pop3Error(str(exc)) from None
+
+    async def delete(self, account: str, uids: Sequence[int]) -> int:
+        """Remove the messages in one transaction (UPDATE state)."""
+        if not uids:
+            return 0
+        return await asyncio.to_thread(self.maildrops.delete, account, uids)

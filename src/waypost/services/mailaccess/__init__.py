@@ -1,0 +1,140 @@
+"""Mail access: everything a client does to mailboxes (IMAP, POP3, the web).
+
+Protocols call this package and nothing below it; it returns data objects
+and raises service errors, and every byte of wire syntax stays with the
+protocol. Everything blocks on the store: call it from a worker thread
+(the protocols keep one shared pool), never on the event loop.
+
+API (:class:`MailAccess`, one per protocol family of a process; ``user`` is
+an authenticated ``name@domain``, ``name`` a mailbox name as the user
+writes it, ``opened`` an :class:`Opened` from :meth:`~MailAccess.select` or
+:meth:`~MailAccess.open`):
+
+* ``ensure_inbox(account)``; ``open(user, name, need)`` -> :class:`Opened`
+  (the target mailbox and the user's rights, CGP letters);
+* ``select(user, name, examine)`` -> :class:`Selection` (counters, the
+  UIDs, keywords, first unseen, where \\Recent starts; SELECT claims
+  \\Recent); ``poll(opened, modseq, uidnext, claim)`` -> (:data:`Changes`,
+  first recent UID); ``index(opened)`` -> the locked, current
+  :class:`MailboxIndex` (UIDs, flags, sizes, dates arrays) for metadata
+  fetches formatted in one loop;
+* ``fetch(opened, pairs, FetchNeeds)`` -> :class:`FetchedBatch` of
+  :class:`MessageData` (bytes, header bytes or the cached MIME parse),
+  about :data:`FETCH_BATCH_BYTES` at a time; ``mark_seen(opened, messages)``;
+* ``search(opened, uids, SearchKey, recent, uid_command)`` -> numbers or
+  UIDs (criteria are :class:`SearchKey` / :class:`SequenceSet`,
+  ``criteria.py``; evaluation ``search.py``);
+* ``check_flags(opened, flags, mode)`` then ``store_flags(...)`` -> updates
+  and the MODSEQ of the change; ``expunge(opened, uids, quiet=)``;
+  ``copy(user, source, uids, name, move=)`` -> :class:`Copied`;
+  ``append(user, name, data, flags, date)`` -> :class:`Appended` (durable);
+* ``status(user, name, items)``; ``list_mailboxes(user, reference, patterns, lsub=,
+  select=, returns=, status=)`` -> :class:`Listed` entries with attributes;
+* ``create``, ``delete``, ``rename`` (-> the :data:`MailboxKey` affected),
+  ``subscribe``, ``unsubscribe``, ``subscriptions``, and the RFC 4314 ACL
+  calls ``get_acl``, ``set_acl``, ``delete_acl``, ``list_rights``,
+  ``my_rights`` (rights in RFC 4314 letters);
+* POP3 (``maildrop.py``): :class:`Maildrops` ``open(account)`` ->
+  :class:`Maildrop` (INBOX as at login, numbered, DELE marks), ``read``,
+  ``delete`` at QUIT, and its :class:`MaildropLocks` (one session per
+  maildrop); refusals are :class:`MaildropError`.
+
+Errors (``errors.py``) are :class:`MailboxError` subclasses carrying their
+RFC 5530 ``code`` (:class:`NoSuchMailbox`, :class:`NoPermission` with the
+missing ``right``, :class:`TryCreate`, :class:`MailboxExists`, ...),
+:class:`NotFound` for something gone while in use and :class:`StoreError`
+when the store cannot answer. Which mailbox a name means and the rights
+rules are ``rights.py`` (:class:`MailboxAccess`); which names a mailbox, an
+alias or a subscription may have is ``names.py``, checked before the store
+is called.
+"""
+
+from __future__ import annotations
+
+from waypost.services.mailaccess.criteria import SearchKey, SequenceSet
+from waypost.services.mailaccess.errors import (
+    CannotDelete,
+    InvalidMailboxName,
+    InvalidRights,
+    MailboxError,
+    MailboxExists,
+    NoPermission,
+    NoSuchMailbox,
+    NotFound,
+    StoreError,
+    TryCreate,
+)
+from waypost.services.mailaccess.index import MailboxIndex, MailboxKey, mailbox_key_of
+from waypost.services.mailaccess.maildrop import (
+    Entry,
+    Maildrop,
+    MaildropError,
+    MaildropLocks,
+    Maildrops,
+    MessageGone,
+)
+from waypost.services.mailaccess.rights import (
+    RIGHT_NAMES,
+    ListEntry,
+    MailboxAccess,
+    Opened,
+    Target,
+    to_wire,
+)
+from waypost.services.mailaccess.service import (
+    FETCH_BATCH_BYTES,
+    Appended,
+    Changes,
+    Copied,
+    FetchedBatch,
+    FetchNeeds,
+    Listed,
+    MailAccess,
+    MessageData,
+    Selection,
+    mailbox_key,
+)
+from waypost.storage.interface import INBOX, normalize_flags
+
+__all__ = [
+    "FETCH_BATCH_BYTES",
+    "INBOX",
+    "RIGHT_NAMES",
+    "Appended",
+    "CannotDelete",
+    "Changes",
+    "Copied",
+    "Entry",
+    "FetchNeeds",
+    "FetchedBatch",
+    "InvalidMailboxName",
+    "InvalidRights",
+    "ListEntry",
+    "Listed",
+    "MailAccess",
+    "MailboxAccess",
+    "MailboxError",
+    "MailboxExists",
+    "MailboxIndex",
+    "MailboxKey",
+    "Maildrop",
+    "MaildropError",
+    "MaildropLocks",
+    "Maildrops",
+    "MessageData",
+    "MessageGone",
+    "NoPermission",
+    "NoSuchMailbox",
+    "NotFound",
+    "Opened",
+    "SearchKey",
+    "Selection",
+    "SequenceSet",
+    "StoreError",
+    "Target",
+    "TryCreate",
+    "mailbox_key",
+    "mailbox_key_of",
+    "normalize_flags",
+    "to_wire",
+]  # fmt: skip

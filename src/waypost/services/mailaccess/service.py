@@ -1,0 +1,707 @@
+"""The mail-access service: what a client does to mailboxes, as data.
+
+See the package docstring (``__init__.py``) for the API. Invariants kept here:
+
+* every method blocks on the store (and the blob files, the MIME parser):
+  call it from a worker thread, never on the event loop;
+* the rights rules (spec/mailboxes.md §2-§3, RFC 4314) are checked here before
+  the store is touched, and a refusal is a service error with its RFC 5530
+  code (``errors.py``); the store below checks nothing;
+* what the service returns is data (rows, bytes, parsed structures, entries
+  with attributes); it writes no protocol syntax;
+* the index cache (``index.py``) is updated in place by this process's own
+  flag changes only when nothing else happened in between, so it never
+  claims a MODSEQ it has not seen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from array import array
+from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from waypost import mime
+from waypost.services.container import Services
+from waypost.services.mailaccess.criteria import SearchKey
+from waypost.services.mailaccess.errors import (
+    MailboxError,
+    MailboxExists,
+    NoPermission,
+    NoSuchMailbox,
+    NotFound,
+    StoreError,
+    TryCreate,
+)
+from waypost.services.mailaccess.index import (
+    INDEX_CACHE_MESSAGES,
+    IndexCache,
+    MailboxIndex,
+    MailboxKey,
+    mailbox_key_of,
+)
+from waypost.services.mailaccess.rights import (
+    RIGHT_NAMES,
+    ListEntry,
+    MailboxAccess,
+    Opened,
+    to_wire,
+)
+from waypost.services.mailaccess.search import (
+    HEADER,
+    META,
+    LazyMessage,
+    SearchContext,
+    compile_search,
+)
+from waypost.services.mailaccess.search import (
+    cost as search_cost,
+)
+from waypost.services.mailstore import Mailstore, split_account
+from waypost.storage.interface import (
+    INBOX,
+    SPECIAL_USES,
+    MailboxChanges,
+    MailMessage,
+    normalize_flags,
+)
+
+log = logging.getLogger("waypost.mailaccess")
+
+SEEN = "\\Seen"
+DELETED = "\\Deleted"
+RECENT = "\\Recent"
+FETCH_BATCH_BYTES = 4 * 1024 * 1024
+"""A fetch that reads message bytes returns batches of about this much."""
+SEARCH_BATCH = 250
+STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "DELETED")
+
+Changes = MailboxChanges
+"""What changed in a mailbox since a MODSEQ (``new``, ``changed``, ``expunged``)."""
+
+
+def mailbox_key(opened: Opened) -> MailboxKey:
+    return mailbox_key_of(opened.target.ref)
+
+
+# -- results ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Selection:
+    """An opened mailbox and the view a session starts from: the counters and
+    the UIDs (message number n is ``uids[n - 1]``); ``first_unseen`` is a
+    message number (0: none); UIDs from ``recent_first`` on are \\Recent for
+    this session (claimed, unless examined)."""
+
+    opened: Opened
+    key: MailboxKey
+    uidvalidity: int
+    uidnext: int
+    modseq: int
+    uids: array[int]
+    keywords: set[str]
+    first_unseen: int
+    recent_first: int
+
+
+@dataclass(frozen=True, slots=True)
+class FetchNeeds:
+    """What a fetch must load besides the metadata: the message bytes
+    (``raw``; only the header with ``header_only``) and the parsed MIME
+    structure (``parsed``, from the cache, parsed and cached when missing)."""
+
+    raw: bool = False
+    header_only: bool = False
+    parsed: bool = False
+
+
+@dataclass(slots=True)
+class MessageData:
+    """One message of a fetch: the stored flags (without \\Recent), and the
+    bytes and structure the :class:`FetchNeeds` asked for."""
+
+    seq: int
+    uid: int
+    modseq: int
+    flags: tuple[str, ...]
+    internal_date: float
+    size: int
+    raw: bytes | None = None
+    parsed: mime.ParsedMessage | None = None
+
+
+@dataclass(slots=True)
+class FetchedBatch:
+    messages: list[MessageData]
+    done: int  # pairs handled (the rest needs another call)
+    missing: int  # messages no longer there
+
+
+@dataclass(slots=True)
+class Copied:
+    pairs: list[tuple[int, int]]  # (source UID, new UID)
+    uidvalidity: int  # of the target
+    target: MailboxKey
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    uidvalidity: int
+    uid: int
+    target: MailboxKey
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """One LIST/LSUB entry: the name as the user sees it, its attributes
+    (``\\Subscribed`` included when asked for) and, when asked for and
+    readable, its status values."""
+
+    name: str
+    attributes: tuple[str, ...]
+    status: tuple[tuple[str, int], ...] | None = None
+
+
+# -- helpers ------------------------------------------------------------------------
+
+
+def parsed_from_cache(text: str | None) -> mime.ParsedMessage | None:
+    if not text:
+        return None
+    try:
+        return mime.ParsedMessage.from_json(text)
+    except (ValueError, KeyError, TypeError):
+        return None  # another version of the cache: parse again
+
+
+def parse(data: bytes) -> mime.ParsedMessage:
+    try:
+        return mime.parse(data)
+    except Exception:  # the parser promises not to raise; never fail a fetch on it
+        log.exception("MIME parse failed; serving the message as one text part")
+        end = len(data)
+        body = mime.header_end(data) if data else 0
+        return mime.ParsedMessage(mime.Part(0, body, end, lines=data.count(b"\n")), end)
+
+
+def _flag_class(flag: str) -> str:
+    lower = flag.lower()
+    return "s" if lower == "\\seen" else "d" if lower == "\\deleted" else "w"
+
+
+class _Meta:
+    """A message for SEARCH keys that need only metadata."""
+
+    __slots__ = ("flags", "internal_date", "seq", "size", "uid")
+
+    flags: Collection[str]
+    internal_date: float | datetime
+
+    def __init__(self, seq: int, uid: int, flags: Sequence[str], date: float, size: int) -> None:
+        self.seq = seq
+        self.uid = uid
+        self.flags = flags
+        self.internal_date = date
+        self.size = size
+
+    def header(self, name: str) -> list[str]:  # pragma: no cover - cost() says never
+        raise AssertionError("metadata search asked for a header")
+
+    def header_text(self) -> str:  # pragma: no cover
+        raise AssertionError("metadata search asked for the header")
+
+    def body_text(self) -> str:  # pragma: no cover
+        raise AssertionError("metadata search asked for the body")
+
+
+# -- the service --------------------------------------------------------------------
+
+
+class MailAccess:
+    """One per process (per protocol family): the rights, the index cache,
+    the stored copies. Blocking: call from a worker thread."""
+
+    def __init__(self, services: Services, *, index_limit: int = INDEX_CACHE_MESSAGES) -> None:
+        self.services = services
+        self._store = services.store
+        self.access = MailboxAccess(services)
+        self.mailstore = Mailstore(services.store)
+        self.indexes = IndexCache(services.store, index_limit)
+
+    def version(self) -> int:
+        """The store's change counter: a cheap test whether settings changed."""
+        return self._store.version()
+
+    # -- opening and the change index ------------------------------------------------
+
+    def ensure_inbox(self, account: str) -> None:
+        """Every account has INBOX (mailboxes.md §1), even before its first mail."""
+        domain, name = split_account(account)
+        try:
+            self._store.mail_folder(domain, name, INBOX)
+        except NotFound:
+            with contextlib.suppress(MailboxExists):
+                self._store.mail_create_mailbox(domain, name, INBOX)
+
+    def open(self, user: str, name: str, need: str = "r") -> Opened:
+        return self.access.open(user, name, need)
+
+    def select(self, user: str, name: str, examine: bool) -> Selection:
+        """Open a mailbox (needs ``r``): the rights, the counters, and the
+        UIDs from the process's copy of the index. SELECT claims the
+        \\Recent messages; EXAMINE only shows them."""
+        opened = self.access.open(user, name, "r")
+        ref = opened.target.ref
+        key = mailbox_key(opened)
+        state = self._store.mail_mailbox_state(*ref)
+        with self.indexes.current(key, ref) as index:
+            uids = array("I", index.uids)
+            keywords = set(index.keyword_set())
+            first_unseen = index.first_unseen() + 1
+            uidvalidity, uidnext, modseq = index.uidvalidity, index.uidnext, index.modseq
+        recent_first = uidnext
+        if state.recent:
+            if examine:
+                recent_first = uids[max(0, len(uids) - state.recent)] if uids else uidnext
+            else:
+                recent_first = self._store.mail_claim_recent(*ref)
+        return Selection(
+            opened, key, uidvalidity, uidnext, modseq, uids, keywords, first_unseen, recent_first
+        )
+
+    def poll(
+        self, opened: Opened, modseq: int, uidnext: int, claim: bool
+    ) -> tuple[Changes, int | None]:
+        """What changed since ``modseq``; with new messages and ``claim``, also
+        claim the \\Recent ones (the first UID that is recent for this view).
+        :class:`NotFound` when the mailbox is gone."""
+        ref = opened.target.ref
+        changes = self._store.mail_changes_since(*ref, modseq, uidnext=uidnext)
+        first = None
+        if claim and changes.new:
+            first = self._store.mail_claim_recent(*ref)
+        return changes, first
+
+    @contextlib.contextmanager
+    def index(self, opened: Opened) -> Iterator[MailboxIndex]:
+        """The process's copy of the mailbox's index, current and locked while
+        in use: read it (metadata FETCH formats straight from its arrays), do
+        not change it, and do not block inside."""
+        with self.indexes.current(mailbox_key(opened), opened.target.ref) as index:
+            yield index
+
+    # -- fetch -------------------------------------------------------------------------
+
+    def fetch(
+        self, opened: Opened, pairs: Sequence[tuple[int, int]], needs: FetchNeeds
+    ) -> FetchedBatch:
+        """The messages of (message number, UID) ``pairs`` with what ``needs``
+        asks for, until about :data:`FETCH_BATCH_BYTES` of message bytes are
+        read (``done`` says how many pairs were handled). A message that is
+        gone (or whose body is missing) counts in ``missing``."""
+        store = self._store
+        ref = opened.target.ref
+        uids = [uid for _, uid in pairs]
+        by_uid = {row.uid: row for row in store.mail_fetch(*ref, uids)}
+        cached = store.mail_structures(*ref, uids) if needs.parsed else {}
+        messages: list[MessageData] = []
+        parsed_now: list[tuple[int, str]] = []
+        size = missing = done = 0
+        for seq, uid in pairs:
+            done += 1
+            row = by_uid.get(uid)
+            if row is None:
+                missing += 1
+                continue
+            raw: bytes | None = None
+            parsed: mime.ParsedMessage | None = None
+            try:
+                if needs.parsed:
+                    parsed = parsed_from_cache(cached.get(uid))
+                if needs.raw:
+                    if needs.header_only:
+                        raw = store.mail_header_bytes(row)
+                    else:
+                        raw = self.mailstore.message_bytes(row)
+                if needs.parsed and parsed is None:
+                    if raw is None or needs.header_only:
+                        raw = self.mailstore.message_bytes(row)
+                    parsed = parse(raw)
+                    parsed_now.append((uid, parsed.to_json()))
+            except NotFound:
+                log.error("message UID %d of %s: its body is missing", uid, "/".join(ref))
+                missing += 1
+                continue
+            messages.append(
+                MessageData(
+                    seq, uid, row.modseq, row.flags, row.internal_date, row.size, raw, parsed
+                )
+            )
+            size += 256 + (len(raw) if raw is not None else 0)
+            if size >= FETCH_BATCH_BYTES:
+                break
+        if parsed_now:
+            try:
+                store.mail_structures_put(*ref, parsed_now)
+            except StoreError:
+                log.warning("could not cache the MIME structure of %d messages", len(parsed_now))
+        return FetchedBatch(messages, done, missing)
+
+    def mark_seen(self, opened: Opened, seen: Sequence[MessageData]) -> int | None:
+        """Set \\Seen on messages a fetch read (RFC 3501 §6.4.5), when the user
+        holds ``s``; the MODSEQ of this change (None if nothing changed)."""
+        if not seen or not opened.can("s"):
+            return None
+        before = {m.uid: m.modseq for m in seen}
+        updates = self._store.mail_set_flags(*opened.target.ref, list(before), [SEEN], "add")
+        return max((m for uid, m, _ in updates if m != before.get(uid)), default=None)
+
+    # -- search ------------------------------------------------------------------------
+
+    def search(
+        self,
+        opened: Opened,
+        uids: Sequence[int],
+        key: SearchKey,
+        recent: Callable[[int], bool],
+        uid_command: bool,
+    ) -> list[int]:
+        """Message numbers (or with ``uid_command`` UIDs) of the view's
+        ``uids`` that match ``key``; ``recent`` tells which are \\Recent for
+        the view. Metadata keys read only the index; header keys only the
+        heads of the messages; BODY and TEXT the messages."""
+        store = self._store
+        ref = opened.target.ref
+        context = SearchContext(len(uids), uids[-1] if uids else 0)
+        test = compile_search(key, context)
+        found: list[int] = []
+        cost = search_cost(key)
+        if cost == META:
+            with self.indexes.current(mailbox_key_of(ref), ref) as index:
+                for seq, uid in enumerate(uids, 1):
+                    i = index.position(uid)
+                    if i is None:
+                        continue
+                    flags = index.flags[i]
+                    if recent(uid):
+                        flags = (*flags, RECENT)
+                    if test(_Meta(seq, uid, flags, index.dates[i], index.sizes[i])):
+                        found.append(uid if uid_command else seq)
+            return found
+        header_only = cost == HEADER
+        for start in range(0, len(uids), SEARCH_BATCH):
+            chunk = list(uids[start : start + SEARCH_BATCH])
+            rows = {row.uid: row for row in store.mail_fetch(*ref, chunk)}
+            cached = {} if header_only else store.mail_structures(*ref, chunk)
+            parsed_now: list[tuple[int, str]] = []
+            for offset, uid in enumerate(chunk):
+                row = rows.get(uid)
+                if row is None:
+                    continue
+                seq = start + offset + 1
+                message = self._lazy(
+                    row, seq, recent(uid), cached.get(uid), parsed_now, header_only
+                )
+                try:
+                    hit = test(message)
+                except NotFound:
+                    log.error("message UID %d of %s: its body is missing", uid, "/".join(ref))
+                    continue
+                if hit:
+                    found.append(uid if uid_command else seq)
+            if parsed_now:
+                with contextlib.suppress(StoreError):
+                    store.mail_structures_put(*ref, parsed_now)
+        return found
+
+    def _lazy(
+        self,
+        row: MailMessage,
+        seq: int,
+        recent: bool,
+        cached: str | None,
+        parsed_now: list[tuple[int, str]],
+        header_only: bool,
+    ) -> LazyMessage:
+        """A message for SEARCH; with ``header_only`` (no BODY or TEXT key) only
+        the head of its blob is ever read."""
+        flags = (*row.flags, RECENT) if recent else row.flags
+        if header_only:
+            load = functools.partial(self._store.mail_header_bytes, row)
+            return LazyMessage(seq, row.uid, flags, row.internal_date, row.size, load)
+        holder: list[LazyMessage] = []
+
+        def parsed() -> mime.ParsedMessage:
+            found = parsed_from_cache(cached)
+            if found is None:
+                found = parse(holder[0].raw)
+                parsed_now.append((row.uid, found.to_json()))
+            return found
+
+        message = LazyMessage(
+            seq,
+            row.uid,
+            flags,
+            row.internal_date,
+            row.size,
+            load=functools.partial(self.mailstore.message_bytes, row),
+            parsed=parsed,
+        )
+        holder.append(message)
+        return message
+
+    # -- flags -------------------------------------------------------------------------
+
+    def check_flags(self, opened: Opened, flags: Sequence[str], mode: str) -> tuple[str, ...]:
+        """The flags of a STORE as stored (normalised), after the rights check:
+        ``\\Seen`` needs ``s``, ``\\Deleted`` ``d``, the others ``w``; a
+        replacing STORE needs at least one of them (:class:`NoPermission`)."""
+        wanted = normalize_flags(flags)
+        missing = opened.flag_right_missing(wanted)
+        if missing is not None:
+            raise NoPermission(
+                missing,
+                f"No {RIGHT_NAMES[missing]} right ({to_wire(missing)}) on "
+                f"{opened.name!r}: cannot change these flags",
+            )
+        if mode in ("set", "replace") and not any(r in opened.rights for r in "swd"):
+            raise NoPermission("w", f"No right to change flags on {opened.name!r}")
+        return wanted
+
+    def store_flags(
+        self, opened: Opened, uids: Sequence[int], flags: Sequence[str], mode: str
+    ) -> tuple[list[tuple[int, int, tuple[str, ...]]], int | None]:
+        """STORE (``mode``: ``add``, ``remove``, ``set``/``replace``), after
+        :meth:`check_flags`: ``(uid, modseq, flags now)`` of each message, and
+        the MODSEQ of this change (None if nothing changed). A replacing STORE
+        by a user who may change only some kinds of flags keeps the others,
+        message by message.
+
+        The process's copy of the index tells which messages really changed (a
+        message left as it was keeps an older MODSEQ, possibly another
+        session's), and is updated in place."""
+        store = self._store
+        ref = opened.target.ref
+        rights = opened.rights
+        mode = "replace" if mode == "set" else mode
+        with self.indexes.current(mailbox_key(opened), ref) as index:
+            if mode != "replace" or all(r in rights for r in "swd"):
+                updates = list(store.mail_set_flags(*ref, uids, flags, mode))
+            else:
+                groups: dict[tuple[str, ...], list[int]] = {}
+                for uid in uids:
+                    i = index.position(uid)
+                    if i is not None:
+                        kept = [f for f in index.flags[i] if _flag_class(f) not in rights]
+                        groups.setdefault(tuple(normalize_flags([*flags, *kept])), []).append(uid)
+                updates = []
+                for new, group in groups.items():
+                    updates += store.mail_set_flags(*ref, group, new, "replace")
+                updates.sort()
+            changed: list[tuple[int | None, int, tuple[str, ...]]] = []
+            for uid, modseq, now in updates:
+                i = index.position(uid)
+                if i is None or index.flags[i] != now:
+                    changed.append((i, modseq, now))
+            own = max((modseq for _, modseq, _ in changed), default=None)
+            if own is not None and own == index.modseq + 1:
+                positions = [i for i, _, _ in changed]
+                if all(i is not None for i in positions):
+                    for (i, _, now) in changed:
+                        assert i is not None
+                        index.flags[i] = now
+                    index.modseq = own
+                    index.unseen = index.keywords = None
+        return updates, own
+
+    def _strip_flags(self, opened: Opened, uids: Sequence[int]) -> None:
+        """After COPY/MOVE into a mailbox where the user may not set every flag:
+        drop those the copies must not carry (APPEND never sets them)."""
+        rights = opened.rights
+        if all(r in rights for r in "swd") or not uids:
+            return
+        ref = opened.target.ref
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for row in self._store.mail_fetch(*ref, uids):
+            allowed = tuple(f for f in row.flags if _flag_class(f) in rights)
+            if allowed != row.flags:
+                groups.setdefault(allowed, []).append(row.uid)
+        for flags, group in groups.items():
+            self._store.mail_set_flags(*ref, group, flags, "replace")
+
+    # -- expunge, copy, move, append -------------------------------------------------------
+
+    def expunge(self, opened: Opened, uids: Sequence[int], *, quiet: bool = False) -> list[int]:
+        """Remove the messages among ``uids`` that carry \\Deleted; the UIDs
+        removed. Needs ``d`` (:class:`NoPermission`; with ``quiet``, as CLOSE
+        does, nothing happens without it)."""
+        if not opened.can("d"):
+            if quiet:
+                return []
+            raise NoPermission("d", f"No Delete right (te) on {opened.name!r}: cannot expunge")
+        if not uids:
+            return []
+        return list(self._store.mail_expunge(*opened.target.ref, list(uids)))
+
+    def copy(
+        self, user: str, source: Opened, uids: Sequence[int], name: str, *, move: bool = False
+    ) -> Copied:
+        """COPY or MOVE (RFC 3501 §6.4.7, RFC 6851): needs ``i`` on the target
+        (:class:`TryCreate` if it does not exist), MOVE also ``d`` on the
+        source; the copies lose the flags the user may not set there."""
+        if move and not source.can("d"):
+            raise NoPermission(
+                "d",
+                f"No Delete right (te) on {source.name!r}: cannot move messages out of it",
+            )
+        dest = self._open_target(user, name)
+        op = self._store.mail_move if move else self._store.mail_copy
+        pairs = list(op(*source.target.ref, uids, *dest.target.ref)) if uids else []
+        self._strip_flags(dest, [new for _, new in pairs])
+        uidvalidity = self._store.mail_mailbox_state(*dest.target.ref).uidvalidity
+        return Copied(pairs, uidvalidity, mailbox_key(dest))
+
+    def append(
+        self,
+        user: str,
+        name: str,
+        data: bytes,
+        flags: Sequence[str] = (),
+        date: datetime | None = None,
+    ) -> Appended:
+        """APPEND (RFC 3501 §6.3.11, RFC 4315 APPENDUID), durable on return:
+        needs ``i`` (:class:`TryCreate` if the mailbox does not exist); the
+        flags the user may not set are dropped."""
+        opened = self._open_target(user, name)
+        allowed = opened.permitted_flags(normalize_flags(flags))
+        when = date.timestamp() if date is not None else None
+        uidvalidity, uid = self.mailstore.append_new(
+            *opened.target.ref, data, flags=allowed, date=when
+        )
+        return Appended(uidvalidity, uid, mailbox_key(opened))
+
+    def _open_target(self, user: str, name: str) -> Opened:
+        try:
+            return self.access.open(user, name, "i")
+        except TryCreate:
+            raise
+        except NoSuchMailbox as exc:
+            raise TryCreate(f"{exc}; create it first") from None
+
+    # -- status and list ----------------------------------------------------------------
+
+    def status(self, user: str, name: str, items: Sequence[str]) -> list[tuple[str, int]]:
+        """STATUS (RFC 3501 §6.3.10; ``SIZE``, ``DELETED`` of RFC 8438/9051):
+        ``(item, value)`` in the order asked; needs ``r``."""
+        return self._status_of(self.access.open(user, name, "r"), items)
+
+    def _status_of(self, opened: Opened, items: Sequence[str]) -> list[tuple[str, int]]:
+        ref = opened.target.ref
+        state = self._store.mail_mailbox_state(*ref)
+        values = {
+            "MESSAGES": state.messages,
+            "RECENT": state.recent,
+            "UIDNEXT": state.uidnext,
+            "UIDVALIDITY": state.uidvalidity,
+            "UNSEEN": state.unseen,
+            "SIZE": state.size,
+        }
+        if "DELETED" in items:
+            values["DELETED"] = sum(DELETED in m.flags for m in self._store.mail_index(*ref))
+        return [(item, values[item]) for item in items]
+
+    def list_mailboxes(
+        self,
+        user: str,
+        reference: str,
+        patterns: Sequence[str],
+        *,
+        lsub: bool = False,
+        select: Collection[str] = (),
+        returns: Collection[str] = (),
+        status: Sequence[str] = (),
+    ) -> list[Listed]:
+        """LIST / LSUB (RFC 3501 §6.3.8-9) and LIST-EXTENDED (RFC 5258): the
+        entries of every pattern (first one wins), filtered by the selection
+        options (``SUBSCRIBED``, ``SPECIAL-USE``), with ``\\Subscribed`` when
+        ``returns`` asks for it and the ``status`` values of each readable
+        mailbox (RFC 5819)."""
+        access = self.access
+        subscribed_only = lsub or "SUBSCRIBED" in select
+        entries: dict[str, ListEntry] = {}
+        for pattern in patterns:
+            if subscribed_only:
+                found = access.list_subscribed(user, reference, pattern, extended=not lsub)
+            else:
+                found = access.list_visible(user, reference, pattern)
+            for entry in found:
+                entries.setdefault(entry.name, entry)
+        subscriptions: set[str] = set()
+        if "SUBSCRIBED" in returns and not subscribed_only:
+            subscriptions = set(access.subscriptions(user))
+        result: list[Listed] = []
+        for entry in entries.values():
+            attrs = list(entry.attributes)
+            if "SPECIAL-USE" in select and not any(a in SPECIAL_USES for a in attrs):
+                continue
+            if entry.name in subscriptions and "\\Subscribed" not in attrs:
+                attrs.append("\\Subscribed")
+            values: tuple[tuple[str, int], ...] | None = None
+            if (
+                status
+                and entry.name
+                and "\\Noselect" not in attrs
+                and "\\NonExistent" not in attrs
+            ):
+                try:
+                    opened = access.open(user, entry.name, "r")
+                    values = tuple(self._status_of(opened, status))
+                except MailboxError:
+                    pass  # listed (l) but not readable (r): no status
+            result.append(Listed(entry.name, tuple(attrs), values))
+        return result
+
+    # -- the mailbox tree, subscriptions, ACL ---------------------------------------------
+
+    def create(self, user: str, name: str, *, special_use: str | None = None) -> MailboxKey:
+        return mailbox_key_of(self.access.create(user, name, special_use=special_use).ref)
+
+    def delete(self, user: str, name: str) -> MailboxKey:
+        """DELETE; the key of the mailbox that is gone (sessions on it close)."""
+        target = self.access.resolve(user, name)
+        self.access.delete(user, name)
+        return mailbox_key_of(target.ref)
+
+    def rename(self, user: str, old: str, new: str) -> MailboxKey:
+        """RENAME; the key of the mailbox that moved away (sessions on it close)."""
+        source = self.access.resolve(user, old)
+        self.access.rename(user, old, new)
+        return mailbox_key_of(source.ref)
+
+    def subscribe(self, user: str, name: str) -> None:
+        self.access.subscribe(user, name)
+
+    def unsubscribe(self, user: str, name: str) -> bool:
+        return self.access.unsubscribe(user, name)
+
+    def subscriptions(self, user: str) -> list[str]:
+        return self.access.subscriptions(user)
+
+    def get_acl(self, user: str, name: str) -> list[tuple[str, str]]:
+        return self.access.get_acl(user, name)
+
+    def set_acl(self, user: str, name: str, identifier: str, rights: str) -> str:
+        return self.access.set_acl(user, name, identifier, rights)
+
+    def delete_acl(self, user: str, name: str, identifier: str) -> bool:
+        return self.access.delete_acl(user, name, identifier)
+
+    def list_rights(self, user: str, name: str, identifier: str) -> tuple[str, tuple[str, ...]]:
+        return self.access.list_rights(user, name, identifier)
+
+    def my_rights(self, user: str, name: str) -> str:
+        return self.access.my_rights(user, name)
