@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.fixtures_directory import PASSWORDS, build_spec_fixture
+from tests.support.directory import PASSWORDS, build_spec_fixture
 
 from waypost.services import passwords
 from waypost.services.directory import Directory
