@@ -205,6 +205,9 @@ class DeliveryRunner:
             rest = tuple(r for r in m.recipients if r.key not in waiting_keys)
             if rest:
                 ready.append(dataclasses.replace(m, recipients=rest))
+        if parked:  # the sign, for an observer, that a held queue's turn came and passed
+            log.debug("held queue %s: %d recipient(s) left unattempted",
+                      queue_label("SMTP", queue), len(parked))
         if not ready:
             return outcomes, parked
         if self.relay is None:
