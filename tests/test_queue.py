@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import logging
 import time
 from typing import Any
 
@@ -494,13 +495,19 @@ def test_delete_removes_a_message_without_a_bounce(svc: Services) -> None:
     assert svc.store.queue_list() == []
 
 
-def test_the_runner_loop_wakes_on_submit(svc: Services) -> None:
+def test_the_runner_loop_wakes_on_submit(svc: Services, caplog: pytest.LogCaptureFixture
+                                         ) -> None:
+    caplog.set_level(logging.DEBUG, logger="waypost.delivery")
+
     async def go() -> float:
         queue, runner = await harness(svc)
         runner.poll = 30  # only the submit event can wake it in time
         task = asyncio.create_task(runner.run())
         try:
-            await asyncio.sleep(0.05)
+            deadline = time.monotonic() + 10
+            while not any("delivery runner waiting" in r.getMessage() for r in caplog.records):
+                assert time.monotonic() < deadline, "the runner never reached its wait"
+                await asyncio.sleep(0.01)
             start = time.monotonic()
             await queue.submit(submission(svc, "alice"))
             while svc.store.queue_list():

@@ -95,6 +95,7 @@ class DeliveryRunner:
     # -- the loop ---------------------------------------------------------------
 
     async def run(self) -> None:
+        first = True
         try:
             while True:
                 self.queue.submitted.clear()
@@ -103,6 +104,10 @@ class DeliveryRunner:
                     await self._collect_garbage()
                 except Exception:
                     log.exception("delivery runner tick failed")
+                if first:  # from here on a submission wakes the loop (a sign for observers)
+                    log.debug("delivery runner waiting: woken by a submission, else every %s s",
+                              self.poll)
+                    first = False
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.queue.submitted.wait(), self.poll)
                 await asyncio.sleep(0.01)  # let a burst of submissions land together
