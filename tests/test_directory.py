@@ -21,13 +21,6 @@ from waypost.storage.open import open_store
 from waypost.storage.sqlite.store import VERSION_TTL, SqliteStore
 
 
-@pytest.fixture(autouse=True)
-def fast_hashing() -> Iterator[None]:
-    passwords.configure(**passwords.FAST_PARAMETERS)
-    yield
-    passwords.reset()
-
-
 @pytest.fixture
 def directory(tmp_path: Path) -> Iterator[Directory]:
     store = open_store(tmp_path / "data", create=True)
