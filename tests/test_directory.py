@@ -94,7 +94,7 @@ def test_password_hash_is_argon2_and_verifies() -> None:
     assert passwords.hash_password("s3cret") != hashed  # salted
 
 
-def test_default_parameters_are_the_secure_ones() -> None:
+def test_default_parameters_are_the_secure_ones(secure_password_hashing: None) -> None:
     passwords.reset()
     assert "m=65536,t=3" in passwords.hash_password("x")
 

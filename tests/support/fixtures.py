@@ -1,5 +1,5 @@
-"""Pytest fixtures shared across test modules: loopback peers and the
-services world. ``tests/conftest.py`` registers this module as a plugin, so
+"""Pytest fixtures shared across test modules: loopback peers, the
+services world, and password-hashing cost. ``tests/conftest.py`` registers this module as a plugin, so
 test modules name these fixtures as parameters and import nothing for them.
 """
 
@@ -13,6 +13,7 @@ from tests.support.dns_server import TestDNSServer
 from tests.support.services import open_world
 from tests.support.smtp_sink import SMTPSink
 
+from waypost.services import passwords
 from waypost.services.container import Services
 
 
@@ -36,3 +37,11 @@ def svc(tmp_path: Path) -> Iterator[Services]:
     services = open_world(tmp_path / "var")
     yield services
     services.close()
+
+
+@pytest.fixture
+def secure_password_hashing() -> Iterator[None]:
+    """Production argon2 cost for one test; the suite's fast setting comes back after it."""
+    passwords.reset()
+    yield
+    passwords.configure(**passwords.FAST_PARAMETERS)
