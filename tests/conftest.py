@@ -1,4 +1,9 @@
-"""Shared fixtures: fast password hashing for the suite, loopback peers."""
+"""Suite-wide setup: fast password hashing, and the shared fixtures of
+``tests/support/fixtures.py`` (loopback peers, the services world).
+
+Test modules import helpers from ``tests.support`` only (one import root);
+no test module imports another.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from waypost.services import passwords
+
+pytest_plugins = ["tests.support.fixtures"]
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -18,5 +25,3 @@ def _fast_password_hashing() -> Iterator[None]:
     yield
     passwords.reset()
 
-
-from support.fixtures import dns_server, smtp_sink  # noqa: E402, F401  (loopback peers)

@@ -10,24 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.test_router_examples import SPEC_TABLE
-
-
-class Waypost:
-    def __init__(self, data: Path) -> None:
-        self.data = data
-
-    def __call__(self, *args: str, input: str | None = None, check: int | None = 0
-                 ) -> subprocess.CompletedProcess[str]:
-        env = dict(os.environ, COLUMNS="200")
-        env.pop("WAYPOST_DATA", None)
-        proc = subprocess.run(
-            [sys.executable, "-m", "waypost", "--data", str(self.data), *args],
-            capture_output=True, text=True, input=input, env=env, timeout=60,
-        )
-        if check is not None:
-            assert proc.returncode == check, (args, proc.returncode, proc.stdout, proc.stderr)
-        return proc
+from tests.support.cli import Waypost
+from tests.support.router_table import SPEC_TABLE
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from tests.test_cli import Waypost
+from tests.support.cli import Waypost
 
 
 @pytest.fixture(scope="module")

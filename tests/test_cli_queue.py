@@ -7,7 +7,8 @@ import re
 import click
 import pytest
 from click.testing import CliRunner, Result
-from tests.test_queue import FakeRelay, harness, run, submission, svc  # noqa: F401
+from tests.support.delivery import FakeRelay, harness, run
+from tests.support.services import submission
 
 from waypost.cli import mailbox as mailbox_cli
 from waypost.cli import queue as queue_cli
@@ -26,7 +27,7 @@ for command in queue_cli.COMMANDS + mailbox_cli.COMMANDS:
 
 
 @pytest.fixture
-def wp(svc: Services):  # noqa: F811
+def wp(svc: Services):
     runner = CliRunner()
 
     def invoke(*args: str, code: int = 0) -> Result:
@@ -37,7 +38,7 @@ def wp(svc: Services):  # noqa: F811
     return invoke
 
 
-def queue_up(svc: Services, *subs: object, deliver: bool = False) -> list[str]:  # noqa: F811
+def queue_up(svc: Services, *subs: object, deliver: bool = False) -> list[str]:
     async def go() -> list[str]:
         queue, runner = await harness(svc, FakeRelay({"y@friend.com": "deferred"}))
         try:
@@ -51,7 +52,7 @@ def queue_up(svc: Services, *subs: object, deliver: bool = False) -> list[str]: 
     return run(go)
 
 
-def test_list_shows_one_line_per_message_and_queue(svc: Services, wp) -> None:  # noqa: F811
+def test_list_shows_one_line_per_message_and_queue(svc: Services, wp) -> None:
     svc.set_setting("HoldMailForDomains", "held.example")
     queue_up(svc,
              submission(svc, "y@friend.com", "x@held.example", QueueID="M1"),
@@ -73,7 +74,7 @@ def test_empty_queue(wp) -> None:
     assert wp("queue", "list").output.strip() == "the queue is empty"
 
 
-def test_show_flush_release_delete(svc: Services, wp) -> None:  # noqa: F811
+def test_show_flush_release_delete(svc: Services, wp) -> None:
     svc.set_setting("HoldMailForDomains", "held.example")
     queue_up(svc, submission(svc, "y@friend.com", "x@held.example", QueueID="M1", ENVID="e"),
              deliver=True)
@@ -96,7 +97,7 @@ def test_show_flush_release_delete(svc: Services, wp) -> None:  # noqa: F811
     wp("queue", "delete", "M1", code=1)
 
 
-def test_mailbox_show_lists_uid_flags_size_date_from_subject(svc: Services, wp) -> None:  # noqa: F811
+def test_mailbox_show_lists_uid_flags_size_date_from_subject(svc: Services, wp) -> None:
     queue_up(svc, submission(svc, "alice@main.dom"), deliver=True)
     out = wp("mailbox", "show", "alice@main.dom").output
     first, _, header, row = out.strip().splitlines()

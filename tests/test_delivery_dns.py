@@ -6,9 +6,8 @@ import asyncio
 
 import pytest
 from dnslib import QTYPE
+from tests.support.dns_server import TestDNSServer, query
 
-from support.dns_server import TestDNSServer, query
-from support.fixtures import dns_server  # noqa: F401  (until tests/conftest.py registers it)
 from waypost.services.delivery.dns import (
     PermanentDNSError,
     Resolver,
@@ -55,7 +54,7 @@ ZONE = {
 
 
 @pytest.fixture
-def dns(dns_server):  # noqa: F811
+def dns(dns_server):
     dns_server.load(ZONE)
     return dns_server
 

@@ -7,15 +7,8 @@ import asyncio
 from typing import Any
 
 import pytest
-from tests.test_queue import (  # noqa: F401  (svc is a fixture)
-    body,
-    harness,
-    pending_dsns_and_inbox,
-    routed,
-    run,
-    submission,
-    svc,
-)
+from tests.support.delivery import harness, pending_dsns_and_inbox, run
+from tests.support.services import body, submission
 
 from waypost.services.container import Services
 from waypost.services.delivery import local
@@ -24,11 +17,11 @@ from waypost.services.message import Submission
 from waypost.storage.sqlite import SqliteStore, queue_store
 
 
-def inbox(svc: Services, account: str) -> list[bytes]:  # noqa: F811
+def inbox(svc: Services, account: str) -> list[bytes]:
     return pending_dsns_and_inbox(svc, account)
 
 
-def deliver(svc: Services, sub: Submission) -> str:  # noqa: F811
+def deliver(svc: Services, sub: Submission) -> str:
     async def go() -> str:
         queue, runner = await harness(svc)
         try:
@@ -41,19 +34,19 @@ def deliver(svc: Services, sub: Submission) -> str:  # noqa: F811
     return run(go)
 
 
-def test_return_path_goes_on_top_and_the_body_is_untouched(svc: Services) -> None:  # noqa: F811
+def test_return_path_goes_on_top_and_the_body_is_untouched(svc: Services) -> None:
     deliver(svc, submission(svc, "alice@main.dom", mail_from="Bob@Remote.example"))
     (stored,) = inbox(svc, "alice@main.dom")
     assert stored == b"Return-Path: <Bob@Remote.example>\r\n" + body()
     assert svc.store.queue_list() == []
 
 
-def test_null_sender_gets_an_empty_return_path(svc: Services) -> None:  # noqa: F811
+def test_null_sender_gets_an_empty_return_path(svc: Services) -> None:
     deliver(svc, submission(svc, "alice@main.dom", mail_from=""))
     assert inbox(svc, "alice@main.dom")[0].startswith(b"Return-Path: <>\r\n")
 
 
-def test_an_old_return_path_is_replaced(svc: Services) -> None:  # noqa: F811
+def test_an_old_return_path_is_replaced(svc: Services) -> None:
     data = b"Return-Path: <forged@x>\r\n" + body()
     deliver(svc, submission(svc, "alice@main.dom", data=data))
     (stored,) = inbox(svc, "alice@main.dom")
@@ -61,7 +54,7 @@ def test_an_old_return_path_is_replaced(svc: Services) -> None:  # noqa: F811
 
 
 def test_x_real_to_one_copy_per_message_listing_that_accounts_recipients(
-    svc: Services,  # noqa: F811
+    svc: Services,
 ) -> None:
     """client.dom -> dd-customer.local (Main Domain); other.dom -> carol in
     secondary.dom via .domain. One copy per account lists exactly the
@@ -87,20 +80,20 @@ def test_x_real_to_one_copy_per_message_listing_that_accounts_recipients(
     assert real_to(plain) == [b"X-Real-To: forged@client.dom"]  # ordinary delivery: untouched
 
 
-def test_the_real_to_header_name_is_a_setting(svc: Services) -> None:  # noqa: F811
+def test_the_real_to_header_name_is_a_setting(svc: Services) -> None:
     svc.set_setting("RealToHeader", "X-Envelope-To")
     deliver(svc, submission(svc, "a@client.dom"))
     (stored,) = inbox(svc, "dd-customer@main.dom")
     assert b"\r\nX-Envelope-To: a@client.dom\r\n" in stored and b"X-Real-To" not in stored
 
 
-def test_one_copy_per_account_for_several_names_of_it(svc: Services) -> None:  # noqa: F811
+def test_one_copy_per_account_for_several_names_of_it(svc: Services) -> None:
     svc.directory.add_alias("ali@main.dom", "alice@main.dom")
     deliver(svc, submission(svc, "alice@main.dom", "ali@main.dom", "team@main.dom"))
     assert len(inbox(svc, "alice@main.dom")) == 1
 
 
-def test_direct_mailbox_addressing(svc: Services) -> None:  # noqa: F811
+def test_direct_mailbox_addressing(svc: Services) -> None:
     ms = Mailstore(svc.store)
     ms.create_mailbox("alice@main.dom", "Sales")
     deliver(svc, submission(svc, "alice#Sales@main.dom", "alice#Missing@main.dom"))
@@ -108,7 +101,7 @@ def test_direct_mailbox_addressing(svc: Services) -> None:  # noqa: F811
     assert len(ms.list_messages("alice@main.dom", "INBOX")) == 1  # no such mailbox: INBOX
 
 
-def test_queue_and_mailboxes_share_one_body_file(svc: Services) -> None:  # noqa: F811
+def test_queue_and_mailboxes_share_one_body_file(svc: Services) -> None:
     store = svc.store
     assert isinstance(store, SqliteStore)
 
@@ -134,7 +127,7 @@ def test_queue_and_mailboxes_share_one_body_file(svc: Services) -> None:  # noqa
 
 
 def test_a_crash_inside_the_delivery_transaction_stores_nothing_and_a_rerun_stores_once(
-    svc: Services, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+    svc: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Simulate kill -9 between "message stored" and "recipient marked
     delivered": both are one transaction, so the failure rolls back the
@@ -177,7 +170,7 @@ def test_a_crash_inside_the_delivery_transaction_stores_nothing_and_a_rerun_stor
 
 
 def test_a_failing_store_defers_and_retries_without_duplicates(
-    svc: Services, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+    svc: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = svc.store
     real = store.mail_store
@@ -210,7 +203,7 @@ def test_a_failing_store_defers_and_retries_without_duplicates(
     assert len(inbox(svc, "alice@main.dom")) == 1
 
 
-def test_an_account_deleted_while_mail_waits_bounces_it(svc: Services) -> None:  # noqa: F811
+def test_an_account_deleted_while_mail_waits_bounces_it(svc: Services) -> None:
     async def go() -> None:
         queue, runner = await harness(svc)
         try:
@@ -227,7 +220,7 @@ def test_an_account_deleted_while_mail_waits_bounces_it(svc: Services) -> None: 
 
 
 def test_many_messages_for_one_account_are_stored_in_one_transaction(
-    svc: Services, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+    svc: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = svc.store
     real = store.mail_store
@@ -262,7 +255,7 @@ class _Watcher:
         self.pokes += 1
 
 
-def test_delivery_pokes_whoever_watches_the_mailbox(svc: Services) -> None:  # noqa: F811
+def test_delivery_pokes_whoever_watches_the_mailbox(svc: Services) -> None:
     inbox_watcher, other_watcher = _Watcher(), _Watcher()
     svc.events.subscribe(("MAIN.DOM", "Alice", "inbox"), inbox_watcher)  # spelling differs
     svc.events.subscribe(("main.dom", "alice", "Sent"), other_watcher)
@@ -272,7 +265,7 @@ def test_delivery_pokes_whoever_watches_the_mailbox(svc: Services) -> None:  # n
     assert svc.events.watching(("main.dom", "alice", "INBOX")) == 0
 
 
-def test_the_mime_structure_is_parsed_at_delivery(svc: Services) -> None:  # noqa: F811
+def test_the_mime_structure_is_parsed_at_delivery(svc: Services) -> None:
     from waypost import mime
 
     deliver(svc, submission(svc, "alice@main.dom"))

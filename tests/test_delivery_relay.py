@@ -13,9 +13,9 @@ import socket
 from collections.abc import Iterator
 
 import pytest
+from tests.support.dns_server import TestDNSServer
+from tests.support.smtp_sink import DEFAULT_EXTENSIONS, SMTPSink
 
-from support.dns_server import TestDNSServer
-from support.smtp_sink import DEFAULT_EXTENSIONS, SMTPSink
 from waypost.protocols.smtp.client import ClientTransport
 from waypost.protocols.smtp.wire import Reply
 from waypost.services.delivery.dns import Resolver

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.fixtures_directory import PASSWORDS, build_spec_fixture
+from tests.support.clock import FakeClock
+from tests.support.directory import PASSWORDS, build_spec_fixture
 
 from waypost.services import passwords
 from waypost.services.directory import Directory
@@ -18,14 +18,7 @@ from waypost.services.names import DirectoryError, domain_name, object_name, spl
 from waypost.services.router.view import DirObject, ObjectKind, UnknownMode, UnknownPolicy
 from waypost.storage.interface import AlreadyExists, NotFound
 from waypost.storage.open import open_store
-from waypost.storage.sqlite.store import VERSION_TTL
-
-
-@pytest.fixture(autouse=True)
-def fast_hashing() -> Iterator[None]:
-    passwords.configure(**passwords.FAST_PARAMETERS)
-    yield
-    passwords.reset()
+from waypost.storage.sqlite.store import VERSION_TTL, SqliteStore
 
 
 @pytest.fixture
@@ -101,7 +94,7 @@ def test_password_hash_is_argon2_and_verifies() -> None:
     assert passwords.hash_password("s3cret") != hashed  # salted
 
 
-def test_default_parameters_are_the_secure_ones() -> None:
+def test_default_parameters_are_the_secure_ones(secure_password_hashing: None) -> None:
     passwords.reset()
     assert "m=65536,t=3" in passwords.hash_password("x")
 
@@ -524,10 +517,13 @@ def test_snapshot_is_cached_until_something_changes(directory: Directory, tmp_pa
     assert second is not first
     assert second.find_object("domain.dom", "new") is not None
     assert directory.snapshot() is second
+    store = directory.store
+    assert isinstance(store, SqliteStore)
+    store.clock = clock = FakeClock()
     other = open_store(tmp_path / "data")  # e.g. the CLI beside a running server
     other.set_setting("ServerIPAddresses", "192.0.2.99")
     other.close()
-    time.sleep(VERSION_TTL * 2)  # another process's change shows within VERSION_TTL
+    clock.advance(VERSION_TTL * 2)  # another process's change shows within VERSION_TTL
     third = directory.snapshot()
     assert third is not second and "192.0.2.99" in third.own_ips
     with pytest.raises(TypeError):

@@ -62,7 +62,9 @@ def test_kill_9_loses_nothing_acknowledged_and_duplicates_nothing(tmp_path: Path
     try:
         server.wait_for(lambda: set(acknowledged) <= set(_subjects(server)), timeout=60,
                         what="every acknowledged message in the mailbox")
-        time.sleep(1.5)  # anything still queued from before the kill is delivered by now
+        # anything still queued from before the kill is delivered once the queue is empty
+        server.wait_for(lambda: "the queue is empty" in server.cli("queue", "list").stdout,
+                        timeout=60, what="the queue emptied")
         stored = _subjects(server)
         duplicates = {s for s in stored if stored.count(s) > 1}
         assert not duplicates, f"stored twice: {sorted(duplicates)[:10]}"

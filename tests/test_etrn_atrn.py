@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
 import smtplib
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,7 +36,8 @@ def backup(tmp_path: Path, dns_server) -> Iterator[WaypostServer]:
         "other.com": {"MX": [(10, "mx.other.com")]},
         "mx.other.com": {"A": ["127.0.0.3"]},
     })
-    server = WaypostServer(tmp_path / "var").init()
+    # DEBUG: the tests wait for the delivery runner's record of passing a held queue
+    server = WaypostServer(tmp_path / "var", log_level="DEBUG").init()
     server.cli("settings", "set", "ClientIPAddresses", "127.0.0.250")
     server.cli("settings", "set", "DNSServers", dns_server.address)
     server.cli("settings", "set", "HoldMailForDomains",
@@ -83,7 +84,8 @@ def test_held_mail_waits_and_etrn_releases_it(backup: WaypostServer, tmp_path: P
     with SMTPSink("127.0.0.3", 25) as customer:
         send(backup, "bob@client.com", "held-1")
         backup.wait_for(lambda: "held" in queue_text(backup), what="held queue")
-        time.sleep(1.5)
+        backup.wait_for(lambda: "held queue SMTP(client.com): 1 recipient(s) left unattempted"
+                        in backup.logs(), what="the delivery runner passing the held queue")
         assert customer.messages == []  # held: never attempted
         proc = fetchmail(tmp_path, "-p", "ETRN", "--service", str(backup.smtp),
                          "--fetchdomains", "client.com", "127.0.0.1")
@@ -217,7 +219,9 @@ def test_client_dropping_during_atrn_keeps_the_mail(backup: WaypostServer) -> No
     got = sock.recv(4096)
     assert b"MAIL FROM" in got
     sock.close()  # gone in the middle of the first transaction
-    time.sleep(1.0)
+    backup.wait_for(lambda: re.search(r"ATRN by client\.com@main\.dom: \d+ of \d+ recipients "
+                                      r"delivered", backup.logs()),
+                    what="the ATRN delivery to finish")
     after = queue_text(backup)
     assert after.count("held") == before.count("held") == 2, after
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from imapclient.response_parser import parse_fetch_response
-from tests.test_mime import ALTERNATIVE, MIXED, NESTED, PLAIN, crlf
+from tests.support.messages import ALTERNATIVE, MIXED, NESTED, PLAIN, crlf
 
 from waypost import mime
 from waypost.protocols.imap import fetch, wire

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from tests.test_mime import crlf
+from tests.support.messages import crlf
 
 from waypost import mime
 from waypost.protocols.imap import wire

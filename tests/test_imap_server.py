@@ -29,8 +29,8 @@ from pathlib import Path
 import pytest
 from imapclient import IMAPClient
 from imapclient.response_types import BodyData
+from tests.support.messages import MIXED, NESTED, crlf
 from tests.support.server import WaypostServer
-from tests.test_mime import MIXED, NESTED, crlf
 
 PW = "imap-pw-1234"
 DOMAIN = "domain.dom"

@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.test_queue import svc  # noqa: F401  (fixture)
 
 from waypost.services.container import Services
 from waypost.services.mailstore import (
@@ -27,7 +26,7 @@ MSG = (b"From: =?utf-8?q?Ren=C3=A9e?= <renee@example.com>\r\n"
 
 
 @pytest.fixture
-def ms(svc: Services) -> Mailstore:  # noqa: F811
+def ms(svc: Services) -> Mailstore:
     return Mailstore(svc.store)
 
 
@@ -54,7 +53,7 @@ def test_append_assigns_increasing_uids_and_reads_back_prefix_plus_body(ms: Mail
     assert (info.messages, info.uidnext, info.size) == (2, 3, first.size + second.size)
 
 
-def test_the_same_body_is_one_blob_file(ms: Mailstore, svc: Services) -> None:  # noqa: F811
+def test_the_same_body_is_one_blob_file(ms: Mailstore, svc: Services) -> None:
     ms.append("alice@main.dom", "INBOX", MSG)
     ms.append("carol@secondary.dom", "INBOX", MSG)
     store = svc.store
@@ -93,7 +92,7 @@ def test_unknown_accounts_and_messages(ms: Mailstore) -> None:
 
 
 def test_mail_follows_a_renamed_account_and_goes_with_a_deleted_one(
-    ms: Mailstore, svc: Services  # noqa: F811
+    ms: Mailstore, svc: Services
 ) -> None:
     ms.append("alice@main.dom", "INBOX", MSG)
     svc.directory.rename_account("alice", "alicia")
@@ -107,7 +106,7 @@ def test_mail_follows_a_renamed_account_and_goes_with_a_deleted_one(
 
 
 def test_deleted_messages_free_their_blob_only_when_no_copy_is_left(
-    ms: Mailstore, svc: Services  # noqa: F811
+    ms: Mailstore, svc: Services
 ) -> None:
     ms.append("alice@main.dom", "INBOX", MSG)
     ms.append("carol@secondary.dom", "INBOX", MSG)
@@ -140,7 +139,7 @@ def test_broken_headers_never_fail_the_summary() -> None:
 
 
 def test_accounts_created_before_the_mailstore_get_an_inbox_on_first_delivery(
-    ms: Mailstore, svc: Services, tmp_path: Path  # noqa: F811
+    ms: Mailstore, svc: Services, tmp_path: Path
 ) -> None:
     store = svc.store
     assert isinstance(store, SqliteStore)

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import email
+import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
+from tests.support.delivery import FakeRelay, dsns, harness, pending_dsns_and_inbox, run
+from tests.support.services import body, routed, submission
 
-from waypost.services.container import Services, open_services
-from waypost.services.delivery.outbound import OutboundMessage, Outcome
-from waypost.services.delivery.runner import DeliveryRunner
-from waypost.services.message import Recipient, Submission
+from waypost.services.container import Services
+from waypost.services.message import Submission
 from waypost.services.queue import (
     Queue,
     QueuePolicy,
@@ -29,102 +28,6 @@ from waypost.services.queue import (
 )
 from waypost.storage.interface import NotFound
 from waypost.storage.sqlite import SqliteStore
-
-T = TypeVar("T")
-
-
-# -- shared helpers (the other queue/delivery tests import these) --------------
-
-@pytest.fixture
-def svc(tmp_path: Path) -> Iterator[Services]:
-    services = open_services(tmp_path / "var", create=True)
-    d = services.directory
-    d.init_server("main.dom")
-    d.create_account("alice")
-    d.create_account("dd-customer")
-    d.create_domain("secondary.dom")
-    d.create_account("carol@secondary.dom")
-    d.create_domain("client.dom")
-    d.create_domain("other.dom")
-    d.create_domain("bounced.dom", {"MailToUnknown": "Accepted and Bounced"})
-    d.create_domain("discarded.dom", {"MailToUnknown": "Discarded"})
-    d.create_group("team", ["alice", "bob@remote.example"])
-    services.router.set_table(
-        "client.dom = dd-customer.local\n"
-        "other.dom = carol@secondary.dom.domain\n"
-    )
-    yield services
-    services.close()
-
-
-def routed(svc: Services, *addresses: str, notify: Sequence[str] = ()) -> list[Recipient]:
-    """Recipients as the SMTP session builds them at RCPT time."""
-    out = []
-    for address in addresses:
-        result = svc.router.route(address, "mail", trusted=True)
-        assert result.routes, (address, result.error)
-        out += [Recipient(address, r, tuple(notify)) for r in result.routes]
-    return out
-
-
-def body(subject: str = "hello", *, extra: bytes = b"") -> bytes:
-    return (b"Received: from client ([192.0.2.1])\r\n\tby main.dom (Waypost); now\r\n"
-            b"From: Bob <bob@remote.example>\r\nTo: alice@main.dom\r\n"
-            + f"Subject: {subject}\r\n".encode() + extra + b"\r\nHi there.\r\n")
-
-
-def submission(svc: Services, *addresses: str, mail_from: str = "bob@remote.example",
-               data: bytes | None = None, **params: str) -> Submission:
-    return Submission(mail_from, routed(svc, *addresses), data or body(), params=dict(params),
-                      client_ip="192.0.2.1", helo="client")
-
-
-def run(factory: Callable[[], Awaitable[T]]) -> T:
-    return asyncio.run(factory())  # type: ignore[arg-type]
-
-
-class FakeRelay:
-    """Stands in for services/delivery/relay.py: answers per envelope address."""
-
-    def __init__(self, answers: dict[str, str] | None = None) -> None:
-        self.answers = answers or {}
-        self.calls: list[tuple[str, list[OutboundMessage]]] = []
-
-    def make_relay_context(self, services: Services) -> str:
-        return "ctx"
-
-    async def deliver(self, queue: str, messages: Sequence[OutboundMessage], ctx: Any
-                      ) -> list[Outcome]:
-        assert ctx == "ctx"
-        self.calls.append((queue, list(messages)))
-        out = []
-        for m in messages:
-            for r in m.recipients:
-                status = self.answers.get(r.address, "delivered")
-                code = {"delivered": 250, "deferred": 451, "failed": 550}[status]
-                out.append(Outcome(r.key, status, code, f"{str(code)[0]}.0.0", f"said {status}",
-                                   "mx.remote.example"))
-        return out
-
-
-async def harness(svc: Services, relay: Any = None) -> tuple[Queue, DeliveryRunner]:
-    queue = Queue(svc)
-    await queue.refresh_policy()
-    return queue, DeliveryRunner(svc, queue, relay=relay)
-
-
-def dsns(svc: Services) -> list[tuple[str, bytes]]:
-    """Queued DSNs (null sender) as (recipient, body)."""
-    return [(m.recipients[0].address, svc.store.blob_get(m.blob))
-            for m in svc.store.queue_list() if m.mail_from == ""]
-
-
-def pending_dsns_and_inbox(svc: Services, account: str) -> list[bytes]:
-    from waypost.services.mailstore import Mailstore
-
-    store = Mailstore(svc.store)
-    return [store.read_message(account, "INBOX", m.uid) for m in store.list_messages(account)]
-
 
 # -- durability ------------------------------------------------------------------
 
@@ -592,13 +495,19 @@ def test_delete_removes_a_message_without_a_bounce(svc: Services) -> None:
     assert svc.store.queue_list() == []
 
 
-def test_the_runner_loop_wakes_on_submit(svc: Services) -> None:
+def test_the_runner_loop_wakes_on_submit(svc: Services, caplog: pytest.LogCaptureFixture
+                                         ) -> None:
+    caplog.set_level(logging.DEBUG, logger="waypost.delivery")
+
     async def go() -> float:
         queue, runner = await harness(svc)
         runner.poll = 30  # only the submit event can wake it in time
         task = asyncio.create_task(runner.run())
         try:
-            await asyncio.sleep(0.05)
+            deadline = time.monotonic() + 10
+            while not any("delivery runner waiting" in r.getMessage() for r in caplog.records):
+                assert time.monotonic() < deadline, "the runner never reached its wait"
+                await asyncio.sleep(0.01)
             start = time.monotonic()
             await queue.submit(submission(svc, "alice"))
             while svc.store.queue_list():

@@ -4,26 +4,10 @@ public Directory API and a real SQLite store."""
 from __future__ import annotations
 
 import pytest
-from tests.fixtures_directory import build_spec_fixture
+from tests.support.directory import build_spec_fixture
+from tests.support.router_table import SPEC_TABLE
 
 from waypost.services.container import Services, open_services
-
-SPEC_TABLE = """\
-Relay:friend.com = friend.com._via
-Relay:friend2.com = friend2.com@firewall.friend2.com._via
-Relay:client.com = client.com@relay.domain.25._via
-NoRelay:filtered.com = filtered.com@127.0.0.1.26._via
-RelayAll:<report-*@main.dom> = report-*@reports.example
-dd-customer.com = dd-customer.local
-customer2.com = dd-customer@client.dom.domain
-www.client.dom = client.dom
-Access:*.domain.dom = *@domain.dom
-<LoginPage%*@domain.dom> = *@domain.dom
-Access:*.main.dom = *@fict
-<LoginPage%*@fict> = *@main.dom
-<info@domain.dom> = alice@domain.dom
-Signal:sipfriend.com = sipfriend.com@sip.provider.com.5060._via
-"""
 
 T, U, ANY = "trusted", "untrusted", "any"
 RELAY = "error: relaying prohibited"

@@ -9,14 +9,8 @@ import logging
 from email import policy
 
 import pytest
-from tests.test_queue import (  # noqa: F401  (svc is a fixture)
-    body,
-    harness,
-    routed,
-    run,
-    submission,
-    svc,
-)
+from tests.support.delivery import harness, run
+from tests.support.services import body, routed, submission
 
 from waypost.services.container import Services
 from waypost.services.mailstore import Mailstore
@@ -34,11 +28,11 @@ from waypost.services.rules.text import parse_rules
 from waypost.storage.interface import NotFound
 
 
-def set_rules(svc: Services, level: Level, target: str | None, text: str) -> None:  # noqa: F811
+def set_rules(svc: Services, level: Level, target: str | None, text: str) -> None:
     book.save(svc, level, target, parse_rules(text, level))
 
 
-def box(svc: Services, account: str, mailbox: str = "INBOX") -> list[bytes]:  # noqa: F811
+def box(svc: Services, account: str, mailbox: str = "INBOX") -> list[bytes]:
     store = Mailstore(svc.store)
     try:
         return [
@@ -49,7 +43,7 @@ def box(svc: Services, account: str, mailbox: str = "INBOX") -> list[bytes]:  # 
         return []
 
 
-def flags(svc: Services, account: str, mailbox: str = "INBOX") -> list[tuple[str, ...]]:  # noqa: F811
+def flags(svc: Services, account: str, mailbox: str = "INBOX") -> list[tuple[str, ...]]:
     return [m.flags for m in Mailstore(svc.store).list_messages(account, mailbox)]
 
 
@@ -82,7 +76,7 @@ def deliver_all(
 
 
 @pytest.fixture
-def users(svc: Services) -> Services:  # noqa: F811
+def users(svc: Services) -> Services:
     d = svc.directory
     for name in ("security", "bob", "archive"):
         d.create_account(name)

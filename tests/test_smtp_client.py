@@ -20,9 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.support.smtp_sink import DEFAULT_EXTENSIONS, SMTPSink
 
-from support.fixtures import smtp_sink  # noqa: F401  (until tests/conftest.py registers it)
-from support.smtp_sink import DEFAULT_EXTENSIONS, SMTPSink
 from waypost.protocols.smtp.client import (
     SendResult,
     SMTPClient,
@@ -65,7 +64,7 @@ def tls_files(tmp_path_factory) -> tuple[Path, Path]:
 # -------------------------------------------------------------- happy paths
 
 
-def test_send_pipelined(smtp_sink):  # noqa: F811
+def test_send_pipelined(smtp_sink):
     (result,) = run(
         deliver(smtp_sink.port, ("a@here.test", ["b@there.test", "c@there.test"], BODY))
     )
@@ -84,7 +83,7 @@ def test_send_pipelined(smtp_sink):  # noqa: F811
     assert reads["MAIL"] == reads["RCPT"] == reads["DATA"], "MAIL/RCPT/DATA were not pipelined"
 
 
-def test_several_messages_on_one_connection(smtp_sink):  # noqa: F811
+def test_several_messages_on_one_connection(smtp_sink):
     msgs = [(f"s{i}@here.test", [f"r{i}@there.test"], BODY + b"n%d\r\n" % i) for i in range(3)]
     results = run(deliver(smtp_sink.port, *msgs))
     assert all(r.delivered for r in results)
@@ -144,7 +143,7 @@ def test_helo_fallback_and_no_extension_params():
         assert utf8.mail.code == 553 and utf8.finals[0].enhanced == "5.6.7" and utf8.data is None
 
 
-def test_extension_params_passed_when_offered(smtp_sink):  # noqa: F811
+def test_extension_params_passed_when_offered(smtp_sink):
     params = MailParams(ret="HDRS", envid="id 1", auth="<>")
     body = BODY + "Grüße\r\n".encode()
     rp = [RcptParams(("SUCCESS", "FAILURE"), ("rfc822", "orig+x@there.test")), None]
@@ -171,7 +170,7 @@ def test_dsn_params_dropped_when_not_offered():
         assert sink.messages[0].rcpt_args == [""]
 
 
-def test_smtputf8(smtp_sink):  # noqa: F811
+def test_smtputf8(smtp_sink):
     (result,) = run(deliver(smtp_sink.port, ("jörg@bücher.test", ["用户@例子.test"], BODY)))
     assert result.delivered
     msg = smtp_sink.messages[0]
@@ -190,14 +189,14 @@ def test_size_limit_checked_before_sending():
         assert result.finals[0].permanent and "MAIL" not in verbs(sink)
 
 
-def test_large_body_with_dots_and_bare_newlines(smtp_sink):  # noqa: F811
+def test_large_body_with_dots_and_bare_newlines(smtp_sink):
     body = b"".join(b".line %d\r\n" % i for i in range(40000)) + b"bare\nlf\r\n"
     (result,) = run(deliver(smtp_sink.port, ("a@here.test", ["b@x.test"], body)))
     assert result.delivered
     assert smtp_sink.messages[0].data == body.replace(b"bare\nlf", b"bare\r\nlf")
 
 
-def test_from_streams_for_a_turned_around_connection(smtp_sink):  # noqa: F811
+def test_from_streams_for_a_turned_around_connection(smtp_sink):
     async def go():
         reader, writer = await asyncio.open_connection("127.0.0.1", smtp_sink.port)
         client = await SMTPClient.from_streams(reader, writer, "turned.test", timeout=5)
@@ -260,7 +259,7 @@ def test_recipient_refusals_are_per_recipient():
         assert sink.messages[0].rcpts == ["ok@x.test"]
 
 
-def test_all_recipients_refused_then_next_message(smtp_sink):  # noqa: F811
+def test_all_recipients_refused_then_next_message(smtp_sink):
     smtp_sink.rcpt_replies["no@x.test"] = Reply(550, "5.1.1", "No")
     first, second = run(
         deliver(
@@ -381,7 +380,7 @@ def test_reply_timeout():
             run(go())
 
 
-def test_no_command_injection_through_addresses(smtp_sink):  # noqa: F811
+def test_no_command_injection_through_addresses(smtp_sink):
     with pytest.raises(ValueError):
         run(deliver(smtp_sink.port, ("a@here.test>\r\nRSET\r\nMAIL FROM:<x@y", ["b@x.test"], BODY)))
     assert smtp_sink.messages == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import smtplib
 import socket
 import ssl
@@ -41,17 +42,26 @@ def connect(server: WaypostServer, source: str = UNTRUSTED, port: int | None = N
 
 
 def raw(server: WaypostServer, lines: list[bytes], source: str = UNTRUSTED,
-        port: int | None = None, settle: float = 0.3) -> list[str]:
-    """Send raw bytes and return every reply line the server wrote."""
+        port: int | None = None) -> list[str]:
+    """Send raw bytes and return every reply line the server wrote.
+
+    Each chunk is sent once the server has answered the one before it (a final
+    reply line arrived), so the server sees the chunks one by one; the last
+    chunk ends the session (QUIT), and the server closing it ends the reading.
+    """
     with socket.create_connection(("127.0.0.1", port or server.smtp), timeout=15,
                                   source_address=(source, 0)) as sock:
-        sock.recv(4096)
-        for chunk in lines:
-            sock.sendall(chunk)
-            time.sleep(0.05)
-        time.sleep(settle)
-        sock.shutdown(socket.SHUT_WR)
         data = b""
+        seen = 0  # final reply lines received so far
+        for chunk in [b"", *lines]:  # the greeting answers the empty first chunk
+            sock.sendall(chunk)
+            while _final_replies(data) <= seen:
+                part = sock.recv(65536)
+                if not part:
+                    break
+                data += part
+            seen = _final_replies(data)
+        sock.shutdown(socket.SHUT_WR)
         while True:
             try:
                 part = sock.recv(65536)
@@ -60,7 +70,12 @@ def raw(server: WaypostServer, lines: list[bytes], source: str = UNTRUSTED,
             if not part:
                 break
             data += part
-    return data.decode("utf-8", "replace").splitlines()
+    return data.decode("utf-8", "replace").splitlines()[1:]
+
+
+def _final_replies(data: bytes) -> int:
+    """Complete final reply lines (``NNN text``, not ``NNN-text``) in ``data`` (RFC 5321 §4.2.1)."""
+    return len(re.findall(rb"^\d{3}(?: [^\r\n]*)?\r?\n", data, re.M))
 
 
 def mailbox(server: WaypostServer, account: str) -> str:

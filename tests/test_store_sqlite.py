@@ -5,10 +5,10 @@ from __future__ import annotations
 import sqlite3
 import stat
 import threading
-import time
 from pathlib import Path
 
 import pytest
+from tests.support.clock import FakeClock
 
 from waypost.storage.interface import AlreadyExists, NotFound, ObjectRecord, StoreError
 from waypost.storage.open import open_store
@@ -179,11 +179,12 @@ def test_refused_change_does_not_bump_the_version(populated: SqliteStore) -> Non
 
 def test_another_store_sees_the_change(tmp_path: Path) -> None:
     a = open_store(tmp_path / "d", create=True)
-    b = open_store(tmp_path / "d")
+    clock = FakeClock()
+    b = SqliteStore(tmp_path / "d", clock=clock)
     before = b.version()
     a.set_setting("HoldMailForDomains", "x.dom")
     assert a.version() == before + 1  # the writer sees its own change at once
-    time.sleep(VERSION_TTL * 2)  # another store within VERSION_TTL
+    clock.advance(VERSION_TTL * 2)  # another store within VERSION_TTL
     assert b.version() == before + 1
     assert b.get_settings() == {"HoldMailForDomains": "x.dom"}
     a.close()

@@ -86,6 +86,7 @@ class DeliveryRunner:
     # -- the loop ---------------------------------------------------------------
 
     async def run(self) -> None:
+        first = True
         try:
             while True:
                 self.queue.submitted.clear()
@@ -94,6 +95,10 @@ class DeliveryRunner:
                     await self._collect_garbage()
                 except Exception:
                     log.exception("delivery runner tick failed")
+                if first:  # from here on a submission wakes the loop (a sign for observers)
+                    log.debug("delivery runner waiting: woken by a submission, else every %s s",
+                              self.poll)
+                    first = False
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.queue.submitted.wait(), self.poll)
                 await asyncio.sleep(0.01)  # let a burst of submissions land together
@@ -196,6 +201,9 @@ class DeliveryRunner:
             rest = tuple(r for r in m.recipients if r.key not in waiting_keys)
             if rest:
                 ready.append(dataclasses.replace(m, recipients=rest))
+        if parked:  # the sign, for an observer, that a held queue's turn came and passed
+            log.debug("held queue %s: %d recipient(s) left unattempted",
+                      queue_label("SMTP", queue), len(parked))
         if not ready:
             return outcomes, parked
         if self.relay is None:

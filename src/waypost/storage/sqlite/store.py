@@ -18,7 +18,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -50,8 +50,10 @@ VERSION_TTL = 0.02
 class SqliteStore(MailStoreMixin):
     """:class:`waypost.storage.interface.Store` over ``DATA/waypost.db``."""
 
-    def __init__(self, data_dir: Path, db_path: Path | None = None) -> None:
+    def __init__(self, data_dir: Path, db_path: Path | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.data_dir = Path(data_dir)
+        self.clock = clock  # ages the cached version; tests inject their own
         self.db_path = db_path or self.data_dir / DB_NAME
         self._lock = threading.RLock()
         self._version_lock = threading.Lock()
@@ -194,7 +196,7 @@ class SqliteStore(MailStoreMixin):
         readers do not block on the writer)."""
         with self._version_lock:
             cached, at = self._version_seen
-            if time.monotonic() - at < VERSION_TTL:
+            if self.clock() - at < VERSION_TTL:
                 return cached
             if self._version_conn is None:
                 if self._conn is None:
@@ -207,7 +209,7 @@ class SqliteStore(MailStoreMixin):
                 row = self._version_conn.execute("SELECT change_counter FROM meta").fetchone()
             except sqlite3.Error as exc:
                 raise StoreError(f"database error: {exc}") from exc
-            self._version_seen = (int(row[0]), time.monotonic())
+            self._version_seen = (int(row[0]), self.clock())
             return int(row[0])
 
     # -- server settings and Router table ---------------------------------
