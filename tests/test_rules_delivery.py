@@ -422,17 +422,16 @@ def test_a_repeated_delivery_does_not_send_generated_messages_twice(users) -> No
     set_rules(users, Level.ACCOUNT, "alice", '(5, s, (), (("Redirect to", "bob@remote.example")))')
 
     async def go() -> None:
-        queue, _runner = await harness(users)
+        queue, runner = await harness(users)
         try:
             sub = submission(users, "alice@main.dom", QueueID="M1")
             await queue.submit(sub)
             message = users.store.queue_get("M1")
-            from waypost.services.delivery import local
 
-            await local.deliver(queue, "alice@main.dom", [message])
+            await runner.local.deliver("alice@main.dom", [message])
             # as if the store had failed after the redirect was queued: deliver again
             users.store.queue_commit([], [])
-            await local.deliver(queue, "alice@main.dom", [message])
+            await runner.local.deliver("alice@main.dom", [message])
         finally:
             await queue.close()
 
