@@ -119,8 +119,11 @@ class DeliveryRunner:
                     await self._collect_garbage()
                 except Exception:
                     log.exception("delivery runner tick failed")
+                # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a
+                # cancel that lands as the event fires, and the runner never stops
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.queue.submitted.wait(), self.poll)
+                    async with asyncio.timeout(self.poll):
+                        await self.queue.submitted.wait()
                 await asyncio.sleep(0.01)  # let a burst of submissions land together
         finally:
             for task in list(self._tasks):
