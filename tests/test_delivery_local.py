@@ -11,7 +11,6 @@ from tests.support.delivery import harness, pending_dsns_and_inbox, run
 from tests.support.services import body, submission
 
 from waypost.services.container import Services
-from waypost.services.delivery import local
 from waypost.services.mailstore import Mailstore
 from waypost.services.message import Submission
 from waypost.storage.sqlite import SqliteStore, queue_store
@@ -150,7 +149,7 @@ def test_a_crash_inside_the_delivery_transaction_stores_nothing_and_a_rerun_stor
             message_id = await queue.submit(submission(svc, "alice@main.dom", "a@client.dom"))
             (message,) = await queue.list()
             with pytest.raises(KeyboardInterrupt):
-                await local.deliver(queue, "alice@main.dom", [message])
+                await runner.local.deliver("alice@main.dom", [message])
             # nothing half-done: no message, UIDNEXT unchanged, recipient still queued
             assert ms.list_messages("alice@main.dom") == []
             assert ms.mailbox("alice@main.dom").uidnext == 1
@@ -158,7 +157,7 @@ def test_a_crash_inside_the_delivery_transaction_stores_nothing_and_a_rerun_stor
             await runner.run_once()
             await runner.run_once()
             # a stale re-run (the same due rows again) finds nothing pending: no duplicate
-            assert await local.deliver(queue, "alice@main.dom", [message]) != []
+            assert await runner.local.deliver("alice@main.dom", [message]) != []
             assert await queue.list() == []
         finally:
             await queue.close()

@@ -7,16 +7,25 @@ from pathlib import Path
 
 import pytest
 
+from waypost import mime
 from waypost.services.container import Services
 from waypost.services.mailstore import (
     Mailstore,
+    StoredCopies,
     assemble,
     display_header,
     field_ranges,
     header_block,
     summarize,
 )
-from waypost.storage.interface import AlreadyExists, NotFound, StoreError, canonical_mailbox
+from waypost.storage.interface import (
+    AlreadyExists,
+    NotFound,
+    QueuedMessage,
+    QueuedRecipient,
+    StoreError,
+    canonical_mailbox,
+)
 from waypost.storage.sqlite import SqliteStore
 
 MSG = (b"From: =?utf-8?q?Ren=C3=A9e?= <renee@example.com>\r\n"
@@ -147,3 +156,48 @@ def test_accounts_created_before_the_mailstore_get_an_inbox_on_first_delivery(
     assert ms.mailboxes("alice@main.dom") == []
     assert ms.append("alice@main.dom", "INBOX", MSG) == 1
     assert [b.name for b in ms.mailboxes("alice@main.dom")] == ["INBOX"]
+
+
+def _queued(mail_from: str, *rcpts: tuple[int, str | None, str | None]) -> QueuedMessage:
+    return QueuedMessage(
+        id="Q1", mail_from=mail_from, params={}, client_ip="", helo="", auth_user=None,
+        trusted=False, protocol="ESMTP", blob="b1", size=0, created=0.0,
+        recipients=tuple(
+            QueuedRecipient(key, "Q1", f"r{key}@x", "LOCAL", "alice@main.dom", "", real_to, box,
+                            (), None, "queued", 0, 0.0, "", False)
+            for key, real_to, box in rcpts),
+    )
+
+
+def test_stored_copies_share_one_return_path_date_and_summary() -> None:
+    body = b"Return-Path: <forged@x>\r\nX-Real-To: forged@x\r\n" + MSG
+    copies = StoredCopies(_queued("bob@\r\nx", (1, None, None), (2, "<a@c.dom>", None),
+                                  (3, "B@c.dom", None), (4, "a@C.dom", None), (5, None, "Sales")),
+                          body, real_to_header="X-Real-To", now=42.0)
+    inbox, unified, sales = copies.for_recipients("alice@main.dom", copies.message.recipients)
+    assert (inbox.domain, inbox.account, inbox.queue_keys) == ("main.dom", "alice", (1,))
+    assert [c.mailbox for c in (inbox, unified, sales)] == ["INBOX", "INBOX", "Sales"]
+    assert unified.queue_keys == (2, 3, 4) and sales.queue_keys == (5,)
+    plain = assemble(inbox.prefix, body, inbox.omit)
+    assert plain == b"Return-Path: <bob@x>\r\nX-Real-To: forged@x\r\n" + MSG
+    assert assemble(unified.prefix, body, unified.omit) == (
+        b"Return-Path: <bob@x>\r\nX-Real-To: a@c.dom, B@c.dom\r\n" + MSG)
+    assert {c.internal_date for c in (inbox, unified, sales)} == {42.0}
+    assert inbox.summary == summarize(MSG) and all(c.fallback_inbox for c in (inbox, sales))
+
+
+def test_rule_edits_change_the_copy_its_summary_and_flags_not_the_blob() -> None:
+    copies = StoredCopies(_queued("", (1, None, None)), MSG, real_to_header="X-Real-To")
+    (copy,) = copies.for_recipients("alice@main.dom", copies.message.recipients)
+    subject = field_ranges(MSG, ["Subject"])
+    edited = copies.edited(copy, b"X-Rule: 1\r\nSubject: [spam] cafe\r\n", subject,
+                           ["\\seen", "Junk"])
+    stored = assemble(edited.prefix, MSG, edited.omit)
+    assert stored.startswith(b"Return-Path: <>\r\nX-Rule: 1\r\nSubject: [spam] cafe\r\nFrom:")
+    assert edited.summary["subject"] == "[spam] cafe" and edited.blob == copy.blob
+    assert edited.flags == ("\\Seen", "Junk")
+    assert copies.edited(edited, b"", (), ["junk", "\\Flagged"]).flags == (
+        "\\Seen", "Junk", "\\Flagged")
+    (parsed,) = copies.with_structure([edited])
+    assert parsed.structure is not None
+    assert mime.ParsedMessage.from_json(parsed.structure).size == len(stored)

@@ -193,6 +193,18 @@ def test_policy_comes_from_the_settings(svc: Services) -> None:
     assert (policy.retry_first, policy.retry_max, policy.hold) == (60, 300, ("held.example",))
 
 
+def test_a_setting_the_store_does_not_have_yet_falls_back_to_the_default() -> None:
+    """An older store (or a setting not declared yet) keeps the built-in
+    retry and expiry values, not whatever the class attribute happens to be
+    (with ``slots=True`` that is the slot descriptor, not the default)."""
+    from waypost.settings import ServerSettings
+
+    policy = QueuePolicy.from_settings(ServerSettings({"HoldMailForDomains": "held.example"}))
+    assert policy == QueuePolicy(hold=("held.example",))
+    assert [policy.backoff(n) for n in (1, 2, 9)] == [600, 1200, 3600]
+    assert policy.expires(0, held=False) == 5 * 86400 and policy.expires(0, held=True) == 7 * 86400
+
+
 # -- delivery outcomes through the runner -----------------------------------------
 
 def test_deferred_recipients_back_off_and_flush_retries_them_now(svc: Services) -> None:

@@ -4,6 +4,7 @@ delivery, generated messages, loops and failing actions."""
 
 from __future__ import annotations
 
+import asyncio
 import email
 import logging
 from email import policy
@@ -416,17 +417,16 @@ def test_a_repeated_delivery_does_not_send_generated_messages_twice(users) -> No
     set_rules(users, Level.ACCOUNT, "alice", '(5, s, (), (("Redirect to", "bob@remote.example")))')
 
     async def go() -> None:
-        queue, _runner = await harness(users)
+        queue, runner = await harness(users)
         try:
             sub = submission(users, "alice@main.dom", QueueID="M1")
             await queue.submit(sub)
             message = users.store.queue_get("M1")
-            from waypost.services.delivery import local
 
-            await local.deliver(queue, "alice@main.dom", [message])
+            await runner.local.deliver("alice@main.dom", [message])
             # as if the store had failed after the redirect was queued: deliver again
             users.store.queue_commit([], [])
-            await local.deliver(queue, "alice@main.dom", [message])
+            await runner.local.deliver("alice@main.dom", [message])
         finally:
             await queue.close()
 
@@ -514,3 +514,25 @@ def test_users_setting_their_own_rules_are_limited_by_rules_allowed(users) -> No
     book.save(users, Level.ACCOUNT, "alice", redirect, by_user=True)
     book.save(users, Level.ACCOUNT, "bob", redirect)  # an administrator is not limited
     assert book.load(users, Level.ACCOUNT, "bob") == redirect
+
+
+def test_account_rules_see_a_client_address_as_the_current_setting_says(users) -> None:
+    """Source ``client`` at delivery is ClientIPAddresses as of the runner's
+    last settings refresh: a change reaches a running delivery at the next tick."""
+    set_rules(
+        users, Level.ACCOUNT, "alice", '(5, c, (("Source", "is", "client")), (("Mark", "Flagged")))'
+    )
+
+    async def go() -> None:
+        queue, runner = await harness(users)
+        try:
+            await queue.submit(submission(users, "alice@main.dom"))  # from 192.0.2.1
+            await runner.run_once()
+            await asyncio.to_thread(users.set_setting, "ClientIPAddresses", "192.0.2.0/24")
+            await queue.submit(submission(users, "alice@main.dom"))
+            await runner.run_once()
+        finally:
+            await queue.close()
+
+    run(go)
+    assert flags(users, "alice@main.dom") == [(), ("\\Flagged",)]

@@ -9,6 +9,7 @@ from waypost import settings as settings_mod
 from waypost.services.directory import Directory
 from waypost.services.mail_events import MailEvents
 from waypost.services.routing import Router
+from waypost.services.trust import ClientTrust
 from waypost.storage.interface import Store
 from waypost.storage.open import open_store
 
@@ -54,7 +55,8 @@ class Services:
         return canonical
 
     def is_trusted_ip(self, ip: str) -> bool:
-        return ip in self.settings().client_ips()
+        """For one-off questions (the CLI); a running server keeps a ClientTrust."""
+        return ClientTrust(self.settings()).is_trusted(ip)
 
     def close(self) -> None:
         self.store.close()

@@ -14,12 +14,19 @@ through the ``Store.mail_*`` methods (flags, MODSEQ, expunge, copy, the
 cached MIME structure); which mailbox a name means and what a user may do
 with it is decided in ``services/mailaccess/``.
 
+Every copy local delivery stores -- plain, unified (X-Real-To), made by a
+server-wide ``Store in`` or by domain and account rules -- is built by
+:class:`StoredCopies`, one per queued message: the Return-Path line (RFC
+5321 §4.4), the omitted ranges, the summary, the flags and the parsed MIME
+structure are decided there and nowhere else.
+
 The methods are synchronous like the store: the CLI calls them directly,
 the server from a worker thread.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -27,13 +34,17 @@ from email.header import decode_header, make_header
 from email.parser import HeaderParser
 from email.policy import compat32
 
+from waypost import mime
 from waypost.storage.interface import (
     INBOX,
     MailboxInfo,
     MailMessage,
     NewMailMessage,
+    QueuedMessage,
+    QueuedRecipient,
     Store,
     StoreError,
+    normalize_flags,
 )
 
 SUMMARY_FIELDS = {"from": "From", "subject": "Subject", "date": "Date",
@@ -123,6 +134,120 @@ def assemble(prefix: bytes, body: bytes, omit: Sequence[tuple[int, int]]) -> byt
         pos = max(pos, end)
     parts.append(body[pos:])
     return b"".join(parts)
+
+
+Ranges = tuple[tuple[int, int], ...]
+
+
+class StoredCopies:
+    """The mailbox copies of one queued message, built in one place.
+
+    A copy is the queued blob (never copied) under a per-copy ``prefix``:
+
+    * ``Return-Path: <sender>`` on every copy (RFC 5321 §4.4: added at final
+      delivery); any Return-Path already in the message is omitted;
+    * for unified domain-wide accounts, one ``real_to_header`` line listing
+      the original recipients routed into the account; any such field the
+      sender wrote is omitted, so it cannot be forged;
+    * what rules add (``Add Header``, ``Tag Subject``): more prefix lines and
+      omitted ranges (:meth:`edited`), with the summary taken again since the
+      Subject may have changed.
+
+    Every copy of the message shares one internal date. Header work is
+    small; :meth:`with_structure` parses whole messages and belongs on a
+    worker thread.
+    """
+
+    def __init__(
+        self, message: QueuedMessage, body: bytes, *, real_to_header: str,
+        now: float | None = None,
+    ) -> None:
+        self.message = message
+        self.body = body
+        self.real_to_header = real_to_header
+        self.now = time.time() if now is None else now
+        self.return_path = f"Return-Path: <{one_line(message.mail_from)}>\r\n".encode(
+            "utf-8", "replace")
+        self._summary: dict[str, str] | None = None
+        self._omit: dict[bool, Ranges] = {}
+
+    def summary(self) -> dict[str, str]:
+        """The listing fields of the message as queued (parsed once per message)."""
+        if self._summary is None:
+            self._summary = summarize(self.body)
+        return self._summary
+
+    def _omitted(self, unified: bool) -> Ranges:
+        if unified not in self._omit:
+            names = ["Return-Path", self.real_to_header] if unified else ["Return-Path"]
+            self._omit[unified] = field_ranges(self.body, names)
+        return self._omit[unified]
+
+    def copy(
+        self, domain: str, account: str, mailbox: str, queue_keys: Sequence[int], *,
+        real_to: Sequence[str] = (), flags: Sequence[str] = (),
+    ) -> NewMailMessage:
+        """One copy into ``domain``/``account``/``mailbox`` (INBOX if it is
+        missing) that settles ``queue_keys``; ``real_to`` makes it unified."""
+        prefix = self.return_path
+        if real_to:
+            prefix += f"{self.real_to_header}: {', '.join(real_to)}\r\n".encode(
+                "utf-8", "replace")
+        return NewMailMessage(
+            domain=domain, account=account, mailbox=mailbox, blob=self.message.blob,
+            blob_size=len(self.body), internal_date=self.now, prefix=prefix,
+            omit=self._omitted(bool(real_to)), flags=normalize_flags(flags),
+            summary=self.summary(), fallback_inbox=True, queue_keys=tuple(queue_keys),
+        )
+
+    def for_recipients(
+        self, account: str, recipients: Sequence[QueuedRecipient]
+    ) -> list[NewMailMessage]:
+        """The copies these recipients (all routed ``LOCAL(account)``) make:
+        one per target mailbox, and one per mailbox for the unified ones."""
+        domain, name = split_account(account)
+        # (mailbox, unified?) -> (original recipients for the header, queue keys)
+        groups: dict[tuple[str, bool], tuple[list[str], list[int]]] = {}
+        for r in recipients:
+            real_to = one_line(r.real_to).strip().strip("<>") if r.real_to else None
+            names, keys = groups.setdefault((r.mailbox or INBOX, real_to is not None), ([], []))
+            keys.append(r.key)
+            if real_to and real_to.lower() not in {n.lower() for n in names}:
+                names.append(real_to)
+        return [self.copy(domain, name, box, keys, real_to=names)
+                for (box, _), (names, keys) in groups.items()]
+
+    def edited(
+        self, copy: NewMailMessage, prefix: bytes, omit: Ranges, flags: Sequence[str]
+    ) -> NewMailMessage:
+        """``copy`` with more prefix lines, omitted ranges and flags (rules)."""
+        if not prefix and not omit:
+            return self.flagged([copy], flags)[0]
+        new_prefix = copy.prefix + prefix
+        new_omit = tuple(sorted(set(copy.omit) | set(omit)))
+        head = header_block(self.body)
+        summary = summarize(
+            assemble(new_prefix, head, [r for r in new_omit if r[1] <= len(head)]) + b"\r\n"
+        )
+        return dataclasses.replace(copy, prefix=new_prefix, omit=new_omit, summary=summary,
+                                   flags=normalize_flags([*copy.flags, *flags]))
+
+    @staticmethod
+    def flagged(copies: Sequence[NewMailMessage], flags: Sequence[str]) -> list[NewMailMessage]:
+        if not flags:
+            return list(copies)
+        return [dataclasses.replace(c, flags=normalize_flags([*c.flags, *flags])) for c in copies]
+
+    def with_structure(self, copies: Sequence[NewMailMessage]) -> list[NewMailMessage]:
+        """Parse each copy once, here (design.md: at delivery), so IMAP's first
+        ENVELOPE or BODYSTRUCTURE of it reads the cache instead of the body."""
+        return [dataclasses.replace(c, structure=mime.parse(
+            assemble(c.prefix, self.body, c.omit)).to_json()) for c in copies]
+
+
+def one_line(text: str) -> str:
+    """A value for a header line we write: no CR or LF can start another field."""
+    return text.replace("\r", "").replace("\n", "")
 
 
 class Mailstore:

@@ -69,17 +69,21 @@ class QueuePolicy:
 
     @classmethod
     def from_settings(cls, settings: ServerSettings) -> QueuePolicy:
-        def seconds(name: str, default: float) -> float:
+        # The defaults come from an instance: with slots=True the class
+        # attribute of a field is its slot descriptor, not its default.
+        default = cls()
+
+        def seconds(name: str, fallback: float) -> float:
             try:
                 return float(settings.number(name))
             except (KeyError, SettingError):  # setting not declared yet
-                return default
+                return fallback
 
         return cls(
-            retry_first=seconds("QueueRetryFirst", cls.retry_first),
-            retry_max=seconds("QueueRetryMax", cls.retry_max),
-            expiry=seconds("QueueLifetime", cls.expiry),
-            held_expiry=seconds("HeldQueueLifetime", cls.held_expiry),
+            retry_first=seconds("QueueRetryFirst", default.retry_first),
+            retry_max=seconds("QueueRetryMax", default.retry_max),
+            expiry=seconds("QueueLifetime", default.expiry),
+            held_expiry=seconds("HeldQueueLifetime", default.held_expiry),
             hold=hold_patterns(settings.text("HoldMailForDomains")),
         )
 

@@ -1,7 +1,11 @@
 """What the SMTP server asks of the services: trust, routes, logins, the queue.
 
 The session speaks the wire; everything it must *decide* is answered here,
-off the event loop where it touches storage or hashing.
+off the event loop where it touches storage or hashing. Whether a client is
+trusted is :class:`~waypost.services.trust.ClientTrust`'s answer, refreshed
+with the settings by :meth:`Reception.refresh`; the queue is the real
+:class:`~waypost.services.queue.Queue` (the Enqueuer submits to it, ETRN
+releases its held mail).
 """
 
 from __future__ import annotations
@@ -16,19 +20,13 @@ from waypost.services.container import Services
 from waypost.services.delivery.dns import DNSError, Resolver
 from waypost.services.login_guard import shared_guard
 from waypost.services.message import Submission
+from waypost.services.queue import Queue
 from waypost.services.router.route import ErrorKind, RouteResult, route
 from waypost.services.router.table import CompiledTable, Kind
 from waypost.services.router.view import DirectorySnapshot
 from waypost.services.rules.enqueue import Enqueuer
+from waypost.services.trust import ClientTrust
 from waypost.settings import ServerSettings
-
-
-class QueueLike(Protocol):
-    async def authenticate_cram_md5(self, login: str, challenge: str, digest: str
-                                    ) -> str | None:
-        return await auth.authenticate_cram_md5(self.services, login, challenge, digest)
-
-    async def submit(self, submission: Submission) -> str: ...
 
 
 class Turner(Protocol):
@@ -39,18 +37,18 @@ class Turner(Protocol):
 
 
 class Reception:
-    def __init__(self, services: Services, queue: QueueLike, turner: Turner | None = None
+    def __init__(self, services: Services, queue: Queue, turner: Turner | None = None
                  ) -> None:
         self.services = services
         self.queue = queue
         self.turner = turner
-        self.backup = BackupRelay(services, queue)  # type: ignore[arg-type]
-        self.enqueuer = Enqueuer(services, queue, is_client=self.is_trusted_ip,
+        self.backup = BackupRelay(services, queue)
+        self.settings: ServerSettings = services.settings()
+        self.trust = ClientTrust(self.settings)
+        self.enqueuer = Enqueuer(services, queue, is_client=self.trust.is_trusted,
                                  version=lambda: self._version)
         self.guard = shared_guard()
-        self.settings: ServerSettings = services.settings()
         self.main_domain = services.directory.main_domain()
-        self._client_ips = self.settings.client_ips()
         self._version = -1
         self._resolver: Resolver | None = None
         self._routing: tuple[CompiledTable, DirectorySnapshot] | None = None
@@ -66,13 +64,14 @@ class Reception:
         self._routing = self.services.router.current()
         if version != self._version:
             self.settings = self.services.settings()
-            self._client_ips = self.settings.client_ips()
+            self.trust.update(self.settings)
             self.main_domain = self.settings.text("MainDomain")
             self._resolver = None
         return version
 
     def is_trusted_ip(self, ip: str) -> bool:
-        return ip in self._client_ips
+        """ClientIPAddresses as of the last refresh (no I/O: the session asks on the loop)."""
+        return self.trust.is_trusted(ip)
 
     async def route_recipient(self, address: str, trusted: bool) -> RouteResult:
         await self.refresh()

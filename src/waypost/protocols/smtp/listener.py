@@ -13,7 +13,8 @@ from typing import Protocol
 from waypost.protocols.listen import ListenContext, Listener, listen
 from waypost.protocols.smtp.session import ListenerConfig, Session
 from waypost.protocols.smtp.wire import Reply
-from waypost.services.reception import QueueLike, Reception, Turner
+from waypost.services.queue import Queue
+from waypost.services.reception import Reception, Turner
 
 log = logging.getLogger("waypost.smtp")
 
@@ -29,7 +30,7 @@ class SMTPContext(ListenContext, Protocol):
     turns queues around for ETRN/ATRN, smtp.md §6)."""
 
     @property
-    def queue(self) -> QueueLike: ...
+    def queue(self) -> Queue: ...
 
     @property
     def delivery(self) -> Turner | None: ...

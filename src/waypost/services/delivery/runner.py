@@ -8,8 +8,8 @@ next ticks skip that queue, so a slow SMTP target never stalls local mail.
 
 What each module does with its group:
 
-* ``LOCAL(account)`` -- ``local.deliver`` (store + mark delivered, one
-  transaction);
+* ``LOCAL(account)`` -- the :class:`~local.LocalDelivery` built once here
+  (store + mark delivered, one transaction), given each settings snapshot;
 * ``DISCARD()`` -- done; ``BOUNCE(..)`` ("Accepted and Bounced") -- failure DSN;
 * ``SMTP(target)`` -- ``relay.deliver`` (the relay the runner is given, see
   ``outbound.RelayService``; without one the recipients wait in the queue),
@@ -38,8 +38,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from waypost.services.container import Services
-from waypost.services.delivery import local
 from waypost.services.delivery.dsn import DSNRecipient, build_dsn
+from waypost.services.delivery.local import LocalDelivery
 from waypost.services.delivery.outbound import (
     OUTBOUND_PARAMS,
     OutboundMessage,
@@ -47,8 +47,12 @@ from waypost.services.delivery.outbound import (
     Outcome,
     RelayService,
 )
+from waypost.services.mailaccess.rights import MailboxAccess
 from waypost.services.message import Recipient, Submission
 from waypost.services.queue import Queue, QueuePolicy, queue_label
+from waypost.services.rules.delivery import DeliveryRules
+from waypost.services.rules.enqueue import Enqueuer, rule_book
+from waypost.services.trust import ClientTrust
 from waypost.storage.interface import QueuedMessage, QueuedRecipient, RecipientUpdate, StoreError
 
 log = logging.getLogger("waypost.delivery")
@@ -63,14 +67,28 @@ SMTP_CHUNK = 20  # messages handed to the relay per call (bodies are in memory)
 EXPIRED = "5.4.7"  # RFC 3463: delivery time expired
 
 
+def local_delivery(services: Services, queue: Queue) -> LocalDelivery:
+    """Local delivery with its own Enqueuer (for what account rules generate,
+    submitted to ``queue``) and one ClientTrust shared by its rules and that
+    Enqueuer."""
+    trust = ClientTrust(queue.settings)
+    enqueuer = Enqueuer(services, queue, is_client=trust.is_trusted)
+    rules = DeliveryRules(access=MailboxAccess(services), store=services.store,
+                          book=rule_book(services), enqueuer=enqueuer, trust=trust,
+                          files=queue.files)
+    return LocalDelivery(store=services.store, events=services.events, rules=rules, trust=trust,
+                         files=queue.files, db=queue.db, settings=queue.settings)
+
+
 class DeliveryRunner:
     def __init__(
         self, services: Services, queue: Queue, *, poll: float = 1.0, batch: int = 500,
-        relay: RelayService | None = None,
+        relay: RelayService | None = None, local: LocalDelivery | None = None,
     ) -> None:
         self.services = services
         self.queue = queue
         self.store = services.store
+        self.local = local or local_delivery(services, queue)
         self.poll = poll
         self.batch = batch
         self.relay = relay
@@ -99,8 +117,11 @@ class DeliveryRunner:
                     log.debug("delivery runner waiting: woken by a submission, else every %s s",
                               self.poll)
                     first = False
+                # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a
+                # cancel that lands as the event fires, and the runner never stops
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.queue.submitted.wait(), self.poll)
+                    async with asyncio.timeout(self.poll):
+                        await self.queue.submitted.wait()
                 await asyncio.sleep(0.01)  # let a burst of submissions land together
         finally:
             for task in list(self._tasks):
@@ -116,6 +137,7 @@ class DeliveryRunner:
 
     async def tick(self) -> None:
         policy = await self.queue.refresh_policy()
+        self.local.use_settings(self.queue.settings)
         if self._policy is not None and policy.hold != self._policy.hold:
             await self.queue.db(_unhold, self.store, self._policy, policy)
         self._policy = policy
@@ -167,9 +189,7 @@ class DeliveryRunner:
         """Outcomes to apply, and updates that just park recipients unattempted."""
         now = time.time()
         if module == "LOCAL":
-            settings = self.queue.settings
-            header = settings.text("RealToHeader") if settings else local.DEFAULT_REAL_TO
-            return await local.deliver(self.queue, queue, messages, real_to_header=header), []
+            return await self.local.deliver(queue, messages), []
         if module == "DISCARD":
             return _each(messages, "delivered", 250, "2.0.0", "discarded"), []
         if module == "BOUNCE":
