@@ -597,3 +597,23 @@ def test_hostile_header_of_many_lines() -> None:
     p = mime.parse(msg)
     assert p.envelope.subject == "found"
     assert mime.header_values(msg, p.root, "subject") == [b"found"]
+
+
+@pytest.mark.parametrize(
+    ("data", "end", "stop"),
+    [
+        (b"A: b\r\nC: d\r\n\r\nbody", 14, 12),
+        (b"A: b\nC: d\n\nbody", 11, 10),
+        (b"A: b\n\r\nbody", 7, 5),  # a bare LF line, then a CRLF blank line
+        (b"\r\nbody", 2, 0),
+        (b"\nbody", 1, 0),
+        (b"A: b\r\nC: d\r\n", None, 12),  # no blank line (yet)
+        (b"A: b\r\nC: d\r\n\r", None, 13),  # half a blank line is not one
+    ],
+)
+def test_the_end_of_the_header_is_found_in_one_place(
+    data: bytes, end: int | None, stop: int
+) -> None:
+    assert mime.find_header_end(data) == end
+    assert mime.header_end(data) == (len(data) if end is None else end)
+    assert mime.header_stop(data, 0, len(data)) == stop

@@ -332,22 +332,31 @@ class Field(NamedTuple):
     end: int
 
 
-def header_end(data: bytes, start: int = 0, end: int | None = None) -> int:
-    """Where the body starts: after the first empty line, else ``end``."""
+def find_header_end(data: bytes, start: int = 0, end: int | None = None) -> int | None:
+    """Where the body starts (after the first empty line, CRLF or bare LF),
+    or None while ``data[start:end]`` holds no empty line yet. The one place
+    that finds the end of a header section: every other question about it
+    (:func:`header_end`, :func:`header_stop`) is answered from here."""
     if end is None:
         end = len(data)
     if data.startswith(b"\r\n", start, end):
         return start + 2
     if data.startswith(b"\n", start, end):
         return start + 1
-    best = end
+    best = None
     i = data.find(b"\n\r\n", start, end)
     if i >= 0:
         best = i + 3
-    j = data.find(b"\n\n", start, min(end, best))
-    if j >= 0 and j + 2 < best:
+    j = data.find(b"\n\n", start, end if best is None else best)
+    if j >= 0 and (best is None or j + 2 < best):
         best = j + 2
     return best
+
+
+def header_end(data: bytes, start: int = 0, end: int | None = None) -> int:
+    """Where the body starts: after the first empty line, else ``end``."""
+    found = find_header_end(data, start, end)
+    return (len(data) if end is None else end) if found is None else found
 
 
 _FIELD = re.compile(rb"(?:([\x21-\x39\x3b-\x7e]+)[ \t]*(:))?[^\n]*\n?(?:[ \t][^\n]*\n?)*")
@@ -356,10 +365,10 @@ _FIELD = re.compile(rb"(?:([\x21-\x39\x3b-\x7e]+)[ \t]*(:))?[^\n]*\n?(?:[ \t][^\
 def header_stop(data: bytes, start: int, end: int) -> int:
     """Where the header's blank line starts (``end`` without one): the
     header fields are ``data[start:header_stop(...)]``."""
-    if data.startswith((b"\r\n", b"\n"), start, end):
-        return start
-    stops = [i + 1 for i in (data.find(b"\n\r\n", start, end), data.find(b"\n\n", start, end))]
-    return min((i for i in stops if i > 0), default=end)
+    found = find_header_end(data, start, end)
+    if found is None:
+        return end
+    return found - (2 if data.startswith(b"\r\n", found - 2) else 1)
 
 
 def header_fields(data: bytes, start: int, end: int) -> list[Field]:

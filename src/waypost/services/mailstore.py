@@ -64,8 +64,7 @@ def header_block(body: bytes) -> bytes:
     """The header section of a message (up to and including the blank line)."""
     if body.startswith((b"\r\n", b"\n")):
         return b""
-    ends = [end + len(sep) for sep in (b"\r\n\r\n", b"\n\n") if (end := body.find(sep)) >= 0]
-    return body[: min(ends)] if ends else body
+    return body[: mime.header_end(body)]
 
 
 def field_ranges(body: bytes, names: Iterable[str]) -> tuple[tuple[int, int], ...]:

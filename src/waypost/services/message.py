@@ -15,6 +15,13 @@ from dataclasses import dataclass, field
 from waypost.services.router.route import Route
 
 
+def one_line(text: str, limit: int | None = None) -> str:
+    """``text`` as one reply or log line: every run of white space (line
+    breaks included) becomes one space; at most ``limit`` characters
+    (RFC 5321 §4.5.3.1.5: a reply line has at most 512 octets)."""
+    return " ".join(text.split())[:limit]
+
+
 @dataclass(frozen=True, slots=True)
 class Recipient:
     """One destination of one envelope recipient.

@@ -23,7 +23,7 @@ from waypost.protocols.listen import endpoints, is_loopback
 from waypost.protocols.smtp import wire
 from waypost.protocols.smtp.wire import CommandError, Reply
 from waypost.services import auth
-from waypost.services.message import Recipient, Submission, new_message_id
+from waypost.services.message import Recipient, Submission, new_message_id, one_line
 from waypost.services.reception import Reception
 from waypost.services.rules.enqueue import RuleRejected
 
@@ -344,7 +344,8 @@ class Session:
         except RuleRejected as exc:  # server-wide rules: refused, nothing queued
             log.info("message from <%s> (client %s) rejected by rule %r: %s",
                      mail_from.address, self.client_ip, exc.rule, exc.text)
-            raise CommandError(Reply(554, "5.7.1", _one_line(exc.text))) from None
+            text = one_line(exc.text, 400) or "Message rejected"
+            raise CommandError(Reply(554, "5.7.1", text)) from None
         except Exception:
             log.exception("could not queue a message from %s", self.client_ip)
             raise CommandError(
@@ -462,10 +463,6 @@ class Session:
     async def cmd_help(self, arg: str) -> None:
         self.send(Reply(214, "2.0.0", "See RFC 5321; Waypost supports the EHLO keywords"))
 
-
-def _one_line(text: str) -> str:
-    """A rule's text as one reply line (RFC 5321 §4.5.3.1.5: at most 512 octets)."""
-    return " ".join(text.split())[:400] or "Message rejected"
 
 
 def _b64(text: str) -> str:

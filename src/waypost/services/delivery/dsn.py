@@ -36,6 +36,8 @@ from email.generator import BytesGenerator
 from email.message import EmailMessage, Message, MIMEPart
 from email.utils import format_datetime, make_msgid
 
+from waypost import mime
+
 SUBJECTS = {
     "failed": "Undelivered Mail Returned to Sender",
     "delayed": "Delayed Mail",
@@ -230,11 +232,8 @@ def _boundary(body: bytes) -> str:
 
 def _header_block(original: bytes) -> bytes:
     """The header section, with its line ending, without the blank line."""
-    for sep in (b"\r\n\r\n", b"\n\n"):
-        end = original.find(sep)
-        if end >= 0:
-            return original[: end + len(sep) // 2]
-    return original if original.endswith(b"\n") else original + b"\r\n"
+    head = original[: mime.header_stop(original, 0, len(original))]
+    return head if head.endswith(b"\n") else head + b"\r\n"
 
 
 def _addr_type(address: str) -> str:

@@ -59,6 +59,7 @@ from waypost.services.delivery.transport import (
     TLSFailed,
     TransportError,
 )
+from waypost.services.message import one_line
 from waypost.tls import client_context
 
 if TYPE_CHECKING:
@@ -299,7 +300,7 @@ def _failure_from(exc: TransportError, remote: str) -> _Failure:
         return _Failure(
             reply.code,
             reply.enhanced or _default_enhanced(reply.code),
-            f"refused to talk to us ({exc.stage}): {_one_line(reply)}",
+            f"refused to talk to us ({exc.stage}): {_reply_text(reply)}",
             remote,
         )
     if isinstance(exc, ConnectFailed):
@@ -361,7 +362,7 @@ async def _send_all(
             return _Failure(
                 reply.code,
                 reply.enhanced or "4.4.2",
-                f"{remote} closed the session: {_one_line(reply)}",
+                f"{remote} closed the session: {_reply_text(reply)}",
                 remote,
             )
     return None
@@ -385,8 +386,8 @@ def _default_enhanced(code: int) -> str:
     return {2: "2.0.0", 4: "4.0.0", 5: "5.0.0"}.get(code // 100, "4.0.0")
 
 
-def _one_line(reply: Reply) -> str:
-    return f"{reply.code} {reply.enhanced} {' '.join(reply.lines)}".replace("  ", " ").strip()
+def _reply_text(reply: Reply) -> str:
+    return one_line(f"{reply.code} {reply.enhanced} {' '.join(reply.lines)}")
 
 
 def _bad(address: str) -> bool:

@@ -30,6 +30,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formatdate, make_msgid
 
+from waypost import mime
 from waypost.services.mailstore import field_ranges
 from waypost.services.rules.engine import LOOP_HEADER, MessageView
 from waypost.services.rules.model import execute_command
@@ -159,7 +160,8 @@ def forward_body(
     note: str = "",
 ) -> bytes:
     msg = _base(owner_address, hostname, to, _subject(view, "Fwd:"), owner)
-    head = msg.as_bytes().split(b"\r\n\r\n", 1)[0] + b"\r\n"
+    data = msg.as_bytes()
+    head = data[: mime.header_stop(data, 0, len(data))]
     boundary = "=_waypost_" + os.urandom(12).hex()
     text = note or f"Forwarded message from {view.address('From') or view.mail_from or '?'}"
     parts = [

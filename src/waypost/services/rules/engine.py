@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from email.utils import getaddresses
 
+from waypost import mime
 from waypost.services.rules import model
 from waypost.services.rules.model import (
     DAYS,
@@ -125,12 +126,9 @@ def parse_header(block: str) -> list[tuple[str, str, str]]:
 
 def header_text(body: bytes) -> str:
     """The header section of a message as text (8-bit bytes kept as surrogates)."""
-    if body.startswith((b"\r\n", b"\n")):
-        return ""
-    end = body.find(b"\r\n\r\n")
-    bare = body.find(b"\n\n", 0, len(body) if end < 0 else end)  # only up to the CRLF end
-    ends = [i for i in (end, bare) if i >= 0]
-    block = body[: min(ends)] if ends else body
+    block = body[: mime.header_stop(body, 0, len(body))]
+    if mime.find_header_end(body) is not None:  # the last field's line end is not text
+        block = block.removesuffix(b"\n").removesuffix(b"\r")
     return block.decode("utf-8", "surrogateescape")
 
 

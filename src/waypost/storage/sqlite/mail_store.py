@@ -36,6 +36,7 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import waypost.storage.sqlite.queue_store as queue_store
+from waypost import mime
 from waypost.storage.interface import (
     ACL_RIGHTS,
     INBOX,
@@ -598,14 +599,6 @@ def changes_since(conn: sqlite3.Connection, box: Box, since: int,
                           changed=changed, expunged=expunged)
 
 
-def _header_end(data: bytes) -> int | None:
-    """Where the header of ``data`` ends (after the blank line), if it does yet."""
-    if data.startswith((b"\r\n", b"\n")):
-        return 2 if data.startswith(b"\r\n") else 1
-    ends = [at + len(sep) for sep in (b"\r\n\r\n", b"\n\n") if (at := data.find(sep)) >= 0]
-    return min(ends) if ends else None
-
-
 def _message(row: tuple[Any, ...]) -> MailMessage:
     uid, modseq, flags, internal_date, size, blob, prefix, omit, *summary = row
     return MailMessage(
@@ -892,7 +885,7 @@ class MailStoreMixin:
             while True:
                 chunk = handle.read(16384)
                 data += chunk
-                end = _header_end(data)
+                end = mime.find_header_end(data)
                 if end is not None or not chunk:
                     break
         head = data if end is None else data[:end]
