@@ -1,8 +1,8 @@
 """The SMTP client as the relay's transport (``ClientTransport``), against the
 Python SMTP sink on loopback.
 
-The relay sees only ``services/delivery/transport.py``: plain replies and
-parameters, and four exceptions. These tests prove the client keeps that
+The relay sees only ``services/delivery/transport.py``: its Reply (the wire
+reply is one), plain parameters, and four exceptions. These tests prove the client keeps that
 contract at the boundary, and that the relay acts on it (a failed STARTTLS
 handshake is retried in plain text).
 """
@@ -75,7 +75,7 @@ def test_send_answers_one_plain_reply_per_recipient_and_passes_parameters() -> N
                 await session.quit()
 
         replies = run(go())
-    assert all(type(r) is transport.Reply for r in replies)
+    assert all(isinstance(r, transport.Reply) for r in replies)
     assert [(r.code, r.enhanced) for r in replies] == [(550, "5.1.1"), (250, "2.0.0")]
     assert not replies[0].positive and replies[1].positive
     assert sink.messages[0].rcpts == ["yes@x.test"]
@@ -94,7 +94,9 @@ def test_a_refused_greeting_is_session_refused_with_a_plain_reply() -> None:
     with SMTPSink(greeting=greeting) as sink, pytest.raises(transport.SessionRefused) as info:
         run(connect(sink.port))
     assert info.value.stage == "greeting"
-    assert info.value.reply == transport.Reply(554, "5.7.1", "Go away")
+    reply = info.value.reply
+    assert isinstance(reply, transport.Reply)
+    assert (reply.code, reply.enhanced, reply.text) == (554, "5.7.1", "Go away")
 
 
 def test_a_failed_handshake_is_tls_failed(tmp_path: Path) -> None:

@@ -477,17 +477,13 @@ class SMTPClient:
 # The client as the relay's transport
 
 
-def _plain_reply(reply: Reply) -> transport.Reply:
-    return transport.Reply(reply.code, reply.enhanced, reply.text)
-
-
 def _translate(exc: SMTPClientError) -> transport.TransportError:
     """The transport's exception for one of ours (TLS failure before broken
     session: it is both, and the relay treats it apart)."""
     if isinstance(exc, SMTPTLSError):
         return transport.TLSFailed(str(exc))
     if isinstance(exc, SMTPReplyError):
-        return transport.SessionRefused(_plain_reply(exc.reply), exc.stage)
+        return transport.SessionRefused(exc.reply, exc.stage)
     if isinstance(exc, SMTPConnectError):
         return transport.ConnectFailed(str(exc))
     return transport.SessionBroken(str(exc))
@@ -522,7 +518,7 @@ class ClientSession:
             result = await self.client.send(mail_from, rcpts, body, wire_params, wire_rcpt)
         except SMTPClientError as exc:
             raise _translate(exc) from None
-        return [_plain_reply(reply) for reply in result.finals]
+        return list(result.finals)
 
     async def quit(self) -> None:
         await self.client.quit()

@@ -20,6 +20,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from waypost.protocols import lines
+from waypost.services.delivery import transport
 
 MAX_LINE = 1000
 """Longest command or text line in octets, CRLF included (RFC 5321 §4.5.3.1.4/6)."""
@@ -37,26 +38,22 @@ _ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?: |$)")
 
 
 @dataclass(frozen=True, slots=True)
-class Reply:
+class Reply(transport.Reply):
     """One SMTP reply. ``text`` may hold several lines separated by ``\\n``.
 
     ``enhanced`` is the RFC 3463 status code (``"2.1.0"``) or ``""``; when
-    set it is repeated on every line, as RFC 2034 asks.
+    set it is repeated on every line, as RFC 2034 asks. The fields and their
+    classification (positive, transient, ...) are the relay's plain
+    :class:`~waypost.services.delivery.transport.Reply`; this class adds the
+    checks and the wire form, so a reply the client reads is what the relay
+    is given.
     """
-
-    code: int
-    enhanced: str = ""
-    text: str = ""
 
     def __post_init__(self) -> None:
         if not 200 <= self.code <= 599:
             raise ValueError(f"reply code out of range: {self.code}")
         if self.enhanced and not _ENHANCED.fullmatch(self.enhanced):
             raise ValueError(f"bad enhanced status code: {self.enhanced!r}")
-
-    @property
-    def lines(self) -> list[str]:
-        return self.text.replace("\r", "").split("\n")
 
     def to_bytes(self) -> bytes:
         lines = self.lines
@@ -69,22 +66,6 @@ class Reply:
         return "".join(out).encode("utf-8")
 
     __bytes__ = to_bytes
-
-    @property
-    def positive(self) -> bool:
-        return 200 <= self.code < 300
-
-    @property
-    def intermediate(self) -> bool:
-        return 300 <= self.code < 400
-
-    @property
-    def transient(self) -> bool:
-        return 400 <= self.code < 500
-
-    @property
-    def permanent(self) -> bool:
-        return self.code >= 500
 
     def __str__(self) -> str:
         head = f"{self.code} {self.enhanced}".rstrip()

@@ -50,6 +50,10 @@ class Reply:
     def transient(self) -> bool:
         return 400 <= self.code < 500
 
+    @property
+    def permanent(self) -> bool:
+        return self.code >= 500
+
 
 @dataclass(frozen=True, slots=True)
 class MailParams:
