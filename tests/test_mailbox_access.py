@@ -12,17 +12,19 @@ from pathlib import Path
 import pytest
 
 from waypost.services.container import Services, open_services
+from waypost.services.mailaccess.errors import (
+    CannotDelete,
+    InvalidMailboxName,
+    InvalidRights,
+    MailboxExists,
+    NoPermission,
+    NoSuchMailbox,
+)
 from waypost.services.mailaccess.rights import (
     LISTRIGHTS_OPTIONAL,
     WIRE_ALL,
-    AlreadyExists,
-    CannotDelete,
-    InvalidName,
-    InvalidRights,
     ListEntry,
     MailboxAccess,
-    NoPermission,
-    NoSuchMailbox,
     Target,
     compile_pattern,
     parse_rights,
@@ -190,7 +192,7 @@ def test_mailbox_aliases_resolve_to_their_targets_without_loops(
                                                          "announce/old")
     assert access.resolve(ALICE, "Job").ref == ("main.dom", "alice", "Projects")
     assert access.resolve(ALICE, "Job").is_alias_of == "Work"
-    with pytest.raises(InvalidName, match="loop"):
+    with pytest.raises(InvalidMailboxName, match="loop"):
         access.set_alias(ALICE, "Projects2", "Loop")  # fine so far ...
         access.set_alias(ALICE, "Loop", "Projects2")  # ... but this closes a loop
     opened = access.open(ALICE, "Announce")
@@ -198,7 +200,7 @@ def test_mailbox_aliases_resolve_to_their_targets_without_loops(
     with pytest.raises(NoPermission) as refused:
         access.open(ALICE, "Announce", need="i")
     assert refused.value.right == "i" and refused.value.code == "NOPERM"
-    with pytest.raises(AlreadyExists):
+    with pytest.raises(MailboxExists):
         access.set_alias(ALICE, "Projects", "~marketing/announce")
     assert access.aliases(ALICE) == {"Announce": "~marketing/announce", "Job": "Work",
                                      "Projects2": "Loop", "Work": "Projects"}
@@ -356,18 +358,18 @@ def test_directory_entities_and_noselect(svc: Services, access: MailboxAccess) -
     assert entry.attributes() == ("\\Noselect", "\\HasNoChildren")
     with pytest.raises(NoSuchMailbox):
         access.open(ALICE, "ABCDEF")
-    with pytest.raises(AlreadyExists):
+    with pytest.raises(MailboxExists):
         access.create(ALICE, "ABCDEF/")
     access.create(ALICE, "ABCDEF")  # now a real mailbox
     assert access.open(ALICE, "ABCDEF").entry.selectable
-    with pytest.raises(AlreadyExists):
+    with pytest.raises(MailboxExists):
         access.create(ALICE, "ABCDEF")
-    with pytest.raises(AlreadyExists):
+    with pytest.raises(MailboxExists):
         access.create(ALICE, "inbox")
     for bad in ("a//b", "/a", "a*", "a%b", "a\x01", "x" * 1001):
-        with pytest.raises(InvalidName):
+        with pytest.raises(InvalidMailboxName):
             access.create(ALICE, bad)
-    with pytest.raises(InvalidName):  # the store never takes a foreign name as its own
+    with pytest.raises(InvalidMailboxName):  # the store never takes a foreign name as its own
         svc.store.mail_create_mailbox("main.dom", "alice", "~x")
     access.create(ALICE, "sent")  # case-sensitive: Sent and sent are two mailboxes
     access.create(ALICE, "Sent")
@@ -409,9 +411,9 @@ def test_rename_moves_children_and_delete_follows_rfc3501(svc: Services,
     assert names(access.list_visible(ALICE, "", "*")) == [
         "INBOX", "ProjectsOld", "Work", "Work/2026", "Work/2026/A", "Work/2026/A/x"]
     assert store.mail_mailbox_state("main.dom", "alice", "Work/2026/A/x").messages == 1
-    with pytest.raises(InvalidName):
+    with pytest.raises(InvalidMailboxName):
         access.rename(ALICE, "Work", "Work/inside")
-    with pytest.raises(AlreadyExists):
+    with pytest.raises(MailboxExists):
         access.rename(ALICE, "ProjectsOld", "Work/2026")
     with pytest.raises(NoSuchMailbox):
         access.rename(ALICE, "Nothing", "Else")

@@ -65,13 +65,8 @@ class RelayService(Protocol):
         ...
 
     async def deliver_over(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        messages: Sequence[OutboundMessage],
-        helo: str,
-        *,
-        remote: str = "",
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+        messages: Sequence[OutboundMessage], helo: str, *, remote: str = "",
     ) -> list[Outcome]:
         """The same over a connection the peer turned around (ATRN)."""
         ...

@@ -132,29 +132,16 @@ class SMTPTransport(Protocol):
     peer turned around (ATRN, RFC 2645)."""
 
     async def connect(
-        self,
-        ip: str,
-        port: int,
-        helo_name: str,
-        timeout: float,
-        *,
-        starttls: bool,
-        tls_context: ssl.SSLContext | None,
-        server_hostname: str | None,
-        data_timeout: float,
+        self, ip: str, port: int, helo_name: str, timeout: float, *, starttls: bool,
+        tls_context: ssl.SSLContext | None, server_hostname: str | None, data_timeout: float,
     ) -> SMTPSession:
         """Connect, read the greeting, EHLO/HELO, STARTTLS when offered and
         ``starttls``; ``server_hostname`` is only TLS SNI."""
         ...
 
     async def over_streams(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        helo_name: str,
-        timeout: float,
-        *,
-        data_timeout: float,
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, helo_name: str,
+        timeout: float, *, data_timeout: float,
     ) -> SMTPSession:
         """Read the peer's greeting on an open connection, then EHLO/HELO."""
         ...

@@ -47,17 +47,7 @@ from dataclasses import dataclass, replace
 
 from waypost.services import auth
 from waypost.services.container import Services
-from waypost.services.mailaccess.errors import (
-    CannotDelete,
-    InvalidMailboxName,
-    InvalidRights,
-    MailboxError,
-    MailboxExists,
-    NoPermission,
-    NoSuchMailbox,
-    NotFound,
-    StoreError,
-)
+from waypost.services.mailaccess import errors
 from waypost.services.mailaccess.names import (
     canonical_any,
     check_alias,
@@ -69,14 +59,9 @@ from waypost.services.names import DirectoryError
 from waypost.storage.interface import ACL_RIGHTS, MailboxEntry, canonical_mailbox
 
 __all__ = [
-    "ALL_RIGHTS", "LISTRIGHTS_OPTIONAL", "WIRE_ALL", "AlreadyExists", "CannotDelete",
-    "InvalidName", "InvalidRights", "ListEntry", "MailboxAccess", "MailboxError",
-    "NoPermission", "NoSuchMailbox", "Opened", "Target", "compile_pattern", "parse_rights",
-    "to_stored", "to_wire",
+    "ALL_RIGHTS", "LISTRIGHTS_OPTIONAL", "WIRE_ALL", "ListEntry", "MailboxAccess", "Opened",
+    "Target", "compile_pattern", "parse_rights", "to_stored", "to_wire",
 ]
-
-AlreadyExists = MailboxExists
-InvalidName = InvalidMailboxName
 
 ALL_RIGHTS = ACL_RIGHTS  # "lrswipcda"
 WIRE_ALL = "lrswipkxcteda"
@@ -92,7 +77,7 @@ RIGHT_NAMES = {"l": "Lookup", "r": "Read", "s": "Seen", "w": "Write", "i": "Inse
 _GROUP_DEPTH = 5
 
 
-class AliasLoop(NoSuchMailbox):
+class AliasLoop(errors.NoSuchMailbox):
     pass
 
 
@@ -103,7 +88,7 @@ def to_stored(wire: str) -> str:
     """RFC 4314 (or CGP) letters -> CGP letters in canonical order."""
     bad = [ch for ch in wire if ch not in _TO_STORED]
     if bad:
-        raise InvalidRights(f"{''.join(bad)!r} is not a right; rights are {WIRE_ALL}")
+        raise errors.InvalidRights(f"{''.join(bad)!r} is not a right; rights are {WIRE_ALL}")
     letters = {_TO_STORED[ch] for ch in wire}
     return "".join(r for r in ALL_RIGHTS if r in letters)
 
@@ -244,8 +229,8 @@ def _require(rights: str, need: str, name: str) -> None:
     for right in need:
         if right not in rights:
             if "l" not in rights:
-                raise NoSuchMailbox(f"no mailbox {name!r}")
-            raise NoPermission(
+                raise errors.NoSuchMailbox(f"no mailbox {name!r}")
+            raise errors.NoPermission(
                 right, f"no {RIGHT_NAMES[right]} right ({to_wire(right)}) on {name!r}")
 
 
@@ -273,12 +258,12 @@ class MailboxAccess:
     def _resolve(self, domain: str, account: str, name: str, aliases: Mapping[str, str],
                  seen: tuple[str, ...]) -> Target:
         if not name:
-            raise NoSuchMailbox("a mailbox name must not be empty")
+            raise errors.NoSuchMailbox("a mailbox name must not be empty")
         if name.startswith("~"):
             owner, _, box = name[1:].partition("/")
             found = self._account(owner if "@" in owner else f"{owner}@{domain}") if owner else None
             if found is None:
-                raise NoSuchMailbox(f"no mailbox {name!r}: no account {owner!r}")
+                raise errors.NoSuchMailbox(f"no mailbox {name!r}: no account {owner!r}")
             odomain, oaccount = found
             return Target(odomain, oaccount, canonical_mailbox(box) if box else "")
         name = canonical_mailbox(name)
@@ -322,7 +307,7 @@ class MailboxAccess:
         """Master, or AllDomains + CanAccessMailboxes."""
         try:
             rights = set(self.directory.get_rights(user))
-        except (NotFound, DirectoryError):
+        except (errors.NotFound, DirectoryError):
             return False
         return "Master" in rights or {"AllDomains", "CanAccessMailboxes"} <= rights
 
@@ -367,27 +352,27 @@ class MailboxAccess:
         target, entry, rights = self._entry(user, name)
         _require(rights, to_stored(need), name)
         if not entry.selectable:
-            raise NoSuchMailbox(f"{name!r} only holds other mailboxes (\\Noselect)")
+            raise errors.NoSuchMailbox(f"{name!r} only holds other mailboxes (\\Noselect)")
         return Opened(name=name, target=target, rights=rights, entry=entry)
 
     def my_rights(self, user: str, name: str) -> str:
         """MYRIGHTS (RFC 4314 letters); any right at all is needed to ask."""
         _, _, rights = self._entry(user, name)
         if not rights:
-            raise NoSuchMailbox(f"no mailbox {name!r}")
+            raise errors.NoSuchMailbox(f"no mailbox {name!r}")
         return to_wire(rights)
 
     def _entry(self, user: str, name: str) -> tuple[Target, MailboxEntry, str]:
         target = self.resolve(user, name)
         if target.is_root:
-            raise NoSuchMailbox(f"{name!r} is a user's mailbox tree, not a mailbox")
+            raise errors.NoSuchMailbox(f"{name!r} is a user's mailbox tree, not a mailbox")
         try:
             entry = self.store.mail_folder(*target.ref)
-        except NotFound:
-            raise NoSuchMailbox(f"no mailbox {name!r}") from None
+        except errors.NotFound:
+            raise errors.NoSuchMailbox(f"no mailbox {name!r}") from None
         rights = self.rights(user, target, entry.acl)
         if not rights:
-            raise NoSuchMailbox(f"no mailbox {name!r}")
+            raise errors.NoSuchMailbox(f"no mailbox {name!r}")
         return target, entry, rights
 
     # -- ACL commands (RFC 4314) ----------------------------------------------------
@@ -427,7 +412,7 @@ class MailboxAccess:
         directory_only = name.endswith("/") and len(name) > 1
         target = self.resolve(user, name[:-1] if directory_only else name)
         if target.is_root:
-            raise InvalidMailboxName(f"{name!r} names a user, not a mailbox")
+            raise errors.InvalidMailboxName(f"{name!r} names a user, not a mailbox")
         if not self.privileged(user, target):
             self._parent_needs(user, target, name)
         box = check_name(target.mailbox_name) + ("/" if directory_only else "")
@@ -440,7 +425,7 @@ class MailboxAccess:
         its parent (mailboxes.md §2.1)."""
         target = self.resolve(user, name)
         if target.is_root:
-            raise CannotDelete(f"{name!r} is a user's mailbox tree, not a mailbox")
+            raise errors.CannotDelete(f"{name!r} is a user's mailbox tree, not a mailbox")
         if not self.privileged(user, target):
             self._may_remove(user, target, name)
         self.store.mail_delete_mailbox(*target.ref)
@@ -451,9 +436,9 @@ class MailboxAccess:
         source = self.resolve(user, old)
         dest = self.resolve(user, new)
         if source.is_root or dest.is_root:
-            raise InvalidMailboxName("a user's mailbox tree cannot be renamed")
+            raise errors.InvalidMailboxName("a user's mailbox tree cannot be renamed")
         if source.owner.lower() != dest.owner.lower():
-            raise MailboxError(f"cannot move {old!r} to another account ({new!r})")
+            raise errors.MailboxError(f"cannot move {old!r} to another account ({new!r})")
         if not self.privileged(user, source):
             self._may_remove(user, source, old)
             self._parent_needs(user, dest, new)
@@ -471,12 +456,12 @@ class MailboxAccess:
     def _parent_needs(self, user: str, target: Target, name: str) -> None:
         parent = target.mailbox_name.rpartition("/")[0]
         if not parent:
-            raise NoPermission("c", f"only the owner creates and removes top-level mailboxes"
+            raise errors.NoPermission("c", f"only the owner creates and removes top-level mailboxes"
                                     f" of {target.owner}")
         try:
             acl = self.store.mail_get_acl(target.owner_domain, target.owner_account, parent)
-        except NotFound:
-            raise NoSuchMailbox(f"the parent of {name!r} does not exist") from None
+        except errors.NotFound:
+            raise errors.NoSuchMailbox(f"the parent of {name!r} does not exist") from None
         rights = self.acl_rights(user, target.owner_domain, acl)
         _require(rights, "c", name.rstrip("/").rpartition("/")[0] or name)
 
@@ -504,13 +489,13 @@ class MailboxAccess:
         for alias in aliases:
             try:
                 target = self._resolve(domain, account, alias, aliases, ())
-            except NoSuchMailbox:
+            except errors.NoSuchMailbox:
                 continue
             key = (target.owner_domain, target.owner_account)
             if key not in trees:
                 try:
                     trees[key] = self.store.mail_folders(*key)
-                except NotFound:
+                except errors.NotFound:
                     trees[key] = []
             visible = self._visible(user, target, trees[key])
             for entry in visible:
@@ -531,7 +516,7 @@ class MailboxAccess:
             try:
                 target = self.resolve(user, "~" + owner_pattern)
                 tree = self.store.mail_folders(target.owner_domain, target.owner_account)
-            except NotFound:
+            except errors.NotFound:
                 return []
             return [ListEntry(f"~{owner_pattern}/{e.name}", e.attributes(),
                               replace(target, mailbox_name=e.name))
@@ -615,7 +600,7 @@ class MailboxAccess:
                     trees[target.owner.lower()] = {e.name: e for e in self._visible(
                         user, replace(target, mailbox_name=""), tree)}
                 entry = trees[target.owner.lower()].get(target.mailbox_name)
-            except (NotFound, StoreError):
+            except (errors.NotFound, errors.StoreError):
                 entry = None
             if entry is not None:
                 attrs = entry.attributes()
@@ -638,8 +623,8 @@ class MailboxAccess:
         try:
             self._resolve(domain, account, alias, aliases, ())
         except AliasLoop as exc:
-            raise InvalidMailboxName(str(exc)) from None
-        except NoSuchMailbox:
+            raise errors.InvalidMailboxName(str(exc)) from None
+        except errors.NoSuchMailbox:
             pass  # the target may be created later
         alias, target = check_alias(alias, target)
         self.store.mail_set_alias(domain, account, alias, target)
@@ -656,7 +641,7 @@ class MailboxAccess:
         """(domain, account) lower-case of a login-like name, or None."""
         try:
             found = auth.login_account(self.services, login)
-        except (ValueError, StoreError, DirectoryError):
+        except (ValueError, errors.StoreError, DirectoryError):
             return None
         if found is None:
             return None
@@ -666,13 +651,13 @@ class MailboxAccess:
     def _domain(self, name: str) -> str | None:
         try:
             return self.directory.get_domain(name).name.lower()
-        except (NotFound, DirectoryError):
+        except (errors.NotFound, DirectoryError):
             return None
 
     def _in_group(self, group: str, who: tuple[str, str], depth: int) -> bool:
         try:
             members = self.directory.group_members(group)
-        except (NotFound, DirectoryError):
+        except (errors.NotFound, DirectoryError):
             return False
         group_domain = group.rpartition("@")[2]
         for member in members:

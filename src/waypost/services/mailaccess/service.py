@@ -26,16 +26,8 @@ from datetime import datetime
 
 from waypost import mime
 from waypost.services.container import Services
+from waypost.services.mailaccess import errors
 from waypost.services.mailaccess.criteria import SearchKey
-from waypost.services.mailaccess.errors import (
-    MailboxError,
-    MailboxExists,
-    NoPermission,
-    NoSuchMailbox,
-    NotFound,
-    StoreError,
-    TryCreate,
-)
 from waypost.services.mailaccess.index import (
     INDEX_CACHE_MESSAGES,
     IndexCache,
@@ -243,8 +235,8 @@ class MailAccess:
         domain, name = split_account(account)
         try:
             self._store.mail_folder(domain, name, INBOX)
-        except NotFound:
-            with contextlib.suppress(MailboxExists):
+        except errors.NotFound:
+            with contextlib.suppress(errors.MailboxExists):
                 self._store.mail_create_mailbox(domain, name, INBOX)
 
     def open(self, user: str, name: str, need: str = "r") -> Opened:
@@ -332,7 +324,7 @@ class MailAccess:
                         raw = self.mailstore.message_bytes(row)
                     parsed = parse(raw)
                     parsed_now.append((uid, parsed.to_json()))
-            except NotFound:
+            except errors.NotFound:
                 log.error("message UID %d of %s: its body is missing", uid, "/".join(ref))
                 missing += 1
                 continue
@@ -347,7 +339,7 @@ class MailAccess:
         if parsed_now:
             try:
                 store.mail_structures_put(*ref, parsed_now)
-            except StoreError:
+            except errors.StoreError:
                 log.warning("could not cache the MIME structure of %d messages", len(parsed_now))
         return FetchedBatch(messages, done, missing)
 
@@ -408,13 +400,13 @@ class MailAccess:
                 )
                 try:
                     hit = test(message)
-                except NotFound:
+                except errors.NotFound:
                     log.error("message UID %d of %s: its body is missing", uid, "/".join(ref))
                     continue
                 if hit:
                     found.append(uid if uid_command else seq)
             if parsed_now:
-                with contextlib.suppress(StoreError):
+                with contextlib.suppress(errors.StoreError):
                     store.mail_structures_put(*ref, parsed_now)
         return found
 
@@ -463,13 +455,13 @@ class MailAccess:
         wanted = normalize_flags(flags)
         missing = opened.flag_right_missing(wanted)
         if missing is not None:
-            raise NoPermission(
+            raise errors.NoPermission(
                 missing,
                 f"No {RIGHT_NAMES[missing]} right ({to_wire(missing)}) on "
                 f"{opened.name!r}: cannot change these flags",
             )
         if mode in ("set", "replace") and not any(r in opened.rights for r in "swd"):
-            raise NoPermission("w", f"No right to change flags on {opened.name!r}")
+            raise errors.NoPermission("w", f"No right to change flags on {opened.name!r}")
         return wanted
 
     def store_flags(
@@ -542,7 +534,9 @@ class MailAccess:
         if not opened.can("d"):
             if quiet:
                 return []
-            raise NoPermission("d", f"No Delete right (te) on {opened.name!r}: cannot expunge")
+            raise errors.NoPermission(
+                "d", f"No Delete right (te) on {opened.name!r}: cannot expunge"
+            )
         if not uids:
             return []
         return list(self._store.mail_expunge(*opened.target.ref, list(uids)))
@@ -554,7 +548,7 @@ class MailAccess:
         (:class:`TryCreate` if it does not exist), MOVE also ``d`` on the
         source; the copies lose the flags the user may not set there."""
         if move and not source.can("d"):
-            raise NoPermission(
+            raise errors.NoPermission(
                 "d",
                 f"No Delete right (te) on {source.name!r}: cannot move messages out of it",
             )
@@ -587,10 +581,10 @@ class MailAccess:
     def _open_target(self, user: str, name: str) -> Opened:
         try:
             return self.access.open(user, name, "i")
-        except TryCreate:
+        except errors.TryCreate:
             raise
-        except NoSuchMailbox as exc:
-            raise TryCreate(f"{exc}; create it first") from None
+        except errors.NoSuchMailbox as exc:
+            raise errors.TryCreate(f"{exc}; create it first") from None
 
     # -- status and list ----------------------------------------------------------------
 
@@ -660,7 +654,7 @@ class MailAccess:
                 try:
                     opened = access.open(user, entry.name, "r")
                     values = tuple(self._status_of(opened, status))
-                except MailboxError:
+                except errors.MailboxError:
                     pass  # listed (l) but not readable (r): no status
             result.append(Listed(entry.name, tuple(attrs), values))
         return result

@@ -849,10 +849,9 @@ class MailStoreMixin:
         self, domain: str, account: str, mailbox: str, uids: Sequence[int] | None,
         dst_domain: str, dst_account: str, dst_mailbox: str,
     ) -> list[tuple[int, int]]:
-        with self._txn() as conn:
+        with self._txn() as conn:  # copy and remove: one transaction (RFC 6851 §3.3)
             src = _box(conn, domain, account, mailbox)
-            dst = _box(conn, dst_domain, dst_account, dst_mailbox)
-            pairs = copy_messages(conn, src, uids, dst)
+            pairs = copy_messages(conn, src, uids, _box(conn, dst_domain, dst_account, dst_mailbox))
             _remove(conn, src, "", [s for s, _ in pairs])
             return pairs
 
