@@ -25,8 +25,8 @@ LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 CONTRACTS = read_configuration(str(PYPROJECT))["contracts_options"]
 
 
-def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(SRC).with_suffix("").parts)
+def _module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -39,11 +39,11 @@ def _type_checking_only(tree: ast.Module) -> set[int]:
     return skip
 
 
-def import_graph() -> dict[str, set[str]]:
-    """Module -> the waypost modules it imports when it runs. ``from pkg import
+def import_graph(root: Path = SRC, package: str = "waypost") -> dict[str, set[str]]:
+    """Module -> the ``package`` modules it imports when it runs. ``from pkg import
     sub`` imports ``pkg`` (its ``__init__`` runs first) and ``pkg.sub``; a name
     that is not a module resolves to the module that defines it."""
-    files = {_module_name(p): p for p in (SRC / "waypost").rglob("*.py")}
+    files = {_module_name(p, root): p for p in (root / package).rglob("*.py")}
     edges: dict[str, set[str]] = {}
     for name, path in files.items():
         tree = ast.parse(path.read_text(), str(path))
@@ -136,14 +136,33 @@ def test_no_import_cycles_between_waypost_modules(graph: dict[str, set[str]]) ->
     assert not found, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in found)
 
 
-def test_the_graph_reads_imports_as_python_runs_them(graph: dict[str, set[str]]) -> None:
-    """``from package import module`` names both; ``if TYPE_CHECKING:`` names none
-    (outbound.py names Services only for the type checker)."""
-    runner = graph["waypost.services.delivery.runner"]
-    assert {"waypost.services.delivery", "waypost.services.delivery.local"} <= runner
-    assert "waypost.services.delivery.outbound" in runner
-    assert "waypost.storage.sqlite" in graph["waypost.storage.open"]  # names, not modules
-    assert "waypost.services.container" not in graph["waypost.services.delivery.outbound"]
+def test_the_graph_reads_imports_as_python_runs_them(tmp_path: Path) -> None:
+    """``from package import module`` names both; a name that is not a module
+    names the module that defines it; ``if TYPE_CHECKING:`` names none; relative
+    imports resolve from the importing module's package."""
+    files = {
+        "pkg/__init__.py": "",
+        "pkg/sub/__init__.py": "",
+        "pkg/sub/a.py": (
+            "from typing import TYPE_CHECKING\n"
+            "from pkg.sub import b\n"
+            "from pkg.c import THING\n"
+            "if TYPE_CHECKING:\n"
+            "    from pkg import d\n"
+        ),
+        "pkg/sub/b.py": "from ..c import THING\n",
+        "pkg/c.py": "THING = 1\n",
+        "pkg/d.py": "",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    graph = import_graph(tmp_path, "pkg")
+    assert graph["pkg.sub.a"] == {"pkg.sub", "pkg.sub.b", "pkg.c"}
+    assert graph["pkg.sub.b"] == {"pkg.c"}
+    assert cycles(graph) == []
+    (tmp_path / "pkg/c.py").write_text("from pkg.sub.a import X\nTHING = 1\n")
+    assert cycles(import_graph(tmp_path, "pkg")) == [["pkg.c", "pkg.sub.a", "pkg.sub.b"]]
 
 
 def test_the_cli_storage_contract_names_every_storage_module_but_open(

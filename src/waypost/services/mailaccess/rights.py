@@ -45,9 +45,9 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
+import waypost.services.mailaccess.errors as errors
 from waypost.services import auth
 from waypost.services.container import Services
-from waypost.services.mailaccess import errors
 from waypost.services.mailaccess.names import (
     canonical_any,
     check_alias,

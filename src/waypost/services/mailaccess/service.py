@@ -24,9 +24,9 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import waypost.services.mailaccess.errors as errors
 from waypost import mime
 from waypost.services.container import Services
-from waypost.services.mailaccess import errors
 from waypost.services.mailaccess.criteria import SearchKey
 from waypost.services.mailaccess.index import (
     INDEX_CACHE_MESSAGES,
