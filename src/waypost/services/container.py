@@ -9,6 +9,7 @@ from waypost import settings as settings_mod
 from waypost.services.directory import Directory
 from waypost.services.mail_events import MailEvents
 from waypost.services.routing import Router
+from waypost.services.rules.book import RuleBook
 from waypost.services.trust import ClientTrust
 from waypost.storage.interface import Store
 from waypost.storage.open import open_store
@@ -20,11 +21,14 @@ class Services:
     directory: Directory = field(init=False)
     router: Router = field(init=False)
     events: MailEvents = field(init=False)
+    rules: RuleBook = field(init=False)
+    """The compiled rules, one book shared by SMTP reception and local delivery."""
 
     def __post_init__(self) -> None:
         self.directory = Directory(self.store)
         self.router = Router(self.store, self.directory)
         self.events = MailEvents()
+        self.rules = RuleBook(self)
 
     @property
     def data_dir(self) -> Path:

@@ -51,7 +51,7 @@ from waypost.services.mailaccess.rights import MailboxAccess
 from waypost.services.message import Recipient, Submission
 from waypost.services.queue import Queue, QueuePolicy, queue_label
 from waypost.services.rules.delivery import DeliveryRules
-from waypost.services.rules.enqueue import Enqueuer, rule_book
+from waypost.services.rules.enqueue import Enqueuer
 from waypost.services.trust import ClientTrust
 from waypost.storage.interface import QueuedMessage, QueuedRecipient, RecipientUpdate, StoreError
 
@@ -74,7 +74,7 @@ def local_delivery(services: Services, queue: Queue) -> LocalDelivery:
     trust = ClientTrust(queue.settings)
     enqueuer = Enqueuer(services, queue, is_client=trust.is_trusted)
     rules = DeliveryRules(access=MailboxAccess(services), store=services.store,
-                          book=rule_book(services), enqueuer=enqueuer, trust=trust,
+                          book=services.rules, enqueuer=enqueuer, trust=trust,
                           files=queue.files)
     return LocalDelivery(store=services.store, events=services.events, rules=rules, trust=trust,
                          files=queue.files, db=queue.db, settings=queue.settings)

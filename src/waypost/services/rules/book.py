@@ -19,12 +19,14 @@ import json
 import logging
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from waypost.services.container import Services
 from waypost.services.rules.engine import CompiledRules, compile_rules
 from waypost.services.rules.model import Level, Rule, RuleError, check_allowed, check_rules
 from waypost.services.rules.text import rules_from_json, rules_to_stored
+
+if TYPE_CHECKING:  # the container builds the RuleBook it owns
+    from waypost.services.container import Services
 
 log = logging.getLogger("waypost.rules")
 

@@ -130,15 +130,6 @@ class Submitter(Protocol):
     async def submit(self, sub: Submission) -> str: ...
 
 
-def rule_book(services: Services) -> RuleBook:
-    """One RuleBook per Services (kept on it), shared by SMTP and delivery."""
-    book = getattr(services, "_waypost_rule_book", None)
-    if book is None:
-        book = RuleBook(services)
-        services._waypost_rule_book = book  # type: ignore[attr-defined]
-    return book
-
-
 def sources(protocol: str, trusted: bool, auth_user: str | None, client: bool) -> set[str]:
     """The ``Source`` values of a message (rules.md §4.1)."""
     proto = (protocol or "").upper()
@@ -197,7 +188,7 @@ class Enqueuer:
         there are no server-wide rules, a message costs no thread hop."""
         self.services = services
         self.queue = queue
-        self.book = book or rule_book(services)
+        self.book = book or services.rules
         self.is_client = is_client or (lambda ip: False)
         self.version = version
         self._background: set[asyncio.Task[Any]] = set()
@@ -518,6 +509,5 @@ __all__ = [
     "Generation",
     "RuleRejected",
     "is_rule_copy",
-    "rule_book",
     "sources",
 ]
