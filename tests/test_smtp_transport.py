@@ -15,8 +15,8 @@ import ssl
 from pathlib import Path
 
 import pytest
+from tests.support.smtp_sink import SMTPSink
 
-from support.smtp_sink import SMTPSink
 from waypost.protocols.smtp import wire
 from waypost.protocols.smtp.client import ClientSession, ClientTransport
 from waypost.services.delivery import transport
