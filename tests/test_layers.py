@@ -3,8 +3,9 @@ is kept, and no two ``waypost`` modules import each other, even through others.
 
 The import graph is read from the source with ``ast``. An import under
 ``if TYPE_CHECKING:`` is not an import (it never runs), as in the contracts'
-``exclude_type_checking_imports``; ``from package import module`` imports the
-package too, since its ``__init__`` runs first.
+``exclude_type_checking_imports``; importing ``package.module`` (in any form)
+imports the package too, since its ``__init__`` runs first, unless the
+importing module is inside that package.
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ def _type_checking_only(tree: ast.Module) -> set[int]:
     return skip
 
 
+def _ancestors(module: str) -> set[str]:
+    parts = module.split(".")
+    return {".".join(parts[:i]) for i in range(1, len(parts))}
+
+
 def import_graph(root: Path = SRC, package: str = "waypost") -> dict[str, set[str]]:
     """Module -> the ``package`` modules it imports when it runs. ``from pkg import
     sub`` imports ``pkg`` (its ``__init__`` runs first) and ``pkg.sub``; a name
@@ -65,12 +71,16 @@ def import_graph(root: Path = SRC, package: str = "waypost") -> dict[str, set[st
                     stem = node.module or ""
                 targets.add(stem)
                 targets.update(f"{stem}.{alias.name}" for alias in node.names)
+        own = _ancestors(name)
         resolved = set()
         for target in targets:
             while target and target not in files:
                 target = target.rpartition(".")[0]
-            if target and target != name:
+            if target and target != name and target not in own:
                 resolved.add(target)
+                # the target's packages run their __init__ first, except those
+                # this module is inside (they are being imported already)
+                resolved.update(a for a in _ancestors(target) if a in files and a not in own)
         edges[name] = resolved
     return edges
 
@@ -139,10 +149,12 @@ def test_no_import_cycles_between_waypost_modules(graph: dict[str, set[str]]) ->
 def test_the_graph_reads_imports_as_python_runs_them(tmp_path: Path) -> None:
     """``from package import module`` names both; a name that is not a module
     names the module that defines it; ``if TYPE_CHECKING:`` names none; relative
-    imports resolve from the importing module's package."""
+    imports resolve from the importing module's package; importing a module
+    names its packages (their ``__init__`` runs first) but not the importer's
+    own (they are being imported already)."""
     files = {
         "pkg/__init__.py": "",
-        "pkg/sub/__init__.py": "",
+        "pkg/sub/__init__.py": "from pkg.sub.b import THING\n",
         "pkg/sub/a.py": (
             "from typing import TYPE_CHECKING\n"
             "from pkg.sub import b\n"
@@ -152,17 +164,20 @@ def test_the_graph_reads_imports_as_python_runs_them(tmp_path: Path) -> None:
         ),
         "pkg/sub/b.py": "from ..c import THING\n",
         "pkg/c.py": "THING = 1\n",
-        "pkg/d.py": "",
+        "pkg/d.py": "import pkg.sub.a\n",
     }
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     graph = import_graph(tmp_path, "pkg")
-    assert graph["pkg.sub.a"] == {"pkg.sub", "pkg.sub.b", "pkg.c"}
+    assert graph["pkg.sub.a"] == {"pkg.sub.b", "pkg.c"}
     assert graph["pkg.sub.b"] == {"pkg.c"}
+    assert graph["pkg.d"] == {"pkg.sub", "pkg.sub.a"}
     assert cycles(graph) == []
-    (tmp_path / "pkg/c.py").write_text("from pkg.sub.a import X\nTHING = 1\n")
-    assert cycles(import_graph(tmp_path, "pkg")) == [["pkg.c", "pkg.sub.a", "pkg.sub.b"]]
+    (tmp_path / "pkg/c.py").write_text("import pkg.d\nTHING = 1\n")  # c -> d -> sub -> b -> c
+    assert cycles(import_graph(tmp_path, "pkg")) == [
+        ["pkg.c", "pkg.d", "pkg.sub", "pkg.sub.a", "pkg.sub.b"]
+    ]
 
 
 def test_the_cli_storage_contract_names_every_storage_module_but_open(

@@ -11,15 +11,9 @@ from pathlib import Path
 import pytest
 
 from waypost.services.container import Services, open_services
-from waypost.services.mailaccess import (
-    FetchNeeds,
-    MailAccess,
-    NoPermission,
-    NoSuchMailbox,
-    SearchKey,
-    SequenceSet,
-    TryCreate,
-)
+from waypost.services.mailaccess.criteria import SearchKey, SequenceSet
+from waypost.services.mailaccess.errors import NoPermission, NoSuchMailbox, TryCreate
+from waypost.services.mailaccess.service import FetchNeeds, MailAccess
 
 ALICE, BOB = "alice@main.dom", "bob@main.dom"
 

@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 
 from waypost.services.container import Services, open_services
-from waypost.services.mailaccess import (
+from waypost.services.mailaccess.maildrop import (
     Entry,
-    MailAccess,
     Maildrop,
     MaildropError,
     MaildropLocks,
     Maildrops,
     MessageGone,
 )
+from waypost.services.mailaccess.service import MailAccess
 
 ALICE = "alice@main.dom"
 

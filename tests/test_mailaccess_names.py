@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from waypost.services.mailaccess import InvalidMailboxName
+from waypost.services.mailaccess.errors import InvalidMailboxName
 from waypost.services.mailaccess.names import (
     MAX_NAME,
     canonical_any,

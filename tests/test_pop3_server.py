@@ -25,7 +25,7 @@ from tests.support.server import WaypostServer
 
 from waypost.protocols.pop3.session import ListenerConfig, Session
 from waypost.services.login_guard import Attempt
-from waypost.services.mailaccess import MaildropLocks
+from waypost.services.mailaccess.maildrop import MaildropLocks
 from waypost.settings import ServerSettings
 
 PW = "pop-pw-1234"

@@ -24,6 +24,7 @@ from types import MappingProxyType
 from typing import Any
 
 from waypost.services import passwords, sealed
+from waypost.services.mailaccess.names import check_template
 from waypost.services.names import DirectoryError, domain_name, object_name, split_address
 from waypost.services.router.view import (
     DirectorySnapshot,
@@ -267,8 +268,6 @@ class Directory:
                                                            "MailboxAliases")}
         if any(mail.values()):  # the template's mailboxes, subscriptions, aliases (§5)
             try:
-                from waypost.services.mailaccess.names import check_template  # (import cycle)
-
                 check_template(mail["Mailboxes"] or (), mail["Subscriptions"] or (),
                                mail["MailboxAliases"])
                 self.store.mail_apply_template(

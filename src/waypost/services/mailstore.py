@@ -35,6 +35,7 @@ from email.parser import HeaderParser
 from email.policy import compat32
 
 from waypost import mime
+from waypost.services.mailaccess.names import check_create
 from waypost.storage.interface import (
     INBOX,
     MailboxInfo,
@@ -165,7 +166,7 @@ class StoredCopies:
         self.body = body
         self.real_to_header = real_to_header
         self.now = time.time() if now is None else now
-        self.return_path = f"Return-Path: <{one_line(message.mail_from)}>\r\n".encode(
+        self.return_path = f"Return-Path: <{header_safe(message.mail_from)}>\r\n".encode(
             "utf-8", "replace")
         self._summary: dict[str, str] | None = None
         self._omit: dict[bool, Ranges] = {}
@@ -208,7 +209,7 @@ class StoredCopies:
         # (mailbox, unified?) -> (original recipients for the header, queue keys)
         groups: dict[tuple[str, bool], tuple[list[str], list[int]]] = {}
         for r in recipients:
-            real_to = one_line(r.real_to).strip().strip("<>") if r.real_to else None
+            real_to = header_safe(r.real_to).strip().strip("<>") if r.real_to else None
             names, keys = groups.setdefault((r.mailbox or INBOX, real_to is not None), ([], []))
             keys.append(r.key)
             if real_to and real_to.lower() not in {n.lower() for n in names}:
@@ -244,9 +245,10 @@ class StoredCopies:
             assemble(c.prefix, self.body, c.omit)).to_json()) for c in copies]
 
 
-def one_line(text: str) -> str:
-    """A value for a header line we write: no CR or LF can start another field."""
-    return text.replace("\r", "").replace("\n", "")
+def header_safe(value: str) -> str:
+    """A value for a header field we write: without CR and LF, nothing in it
+    can start another field (header injection from an envelope address)."""
+    return value.replace("\r", "").replace("\n", "")
 
 
 class Mailstore:
@@ -264,8 +266,6 @@ class Mailstore:
         """
         domain, name = split_account(account)
         if create:
-            from waypost.services.mailaccess.names import check_create  # (import cycle)
-
             try:
                 self.store.mail_create_mailbox(domain, name, check_create(mailbox))
             except StoreError:
@@ -296,8 +296,6 @@ class Mailstore:
 
     def create_mailbox(self, account: str, mailbox: str) -> MailboxInfo:
         """A new mailbox; its name obeys the mail-access name rules."""
-        from waypost.services.mailaccess.names import check_create  # (import cycle)
-
         return self.store.mail_create_mailbox(*split_account(account), check_create(mailbox))
 
     def mailboxes(self, account: str) -> list[MailboxInfo]:

@@ -93,19 +93,16 @@ from waypost.protocols.listen import endpoints, is_loopback
 from waypost.services import auth
 from waypost.services.container import Services
 from waypost.services.login_guard import LoginGuard
-from waypost.services.mailaccess import (
-    FetchNeeds,
+from waypost.services.mailaccess.errors import (
     InvalidRights,
-    MailAccess,
     MailboxError,
-    MailboxKey,
-    MessageData,
     NoSuchMailbox,
     NotFound,
-    Opened,
     StoreError,
-    mailbox_key,
 )
+from waypost.services.mailaccess.index import MailboxKey
+from waypost.services.mailaccess.rights import Opened
+from waypost.services.mailaccess.service import FetchNeeds, MailAccess, MessageData, mailbox_key
 from waypost.settings import ServerSettings
 
 log = logging.getLogger("waypost.imap")

@@ -15,7 +15,7 @@ from waypost.protocols.pop3 import wire
 from waypost.protocols.pop3.office import PostOffice
 from waypost.protocols.pop3.session import ListenerConfig, Session
 from waypost.services.login_guard import shared_guard
-from waypost.services.mailaccess import MaildropLocks
+from waypost.services.mailaccess.maildrop import MaildropLocks
 
 log = logging.getLogger("waypost.pop3")
 

@@ -20,7 +20,7 @@ from waypost.protocols.pop3.wire import Pop3Error
 from waypost.services import auth
 from waypost.services.container import Services
 from waypost.services.login_guard import Attempt, LoginGuard
-from waypost.services.mailaccess import Maildrop, MaildropLocks, Maildrops, MessageGone
+from waypost.services.mailaccess.maildrop import Maildrop, MaildropLocks, Maildrops, MessageGone
 from waypost.settings import ServerSettings
 
 log = logging.getLogger("waypost.pop3")

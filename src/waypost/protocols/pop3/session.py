@@ -32,7 +32,7 @@ from waypost.protocols.pop3.office import PostOffice
 from waypost.protocols.pop3.wire import Command, Pop3Error, Response, err, ok
 from waypost.services import auth
 from waypost.services.login_guard import Attempt
-from waypost.services.mailaccess import Maildrop, MaildropError
+from waypost.services.mailaccess.maildrop import Maildrop, MaildropError
 
 log = logging.getLogger("waypost.pop3")
 

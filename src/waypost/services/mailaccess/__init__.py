@@ -1,5 +1,11 @@
 """Mail access: everything a client does to mailboxes (IMAP, POP3, the web).
 
+The package itself imports nothing, so that importing one of its modules
+(the name rules, the search criteria the IMAP wire parses into) stays
+cheap and cycle-free: take each name from its module (``service``,
+``errors``, ``criteria``, ``search``, ``maildrop``, ``rights``, ``names``,
+``index``).
+
 Protocols call this package and nothing below it; it returns data objects
 and raises service errors, and every byte of wire syntax stays with the
 protocol. Everything blocks on the store: call it from a worker thread
@@ -48,93 +54,3 @@ rules are ``rights.py`` (:class:`MailboxAccess`); which names a mailbox, an
 alias or a subscription may have is ``names.py``, checked before the store
 is called.
 """
-
-from __future__ import annotations
-
-from waypost.services.mailaccess.criteria import SearchKey, SequenceSet
-from waypost.services.mailaccess.errors import (
-    CannotDelete,
-    InvalidMailboxName,
-    InvalidRights,
-    MailboxError,
-    MailboxExists,
-    NoPermission,
-    NoSuchMailbox,
-    NotFound,
-    StoreError,
-    TryCreate,
-)
-from waypost.services.mailaccess.index import MailboxIndex, MailboxKey, mailbox_key_of
-from waypost.services.mailaccess.maildrop import (
-    Entry,
-    Maildrop,
-    MaildropError,
-    MaildropLocks,
-    Maildrops,
-    MessageGone,
-)
-from waypost.services.mailaccess.rights import (
-    RIGHT_NAMES,
-    ListEntry,
-    MailboxAccess,
-    Opened,
-    Target,
-    to_wire,
-)
-from waypost.services.mailaccess.service import (
-    FETCH_BATCH_BYTES,
-    Appended,
-    Changes,
-    Copied,
-    FetchedBatch,
-    FetchNeeds,
-    Listed,
-    MailAccess,
-    MessageData,
-    Selection,
-    mailbox_key,
-)
-from waypost.storage.interface import INBOX, normalize_flags
-
-__all__ = [
-    "FETCH_BATCH_BYTES",
-    "INBOX",
-    "RIGHT_NAMES",
-    "Appended",
-    "CannotDelete",
-    "Changes",
-    "Copied",
-    "Entry",
-    "FetchNeeds",
-    "FetchedBatch",
-    "InvalidMailboxName",
-    "InvalidRights",
-    "ListEntry",
-    "Listed",
-    "MailAccess",
-    "MailboxAccess",
-    "MailboxError",
-    "MailboxExists",
-    "MailboxIndex",
-    "MailboxKey",
-    "Maildrop",
-    "MaildropError",
-    "MaildropLocks",
-    "Maildrops",
-    "MessageData",
-    "MessageGone",
-    "NoPermission",
-    "NoSuchMailbox",
-    "NotFound",
-    "Opened",
-    "SearchKey",
-    "Selection",
-    "SequenceSet",
-    "StoreError",
-    "Target",
-    "TryCreate",
-    "mailbox_key",
-    "mailbox_key_of",
-    "normalize_flags",
-    "to_wire",
-]  # fmt: skip
