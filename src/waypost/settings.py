@@ -282,6 +282,3 @@ class ServerSettings:
 
     def items(self, name: str) -> list[str]:
         return split_list(self.text(name))
-
-    def client_ips(self) -> IPList:
-        return IPList(self.text("ClientIPAddresses"))

@@ -81,9 +81,5 @@ def verify_dummy(password: str) -> bool:
     return False
 
 
-def is_hash(value: str) -> bool:
-    return isinstance(value, str) and value.startswith("$argon2")
-
-
 def generate_password(length: int = 16) -> str:
     return "".join(secrets.choice(_ALPHABET) for _ in range(length))

@@ -421,11 +421,12 @@ class Store(Protocol):
     def queue_commits(self) -> int: ...  # transactions committed by queue_commit
 
     # -- mailstore ----------------------------------------------------------
-    # Mailboxes are named (domain, account, name); names are checked and made
-    # canonical (INBOX) by the store. Every mutating call is ONE transaction
-    # and moves the mailbox's HIGHESTMODSEQ (CONDSTORE); refusals raise the
-    # MailboxError subclasses above. Access rights are NOT checked here: that
-    # is services/mailbox_access.py.
+    # Mailboxes are named (domain, account, name); the store only makes names
+    # canonical (INBOX) and refuses what it cannot hold; which names are allowed
+    # is decided before it is called (services/mailaccess/names.py). Every
+    # mutating call is ONE transaction and moves the mailbox's HIGHESTMODSEQ
+    # (CONDSTORE); refusals raise the MailboxError subclasses above. Access
+    # rights are NOT checked here: that is services/mailaccess/rights.py.
     #
     # mail_store stores copies and settles queue recipients in ONE transaction
     # (local delivery: never twice, never lost); returns each copy's UID or

@@ -3,7 +3,7 @@
 Both share one :class:`~waypost.protocols.imap.session.ImapContext`: the
 thread pool every session's blocking work runs in, the in-process change
 :class:`~waypost.protocols.imap.session.Hub` (a session in IDLE on port 993
-wakes when one on port 143 changes its mailbox), the mailbox rules and the
+wakes when one on port 143 changes its mailbox), the mail-access service and the
 process-wide login guard, so password guessing is counted across IMAP, POP3
 and SMTP. ``MaxConnections`` limits each listener.
 """

@@ -171,7 +171,7 @@ class Reply:
 
 class ImapContext:
     """What every IMAP session of the process shares: the services, the
-    login guard, the mailbox rules, the thread pool and the mail events."""
+    login guard, the mail-access service, the thread pool and the mail events."""
 
     def __init__(
         self,
@@ -275,9 +275,6 @@ class Selected:
     def seq_of(self, uid: int) -> int | None:
         i = bisect_left(self.uids, uid)
         return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
-
-    def is_recent(self, uid: int) -> bool:
-        return any(low <= uid < high for low, high in self.recent)
 
     def recent_count(self) -> int:
         uids = self.uids
@@ -645,7 +642,8 @@ class Session:
             self._gone("Selected mailbox was deleted; closing the connection")
             return
         except StoreError as exc:  # try again after the next command
-            log.warning("IMAP: cannot poll %s for changes: %s", sel.opened.name, exc)
+            where = "/".join(sel.opened.target.ref)
+            log.warning("IMAP: cannot poll %s for changes: %s", where, exc)
             return
         if sel is not self.selected:
             return

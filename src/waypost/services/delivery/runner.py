@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import inspect
 import logging
 import time
 from collections.abc import Sequence
@@ -93,6 +92,7 @@ class DeliveryRunner:
         self.batch = batch
         self.relay = relay
         self._relay_ctx: Any = None
+        self._warned_no_relay = False
         self._relay_version = -1
         self._busy: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -227,6 +227,10 @@ class DeliveryRunner:
         if not ready:
             return outcomes, parked
         if self.relay is None:
+            if not self._warned_no_relay:  # a runner built without one: say so, once
+                log.warning("no outbound SMTP relay: mail to %s stays queued",
+                            queue_label("SMTP", queue))
+                self._warned_no_relay = True
             parked += _park(ready, "remote delivery (SMTP) is not available yet; kept in the "
                             "queue", now + PARKED_RECHECK)
             return outcomes, parked
@@ -306,8 +310,8 @@ class DeliveryRunner:
         """Built in a thread (it reads the store) and rebuilt after a settings change."""
         version = self.queue.policy_version
         if (self._relay_ctx is None or version != self._relay_version) and self.relay:
-            ctx = await asyncio.to_thread(self.relay.make_relay_context, self.services)
-            self._relay_ctx = await ctx if inspect.isawaitable(ctx) else ctx
+            self._relay_ctx = await asyncio.to_thread(self.relay.make_relay_context,
+                                                      self.services)
             self._relay_version = version
         return self._relay_ctx
 

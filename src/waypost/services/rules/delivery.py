@@ -1,7 +1,7 @@
 """Domain and account rules at local delivery (rules.md §1, §5).
 
 For each queued message and account, ``services/delivery/local.py`` asks
-:func:`plan` which copies to store and which recipients to refuse. The
+:meth:`DeliveryRules.plan` which copies to store and which recipients to refuse. The
 domain's rules and then the account's run as one ordered list; their
 decision becomes mailbox copies (``NewMailMessage``) that local delivery
 stores in ONE transaction with the settling of the queue recipients, as
