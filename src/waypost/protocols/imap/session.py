@@ -118,8 +118,6 @@ CAPABILITIES = (
 )
 NAMESPACE = b'* NAMESPACE (("" "/")) (("~" "/")) NIL\r\n'
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
-SEEN = "\\Seen"
-DELETED = "\\Deleted"
 RECENT = "\\Recent"
 
 READ_CHUNK = 65536
@@ -287,20 +285,7 @@ class Selected:
         return lambda uid: any(low <= uid < high for low, high in ranges)
 
     def permanent_flags(self) -> list[str]:
-        if self.examine:
-            return []
-        rights = self.opened.rights
-        flags = []
-        if "w" in rights:
-            flags += ["\\Answered", "\\Flagged", "\\Draft"]
-        if "d" in rights:
-            flags.append(DELETED)
-        if "s" in rights:
-            flags.append(SEEN)
-        if "w" in rights:
-            flags += sorted(self.keywords)
-            flags.append("\\*")
-        return flags
+        return [] if self.examine else self.opened.permanent_flags(self.keywords)
 
 
 # -- FETCH formatting (runs in the thread pool) -------------------------------------

@@ -202,6 +202,21 @@ class Opened:
                 return need
         return None
 
+    def permanent_flags(self, keywords: Iterable[str]) -> list[str]:
+        """The flags this user may change for good here (RFC 3501 §7.1
+        PERMANENTFLAGS): system flags by their rights, and with ``w`` the
+        mailbox's ``keywords`` and new ones (``\\*``)."""
+        flags = []
+        if "w" in self.rights:
+            flags += ["\\Answered", "\\Flagged", "\\Draft"]
+        if "d" in self.rights:
+            flags.append("\\Deleted")
+        if "s" in self.rights:
+            flags.append("\\Seen")
+        if "w" in self.rights:
+            flags += [*sorted(keywords), "\\*"]
+        return flags
+
     def permitted_flags(self, flags: Iterable[str]) -> tuple[str, ...]:
         """The flags this user may set (APPEND and COPY drop the others silently)."""
         return tuple(f for f in flags if _flag_right(f) in self.rights)
