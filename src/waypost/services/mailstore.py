@@ -43,6 +43,7 @@ from waypost.storage.interface import (
     NewMailMessage,
     QueuedMessage,
     QueuedRecipient,
+    RecipientUpdate,
     Store,
     StoreError,
     normalize_flags,
@@ -289,6 +290,17 @@ class Mailstore:
         (the session answers ``[TRYCREATE]``)."""
         return self.store.mail_append(domain, account, mailbox, body, flags=flags,
                                       internal_date=date, summary=summarize(body))
+
+    def queued_body(self, blob: str) -> bytes:
+        """A queued message's body: local delivery stores copies of this blob."""
+        return self.store.blob_get(blob)
+
+    def deliver(
+        self, copies: Sequence[NewMailMessage], settle: Sequence[RecipientUpdate]
+    ) -> list[int | None]:
+        """Store delivered copies and settle their queue recipients in ONE
+        transaction (never twice, never lost: ``Store.mail_store``)."""
+        return self.store.mail_store(copies, settle)
 
     def message_bytes(self, message: MailMessage) -> bytes:
         """The stored message: ``prefix + blob - omit``."""

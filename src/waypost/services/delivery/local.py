@@ -2,7 +2,7 @@
 
 Never twice, never lost: the mailbox rows and the "delivered" mark of the
 queue recipients they serve are written in ONE transaction
-(``Store.mail_store``), so a crash before it leaves the recipients pending
+(``Mailstore.deliver``), so a crash before it leaves the recipients pending
 and a crash after it leaves nothing to redo; a re-run skips copies whose
 recipients are no longer pending.
 
@@ -32,8 +32,8 @@ later issue.
 
 Every copy, with or without rules, is built by the message's
 ``mailstore.StoredCopies``. :class:`LocalDelivery` is one service, built
-once by the delivery runner with its dependencies (the store, the mailbox
-change events, the rules at delivery with their Enqueuer, the client
+once by the delivery runner with its dependencies (the mail store
+service, the mailbox change events, the rules at delivery with their Enqueuer, the client
 trust, the queue's worker threads); the runner hands it each new settings
 snapshot (:meth:`LocalDelivery.use_settings`).
 """
@@ -46,7 +46,7 @@ from collections.abc import Sequence
 
 from waypost.services.delivery.outbound import Outcome
 from waypost.services.mail_events import MailEvents
-from waypost.services.mailstore import StoredCopies
+from waypost.services.mailstore import Mailstore, StoredCopies
 from waypost.services.rules.delivery import DeliveryRules, Offload
 from waypost.services.trust import ClientTrust
 from waypost.settings import ServerSettings
@@ -56,7 +56,6 @@ from waypost.storage.interface import (
     NotFound,
     QueuedMessage,
     RecipientUpdate,
-    Store,
     StoreError,
 )
 
@@ -77,7 +76,7 @@ class LocalDelivery:
     current.
     """
 
-    store: Store
+    mail: Mailstore
     events: MailEvents
     rules: DeliveryRules
     trust: ClientTrust
@@ -109,7 +108,7 @@ class LocalDelivery:
         rules, prefs = await self.rules.account_rules(account)
         for message in messages:
             try:
-                body = await self.files(self.store.blob_get, message.blob)
+                body = await self.files(self.mail.queued_body, message.blob)
                 copies = StoredCopies(message, body, real_to_header=self.real_to_header)
                 plan = await self.rules.plan(account, copies, rules=rules, prefs=prefs)
             except StoreError as exc:
@@ -130,7 +129,7 @@ class LocalDelivery:
         settle = [RecipientUpdate(r.key, "delivered", error="")
                   for m, _ in planned for r in m.recipients]
         try:
-            uids = await self.db(self.store.mail_store, copies, settle)
+            uids = await self.db(self.mail.deliver, copies, settle)
         except NotFound as exc:
             log.warning("LOCAL(%s): %s", account, exc)
             return [o for m, _ in planned

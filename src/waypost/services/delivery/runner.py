@@ -47,6 +47,7 @@ from waypost.services.delivery.outbound import (
     RelayService,
 )
 from waypost.services.mailaccess.rights import MailboxAccess
+from waypost.services.mailstore import Mailstore
 from waypost.services.message import Recipient, Submission
 from waypost.services.queue import Queue, QueuePolicy, queue_label
 from waypost.services.rules.delivery import DeliveryRules
@@ -72,10 +73,11 @@ def local_delivery(services: Services, queue: Queue) -> LocalDelivery:
     Enqueuer."""
     trust = ClientTrust(queue.settings)
     enqueuer = Enqueuer(services, queue, is_client=trust.is_trusted)
-    rules = DeliveryRules(access=MailboxAccess(services), store=services.store,
+    mail = Mailstore(services.store)
+    rules = DeliveryRules(access=MailboxAccess(services), mail=mail,
                           book=services.rules, enqueuer=enqueuer, trust=trust,
                           files=queue.files)
-    return LocalDelivery(store=services.store, events=services.events, rules=rules, trust=trust,
+    return LocalDelivery(mail=mail, events=services.events, rules=rules, trust=trust,
                          files=queue.files, db=queue.db, settings=queue.settings)
 
 

@@ -30,9 +30,9 @@ stored into their mailbox, created if missing, and see no domain or account
 rules. Any error in the rules themselves is logged and the message is
 delivered as if there were none.
 
-:class:`DeliveryRules` is built once with what it needs (the store, the rule
-book, the Enqueuer for generated messages, the client trust, the worker
-threads); every copy it plans comes from the message's
+:class:`DeliveryRules` is built once with what it needs (the mailbox
+rights, the mail store service, the rule book, the Enqueuer for generated
+messages, the client trust, the worker threads); every copy it plans comes from the message's
 :class:`~waypost.services.mailstore.StoredCopies`.
 """
 
@@ -45,9 +45,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from waypost.services.delivery.outbound import Outcome
-from waypost.services.mailaccess.names import check_create
 from waypost.services.mailaccess.rights import MailboxAccess
-from waypost.services.mailstore import StoredCopies, split_account
+from waypost.services.mailstore import Mailstore, StoredCopies
 from waypost.services.rules import actions
 from waypost.services.rules.book import RuleBook
 from waypost.services.rules.engine import CompiledRules, Decision, MessageView, evaluate
@@ -67,7 +66,6 @@ from waypost.storage.interface import (
     NewMailMessage,
     NotFound,
     QueuedRecipient,
-    Store,
     StoreError,
     canonical_mailbox,
 )
@@ -92,13 +90,13 @@ class DeliveryRules:
     """Domain and account rules of the accounts local delivery stores into.
 
     ``access`` resolves ``Store in`` names and rights (the mail-access
-    service's rules; its name rules check the mailboxes created here);
-    ``enqueuer`` sends what the rules generate; ``files`` runs blocking work
-    (store reads, header work) off the event loop.
+    service's rules); ``mail`` looks up and creates mailboxes (under the
+    mail-access name rules); ``enqueuer`` sends what the rules generate;
+    ``files`` runs blocking work (store reads, header work) off the event loop.
     """
 
     access: MailboxAccess
-    store: Store
+    mail: Mailstore
     book: RuleBook
     enqueuer: Enqueuer
     trust: ClientTrust
@@ -157,12 +155,10 @@ class DeliveryRules:
         server_flags: Sequence[str],
     ) -> list[NewMailMessage]:
         message, body = copies.message, copies.body
-        domain, name = split_account(account)
-        store = self.store
 
         def exists(box: str) -> bool:
             try:
-                store.mail_mailbox(domain, name, box)
+                self.mail.mailbox(account, box)
             except (NotFound, StoreError):
                 return False
             return True
@@ -244,12 +240,11 @@ class DeliveryRules:
         return out
 
     def _create_mailboxes(self, account: str, boxes: Sequence[str]) -> None:
-        domain, name = split_account(account)
         for box in boxes:
             if canonical_mailbox(box) == INBOX:
                 continue
             try:
-                self.store.mail_create_mailbox(domain, name, check_create(box))
+                self.mail.create_mailbox(account, box)
             except MailboxExists:
                 pass
             except StoreError as exc:  # stored in INBOX instead (fallback_inbox)
@@ -272,7 +267,7 @@ class DeliveryRules:
                 own = target.owner.lower() == account.lower()
                 if own or copy.level is not Level.ACCOUNT:
                     try:
-                        self.store.mail_create_mailbox(ref[0], ref[1], check_create(ref[2]))
+                        self.mail.create_mailbox(f"{ref[1]}@{ref[0]}", ref[2])
                     except MailboxExists:
                         pass
                 else:  # a user's rule: only into a mailbox he may insert into
