@@ -231,3 +231,19 @@ def test_create_rename_delete_return_the_mailbox_key(mail: MailAccess) -> None:
     assert mail.delete(ALICE, "New") == ("main.dom", "alice", "New")
     with pytest.raises(NoSuchMailbox):
         mail.status(ALICE, "New", ["MESSAGES"])
+
+
+def test_open_subscriptions_and_the_acl_of_a_shared_mailbox(mail: MailAccess) -> None:
+    mail.create(ALICE, "Shared")
+    with pytest.raises(NoSuchMailbox):  # no lookup right: as if it did not exist
+        mail.open(BOB, "~alice/Shared")
+    mail.set_acl(ALICE, "Shared", "bob", "lr")
+    opened = mail.open(BOB, "~alice/Shared")
+    assert opened.target.ref == ("main.dom", "alice", "Shared")
+    assert opened.read_only and mail.my_rights(BOB, "~alice/Shared") == "lr"
+    with pytest.raises(NoPermission):
+        mail.open(BOB, "~alice/Shared", "i")
+    mail.subscribe(BOB, "~alice/Shared")
+    assert mail.subscriptions(BOB) == ["~alice/Shared"]
+    assert mail.unsubscribe(BOB, "~alice/Shared")
+    assert mail.subscriptions(BOB) == []
