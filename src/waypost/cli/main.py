@@ -17,6 +17,7 @@ from waypost.cli import (
     route,
     rules,
     serve,
+    skin,
 )
 from waypost.cli import router as router_cmd
 from waypost.cli import settings as settings_cmd
@@ -30,7 +31,8 @@ def cli() -> None:
     """Waypost administration: the Directory, the Router, settings and the server."""
 
 
-for module in (init, serve, directory, router_cmd, route, settings_cmd, queue, mailbox, rules):
+for module in (init, serve, directory, router_cmd, route, settings_cmd, queue, mailbox, rules,
+               skin):
     for command in module.COMMANDS:
         cli.add_command(command)
 
