@@ -154,12 +154,14 @@ def describe(domain: str | None, skin: str) -> str:
 class Skins:
     """The skin files of one data directory, and the stock skins of the package."""
 
-    def __init__(self, data_dir: Path, *, directory: Directory | None = None) -> None:
+    def __init__(self, data_dir: Path, *, directory: Directory | None = None,
+                 stock: Path | None = None) -> None:
         """``directory``, when given, is asked whether a domain exists (and resolves
         Domain Aliases) for the administrative calls; without it a domain name is only
-        checked for its form."""
+        checked for its form. ``stock`` replaces the package's stock skins (tests,
+        packagers)."""
         self.root = Path(data_dir) / "skins"
-        self.stock = stock_root()
+        self.stock = stock_root() if stock is None else Path(stock)
         self._directory = directory
 
     # -- the search order (hot path) ---------------------------------------------
@@ -170,15 +172,15 @@ class Skins:
         level 2 (server-wide). Invalid names are a SkinError."""
         check_file_name(name)
         for level, directory, root in self._levels(domain, skin):
-            path = directory / name
-            if self._regular(path, root) is None:
+            hit = self._resolve(directory / name, root)
+            if hit is None:
                 continue
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+            try:  # the resolved path: a link swapped in since the check is refused (ELOOP)
+                fd = os.open(hit[1], os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
             except (FileNotFoundError, NotADirectoryError):
                 continue  # removed since the stat: the next level decides
-            except OSError as exc:  # a symlink (ELOOP), no permission: not servable
-                log.warning("skin file %s not readable: %s", path, exc)
+            except OSError as exc:
+                log.warning("skin file %s not readable: %s", hit[1], exc)
                 continue
             with os.fdopen(fd, "rb") as handle:
                 info = os.fstat(handle.fileno())
@@ -216,6 +218,12 @@ class Skins:
     @staticmethod
     def _regular(path: Path, root: Path) -> os.stat_result | None:
         """stat of ``path`` if it is a regular file that stays inside ``root``."""
+        hit = Skins._resolve(path, root)
+        return None if hit is None else hit[0]
+
+    @staticmethod
+    def _resolve(path: Path, root: Path) -> tuple[os.stat_result, str] | None:
+        """(stat, path with links resolved) if ``path`` is a regular file inside ``root``."""
         try:
             info = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
@@ -225,10 +233,11 @@ class Skins:
             return None
         if not stat.S_ISREG(info.st_mode):
             return None
-        if not _inside(path, root):
+        real = _within(path, root)
+        if real is None:
             log.warning("skin file %s leaves %s through a symbolic link: ignored", path, root)
             return None
-        return info
+        return info, real
 
     # -- administration -----------------------------------------------------------
 
@@ -278,10 +287,11 @@ class Skins:
     def read(self, domain: str | None, skin: str, name: str) -> bytes:
         """The skin's own file ``name`` at this level (no search)."""
         path = self._skin_path(domain, skin, must_exist=bool(skin)) / check_file_name(name)
-        if self._regular(path, self.root) is None:
+        hit = self._resolve(path, self.root)
+        if hit is None:
             raise SkinError(f"{describe(domain, skin)} has no file {name!r}")
         try:
-            with open(path, "rb", opener=_nofollow) as handle:
+            with open(hit[1], "rb", opener=_nofollow) as handle:
                 return handle.read()
         except OSError as exc:
             raise SkinError(f"cannot read {name!r} of {describe(domain, skin)}: "
@@ -419,10 +429,14 @@ class Skins:
         return sorted(files)
 
 
+def _within(path: Path, root: Path) -> str | None:
+    """``path`` with every symbolic link resolved, if that is below ``root`` (resolved)."""
+    real = os.path.realpath(path)
+    return real if real.startswith(os.path.realpath(root).rstrip(os.sep) + os.sep) else None
+
+
 def _inside(path: Path, root: Path) -> bool:
-    """Whether ``path``, with every symbolic link resolved, is below ``root`` (resolved)."""
-    real_root = os.path.realpath(root)
-    return os.path.realpath(path).startswith(real_root.rstrip(os.sep) + os.sep)
+    return _within(path, root) is not None
 
 
 def _nofollow(path: str, flags: int) -> int:
