@@ -88,6 +88,26 @@ def test_the_stock_unnamed_skin_is_shipped(tmp_path: Path) -> None:
     assert skins.list_skins() == [""] and skins.stock_skins() == [""]
 
 
+def test_the_stock_pages_are_well_formed_wssp(tmp_path: Path) -> None:
+    """Only §4.4's keywords, every block closed, every INCLUDE found through the search
+    order: a stock page never logs a template error."""
+    skins = Skins(tmp_path / "var")
+    for name in ("login.wssp", "logout.wssp", "error.wssp", "head.wssi"):
+        text = skins.find(None, "", name).data.decode()
+        depth = 0
+        for keyword, argument in re.findall(r"<!--%%\s*(\w+)\s*(.*?)\s*-->", text, re.S):
+            keyword = keyword.upper()
+            assert keyword in {"IF", "ELIF", "ELSE", "ENDIF", "INCLUDE"}, (name, keyword)
+            depth += {"IF": 1, "ENDIF": -1}.get(keyword, 0)
+            assert depth >= 0, name
+            assert keyword not in ("ELIF", "ELSE") or depth > 0, name
+            if keyword == "INCLUDE":
+                included = argument.strip('"')
+                assert included.endswith(".wssi") and skins.find(None, "", included), name
+        assert depth == 0, name
+        assert re.sub(r"<!--%%.*?-->", "", text, flags=re.S).count("%%") % 2 == 0, name
+
+
 BAD_NAMES = ["", ".", "..", "../x", "../../etc/passwd", "a/b", "/etc/passwd", "a\\b", "..\\x",
              "a\x00b", ".hidden", "a..b", "tab\tname", "new\nline", "x" * 256, "é" * 128,
              " lead", "trail ", "bidi\u202eexe", "\x7f"]
