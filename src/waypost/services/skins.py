@@ -429,10 +429,23 @@ class Skins:
         return sorted(files)
 
 
+_real_roots: dict[Path, str] = {}
+
+
 def _within(path: Path, root: Path) -> str | None:
-    """``path`` with every symbolic link resolved, if that is below ``root`` (resolved)."""
+    """``path`` with every symbolic link resolved, if that is below ``root`` (resolved).
+
+    The resolved root is remembered (the hot path resolves only the file); on a miss it
+    is resolved again, so a skins directory moved or linked elsewhere at run time is
+    followed, never trusted stale."""
     real = os.path.realpath(path)
-    return real if real.startswith(os.path.realpath(root).rstrip(os.sep) + os.sep) else None
+    for fresh in (False, True):
+        real_root = _real_roots.get(root) if not fresh else None
+        if real_root is None:
+            real_root = _real_roots[root] = os.path.realpath(root).rstrip(os.sep) + os.sep
+        if real.startswith(real_root):
+            return real
+    return None
 
 
 def _inside(path: Path, root: Path) -> bool:
