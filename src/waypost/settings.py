@@ -202,7 +202,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("IMAPPort", "143", "IMAP listener", _as(parse_port)),
     Setting("IMAPSPort", "993", "IMAP over implicit TLS", _as(parse_port)),
     Setting("WebUserPort", "8100", "WebUser HTTP listener", _as(parse_port)),
-    Setting("WebUserSPort", "9100", "WebUser HTTPS listener", _as(parse_port)),
+    Setting("WebUserSPort", "9100", "WebUser HTTPS listener (the server certificate)",
+            _as(parse_port)),
+    Setting("WebUserIdleTimeout", "1800", "seconds a WebUser session may stay idle before it "
+            "ends (web.md §2)", _as(parse_int)),
+    Setting("WebUserBindIP", "YES", "a WebUser session works only from the client address "
+            "that logged in (besides its cookie)", _as(parse_bool)),
+    Setting("WebUserMaxRequest", "1M", "largest HTTP request body the WebUser module "
+            "accepts", _as(parse_size)),
     Setting("WebAdminPort", "8010", "WebAdmin HTTP listener", _as(parse_port)),
     Setting("WebAdminSPort", "9010", "WebAdmin HTTPS listener", _as(parse_port)),
     Setting("SIPPort", "5060", "SIP listener (UDP and TCP)", _as(parse_port)),
