@@ -41,6 +41,7 @@ def components() -> tuple[list[Starter], list[ListenerFactory]]:
     protocol listeners that feed them. Imported here so that the CLI does
     not load every protocol. The relay sends through the protocols' SMTP
     client, handed to it here (smtp.md §2.1)."""
+    from waypost.protocols.http.listener import start_webuser
     from waypost.protocols.imap.listener import start_imap
     from waypost.protocols.pop3.listener import start_pop3
     from waypost.protocols.smtp.client import ClientTransport
@@ -49,7 +50,8 @@ def components() -> tuple[list[Starter], list[ListenerFactory]]:
     from waypost.services.delivery.runner import start_delivery
 
     relay = Relay(ClientTransport())
-    return [functools.partial(start_delivery, relay=relay)], [start_smtp, start_pop3, start_imap]
+    return [functools.partial(start_delivery, relay=relay)], [start_smtp, start_pop3, start_imap,
+                                                           start_webuser]
 
 
 @dataclass

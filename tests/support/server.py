@@ -95,6 +95,21 @@ class WaypostServer:
     def smtps(self) -> int:
         return self.port("SMTPSPort")
 
+    @property
+    def web(self) -> int:
+        """WebUser over HTTP (8100 + offset)."""
+        return self.port("WebUserPort")
+
+    @property
+    def webs(self) -> int:
+        """WebUser over HTTPS (9100 + offset), the server certificate."""
+        return self.port("WebUserSPort")
+
+    def url(self, path: str = "/", *, secure: bool = False) -> str:
+        """A WebUser URL on loopback (the Host header then is the IP: the Main Domain)."""
+        port = self.webs if secure else self.web
+        return f"{'https' if secure else 'http'}://127.0.0.1:{port}{path}"
+
     # -- process ---------------------------------------------------------
 
     def start(self, timeout: float = 30) -> WaypostServer:

@@ -1,0 +1,70 @@
+"""WebUser listeners: HTTP on ``WebUserPort`` (8100) and HTTPS on
+``WebUserSPort`` (9100, the server certificate), web.md §1.
+
+One aiohttp application, one ``AppRunner``, two sites, all in the server's
+event loop. HTTP/1.1 keep-alive is aiohttp's (``KEEPALIVE`` seconds idle);
+header lines and fields are bounded by aiohttp's parser, bodies by
+``WebUserMaxRequest``. The login guard is the process-wide one, so failed
+web logins count with IMAP, POP3 and SMTP AUTH. Idle sessions are swept
+every ``SWEEP`` seconds (lookups check the timeout too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aiohttp import web
+
+from waypost.protocols.http.webuser import WebUser, build_app
+from waypost.protocols.listen import ListenContext, Listener
+from waypost.services.login_guard import shared_guard
+
+log = logging.getLogger("waypost.http")
+
+KEEPALIVE = 75.0
+SWEEP = 60.0
+DEFAULT_MAX_REQUEST = 1024 * 1024
+MODES = (("WebUser", "WebUserPort", False), ("WebUserS", "WebUserSPort", True))
+
+
+async def start_webuser(server: ListenContext) -> list[Listener]:
+    webuser = WebUser(server.services, shared_guard(), tls=server.tls)
+    max_request = webuser.settings.size("WebUserMaxRequest") or 50 * DEFAULT_MAX_REQUEST
+    app = build_app(webuser, max_request=max_request)
+    runner = web.AppRunner(app, access_log=logging.getLogger("waypost.http.access"),
+                           keepalive_timeout=KEEPALIVE, shutdown_timeout=5.0)
+    await runner.setup()
+
+    async def sweep() -> None:
+        while True:
+            await asyncio.sleep(SWEEP)
+            webuser.sessions.expire()
+
+    sweeper = asyncio.create_task(sweep())
+    listeners: list[Listener] = []
+    closed = False
+
+    async def close() -> None:
+        nonlocal closed
+        if closed:
+            return
+        closed = True
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
+        await runner.cleanup()
+        webuser.close()
+
+    for name, port_setting, secure in MODES:
+        if secure and server.tls is None:
+            log.warning("%s not started: no TLS context", name)
+            continue
+        port = server.port(port_setting)
+        site = web.TCPSite(runner, server.listen, port, reuse_address=True,
+                           ssl_context=server.tls if secure else None)
+        await site.start()
+        log.info("%s listening on %s:%d", name, server.listen, port)
+        listeners.append(Listener(name, server.listen, port, close))
+    return listeners
