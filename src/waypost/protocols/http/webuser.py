@@ -225,6 +225,25 @@ async def not_a_domain(app: WebUser, target: WebTarget) -> web.Response | None:
     return None
 
 
+def login_dataset(domain: str, *, secure: bool, has_certificate: bool, csrf: str,
+                  error_code: str = "", login_name: str = "") -> dict[str, Any]:
+    """The login page dataset (web.md §4.6). Flags that are false are absent
+    (a missing value is false in WSSP); ``loginName`` is made safe for raw
+    output; ``canAutoSignup`` and ``hasMailLists`` are absent until self-signup
+    and public lists exist."""
+    dataset: dict[str, Any] = {"domainName": domain, "csrfToken": csrf,
+                               "skinName": DEFAULT_SKIN}
+    if secure:
+        dataset["secureChannel"] = True
+    if has_certificate:
+        dataset["hasCertificate"] = True
+    if error_code:
+        dataset["errorCode"] = error_code
+    if login_name:
+        dataset["loginName"] = safe_text(login_name)
+    return dataset
+
+
 async def login_page(app: WebUser, request: web.Request, target: WebTarget, *,
                      error_code: str = "", login_name: str = "", status: int = 200
                      ) -> web.Response:
@@ -232,19 +251,9 @@ async def login_page(app: WebUser, request: web.Request, target: WebTarget, *,
     cookie = request.cookies.get(LOGIN_COOKIE, "")
     if not re.fullmatch(r"[A-Za-z0-9_-]{32,64}", cookie):
         cookie = secrets.token_urlsafe(32)
-    dataset: dict[str, Any] = {
-        "domainName": target.domain,
-        "csrfToken": app.csrf_for(cookie),
-        "skinName": DEFAULT_SKIN,
-    }
-    if request.secure:
-        dataset["secureChannel"] = True
-    if app.has_certificate:
-        dataset["hasCertificate"] = True
-    if error_code:
-        dataset["errorCode"] = error_code
-    if login_name:
-        dataset["loginName"] = safe_text(login_name)
+    dataset = login_dataset(target.domain, secure=request.secure,
+                            has_certificate=app.has_certificate, csrf=app.csrf_for(cookie),
+                            error_code=error_code, login_name=login_name)
     body = await app.render(target.domain, DEFAULT_SKIN, "login.wssp", dataset)
     if body is None:
         log.error("no login.wssp for domain %s in any skin level", target.domain)
