@@ -74,7 +74,7 @@ from waypost.services.login_guard import LoginGuard
 from waypost.services.mailaccess.errors import MailboxError
 from waypost.services.mailaccess.service import MailAccess
 from waypost.services.skins import Skins
-from waypost.services.webdomain import Place, WebTarget, detect
+from waypost.services.webdomain import Place, WebTarget, detect, host_name
 from waypost.settings import ServerSettings
 from waypost.web.pages import Pages
 
@@ -211,7 +211,8 @@ async def error_page(app: WebUser, domain: str, text: str, code: str, status: in
 
 async def unknown_domain(app: WebUser, target: WebTarget) -> web.Response:
     log.info("HTTP request for unknown domain %r", target.host)
-    return await error_page(app, "", f"Unknown domain {target.host}: this server does not "
+    named = f" {target.host}" if host_name(target.host) else ""  # a malformed one: not echoed
+    return await error_page(app, "", f"Unknown domain{named}: this server does not "
                             "serve that name.", "unknownDomain", 404)
 
 
