@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import http.client
+import imaplib
 import re
 import socket
 import ssl
@@ -18,6 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
+from pathlib import Path
 
 import httpx
 import pytest
@@ -57,7 +59,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         d.create_account("carol@client.com", PASSWORD)
         d.add_alias("caro@client.com", "carol@client.com")
         d.create_domain("assigned.dom", {"AssignedIPAddresses": "192.0.2.7"})
-        svc.router.set_table("www.client.com = client.com\n")
+        svc.router.set_table("www.client.com = client.com\n"
+                             "<LoginPage@alice.main.dom> = alice@main.dom\n")
         svc.set_setting("LoginFailureLimit", "0")  # the guard's lock-out has its own test
     finally:
         svc.close()
@@ -109,6 +112,8 @@ def session_path(response: httpx.Response) -> str:
 
 
 def test_listeners_run_and_are_printed(site: Site) -> None:
+    assert re.search(rf"WebUser +127\.0\.0\.1:{site.server.web}\n", site.server.banner)
+    assert re.search(rf"WebUserS +127\.0\.0\.1:{site.server.webs}\n", site.server.banner)
     logs = site.server.logs()
     assert f"WebUser listening on 127.0.0.1:{site.server.web}" in logs
     assert f"WebUserS listening on 127.0.0.1:{site.server.webs}" in logs
@@ -240,6 +245,24 @@ def test_an_unknown_host_never_shows_another_domain(site: Site, host: str) -> No
             assert "set-cookie" not in page.headers
 
 
+def test_a_personal_site_host_is_not_a_login_page_yet(site: Site) -> None:
+    with site.client() as c:
+        page = c.get("/", headers={"Host": "alice.main.dom"})
+        assert page.status_code == 404 and "csrfToken" not in page.text
+        assert "alice.main.dom" in page.text
+
+
+def test_request_bodies_are_bounded(site: Site) -> None:
+    with site.client() as c:
+        token = token_of(c.get("/").text)
+        big = c.post("/login", data={"Username": "alice", "Password": "x" * (2 << 20),
+                                     "csrfToken": token})
+        assert big.status_code == 413
+        long_name = c.post("/login", data={"Username": "a" * 5000, "Password": "x",
+                                           "csrfToken": token})
+        assert long_name.status_code == 200 and "a" * 5000 not in long_name.text
+
+
 # -- login and sessions -------------------------------------------------------------------------
 
 
@@ -363,3 +386,37 @@ def test_web_failures_are_slowed_by_the_shared_guard(site: Site) -> None:
         started = time.monotonic()
         session_path(login(c, "alice"))
         assert time.monotonic() - started < 5
+
+
+def test_lock_out_and_idle_timeout_follow_the_settings(tmp_path: Path) -> None:
+    """Failed web logins lock the name out for IMAP too (one guard); an idle
+    session ends after ``WebUserIdleTimeout``."""
+    data = tmp_path / "var"
+    server = WaypostServer(data).init()
+    svc = open_services(data)
+    try:
+        svc.directory.create_account("bob", PASSWORD)
+        svc.set_setting("LoginFailureLimit", "2")
+        svc.set_setting("WebUserIdleTimeout", "2")
+    finally:
+        svc.close()
+    server.start()
+    try:
+        site = Site(server)
+        with site.client() as c:
+            path = session_path(login(c, "bob"))
+            assert c.get(path).status_code == 200
+            time.sleep(1.0)
+            assert c.get(path).status_code == 200  # use keeps it alive
+            time.sleep(2.5)
+            assert c.get(path).status_code == 403  # idle too long
+            for _ in range(2):
+                assert login(c, "bob", "wrong").status_code == 200
+            locked = login(c, "bob", PASSWORD)  # the right password, refused
+            assert locked.status_code == 200 and "location" not in locked.headers
+        imap = imaplib.IMAP4("127.0.0.1", server.port("IMAPPort"), timeout=30)
+        with pytest.raises(imaplib.IMAP4.error):
+            imap.login("bob", PASSWORD)
+        imap.logout()
+    finally:
+        server.stop()

@@ -53,6 +53,8 @@ class WaypostServer:
         self.proc: subprocess.Popen[str] | None = None
         self.log = data.parent / f"{data.name}-server.log"
         self.postmaster_password = ""
+        self.banner = ""
+        """What ``waypost serve`` printed up to "Press Ctrl-C" (the listeners)."""
 
     # -- administration --------------------------------------------------
 
@@ -146,6 +148,7 @@ class WaypostServer:
                 break
             seen.append(line)
             if "Ctrl-C" in line:
+                self.banner = "".join(seen)
                 self._wait_port(self.smtp, deadline)
                 return self
         self.kill()
