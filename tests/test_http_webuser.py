@@ -26,6 +26,7 @@ import pytest
 from tests.support.server import WaypostServer
 
 from waypost.services.container import open_services
+from waypost.services.mailaccess.service import MailAccess
 
 SECURITY = {
     "x-frame-options": "DENY",
@@ -33,6 +34,7 @@ SECURITY = {
     "x-content-type-options": "nosniff",
 }
 PASSWORD = "web-pw-1"
+XSS_MAILBOX = "Pro<script>x</script>jects"
 
 
 @dataclass
@@ -62,6 +64,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         svc.router.set_table("www.client.com = client.com\n"
                              "<LoginPage@alice.main.dom> = alice@main.dom\n")
         svc.set_setting("LoginFailureLimit", "0")  # the guard's lock-out has its own test
+        mail = MailAccess(svc)
+        mail.ensure_inbox("alice@main.dom")
+        message = b"From: bob@remote.example\r\nSubject: hi\r\n\r\nHello.\r\n"
+        for flags in ((), (), ("\\Seen",)):
+            mail.append("alice@main.dom", "INBOX", message, flags)
+        mail.create("alice@main.dom", XSS_MAILBOX)
     finally:
         svc.close()
     server.start()
@@ -140,6 +148,7 @@ def test_gzip(site: Site) -> None:
         raw = c.get("/", headers={"Accept-Encoding": "gzip"})
         assert raw.headers.get("content-encoding") == "gzip"
         assert "csrfToken" in raw.text  # httpx decoded it
+        assert raw.headers["vary"] == "Accept-Encoding"
         plain = c.get("/", headers={"Accept-Encoding": "identity"})
         assert "content-encoding" not in plain.headers
         refused = c.get("/", headers={"Accept-Encoding": "gzip;q=0"})
@@ -285,6 +294,16 @@ def test_login_with_every_name_form(site: Site, host: str, name: str) -> None:
         assert page.status_code == 200 and "INBOX" in page.text
         assert page.headers["cache-control"] == "no-store"
         assert c.get(path.replace("Mailboxes.wssp", "style.css")).status_code == 200
+
+
+def test_the_mailbox_list_with_unread_counts(site: Site) -> None:
+    with site.client() as c:
+        page = c.get(session_path(login(c, "alice")))
+    assert page.status_code == 200
+    text = re.sub(r"<[^>]*>", " ", page.text)
+    assert re.search(r"INBOX\s+2\s+unread of\s+3", text), text  # the built-in page
+    assert "<script>x" not in page.text  # a mailbox name is text, never markup
+    assert "Pro&lt;script&gt;x&lt;/script&gt;jects" in page.text
 
 
 def test_bad_password_and_disabled_service(site: Site) -> None:

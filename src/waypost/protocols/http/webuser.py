@@ -42,7 +42,13 @@ Invariants:
   cookie is path-scoped to ``/Session/<id>/``, so several sessions can live
   in one browser;
 * blocking work (Router, store, skins, argon2, rendering) runs in the
-  module's thread pool, never on the event loop.
+  module's thread pool, never on the event loop;
+* gzip applies to text bodies of at least ``MIN_COMPRESS`` bytes. A page
+  that is compressed and holds a secret (the login page's token) must not
+  reflect attacker-chosen text (BREACH): the login page reflects the typed
+  name only after a POST that already carried a valid token, and then in
+  the reduced alphabet of :func:`safe_text`. Session pages of later parts
+  must keep to the same rule or switch compression off.
 """
 
 from __future__ import annotations
@@ -437,8 +443,15 @@ def session_dataset(request: web.Request, session: WebSession) -> dict[str, Any]
 
 
 def _mailbox_rows(mail: MailAccess, account: str) -> list[dict[str, Any]]:
+    """Own mailboxes, then subscribed ones not among them (foreign mailboxes
+    such as ``~marketing/announce``), with their counters."""
     rows = []
-    for entry in mail.list_mailboxes(account, "", ["*"], status=("MESSAGES", "UNSEEN")):
+    status = ("MESSAGES", "UNSEEN")
+    own = mail.list_mailboxes(account, "", ["*"], status=status)
+    names = {entry.name for entry in own}
+    subscribed = [entry for entry in mail.list_mailboxes(
+        account, "", ["*"], select=("SUBSCRIBED",), status=status) if entry.name not in names]
+    for entry in own + subscribed:
         if "\\Noselect" in entry.attributes or "\\NonExistent" in entry.attributes:
             continue
         values = dict(entry.status or ())
@@ -503,10 +516,12 @@ async def compress(request: web.Request, handler: Callable[[web.Request],
                    Awaitable[web.StreamResponse]]) -> web.StreamResponse:
     """gzip for text bodies when the client accepts it (issue 10 point 1)."""
     response = await handler(request)
-    if (isinstance(response, web.Response) and response.body is not None
-            and _wants_gzip(request) and COMPRESSIBLE.match(response.content_type)
-            and isinstance(response.body, bytes) and len(response.body) >= MIN_COMPRESS):
-        response.enable_compression(ContentCoding.gzip)
+    if (isinstance(response, web.Response) and isinstance(response.body, bytes)
+            and COMPRESSIBLE.match(response.content_type)
+            and len(response.body) >= MIN_COMPRESS):
+        response.headers["Vary"] = "Accept-Encoding"
+        if _wants_gzip(request):
+            response.enable_compression(ContentCoding.gzip)
     return response
 
 
