@@ -36,6 +36,8 @@ def test_a_session_needs_its_cookie_and_address() -> None:
     assert other.id != s.id and other.cookie != s.cookie and other.csrf != s.csrf
     assert store.check(s.id, other.cookie, "127.0.0.1", bind_ip=True) is None
     assert store.check("not-an-id", s.cookie, "127.0.0.1", bind_ip=True) is None
+    assert s.csrf_ok(s.csrf) and not s.csrf_ok(other.csrf)
+    assert not s.csrf_ok("") and not s.csrf_ok(None) and not s.csrf_ok(s.csrf + "é")
 
 
 def test_idle_timeout_and_logout() -> None:

@@ -219,6 +219,16 @@ def test_skin_file_traversal_is_refused(site: Site, path: str) -> None:
     assert b"SQLite format" not in reply and b"root:" not in reply and b"%%" not in reply
 
 
+def test_http_1_0_without_host_is_placed_by_the_server_address(site: Site) -> None:
+    with socket.create_connection(("127.0.0.1", site.server.web), timeout=30) as sock:
+        sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.") and b" 200 " in reply.split(b"\r\n", 1)[0]
+    assert b"main.dom" in reply and b"csrfToken" in reply
+
+
 # -- which domain --------------------------------------------------------------------------
 
 

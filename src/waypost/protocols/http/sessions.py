@@ -46,6 +46,12 @@ class WebSession:
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     last_seen: float = 0.0
 
+    def csrf_ok(self, token: str | None) -> bool:
+        """Does a form's ``csrfToken`` belong to this session? (constant time;
+        every POST inside a session must pass it)."""
+        return bool(token) and hmac.compare_digest(
+            self.csrf.encode(), (token or "").encode("utf-8", "replace"))
+
 
 class SessionStore:
     """The live sessions of the process."""
