@@ -236,7 +236,7 @@ def _html(text: str) -> str:
 
 
 def _url(text: str) -> str:
-    return quote(text, safe="")
+    return quote(text, safe="", errors="replace")  # lone surrogates from mail -> "?"
 
 
 def encode(text: str, charset: str | None) -> bytes:
