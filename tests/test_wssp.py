@@ -237,6 +237,8 @@ def test_isindex_marks_the_current_row() -> None:
     assert render(tpl, {"rows": ["a", "b", "c"], "selected": "2"}) == "ab[c]"
     assert render(tpl, {"rows": ["a", "b"], "selected": "x"}) == "ab"
     assert render("%%ISINDEX(0 IN rows)%%", {"rows": ["a"]}) == "NO"  # not inside the loop
+    tpl = "<!--%%FOREACH rows-->%%ISINDEX(1 IN rows[])%%,%%IsIndex(0 in rows)%%;<!--%%ENDFOR-->"
+    assert render(tpl, {"rows": ["a", "b"]}) == "NO,YES;YES,NO;"
 
 
 def test_translate() -> None:

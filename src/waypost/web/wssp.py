@@ -59,7 +59,8 @@ Choices where the spec is open (each marked [waypost] or "unconfirmed")
   ``EXISTS(e)`` -- ``e`` has a value (not missing, not ``None``).
   ``EQUALS(a AND b)`` -- text forms equal, case-sensitive; ``a == b`` and
   ``a != b`` are sugar. ``ISINDEX(x IN s)`` -- inside ``FOREACH s``, the
-  current 0-based index equals the number ``x`` (unconfirmed semantics).
+  current 0-based index equals the number ``x`` (unconfirmed semantics;
+  ``s`` may also be written as the scanner ``s[]``).
   ``TRANSLATE(x USING d)`` -- the value under key text-of-``x`` in the
   dictionary ``d``, missing if absent (unconfirmed semantics).
   ``STRING(key)`` -- the localised string ``key`` from the skin's strings
@@ -407,7 +408,7 @@ def _fn_equals(ctx: _Ctx, a: _Expr, b: _Expr) -> bool:
 
 
 def _fn_isindex(ctx: _Ctx, x: _Expr, s: _Expr) -> bool:
-    current = ctx.scanners.get(s.text)
+    current = ctx.scanners.get(s.name if isinstance(s, _Scanner) else s.text)
     if current is None:
         return False
     want = x.value(ctx)
