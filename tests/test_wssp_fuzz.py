@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import logging
+import re
 import time
 from typing import Any
 from urllib.parse import unquote
@@ -14,7 +15,7 @@ from urllib.parse import unquote
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from waypost.web.wssp import STRINGS_KEY, Page, compile_page, to_text
+from waypost.web.wssp import STRINGS_KEY, Page, _lex, compile_page, to_text
 
 QUIET = logging.getLogger("tests.wssp_fuzz")
 QUIET.propagate = False
@@ -168,3 +169,38 @@ def test_html_and_url_outputs_round_trip_and_carry_no_markup(value: Any) -> None
     encoded = compile_page("%%URL:v%%", "u.wssp", log=QUIET).render({"v": value})
     assert unquote(encoded) == text
     assert not set("<>\"' /?&#\n") & set(encoded)
+
+
+# The lexer is hand-written for linear time; this regex says the same thing
+# plainly (and is quadratic on long lines), so it serves as the oracle.
+ORACLE = re.compile(
+    r"<!--%%[ \t]*(?P<kw>[A-Za-z]*)(?P<args>[^\n]*?)-->"
+    r"|(?P<open><!--%%)"
+    r"|%%(?P<expr>(?:[^%\n]|%(?!%))*)(?<!<!--)%%"
+)
+
+
+def oracle(text: str) -> list[tuple[str, int, int, str, str]]:
+    found = []
+    for m in ORACLE.finditer(text):
+        if m.group("expr") is not None:
+            found.append(("expr", m.start(), m.end(), "", m.group("expr")))
+        elif m.group("open") is not None:
+            found.append(("open", m.start(), m.end(), "", ""))
+        else:
+            found.append(("struct", m.start(), m.end(), m.group("kw"), m.group("args")))
+    return found
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.sampled_from(["<!--", "%%", "%", "-->", "-", "<", "!", "\n", " ", "\t", "IF", "a", "x "]), max_size=30).map("".join))
+def test_lexer_agrees_with_the_plain_regex(text: str) -> None:
+    mine = [(x.kind, x.start, x.end, x.keyword, x.args) for x in _lex(text)]
+    assert mine == oracle(text)
+
+
+def test_lexing_a_long_line_of_unclosed_elements_is_linear() -> None:
+    started = time.perf_counter()
+    page = compile_page("<!--%%IF x" * 20_000 + "%%a b" * 20_000, "long.wssp", log=QUIET)
+    assert time.perf_counter() - started < 5
+    assert len(page.errors) == 30_000

@@ -94,7 +94,7 @@ import datetime as _dt
 import html
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -798,11 +798,64 @@ class _Include(_Node):
 # ---------------------------------------------------------------------------
 # Lexing and compiling (§4.1, §4.4)
 
-_ELEMENT = re.compile(
-    r"<!--%%[ \t]*(?P<kw>[A-Za-z]*)(?P<args>[^\n]*?)-->"
-    r"|(?P<open><!--%%)"
-    r"|%%(?P<expr>(?:[^%\n]|%(?!%))*)(?<!<!--)%%"
-)
+_KEYWORD = re.compile(r"[ \t]*([A-Za-z]*)")
+
+
+@dataclass(frozen=True)
+class _Lexeme:
+    """One element found by :func:`_lex`: ``kind`` is "expr", "struct" or "open"."""
+
+    kind: str
+    start: int
+    end: int
+    keyword: str = ""
+    args: str = ""
+
+
+def _lex(text: str) -> Iterator[_Lexeme]:
+    """The elements of ``text`` in order, in time linear in its length.
+
+    ``<!--%%KEYWORD args-->`` must close on its line ("open" when it does not);
+    ``%%expr%%`` closes at the next ``%%`` on its line, unless that ``%%`` opens
+    a structural element (then the first ``%%`` is literal text). A line known
+    to hold no ``-->`` after some point is not searched again, so a line of
+    many unclosed ``<!--%%`` is not quadratic."""
+    pos = 0
+    size = len(text)
+    no_close_until = -1  # no "-->" between the last failed search and this index
+    while True:
+        i = text.find("%%", pos)
+        if i < 0:
+            return
+        start = i - 4
+        if start >= pos and text.startswith("<!--", start):
+            eol = text.find("\n", i)
+            eol = size if eol < 0 else eol
+            close = -1 if eol <= no_close_until else text.find("-->", i + 2, eol)
+            if close < 0:
+                no_close_until = eol
+                yield _Lexeme("open", start, i + 2)
+                pos = i + 2
+                continue
+            kw = _KEYWORD.match(text, i + 2, close)
+            assert kw is not None  # the pattern matches the empty string
+            yield _Lexeme("struct", start, close + 3, kw.group(1), text[kw.end():close])
+            pos = close + 3
+            continue
+        j = text.find("%%", i + 2)
+        if j < 0:
+            return
+        newline = text.find("\n", i + 2, j)
+        if newline >= 0:  # no closing %% on this line: the %% is text
+            pos = newline
+            continue
+        if j - 4 >= i + 2 and text.startswith("<!--", j - 4):  # the next %% opens an element
+            pos = i + 2
+            continue
+        yield _Lexeme("expr", i, j + 2, args=text[i + 2:j])
+        pos = j + 2
+
+
 _PREFIX = re.compile(r"\s*(?P<enc>[A-Za-z]+):(?!:)")
 _INCLUDE_ARG = re.compile(r'\s*"(?P<file>(?:[^"\\]|\\.)*)"\s*\Z', re.DOTALL)
 _ENCODERS: dict[str, Callable[[str], str]] = {"HTML": _html, "URL": _url}
@@ -889,14 +942,14 @@ def _compile(page: Page, text: str) -> None:
             page._error(at, f"bad expression in {what} {source.strip()!r}: {exc}")
             return None
 
-    for m in _ELEMENT.finditer(text):
-        start = m.start()
+    for m in _lex(text):
+        start = m.start
         add_text(text[last:start], line)
         line += text.count("\n", last, start)
-        last = m.end()
+        last = m.end
         at = line
-        if m.group("expr") is not None:
-            source = m.group("expr")
+        if m.kind == "expr":
+            source = m.args
             encoder = None
             prefix = _PREFIX.match(source)
             if prefix is not None:
@@ -909,12 +962,12 @@ def _compile(page: Page, text: str) -> None:
             if expr is not None:
                 body.append(_Out(at, expr, encoder))
             continue
-        if m.group("open") is not None:
+        if m.kind == "open":
             page._error(at, "structural element without closing '-->'")
-            add_text(m.group(0), at)
+            add_text(text[m.start:m.end], at)
             continue
-        keyword = m.group("kw").upper()
-        args = m.group("args")
+        keyword = m.keyword.upper()
+        args = m.args
         if keyword in ("IF", "FOREACH"):
             if len(stack) >= MAX_NESTING:
                 page._error(at, f"{keyword} nests deeper than {MAX_NESTING}; element removed")
@@ -970,7 +1023,7 @@ def _compile(page: Page, text: str) -> None:
                 continue
             body.append(_Include(at, _ESCAPE.sub(lambda e: e.group(1), arg.group("file"))))
         else:
-            page._error(at, f"unknown keyword {m.group('kw') or '(none)'!r}; element removed")
+            page._error(at, f"unknown keyword {m.keyword or '(none)'!r}; element removed")
     add_text(text[last:], line)
     for block in reversed(stack):
         page._error(block.node.line, f"{block.keyword} not closed; closed at end of file")
