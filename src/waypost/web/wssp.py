@@ -32,7 +32,10 @@ Choices where the spec is open (each marked [waypost] or "unconfirmed")
 * Lexing: a text element ``%%expr%%`` stays on one line and contains no
   ``%%``; a structural element ``<!--%%KEYWORD args-->`` too. A stray
   ``%%`` pair whose inside is not an expression is a template error and is
-  removed (so a skin writes a literal ``%%`` only outside such pairs).
+  removed (so a skin writes a literal ``%%`` only outside such pairs); a
+  ``%%`` with no partner on its line is plain text. The lexer is
+  hand-written and linear in the file size (tests check it against the
+  plain regular expression).
 * Text encodings: ``HTML:`` and ``URL:`` prefixes, case-insensitive.
 * Values to text (§4.3): strings as they are; ``True``/``False`` as
   ``YES``/``NO`` (the CGP spelling of booleans in settings); ``None`` or a
@@ -82,6 +85,9 @@ Choices where the spec is open (each marked [waypost] or "unconfirmed")
   or an includer that raises gives ``<!-- missing file.wssi -->`` and a log
   record; deeper than 10 gives ``<!-- include too deep: file.wssi -->``.
   Includes see the same dataset and the scanners of the including loop.
+  The name goes to the includer exactly as the skin wrote it: the includer
+  (the skin search order) must refuse ``..``, ``/``, ``\\``, NUL and the
+  like. Each name is resolved once per render.
 * Charset (§4.1): :meth:`Page.render` returns ``str``; :func:`encode`
   turns it into the bytes of the dataset's ``charset`` (unencodable
   characters as HTML character references).
