@@ -445,6 +445,7 @@ def compile_logged(text: str, caplog: pytest.LogCaptureFixture) -> tuple[Page, l
         ("1\n<!--%%FOREACH a-->A", 2, "FOREACH not closed", "1\n"),
         ("<!--%%INCLUDE login.wssi-->x", 1, "quoted file name", "x"),
         ("a\n<!--%%-->b", 2, "unknown keyword", "a\nb"),
+        ("<!--%%IF2 a-->b<!--%%ENDIF-->", 1, "unknown keyword 'IF2'", "b"),
         ("<!--%%IF a b-->A<!--%%ELSE-->B<!--%%ENDIF-->", 1, "bad expression in IF", "B"),
         ("<!--%%FOREACH (-->A<!--%%ENDFOR-->", 1, "bad expression in FOREACH", ""),
         ("a<!--%%IF x\n-->b", 1, "without closing '-->'", "a<!--%%IF x\n-->b"),

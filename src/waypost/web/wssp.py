@@ -804,7 +804,7 @@ class _Include(_Node):
 # ---------------------------------------------------------------------------
 # Lexing and compiling (§4.1, §4.4)
 
-_KEYWORD = re.compile(r"[ \t]*([A-Za-z]*)")
+_KEYWORD = re.compile(r"[ \t]*([A-Za-z0-9_]*)")
 
 
 @dataclass(frozen=True)
