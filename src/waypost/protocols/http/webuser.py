@@ -77,11 +77,18 @@ from waypost.protocols.http.sessions import SessionStore, WebSession
 from waypost.services import auth
 from waypost.services.container import Services
 from waypost.services.login_guard import LoginGuard
-from waypost.services.mailaccess.errors import MailboxError
+from waypost.services.mailaccess.errors import (
+    InvalidMailboxName,
+    MailboxError,
+    NoPermission,
+    NotFound,
+    StoreError,
+)
 from waypost.services.mailaccess.service import MailAccess
 from waypost.services.skins import Skins
 from waypost.services.webdomain import Place, WebTarget, detect, host_name
 from waypost.settings import ServerSettings
+from waypost.web import mail as webmail
 from waypost.web.pages import Pages
 
 log = logging.getLogger("waypost.http")
@@ -423,6 +430,10 @@ async def handle_session(request: web.Request) -> web.StreamResponse:
         return await logout(app, request, session)
     if what == "Mailboxes.wssp":
         return await mailboxes_page(app, request, session)
+    if what == "Mailbox.wssp":
+        return await mailbox_page(app, request, session)
+    if what == "Message.wssp":
+        return await message_page(app, request, session)
     if what.lower().endswith((".wssp", ".wssi")):
         raise web.HTTPNotFound(text="no such page")
     return await skin_file(app, request, session.domain, session.skin, what)
@@ -436,6 +447,7 @@ def session_dataset(request: web.Request, session: WebSession) -> dict[str, Any]
         "sessionID": session.id,
         "csrfToken": session.csrf,
         "skinName": session.skin,
+        "filesRef": f"/Session/{session.id}/",
     }
     if request.secure:
         dataset["secureChannel"] = True
@@ -484,7 +496,124 @@ async def mailboxes_page(app: WebUser, request: web.Request, session: WebSession
             "Mailboxes",
             f'<p>Logged in as {dataset["accountName"]}.</p><ul class="mailboxes">{items}</ul>'
             f'<p><a href="Logout">Log out</a></p>')
-    return _html(body)
+    return _no_gzip(_html(body))
+
+
+NO_GZIP = "waypost.no_gzip"
+"""Set on a response that must not be compressed: session pages that show
+mail content or mailbox names (attacker-chosen text) beside the session's
+secrets (BREACH; see the module docstring)."""
+
+
+def _no_gzip(response: web.Response) -> web.Response:
+    response[NO_GZIP] = True
+    return response
+
+
+MAIL_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
+    (NoPermission, 403, "noPermission"),
+    (NotFound, 404, "notFound"),
+    (InvalidMailboxName, 400, "badMailboxName"),
+    (MailboxError, 400, "mailboxError"),
+    (StoreError, 503, "storeError"),
+)
+
+
+async def mail_refusal(app: WebUser, request: web.Request, session: WebSession,
+                       exc: Exception) -> web.Response:
+    """A clear page for a refused or failed mail request (never its data):
+    403 without the right, 404 for what is not there, 400 for a bad
+    parameter; the service's message says why."""
+    status, code = next(((s, c) for kind, s, c in MAIL_ERRORS if isinstance(exc, kind)),
+                        (400, "badRequest"))
+    if status >= 500:
+        log.error("webmail request of %s failed: %s", session.account, exc)
+    text = str(exc) if not isinstance(exc, StoreError) or status < 500 else \
+        "The mail store cannot answer now. Try again later."
+    return _no_gzip(await error_page(app, session.domain, text, code, status))
+
+
+async def mailbox_page(app: WebUser, request: web.Request, session: WebSession
+                       ) -> web.Response:
+    """``Mailbox.wssp``: one page of a mailbox's messages (issue 10 point 6)."""
+    try:
+        query = webmail.list_query(request.query)
+        found = await app.run(webmail.message_list, app.mail, session.account, query)
+    except (webmail.BadRequest, StoreError) as exc:
+        return await mail_refusal(app, request, session, exc)
+    dataset = session_dataset(request, session)
+    dataset.update(found)
+    body = await app.render(session.domain, session.skin, "Mailbox.wssp", dataset)
+    if body is None:
+        return await mail_refusal(app, request, session, NotFound("no Mailbox.wssp in the skin"))
+    return _no_gzip(_html(body))
+
+
+IMAGES_CSP = SECURITY_HEADERS["Content-Security-Policy"].replace(
+    "img-src 'self' data:", "img-src 'self' data: http: https:")
+"""The policy of a message view whose reader asked for remote images."""
+
+
+async def message_page(app: WebUser, request: web.Request, session: WebSession
+                       ) -> web.Response:
+    """``Message.wssp``: one message, its HTML sanitised (issue 10 point 6)."""
+    show_images = request.query.get("ShowImages") == "1"
+    try:
+        name = webmail.check_mailbox(request.query.get("Mailbox", ""))
+        uid = webmail.check_uid(request.query.get("UID"))
+        found = await app.run(webmail.message_view, app.mail, session.account, name, uid,
+                              show_images=show_images, plain=request.query.get("Plain") == "1")
+    except (webmail.BadRequest, StoreError) as exc:
+        return await mail_refusal(app, request, session, exc)
+    dataset = session_dataset(request, session)
+    dataset.update(found)
+    body = await app.render(session.domain, session.skin, "Message.wssp", dataset)
+    if body is None:
+        return await mail_refusal(app, request, session, NotFound("no Message.wssp in the skin"))
+    response = _no_gzip(_html(body))
+    if show_images:
+        response.headers["Content-Security-Policy"] = IMAGES_CSP
+    return response
+
+
+INLINE_IMAGES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+"""Raster images only: what a ``cid:`` reference may show inline (never SVG or HTML)."""
+
+
+async def handle_part(request: web.Request) -> web.StreamResponse:
+    """``GET /Session/<id>/Part/<mailbox>/<uid>/<part>``: a message part as a
+    download (``Content-Disposition: attachment``, its own content type,
+    ``nosniff``, a sandboxing policy); ``?Inline=1`` serves an image inline
+    for ``cid:`` references, never anything else inline."""
+    app: WebUser = request.app[WEBUSER]
+    sid = request.match_info["sid"]
+    session = app.sessions.check(sid, request.cookies.get(SESSION_COOKIE), _client_ip(request),
+                                 bind_ip=app.settings.flag("WebUserBindIP"))
+    if session is None:
+        raise web.HTTPForbidden(text="no such session")
+    mailbox, _, rest = request.match_info["rest"].rpartition("/")
+    mailbox, _, uid_text = mailbox.rpartition("/")
+    try:
+        name = webmail.check_mailbox(mailbox)
+        uid = webmail.check_uid(uid_text)
+        number = webmail.check_part(rest)
+        part = await app.run(webmail.download, app.mail, session.account, name, uid, number)
+    except (webmail.BadRequest, StoreError) as exc:
+        return await mail_refusal(app, request, session, exc)
+    kind = part.content_type if re.fullmatch(r"[a-z0-9.+-]+/[a-z0-9.+-]+", part.content_type) \
+        else "application/octet-stream"
+    inline = request.query.get("Inline") == "1" and kind in INLINE_IMAGES
+    disposition = "inline" if inline else "attachment"
+    ascii_name = re.sub(r'[^A-Za-z0-9._ -]', "_", part.filename)[:200] or "part"
+    quoted = urllib.parse.quote(part.filename[:200], safe="")
+    response = web.Response(body=part.data, headers={
+        "Content-Disposition": f"{disposition}; filename=\"{ascii_name}\"; "
+                               f"filename*=UTF-8''{quoted}",
+        "Content-Security-Policy": "default-src 'none'; sandbox",
+        "Cache-Control": "private, no-store",
+    })
+    response.content_type = kind
+    return _no_gzip(response)
 
 
 async def logout(app: WebUser, request: web.Request, session: WebSession) -> web.Response:
@@ -517,6 +646,7 @@ async def compress(request: web.Request, handler: Callable[[web.Request],
     """gzip for text bodies when the client accepts it (issue 10 point 1)."""
     response = await handler(request)
     if (isinstance(response, web.Response) and isinstance(response.body, bytes)
+            and not response.get(NO_GZIP)
             and COMPRESSIBLE.match(response.content_type)
             and len(response.body) >= MIN_COMPRESS):
         response.headers["Vary"] = "Accept-Encoding"
@@ -541,6 +671,7 @@ def build_app(webuser: WebUser, *, max_request: int) -> web.Application:
     app.router.add_get("/", handle_root)
     app.router.add_get("/login", handle_login_get)
     app.router.add_post("/login", handle_login)
+    app.router.add_get("/Session/{sid}/Part/{rest:.+}", handle_part)
     app.router.add_get("/Session/{sid}/{request}", handle_session)
     app.router.add_get("/skins/{name}", handle_skin_file)
     app.router.add_get("/skins/{skin}/{name}", handle_skin_file)
