@@ -350,8 +350,6 @@ def message_view(mail: MailAccess, user: str, name: str, uid: int, *,
             dataset["imagesBlocked"] = blocked
             dataset["showImagesURL"] = esc(
                 f"Message.wssp?Mailbox={mailbox_url}&UID={uid}&ShowImages=1")
-        if text_part is not None or html_part is not None:
-            dataset["hasPlain"] = True
     else:
         source = text_part or html_part
         dataset["textBody"] = esc(mime.part_text(data, source)) if source is not None else ""

@@ -7,8 +7,19 @@ URLs [waypost choices where the spec leaves them open]:
 * ``POST /login`` — ``Username``, ``Password``, ``csrfToken``; success is a
   303 to ``/Session/<id>/Mailboxes.wssp``, failure the login page again with
   ``errorCode`` ``badPassword`` (200);
-* ``GET /Session/<id>/<request>`` — a session page (``Mailboxes.wssp``), the
-  session's skin files by plain name (``style.css``), ``Logout``;
+* ``GET /Session/<id>/<request>`` — a session page, the session's skin files
+  by plain name (``style.css``), ``Logout``. Pages: ``Mailboxes.wssp`` (own,
+  subscribed foreign and aliased mailboxes with counts),
+  ``Mailbox.wssp?Mailbox=&Skip=&Limit=&Sort=date|from|subject|size&Order=
+  asc|desc&Search=`` (the message list, :mod:`waypost.web.mail`),
+  ``Message.wssp?Mailbox=&UID=[&ShowImages=1][&Plain=1]`` (the message view,
+  HTML sanitised by :mod:`waypost.web.sanitize`; viewing sets \\Seen);
+  a refused mailbox is the error page with 403/404, a bad parameter 400;
+* ``GET /Session/<id>/Part/<mailbox>/<uid>/<part>`` — a message part as a
+  download (the mailbox URL-encoded, possibly with ``/``; the part an IMAP
+  section number): ``Content-Disposition: attachment``, the part's content
+  type, a sandboxing CSP; ``?Inline=1`` shows raster images inline (the
+  ``cid:`` images of a message view) and nothing else;
 * ``GET /skins/<file>`` and ``GET /skins/<skin>/<file>`` — skin files of the
   request's domain (unnamed skin, or the named one); ``GET /<file>`` serves
   the same as ``/skins/<file>`` so a login page may name ``style.css``
@@ -48,7 +59,12 @@ Invariants:
   reflect attacker-chosen text (BREACH): the login page reflects the typed
   name only after a POST that already carried a valid token, and then in
   the reduced alphabet of :func:`safe_text`. Session pages of later parts
-  must keep to the same rule or switch compression off.
+  must keep to the same rule or switch compression off: the mail pages
+  (mailbox list, message list and view, parts) reflect attacker-chosen text
+  and are never compressed (:data:`NO_GZIP`);
+* a message view that shows remote images (``ShowImages=1``) is the only
+  page whose policy allows ``http:``/``https:`` images; without it remote
+  images are already replaced in the markup, and the policy blocks them too.
 """
 
 from __future__ import annotations
