@@ -112,6 +112,8 @@ def mail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mail]:
         uids["html"] = access.append(ALICE, "INBOX", html_message()).uid
         uids["markup"] = access.append(ALICE, "INBOX", plain(
             '<script>alert("subj")</script>', '"<b>Evil</b>" <evil@remote.example>')).uid
+        access.create(ALICE, "Projects/Sub")
+        uids["nested"] = access.append(ALICE, "Projects/Sub", html_message()).uid
         access.create(ALICE, XSS_BOX)
         access.append(ALICE, XSS_BOX, plain("inside the odd box"))
         access.create("bob@main.dom", "Private")
@@ -380,3 +382,17 @@ def test_mail_pages_are_not_compressed(mail: Mail) -> None:
             response = c.get(base + page, headers={"Accept-Encoding": "gzip"})
             assert response.status_code == 200
             assert "content-encoding" not in response.headers
+
+
+def test_parts_of_a_mailbox_below_another(mail: Mail) -> None:
+    """A mailbox name with the hierarchy delimiter travels URL-encoded in the
+    Part path and still names the right message."""
+    with mail.client() as c:
+        base = mail.session(c)
+        page = c.get(base + "Message.wssp", params={"Mailbox": "Projects/Sub",
+                                                   "UID": str(mail.uids["nested"])})
+        assert page.status_code == 200
+        url = re.search(r'<li><a href="(Part/[^"]+)" download>report.csv<', page.text)
+        assert url and url.group(1).startswith("Part/Projects%2FSub/")
+        csv = c.get(base + url.group(1))
+        assert csv.status_code == 200 and csv.content == b"col1,col2\r\n1,2\r\n"
