@@ -33,9 +33,15 @@ from collections.abc import Callable
 
 import nh3
 
-BLOCKED_IMAGE = "blocked-image.svg"
-"""[waypost] A skin file, relative to the session URL, shown instead of a
-remote image until the reader asks for images."""
+BLOCKED_IMAGE = (
+    "data:image/svg+xml,%3Csvg xmlns='http%3A//www.w3.org/2000/svg' width='48' height='32'%3E"
+    "%3Crect x='1' y='1' width='46' height='30' fill='%23eef1f5' stroke='%23c8ced8'/%3E"
+    "%3Cpath d='M6 6l36 20' stroke='%23a4161a' stroke-width='2'/%3E%3C/svg%3E"
+)
+"""[waypost] What a remote image shows until the reader asks for images: a
+small crossed-out frame as a ``data:`` URL (the page's policy allows
+``data:`` images; a skin file would need an SVG namespace URL, which the stock
+skin's no-``http://`` rule forbids)."""
 
 TAGS = frozenset({
     "a", "abbr", "b", "blockquote", "br", "caption", "center", "code", "col", "colgroup",
