@@ -25,6 +25,8 @@ from waypost.services.mailaccess.service import MailAccess
 
 PASSWORD = "browser-pw-1"
 SESSION_PAGE = re.compile(r"/Session/[A-Za-z0-9_-]{20,}/Mailboxes\.wssp$")
+AFTER_SIGN_IN = re.compile(r"/login$|/Session/")
+"""Where the form's POST leaves the browser: the login page again, or a session."""
 HOWTO_LOGIN = """<!--%%IF secureChannel -->
 <!--%%INCLUDE "login.wssi" -->
 <!--%%ELSE -->
@@ -73,7 +75,7 @@ def sign_in(page: Page, server: WaypostServer, name: str, password: str = PASSWO
     page.get_by_label("Name").fill(name)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
-    page.wait_for_load_state()
+    page.wait_for_url(AFTER_SIGN_IN)
 
 
 def unseen(page: Page, mailbox: str) -> int:
@@ -98,7 +100,7 @@ def test_log_in_see_inbox_unread_and_log_out(server: WaypostServer,
     session_url = page.url
 
     page.get_by_role("link", name="Log out").click()
-    page.wait_for_load_state()
+    page.wait_for_url(re.compile(r"/Logout$"))
     assert "/Session/" in page.url and "INBOX" not in page.content()
     # the session is gone: the same URL now gives the login form, no mailboxes
     response = page.goto(session_url)
