@@ -45,3 +45,7 @@ def secure_password_hashing() -> Iterator[None]:
     passwords.reset()
     yield
     passwords.configure(**passwords.FAST_PARAMETERS)
+
+
+# Debian's Chromium through Playwright: ``browser`` (one per module), ``context``, ``phone``.
+from tests.support.browser import browser, context, phone  # noqa: E402, F401
