@@ -306,17 +306,25 @@ def _content_id(part: mime.Part) -> str:
     return (part.id or "").strip().strip("<>").strip()
 
 
-def message_view(mail: MailAccess, user: str, name: str, uid: int, *,
-                 show_images: bool = False, plain: bool = False) -> dict[str, Any]:
-    """The dataset of ``Message.wssp``; sets \\Seen (with the ``s`` right).
-    :class:`NotFound` when the message is not there."""
+def _one_message(
+    mail: MailAccess, user: str, name: str, uid: int
+) -> tuple[Opened, MessageData, bytes, mime.ParsedMessage]:
+    """A message the user may read, with its bytes and MIME parse;
+    :class:`NotFound` when it is not there."""
     opened = mail.open(user, name, "r")
     batch = mail.fetch(opened, [(0, uid)], FetchNeeds(raw=True, parsed=True))
     if not batch.messages:
         raise NotFound(f"no message with UID {uid}")
     message = batch.messages[0]
     data = message.raw or b""
-    parsed = message.parsed or mime.parse(data)
+    return opened, message, data, message.parsed or mime.parse(data)
+
+
+def message_view(mail: MailAccess, user: str, name: str, uid: int, *,
+                 show_images: bool = False, plain: bool = False) -> dict[str, Any]:
+    """The dataset of ``Message.wssp``; sets \\Seen (with the ``s`` right).
+    :class:`NotFound` when the message is not there."""
+    opened, message, data, parsed = _one_message(mail, user, name, uid)
     env = parsed.envelope
     mailbox_url = quote(name)
     parts = list(numbered_parts(parsed.root))
@@ -375,13 +383,7 @@ def message_view(mail: MailAccess, user: str, name: str, uid: int, *,
 def download(mail: MailAccess, user: str, name: str, uid: int, number: tuple[int, ...]
              ) -> Download:
     """A part's decoded content. :class:`NotFound` for a missing message or part."""
-    opened = mail.open(user, name, "r")
-    batch = mail.fetch(opened, [(0, uid)], FetchNeeds(raw=True, parsed=True))
-    if not batch.messages:
-        raise NotFound(f"no message with UID {uid}")
-    message = batch.messages[0]
-    data = message.raw or b""
-    parsed = message.parsed or mime.parse(data)
+    _, _, data, parsed = _one_message(mail, user, name, uid)
     part = parsed.find(number)
     if part is None or part.is_multipart:
         raise NotFound("no such part")
