@@ -18,6 +18,7 @@ from email.message import EmailMessage
 
 import pytest
 from playwright.sync_api import BrowserContext, Page, Request, Route
+from tests.support.howto import HOWTO_LOGIN
 from tests.support.server import WaypostServer
 
 from waypost.services.container import open_services
@@ -27,12 +28,6 @@ PASSWORD = "browser-pw-1"
 SESSION_PAGE = re.compile(r"/Session/[A-Za-z0-9_-]{20,}/Mailboxes\.wssp$")
 AFTER_SIGN_IN = re.compile(r"/login$|/Session/")
 """Where the form's POST leaves the browser: the login page again, or a session."""
-HOWTO_LOGIN = """<!--%%IF secureChannel -->
-<!--%%INCLUDE "login.wssi" -->
-<!--%%ELSE -->
-<META HTTP-EQUIV="REFRESH" CONTENT="0;URL=https://%%domainName%%/">
-<!--%%ENDIF-->
-"""
 
 
 @pytest.fixture(scope="module")

@@ -11,16 +11,9 @@ from pathlib import Path
 
 import pytest
 from tests.support.cli import Waypost
+from tests.support.howto import HOWTO_LOGIN
 
 from waypost.services.skins import Skins
-
-# The How To's page (web.md §4.6, issue 10 point 5): clear-text visitors are sent to HTTPS.
-HOWTO_LOGIN = """<!--%%IF secureChannel -->
-<!--%%INCLUDE "login.wssi" -->
-<!--%%ELSE -->
-<META HTTP-EQUIV="REFRESH" CONTENT="0;URL=https://%%domainName%%/">
-<!--%%ENDIF-->
-"""
 
 
 @pytest.fixture(scope="module")

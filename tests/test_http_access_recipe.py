@@ -12,14 +12,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from tests.support.howto import HOWTO_LOGIN
 from tests.support.server import WaypostServer
 
-HOWTO_LOGIN = """<!--%%IF secureChannel -->
-<!--%%INCLUDE "login.wssi" -->
-<!--%%ELSE -->
-<META HTTP-EQUIV="REFRESH" CONTENT="0;URL=https://%%domainName%%/">
-<!--%%ENDIF-->
-"""
 REFRESH = re.compile(r'<META HTTP-EQUIV="REFRESH" CONTENT="0;URL=https://([^/"]+)/">')
 
 
