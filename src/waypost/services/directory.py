@@ -325,6 +325,27 @@ class Directory:
             self.set_password(address, password)
         return settings
 
+    def account_prefs(self, address: str) -> dict[str, Any]:
+        """The account's stored Preferences (CGP ``GetAccountPrefs``): what the
+        user chooses for himself (WebUser options), apart from the Settings an
+        administrator sets. Defaults are the reader's (``services/preferences.py``)."""
+        prefs = self._get(address, ACCOUNT).data.get("Prefs") or {}
+        return dict(prefs) if isinstance(prefs, dict) else {}
+
+    def set_account_prefs(self, address: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Merge ``changes`` into the Preferences; a value of ``default`` (or
+        None) removes the key. Returns the stored Preferences."""
+        record = self._get(address, ACCOUNT)
+        prefs = record.data.get("Prefs") or {}
+        prefs = dict(prefs) if isinstance(prefs, dict) else {}
+        for key, value in changes.items():
+            if value is None or value == "default":
+                prefs.pop(key, None)
+            else:
+                prefs[key] = value
+        self.store.update_object(record.domain, record.name, data={**record.data, "Prefs": prefs})
+        return prefs
+
     def effective_account_settings(self, address: str) -> dict[str, Any]:
         """Account settings, then the domain's AccountDefaults, then the server's."""
         record = self._get(address, ACCOUNT)

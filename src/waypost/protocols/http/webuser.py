@@ -69,173 +69,63 @@ Invariants:
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import hashlib
 import hmac
-import html
-import logging
 import mimetypes
 import re
 import secrets
-import ssl
-import urllib.parse
-from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
 from aiohttp.web_response import ContentCoding
 
-from waypost.protocols.http.sessions import SessionStore, WebSession
+from waypost.protocols.http import account, compose, folders, mailpages
+from waypost.protocols.http.common import (
+    COMPRESSIBLE,
+    DEFAULT_SKIN,
+    GUARD_SERVICE,
+    LOGIN_COOKIE,
+    MAX_NAME,
+    MAX_PASSWORD,
+    MIN_COMPRESS,
+    NO_GZIP,
+    SECURITY_HEADERS,
+    SERVICE,
+    SESSION_COOKIE,
+    WEBUSER,
+    BadForm,
+    SessionAction,
+    SessionPage,
+    WebUser,
+    builtin_page,
+    client_ip,
+    error_page,
+    html_page,
+    log,
+    safe_text,
+    session_dataset,
+    valid_file_name,
+    valid_skin_name,
+)
+from waypost.protocols.http.sessions import WebSession
 from waypost.services import auth
 from waypost.services.container import Services
-from waypost.services.login_guard import LoginGuard
-from waypost.services.mailaccess.errors import (
-    InvalidMailboxName,
-    MailboxError,
-    NoPermission,
-    NotFound,
-    StoreError,
-)
-from waypost.services.mailaccess.service import MailAccess
-from waypost.services.skins import Skins
-from waypost.services.webdomain import Place, WebTarget, detect, host_name
-from waypost.settings import ServerSettings
-from waypost.web import mail as webmail
-from waypost.web.pages import Pages
+from waypost.services.webdomain import Place, WebTarget, host_name
 
-log = logging.getLogger("waypost.http")
+__all__ = ["WebUser", "build_app", "login_dataset", "safe_text", "valid_file_name"]
 
-T = TypeVar("T")
-
-SERVICE = "WebMail"
-"""The AccessModes name a WebUser login needs (domains-accounts.md §4.2)."""
-GUARD_SERVICE = "WebUser"
-WORKERS = 8
-SESSION_COOKIE = "WaypostSession"
-LOGIN_COOKIE = "WaypostLogin"
-MAX_NAME = 256
-MAX_PASSWORD = 1024
-DEFAULT_SKIN = ""
-"""[waypost] The skin of a login page: the unnamed one until domains and
-accounts get a ``Skin`` setting (web.md §5.3 last sentence)."""
-
-SECURITY_HEADERS = {
-    # No inline script anywhere (mail content later is sanitised and shown in
-    # pages under this policy too); skins may use inline style attributes.
-    "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-        "img-src 'self' data:; object-src 'none'; base-uri 'none'; "
-        "form-action 'self'; frame-ancestors 'none'"
-    ),
-    "X-Frame-Options": "DENY",
-    # Session ids are in URLs: never let them leave in a Referer.
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-}
-COMPRESSIBLE = re.compile(r"^(text/|application/(javascript|json|xml)|image/svg\+xml)")
-MIN_COMPRESS = 256
-_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+~-]{0,254}")
-_SKIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+~ -]{0,254}")
-_SAFE_TEXT = re.compile(r"[^A-Za-z0-9@%._+=:,/\[\] -]")
-
-
-def safe_text(text: str, limit: int = MAX_NAME) -> str:
-    """User-typed text reduced to characters that are the same raw and
-    HTML-escaped, so a skin's plain ``%%loginName%%`` cannot inject markup."""
-    return _SAFE_TEXT.sub("", text[:limit])
-
-
-def valid_file_name(name: str) -> bool:
-    """A skin file name as URLs may carry it: one path component, no dot
-    files, no ``..``, no backslash or control characters."""
-    return bool(_FILE_NAME.fullmatch(name)) and ".." not in name
-
-
-def valid_skin_name(name: str) -> bool:
-    return bool(_SKIN_NAME.fullmatch(name)) and ".." not in name
-
-
-class WebUser:
-    """What every WebUser request of the process shares."""
-
-    def __init__(self, services: Services, guard: LoginGuard, *,
-                 tls: ssl.SSLContext | None = None,
-                 executor: ThreadPoolExecutor | None = None) -> None:
-        self.services = services
-        self.guard = guard
-        self.has_certificate = tls is not None
-        self.executor = executor or ThreadPoolExecutor(WORKERS, thread_name_prefix="http")
-        self.pages = Pages(Skins(services.data_dir))
-        self.mail = MailAccess(services)
-        self.settings: ServerSettings = services.settings()
-        self.sessions = SessionStore(float(self.settings.number("WebUserIdleTimeout")))
-        self._secret = secrets.token_bytes(32)
-        self._version = -1
-
-    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """``fn(*args, **kwargs)`` in the module's thread pool."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
-
-    def close(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
-
-    # -- per request ------------------------------------------------------------------
-
-    def _place(self, host: str | None, server_ip: str | None) -> WebTarget:
-        """Pick up changed settings (a cheap version check), then place the request."""
-        version = self.mail.version()
-        if version != self._version:
-            self.settings = self.services.settings()
-            self.sessions.idle_timeout = float(self.settings.number("WebUserIdleTimeout"))
-            self._version = version
-        return detect(self.services.router, host, server_ip)
-
-    async def place(self, request: web.Request) -> WebTarget:
-        sockname = request.transport.get_extra_info("sockname") if request.transport else None
-        server_ip = sockname[0] if sockname else None
-        return await self.run(self._place, request.headers.get("Host"), server_ip)
-
-    def csrf_for(self, cookie: str) -> str:
-        """The login form's token for a pre-login cookie (signed double submit)."""
-        return hmac.new(self._secret, cookie.encode(), hashlib.sha256).hexdigest()
-
-    async def render(self, domain: str, skin: str, name: str,
-                     dataset: Mapping[str, Any]) -> str | None:
-        return await self.run(self.pages.render, domain, skin, name, dataset)
-
-
-def _client_ip(request: web.Request) -> str:
-    return (request.remote or "").removeprefix("::ffff:")
-
-
-def _html(text: str, status: int = 200) -> web.Response:
-    response = web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
-    response.headers["Cache-Control"] = "no-store"
-    return response
-
-
-def _builtin_page(title: str, body: str) -> str:
-    """The last resort when a skin lacks a page: plain, escaped by the caller."""
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}'
-            f'</title></head><body><main><h1>{title}</h1>{body}</main></body></html>')
+PAGES: dict[str, SessionPage] = {
+    **folders.PAGES, **mailpages.PAGES, **compose.PAGES, **account.PAGES}
+"""Every GET page of a session, by name."""
+ACTIONS: dict[str, SessionAction] = {
+    **folders.ACTIONS, **mailpages.ACTIONS, **compose.ACTIONS, **account.ACTIONS}
+"""Every POST of a session, by name (each called after the CSRF check)."""
 
 
 # -- pages outside a session ----------------------------------------------------------------
-
-
-async def error_page(app: WebUser, domain: str, text: str, code: str, status: int
-                     ) -> web.Response:
-    """``error.wssp`` of ``domain`` ("" = no domain: server-wide and stock levels)."""
-    dataset = {"errorText": safe_text(text, 300), "errorCode": code}
-    body = await app.render(domain, DEFAULT_SKIN, "error.wssp", dataset)
-    if body is None:
-        body = _builtin_page("Error", f"<p>{html.escape(dataset['errorText'])}</p>")
-    return _html(body, status)
 
 
 async def unknown_domain(app: WebUser, target: WebTarget) -> web.Response:
@@ -289,7 +179,7 @@ async def login_page(app: WebUser, request: web.Request, target: WebTarget, *,
         log.error("no login.wssp for domain %s in any skin level", target.domain)
         return await error_page(app, target.domain, "The login page is missing.",
                                 "noLoginPage", 500)
-    response = _html(body, status)
+    response = html_page(body, status)
     response.set_cookie(LOGIN_COOKIE, cookie, path="/login", httponly=True,
                         samesite="Strict", secure=request.secure)
     return response
@@ -331,9 +221,9 @@ async def handle_login(request: web.Request) -> web.StreamResponse:
                                 login_name=name if isinstance(name, str) else "")
     name = name.strip()
     login = name if ("@" in name or "%" in name) else f"{name}@{target.domain}"
-    client_ip = _client_ip(request)
+    address = client_ip(request)
     attempt = await auth.guarded_login(
-        app.services, app.guard, app.settings, client_ip, login,
+        app.services, app.guard, app.settings, address, login,
         lambda: app.run(_check_password, app.services, login, password), service=GUARD_SERVICE,
     )
     account = attempt.account
@@ -341,13 +231,13 @@ async def handle_login(request: web.Request) -> web.StreamResponse:
         return await login_page(app, request, target, error_code="badPassword", login_name=name)
     if not await app.run(app.services.directory.service_enabled, account, SERVICE):
         log.info("WebUser login of %s from %s refused: WebMail not in AccessModes",
-                 account, client_ip)
+                 account, address)
         return await login_page(app, request, target, error_code="serviceDisabled",
                                 login_name=name)
     await app.run(app.mail.ensure_inbox, account)
     session = app.sessions.create(account, account.rpartition("@")[2], skin=DEFAULT_SKIN,
-                                  client_ip=client_ip, secure=request.secure)
-    log.info("WebUser login %s from %s (%s)", account, client_ip,
+                                  client_ip=address, secure=request.secure)
+    log.info("WebUser login %s from %s (%s)", account, address,
              "TLS" if request.secure else "clear text")
     response = web.Response(status=303,
                             headers={"Location": f"/Session/{session.id}/Mailboxes.wssp"})
@@ -427,221 +317,84 @@ async def handle_skin_file(request: web.Request) -> web.StreamResponse:
     return await skin_file(app, request, target.domain, skin, request.match_info["name"])
 
 
+
 # -- sessions ----------------------------------------------------------------------------
 
 
-async def handle_session(request: web.Request) -> web.StreamResponse:
-    """``/Session/<id>/<request>`` (web.md §2): the session or the login page."""
+async def _session_or_login(request: web.Request
+                            ) -> tuple[WebUser, WebSession | None, web.StreamResponse | None]:
+    """The request's checked session, or the answer to give instead: the
+    login page with ``sessionExpired`` (403) for a dead or foreign session."""
     app: WebUser = request.app[WEBUSER]
-    sid, what = request.match_info["sid"], request.match_info["request"]
-    session = app.sessions.check(sid, request.cookies.get(SESSION_COOKIE), _client_ip(request),
-                                 bind_ip=app.settings.flag("WebUserBindIP"))
+    session = app.session_of(request)
+    if session is not None:
+        return app, session, None
+    target = await app.place(request)
+    refused = await not_a_domain(app, target)
+    if refused is None:
+        refused = await login_page(app, request, target, error_code="sessionExpired",
+                                   status=403)
+    return app, None, refused
+
+
+async def handle_session(request: web.Request) -> web.StreamResponse:
+    """``GET /Session/<id>/<request>`` (web.md §2): a page, ``Logout``, or a
+    file of the session's skin."""
+    app, session, refused = await _session_or_login(request)
     if session is None:
-        target = await app.place(request)
-        refused = await not_a_domain(app, target)
-        if refused is not None:
-            return refused
-        return await login_page(app, request, target, error_code="sessionExpired", status=403)
+        assert refused is not None
+        return refused
+    what = request.match_info["request"]
     if what == "Logout":
         return await logout(app, request, session)
-    if what == "Mailboxes.wssp":
-        return await mailboxes_page(app, request, session)
-    if what == "Mailbox.wssp":
-        return await mailbox_page(app, request, session)
-    if what == "Message.wssp":
-        return await message_page(app, request, session)
+    page = PAGES.get(what)
+    if page is not None:
+        return await page(app, request, session)
     if what.lower().endswith((".wssp", ".wssi")):
         raise web.HTTPNotFound(text="no such page")
     return await skin_file(app, request, session.domain, session.skin, what)
 
 
-def session_dataset(request: web.Request, session: WebSession) -> dict[str, Any]:
-    """What every session page gets."""
-    dataset: dict[str, Any] = {
-        "domainName": session.domain,
-        "accountName": html.escape(session.account),
-        "sessionID": session.id,
-        "csrfToken": session.csrf,
-        "skinName": session.skin,
-        "filesRef": f"/Session/{session.id}/",
-    }
-    if request.secure:
-        dataset["secureChannel"] = True
-    return dataset
-
-
-def _mailbox_rows(mail: MailAccess, account: str) -> list[dict[str, Any]]:
-    """Own mailboxes, then subscribed ones not among them (foreign mailboxes
-    such as ``~marketing/announce``), with their counters."""
-    rows = []
-    status = ("MESSAGES", "UNSEEN")
-    own = mail.list_mailboxes(account, "", ["*"], status=status)
-    names = {entry.name for entry in own}
-    subscribed = [entry for entry in mail.list_mailboxes(
-        account, "", ["*"], select=("SUBSCRIBED",), status=status) if entry.name not in names]
-    for entry in own + subscribed:
-        if "\\Noselect" in entry.attributes or "\\NonExistent" in entry.attributes:
-            continue
-        values = dict(entry.status or ())
-        rows.append({
-            "name": html.escape(entry.name),
-            "nameURL": urllib.parse.quote(entry.name, safe=""),
-            "messages": values.get("MESSAGES", 0),
-            "unseen": values.get("UNSEEN", 0),
-        })
-    return rows
-
-
-async def mailboxes_page(app: WebUser, request: web.Request, session: WebSession
-                         ) -> web.Response:
-    """The first session page: the user's mailboxes with unread counts."""
-    try:
-        rows = await app.run(_mailbox_rows, app.mail, session.account)
-    except MailboxError as exc:
-        log.warning("mailbox list of %s failed: %s", session.account, exc)
-        rows = []
-    dataset = session_dataset(request, session)
-    dataset["mailboxes"] = rows
-    body = await app.render(session.domain, session.skin, "Mailboxes.wssp", dataset)
-    if body is None:
-        items = "".join(
-            f'<li><span class="mailbox">{row["name"]}</span> '
-            f'<span class="unseen">{row["unseen"]}</span> unread of '
-            f'<span class="messages">{row["messages"]}</span></li>' for row in rows)
-        body = _builtin_page(
-            "Mailboxes",
-            f'<p>Logged in as {dataset["accountName"]}.</p><ul class="mailboxes">{items}</ul>'
-            f'<p><a href="Logout">Log out</a></p>')
-    return _no_gzip(_html(body))
-
-
-NO_GZIP = "waypost.no_gzip"
-"""Set on a response that must not be compressed: session pages that show
-mail content or mailbox names (attacker-chosen text) beside the session's
-secrets (BREACH; see the module docstring)."""
-
-
-def _no_gzip(response: web.Response) -> web.Response:
-    response[NO_GZIP] = True
-    return response
-
-
-MAIL_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
-    (NoPermission, 403, "noPermission"),
-    (NotFound, 404, "notFound"),
-    (InvalidMailboxName, 400, "badMailboxName"),
-    (MailboxError, 400, "mailboxError"),
-    (StoreError, 503, "storeError"),
-)
-
-
-async def mail_refusal(app: WebUser, request: web.Request, session: WebSession,
-                       exc: Exception) -> web.Response:
-    """A clear page for a refused or failed mail request (never its data):
-    403 without the right, 404 for what is not there, 400 for a bad
-    parameter; the service's message says why."""
-    status, code = next(((s, c) for kind, s, c in MAIL_ERRORS if isinstance(exc, kind)),
-                        (400, "badRequest"))
-    if status >= 500:
-        log.error("webmail request of %s failed: %s", session.account, exc)
-    text = str(exc) if not isinstance(exc, StoreError) or status < 500 else \
-        "The mail store cannot answer now. Try again later."
-    return _no_gzip(await error_page(app, session.domain, text, code, status))
-
-
-async def mailbox_page(app: WebUser, request: web.Request, session: WebSession
-                       ) -> web.Response:
-    """``Mailbox.wssp``: one page of a mailbox's messages (issue 10 point 6)."""
-    try:
-        query = webmail.list_query(request.query)
-        found = await app.run(webmail.message_list, app.mail, session.account, query)
-    except (webmail.BadRequest, StoreError) as exc:
-        return await mail_refusal(app, request, session, exc)
-    dataset = session_dataset(request, session)
-    dataset.update(found)
-    body = await app.render(session.domain, session.skin, "Mailbox.wssp", dataset)
-    if body is None:
-        return await mail_refusal(app, request, session, NotFound("no Mailbox.wssp in the skin"))
-    return _no_gzip(_html(body))
-
-
-IMAGES_CSP = SECURITY_HEADERS["Content-Security-Policy"].replace(
-    "img-src 'self' data:", "img-src 'self' data: http: https:")
-"""The policy of a message view whose reader asked for remote images."""
-
-
-async def message_page(app: WebUser, request: web.Request, session: WebSession
-                       ) -> web.Response:
-    """``Message.wssp``: one message, its HTML sanitised (issue 10 point 6)."""
-    show_images = request.query.get("ShowImages") == "1"
-    try:
-        name = webmail.check_mailbox(request.query.get("Mailbox", ""))
-        uid = webmail.check_uid(request.query.get("UID"))
-        found = await app.run(webmail.message_view, app.mail, session.account, name, uid,
-                              show_images=show_images, plain=request.query.get("Plain") == "1")
-    except (webmail.BadRequest, StoreError) as exc:
-        return await mail_refusal(app, request, session, exc)
-    dataset = session_dataset(request, session)
-    dataset.update(found)
-    body = await app.render(session.domain, session.skin, "Message.wssp", dataset)
-    if body is None:
-        return await mail_refusal(app, request, session, NotFound("no Message.wssp in the skin"))
-    response = _no_gzip(_html(body))
-    if show_images:
-        response.headers["Content-Security-Policy"] = IMAGES_CSP
-    return response
-
-
-INLINE_IMAGES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
-"""Raster images only: what a ``cid:`` reference may show inline (never SVG or HTML)."""
-
-
-async def handle_part(request: web.Request) -> web.StreamResponse:
-    """``GET /Session/<id>/Part/<mailbox>/<uid>/<part>``: a message part as a
-    download (``Content-Disposition: attachment``, its own content type,
-    ``nosniff``, a sandboxing policy); ``?Inline=1`` serves an image inline
-    for ``cid:`` references, never anything else inline."""
-    app: WebUser = request.app[WEBUSER]
-    sid = request.match_info["sid"]
-    session = app.sessions.check(sid, request.cookies.get(SESSION_COOKIE), _client_ip(request),
-                                 bind_ip=app.settings.flag("WebUserBindIP"))
+async def handle_session_post(request: web.Request) -> web.StreamResponse:
+    """``POST /Session/<id>/<action>`` (issue 10 point 8): the session, a
+    form body, then its ``csrfToken`` against the session's token (constant
+    time) before the action sees anything; a missing or wrong token is 403
+    and nothing is changed."""
+    app, session, refused = await _session_or_login(request)
     if session is None:
-        raise web.HTTPForbidden(text="no such session")
-    mailbox, _, rest = request.match_info["rest"].rpartition("/")
-    mailbox, _, uid_text = mailbox.rpartition("/")
+        assert refused is not None
+        return refused
+    action = ACTIONS.get(request.match_info["request"])
+    if action is None:
+        raise web.HTTPNotFound(text="no such action")
+    if request.content_type not in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        return await error_page(app, session.domain, "The request was not sent as a form.",
+                                "badRequest", 400)
+    form = await request.post()
+    token = form.get("csrfToken")
+    if not isinstance(token, str) or not session.csrf_ok(token):
+        log.warning("WebUser %s: %s from %s refused: missing or wrong CSRF token",
+                    session.account, request.match_info["request"], client_ip(request))
+        return await error_page(app, session.domain, "The form has expired or did not come "
+                                "from this site. Reload the page and try again.",
+                                "badToken", 403)
     try:
-        name = webmail.check_mailbox(mailbox)
-        uid = webmail.check_uid(uid_text)
-        number = webmail.check_part(rest)
-        part = await app.run(webmail.download, app.mail, session.account, name, uid, number)
-    except (webmail.BadRequest, StoreError) as exc:
-        return await mail_refusal(app, request, session, exc)
-    kind = part.content_type if re.fullmatch(r"[a-z0-9.+-]+/[a-z0-9.+-]+", part.content_type) \
-        else "application/octet-stream"
-    inline = request.query.get("Inline") == "1" and kind in INLINE_IMAGES
-    disposition = "inline" if inline else "attachment"
-    ascii_name = re.sub(r'[^A-Za-z0-9._ -]', "_", part.filename)[:200] or "part"
-    quoted = urllib.parse.quote(part.filename[:200], safe="")
-    response = web.Response(body=part.data, headers={
-        "Content-Disposition": f"{disposition}; filename=\"{ascii_name}\"; "
-                               f"filename*=UTF-8''{quoted}",
-        "Content-Security-Policy": "default-src 'none'; sandbox",
-        "Cache-Control": "private, no-store",
-    })
-    response.content_type = kind
-    return _no_gzip(response)
+        return await action(app, request, session, form)
+    except BadForm as exc:
+        return await error_page(app, session.domain, str(exc), "badRequest", 400)
 
 
 async def logout(app: WebUser, request: web.Request, session: WebSession) -> web.Response:
     app.sessions.end(session.id)
-    log.info("WebUser logout %s from %s", session.account, _client_ip(request))
+    log.info("WebUser logout %s from %s", session.account, client_ip(request))
     dataset = session_dataset(request, session)
     body = await app.render(session.domain, session.skin, "logout.wssp", dataset)
     if body is None:
-        body = _builtin_page("Logged out", '<p><a href="/">Log in again</a></p>')
-    response = _html(body)
+        body = builtin_page("Logged out", '<p><a href="/">Log in again</a></p>')
+    response = html_page(body)
     response.del_cookie(SESSION_COOKIE, path=f"/Session/{session.id}/")
     return response
+
 
 
 # -- the application -------------------------------------------------------------------------
@@ -676,9 +429,6 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
         response.headers.setdefault(name, value)
 
 
-WEBUSER = web.AppKey("webuser", WebUser)
-
-
 def build_app(webuser: WebUser, *, max_request: int) -> web.Application:
     """The WebUser application: routes, gzip, security headers, bounded bodies."""
     app = web.Application(middlewares=[compress], client_max_size=max_request)
@@ -687,8 +437,9 @@ def build_app(webuser: WebUser, *, max_request: int) -> web.Application:
     app.router.add_get("/", handle_root)
     app.router.add_get("/login", handle_login_get)
     app.router.add_post("/login", handle_login)
-    app.router.add_get("/Session/{sid}/Part/{rest:.+}", handle_part)
+    app.router.add_get("/Session/{sid}/Part/{rest:.+}", mailpages.handle_part)
     app.router.add_get("/Session/{sid}/{request}", handle_session)
+    app.router.add_post("/Session/{sid}/{request}", handle_session_post)
     app.router.add_get("/skins/{name}", handle_skin_file)
     app.router.add_get("/skins/{skin}/{name}", handle_skin_file)
     app.router.add_get("/{name}", handle_skin_file)
