@@ -12,6 +12,7 @@ import pytest
 
 from waypost.services.container import Services
 from waypost.services.skins import SkinError, Skins
+from waypost.storage.interface import AlreadyExists
 
 LEVELS = ["domain:Lite", "server:Lite", "stock:Lite", "domain:", "server:", "stock:"]
 
@@ -277,3 +278,33 @@ def test_domain_skins_need_an_existing_domain(svc: Services) -> None:
     assert skins.find("client.dom", "", "login.wssp").data == b"client"
     assert skins.find("other.dom", "", "login.wssp").level == "stock:"
     assert skins.list_files("www.client.dom", "") == skins.list_files("client.dom", "")
+
+
+def test_a_domains_skins_follow_its_rename_and_deletion(tmp_path: Path) -> None:
+    """Domain skins move with a renamed domain and go with a deleted one; a
+    domain created again under the old name does not inherit them."""
+    from waypost.services.container import open_services
+
+    svc = open_services(tmp_path / "var", create=True)
+    try:
+        svc.directory.init_server("main.dom")
+        svc.directory.create_domain("client.com")
+        skins = Skins(svc.data_dir, directory=svc.directory)
+        skins.store("client.com", "", "login.wssp", b"client login")
+        svc.directory.rename_domain("client.com", "client.org")
+        assert skins.read("client.org", "", "login.wssp") == b"client login"
+        assert not (svc.data_dir / "skins" / "domains" / "client.com").exists()
+        # a rename the store refuses (the name is taken) leaves the files where they were
+        svc.directory.create_domain("taken.org")
+        with pytest.raises(AlreadyExists):
+            svc.directory.rename_domain("client.org", "taken.org")
+        assert skins.read("client.org", "", "login.wssp") == b"client login"
+        svc.directory.delete_domain("client.org")
+        assert not (svc.data_dir / "skins" / "domains" / "client.org").exists()
+        assert not [p for p in (svc.data_dir / "skins" / "domains").iterdir()
+                    if p.name.startswith(".removed-")]
+        svc.directory.create_domain("client.org")
+        found = skins.find("client.org", "", "login.wssp")
+        assert found is not None and found.level != "domain:client.org"
+    finally:
+        svc.close()

@@ -10,6 +10,7 @@ from waypost.services.directory import Directory
 from waypost.services.mail_events import MailEvents
 from waypost.services.routing import Router
 from waypost.services.rules.book import RuleBook
+from waypost.services.skins import DomainSkins
 from waypost.services.trust import ClientTrust
 from waypost.storage.interface import Store
 from waypost.storage.open import open_store
@@ -26,6 +27,7 @@ class Services:
 
     def __post_init__(self) -> None:
         self.directory = Directory(self.store)
+        self.directory.domain_files.append(DomainSkins(self.store.data_dir))
         self.router = Router(self.store, self.directory)
         self.events = MailEvents()
         self.rules = RuleBook(self)

@@ -21,7 +21,7 @@ import json
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 from waypost.services import passwords, sealed
 from waypost.services.mailaccess.names import check_template
@@ -93,11 +93,24 @@ _UNKNOWN_KEYS = {  # mode key -> (reroute key, allowed modes)
 }
 
 
+class DomainFiles(Protocol):
+    """Files kept in the data directory per domain (skins; later file storage):
+    told when a domain is renamed or deleted, so its files move or go with it."""
+
+    def domain_renamed(self, old: str, new: str) -> None: ...
+
+    def domain_deleted(self, name: str) -> None: ...
+
+    def domain_created(self, name: str) -> None: ...
+
+
 class Directory:
     """Domains and their objects, as administrators and protocols see them."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.domain_files: list[DomainFiles] = []
+        """Registered by the services container (``Services``)."""
         self._cached: tuple[int, DirectorySnapshot] | None = None
         self._snapshot_lock = threading.Lock()
 
@@ -143,6 +156,8 @@ class Directory:
             self.store.create_domain(canonical)
             if stored:
                 self.store.update_domain(canonical, settings=stored)
+        for files in self.domain_files:  # a new domain never inherits a deleted one's files
+            files.domain_created(canonical)
         return self.store.get_domain(canonical)
 
     def delete_domain(self, name: str, force: bool = False) -> None:
@@ -157,9 +172,23 @@ class Directory:
                 " with everything in it"
             )
         self.store.delete_domain(domain.name)
+        for files in self.domain_files:
+            files.domain_deleted(domain.name)
 
     def rename_domain(self, old: str, new: str) -> None:
-        self.store.rename_domain(self._real_domain(old).name, domain_name(new))
+        """Rename a domain; its files (skins) move with it: first the files, then
+        the store, and the files back if the store refuses."""
+        current, target = self._real_domain(old).name, domain_name(new)
+        moved: list[DomainFiles] = []
+        try:
+            for files in self.domain_files:
+                files.domain_renamed(current, target)
+                moved.append(files)
+            self.store.rename_domain(current, target)
+        except BaseException:
+            for files in reversed(moved):
+                files.domain_renamed(target, current)
+            raise
 
     def add_domain_alias(self, name: str, alias: str) -> None:
         self.store.add_domain_alias(self._real_domain(name).name, domain_name(alias))

@@ -432,6 +432,44 @@ class Skins:
 _real_roots: dict[Path, str] = {}
 
 
+class DomainSkins:
+    """The skins of a domain follow the domain (``Directory.domain_files``):
+    renamed with it, deleted with it; a domain created under a name whose
+    skins were left behind (a crash between the store and the files) starts
+    without them."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.root = Path(data_dir) / "skins" / "domains"
+
+    def _dir(self, domain: str) -> Path:
+        return self.root / _component("domain", domain)
+
+    def domain_renamed(self, old: str, new: str) -> None:
+        source, target = self._dir(old), self._dir(new)
+        if not source.is_dir() or source.is_symlink():
+            return
+        if os.path.lexists(target):
+            raise DirectoryError(f"skins of domain {new} already exist in {target}; move them"
+                                 " away first")
+        os.rename(source, target)
+        _fsync_dir(self.root)
+
+    def domain_deleted(self, name: str) -> None:
+        path = self._dir(name)
+        if not os.path.lexists(path):
+            return
+        doomed = self.root / f".removed-{secrets.token_hex(8)}"
+        os.rename(path, doomed)
+        _fsync_dir(self.root)
+        if doomed.is_symlink():
+            doomed.unlink()
+        else:
+            shutil.rmtree(doomed)
+
+    def domain_created(self, name: str) -> None:
+        self.domain_deleted(name)
+
+
 def _within(path: Path, root: Path) -> str | None:
     """``path`` with every symbolic link resolved, if that is below ``root`` (resolved).
 
