@@ -11,6 +11,7 @@ import click
 from waypost import __version__
 from waypost.cli import (
     directory,
+    files,
     init,
     mailbox,
     queue,
@@ -32,7 +33,7 @@ def cli() -> None:
 
 
 for module in (init, serve, directory, router_cmd, route, settings_cmd, queue, mailbox, rules,
-               skin):
+               skin, files):
     for command in module.COMMANDS:
         cli.add_command(command)
 

@@ -14,7 +14,7 @@ case-insensitively and keep the spelling they were created with.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -340,6 +340,69 @@ class MailMessage:
     summary: dict[str, str]
 
 
+# -- account file storage (web.md §6.1) -----------------------------------------
+
+
+class FileError(StoreError):
+    """A file storage request that cannot be done (a file where a folder is
+    needed, a folder that is not empty, ...)."""
+
+
+class InvalidFileName(FileError):
+    """A path the storage does not accept (empty part, ``.``/``..``, ``/``
+    inside a part, NUL or another control character, a leading ``.``)."""
+
+
+class QuotaExceeded(FileError):
+    """The write would take the account over ``MaxWebSize`` or ``MaxWebFiles``."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileLimits:
+    """The account's File Storage quota; None = unlimited."""
+
+    max_bytes: int | None = None
+    max_files: int | None = None
+    """Files and folders together (CGP counts both)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    """A file or folder of an account's storage; ``path`` is ``/``-separated,
+    relative to the storage root ("" is the root)."""
+
+    path: str
+    is_folder: bool
+    size: int
+    mtime: float
+
+    @property
+    def name(self) -> str:
+        return self.path.rpartition("/")[2]
+
+
+@dataclass(frozen=True, slots=True)
+class FileUsage:
+    files: int
+    """Files and folders (the root not counted)."""
+    bytes: int
+
+
+class OpenedFile(Protocol):
+    """A stored file opened for reading: the bytes as they were when opened
+    (a later replacement does not change them). ``local_path`` is a path a
+    server may send with ``sendfile`` when the backend keeps plain files."""
+
+    entry: FileEntry
+    local_path: str | None
+
+    def read(self, size: int = -1) -> bytes: ...
+    def seek(self, offset: int, whence: int = 0) -> int: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> OpenedFile: ...
+    def __exit__(self, *exc: object) -> None: ...
+
+
 class Store(Protocol):
     data_dir: Path
 
@@ -542,3 +605,26 @@ class Store(Protocol):
         self, domain: str, account: str, mailbox: str, modseq: int, *,
         uidnext: int | None = None,
     ) -> MailboxChanges: ...
+
+    # -- account file storage (web.md §6.1). Paths are "/"-separated and
+    # relative; the backend keeps every access inside the account's storage
+    # (no symbolic link is ever followed). Writes are atomic and durable on
+    # return, and checked against ``limits`` under the account's lock, so two
+    # writers cannot both pass a quota only one of them fits in.
+    def files_list(self, domain: str, account: str, folder: str) -> list[FileEntry]: ...
+    def files_stat(self, domain: str, account: str, path: str) -> FileEntry: ...
+    def files_open(self, domain: str, account: str, path: str) -> OpenedFile: ...
+    # ``chunks`` is consumed as it arrives (never all held in memory)
+    def files_write(
+        self, domain: str, account: str, path: str, chunks: Iterable[bytes],
+        limits: FileLimits, *, mtime: float | None = None,
+    ) -> FileEntry: ...
+    def files_mkdir(
+        self, domain: str, account: str, path: str, limits: FileLimits,
+    ) -> FileEntry: ...
+    def files_rename(self, domain: str, account: str, old: str, new: str) -> FileEntry: ...
+    def files_delete(self, domain: str, account: str, path: str, *, recursive: bool = False
+                     ) -> int: ...
+    def files_usage(self, domain: str, account: str) -> FileUsage: ...
+    # removes the trees of deleted accounts and stale temporary uploads
+    def files_gc(self) -> int: ...

@@ -248,6 +248,18 @@ MIGRATIONS: list[Migration] = [
         );
         """,
     ),
+    (
+        5,
+        "account file storage: one random key per account names its tree of files",
+        """
+        -- files live in DATA/webfiles/<key>/; a random key (never an id that SQLite
+        -- could hand out again) so a new account never sees a deleted one's files
+        CREATE TABLE file_roots (
+            account_id INTEGER PRIMARY KEY REFERENCES objects (id) ON DELETE CASCADE,
+            key TEXT NOT NULL UNIQUE
+        );
+        """,
+    ),
 ]
 
 

@@ -37,6 +37,7 @@ from waypost.storage.interface import (
     StoreError,
 )
 from waypost.storage.sqlite.blobs import BlobFiles
+from waypost.storage.sqlite.files import FileStoreMixin, FileTrees
 from waypost.storage.sqlite.mail_store import MailStoreMixin
 from waypost.storage.sqlite.migrations import migrate
 
@@ -47,7 +48,7 @@ BUSY_TIMEOUT_MS = 5000
 VERSION_TTL = 0.02
 
 
-class SqliteStore(MailStoreMixin):
+class SqliteStore(MailStoreMixin, FileStoreMixin):
     """:class:`waypost.storage.interface.Store` over ``DATA/waypost.db``."""
 
     def __init__(self, data_dir: Path, db_path: Path | None = None,
@@ -61,6 +62,8 @@ class SqliteStore(MailStoreMixin):
         self._version_conn: sqlite3.Connection | None = None
         self._version_seen: tuple[int, float] = (-1, -VERSION_TTL)
         self.blobs = BlobFiles(self.data_dir)
+        self.files = FileTrees(self.data_dir)
+        self._files_dirty = False
         self._queue_commits = 0
         try:
             conn = sqlite3.connect(
@@ -163,6 +166,14 @@ class SqliteStore(MailStoreMixin):
                 yield
             finally:
                 self._outer = False
+        self._sweep_files()  # committed: what deleted accounts left may go now
+
+    def _sweep_files(self) -> None:
+        """Remove the File Storage of deleted accounts once their deletion is
+        committed (never inside a transaction that could still roll back)."""
+        if self._files_dirty and not self._outer:
+            self._files_dirty = False
+            self.files_gc()
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -281,6 +292,8 @@ class SqliteStore(MailStoreMixin):
             if is_main:
                 raise StoreError(f"the Main Domain {real} cannot be deleted")
             conn.execute("DELETE FROM domains WHERE id = ?", (domain_id,))
+        self._files_dirty = True  # the File Storage of its accounts goes with them
+        self._sweep_files()
 
     def rename_domain(self, old: str, new: str) -> None:
         with self._write() as conn:
@@ -403,6 +416,8 @@ class SqliteStore(MailStoreMixin):
     def delete_object(self, domain: str, name: str) -> None:
         with self._write() as conn:
             conn.execute("DELETE FROM objects WHERE id = ?", (_object_id(conn, domain, name),))
+        self._files_dirty = True  # an account's File Storage goes with it
+        self._sweep_files()
 
     # -- message bodies ---------------------------------------------------
 
