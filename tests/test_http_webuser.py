@@ -264,11 +264,14 @@ def test_an_unknown_host_never_shows_another_domain(site: Site, host: str) -> No
             assert "set-cookie" not in page.headers
 
 
-def test_a_personal_site_host_is_not_a_login_page_yet(site: Site) -> None:
+def test_a_personal_site_host_is_never_a_login_page(site: Site) -> None:
+    """``alice.main.dom`` is routed to alice: her (empty) site, not a login page."""
     with site.client() as c:
         page = c.get("/", headers={"Host": "alice.main.dom"})
         assert page.status_code == 404 and "csrfToken" not in page.text
-        assert "alice.main.dom" in page.text
+        assert "sandbox" in page.headers["content-security-policy"]
+        login = c.post("/login", headers={"Host": "alice.main.dom"}, data={"Username": "x"})
+        assert login.status_code == 404 and "alice.main.dom" in login.text
 
 
 def test_request_bodies_are_bounded(site: Site) -> None:

@@ -82,7 +82,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_response import ContentCoding
 
-from waypost.protocols.http import account, compose, folders, mailpages
+from waypost.protocols.http import account, compose, folders, mailpages, sites
 from waypost.protocols.http.common import (
     COMPRESSIBLE,
     DEFAULT_SKIN,
@@ -140,8 +140,8 @@ async def not_a_domain(app: WebUser, target: WebTarget) -> web.Response | None:
     if target.place is Place.UNKNOWN:
         return await unknown_domain(app, target)
     if target.place is Place.SITE:
-        return await error_page(app, "", f"The personal web site {target.host} is not "
-                                "available yet.", "noSite", 404)
+        return await error_page(app, "", f"{target.host} is a personal web site: it has no "
+                                "WebUser pages.", "noSite", 404)
     return None
 
 
@@ -188,6 +188,8 @@ async def login_page(app: WebUser, request: web.Request, target: WebTarget, *,
 async def handle_root(request: web.Request) -> web.StreamResponse:
     app: WebUser = request.app[WEBUSER]
     target = await app.place(request)
+    if target.place is Place.SITE:  # a host name routed to an account: its site
+        return await sites.serve(app, request, target) or sites.not_found()
     return await not_a_domain(app, target) or await login_page(app, request, target)
 
 
@@ -308,13 +310,24 @@ async def skin_file(app: WebUser, request: web.Request, domain: str, skin: str, 
 
 
 async def handle_skin_file(request: web.Request) -> web.StreamResponse:
+    """A skin file; the same URL as a personal site's when no skin file has
+    that name (skin names win over account names with an empty
+    ``WebSitePrefix``, web.md §6.2), or on a site's host name."""
     app: WebUser = request.app[WEBUSER]
     target = await app.place(request)
+    if target.place is Place.SITE:
+        return await sites.serve(app, request, target) or sites.not_found()
     refused = await not_a_domain(app, target)
     if refused is not None:
         return refused
     skin = request.match_info.get("skin", DEFAULT_SKIN)
-    return await skin_file(app, request, target.domain, skin, request.match_info["name"])
+    try:
+        return await skin_file(app, request, target.domain, skin, request.match_info["name"])
+    except (web.HTTPNotFound, web.HTTPBadRequest):
+        site = await sites.serve(app, request, target)
+        if site is None:
+            raise
+        return site
 
 
 
@@ -443,4 +456,5 @@ def build_app(webuser: WebUser, *, max_request: int) -> web.Application:
     app.router.add_get("/skins/{name}", handle_skin_file)
     app.router.add_get("/skins/{skin}/{name}", handle_skin_file)
     app.router.add_get("/{name}", handle_skin_file)
+    app.router.add_route("*", "/{tail:.*}", sites.handle)  # personal sites: the last route
     return app

@@ -1,0 +1,196 @@
+"""Personal web sites over HTTP (web.md §6.2, issue 11 point 4): the files
+of an account's File Storage at ``http://<domain>:8100/~<account>/...``
+(the domain's ``WebSitePrefix``, which may be empty) and at host names the
+Router sends to an account (``LoginPage@john.domain.dom`` -> john).
+
+Invariants:
+
+* which site and whether it may be served is :mod:`waypost.services.websites`'s
+  decision; every path goes through ``files.check_path`` and the store's
+  ``O_NOFOLLOW`` walk, so no URL reaches outside the account's storage;
+* a folder URL without ``/`` is a 301 to the slash form; a folder is served
+  by its ``DefaultWebPage``; there is never a directory listing (404);
+* ``private`` folders need HTTP Basic authentication (401 with the domain as
+  realm) through the process-wide login guard (failures count with every
+  other protocol) as the owner or a web-site administrator [waypost: Basic
+  only — Digest would need the plain password, which is never stored];
+* every site response carries ``Content-Security-Policy: sandbox ...``
+  without ``allow-same-origin`` [waypost]: a site shares host and port with
+  WebUser sessions, so its pages run as an opaque origin and can never
+  script a WebUser window or read its session URLs;
+* files are sent by aiohttp's ``FileResponse`` (sendfile, single ``Range``,
+  ``If-None-Match``/``If-Modified-Since``/``If-Range``, HEAD, ETag,
+  Last-Modified, Content-Type from the extension); a multi-range request is
+  answered with the whole file (200), as RFC 9110 §14.2 allows;
+* blocking work runs in the WebUser pool.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import urllib.parse
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from waypost.protocols.http.common import WEBUSER, WebUser, client_ip, log
+from waypost.services import auth, websites
+from waypost.services.files import AccountFiles, FileEntry, InvalidFileName, NotFound
+from waypost.services.webdomain import Place, WebTarget
+
+SITE_CSP = ("sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads; "
+            "frame-ancestors 'self'")
+READ_METHODS = ("GET", "HEAD")
+GUARD_SERVICE = "WebSite"
+MAX_CREDENTIALS = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class Located:
+    """A request placed in a site: whose, the storage path, the URL of the
+    site root (for redirects)."""
+
+    site: websites.Site
+    domain: str
+    path: str
+    slash: bool
+    root_url: str
+
+
+def _plain(status: int, text: str, **headers: str) -> web.Response:
+    response = web.Response(status=status, text=text + "\n", headers=headers)
+    response.headers["Content-Security-Policy"] = SITE_CSP
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def not_found() -> web.Response:
+    return _plain(404, "Not Found")
+
+
+def _locate(app: WebUser, target: WebTarget, url_path: str) -> Located | None:
+    """Blocking: the site and storage path a request means, or None."""
+    services = app.services
+    if target.place is Place.SITE:
+        site = websites.site_of(services, target.account)
+        inner, root = url_path.lstrip("/"), "/"
+        slash = url_path.endswith("/")
+    elif target.place is Place.DOMAIN:
+        prefix = websites.prefix_of(services, target.domain)
+        parts = websites.split_url(prefix, url_path)
+        if parts is None:
+            return None
+        site = websites.find_site(services, target.domain, parts.name)
+        inner, slash = parts.path, parts.slash
+        root = f"/{prefix}{urllib.parse.quote(parts.name)}/"
+    else:
+        return None
+    if site is None:
+        return None
+    try:
+        path = websites.storage_path(inner)
+    except InvalidFileName:
+        return None
+    return Located(site, target.domain, path, slash, root)
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """What a located path is: ``folder`` (a folder URL), and the file to send
+    (``entry`` and ``local``; None when there is nothing to send)."""
+
+    folder: bool
+    entry: FileEntry | None = None
+    local: str | None = None
+
+
+def _find(app: WebUser, where: Located) -> Found | None:
+    """Blocking: the file a located request sends (a folder's default page),
+    or None when the path names nothing."""
+    files = AccountFiles(app.services)
+    owner = where.site.owner
+    try:
+        entry = files.stat(owner, where.path)
+    except (NotFound, InvalidFileName):
+        return None
+    path = where.path
+    if entry.is_folder:
+        path = f"{path}/{where.site.default_page}" if path else where.site.default_page
+    try:
+        with files.open(owner, path) as opened:
+            return Found(entry.is_folder, opened.entry, opened.local_path)
+    except (NotFound, InvalidFileName):
+        return Found(entry.is_folder)
+
+
+async def _authorised(app: WebUser, request: web.Request, where: Located) -> bool:
+    """HTTP Basic credentials of the owner or a web-site administrator."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic" or not value or len(value) > MAX_CREDENTIALS:
+        return False
+    try:
+        login, sep, password = base64.b64decode(value.strip(), validate=True).decode(
+            "utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    if not sep or not login:
+        return False
+    if "@" not in login and "%" not in login:
+        login = f"{login}@{where.domain}"
+    attempt = await auth.guarded_login(
+        app.services, app.guard, app.settings, client_ip(request), login,
+        lambda: app.run(auth.check_password, app.services, login, password),
+        service=GUARD_SERVICE)
+    if attempt.account is None:
+        return False
+    return await app.run(websites.may_read_private, app.services, attempt.account,
+                         where.site.owner)
+
+
+async def serve(app: WebUser, request: web.Request, target: WebTarget
+                ) -> web.StreamResponse | None:
+    """The site response for a request, or None when it is not a site URL
+    (the caller answers it otherwise)."""
+    where = await app.run(_locate, app, target, request.path)
+    if where is None:
+        return None
+    if request.method not in READ_METHODS:
+        return _plain(405, "Method Not Allowed", Allow=", ".join(READ_METHODS))
+    if not where.site.enabled:
+        return _plain(403, "Forbidden: this web site is switched off")
+    found = await app.run(_find, app, where)
+    if found is None:
+        return not_found()
+    if found.folder and not where.slash:
+        # a folder named without its slash: 301 to the slash form (§6.2 [waypost])
+        query = f"?{request.query_string}" if request.query_string else ""
+        return _plain(301, "Moved Permanently", Location=request.path + "/" + query)
+    if found.entry is None or found.local is None:
+        return not_found()  # a folder without its default page: never a listing
+    private = websites.is_private(found.entry.path)
+    if private and not await _authorised(app, request, where):
+        log.info("site %s: private %s refused to %s", where.site.owner, found.entry.path,
+                 client_ip(request))
+        realm = where.domain.replace('"', "")
+        return _plain(401, "Authorization Required",
+                      **{"WWW-Authenticate": f'Basic realm="{realm}", charset="UTF-8"'})
+    response = web.FileResponse(found.local, headers={
+        "Content-Security-Policy": SITE_CSP,
+        "Cache-Control": "private, no-cache" if private else "no-cache",
+    })
+    if "," in request.headers.get("Range", ""):
+        # several ranges: aiohttp would refuse them (416); RFC 9110 §14.2 lets a
+        # server ignore Range, so the whole file goes out (200)
+        await response.prepare(request.clone(headers={
+            k: v for k, v in request.headers.items() if k.lower() not in ("range", "if-range")}))
+    return response
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    """The last route: a site URL, else 404."""
+    app: WebUser = request.app[WEBUSER]
+    target = await app.place(request)
+    response = await serve(app, request, target)
+    return response if response is not None else not_found()
