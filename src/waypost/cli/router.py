@@ -1,4 +1,9 @@
-"""``waypost router show|set``: the Router Table."""
+"""``waypost router show|set|check``: the Router Table.
+
+``set`` and ``check`` print a ``warning:`` line on stderr for every record
+that is valid but takes mail or signals away from a server domain
+(``services/router/lint.py``); the table is stored all the same (exit 0).
+"""
 
 from __future__ import annotations
 
@@ -33,6 +38,23 @@ def set_(file: str) -> None:
     with services() as svc:
         compiled = svc.router.set_table(text)
         line(f"Router table set: {len(compiled.records)} records")
+        _warn(svc.router.warnings(compiled))
+
+
+@router_group.command("check")
+@data_option
+def check() -> None:
+    """Report records that would take mail away from a server domain."""
+    with services() as svc:
+        warnings = svc.router.warnings()
+        _warn(warnings)
+        if not warnings:
+            line("no problems found")
+
+
+def _warn(warnings: list[str]) -> None:
+    for text in warnings:
+        click.echo(f"warning: {text}", err=True)
 
 
 COMMANDS = [router_group]

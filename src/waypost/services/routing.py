@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 
 from waypost.services.directory import Directory
+from waypost.services.router.lint import caught_domains
 from waypost.services.router.route import MAX_STEPS, RouteResult, route
 from waypost.services.router.table import CompiledTable, Kind, compile_table
 from waypost.services.router.view import DirectorySnapshot
@@ -74,3 +75,9 @@ class Router:
         compiled = compile_table(text, main_names(snap))
         self._store.set_router_table(text)
         return compiled
+
+    def warnings(self, table: CompiledTable | None = None) -> list[str]:
+        """What a valid table would still break (``router/lint.py``): the
+        table in force, or ``table`` against the current Directory."""
+        current, snap = self.current()
+        return [catch.text() for catch in caught_domains(table or current, snap)]
