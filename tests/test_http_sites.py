@@ -146,6 +146,21 @@ def test_private_needs_the_owner_or_an_administrator(sites: Sites) -> None:
     assert sites.get("/~alice/PRIVATE/secret.txt").status_code in (401, 404)
 
 
+def test_small_files_from_memory_revalidate_too(sites: Sites) -> None:
+    css = sites.get("/~alice/style.css")
+    assert css.status_code == 200 and css.text == "h1 { color: red }"
+    etag, modified = css.headers["etag"], css.headers["last-modified"]
+    assert sites.get("/~alice/style.css", **{"If-None-Match": etag}).status_code == 304
+    assert sites.get("/~alice/style.css", **{"If-None-Match": '"other"'}).status_code == 200
+    assert sites.get("/~alice/style.css", **{"If-Modified-Since": modified}).status_code == 304
+    part = sites.get("/~alice/style.css", Range="bytes=0-1")
+    assert part.status_code == 206 and part.text == "h1"
+    assert part.headers["etag"] == etag  # the same validator on both paths
+    head = sites.request("HEAD", "/~alice/style.css")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == "17"
+
+
 def test_conditional_requests_ranges_and_head(sites: Sites) -> None:
     full = sites.get("/~alice/big.bin")
     assert full.status_code == 200 and full.content == BIG

@@ -117,6 +117,47 @@ def site_of(services: Services, owner: str) -> Site | None:
     return Site(address, directory.service_enabled(address, SERVICE), page)
 
 
+class SiteCache:
+    """:func:`prefix_of`, :func:`find_site` and :func:`site_of` answers kept
+    until the store's version changes (any Directory, settings or Router
+    change), so a busy site costs no Directory reads per request. Bounded;
+    thread-safe enough for the worker pool (a race only recomputes)."""
+
+    MAX = 10_000
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self._version = -1
+        self._answers: dict[tuple[str, str, str], object] = {}
+
+    def _fresh(self) -> dict[tuple[str, str, str], object]:
+        version = self.services.store.version()
+        if version != self._version or len(self._answers) > self.MAX:
+            self._answers = {}
+            self._version = version
+        return self._answers
+
+    def prefix(self, domain: str) -> str:
+        answers, key = self._fresh(), ("prefix", domain.lower(), "")
+        if key not in answers:
+            answers[key] = prefix_of(self.services, domain)
+        return str(answers[key])
+
+    def find(self, domain: str, name: str) -> Site | None:
+        answers, key = self._fresh(), ("find", domain.lower(), name.lower())
+        if key not in answers:
+            answers[key] = find_site(self.services, domain, name)
+        found = answers[key]
+        return found if isinstance(found, Site) else None
+
+    def of(self, owner: str) -> Site | None:
+        answers, key = self._fresh(), ("of", owner.lower(), "")
+        if key not in answers:
+            answers[key] = site_of(self.services, owner)
+        found = answers[key]
+        return found if isinstance(found, Site) else None
+
+
 def may_read_private(services: Services, reader: str, owner: str) -> bool:
     """The owner, or an administrator of the owner's domain with
     ``CanAccessWebSites`` (``Master`` included)."""

@@ -375,6 +375,9 @@ class FileEntry:
     is_folder: bool
     size: int
     mtime: float
+    mtime_ns: int = 0
+    """The modification time in nanoseconds where the backend has it (HTTP
+    validators are built from it, so they change with every write)."""
 
     @property
     def name(self) -> str:

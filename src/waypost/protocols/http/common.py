@@ -30,6 +30,8 @@ import secrets
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -48,6 +50,7 @@ from waypost.services.mailaccess.errors import (
 from waypost.services.mailaccess.service import MailAccess
 from waypost.services.skins import Skins
 from waypost.services.webdomain import WebTarget, detect
+from waypost.services.websites import SiteCache
 from waypost.settings import ServerSettings
 from waypost.web.pages import Pages
 
@@ -117,6 +120,7 @@ class WebUser:
         self.mail = MailAccess(services)
         self.settings: ServerSettings = services.settings()
         self.sessions = SessionStore(float(self.settings.number("WebUserIdleTimeout")))
+        self.sites = SiteCache(services)
         self._secret = secrets.token_bytes(32)
         self._version = -1
 
@@ -130,7 +134,7 @@ class WebUser:
 
     # -- per request ------------------------------------------------------------------
 
-    def _place(self, host: str | None, server_ip: str | None) -> WebTarget:
+    def place_blocking(self, host: str | None, server_ip: str | None) -> WebTarget:
         """Pick up changed settings (a cheap version check), then place the request."""
         version = self.mail.version()
         if version != self._version:
@@ -147,9 +151,8 @@ class WebUser:
                                    bind_ip=self.settings.flag("WebUserBindIP"))
 
     async def place(self, request: web.Request) -> WebTarget:
-        sockname = request.transport.get_extra_info("sockname") if request.transport else None
-        server_ip = sockname[0] if sockname else None
-        return await self.run(self._place, request.headers.get("Host"), server_ip)
+        return await self.run(self.place_blocking, request.headers.get("Host"),
+                              server_address(request))
 
     def csrf_for(self, cookie: str) -> str:
         """The login form's token for a pre-login cookie (signed double submit)."""
@@ -158,6 +161,29 @@ class WebUser:
     async def render(self, domain: str, skin: str, name: str,
                      dataset: Mapping[str, Any]) -> str | None:
         return await self.run(self.pages.render, domain, skin, name, dataset)
+
+def not_modified(request: web.Request, etag: str, mtime: datetime) -> bool:
+    """RFC 9110 §13.1: If-None-Match wins over If-Modified-Since."""
+    inm = request.headers.get("If-None-Match")
+    if inm is not None:
+        return inm.strip() == "*" or etag in [t.strip().removeprefix("W/") for t in inm.split(",")]
+    ims = request.headers.get("If-Modified-Since")
+    if ims:
+        try:
+            since = parsedate_to_datetime(ims)
+        except (TypeError, ValueError):
+            return False
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+        return mtime.replace(microsecond=0) <= since
+    return False
+
+
+def server_address(request: web.Request) -> str | None:
+    """The local address the request came in on (places a Host-less request)."""
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    return sockname[0] if sockname else None
+
 
 def client_ip(request: web.Request) -> str:
     return (request.remote or "").removeprefix("::ffff:")

@@ -29,12 +29,22 @@ from __future__ import annotations
 
 import base64
 import binascii
+import mimetypes
 import urllib.parse
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import format_datetime
 
 from aiohttp import web
 
-from waypost.protocols.http.common import WEBUSER, WebUser, client_ip, log
+from waypost.protocols.http.common import (
+    WEBUSER,
+    WebUser,
+    client_ip,
+    log,
+    not_modified,
+    server_address,
+)
 from waypost.services import auth, websites
 from waypost.services.files import AccountFiles, FileEntry, InvalidFileName, NotFound
 from waypost.services.webdomain import Place, WebTarget
@@ -44,6 +54,10 @@ SITE_CSP = ("sandbox allow-scripts allow-forms allow-popups allow-modals allow-d
 READ_METHODS = ("GET", "HEAD")
 GUARD_SERVICE = "WebSite"
 MAX_CREDENTIALS = 2048
+SMALL = 128 * 1024
+"""Files up to this size are read in the request's one trip to the worker
+pool and sent from memory (no further pool trips for stat and open); larger
+ones, and every Range request, go through ``FileResponse`` (sendfile)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,17 +85,17 @@ def not_found() -> web.Response:
 
 def _locate(app: WebUser, target: WebTarget, url_path: str) -> Located | None:
     """Blocking: the site and storage path a request means, or None."""
-    services = app.services
+    cache = app.sites
     if target.place is Place.SITE:
-        site = websites.site_of(services, target.account)
+        site = cache.of(target.account)
         inner, root = url_path.lstrip("/"), "/"
         slash = url_path.endswith("/")
     elif target.place is Place.DOMAIN:
-        prefix = websites.prefix_of(services, target.domain)
+        prefix = cache.prefix(target.domain)
         parts = websites.split_url(prefix, url_path)
         if parts is None:
             return None
-        site = websites.find_site(services, target.domain, parts.name)
+        site = cache.find(target.domain, parts.name)
         inner, slash = parts.path, parts.slash
         root = f"/{prefix}{urllib.parse.quote(parts.name)}/"
     else:
@@ -103,6 +117,8 @@ class Found:
     folder: bool
     entry: FileEntry | None = None
     local: str | None = None
+    data: bytes | None = None
+    """The whole file when it is small (:data:`SMALL`): sent from memory."""
 
 
 def _find(app: WebUser, where: Located) -> Found | None:
@@ -119,7 +135,8 @@ def _find(app: WebUser, where: Located) -> Found | None:
         path = f"{path}/{where.site.default_page}" if path else where.site.default_page
     try:
         with files.open(owner, path) as opened:
-            return Found(entry.is_folder, opened.entry, opened.local_path)
+            data = opened.read() if opened.entry.size <= SMALL else None
+            return Found(entry.is_folder, opened.entry, opened.local_path, data)
     except (NotFound, InvalidFileName):
         return Found(entry.is_folder)
 
@@ -149,18 +166,31 @@ async def _authorised(app: WebUser, request: web.Request, where: Located) -> boo
                          where.site.owner)
 
 
-async def serve(app: WebUser, request: web.Request, target: WebTarget
+def _resolve(app: WebUser, target: WebTarget | None, host: str | None,
+             server_ip: str | None, url_path: str, method: str
+             ) -> tuple[Located | None, Found | None]:
+    """Blocking, one trip to the pool: place the request (unless ``target``
+    is known), locate the site, and find the file when it will be read."""
+    if target is None:
+        target = app.place_blocking(host, server_ip)
+    where = _locate(app, target, url_path)
+    if where is None or method not in READ_METHODS or not where.site.enabled:
+        return where, None
+    return where, _find(app, where)
+
+
+async def serve(app: WebUser, request: web.Request, target: WebTarget | None
                 ) -> web.StreamResponse | None:
     """The site response for a request, or None when it is not a site URL
-    (the caller answers it otherwise)."""
-    where = await app.run(_locate, app, target, request.path)
+    (the caller answers it otherwise). ``target`` None: place it here."""
+    where, found = await app.run(_resolve, app, target, request.headers.get("Host"),
+                                 server_address(request), request.path, request.method)
     if where is None:
         return None
     if request.method not in READ_METHODS:
         return _plain(405, "Method Not Allowed", Allow=", ".join(READ_METHODS))
     if not where.site.enabled:
         return _plain(403, "Forbidden: this web site is switched off")
-    found = await app.run(_find, app, where)
     if found is None:
         return not_found()
     if found.folder and not where.slash:
@@ -176,10 +206,11 @@ async def serve(app: WebUser, request: web.Request, target: WebTarget
         realm = where.domain.replace('"', "")
         return _plain(401, "Authorization Required",
                       **{"WWW-Authenticate": f'Basic realm="{realm}", charset="UTF-8"'})
-    response = web.FileResponse(found.local, headers={
-        "Content-Security-Policy": SITE_CSP,
-        "Cache-Control": "private, no-cache" if private else "no-cache",
-    })
+    headers = {"Content-Security-Policy": SITE_CSP,
+               "Cache-Control": "private, no-cache" if private else "no-cache"}
+    if found.data is not None and "Range" not in request.headers:
+        return _small(request, found.entry, found.data, headers)
+    response = web.FileResponse(found.local, headers=headers)
     if "," in request.headers.get("Range", ""):
         # several ranges: aiohttp would refuse them (416); RFC 9110 §14.2 lets a
         # server ignore Range, so the whole file goes out (200)
@@ -188,9 +219,22 @@ async def serve(app: WebUser, request: web.Request, target: WebTarget
     return response
 
 
+def _small(request: web.Request, entry: FileEntry, data: bytes, headers: dict[str, str]
+           ) -> web.Response:
+    """A small file from memory, with the validators ``FileResponse`` would
+    give it (same ETag form), and 304 for a matching conditional GET."""
+    etag = f'"{entry.mtime_ns:x}-{entry.size:x}"'
+    modified = datetime.fromtimestamp(entry.mtime, UTC)
+    headers = {**headers, "ETag": etag, "Last-Modified": format_datetime(modified, usegmt=True)}
+    if not_modified(request, etag, modified):
+        return web.Response(status=304, headers=headers)
+    response = web.Response(body=data, headers=headers)  # HEAD: aiohttp sends no body
+    response.content_type = mimetypes.guess_type(entry.name)[0] or "application/octet-stream"
+    return response
+
+
 async def handle(request: web.Request) -> web.StreamResponse:
     """The last route: a site URL, else 404."""
     app: WebUser = request.app[WEBUSER]
-    target = await app.place(request)
-    response = await serve(app, request, target)
+    response = await serve(app, request, None)
     return response if response is not None else not_found()

@@ -76,7 +76,7 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from email.utils import format_datetime, parsedate_to_datetime
+from email.utils import format_datetime
 from typing import Any
 
 from aiohttp import web
@@ -105,6 +105,7 @@ from waypost.protocols.http.common import (
     error_page,
     html_page,
     log,
+    not_modified,
     safe_text,
     session_dataset,
     valid_file_name,
@@ -265,23 +266,6 @@ def _etag(version: tuple[str, float]) -> str:
     return f'"{digest}"'
 
 
-def _not_modified(request: web.Request, etag: str, mtime: datetime) -> bool:
-    """RFC 9110 §13.1: If-None-Match wins over If-Modified-Since."""
-    inm = request.headers.get("If-None-Match")
-    if inm is not None:
-        return inm.strip() == "*" or etag in [t.strip().removeprefix("W/") for t in inm.split(",")]
-    ims = request.headers.get("If-Modified-Since")
-    if ims:
-        try:
-            since = parsedate_to_datetime(ims)
-        except (TypeError, ValueError):
-            return False
-        if since.tzinfo is None:
-            since = since.replace(tzinfo=UTC)
-        return mtime.replace(microsecond=0) <= since
-    return False
-
-
 async def skin_file(app: WebUser, request: web.Request, domain: str, skin: str, name: str
                     ) -> web.StreamResponse:
     """A static skin file with ``ETag``/``Last-Modified`` and 304 (issue 10 point 1)."""
@@ -294,7 +278,7 @@ async def skin_file(app: WebUser, request: web.Request, domain: str, skin: str, 
     modified = datetime.fromtimestamp(version[1], UTC)
     headers = {"ETag": etag, "Last-Modified": format_datetime(modified, usegmt=True),
                "Cache-Control": "no-cache"}
-    if _not_modified(request, etag, modified):
+    if not_modified(request, etag, modified):
         return web.Response(status=304, headers=headers)
     found = await app.run(app.pages.static, domain, skin, name)
     if found is None:

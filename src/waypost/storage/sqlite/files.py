@@ -121,7 +121,7 @@ class _Opened:
 
 def _entry(path: str, st: os.stat_result) -> FileEntry:
     folder = stat.S_ISDIR(st.st_mode)
-    return FileEntry(path, folder, 0 if folder else st.st_size, st.st_mtime)
+    return FileEntry(path, folder, 0 if folder else st.st_size, st.st_mtime, st.st_mtime_ns)
 
 
 class FileTrees:
