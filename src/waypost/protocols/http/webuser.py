@@ -82,7 +82,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_response import ContentCoding
 
-from waypost.protocols.http import account, compose, folders, mailpages, sites
+from waypost.protocols.http import account, compose, filepages, folders, mailpages, sites
 from waypost.protocols.http.common import (
     COMPRESSIBLE,
     DEFAULT_SKIN,
@@ -119,10 +119,11 @@ from waypost.services.webdomain import Place, WebTarget, host_name
 __all__ = ["WebUser", "build_app", "login_dataset", "safe_text", "valid_file_name"]
 
 PAGES: dict[str, SessionPage] = {
-    **folders.PAGES, **mailpages.PAGES, **compose.PAGES, **account.PAGES}
+    **folders.PAGES, **mailpages.PAGES, **compose.PAGES, **account.PAGES, **filepages.PAGES}
 """Every GET page of a session, by name."""
 ACTIONS: dict[str, SessionAction] = {
-    **folders.ACTIONS, **mailpages.ACTIONS, **compose.ACTIONS, **account.ACTIONS}
+    **folders.ACTIONS, **mailpages.ACTIONS, **compose.ACTIONS, **account.ACTIONS,
+    **filepages.ACTIONS}
 """Every POST of a session, by name (each called after the CSRF check)."""
 
 
