@@ -18,6 +18,8 @@ from email.message import EmailMessage
 
 import pytest
 from playwright.sync_api import BrowserContext, Page, Request, Route
+from tests.support.browser import sign_in as browser_sign_in
+from tests.support.browser import web_url
 from tests.support.howto import HOWTO_LOGIN
 from tests.support.server import WaypostServer
 
@@ -26,8 +28,6 @@ from waypost.services.mailaccess.service import MailAccess
 
 PASSWORD = "browser-pw-1"
 SESSION_PAGE = re.compile(r"/Session/[A-Za-z0-9_-]{20,}/Mailboxes\.wssp$")
-AFTER_SIGN_IN = re.compile(r"/login$|/Session/")
-"""Where the form's POST leaves the browser: the login page again, or a session."""
 
 
 @pytest.fixture(scope="module")
@@ -59,18 +59,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WaypostServer]:
 
 
 def web(server: WaypostServer, host: str = "main.dom", *, secure: bool = False) -> str:
-    """The login page URL as a user types it (the host name, not 127.0.0.1)."""
-    if secure:
-        return f"https://{host}:{server.webs}/"
-    return f"http://{host}:{server.web}/"
+    return web_url(server, host, secure=secure)
 
 
 def sign_in(page: Page, server: WaypostServer, name: str, password: str = PASSWORD) -> None:
-    page.goto(web(server))
-    page.get_by_label("Name").fill(name)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(AFTER_SIGN_IN)
+    browser_sign_in(page, server, name, password)
 
 
 def unseen(page: Page, mailbox: str) -> int:

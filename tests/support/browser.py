@@ -17,6 +17,7 @@ Invariants:
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -111,3 +112,24 @@ def finish(ctx: BrowserContext, request: pytest.FixtureRequest, tmp_path: Path) 
         for path in saved:
             print(f"screenshot: {path}")
     ctx.close()
+
+
+AFTER_SIGN_IN = re.compile(r"/login$|/Session/")
+"""Where the login form's POST leaves the browser: the login page again, or a session."""
+
+
+def web_url(server: Any, host: str = "main.dom", *, secure: bool = False) -> str:
+    """The login page URL as a user types it (the host name, not 127.0.0.1);
+    ``server`` is a ``tests.support.server.WaypostServer``."""
+    if secure:
+        return f"https://{host}:{server.webs}/"
+    return f"http://{host}:{server.web}/"
+
+
+def sign_in(page: Page, server: Any, name: str, password: str, host: str = "main.dom") -> None:
+    """Log in through the stock login form, as a user does."""
+    page.goto(web_url(server, host))
+    page.get_by_label("Name").fill(name)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(AFTER_SIGN_IN)
