@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
+from typing import Any
 
 from aiohttp import web
 
@@ -59,19 +60,31 @@ from waypost.services.preferences import web_prefs
 from waypost.web import mail as webmail
 
 
-async def page_size(app: WebUser, session: WebSession) -> int:
-    """The account's ``MessagesPerPage`` preference (used when ``Limit`` is absent)."""
-    prefs = await app.run(web_prefs, app.services, session.account)
-    return prefs.messages_per_page
+def list_state(app: WebUser, account: str, params: Any) -> webmail.ListQuery:
+    """The list's state from ``params``; without ``Limit``, the account's
+    ``MessagesPerPage`` preference. Blocking (the preference): in the pool."""
+    size = webmail.PAGE_SIZE if params.get("Limit") else \
+        web_prefs(app.services, account).messages_per_page
+    return webmail.list_query(params, size)
+
+
+def _list_dataset(app: WebUser, account: str, params: Any) -> dict[str, Any]:
+    return webmail.message_list(app.mail, account, list_state(app, account, params))
+
+
+def _view_dataset(app: WebUser, account: str, params: Any, name: str, uid: int
+                  ) -> dict[str, Any]:
+    return webmail.message_view(app.mail, account, name, uid,
+                                show_images=params.get("ShowImages") == "1",
+                                plain=params.get("Plain") == "1",
+                                query=list_state(app, account, params))
 
 
 async def mailbox_page(app: WebUser, request: web.Request, session: WebSession
                        ) -> web.Response:
     """``Mailbox.wssp``: one page of a mailbox's messages (issue 10 point 6)."""
     try:
-        limit = None if request.query.get("Limit") else await page_size(app, session)
-        query = webmail.list_query(request.query, limit or webmail.PAGE_SIZE)
-        found = await app.run(webmail.message_list, app.mail, session.account, query)
+        found = await app.run(_list_dataset, app, session.account, request.query)
     except (webmail.BadRequest, StoreError) as exc:
         return await mail_refusal(app, request, session, exc)
     dataset = session_dataset(request, session)
@@ -95,11 +108,7 @@ async def message_page(app: WebUser, request: web.Request, session: WebSession
     try:
         name = webmail.check_mailbox(request.query.get("Mailbox", ""))
         uid = webmail.check_uid(request.query.get("UID"))
-        limit = None if request.query.get("Limit") else await page_size(app, session)
-        query = webmail.list_query(request.query, limit or webmail.PAGE_SIZE)
-        found = await app.run(webmail.message_view, app.mail, session.account, name, uid,
-                              show_images=show_images, plain=request.query.get("Plain") == "1",
-                              query=query)
+        found = await app.run(_view_dataset, app, session.account, request.query, name, uid)
     except (webmail.BadRequest, StoreError) as exc:
         return await mail_refusal(app, request, session, exc)
     dataset = session_dataset(request, session)
