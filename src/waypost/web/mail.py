@@ -44,7 +44,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from waypost import mime
 from waypost.services.mailaccess.criteria import SearchKey
@@ -72,6 +72,7 @@ MAX_SEARCH = 200
 MAX_UIDS = 1000
 """UIDs one action may name (a page shows at most :data:`MAX_PAGE`)."""
 ORDER_CACHE_MAILBOXES = 32
+TEXT_CACHE_MAILBOXES = 8
 TRASH = "Trash"
 FLAG_ACTIONS: dict[str, tuple[str, str]] = {
     "flag": ("\\Flagged", "add"), "unflag": ("\\Flagged", "remove"),
@@ -231,18 +232,20 @@ class ListCache:
     mailboxes, the UIDs in each sort order and the sender and subject sort
     texts, so a page of a large mailbox does not sort or parse it again.
 
-    An order is reused only while the index's :data:`Stamp` is unchanged; a
-    sort text belongs to a UID of one UIDVALIDITY and never changes (a
-    message's header is immutable), so texts survive new mail and only new
-    messages are parsed. Threads of the pool share it under :attr:`lock`."""
+    An order is reused only while the index's :data:`Stamp` is unchanged;
+    the texts of a message (:class:`Texts`: what its row shows and its sort
+    keys) belong to a UID of one UIDVALIDITY and never change (a message's
+    header is immutable), so they survive new mail and only messages not
+    seen before are read. Threads of the pool share it under :attr:`lock`;
+    it holds the texts of at most :data:`TEXT_CACHE_MAILBOXES` mailboxes
+    (about 0.5 KB a message)."""
 
     def __init__(self, mailboxes: int = ORDER_CACHE_MAILBOXES) -> None:
         self.lock = threading.Lock()
         self.limit = mailboxes
         self.orders: OrderedDict[tuple[MailboxKey, str], tuple[Stamp, array[int]]] = \
             OrderedDict()
-        self.texts: OrderedDict[MailboxKey, tuple[int, dict[int, tuple[str, str]]]] = \
-            OrderedDict()
+        self.texts: OrderedDict[MailboxKey, tuple[int, dict[int, Texts]]] = OrderedDict()
 
     def order(self, key: MailboxKey, sort: str, stamp: Stamp) -> array[int] | None:
         with self.lock:
@@ -259,14 +262,14 @@ class ListCache:
             while len(self.orders) > self.limit * len(SORTS):
                 self.orders.popitem(last=False)
 
-    def texts_of(self, key: MailboxKey, uidvalidity: int) -> dict[int, tuple[str, str]]:
-        """The mailbox's sort texts by UID (a fresh dict after UIDVALIDITY changed)."""
+    def texts_of(self, key: MailboxKey, uidvalidity: int) -> dict[int, Texts]:
+        """The mailbox's :class:`Texts` by UID (a fresh dict after UIDVALIDITY changed)."""
         with self.lock:
             found = self.texts.get(key)
             if found is None or found[0] != uidvalidity:
                 found = self.texts[key] = (uidvalidity, {})
             self.texts.move_to_end(key)
-            while len(self.texts) > self.limit:
+            while len(self.texts) > TEXT_CACHE_MAILBOXES:
                 self.texts.popitem(last=False)
             return found[1]
 
@@ -283,21 +286,35 @@ def list_cache(mail: MailAccess) -> ListCache:
         return cache
 
 
-def _sort_texts(mail: MailAccess, opened: Opened, uids: Sequence[int],
-                texts: dict[int, tuple[str, str]]) -> None:
-    """Fill ``texts`` (UID -> (sender, subject), case-folded) for ``uids``
-    missing from it, from the cached MIME structures."""
+class Texts(NamedTuple):
+    """What a message's row shows (escaped) and its sort keys: fixed for a
+    UID of one UIDVALIDITY."""
+
+    sender_key: str
+    subject_key: str
+    sender: str
+    subject: str
+    date: str
+
+
+def _texts(message: MessageData) -> Texts:
+    env = _envelope(message)
+    sender = address_text(env.from_)
+    subject = mime.decode_header(env.subject or "").strip()
+    return Texts(sender.casefold(), subject.casefold(), esc(sender),
+                 esc(subject) if subject else "(no subject)",
+                 date_text(env.date, message.internal_date))
+
+
+def _fill_texts(mail: MailAccess, opened: Opened, uids: Sequence[int],
+                texts: dict[int, Texts]) -> None:
+    """Add the :class:`Texts` of ``uids`` missing from ``texts``, from the
+    cached MIME structures (a message gone meanwhile stays missing)."""
     missing = [uid for uid in uids if uid not in texts]
     for start in range(0, len(missing), 500):
         chunk = missing[start:start + 500]
-        found = {m.uid: _envelope(m) for m in _fetch_all(mail, opened, chunk,
-                                                           FetchNeeds(parsed=True))}
-        for uid in chunk:
-            env = found.get(uid)
-            if env is None:
-                continue  # gone meanwhile: the next stamp drops it
-            texts[uid] = (address_text(env.from_).casefold(),
-                          mime.decode_header(env.subject or "").strip().casefold())
+        for message in _fetch_all(mail, opened, chunk, FetchNeeds(parsed=True)):
+            texts[message.uid] = _texts(message)
 
 
 def sorted_uids(mail: MailAccess, opened: Opened, sort: str) -> array[int]:
@@ -321,9 +338,10 @@ def sorted_uids(mail: MailAccess, opened: Opened, sort: str) -> array[int]:
             return uids
         everything = array("I", index.uids)
     texts = cache.texts_of(key, stamp[0])
-    _sort_texts(mail, opened, everything, texts)
+    _fill_texts(mail, opened, everything, texts)
     column_of = 0 if sort == "from" else 1
-    uids = array("I", sorted(everything, key=lambda uid: texts.get(uid, ("", ""))[column_of]))
+    uids = array("I", sorted(everything, key=lambda uid: texts[uid][column_of]
+                             if uid in texts else ""))
     if len(texts) > len(everything) * 2:
         alive = set(everything)
         for uid in [u for u in list(texts) if u not in alive]:
@@ -395,10 +413,17 @@ def list_url(query: ListQuery, **extra: str) -> str:
         {"Mailbox": query.mailbox, **context_params(query), **extra})
 
 
-def view_url(query: ListQuery, uid: int, **extra: str) -> str:
-    """The view of ``uid`` that keeps the list's state (not escaped)."""
-    return "Message.wssp?" + urllib.parse.urlencode(
-        {"Mailbox": query.mailbox, "UID": str(uid), **context_params(query), **extra})
+def state_query(query: ListQuery) -> str:
+    """:func:`context_params` URL-encoded (not escaped), to build many links from."""
+    return urllib.parse.urlencode(context_params(query))
+
+
+def view_url(query: ListQuery, uid: int, *, state: str | None = None, **extra: str) -> str:
+    """The view of ``uid`` that keeps the list's state (not escaped);
+    ``state``: :func:`state_query` of ``query``, when already at hand."""
+    url = (f"Message.wssp?Mailbox={urllib.parse.quote_plus(query.mailbox)}&UID={uid}&"
+           f"{state_query(query) if state is None else state}")
+    return url + "&" + urllib.parse.urlencode(extra) if extra else url
 
 
 def result_codes(params: Any) -> dict[str, Any]:
@@ -419,27 +444,37 @@ def message_list(mail: MailAccess, user: str, query: ListQuery) -> dict[str, Any
     """The dataset of ``Mailbox.wssp``: the page of messages and the links.
 
     Cost: for date and size orders, the (cached) order, then the page's
-    messages only; the mailbox is opened, not selected (no \\Recent claim)."""
+    rows: flags and sizes from the index, texts from :class:`ListCache`
+    (parsed once per message); the mailbox is opened, not selected (no
+    \\Recent claim)."""
     opened = mail.open(user, query.mailbox, "r")
     order = listed_uids(mail, opened, query)
     page_uids = page_of(order, query)
-    fetched = {m.uid: m for m in _fetch_all(mail, opened, page_uids, FetchNeeds(parsed=True))}
+    state = state_query(query)
+    metadata: dict[int, tuple[tuple[str, ...], int]] = {}
+    with mail.index(opened) as index:
+        uidvalidity = index.uidvalidity
+        for uid in page_uids:
+            i = index.position(uid)
+            if i is not None:  # else expunged meanwhile
+                metadata[uid] = (index.flags[i], index.sizes[i])
+    texts = list_cache(mail).texts_of(mailbox_key(opened), uidvalidity)
+    _fill_texts(mail, opened, [uid for uid in page_uids if uid in metadata], texts)
     rows = []
     for uid in page_uids:
-        message = fetched.get(uid)
-        if message is None:
-            continue  # expunged meanwhile
-        env = _envelope(message)
-        subject = mime.decode_header(env.subject or "").strip()
-        lower = {f.lower() for f in message.flags}
+        shown = texts.get(uid)
+        if shown is None or uid not in metadata:
+            continue
+        flags, size = metadata[uid]
+        lower = {f.lower() for f in flags}
         row: dict[str, Any] = {
             "uid": uid,
-            "from": esc(address_text(env.from_)),
-            "subject": esc(subject) if subject else "(no subject)",
-            "date": date_text(env.date, message.internal_date),
-            "size": size_text(message.size),
-            "sizeBytes": message.size,
-            "viewURL": esc(view_url(query, uid)),
+            "from": shown.sender,
+            "subject": shown.subject,
+            "date": shown.date,
+            "size": size_text(size),
+            "sizeBytes": size,
+            "viewURL": esc(view_url(query, uid, state=state)),
         }
         for flag, name in (("\\seen", "seen"), ("\\flagged", "flagged"),
                            ("\\answered", "answered"), ("\\deleted", "deleted")):
@@ -708,10 +743,11 @@ def _view_controls(mail: MailAccess, user: str, opened: Opened, message: Message
     if "\\flagged" in lower:
         out["flagged"] = True
     before, after = neighbours(mail, opened, uid, query)
+    state = state_query(query)
     if before is not None:
-        out["prevMessageURL"] = esc(view_url(query, before))
+        out["prevMessageURL"] = esc(view_url(query, before, state=state))
     if after is not None:
-        out["nextMessageURL"] = esc(view_url(query, after))
+        out["nextMessageURL"] = esc(view_url(query, after, state=state))
     return out
 
 
