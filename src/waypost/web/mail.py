@@ -342,12 +342,18 @@ def sorted_uids(mail: MailAccess, opened: Opened, sort: str) -> array[int]:
     column_of = 0 if sort == "from" else 1
     uids = array("I", sorted(everything, key=lambda uid: texts[uid][column_of]
                              if uid in texts else ""))
-    if len(texts) > len(everything) * 2:
-        alive = set(everything)
-        for uid in [u for u in list(texts) if u not in alive]:
-            texts.pop(uid, None)
+    _prune(texts, everything)
     cache.keep_order(key, sort, stamp, uids)
     return uids
+
+
+def _prune(texts: dict[int, Texts], alive: Sequence[int]) -> None:
+    """Forget the texts of expunged messages once they could outnumber the
+    mailbox's (a mailbox that keeps receiving and expunging)."""
+    if len(texts) > len(alive) * 2 + 1000:
+        keep = set(alive)
+        for uid in [u for u in list(texts) if u not in keep]:
+            texts.pop(uid, None)
 
 
 def listed_uids(mail: MailAccess, opened: Opened, query: ListQuery) -> list[int] | array[int]:
@@ -458,7 +464,9 @@ def message_list(mail: MailAccess, user: str, query: ListQuery) -> dict[str, Any
             i = index.position(uid)
             if i is not None:  # else expunged meanwhile
                 metadata[uid] = (index.flags[i], index.sizes[i])
-    texts = list_cache(mail).texts_of(mailbox_key(opened), uidvalidity)
+        texts = list_cache(mail).texts_of(mailbox_key(opened), uidvalidity)
+        if len(texts) > len(index) * 2 + 1000:
+            _prune(texts, index.uids)
     _fill_texts(mail, opened, [uid for uid in page_uids if uid in metadata], texts)
     rows = []
     for uid in page_uids:

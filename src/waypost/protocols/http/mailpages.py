@@ -3,8 +3,10 @@
 with their datasets from :mod:`waypost.web.mail`.
 
 URLs: ``Mailbox.wssp?Mailbox=&Skip=&Limit=&Sort=date|from|subject|size&Order=
-asc|desc&Search=``; ``Message.wssp?Mailbox=&UID=[&ShowImages=1][&Plain=1]``
-(viewing sets \\Seen); ``/Session/<id>/Part/<mailbox>/<uid>/<part>`` (the
+asc|desc&Search=&Scope=headers|text`` (``Limit`` defaults to the account's
+``MessagesPerPage`` preference; ``Done=``/``Error=`` codes after an action);
+``Message.wssp?Mailbox=&UID=[&ShowImages=1][&Plain=1]`` plus the list's state
+(for previous/next and the way back; viewing sets \\Seen); ``/Session/<id>/Part/<mailbox>/<uid>/<part>`` (the
 mailbox URL-encoded, possibly with ``/``; the part an IMAP section number)
 as a download with ``Content-Disposition: attachment``, its own content type
 and a sandboxing CSP; ``?Inline=1`` shows raster images inline (the ``cid:``
