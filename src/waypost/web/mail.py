@@ -246,6 +246,7 @@ class ListCache:
         self.orders: OrderedDict[tuple[MailboxKey, str], tuple[Stamp, array[int]]] = \
             OrderedDict()
         self.texts: OrderedDict[MailboxKey, tuple[int, dict[int, Texts]]] = OrderedDict()
+        self.places: dict[tuple[MailboxKey, str], tuple[array[int], dict[int, int]]] = {}
 
     def order(self, key: MailboxKey, sort: str, stamp: Stamp) -> array[int] | None:
         with self.lock:
@@ -261,6 +262,18 @@ class ListCache:
             self.orders.move_to_end((key, sort))
             while len(self.orders) > self.limit * len(SORTS):
                 self.orders.popitem(last=False)
+
+    def place(self, key: MailboxKey, sort: str, order: array[int], uid: int) -> int | None:
+        """The position of ``uid`` in ``order`` (an order this cache handed
+        out), from a map built once per order: a view's previous/next links
+        do not scan the mailbox."""
+        with self.lock:
+            found = self.places.get((key, sort))
+            if found is None or found[0] is not order:
+                if len(self.places) >= self.limit * len(SORTS):
+                    self.places.clear()
+                found = self.places[(key, sort)] = (order, {u: i for i, u in enumerate(order)})
+            return found[1].get(uid)
 
     def texts_of(self, key: MailboxKey, uidvalidity: int) -> dict[int, Texts]:
         """The mailbox's :class:`Texts` by UID (a fresh dict after UIDVALIDITY changed)."""
@@ -533,9 +546,8 @@ def neighbours(mail: MailAccess, opened: Opened, uid: int, query: ListQuery
     [waypost] The whole mailbox's order: a search is not run again for every
     view, so next/previous walk the mailbox, not only the matches."""
     order = sorted_uids(mail, opened, query.sort)
-    try:
-        i = order.index(uid)
-    except ValueError:
+    i = list_cache(mail).place(mailbox_key(opened), query.sort, order, uid)
+    if i is None:
         return None, None
     before = order[i - 1] if i > 0 else None
     after = order[i + 1] if i + 1 < len(order) else None
