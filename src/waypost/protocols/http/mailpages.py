@@ -6,12 +6,13 @@ URLs: ``Mailbox.wssp?Mailbox=&Skip=&Limit=&Sort=date|from|subject|size&Order=
 asc|desc&Search=&Scope=headers|text`` (``Limit`` defaults to the account's
 ``MessagesPerPage`` preference; ``Done=``/``Error=`` codes after an action);
 ``Message.wssp?Mailbox=&UID=[&ShowImages=1][&Plain=1]`` plus the list's state
-(for previous/next and the way back; viewing sets \\Seen); ``/Session/<id>/Part/<mailbox>/<uid>/<part>`` (the
-mailbox URL-encoded, possibly with ``/``; the part an IMAP section number)
-as a download with ``Content-Disposition: attachment``, its own content type
-and a sandboxing CSP; ``?Inline=1`` shows raster images inline (the ``cid:``
-images of a message view) and nothing else. A refused mailbox is the error
-page with 403/404, a bad parameter 400.
+(for previous/next and the way back; viewing sets \\Seen);
+``/Session/<id>/Part/<mailbox>/<uid>/<part>`` (the mailbox URL-encoded,
+possibly with ``/``; the part an IMAP section number) as a download with
+``Content-Disposition: attachment``, its own content type and a sandboxing
+CSP; ``?Inline=1`` shows raster images inline (the ``cid:`` images of a
+message view) and nothing else. A refused mailbox is the error page with
+403/404, a bad parameter 400.
 
 Actions (issue 10 point 6), ``POST /Session/<id>/Messages`` from the list's
 and the view's forms (the CSRF check is the POST path's): ``Mailbox``, one
