@@ -10,7 +10,8 @@ everything on loopback. Two kinds of work, each done over the web and over
 IMAP against that one server:
 
 * list: ``GET /Session/<id>/Mailbox.wssp?Mailbox=INBOX&Skip=0&Limit=50``
-  (the 50 newest messages) beside ``UID FETCH <those 50 UIDs> (UID FLAGS
+  (the 50 newest messages; with ``--sort size|from|subject`` the first 50 in
+  that order, ``Sort=<it>&Order=desc``) beside ``UID FETCH <those 50 UIDs> (UID FLAGS
   RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER.FIELDS (FROM SUBJECT DATE)])``;
 * view: ``GET /Session/<id>/Message.wssp?Mailbox=INBOX&UID=<uid>`` beside
   ``UID FETCH <uid> BODY.PEEK[]``, cycling through the same 50 UIDs.
@@ -152,6 +153,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=10, help="untimed requests per client")
     parser.add_argument("--clients", default="1,4", help="concurrent clients, comma-separated")
     parser.add_argument("--seed", type=int, default=5, help="seed of the generated mailbox")
+    parser.add_argument("--sort", default="date", choices=("date", "size", "from", "subject"),
+                        help="the order of the web list page (IMAP fetches the newest 50)")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
     args = parser.parse_args()
     counts = [int(c) for c in args.clients.split(",")]
@@ -196,7 +199,8 @@ def main() -> int:
 
         def web_list(c: object, i: int) -> None:
             assert isinstance(c, WebClient)
-            c.get("Mailbox.wssp", Mailbox="INBOX", Skip="0", Limit=str(PAGE))
+            c.get("Mailbox.wssp", Mailbox="INBOX", Skip="0", Limit=str(PAGE), Sort=args.sort,
+                  Order="desc")
 
         def web_view(c: object, i: int) -> None:
             assert isinstance(c, WebClient)
@@ -238,7 +242,8 @@ def main() -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
     print()
-    print(f"{args.messages} messages, {args.requests} timed requests per client "
+    print(f"{args.messages} messages, web list sorted by {args.sort}, "
+          f"{args.requests} timed requests per client "
           f"(+{args.warmup} warm-up), keep-alive, loopback")
     print(f"{'work':<18} {'clients':>7} {'web pages/s':>12} {'IMAP fetches/s':>15} "
           f"{'web/IMAP':>9}")
