@@ -122,6 +122,11 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                 "Report", attachment=BINARY)).uid
             uids["xss"] = access.append(ALICE, "INBOX", original(
                 XSS, sender=formataddr((XSS, "evil@remote.example")), text=XSS)).uid
+            rich = EmailMessage()
+            rich["From"], rich["To"], rich["Subject"] = BOB, ALICE, "Rich"
+            rich.set_content("<html><body><p>Para <b>one</b></p><script>bad()</script>"
+                             "<div>Two &amp; three</div></body></html>", subtype="html")
+            uids["html"] = access.append(ALICE, "INBOX", bytes(rich)).uid
             access.create(BOB, "Private")
             uids["private"] = access.append(BOB, "Private", original("bob only")).uid
             access.set_acl(BOB, "Private", ALICE, "l")
@@ -351,6 +356,9 @@ def test_reply_and_reply_all_prefill(env: Env) -> None:
         assert everyone["To"] == "Team <team-replies@main.dom>"
         assert everyone["Cc"] == ("Carol <carol@main.dom>, Dave <dave@remote.example>, "
                                   "bob@main.dom")
+        rich = form_of(compose(c, base, "html", "reply", env).text)
+        assert "wrote:\n> Para one\n>\n> Two & three" in rich["Body"]
+        assert "bad()" not in rich["Body"] and "<" not in rich["Body"].split("wrote:")[1]
         forward = form_of(compose(c, base, "forward", "forward", env).text)
         assert forward["Subject"] == "Fwd: Report" and forward["To"] == ""
         assert "Forwarded message" in forward["Body"] and "First line." in forward["Body"]

@@ -147,7 +147,7 @@ async def send_action(app: WebUser, request: web.Request, session: WebSession, f
     try:
         if app.reception is None:
             raise ComposeError("noSending")
-        uploads = uploads_of(form)
+        uploads = await app.run(uploads_of, form)  # spooled files: disk reads
         to, cc, bcc = webcompose.check_draft(draft)
         if original is not None and draft.mode == "forward":
             uploads = await app.run(webcompose.forwarded, app.mail, session.account, original,
