@@ -48,6 +48,7 @@ from waypost.services.mailaccess.errors import (
     StoreError,
 )
 from waypost.services.mailaccess.service import MailAccess
+from waypost.services.reception import Reception
 from waypost.services.skins import Skins
 from waypost.services.webdomain import WebTarget, detect
 from waypost.services.websites import SiteCache
@@ -111,8 +112,11 @@ class WebUser:
 
     def __init__(self, services: Services, guard: LoginGuard, *,
                  tls: ssl.SSLContext | None = None,
-                 executor: ThreadPoolExecutor | None = None) -> None:
+                 executor: ThreadPoolExecutor | None = None,
+                 reception: Reception | None = None) -> None:
         self.services = services
+        self.reception = reception
+        """Where Send submits (the server's queue, as SMTP AUTH); None: cannot send."""
         self.guard = guard
         self.has_certificate = tls is not None
         self.executor = executor or ThreadPoolExecutor(WORKERS, thread_name_prefix="http")

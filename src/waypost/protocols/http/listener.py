@@ -14,12 +14,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Protocol
 
 from aiohttp import web
 
 from waypost.protocols.http.webuser import WebUser, build_app
 from waypost.protocols.listen import ListenContext, Listener
 from waypost.services.login_guard import shared_guard
+from waypost.services.queue import Queue
+from waypost.services.reception import Reception
 
 log = logging.getLogger("waypost.http")
 
@@ -29,8 +32,16 @@ DEFAULT_MAX_REQUEST = 1024 * 1024
 MODES = (("WebUser", "WebUserPort", False), ("WebUserS", "WebUserSPort", True))
 
 
-async def start_webuser(server: ListenContext) -> list[Listener]:
-    webuser = WebUser(server.services, shared_guard(), tls=server.tls)
+class WebContext(ListenContext, Protocol):
+    """A listen context with the queue Send submits to, as SMTP AUTH does."""
+
+    @property
+    def queue(self) -> Queue | None: ...
+
+
+async def start_webuser(server: WebContext) -> list[Listener]:
+    reception = Reception(server.services, server.queue) if server.queue is not None else None
+    webuser = WebUser(server.services, shared_guard(), tls=server.tls, reception=reception)
     max_request = webuser.settings.size("WebUserMaxRequest") or 50 * DEFAULT_MAX_REQUEST
     app = build_app(webuser, max_request=max_request)
     runner = web.AppRunner(app, access_log=logging.getLogger("waypost.http.access"),

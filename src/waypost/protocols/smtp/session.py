@@ -17,7 +17,6 @@ import secrets
 import ssl
 import time
 from dataclasses import dataclass, field
-from email.utils import formatdate
 
 from waypost.protocols.listen import endpoints, is_loopback
 from waypost.protocols.smtp import wire
@@ -26,6 +25,7 @@ from waypost.services import auth
 from waypost.services.message import Recipient, Submission, new_message_id, one_line
 from waypost.services.reception import Reception
 from waypost.services.rules.enqueue import RuleRejected
+from waypost.services.submission import RecipientRefused, received_header, routed
 
 log = logging.getLogger("waypost.smtp")
 
@@ -291,14 +291,13 @@ class Session:
         if self.tx.rcpt_count >= self.max_rcpts:
             raise CommandError(Reply(452, "4.5.3", "Too many recipients"))
         result = await self.reception.route_recipient(rcpt.address, self.trusted)
-        if result.error is not None:
-            code, enhanced = result.error.smtp
-            log.info("RCPT %s from %s refused: %s", rcpt.address, self.client_ip, result.error.text)
-            raise CommandError(Reply(code, enhanced, f"<{rcpt.address}> {result.error.text}"))
-        notify = rcpt.params.notify or ()
         orcpt = rcpt.params.orcpt[1] if rcpt.params.orcpt else None
-        for route in result.routes:
-            self.tx.recipients.append(Recipient(rcpt.address, route, tuple(notify), orcpt))
+        try:
+            self.tx.recipients += routed(rcpt.address, result, rcpt.params.notify or (), orcpt)
+        except RecipientRefused as exc:
+            code, enhanced = exc.smtp
+            log.info("RCPT %s from %s refused: %s", rcpt.address, self.client_ip, exc.text)
+            raise CommandError(Reply(code, enhanced, str(exc))) from None
         self.tx.rcpt_count += 1
         self.send(Reply(250, "2.1.5", "Recipient OK"))
 
@@ -371,14 +370,9 @@ class Session:
 
     def _received(self, queue_id: str, recipients: list[Recipient]) -> bytes:
         """Our trace header (RFC 5321 §4.4); the message below it is untouched."""
-        addresses = {r.address for r in recipients}
-        for_clause = f"\r\n\tfor <{next(iter(addresses))}>" if len(addresses) == 1 else ""
-        header = (
-            f"Received: from {self.helo} ([{self.client_ip}])\r\n"
-            f"\tby {self.config.hostname} (Waypost) with {self._protocol()} id {queue_id}"
-            f"{for_clause};\r\n\t{formatdate(localtime=False, usegmt=True)}\r\n"
-        )
-        return header.encode("utf-8", "replace")
+        return received_header(helo=self.helo or "", client_ip=self.client_ip,
+                               hostname=self.config.hostname, protocol=self._protocol(),
+                               queue_id=queue_id, addresses=(r.address for r in recipients))
 
     async def cmd_etrn(self, arg: str) -> None:
         """RFC 1985: start delivery of a held queue over a new connection."""
