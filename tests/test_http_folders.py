@@ -360,10 +360,20 @@ def test_foreign_mailboxes_follow_the_rights(site: Site) -> None:
         held = re.findall(r'class="held" data-right="(\w)"', mine.text)
         assert held == ["l", "r", "c", "d"]
         assert 'class="rights"' not in mine.text  # no a: no link to the editor
+        away = c.post(base + "RenameMailbox", data={"csrfToken": csrf,
+                                                    "Mailbox": "~bob/Shared/Sub",
+                                                    "NewName": "Mine"})
+        assert away.status_code == 400 and "another account" in alert(away.text)
+        renamed = c.post(base + "RenameMailbox", data={"csrfToken": csrf,
+                                                       "Mailbox": "~bob/Shared/Sub",
+                                                       "NewName": "~bob/Shared/Renamed"})
+        assert renamed.status_code == 303
+        assert "Shared/Renamed" in imap_list(site, "bob")
         sub = c.post(base + "DeleteMailbox", data={"csrfToken": csrf,
-                                                   "Mailbox": "~bob/Shared/Sub"})
-        assert sub.status_code == 303  # d on Sub (Shared's ACL copied), c on Shared
-    assert "Shared/Sub" not in imap_list(site, "bob")
+                                                   "Mailbox": "~bob/Shared/Renamed"})
+        assert sub.status_code == 303  # d on it (Shared's ACL copied), c on Shared
+    listed = imap_list(site, "bob")
+    assert "Shared/Sub" not in listed and "Shared/Renamed" not in listed
 
 
 # -- security ----------------------------------------------------------------------------

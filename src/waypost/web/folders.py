@@ -98,14 +98,15 @@ def _sort_key(name: str) -> tuple[int, tuple[str, ...]]:
 
 
 def _listing(mail: MailAccess, account: str, prefs: WebPrefs) -> list[Listed]:
-    subscribed = mail.list_mailboxes(account, "", ["*"], select=("SUBSCRIBED",), status=STATUS)
     if prefs.mailbox_list == "subscribed":
-        return subscribed
+        return mail.list_mailboxes(account, "", ["*"], select=("SUBSCRIBED",), status=STATUS)
     own = mail.list_mailboxes(account, "", ["*"], returns=("SUBSCRIBED",), status=STATUS)
     if not prefs.show_subscribed:
         return own
     names = {entry.name for entry in own}
-    return own + [entry for entry in subscribed if entry.name not in names]
+    # then the subscribed names not listed yet (foreign ones, mostly)
+    return own + [entry for entry in mail.list_mailboxes(
+        account, "", ["*"], select=("SUBSCRIBED",), status=STATUS) if entry.name not in names]
 
 
 def _alias_of(name: str, aliases: dict[str, str]) -> tuple[str, str] | None:
