@@ -15,6 +15,7 @@ from email.message import EmailMessage
 
 import httpx
 import pytest
+from playwright.sync_api import BrowserContext, Page
 from tests.support.server import WaypostServer
 
 from waypost.services.container import open_services
@@ -423,3 +424,69 @@ def test_every_action_refuses_a_missing_or_wrong_token(world: World, action: str
         after = {page: c.get(base + page).text.split("</nav>", 1)[1] for page in before}
         assert after == before
     world.imap("carol").logout()  # the password is unchanged
+
+
+def test_a_wrong_current_password_counts_as_a_failed_login(tmp_path_factory: pytest.TempPathFactory
+                                                           ) -> None:
+    """[waypost] A stolen session cannot guess the password faster than the
+    login guard allows: wrong current passwords lock the account (and the
+    address) out like failed logins, for the web and IMAP alike."""
+    data = tmp_path_factory.mktemp("guard") / "var"
+    server = WaypostServer(data).init()
+    svc = open_services(data)
+    try:
+        svc.directory.create_account("guarded", PASSWORD)
+        svc.set_setting("LoginFailureLimit", "2")
+    finally:
+        svc.close()
+    server.start()
+    try:
+        world = World(server)
+        with world.client() as c:
+            base = world.session(c, "guarded")
+            for old in ("guess-one", "guess-two", PASSWORD):  # the last one while locked out
+                refused = post(c, base, "Password.wssp", "ChangePassword", OldPassword=old,
+                               NewPassword="new-password-1", NewPassword2="new-password-1")
+                assert refused.status_code == 403
+                assert "current password is not correct" in refused.text
+            assert world.login(c, "guarded").status_code == 200  # the login page again
+        with pytest.raises(imaplib.IMAP4.error):
+            world.imap("guarded")
+    finally:
+        server.stop()
+
+
+# -- in a browser, phone-sized ---------------------------------------------------------------------
+
+
+def fits(page: Page) -> bool:
+    return int(page.evaluate("document.documentElement.scrollWidth")) <= 375
+
+
+def test_the_account_pages_work_by_touch_on_a_phone(world: World, phone: BrowserContext
+                                                    ) -> None:
+    """Sign in as the administrator, add a long foreign subscription and
+    open another user's INBOX with the forms alone, on a 375 px screen."""
+    page = phone.new_page()
+    page.goto(f"http://main.dom:{world.server.web}/")
+    page.get_by_label("Name").fill("admin")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").tap()
+    page.wait_for_url(re.compile(r"/Mailboxes\.wssp$"))
+    page.get_by_role("link", name="Subscriptions").first.tap()
+    page.wait_for_url(re.compile(r"/Subscriptions\.wssp$"))
+    long_name = "~marketing/announce/with/a/rather/long/name/for/a/small/screen"
+    page.get_by_label("Add a mailbox").fill(long_name)
+    page.get_by_role("button", name="Add", exact=True).tap()
+    page.wait_for_url(re.compile(r"Done=subscribed$"))
+    assert page.get_by_role("status").is_visible()
+    assert page.get_by_role("link", name=long_name).is_visible()
+    assert fits(page), "the subscription page scrolls sideways on a phone"
+    for name in ("Aliases.wssp", "Settings.wssp", "Password.wssp"):
+        page.goto(page.url.rsplit("/", 1)[0] + "/" + name)
+        assert page.locator("h1").is_visible() and fits(page), name
+    page.goto(page.url.rsplit("/", 1)[0] + "/Subscriptions.wssp")
+    page.get_by_label("Mailbox name").fill("~bob/INBOX")
+    page.get_by_role("button", name="Open").tap()
+    page.wait_for_url(re.compile(r"/Mailbox\.wssp\?Mailbox="))
+    assert page.get_by_text("bob inbox secret").is_visible()
