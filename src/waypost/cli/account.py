@@ -1,5 +1,5 @@
 """What ``waypost account`` does beyond the shared verbs: create with a generated
-password, show, change a password, administrator rights.
+password, show, change a password, administrator rights, WebUser preferences.
 
 The command lines (arguments, options, help) are in the table, ``cli/directory.py``.
 Invariants: a generated password is printed once, right after the account is
@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import click
 
-from waypost.cli.common import services
-from waypost.cli.output import keyvalues, line
+from waypost.cli.common import pairs, services
+from waypost.cli.output import keyvalues, line, table
 from waypost.cli.table import effective_settings
+from waypost.services import preferences
 from waypost.services.container import Services
 from waypost.services.passwords import generate_password
 
@@ -62,3 +63,16 @@ def rights(svc: Services, address: str, rights: list[str], clear: bool) -> None:
     if rights or clear:
         svc.directory.set_rights(address, rights)
     line(", ".join(svc.directory.get_rights(address)) or "(no rights)")
+
+
+def prefs(svc: Services, address: str, values: list[str]) -> None:
+    """Show the account's effective WebUser preferences (stored ones marked),
+    after storing ``NAME VALUE`` pairs if given (``default`` removes one; all
+    are checked before any is stored)."""
+    if values:
+        preferences.set_prefs(svc, address, pairs(tuple(values)))
+    stored = preferences.stored_prefs(svc, address)
+    effective = preferences.effective(stored)
+    table(["preference", "value", ""],
+          [(name, value if value or name != "Skin" else '"" (unnamed)',
+            "(stored)" if name in stored else "") for name, value in effective.items()])

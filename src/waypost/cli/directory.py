@@ -115,6 +115,11 @@ NOUNS = (
         Verb("rights", "Show an account's administrator rights, or replace them with RIGHTS.",
              [ADDRESS, Arg("rights", "many")], account.rights,
              [Opt("--clear", "remove every right", is_flag=True)]),
+        Verb("prefs", "Show an account's WebUser preferences (effective values; stored ones "
+             "marked), or set them: NAME VALUE [NAME VALUE ...], VALUE 'default' removes one. "
+             "Names: MailboxList (all|subscribed), ShowSubscribed (yes|no), SentBox, "
+             "MessagesPerPage (10-500), Skin.",
+             [ADDRESS, Arg("values", "many")], account.prefs),
     ]),
     Noun("alias", "Account aliases: extra names of an account, valid for mail and login.", [
         change("add", "ALIAS (name@domain) becomes another name of ACCOUNT in the same domain.",

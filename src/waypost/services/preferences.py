@@ -17,6 +17,19 @@ CGP's where CGP has one]:
 * ``Skin`` -- the WebUser skin of the account's sessions ("" the unnamed one);
 * ``RealName`` is a Setting, not a preference (the From of composed mail).
 
+Checks [waypost]: ``SentBox`` is empty or a valid own mailbox name
+(``mailaccess/names.py``; it need not exist yet); ``Skin`` is a valid skin
+name, and :func:`set_prefs` also refuses a skin the account's domain does not
+have (:func:`available_skins`). A stored skin that has gone since is not an
+error: :func:`session_skin` falls back to the unnamed skin.
+
+The skin of a WebUser session (web.md §5.3 last sentence: "the account/domain
+preference (``Skin``), else the domain default, else unnamed") [waypost]: the
+account's ``Skin`` preference when the domain still offers that skin, else
+the unnamed one. There is no domain-level ``Skin``/``WebUserSkin`` setting
+yet (``settings.py`` and the domain settings have none), so the middle step
+is absent until one exists.
+
 Everything blocks on the store: call from a worker thread.
 """
 
@@ -27,6 +40,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from waypost.services.container import Services
+from waypost.services.mailaccess.errors import InvalidMailboxName
+from waypost.services.mailaccess.names import check_name
+from waypost.services.mailstore import split_account
+from waypost.services.skins import SkinError, Skins, check_skin_name
 
 DEFAULTS: dict[str, str] = {
     "MailboxList": "all",
@@ -69,6 +86,16 @@ def check(name: str, value: str) -> str:
         raise PreferenceError("MessagesPerPage must be a number from 10 to 500")
     if any(ord(c) < 32 or c == "\x7f" for c in value) or len(value) > 255:
         raise PreferenceError(f"{name} has characters that are not allowed")
+    if name == "SentBox" and value:
+        try:
+            value = check_name(value)
+        except InvalidMailboxName as exc:
+            raise PreferenceError(f"SentBox: {exc}") from None
+    if name == "Skin":
+        try:
+            check_skin_name(value)
+        except SkinError as exc:
+            raise PreferenceError(f"Skin: {exc}") from None
     return value
 
 
@@ -96,8 +123,47 @@ def web_prefs(services: Services, account: str) -> WebPrefs:
     )
 
 
+def stored_prefs(services: Services, account: str) -> dict[str, str]:
+    """The known preferences stored on the account itself (valid or not), as text."""
+    return {name: str(value) for name, value in services.directory.account_prefs(account).items()
+            if name in DEFAULTS}
+
+
 def set_prefs(services: Services, account: str, changes: Mapping[str, str]) -> dict[str, Any]:
-    """Check and store ``changes`` (``default`` removes one); all or nothing."""
+    """Check and store ``changes`` (``default`` removes one); all or nothing.
+    A ``Skin`` must be one the account's domain offers (:func:`available_skins`)."""
     checked = {name: (value if value == "default" else check(name, value))
                for name, value in changes.items()}
+    skin = checked.get("Skin")
+    if skin not in (None, "default", ""):
+        domain = services.directory.get_account(account).domain
+        if skin not in available_skins(services, domain):
+            raise PreferenceError(f"Skin: domain {domain} has no skin {skin!r}")
     return services.directory.set_account_prefs(account, checked)
+
+
+def available_skins(services: Services, domain: str) -> list[str]:
+    """The skins a session in ``domain`` can use (web.md §5.3): ``""`` (the
+    unnamed one) first, then the named skins of the domain, the server and
+    the package, sorted."""
+    skins = Skins(services.data_dir, directory=services.directory)
+    named: set[str] = set()
+    for level in (domain, None):
+        try:
+            named.update(skins.list_skins(level))
+        except SkinError:
+            continue  # a domain that is gone: its level has no skins
+    named.update(skins.stock_skins())
+    named.discard("")
+    return ["", *sorted(named)]
+
+
+def session_skin(services: Services, account: str) -> str:
+    """The skin of a new WebUser session of ``account`` (see the module
+    docstring): its ``Skin`` preference if the domain offers it, else ``""``.
+    Never raises for a bad or vanished skin."""
+    skin = web_prefs(services, account).skin
+    if not skin:
+        return ""
+    domain = split_account(account)[0]
+    return skin if skin in available_skins(services, domain) else ""

@@ -44,6 +44,7 @@ from waypost.services.mailaccess.errors import (
     InvalidMailboxName,
     MailboxError,
     NoPermission,
+    NoSuchMailbox,
     NotFound,
     StoreError,
 )
@@ -264,6 +265,8 @@ async def mail_refusal(app: WebUser, request: web.Request, session: WebSession,
         log.error("webmail request of %s failed: %s", session.account, exc)
     text = str(exc) if not isinstance(exc, StoreError) or status < 500 else \
         "The mail store cannot answer now. Try again later."
+    if isinstance(exc, NoSuchMailbox):  # also a mailbox the user may not see (rights.py)
+        text = f"{text}: it does not exist, or you are not allowed to open it."
     return no_gzip(await error_page(app, session.domain, text, code, status))
 
 

@@ -239,7 +239,8 @@ async def handle_login(request: web.Request) -> web.StreamResponse:
         return await login_page(app, request, target, error_code="serviceDisabled",
                                 login_name=name)
     await app.run(app.mail.ensure_inbox, account)
-    session = app.sessions.create(account, account.rpartition("@")[2], skin=DEFAULT_SKIN,
+    session = app.sessions.create(account, account.rpartition("@")[2],
+                                  skin=await account.login_skin(app, account),
                                   client_ip=address, secure=request.secure)
     log.info("WebUser login %s from %s (%s)", account, address,
              "TLS" if request.secure else "clear text")

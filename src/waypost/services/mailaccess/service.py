@@ -699,3 +699,18 @@ class MailAccess:
 
     def my_rights(self, user: str, name: str) -> str:
         return self.access.my_rights(user, name)
+
+    # -- mailbox aliases (mailboxes.md §5) ------------------------------------------------
+
+    def aliases(self, user: str) -> dict[str, str]:
+        """The user's mailbox aliases: alias name -> target name."""
+        return self.access.aliases(user)
+
+    def set_alias(self, user: str, alias: str, target: str) -> None:
+        """Define or change an alias; refused (:class:`MailboxError`) when it
+        loops, is not a valid name or is the name of an existing mailbox."""
+        self.access.set_alias(user, alias, target)
+
+    def remove_alias(self, user: str, alias: str) -> None:
+        """Remove an alias; :class:`NoSuchMailbox` when there is none."""
+        self.access.remove_alias(user, alias)
