@@ -22,6 +22,9 @@ Invariants:
   ``If-None-Match``/``If-Modified-Since``/``If-Range``, HEAD, ETag,
   Last-Modified, Content-Type from the extension); a multi-range request is
   answered with the whole file (200), as RFC 9110 §14.2 allows;
+* every other method is WebDAV (:mod:`webdav`): it needs the same Basic
+  authentication as ``private/`` (owner or web-site administrator) for
+  every path, PROPFIND and OPTIONS included;
 * blocking work runs in the WebUser pool.
 """
 
@@ -34,6 +37,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from waypost.protocols.http import webdav
 from waypost.protocols.http.common import WEBUSER, WebUser, client_ip, log
 from waypost.services import auth, websites
 from waypost.services.files import AccountFiles, FileEntry, InvalidFileName, NotFound
@@ -56,6 +60,9 @@ class Located:
     path: str
     slash: bool
     root_url: str
+    invalid: str | None = None
+    """Why the storage path was refused (then ``path`` is ""): GET answers
+    404, WebDAV 403."""
 
 
 def _plain(status: int, text: str, **headers: str) -> web.Response:
@@ -90,8 +97,8 @@ def _locate(app: WebUser, target: WebTarget, url_path: str) -> Located | None:
         return None
     try:
         path = websites.storage_path(inner)
-    except InvalidFileName:
-        return None
+    except InvalidFileName as exc:
+        return Located(site, target.domain, "", slash, root, invalid=str(exc))
     return Located(site, target.domain, path, slash, root)
 
 
@@ -126,17 +133,23 @@ def _find(app: WebUser, where: Located) -> Found | None:
 
 async def _authorised(app: WebUser, request: web.Request, where: Located) -> bool:
     """HTTP Basic credentials of the owner or a web-site administrator."""
+    return await _reader(app, request, where) is not None
+
+
+async def _reader(app: WebUser, request: web.Request, where: Located) -> str | None:
+    """The account whose HTTP Basic credentials came with the request, when
+    it is the owner or a web-site administrator; else None."""
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "basic" or not value or len(value) > MAX_CREDENTIALS:
-        return False
+        return None
     try:
         login, sep, password = base64.b64decode(value.strip(), validate=True).decode(
             "utf-8").partition(":")
     except (binascii.Error, UnicodeDecodeError):
-        return False
+        return None
     if not sep or not login:
-        return False
+        return None
     if "@" not in login and "%" not in login:
         login = f"{login}@{where.domain}"
     attempt = await auth.guarded_login(
@@ -144,9 +157,33 @@ async def _authorised(app: WebUser, request: web.Request, where: Located) -> boo
         lambda: app.run(auth.check_password, app.services, login, password),
         service=GUARD_SERVICE)
     if attempt.account is None:
-        return False
-    return await app.run(websites.may_read_private, app.services, attempt.account,
-                         where.site.owner)
+        return None
+    if not await app.run(websites.may_read_private, app.services, attempt.account,
+                         where.site.owner):
+        return None
+    return attempt.account
+
+
+def _unauthorised(where: Located) -> web.Response:
+    realm = where.domain.replace('"', "")
+    return _plain(401, "Authorization Required",
+                  **{"WWW-Authenticate": f'Basic realm="{realm}", charset="UTF-8"'})
+
+
+async def _dav(app: WebUser, request: web.Request, where: Located) -> web.StreamResponse:
+    """A WebDAV request: the owner or a web-site administrator only."""
+    if request.method not in webdav.METHODS:
+        return _plain(405, "Method Not Allowed", Allow=webdav.ALLOW)
+    if not where.site.enabled:
+        return _plain(403, "Forbidden: this web site is switched off")
+    actor = await _reader(app, request, where)
+    if actor is None:
+        log.info("site %s: WebDAV %s refused to %s", where.site.owner, request.method,
+                 client_ip(request))
+        return _unauthorised(where)
+    response = await webdav.handle(app, request, where, actor)
+    response.headers["Content-Security-Policy"] = SITE_CSP
+    return response
 
 
 async def serve(app: WebUser, request: web.Request, target: WebTarget
@@ -157,7 +194,9 @@ async def serve(app: WebUser, request: web.Request, target: WebTarget
     if where is None:
         return None
     if request.method not in READ_METHODS:
-        return _plain(405, "Method Not Allowed", Allow=", ".join(READ_METHODS))
+        return await _dav(app, request, where)
+    if where.invalid is not None:
+        return not_found()
     if not where.site.enabled:
         return _plain(403, "Forbidden: this web site is switched off")
     found = await app.run(_find, app, where)
@@ -173,9 +212,7 @@ async def serve(app: WebUser, request: web.Request, target: WebTarget
     if private and not await _authorised(app, request, where):
         log.info("site %s: private %s refused to %s", where.site.owner, found.entry.path,
                  client_ip(request))
-        realm = where.domain.replace('"', "")
-        return _plain(401, "Authorization Required",
-                      **{"WWW-Authenticate": f'Basic realm="{realm}", charset="UTF-8"'})
+        return _unauthorised(where)
     response = web.FileResponse(found.local, headers={
         "Content-Security-Policy": SITE_CSP,
         "Cache-Control": "private, no-cache" if private else "no-cache",
