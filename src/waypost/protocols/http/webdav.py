@@ -75,6 +75,7 @@ from waypost.services.files import (
     NotAllowed,
     NotFound,
     QuotaExceeded,
+    StoreError,
     check_path,
 )
 
@@ -133,7 +134,7 @@ def _error_response(error: DavError) -> web.Response:
     return _xml_response(error.status, root, **headers)
 
 
-def _file_error(exc: FileError, *, missing: int = 404, exists: int = 412) -> DavError:
+def _file_error(exc: StoreError, *, missing: int = 404, exists: int = 412) -> DavError:
     """The status of a service refusal (module docstring)."""
     if isinstance(exc, QuotaExceeded):
         return DavError(507, f"Insufficient Storage: {exc}")
@@ -302,7 +303,7 @@ class Dav:
         fn = getattr(self.files, fn_name)
         try:
             return await self.app.run(fn, self.owner, *args, actor=self.actor, **kwargs)
-        except FileError as exc:
+        except (FileError, NotFound, AlreadyExists) as exc:
             raise _file_error(exc, missing=missing, exists=exists) from None
 
     async def stat(self, path: str) -> FileEntry | None:
@@ -873,7 +874,19 @@ async def handle(app: WebUser, request: web.Request, where: Located, actor: str
     except DavError as exc:
         response = _error_response(exc)
         if exc.status == 408:
-            response.force_close()  # the client stalled: nothing more is read from it
+            return await _drop(request, response)
     response.headers.setdefault("DAV", "1, 2")
     response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+async def _drop(request: web.Request, response: web.Response) -> web.Response:
+    """Answer a stalled client and close its connection now: aiohttp would
+    otherwise linger, reading the rest of the body for another 10 s."""
+    response.force_close()
+    response.headers["Content-Security-Policy"] = "sandbox"
+    await response.prepare(request)
+    await response.write_eof()
+    if request.transport is not None:
+        request.transport.close()
     return response
