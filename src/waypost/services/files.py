@@ -224,8 +224,8 @@ class AccountFiles:
         src, dst = check_path(src), check_path(dst)
         if not src or not dst:
             raise InvalidFileName("the storage root cannot be copied or replaced")
-        if dst == src or dst.startswith(src + "/"):
-            raise InvalidFileName(f"/{src} cannot be copied into itself")
+        if dst == src or dst.startswith(src + "/") or src.startswith(dst + "/"):
+            raise InvalidFileName(f"/{src} cannot be copied into itself or over its folder")
         entry = self.store.files_stat(domain, name, src)
         existed = self._clear(domain, name, dst, overwrite)
         limits = self.limits(account)
@@ -255,8 +255,8 @@ class AccountFiles:
         domain, name = self._owner(account, actor, write=True)
         src, dst = check_path(src), check_path(dst)
         self.store.files_stat(domain, name, src)  # NotFound before anything is deleted
-        if dst == src or dst.startswith(src + "/"):
-            raise InvalidFileName(f"/{src} cannot move into itself")
+        if dst == src or dst.startswith(src + "/") or src.startswith(dst + "/"):
+            raise InvalidFileName(f"/{src} cannot move into itself or over its folder")
         existed = self._clear(domain, name, dst, overwrite)
         self.store.files_rename(domain, name, src, dst)
         DeadProperties(self.services).moved(f"{name}@{domain}", src, dst)

@@ -36,6 +36,7 @@ import urllib.parse
 from dataclasses import dataclass
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 
 from waypost.protocols.http import webdav
 from waypost.protocols.http.common import WEBUSER, WebUser, client_ip, log
@@ -133,12 +134,17 @@ def _find(app: WebUser, where: Located) -> Found | None:
 
 async def _authorised(app: WebUser, request: web.Request, where: Located) -> bool:
     """HTTP Basic credentials of the owner or a web-site administrator."""
-    return await _reader(app, request, where) is not None
+    account = await _login(app, request, where)
+    return account is not None and await _may_write(app, account, where)
 
 
-async def _reader(app: WebUser, request: web.Request, where: Located) -> str | None:
-    """The account whose HTTP Basic credentials came with the request, when
-    it is the owner or a web-site administrator; else None."""
+async def _may_write(app: WebUser, account: str, where: Located) -> bool:
+    return await app.run(websites.may_read_private, app.services, account, where.site.owner)
+
+
+async def _login(app: WebUser, request: web.Request, where: Located) -> str | None:
+    """The account whose HTTP Basic credentials came with the request (checked
+    through the login guard), or None."""
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "basic" or not value or len(value) > MAX_CREDENTIALS:
@@ -156,11 +162,6 @@ async def _reader(app: WebUser, request: web.Request, where: Located) -> str | N
         app.services, app.guard, app.settings, client_ip(request), login,
         lambda: app.run(auth.check_password, app.services, login, password),
         service=GUARD_SERVICE)
-    if attempt.account is None:
-        return None
-    if not await app.run(websites.may_read_private, app.services, attempt.account,
-                         where.site.owner):
-        return None
     return attempt.account
 
 
@@ -176,11 +177,16 @@ async def _dav(app: WebUser, request: web.Request, where: Located) -> web.Stream
         return _plain(405, "Method Not Allowed", Allow=webdav.ALLOW)
     if not where.site.enabled:
         return _plain(403, "Forbidden: this web site is switched off")
-    actor = await _reader(app, request, where)
+    actor = await _login(app, request, where)
     if actor is None:
         log.info("site %s: WebDAV %s refused to %s", where.site.owner, request.method,
                  client_ip(request))
         return _unauthorised(where)
+    if not await _may_write(app, actor, where):
+        # [waypost] authenticated as someone else: 403, so clients do not
+        # prompt for the same password again and again
+        log.info("site %s: WebDAV %s refused to %s", where.site.owner, request.method, actor)
+        return _plain(403, "Forbidden: only the owner or a web-site administrator may do this")
     response = await webdav.handle(app, request, where, actor)
     response.headers["Content-Security-Policy"] = SITE_CSP
     return response
@@ -213,16 +219,26 @@ async def serve(app: WebUser, request: web.Request, target: WebTarget
         log.info("site %s: private %s refused to %s", where.site.owner, found.entry.path,
                  client_ip(request))
         return _unauthorised(where)
-    response = web.FileResponse(found.local, headers={
+    # several ranges: aiohttp would refuse them (416); RFC 9110 §14.2 lets a
+    # server ignore Range, so the whole file goes out (200)
+    kind = _WholeFile if "," in request.headers.get("Range", "") else web.FileResponse
+    return kind(found.local, headers={
         "Content-Security-Policy": SITE_CSP,
         "Cache-Control": "private, no-cache" if private else "no-cache",
     })
-    if "," in request.headers.get("Range", ""):
-        # several ranges: aiohttp would refuse them (416); RFC 9110 §14.2 lets a
-        # server ignore Range, so the whole file goes out (200)
-        await response.prepare(request.clone(headers={
+
+
+class _WholeFile(web.FileResponse):
+    """A file sent whole whatever the request's ``Range`` says. (Preparing a
+    plain ``FileResponse`` with a cloned request in the handler made aiohttp
+    prepare it a second time with the original one: a 416 after the 200
+    headers, an unhandled error in the log.)"""
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        if self.prepared:
+            return None
+        return await super().prepare(request.clone(headers={
             k: v for k, v in request.headers.items() if k.lower() not in ("range", "if-range")}))
-    return response
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
