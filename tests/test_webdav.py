@@ -25,6 +25,7 @@ from waypost.services.container import open_services
 from waypost.services.files import AccountFiles
 
 PASSWORD = "dav-pw-1"
+MANY = 2000
 D = "{DAV:}"
 LOCKINFO = (b'<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/>'
             b'</D:lockscope><D:locktype><D:write/></D:locktype><D:owner>alice</D:owner>'
@@ -84,6 +85,11 @@ def dav(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dav]:
         svc.set_setting("LoginFailureLimit", "0")
         svc.set_setting("WebDAVBodyTimeout", "2")
         AccountFiles(svc).write_bytes("bob@main.dom", "default.html", b"bob home")
+        d.create_account("many", PASSWORD, {"MaxWebFiles": "unlimited"})
+        many = AccountFiles(svc)
+        many.mkdir("many@main.dom", "lots")
+        for i in range(MANY):
+            many.write_bytes("many@main.dom", f"lots/f{i:04}.txt", b"%d" % i)
     finally:
         svc.close()
     server.start()
@@ -248,6 +254,19 @@ def test_lock_put_unlock(dav: Dav) -> None:
     assert new.status_code == 201
     assert dav.request("GET", "/~alice/fresh.txt", user=None).content == b""
     dav.request("UNLOCK", "/~alice/fresh.txt", headers={"Lock-Token": new.headers["lock-token"]})
+
+
+def test_a_folder_of_thousands_of_files(dav: Dav) -> None:
+    started = time.monotonic()
+    listing = multistatus(dav.request("PROPFIND", "/~many/lots/", user="many",
+                                      headers={"Depth": "1"}))
+    assert len(listing) == MANY + 1
+    assert listing["/~many/lots/f1999.txt"][D + "getcontentlength"].text == "4"
+    assert time.monotonic() - started < 10
+    assert dav.request("PUT", "/~many/lots/one-more.txt", user="many",
+                       content=b"x").status_code == 201
+    assert dav.request("DELETE", "/~many/lots/", user="many").status_code == 204
+    assert dav.files("many@main.dom") == set()
 
 
 def test_quota_is_507(dav: Dav) -> None:

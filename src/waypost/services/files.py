@@ -289,6 +289,14 @@ class AccountFiles:
         self.store.files_stat(domain, name, path)
         return DeadProperties(self.services).get(f"{name}@{domain}", path)
 
+    def properties_of(self, account: str, paths: Iterable[str], actor: str | None = None
+                      ) -> dict[str, dict[str, str]]:
+        """The dead properties of several paths at once (a PROPFIND of a
+        folder with thousands of entries reads the account's file once)."""
+        domain, name = self._owner(account, actor, write=False)
+        wanted = {check_path(p) for p in paths}
+        return DeadProperties(self.services).get_many(f"{name}@{domain}", wanted)
+
     def set_properties(self, account: str, path: str, changes: Sequence[tuple[str, str | None]],
                        actor: str | None = None) -> None:
         """Apply PROPPATCH changes in order, all or none (RFC 4918 §9.2):
@@ -354,6 +362,11 @@ class DeadProperties:
     def get(self, owner: str, path: str) -> dict[str, str]:
         with self._lock:
             return dict(self._load(owner).get(path, {}))
+
+    def get_many(self, owner: str, paths: set[str]) -> dict[str, dict[str, str]]:
+        with self._lock:
+            data = self._load(owner)
+        return {p: dict(data.get(p, {})) for p in paths}
 
     def update(self, owner: str, path: str, changes: Sequence[tuple[str, str | None]]) -> None:
         with self._lock:

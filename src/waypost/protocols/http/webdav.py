@@ -586,13 +586,13 @@ def _gather(files: AccountFiles, owner: str, path: str, actor: str, children: bo
     """Blocking: the entries PROPFIND reports, with their dead properties."""
     try:
         entry = files.stat(owner, path, actor) if path else FileEntry("", True, 0, time.time())
-        out = [(entry, files.properties(owner, path, actor) if path else {})]
+        entries = [entry]
         if children and entry.is_folder:
-            for child in files.list(owner, path, actor):
-                out.append((child, files.properties(owner, child.path, actor)))
+            entries += files.list(owner, path, actor)
     except NotFound:
         return None
-    return out
+    props = files.properties_of(owner, (e.path for e in entries if e.path), actor)
+    return [(e, props.get(e.path, {})) for e in entries]
 
 
 async def proppatch(dav: Dav) -> web.StreamResponse:
