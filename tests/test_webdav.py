@@ -167,6 +167,23 @@ def test_mkcol_put_propfind_get(dav: Dav) -> None:
     assert "/docs/a.html" in host
 
 
+def test_odd_names_are_escaped_in_xml(dav: Dav) -> None:
+    odd = "/~alice/%3Cscript%3Ealert(1)%3C%22%20%26.html"
+    assert dav.request("PUT", odd, content=b"odd").status_code == 201
+    answer = dav.request("PROPFIND", "/~alice/", headers={"Depth": "1"})
+    assert b"<script>" not in answer.content
+    names = {p[D + "displayname"].text for p in multistatus(answer).values()}
+    assert '<script>alert(1)<" &.html' in names
+    folder = dav.request("COPY", "/~alice/", headers={"Destination": "/~alice/x/"})
+    assert folder.status_code == 403  # the root is not copied into itself
+    dav.request("MKCOL", "/~alice/shallow")
+    dav.request("PUT", "/~alice/shallow/f.txt", content=b"f")
+    zero = dav.request("COPY", "/~alice/shallow/",
+                       headers={"Destination": "/~alice/shallow0/", "Depth": "0"})
+    assert zero.status_code == 201
+    assert "shallow0/" in dav.files() and "shallow0/f.txt" not in dav.files()
+
+
 def test_proppatch_keeps_dead_properties(dav: Dav) -> None:
     dav.request("PUT", "/~alice/props.txt", content=b"p")
     body = (b'<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:z">'
