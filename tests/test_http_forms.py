@@ -92,8 +92,8 @@ def state(site: Site) -> tuple[object, ...]:
         count = dict(mail.status(ALICE, "INBOX", ["MESSAGES"]))["MESSAGES"]
         files = sorted(e.path for e in AccountFiles(svc).list(ALICE))
         return (names, count, mail.subscriptions(ALICE), files,
-                svc.directory.account_prefs(ALICE), mail.aliases(ALICE) if hasattr(
-                    mail, "aliases") else None, svc.directory.get_account(ALICE).secret)
+                svc.directory.account_prefs(ALICE), mail.aliases(ALICE),
+                svc.directory.get_account(ALICE).secret)
     finally:
         svc.close()
 

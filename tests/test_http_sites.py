@@ -210,7 +210,9 @@ def test_traversal_on_the_raw_wire(sites: Sites) -> None:
         assert reply.split(b" ", 2)[1] in (b"301", b"400", b"401", b"404"), (raw, reply[:80])
 
 
-def test_writing_methods_are_not_allowed_yet(sites: Sites) -> None:
+def test_writing_needs_webdav_credentials(sites: Sites) -> None:
     answer = sites.request("PUT", "/~alice/new.html", content=b"x")
-    assert answer.status_code == 405 and "GET" in answer.headers["allow"]
+    assert answer.status_code == 401 and "main.dom" in answer.headers["www-authenticate"]
     assert sites.get("/~alice/new.html").status_code == 404
+    post = sites.request("POST", "/~alice/new.html", content=b"x")
+    assert post.status_code == 405 and "PROPFIND" in post.headers["allow"]

@@ -210,6 +210,8 @@ SETTINGS: tuple[Setting, ...] = (
             "that logged in (besides its cookie)", _as(parse_bool)),
     Setting("WebUserMaxRequest", "1M", "largest HTTP request body the WebUser module "
             "accepts", _as(parse_size)),
+    Setting("WebDAVBodyTimeout", "60", "seconds a WebDAV upload may stall mid-body before "
+            "it is dropped with nothing stored", _as(parse_int)),
     Setting("WebAdminPort", "8010", "WebAdmin HTTP listener", _as(parse_port)),
     Setting("WebAdminSPort", "9010", "WebAdmin HTTPS listener", _as(parse_port)),
     Setting("SIPPort", "5060", "SIP listener (UDP and TCP)", _as(parse_port)),

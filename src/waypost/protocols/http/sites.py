@@ -22,6 +22,9 @@ Invariants:
   ``If-None-Match``/``If-Modified-Since``/``If-Range``, HEAD, ETag,
   Last-Modified, Content-Type from the extension); a multi-range request is
   answered with the whole file (200), as RFC 9110 §14.2 allows;
+* every other method is WebDAV (:mod:`webdav`): it needs the same Basic
+  authentication as ``private/`` (owner or web-site administrator) for
+  every path, PROPFIND and OPTIONS included;
 * blocking work runs in the WebUser pool.
 """
 
@@ -36,7 +39,9 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 
+from waypost.protocols.http import webdav
 from waypost.protocols.http.common import (
     WEBUSER,
     WebUser,
@@ -70,6 +75,9 @@ class Located:
     path: str
     slash: bool
     root_url: str
+    invalid: str | None = None
+    """Why the storage path was refused (then ``path`` is ""): GET answers
+    404, WebDAV 403."""
 
 
 def _plain(status: int, text: str, **headers: str) -> web.Response:
@@ -104,8 +112,8 @@ def _locate(app: WebUser, target: WebTarget, url_path: str) -> Located | None:
         return None
     try:
         path = websites.storage_path(inner)
-    except InvalidFileName:
-        return None
+    except InvalidFileName as exc:
+        return Located(site, target.domain, "", slash, root, invalid=str(exc))
     return Located(site, target.domain, path, slash, root)
 
 
@@ -143,27 +151,62 @@ def _find(app: WebUser, where: Located) -> Found | None:
 
 async def _authorised(app: WebUser, request: web.Request, where: Located) -> bool:
     """HTTP Basic credentials of the owner or a web-site administrator."""
+    account = await _login(app, request, where)
+    return account is not None and await _may_write(app, account, where)
+
+
+async def _may_write(app: WebUser, account: str, where: Located) -> bool:
+    return await app.run(websites.may_read_private, app.services, account, where.site.owner)
+
+
+async def _login(app: WebUser, request: web.Request, where: Located) -> str | None:
+    """The account whose HTTP Basic credentials came with the request (checked
+    through the login guard), or None."""
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "basic" or not value or len(value) > MAX_CREDENTIALS:
-        return False
+        return None
     try:
         login, sep, password = base64.b64decode(value.strip(), validate=True).decode(
             "utf-8").partition(":")
     except (binascii.Error, UnicodeDecodeError):
-        return False
+        return None
     if not sep or not login:
-        return False
+        return None
     if "@" not in login and "%" not in login:
         login = f"{login}@{where.domain}"
     attempt = await auth.guarded_login(
         app.services, app.guard, app.settings, client_ip(request), login,
         lambda: app.run(auth.check_password, app.services, login, password),
         service=GUARD_SERVICE)
-    if attempt.account is None:
-        return False
-    return await app.run(websites.may_read_private, app.services, attempt.account,
-                         where.site.owner)
+    return attempt.account
+
+
+def _unauthorised(where: Located) -> web.Response:
+    realm = where.domain.replace('"', "")
+    return _plain(401, "Authorization Required",
+                  **{"WWW-Authenticate": f'Basic realm="{realm}", charset="UTF-8"'})
+
+
+async def _dav(app: WebUser, request: web.Request, where: Located) -> web.StreamResponse:
+    """A WebDAV request: the owner or a web-site administrator only."""
+    if request.method not in webdav.METHODS:
+        return _plain(405, "Method Not Allowed", Allow=webdav.ALLOW)
+    if not where.site.enabled:
+        return _plain(403, "Forbidden: this web site is switched off")
+    actor = await _login(app, request, where)
+    if actor is None:
+        log.info("site %s: WebDAV %s refused to %s", where.site.owner, request.method,
+                 client_ip(request))
+        return _unauthorised(where)
+    if not await _may_write(app, actor, where):
+        # [waypost] authenticated as someone else: 403, so clients do not
+        # prompt for the same password again and again
+        log.info("site %s: WebDAV %s refused to %s", where.site.owner, request.method, actor)
+        return _plain(403, "Forbidden: only the owner or a web-site administrator may do this")
+    response = await webdav.handle(app, request, where, actor)
+    response.headers["Content-Security-Policy"] = SITE_CSP
+    return response
 
 
 def _resolve(app: WebUser, target: WebTarget | None, host: str | None,
@@ -174,7 +217,8 @@ def _resolve(app: WebUser, target: WebTarget | None, host: str | None,
     if target is None:
         target = app.place_blocking(host, server_ip)
     where = _locate(app, target, url_path)
-    if where is None or method not in READ_METHODS or not where.site.enabled:
+    if (where is None or method not in READ_METHODS or not where.site.enabled
+            or where.invalid is not None):
         return where, None
     return where, _find(app, where)
 
@@ -188,7 +232,9 @@ async def serve(app: WebUser, request: web.Request, target: WebTarget | None
     if where is None:
         return None
     if request.method not in READ_METHODS:
-        return _plain(405, "Method Not Allowed", Allow=", ".join(READ_METHODS))
+        return await _dav(app, request, where)
+    if where.invalid is not None:
+        return not_found()
     if not where.site.enabled:
         return _plain(403, "Forbidden: this web site is switched off")
     if found is None:
@@ -203,20 +249,28 @@ async def serve(app: WebUser, request: web.Request, target: WebTarget | None
     if private and not await _authorised(app, request, where):
         log.info("site %s: private %s refused to %s", where.site.owner, found.entry.path,
                  client_ip(request))
-        realm = where.domain.replace('"', "")
-        return _plain(401, "Authorization Required",
-                      **{"WWW-Authenticate": f'Basic realm="{realm}", charset="UTF-8"'})
+        return _unauthorised(where)
     headers = {"Content-Security-Policy": SITE_CSP,
                "Cache-Control": "private, no-cache" if private else "no-cache"}
     if found.data is not None and "Range" not in request.headers:
         return _small(request, found.entry, found.data, headers)
-    response = web.FileResponse(found.local, headers=headers)
-    if "," in request.headers.get("Range", ""):
-        # several ranges: aiohttp would refuse them (416); RFC 9110 §14.2 lets a
-        # server ignore Range, so the whole file goes out (200)
-        await response.prepare(request.clone(headers={
+    # several ranges: aiohttp would refuse them (416); RFC 9110 §14.2 lets a
+    # server ignore Range, so the whole file goes out (200)
+    kind = _WholeFile if "," in request.headers.get("Range", "") else web.FileResponse
+    return kind(found.local, headers=headers)
+
+
+class _WholeFile(web.FileResponse):
+    """A file sent whole whatever the request's ``Range`` says. (Preparing a
+    plain ``FileResponse`` with a cloned request in the handler made aiohttp
+    prepare it a second time with the original one: a 416 after the 200
+    headers, an unhandled error in the log.)"""
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        if self.prepared:
+            return None
+        return await super().prepare(request.clone(headers={
             k: v for k, v in request.headers.items() if k.lower() not in ("range", "if-range")}))
-    return response
 
 
 def _small(request: web.Request, entry: FileEntry, data: bytes, headers: dict[str, str]

@@ -77,12 +77,13 @@ import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from aiohttp.web_response import ContentCoding
 
-from waypost.protocols.http import account, compose, filepages, folders, mailpages, sites
+from waypost.protocols.http import account as account_pages
+from waypost.protocols.http import compose, filepages, folders, mailpages, sites
 from waypost.protocols.http.common import (
     COMPRESSIBLE,
     DEFAULT_SKIN,
@@ -118,12 +119,26 @@ from waypost.services.webdomain import Place, WebTarget, host_name
 
 __all__ = ["WebUser", "build_app", "login_dataset", "safe_text", "valid_file_name"]
 
-PAGES: dict[str, SessionPage] = {
-    **folders.PAGES, **mailpages.PAGES, **compose.PAGES, **account.PAGES, **filepages.PAGES}
+T = TypeVar("T")
+MODULES = (folders, mailpages, compose, account_pages, filepages)
+"""The page modules of a session, each with its ``PAGES`` and ``ACTIONS``."""
+
+
+def _merged(tables: list[dict[str, T]]) -> dict[str, T]:
+    """One table from the modules' tables; a name two modules claim is a
+    programming error found at import, never one silently shadowing the other."""
+    out: dict[str, T] = {}
+    for table in tables:
+        clash = out.keys() & table.keys()
+        if clash:
+            raise RuntimeError(f"session page or action defined twice: {sorted(clash)}")
+        out.update(table)
+    return out
+
+
+PAGES: dict[str, SessionPage] = _merged([m.PAGES for m in MODULES])
 """Every GET page of a session, by name."""
-ACTIONS: dict[str, SessionAction] = {
-    **folders.ACTIONS, **mailpages.ACTIONS, **compose.ACTIONS, **account.ACTIONS,
-    **filepages.ACTIONS}
+ACTIONS: dict[str, SessionAction] = _merged([m.ACTIONS for m in MODULES])
 """Every POST of a session, by name (each called after the CSRF check)."""
 
 
@@ -240,7 +255,7 @@ async def handle_login(request: web.Request) -> web.StreamResponse:
                                 login_name=name)
     await app.run(app.mail.ensure_inbox, account)
     session = app.sessions.create(account, account.rpartition("@")[2],
-                                  skin=await account.login_skin(app, account),
+                                  skin=await account_pages.login_skin(app, account),
                                   client_ip=address, secure=request.secure)
     log.info("WebUser login %s from %s (%s)", account, address,
              "TLS" if request.secure else "clear text")
