@@ -18,6 +18,7 @@ from email.message import EmailMessage
 
 import pytest
 from playwright.sync_api import BrowserContext, Page
+from tests.support.browser import sign_in as browser_sign_in
 from tests.support.server import WaypostServer
 
 from waypost.services.container import open_services
@@ -49,11 +50,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WaypostServer]:
 
 
 def sign_in(page: Page, server: WaypostServer, name: str) -> None:
-    page.goto(f"http://main.dom:{server.web}/")
-    page.get_by_label("Name").fill(name)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(re.compile(r"/Session/.+/Mailboxes\.wssp$"))
+    browser_sign_in(page, server, name, PASSWORD, session=True)
 
 
 def arrived(server: WaypostServer, account: str, subject: str) -> EmailMessage:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import BrowserContext, Page
+from tests.support.browser import sign_in as browser_sign_in
 from tests.support.server import WaypostServer
 
 from waypost.services.container import open_services
@@ -56,11 +57,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WaypostServer]:
 
 
 def sign_in(page: Page, server: WaypostServer) -> None:
-    page.goto(f"http://main.dom:{server.web}/")
-    page.get_by_label("Name").fill("alice")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(SESSION_PAGE)
+    browser_sign_in(page, server, "alice", PASSWORD, session=True)
 
 
 def send_over_smtp(server: WaypostServer) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page
 from tests.support.browser import TIMEOUT_MS, finish
+from tests.support.browser import sign_in as browser_sign_in
 from tests.support.server import WaypostServer
 
 from waypost.services.container import open_services
@@ -54,11 +55,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WaypostServer]:
 
 
 def sign_in(page: Page, server: WaypostServer, name: str) -> None:
-    page.goto(f"http://main.dom:{server.web}/")
-    page.get_by_label("Name").fill(name)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(AFTER_SIGN_IN)
+    browser_sign_in(page, server, name, PASSWORD, session=True)
 
 
 def imap_select(server: WaypostServer, login: str, mailbox: str) -> str:

@@ -126,10 +126,17 @@ def web_url(server: Any, host: str = "main.dom", *, secure: bool = False) -> str
     return f"http://{host}:{server.web}/"
 
 
-def sign_in(page: Page, server: Any, name: str, password: str, host: str = "main.dom") -> None:
-    """Log in through the stock login form, as a user does."""
+SESSION_START = re.compile(r"/Session/[^/]+/Mailboxes\.wssp$")
+"""The first page of a session."""
+
+
+def sign_in(page: Page, server: Any, name: str, password: str, host: str = "main.dom", *,
+            session: bool = False) -> None:
+    """Log in through the stock login form, as a user does; with ``session``
+    wait until the session's first page is shown (else also accept the login
+    page again, for tests of refusals)."""
     page.goto(web_url(server, host))
     page.get_by_label("Name").fill(name)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(AFTER_SIGN_IN)
+    page.wait_for_url(SESSION_START if session else AFTER_SIGN_IN)
