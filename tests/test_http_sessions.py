@@ -70,9 +70,11 @@ def test_the_store_is_bounded() -> None:
 
 
 def test_user_text_is_made_safe_for_raw_output() -> None:
-    assert safe_text('<script>alert("x")</script>') == "scriptalertx/script"
+    assert safe_text('<script>alert("x")</script>') == "scriptalert(x)/script"
     assert safe_text("alice%client.com") == "alice%client.com"
     assert safe_text("a'b&c\"d\x00e") == "abcde"
+    assert safe_text("no mailbox ~bob/INBOX (not allowed)") == \
+        "no mailbox ~bob/INBOX (not allowed)"  # the same raw and escaped
     for bad in ("", ".", "..", "../x", "a/b", "a\\b", "a\x00b", ".htaccess", "x..y", "a b",
                 "a" * 300):
         assert not valid_file_name(bad), bad

@@ -89,7 +89,7 @@ COMPRESSIBLE = re.compile(r"^(text/|application/(javascript|json|xml)|image/svg\
 MIN_COMPRESS = 256
 _FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+~-]{0,254}")
 _SKIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+~ -]{0,254}")
-_SAFE_TEXT = re.compile(r"[^A-Za-z0-9@%._+=:,/\[\] -]")
+_SAFE_TEXT = re.compile(r"[^A-Za-z0-9@%._+=:,/\[\] ~()-]")
 
 
 def safe_text(text: str, limit: int = MAX_NAME) -> str:
