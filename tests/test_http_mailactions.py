@@ -549,18 +549,12 @@ def test_the_list_follows_changes_and_claims_no_recent(world: World) -> None:
         imap.logout()
 
 
-@pytest.mark.xfail(strict=True, reason="the store reuses the UIDVALIDITY of a mailbox deleted "
-                   "and re-created in the same second (storage/sqlite/mail_store.py "
-                   "_next_uidvalidity); remove this mark when it is fixed")
 def test_a_recreated_mailbox_shows_its_new_messages(world: World) -> None:
     """Row texts are cached per UID of one UIDVALIDITY: a mailbox deleted and
     created again reuses UIDs, and the list must not show the old texts.
-
-    Expected to fail today: the store gives a mailbox re-created in the same
-    second the UIDVALIDITY it had (``_next_uidvalidity`` takes the maximum
-    over the remaining mailboxes, so deleting the newest one lets its value
-    come back), which no cache keyed by UIDVALIDITY (nor an IMAP client) can
-    notice; reported, not fixed here (storage is not this module's)."""
+    This holds because the store never hands out a UIDVALIDITY twice
+    (``uidvalidity_mark``), even for the newest mailbox deleted and
+    re-created within one second."""
     imap = world.imap()
     try:
         assert imap.create("Reborn")[0] == "OK"

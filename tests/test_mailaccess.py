@@ -247,3 +247,25 @@ def test_open_subscriptions_and_the_acl_of_a_shared_mailbox(mail: MailAccess) ->
     assert mail.subscriptions(BOB) == ["~alice/Shared"]
     assert mail.unsubscribe(BOB, "~alice/Shared")
     assert mail.subscriptions(BOB) == []
+
+
+def test_a_recreated_mailbox_never_gets_its_old_uidvalidity(tmp_path: Path) -> None:
+    """RFC 3501 §2.3.1.1: DELETE then CREATE of the newest mailbox within one
+    second gives a new UIDVALIDITY (issue 12's first point)."""
+    from waypost.services.container import open_services
+    from waypost.services.mailaccess.service import MailAccess
+
+    svc = open_services(tmp_path / "var", create=True)
+    try:
+        svc.directory.init_server("main.dom")
+        svc.directory.create_account("alice", "pw-uidv-1")
+        mail = MailAccess(svc)
+        mail.ensure_inbox("alice@main.dom")
+        seen = set()
+        for _ in range(5):
+            mail.create("alice@main.dom", "Reborn")
+            seen.add(mail.select("alice@main.dom", "Reborn", True).uidvalidity)
+            mail.delete("alice@main.dom", "Reborn")
+        assert len(seen) == 5
+    finally:
+        svc.close()

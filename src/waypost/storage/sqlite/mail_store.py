@@ -196,10 +196,17 @@ def _check_free(conn: sqlite3.Connection, owner: int, name: str) -> None:
 
 
 def _next_uidvalidity(conn: sqlite3.Connection) -> int:
-    """UIDVALIDITY only ever grows server-wide, so a mailbox re-created under
-    an old name never reuses a value."""
+    """UIDVALIDITY only ever grows server-wide (RFC 3501 §2.3.1.1), so a
+    mailbox re-created under an old name never reuses a value: the last value
+    handed out is kept in ``uidvalidity_mark`` (the largest value among the
+    mailboxes that still exist is not enough: deleting the newest mailbox
+    would let its value come back within the same second)."""
+    mark = conn.execute("SELECT last FROM uidvalidity_mark WHERE id = 1").fetchone()
     last = conn.execute("SELECT COALESCE(MAX(uidvalidity), 0) FROM mailboxes").fetchone()[0]
-    return max(int(time.time()), last + 1)
+    value = max(int(time.time()), int(mark[0] if mark else 0) + 1, int(last) + 1)
+    conn.execute("INSERT INTO uidvalidity_mark (id, last) VALUES (1, ?) "
+                 "ON CONFLICT (id) DO UPDATE SET last = excluded.last", (value,))
+    return value
 
 
 def _parent_acl(conn: sqlite3.Connection, owner: int, name: str) -> str:

@@ -260,6 +260,18 @@ MIGRATIONS: list[Migration] = [
         );
         """,
     ),
+    (
+        6,
+        "UIDVALIDITY high-water mark: never handed out twice, whatever is deleted",
+        """
+        CREATE TABLE uidvalidity_mark (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            last INTEGER NOT NULL
+        );
+        INSERT INTO uidvalidity_mark (id, last)
+            SELECT 1, COALESCE(MAX(uidvalidity), 0) FROM mailboxes;
+        """,
+    ),
 ]
 
 
