@@ -1191,3 +1191,32 @@ def test_random_garbage_never_hangs_or_crashes(server: WaypostServer) -> None:
             raise AssertionError(f"session unusable after {line!r}")
     raw.close()
     _still_serving(server)
+
+
+def test_delete_then_create_is_a_new_mailbox_everywhere(server: WaypostServer) -> None:
+    """Issue 12's first point: DELETE then CREATE of a name within a second is
+    a new mailbox (new UIDVALIDITY), and STATUS, SELECT, FETCH and SEARCH all
+    see only its own messages, also in another session that saw the old one."""
+    user = USERS[0]
+    a, b = client(server, user), client(server, user)
+    try:
+        assert a.create("Phoenix")[0] == "OK"
+        for n in range(3):
+            a.append("Phoenix", None, None, f"Subject: old {n}\r\n\r\nx\r\n".encode())
+        b.select("Phoenix")
+        old = a.status("Phoenix", "(UIDVALIDITY)")[1][0]
+        assert a.delete("Phoenix")[0] == "OK"
+        assert a.create("Phoenix")[0] == "OK"
+        a.append("Phoenix", None, None, b"Subject: new\r\n\r\nx\r\n")
+        new = a.status("Phoenix", "(MESSAGES UIDNEXT UIDVALIDITY)")[1][0]
+        assert new != old and b"MESSAGES 1" in new and b"UIDNEXT 2" in new
+        b.close()
+        typ, data = b.select("Phoenix")
+        assert typ == "OK" and data[0] == b"1"
+        typ, found = b.uid("SEARCH", "ALL")
+        assert found[0] == b"1"
+        typ, fetched = b.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        assert typ == "OK" and b"Subject: new" in fetched[0][1]
+    finally:
+        for imap in (a, b):
+            imap.logout()
