@@ -318,6 +318,9 @@ def test_fetch_items() -> None:
     assert wire.parse(b"a FETCH 1 BODY[HEADER.FIELDS.NOT (Received)]").args.atts == (
         FetchAtt("BODY", Section((), "HEADER.FIELDS.NOT", ("RECEIVED",))),
     )
+    # the response names the section as it was asked for (issue 12: not "(FROM)")
+    twice = wire.parse(b"a FETCH 1 BODY[HEADER.FIELDS (FROM FROM)]").args.atts[0]
+    assert str(twice.section) == "HEADER.FIELDS (FROM FROM)"
     assert wire.parse(
         b"a FETCH 2 (RFC822 RFC822.HEADER RFC822.TEXT ENVELOPE BODYSTRUCTURE BODY INTERNALDATE)"
     ).args.atts[0] == FetchAtt("RFC822")

@@ -1077,7 +1077,7 @@ def _fetch_att(cur: _Cursor) -> list[FetchAtt]:
         partial = (start, count)
         if base == "BINARY.SIZE":
             raise cur.error("BINARY.SIZE takes no partial")
-    section = Section(tuple(part), text, tuple(dict.fromkeys(fields)))
+    section = Section(tuple(part), text, tuple(fields))  # echoed as asked (FROM FROM)
     return [FetchAtt(base, section, peek, partial)]
 
 
