@@ -222,6 +222,8 @@ SETTINGS: tuple[Setting, ...] = (
             "is bounced (5 days)", _as(parse_int)),
     Setting("HeldQueueLifetime", "604800", "seconds mail for a held domain is kept before "
             "it is bounced (7 days)", _as(parse_int)),
+    Setting("LoginCacheTime", "300", "seconds a verified password is remembered (as a keyed "
+            "hash) so the next logins skip argon2; 0 = verify every login", _as(parse_int)),
     Setting("LoginFailureLimit", "5", "failed logins (per login name and per client IP) "
             "within LoginFailureWindow that start a lock-out; 0 = never lock out",
             _as(parse_int)),

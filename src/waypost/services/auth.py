@@ -11,9 +11,14 @@ import hmac
 from collections.abc import Awaitable, Callable
 
 from waypost.services.container import Services
+from waypost.services.credential_cache import CACHE
 from waypost.services.login_guard import Attempt, LoginGuard
+from waypost.services.names import DirectoryError
 from waypost.services.router.table import Kind
-from waypost.settings import ServerSettings
+from waypost.settings import ServerSettings, lookup
+from waypost.storage.interface import NotFound
+
+DEFAULT_CACHE_TIME = lookup("LoginCacheTime").default
 
 
 def qualify_login(services: Services, login: str, server_ip: str | None) -> str:
@@ -41,10 +46,34 @@ def login_account(services: Services, login: str) -> str | None:
 
 
 def check_password(services: Services, login: str, password: str) -> str | None:
+    """The account on success, None otherwise. A success is remembered for
+    ``LoginCacheTime`` seconds (``credential_cache.py``): the same password
+    for the same stored hash then logs in without running argon2 again."""
     account = login_account(services, login)
-    target = account or "\0unknown"
-    ok = services.directory.verify_password(target, password)
+    ttl = cache_time(services)
+    stored = _stored_hash(services, account) if account and ttl > 0 else None
+    if account and stored and CACHE.hit(account, stored, password):
+        return account
+    ok = services.directory.verify_password(account or "\0unknown", password)
+    if ok and account and stored:
+        CACHE.remember(account, stored, password, ttl)
     return account if ok and account else None
+
+
+def cache_time(services: Services) -> float:
+    """``LoginCacheTime``: how long a verified password is remembered."""
+    value = services.store.get_settings().get("LoginCacheTime")
+    try:
+        return float(value if value is not None else DEFAULT_CACHE_TIME)
+    except ValueError:
+        return 0.0
+
+
+def _stored_hash(services: Services, account: str) -> str | None:
+    try:
+        return services.directory.get_account(account).secret
+    except (NotFound, DirectoryError):
+        return None
 
 
 async def authenticate(services: Services, login: str, password: str) -> str | None:
