@@ -764,11 +764,16 @@ async def copy_move(dav: Dav, move: bool) -> web.StreamResponse:
 # -- LOCK / UNLOCK ------------------------------------------------------------------
 
 
+_SECONDS = re.compile(r"(?i)second-([0-9]{1,40})")
+
+
 def _lock_timeout(header: str) -> int:
+    """RFC 4918 §10.7 ``Timeout``: the first usable value, bounded."""
     for item in header.split(","):
         item = item.strip()
-        if item.lower().startswith("second-") and item[7:].isdigit():
-            return max(1, min(int(item[7:]), MAX_TIMEOUT))
+        seconds = _SECONDS.fullmatch(item)
+        if seconds is not None:  # ASCII digits only: "Second-²" is not a number
+            return max(1, min(int(seconds.group(1)[:12]), MAX_TIMEOUT))
         if item.lower() == "infinite":
             return MAX_TIMEOUT
     return DEFAULT_TIMEOUT
