@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from waypost.services.names import DirectoryError, domain_name
+from waypost.storage.durable import fsync_dir
 from waypost.storage.interface import StoreError
 
 if TYPE_CHECKING:
@@ -326,7 +327,7 @@ class Skins:
         if stat.S_ISDIR(info.st_mode):
             raise SkinError(f"{name!r} in {describe(domain, skin)} is a directory")
         path.unlink()
-        _fsync_dir(directory)
+        fsync_dir(directory)
 
     def create(self, domain: str | None, skin: str) -> None:
         """Create an empty named skin at this level (every file inherited)."""
@@ -340,7 +341,7 @@ class Skins:
             path.mkdir()
         except FileExistsError:
             raise SkinError(f"{describe(domain, skin)} already exists") from None
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     def rename(self, domain: str | None, old: str, new: str) -> None:
         """Rename a named skin of this level (its files go with it)."""
@@ -351,7 +352,7 @@ class Skins:
         if os.path.lexists(target):
             raise SkinError(f"{describe(domain, new)} already exists")
         os.rename(source, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
 
     def remove(self, domain: str | None, skin: str) -> None:
         """Delete a skin of this level with its files. For the unnamed skin this drops
@@ -360,7 +361,7 @@ class Skins:
         # Out of sight in one atomic step, then deleted (rmtree never follows links).
         doomed = path.parent / f".removed-{secrets.token_hex(8)}"
         os.rename(path, doomed)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         shutil.rmtree(doomed)
 
     # -- helpers ------------------------------------------------------------------
@@ -392,7 +393,7 @@ class Skins:
         for folder in reversed(missing):
             with contextlib.suppress(FileExistsError):
                 folder.mkdir()
-            _fsync_dir(folder.parent)
+            fsync_dir(folder.parent)
 
     @staticmethod
     def _names(level: Path) -> list[str]:
@@ -452,7 +453,7 @@ class DomainSkins:
             raise DirectoryError(f"skins of domain {new} already exist in {target}; move them"
                                  " away first")
         os.rename(source, target)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
 
     def domain_deleted(self, name: str) -> None:
         path = self._dir(name)
@@ -460,7 +461,7 @@ class DomainSkins:
             return
         doomed = self.root / f".removed-{secrets.token_hex(8)}"
         os.rename(path, doomed)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         if doomed.is_symlink():
             doomed.unlink()
         else:
@@ -515,12 +516,5 @@ def _atomic_write(directory: Path, name: str, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
-    _fsync_dir(directory)
+    fsync_dir(directory)
 
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -245,7 +245,10 @@ def no_gzip(response: web.Response) -> web.Response:
     return response
 
 
-MAIL_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
+ErrorTable = tuple[tuple[type[Exception], int, str], ...]
+"""Service errors to (HTTP status, errorCode), the first matching kind wins."""
+
+MAIL_ERRORS: ErrorTable = (
     (NoPermission, 403, "noPermission"),
     (NotFound, 404, "notFound"),
     (InvalidMailboxName, 400, "badMailboxName"),
@@ -254,21 +257,31 @@ MAIL_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
 )
 
 
-async def mail_refusal(app: WebUser, request: web.Request, session: WebSession,
-                       exc: Exception) -> web.Response:
-    """A clear page for a refused or failed mail request (never its data):
-    403 without the right, 404 for what is not there, 400 for a bad
-    parameter; the service's message says why."""
-    status, code = next(((s, c) for kind, s, c in MAIL_ERRORS if isinstance(exc, kind)),
+async def refusal(app: WebUser, session: WebSession, exc: Exception, table: ErrorTable,
+                  *, unavailable: str) -> web.Response:
+    """The error page for a refused or failed request (never its data): the
+    status and code of the first kind in ``table`` that ``exc`` is, else 400;
+    the service's message says why, except when the store failed (500/503:
+    logged, and the page says ``unavailable``; 507, over a quota, is the
+    user's to read)."""
+    status, code = next(((s, c) for kind, s, c in table if isinstance(exc, kind)),
                         (400, "badRequest"))
-    if status >= 500:
-        log.error("webmail request of %s failed: %s", session.account, exc)
-    text = str(exc) if not isinstance(exc, StoreError) or status < 500 else \
-        "The mail store cannot answer now. Try again later."
+    if status in (500, 503):
+        log.error("WebUser request of %s failed: %s", session.account, exc)
+        text = unavailable
+    else:
+        text = str(exc)
     if isinstance(exc, NoSuchMailbox):  # also a mailbox the user may not see (rights.py)
         text = f"{text}: it does not exist, or you are not allowed to open it."
     return no_gzip(await error_page(app, session.domain, text, code, status))
 
+
+async def mail_refusal(app: WebUser, request: web.Request, session: WebSession,
+                       exc: Exception) -> web.Response:
+    """A refused or failed mail request: 403 without the right, 404 for what
+    is not there, 400 for a bad parameter, 503 when the store cannot answer."""
+    return await refusal(app, session, exc, MAIL_ERRORS,
+                         unavailable="The mail store cannot answer now. Try again later.")
 
 
 Form = MultiDictProxy[str | bytes | bytearray | web.FileField]

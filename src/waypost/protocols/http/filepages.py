@@ -31,15 +31,16 @@ from aiohttp import web
 
 from waypost.protocols.http.common import (
     BadForm,
+    ErrorTable,
     Form,
     SessionAction,
     SessionPage,
     WebUser,
-    error_page,
     form_text,
     html_page,
     log,
     no_gzip,
+    refusal,
     see_other,
     session_dataset,
 )
@@ -57,7 +58,7 @@ from waypost.services.files import (
 )
 from waypost.web import files as webfiles
 
-FILE_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
+FILE_ERRORS: ErrorTable = (
     (QuotaExceeded, 507, "overQuota"),
     (InvalidFileName, 400, "badFileName"),
     (NotFound, 404, "notFound"),
@@ -70,14 +71,8 @@ MAX_PATH = 4096
 
 
 async def file_refusal(app: WebUser, session: WebSession, exc: Exception) -> web.Response:
-    status, code = next(((s, c) for kind, s, c in FILE_ERRORS if isinstance(exc, kind)),
-                        (400, "badRequest"))
-    if status == 503:
-        log.error("file storage request of %s failed: %s", session.account, exc)
-        text = "The file storage cannot answer now. Try again later."
-    else:
-        text = str(exc)
-    return no_gzip(await error_page(app, session.domain, text, code, status))
+    return await refusal(app, session, exc, FILE_ERRORS, unavailable="The file storage "
+                         "cannot answer now. Try again later.")
 
 
 def _folder_url(folder: str, done: str = "") -> str:

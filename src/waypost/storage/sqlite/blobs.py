@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from waypost.storage.durable import fsync_dir
 from waypost.storage.interface import NotFound, StoreError
 
 BLOB_DIR = "blobs"
@@ -103,7 +104,7 @@ class BlobFiles:
                 tmp.unlink()
             raise StoreError(f"cannot write message body {path}: {exc}") from exc
         if sync_dir:
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         else:
             with self._pending_lock:
                 self._unsynced.add(path)
@@ -138,7 +139,7 @@ class BlobFiles:
                 finally:
                     os.close(fd)
         for directory in {path.parent for path in pending}:
-            _fsync_dir(directory)
+            fsync_dir(directory)
 
     def get(self, key: str) -> bytes:
         try:
@@ -188,13 +189,6 @@ class BlobFiles:
         created = not self.root.is_dir()
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         if created:
-            _fsync_dir(self.root.parent)
-        _fsync_dir(self.root)
+            fsync_dir(self.root.parent)
+        fsync_dir(self.root)
 
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -43,6 +43,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from waypost.storage.durable import fsync_dir
 from waypost.storage.interface import (
     AlreadyExists,
     FileEntry,
@@ -160,7 +161,7 @@ class FileTrees:
             self.ensure()
             with contextlib.suppress(FileExistsError):
                 base.mkdir(mode=0o700)
-                _fsync_path(self.root)
+                fsync_dir(self.root)
         try:
             fd = os.open(base, DIR_FLAGS)
         except FileNotFoundError:
@@ -202,16 +203,9 @@ class FileTrees:
         """Out of sight in one rename, then deleted (rmtree never follows links)."""
         doomed = self.root / TMP / f".removed-{secrets.token_hex(8)}"
         os.rename(path, doomed)
-        _fsync_path(path.parent)
+        fsync_dir(path.parent)
         shutil.rmtree(doomed, ignore_errors=True)
 
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _stat_in(fd: int, name: str) -> os.stat_result | None:
