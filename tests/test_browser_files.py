@@ -58,3 +58,29 @@ def test_upload_several_files_and_publish_them(server: WaypostServer, context: B
     page.wait_for_url("**Done=deleted")
     assert page.get_by_role("link", name="site.css").count() == 0
     assert page.get_by_role("link", name="default.html").count() == 1
+
+
+def test_files_dropped_from_the_desktop_are_uploaded(server: WaypostServer,
+                                                      context: BrowserContext,
+                                                      tmp_path: Path) -> None:
+    """Drag and drop without script: Chromium's own drop of desktop files onto
+    the upload field (driven through the DevTools protocol, as a real drag
+    from the file manager), then Upload."""
+    dropped = [tmp_path / "one.txt", tmp_path / "two.txt"]
+    for n, path in enumerate(dropped):
+        path.write_text(f"dropped {n}")
+    page = context.new_page()
+    sign_in(page, server, "alice", PASSWORD, session=True)
+    page.get_by_role("link", name="Files").click()
+    box = page.locator("input.drop").bounding_box()
+    assert box is not None
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    cdp = context.new_cdp_session(page)
+    data = {"items": [], "files": [str(p) for p in dropped], "dragOperationsMask": 1}
+    for kind in ("dragEnter", "dragOver", "drop"):
+        cdp.send("Input.dispatchDragEvent", {"type": kind, "x": x, "y": y, "data": data})
+    assert page.locator("input.drop").evaluate("input => input.files.length") == 2
+    page.get_by_role("button", name="Upload", exact=True).click()
+    page.wait_for_url("**Done=uploaded")
+    for path in dropped:
+        assert page.get_by_role("link", name=path.name).count() == 1
