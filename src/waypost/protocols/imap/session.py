@@ -112,10 +112,18 @@ T = TypeVar("T")
 SERVICE = "IMAP"
 """The AccessModes name of the service (domains-accounts.md §4.2)."""
 
-CAPABILITIES = (
-    "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE SPECIAL-USE UNSELECT "
-    "ACL RIGHTS=texk CHILDREN LIST-EXTENDED"
-)
+CAPABILITIES = " ".join((
+    "IMAP4rev1",
+    "LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE SPECIAL-USE UNSELECT",
+    "ACL RIGHTS=texk",
+    "CHILDREN LIST-EXTENDED",
+))
+"""Advertised after login too; one line per group of extensions."""
+
+ENABLABLE: dict[str, tuple[str, ...]] = {}
+"""What ENABLE (RFC 5161) turns on: each name and what it implies besides
+itself (QRESYNC implies CONDSTORE, RFC 7162 §3.2.3). Only what is complete
+and advertised is listed; ENABLE ignores anything else."""
 NAMESPACE = b'* NAMESPACE (("" "/")) (("~" "/")) NIL\r\n'
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 RECENT = "\\Recent"
@@ -423,6 +431,8 @@ class Session:
         self.out_size = 0
         self.bad = 0
         self._wake: asyncio.Event | None = None
+        self.enabled: set[str] = set()
+        """Extensions turned on by ENABLE (upper case), e.g. ``IMAP4REV2``."""
 
     # -- trust -------------------------------------------------------------------
 
@@ -880,8 +890,21 @@ class Session:
 
     # -- authenticated -------------------------------------------------------------------
 
+    @property
+    def rev2(self) -> bool:
+        """IMAP4rev2 (RFC 9051) is on for this session: ENABLE IMAP4rev2."""
+        return "IMAP4REV2" in self.enabled
+
     async def cmd_enable(self, command: Command) -> str:
-        self.send(b"* ENABLED\r\n")  # nothing here needs enabling (no CONDSTORE, UTF8=ACCEPT)
+        """RFC 5161: ``* ENABLED`` lists what this command newly turned on."""
+        args: wire.Enable = command.args
+        newly: list[str] = []
+        for name in args.capabilities:
+            for cap in (name, *ENABLABLE.get(name, ())) if name in ENABLABLE else ():
+                if cap not in self.enabled:
+                    self.enabled.add(cap)
+                    newly.append(cap)
+        self.send(b"* ENABLED" + b"".join(b" " + c.encode() for c in newly) + b"\r\n")
         return "ENABLE completed"
 
     async def cmd_namespace(self, command: Command) -> str:
