@@ -117,6 +117,7 @@ CAPABILITIES = " ".join((
     "LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE SPECIAL-USE UNSELECT",
     "ACL RIGHTS=texk",
     "CHILDREN LIST-EXTENDED",
+    "LIST-STATUS STATUS=SIZE",
 ))
 """Advertised after login too; one line per group of extensions."""
 
@@ -991,9 +992,12 @@ class Session:
         entries = await self.ctx.run(
             self.ctx.mail.list_mailboxes, self.account, args.reference, args.patterns, lsub=lsub,
             select=args.select, returns=args.returns, status=args.status,
+            extended=args.extended, rev2=self.rev2,
         )  # fmt: skip
         for entry in entries:
-            self.send(wire.list_line(entry.name, entry.attributes, command=command.name))
+            extra = wire.childinfo(entry.childinfo) if entry.childinfo else b""
+            self.send(wire.list_line(entry.name, entry.attributes, command=command.name,
+                                     extra=extra))  # fmt: skip
             if entry.status is not None:
                 self.send(wire.status_line(entry.name, entry.status))
         return f"{command.name} completed"

@@ -820,6 +820,8 @@ STATUS_ITEMS = frozenset(
 )
 LIST_SELECT = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
 LIST_RETURN = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS"})
+LIST_RECURSIVE = frozenset({"SUBSCRIBED", "SPECIAL-USE"})
+"""The selection options RECURSIVEMATCH can modify (RFC 5258 §3, RFC 6154 §3)."""
 ACL_RIGHTS = frozenset("lrswipkxteacd0123456789")
 SPECIAL_USE = frozenset(
     {"\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash"}
@@ -930,8 +932,9 @@ def _list(cur: _Cursor, uid: bool, *, lsub: bool = False) -> ListArgs:
         for opt in select:
             if opt not in LIST_SELECT:
                 raise cur.error(f"Unknown LIST selection option {opt}")
-        if select == ["RECURSIVEMATCH"]:
-            raise cur.error("RECURSIVEMATCH needs another selection option")
+        if "RECURSIVEMATCH" in select and not LIST_RECURSIVE.intersection(select):
+            # RFC 5258 §3 Note 3: alone or with only REMOTE it modifies nothing
+            raise cur.error("RECURSIVEMATCH needs SUBSCRIBED or SPECIAL-USE")
         cur.sp()
     reference = _mailbox(cur)
     cur.sp()
@@ -1570,6 +1573,11 @@ def list_line(
     delim = b"NIL" if delimiter is None else string(delimiter)
     line = b"* %s %s %s %s" % (command.encode(), flag_list(attributes), delim, mailbox(name))
     return line + (b" " + extra if extra else b"") + CRLF
+
+
+def childinfo(criteria: Iterable[str]) -> bytes:
+    """The RFC 5258 §4 extended data item ``("CHILDINFO" ("SUBSCRIBED"))``."""
+    return b'("CHILDINFO" (' + b" ".join(string(c) for c in criteria) + b"))"
 
 
 def status_line(name: str, items: Iterable[tuple[str, int]]) -> bytes:

@@ -35,9 +35,9 @@ from waypost.services.mailaccess.index import (
     MailboxKey,
     mailbox_key_of,
 )
+from waypost.services.mailaccess.listing import Listed, Lister, ListRequest
 from waypost.services.mailaccess.rights import (
     RIGHT_NAMES,
-    ListEntry,
     MailboxAccess,
     Opened,
     to_wire,
@@ -55,7 +55,6 @@ from waypost.services.mailaccess.search import (
 from waypost.services.mailstore import Mailstore, split_account
 from waypost.storage.interface import (
     INBOX,
-    SPECIAL_USES,
     MailboxChanges,
     MailMessage,
     normalize_flags,
@@ -145,17 +144,6 @@ class Appended:
     uidvalidity: int
     uid: int
     target: MailboxKey
-
-
-@dataclass(frozen=True, slots=True)
-class Listed:
-    """One LIST/LSUB entry: the name as the user sees it, its attributes
-    (``\\Subscribed`` included when asked for) and, when asked for and
-    readable, its status values."""
-
-    name: str
-    attributes: tuple[str, ...]
-    status: tuple[tuple[str, int], ...] | None = None
 
 
 # -- helpers ------------------------------------------------------------------------
@@ -618,46 +606,16 @@ class MailAccess:
         select: Collection[str] = (),
         returns: Collection[str] = (),
         status: Sequence[str] = (),
+        extended: bool = False,
+        rev2: bool = False,
     ) -> list[Listed]:
-        """LIST / LSUB (RFC 3501 §6.3.8-9) and LIST-EXTENDED (RFC 5258): the
-        entries of every pattern (first one wins), filtered by the selection
-        options (``SUBSCRIBED``, ``SPECIAL-USE``), with ``\\Subscribed`` when
-        ``returns`` asks for it and the ``status`` values of each readable
-        mailbox (RFC 5819)."""
-        access = self.access
-        subscribed_only = lsub or "SUBSCRIBED" in select
-        entries: dict[str, ListEntry] = {}
-        for pattern in patterns:
-            if subscribed_only:
-                found = access.list_subscribed(user, reference, pattern, extended=not lsub)
-            else:
-                found = access.list_visible(user, reference, pattern)
-            for entry in found:
-                entries.setdefault(entry.name, entry)
-        subscriptions: set[str] = set()
-        if "SUBSCRIBED" in returns and not subscribed_only:
-            subscriptions = set(access.subscriptions(user))
-        result: list[Listed] = []
-        for entry in entries.values():
-            attrs = list(entry.attributes)
-            if "SPECIAL-USE" in select and not any(a in SPECIAL_USES for a in attrs):
-                continue
-            if entry.name in subscriptions and "\\Subscribed" not in attrs:
-                attrs.append("\\Subscribed")
-            values: tuple[tuple[str, int], ...] | None = None
-            if (
-                status
-                and entry.name
-                and "\\Noselect" not in attrs
-                and "\\NonExistent" not in attrs
-            ):
-                try:
-                    opened = access.open(user, entry.name, "r")
-                    values = tuple(self._status_of(opened, status))
-                except errors.MailboxError:
-                    pass  # listed (l) but not readable (r): no status
-            result.append(Listed(entry.name, tuple(attrs), values))
-        return result
+        """LIST / LSUB (RFC 3501 §6.3.8-9), LIST-EXTENDED (RFC 5258), LIST-STATUS
+        (RFC 5819): ``listing.py`` decides the entries (:class:`ListRequest`)."""
+        request = ListRequest(
+            reference, tuple(patterns), lsub, frozenset(select), frozenset(returns),
+            tuple(status), extended, rev2,
+        )  # fmt: skip
+        return Lister(self.access, self._status_of).answer(user, request)
 
     # -- the mailbox tree, subscriptions, ACL ---------------------------------------------
 
