@@ -254,7 +254,7 @@ def test_list_status_follows_its_list_line_and_skips_noselect(server: WaypostSer
     raw = login(server, "stat")
     run(raw, 'CREATE "Box/Inner"')  # Box: only the directory entity (\\Noselect)
     msg = b"Subject: s\r\n\r\n0123456789\r\n"
-    lines = raw.cmd("a", append_cmd("Box/Inner", msg) + b"\r\n")
+    lines = raw.cmd("a", append_cmd("Box/Inner", msg))
     assert tagged(lines).startswith(b"a OK")
     run(raw, 'SUBSCRIBE "Gone"')
     got = _pairs(run(raw, 'LIST "" "*" RETURN (STATUS (MESSAGES UIDNEXT SIZE) SUBSCRIBED)'))
@@ -298,7 +298,7 @@ def test_status_size_and_deleted(server: WaypostServer) -> None:
     for i in range(3):
         msg = b"Subject: %d\r\n\r\n" % i + b"x" * (10 * (i + 1)) + b"\r\n"
         sizes.append(len(msg))
-        assert tagged(raw.cmd("a", append_cmd("Sizes", msg) + b"\r\n")).startswith(b"a OK")
+        assert tagged(raw.cmd("a", append_cmd("Sizes", msg))).startswith(b"a OK")
     run(raw, 'SELECT "Sizes"')
     run(raw, "STORE 1,3 +FLAGS (\\Deleted)")
     run(raw, "UNSELECT")

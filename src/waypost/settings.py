@@ -220,6 +220,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("QueueRetryMax", "3600", "longest delay between retries, seconds", _as(parse_int)),
     Setting("QueueLifetime", "432000", "seconds a message may wait in the queue before it "
             "is bounced (5 days)", _as(parse_int)),
+    Setting("OverQuotaLifetime", "86400", "seconds mail for an account over its "
+            "MaxAccountSize is retried before it is bounced (1 day)", _as(parse_int)),
     Setting("HeldQueueLifetime", "604800", "seconds mail for a held domain is kept before "
             "it is bounced (7 days)", _as(parse_int)),
     Setting("LoginCacheTime", "300", "seconds a verified password is remembered (as a keyed "

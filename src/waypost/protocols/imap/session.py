@@ -80,7 +80,7 @@ from typing import Any, TypeVar
 
 import waypost
 from waypost.protocols.imap import fetch as fetching
-from waypost.protocols.imap import wire
+from waypost.protocols.imap import quota, wire
 from waypost.protocols.imap.wire import (
     Command,
     Continue,
@@ -118,6 +118,7 @@ CAPABILITIES = " ".join((
     "ACL RIGHTS=texk",
     "CHILDREN LIST-EXTENDED",
     "LIST-STATUS STATUS=SIZE",
+    quota.CAPABILITY,
 ))
 """Advertised after login too; one line per group of extensions."""
 
@@ -1316,6 +1317,9 @@ COMMANDS: dict[str, tuple[frozenset[State], Handler]] = {
     "DELETEACL": (_AUTH, Session.cmd_deleteacl),
     "LISTRIGHTS": (_AUTH, Session.cmd_listrights),
     "MYRIGHTS": (_AUTH, Session.cmd_myrights),
+    "GETQUOTAROOT": (_AUTH, quota.cmd_getquotaroot),
+    "GETQUOTA": (_AUTH, quota.cmd_getquota),
+    "SETQUOTA": (_AUTH, quota.cmd_setquota),
     "CHECK": (_SELECTED, Session.cmd_check),
     "CLOSE": (_SELECTED, Session.cmd_close),
     "UNSELECT": (_SELECTED, Session.cmd_unselect),

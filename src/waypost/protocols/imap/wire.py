@@ -533,6 +533,21 @@ class AclIdentifier:
 
 
 @dataclass(frozen=True, slots=True)
+class QuotaRoot:
+    """GETQUOTA (RFC 9208 §4.1.1): a quota root name."""
+
+    root: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetQuota:
+    """SETQUOTA (RFC 9208 §4.1.3): the root and ``(resource, limit)`` pairs."""
+
+    root: str
+    limits: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Command:
     """``name`` upper-case without the UID prefix; ``uid`` tells it was there."""
 
@@ -815,9 +830,13 @@ def _atom_list(cur: _Cursor, what: str) -> list[str]:
 # --------------------------------------------------------------------------
 # Commands
 
-STATUS_ITEMS = frozenset(
-    {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "DELETED"}
-)
+STATUS_ITEMS = frozenset({
+    "MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN",
+    "SIZE",  # RFC 8438
+    "DELETED",  # RFC 9051 §6.3.11
+    "DELETED-STORAGE",  # RFC 9208 §4.2
+})  # fmt: skip
+"""The STATUS items the parser accepts; one per line so each extension adds its own."""
 LIST_SELECT = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
 LIST_RETURN = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS"})
 LIST_RECURSIVE = frozenset({"SUBSCRIBED", "SPECIAL-USE"})
@@ -1301,12 +1320,41 @@ def _acl_identifier(cur: _Cursor, uid: bool) -> AclIdentifier:
     return AclIdentifier(mailbox, _identifier(cur))
 
 
+def _getquota(cur: _Cursor, uid: bool) -> QuotaRoot:
+    cur.sp()
+    return QuotaRoot(_utf8(cur.astring("a quota root"), cur, "A quota root"))
+
+
+MAX_NUMBER64 = 2**63 - 1
+"""RFC 9208 §8 number64."""
+
+
+def _setquota(cur: _Cursor, uid: bool) -> SetQuota:
+    cur.sp()
+    root = _utf8(cur.astring("a quota root"), cur, "A quota root")
+    cur.sp()
+    cur.expect(b"(")
+    limits: list[tuple[str, int]] = []
+    while cur.peek() != 0x29:
+        if limits:
+            cur.sp()
+        resource = cur.keyword()
+        cur.sp()
+        m = cur.match(_NUMBER)
+        if m is None or int(m.group()) > MAX_NUMBER64:
+            raise cur.error(f"Expected a limit for {resource}")
+        limits.append((resource, int(m.group())))
+    cur.expect(b")")
+    return SetQuota(root, tuple(limits))
+
+
 _Parser = Callable[[_Cursor, bool], Any]
 
 COMMANDS: dict[str, _Parser] = {
     **dict.fromkeys(("CAPABILITY", "NOOP", "LOGOUT", "STARTTLS", "CHECK", "CLOSE", "UNSELECT",
                      "IDLE", "NAMESPACE"), _no_args),
     **dict.fromkeys(("DELETE", "SUBSCRIBE", "UNSUBSCRIBE", "GETACL", "MYRIGHTS"), _mailbox_only),
+    "GETQUOTAROOT": _mailbox_only, "GETQUOTA": _getquota, "SETQUOTA": _setquota,
     **dict.fromkeys(("SELECT", "EXAMINE"), _select),
     **dict.fromkeys(("COPY", "MOVE"), _copy),
     **dict.fromkeys(("DELETEACL", "LISTRIGHTS"), _acl_identifier),

@@ -27,8 +27,14 @@ per-copy prefix:
 Domain and account rules (rules.md) decide per message which of these
 copies are made, where else copies go, with which flags and header
 changes, and which recipients are refused: ``services/rules/delivery.py``.
-Their copies are stored in the same single transaction. Quotas come with a
-later issue.
+Their copies are stored in the same single transaction.
+
+Quota (smtp.md §7, ``services/mailaccess/quota.py``): a message whose copies
+would take an account over its ``MaxAccountSize`` is stored nowhere and
+deferred (``452 4.2.2``, RFC 3463 "mailbox full"), retried with the queue's
+backoff, and bounced (``552 4.2.2`` as a permanent failure) once it has
+waited the setting ``OverQuotaLifetime`` (one day, [waypost]). The copies of one run
+count against each other, so a batch never overshoots the limit.
 
 Every copy, with or without rules, is built by the message's
 ``mailstore.StoredCopies``. :class:`LocalDelivery` is one service, built
@@ -42,10 +48,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Sequence
 
 from waypost.services.delivery.outbound import Outcome
 from waypost.services.mail_events import MailEvents
+from waypost.services.mailaccess.quota import Quotas
 from waypost.services.mailstore import Mailstore, StoredCopies
 from waypost.services.rules.delivery import DeliveryRules, Offload
 from waypost.services.trust import ClientTrust
@@ -82,19 +90,23 @@ class LocalDelivery:
     trust: ClientTrust
     files: Offload
     db: Offload
+    quotas: Quotas | None = None
     settings: dataclasses.InitVar[ServerSettings | None] = None
     real_to_header: str = dataclasses.field(default=DEFAULT_REAL_TO, init=False)
+    over_quota_lifetime: float = dataclasses.field(default=86400.0, init=False)
     _settings: ServerSettings | None = dataclasses.field(default=None, init=False)
 
     def __post_init__(self, settings: ServerSettings | None) -> None:
         self.use_settings(settings)
 
     def use_settings(self, settings: ServerSettings | None) -> None:
-        """Follow a settings change (RealToHeader, ClientIPAddresses); cheap when unchanged."""
+        """Follow a settings change (RealToHeader, OverQuotaLifetime, ClientIPAddresses);
+        cheap when unchanged."""
         if settings is None or settings is self._settings:
             return
         self._settings = settings
         self.real_to_header = settings.text("RealToHeader")
+        self.over_quota_lifetime = settings.number("OverQuotaLifetime")
         self.trust.update(settings)
 
     async def deliver(self, account: str, messages: Sequence[QueuedMessage]) -> list[Outcome]:
@@ -125,6 +137,41 @@ class LocalDelivery:
         return outcomes
 
     async def _store(self, account: str, planned: Planned) -> list[Outcome]:
+        if self.quotas is not None:
+            planned, refused = await self.db(self._over_quota, planned)
+            if not planned:
+                return refused
+            return refused + await self._stored(account, planned)
+        return await self._stored(account, planned)
+
+    def _over_quota(self, planned: Planned) -> tuple[Planned, list[Outcome]]:
+        """(the messages whose copies fit their accounts' quotas, the outcomes
+        of the others). Blocking: runs on the store's worker thread."""
+        assert self.quotas is not None
+        adding: dict[tuple[str, str], int] = {}
+        fitting: Planned = []
+        refused: list[Outcome] = []
+        now = time.time()
+        for message, copies in planned:
+            wanted = dict(adding)
+            for copy in copies:
+                owner = (copy.domain, copy.account)
+                wanted[owner] = wanted.get(owner, 0) + copy.size
+            grown = [o for o, size in wanted.items() if size > adding.get(o, 0)]
+            full = next((o for o in grown if not self.quotas.fits(*o, wanted[o])), None)
+            if full is None:
+                adding = wanted
+                fitting.append((message, copies))
+                continue
+            text = f"mailbox full: {full[1]}@{full[0]} is over its quota"
+            if now - message.created >= self.over_quota_lifetime:
+                refused += _all(message, "failed", 552, "5.2.2", text)
+            else:
+                refused += _all(message, "deferred", 452, "4.2.2", text)
+            log.info("LOCAL: %s not stored: %s", message.id, text)
+        return fitting, refused
+
+    async def _stored(self, account: str, planned: Planned) -> list[Outcome]:
         copies = [c for _, cs in planned for c in cs]
         settle = [RecipientUpdate(r.key, "delivered", error="")
                   for m, _ in planned for r in m.recipients]
@@ -138,7 +185,7 @@ class LocalDelivery:
             if len(planned) > 1:  # find the one that fails; deliver the others
                 outcomes = []
                 for one in planned:
-                    outcomes += await self._store(account, [one])
+                    outcomes += await self._stored(account, [one])
                 return outcomes
             log.error("LOCAL(%s): cannot store %s: %s", account, planned[0][0].id, exc)
             return _all(planned[0][0], "deferred", 451, "4.3.0", f"local store error: {exc}")

@@ -46,6 +46,7 @@ from waypost.services.delivery.outbound import (
     Outcome,
     RelayService,
 )
+from waypost.services.mailaccess.quota import Quotas
 from waypost.services.mailaccess.rights import MailboxAccess
 from waypost.services.mailstore import Mailstore
 from waypost.services.message import Recipient, Submission
@@ -78,7 +79,8 @@ def local_delivery(services: Services, queue: Queue) -> LocalDelivery:
                           book=services.rules, enqueuer=enqueuer, trust=trust,
                           files=queue.files)
     return LocalDelivery(mail=mail, events=services.events, rules=rules, trust=trust,
-                         files=queue.files, db=queue.db, settings=queue.settings)
+                         files=queue.files, db=queue.db, settings=queue.settings,
+                         quotas=Quotas(services))
 
 
 class DeliveryRunner:

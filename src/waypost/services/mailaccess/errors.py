@@ -24,7 +24,7 @@ from waypost.storage.interface import (
 
 __all__ = [
     "CannotDelete", "InvalidMailboxName", "InvalidRights", "MailboxError", "MailboxExists",
-    "NoPermission", "NoSuchMailbox", "NotFound", "StoreError", "TryCreate",
+    "NoPermission", "NoSuchMailbox", "NotFound", "OverQuota", "StoreError", "TryCreate",
 ]  # fmt: skip
 
 
@@ -47,3 +47,10 @@ class TryCreate(NoSuchMailbox):
     create it and try again (RFC 3501 §6.3.11, ``[TRYCREATE]``)."""
 
     code = "TRYCREATE"
+
+
+class OverQuota(MailboxError):
+    """The change would take the account over its storage limit
+    (``MaxAccountSize``): RFC 9208 §4.3, RFC 5530 ``OVERQUOTA``."""
+
+    code = "OVERQUOTA"

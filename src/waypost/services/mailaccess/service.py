@@ -36,10 +36,12 @@ from waypost.services.mailaccess.index import (
     mailbox_key_of,
 )
 from waypost.services.mailaccess.listing import Listed, Lister, ListRequest
+from waypost.services.mailaccess.quota import Quota, Quotas
 from waypost.services.mailaccess.rights import (
     RIGHT_NAMES,
     MailboxAccess,
     Opened,
+    Target,
     to_wire,
 )
 from waypost.services.mailaccess.search import (
@@ -56,6 +58,7 @@ from waypost.services.mailstore import Mailstore, split_account
 from waypost.storage.interface import (
     INBOX,
     MailboxChanges,
+    MailboxState,
     MailMessage,
     normalize_flags,
 )
@@ -68,7 +71,20 @@ RECENT = "\\Recent"
 FETCH_BATCH_BYTES = 4 * 1024 * 1024
 """A fetch that reads message bytes returns batches of about this much."""
 SEARCH_BATCH = 250
-STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "DELETED")
+STATUS_FROM_STATE: dict[str, Callable[[MailboxState], int]] = {
+    "MESSAGES": lambda s: s.messages,
+    "RECENT": lambda s: s.recent,
+    "UIDNEXT": lambda s: s.uidnext,
+    "UIDVALIDITY": lambda s: s.uidvalidity,
+    "UNSEEN": lambda s: s.unseen,
+    "SIZE": lambda s: s.size,  # RFC 8438: octets, the RFC822.SIZE sum
+}
+"""STATUS items read from the mailbox counters (RFC 3501 §6.3.10, RFC 8438);
+a new counter item is one more entry here and in ``wire.STATUS_ITEMS``."""
+STATUS_FROM_DELETED = ("DELETED", "DELETED-STORAGE")
+"""RFC 9051 §6.3.11 DELETED (how many \\Deleted messages) and RFC 9208 §4.2
+DELETED-STORAGE (octets an EXPUNGE would free: their RFC822.SIZE sum)."""
+STATUS_ITEMS = (*STATUS_FROM_STATE, *STATUS_FROM_DELETED)
 
 Changes = MailboxChanges
 """What changed in a mailbox since a MODSEQ (``new``, ``changed``, ``expunged``)."""
@@ -211,6 +227,7 @@ class MailAccess:
         self.access = MailboxAccess(services)
         self.mailstore = Mailstore(services.store)
         self.indexes = IndexCache(services.store, index_limit)
+        self.quotas = Quotas(services)
 
     def version(self) -> int:
         """The store's change counter: a cheap test whether settings changed."""
@@ -541,6 +558,7 @@ class MailAccess:
                 f"No Delete right (te) on {source.name!r}: cannot move messages out of it",
             )
         dest = self._open_target(user, name)
+        self._check_copy_quota(source, uids, dest, move=move)
         op = self._store.mail_move if move else self._store.mail_copy
         pairs = list(op(*source.target.ref, uids, *dest.target.ref)) if uids else []
         self._strip_flags(dest, [new for _, new in pairs])
@@ -559,12 +577,25 @@ class MailAccess:
         needs ``i`` (:class:`TryCreate` if the mailbox does not exist); the
         flags the user may not set are dropped."""
         opened = self._open_target(user, name)
+        self.quotas.check(*_owner(opened), len(data))
         allowed = opened.permitted_flags(normalize_flags(flags))
         when = date.timestamp() if date is not None else None
         uidvalidity, uid = self.mailstore.append_new(
             *opened.target.ref, data, flags=allowed, date=when
         )
         return Appended(uidvalidity, uid, mailbox_key(opened))
+
+    def _check_copy_quota(
+        self, source: Opened, uids: Sequence[int], dest: Opened, *, move: bool
+    ) -> None:
+        """COPY, and MOVE into another account, must fit the target's quota
+        (RFC 9208 §4.3); a MOVE inside one account changes no usage."""
+        owner = _owner(dest)
+        if not uids or (move and _owner(source) == owner) or self.quotas.limit(*owner) is None:
+            return
+        wanted = set(uids)
+        adding = sum(m.size for m in self._store.mail_index(*source.target.ref) if m.uid in wanted)
+        self.quotas.check(*owner, adding)
 
     def _open_target(self, user: str, name: str) -> Opened:
         try:
@@ -582,19 +613,56 @@ class MailAccess:
         return self._status_of(self.access.open(user, name, "r"), items)
 
     def _status_of(self, opened: Opened, items: Sequence[str]) -> list[tuple[str, int]]:
+        """Counter items come from :data:`STATUS_FROM_STATE` (one O(1) read);
+        the ``\\Deleted`` ones from one pass over the index."""
         ref = opened.target.ref
         state = self._store.mail_mailbox_state(*ref)
-        values = {
-            "MESSAGES": state.messages,
-            "RECENT": state.recent,
-            "UIDNEXT": state.uidnext,
-            "UIDVALIDITY": state.uidvalidity,
-            "UNSEEN": state.unseen,
-            "SIZE": state.size,
-        }
-        if "DELETED" in items:
-            values["DELETED"] = sum(DELETED in m.flags for m in self._store.mail_index(*ref))
+        values = {item: get(state) for item, get in STATUS_FROM_STATE.items() if item in items}
+        if any(item in STATUS_FROM_DELETED for item in items):
+            deleted = [m.size for m in self._store.mail_index(*ref) if DELETED in m.flags]
+            values["DELETED"] = len(deleted)
+            values["DELETED-STORAGE"] = sum(deleted)
         return [(item, values[item]) for item in items]
+
+    # -- quota (RFC 9208) ----------------------------------------------------------------
+
+    def quota_root(self, user: str, name: str) -> tuple[list[str], list[Quota]]:
+        """GETQUOTAROOT: the roots of a mailbox the user may look up, and the
+        quotas among them he may read (his own; any, for an administrator
+        of the owner's domain). No root when the owner is unlimited."""
+        opened = self.access.open(user, name, "l")
+        root = self._root_name(user, opened.target)
+        quota = self.quotas.quota(*_owner(opened), root)
+        if quota is None:
+            return [], []
+        readable = self.access.privileged(user, opened.target)
+        return [root], [quota] if readable else []
+
+    def get_quota(self, user: str, root: str) -> Quota:
+        """GETQUOTA: ``""`` is the user's own root, ``~account@domain`` another's
+        (for the owner's administrators only); else :class:`NoSuchMailbox`."""
+        if root and not root.startswith("~"):
+            raise errors.NoSuchMailbox(f"no quota root {root!r}")
+        if root:
+            target = self.access.resolve(user, root)
+            if target.mailbox_name or not self.access.privileged(user, target):
+                raise errors.NoPermission("a", f"no access to the quota root {root!r}")
+            domain, account = target.owner_domain, target.owner_account
+        else:
+            domain, account = split_account(user)
+        quota = self.quotas.quota(domain, account, root)
+        if quota is None:
+            raise errors.NoSuchMailbox(f"no quota root {root!r}: the account is unlimited")
+        return quota
+
+    def _root_name(self, user: str, target: Target) -> str:
+        domain, account = split_account(user)
+        if (domain.lower(), account.lower()) == (
+            target.owner_domain.lower(),
+            target.owner_account.lower(),
+        ):
+            return ""
+        return f"~{target.owner_account}@{target.owner_domain}"
 
     def list_mailboxes(
         self,
@@ -672,3 +740,8 @@ class MailAccess:
     def remove_alias(self, user: str, alias: str) -> None:
         """Remove an alias; :class:`NoSuchMailbox` when there is none."""
         self.access.remove_alias(user, alias)
+
+
+def _owner(opened: Opened) -> tuple[str, str]:
+    """(domain, account) of the mailbox's owner: whose quota it counts against."""
+    return opened.target.owner_domain, opened.target.owner_account

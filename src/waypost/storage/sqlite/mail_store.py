@@ -816,6 +816,12 @@ class MailStoreMixin:
             return MailboxState(uidvalidity=v, uidnext=n, highestmodseq=h, messages=count,
                                 unseen=unseen, recent=recent, size=size)
 
+    def mail_usage(self, domain: str, account: str) -> int:
+        with self._read() as conn:
+            row = conn.execute("SELECT bytes FROM mail_usage WHERE account_id = ?",
+                               (account_id(conn, domain, account),)).fetchone()
+            return int(row[0]) if row else 0
+
     def mail_claim_recent(self, domain: str, account: str, mailbox: str) -> int:
         with self._txn() as conn:
             box = _box(conn, domain, account, mailbox)

@@ -272,6 +272,48 @@ MIGRATIONS: list[Migration] = [
             SELECT 1, COALESCE(MAX(uidvalidity), 0) FROM mailboxes;
         """,
     ),
+    (
+        7,
+        "mail usage per account: the octets of its messages, kept by triggers (QUOTA)",
+        """
+        -- RFC 9208 STORAGE and MaxAccountSize enforcement read one row, never a sum.
+        -- Message triggers keep it while the mailbox row exists; deleting a
+        -- mailbox takes its total_size away at once (the messages its cascade
+        -- removes then find no mailbox and change nothing).
+        CREATE TABLE mail_usage (
+            account_id INTEGER PRIMARY KEY REFERENCES objects (id) ON DELETE CASCADE,
+            bytes INTEGER NOT NULL DEFAULT 0
+        );
+        INSERT INTO mail_usage (account_id, bytes)
+            SELECT account_id, SUM(total_size) FROM mailboxes GROUP BY account_id;
+
+        CREATE TRIGGER mail_usage_insert AFTER INSERT ON messages
+        BEGIN
+            INSERT INTO mail_usage (account_id, bytes)
+                SELECT account_id, new.size FROM mailboxes WHERE id = new.mailbox_id
+                ON CONFLICT (account_id) DO UPDATE SET bytes = bytes + excluded.bytes;
+        END;
+        CREATE TRIGGER mail_usage_delete AFTER DELETE ON messages
+        BEGIN
+            UPDATE mail_usage SET bytes = bytes - old.size WHERE account_id =
+                (SELECT account_id FROM mailboxes WHERE id = old.mailbox_id);
+        END;
+        CREATE TRIGGER mail_usage_update AFTER UPDATE OF size, mailbox_id ON messages
+        WHEN old.mailbox_id <> new.mailbox_id OR old.size <> new.size
+        BEGIN
+            UPDATE mail_usage SET bytes = bytes - old.size WHERE account_id =
+                (SELECT account_id FROM mailboxes WHERE id = old.mailbox_id);
+            INSERT INTO mail_usage (account_id, bytes)
+                SELECT account_id, new.size FROM mailboxes WHERE id = new.mailbox_id
+                ON CONFLICT (account_id) DO UPDATE SET bytes = bytes + excluded.bytes;
+        END;
+        CREATE TRIGGER mail_usage_mailbox_gone AFTER DELETE ON mailboxes
+        BEGIN
+            UPDATE mail_usage SET bytes = bytes - old.total_size
+            WHERE account_id = old.account_id;
+        END;
+        """,
+    ),
 ]
 
 

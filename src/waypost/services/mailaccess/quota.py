@@ -1,0 +1,108 @@
+"""Mail storage quota: the account's ``MaxAccountSize`` against its usage.
+
+The limit is the account's effective ``MaxAccountSize`` setting (account,
+then domain AccountDefaults, then server defaults; ``unlimited`` or a size
+such as ``100M``, spec/domains-accounts.md §4.2); a setting that cannot be
+read refuses growth rather than allowing everything (as File Storage does).
+The usage is the octets of all the account's messages (their RFC822.SIZE),
+kept per account by the store (``mail_usage``, migration 7), so a check is
+one row read, never a sum over messages.
+
+IMAP (RFC 9208) sees one quota root per account with the one resource
+``STORAGE`` in units of 1024 octets: usage rounded up, limit rounded down
+(so a client never believes there is room that there is not). The root of
+one's own mailboxes is ``""`` (as CommuniGate Pro and the RFC's examples
+name it); another account's root is ``~account@domain``. An unlimited
+account has no quota root (RFC 9208 §5.1 has no way to say "no limit").
+
+Limits are set by administrators (``waypost account set <account>
+MaxAccountSize 100M``, the WebAdmin, the CLI protocol); IMAP ``SETQUOTA``
+is refused (RFC 9208 §4.1.3 lets the server do so), and QUOTASET is not
+advertised.
+
+Enforcement: APPEND, COPY and MOVE (into another account) that would take
+the usage over the limit raise :class:`OverQuota` before anything is
+stored; local delivery defers (then bounces) such messages
+(``services/delivery/local.py``). [waypost] The check and the write are
+separate transactions: sessions appending at the same instant can each
+pass and overshoot the limit by at most one message each (as Dovecot's
+quota plugin can).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from waypost.services.container import Services
+from waypost.services.mailaccess.errors import OverQuota
+from waypost.settings import SettingError, parse_size
+
+RESOURCE = "STORAGE"
+UNIT = 1024
+"""RFC 9208 §5.1: STORAGE is counted in units of 1024 octets."""
+
+
+def parse_limit(value: object) -> int | None:
+    """``MaxAccountSize`` in octets; None is unlimited; unreadable is 0."""
+    text = str(value if value is not None else "unlimited").strip()
+    try:
+        return parse_size(text)
+    except SettingError:
+        return 0
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """One quota root's STORAGE: usage and limit in octets."""
+
+    root: str
+    usage: int
+    limit: int
+
+    @property
+    def resources(self) -> tuple[tuple[str, int, int], ...]:
+        """``(name, usage, limit)`` in RFC 9208 units (KB: usage up, limit down)."""
+        return ((RESOURCE, -(-self.usage // UNIT), self.limit // UNIT),)
+
+
+class Quotas:
+    """Limits and usage of accounts (``domain``, ``account`` as the store names them)."""
+
+    def __init__(self, services: Services) -> None:
+        self.directory = services.directory
+        self.store = services.store
+
+    def limit(self, domain: str, account: str) -> int | None:
+        settings = self.directory.effective_account_settings(f"{account}@{domain}")
+        return parse_limit(settings.get("MaxAccountSize"))
+
+    def usage(self, domain: str, account: str) -> int:
+        return self.store.mail_usage(domain, account)
+
+    def quota(self, domain: str, account: str, root: str) -> Quota | None:
+        """The account's quota under the name ``root``; None when unlimited."""
+        limit = self.limit(domain, account)
+        if limit is None:
+            return None
+        return Quota(root, self.usage(domain, account), limit)
+
+    def check(self, domain: str, account: str, adding: int) -> None:
+        """:class:`OverQuota` unless ``adding`` more octets fit (RFC 9208 §4.3)."""
+        if adding <= 0:
+            return
+        limit = self.limit(domain, account)
+        if limit is None:
+            return
+        usage = self.usage(domain, account)
+        if usage + adding > limit:
+            raise OverQuota(
+                f"over quota: {account}@{domain} uses {usage} of {limit} octets;"
+                f" {adding} more do not fit"
+            )
+
+    def fits(self, domain: str, account: str, adding: int) -> bool:
+        try:
+            self.check(domain, account, adding)
+        except OverQuota:
+            return False
+        return True

@@ -1,0 +1,218 @@
+"""QUOTA (RFC 9208) over real sockets against a ``waypost serve`` process:
+GETQUOTAROOT / GETQUOTA / SETQUOTA, usage in KB from the per-account total
+kept by the store, the limit from the Directory (``MaxAccountSize``), and
+enforcement: APPEND, COPY and MOVE over the limit answer ``NO [OVERQUOTA]``
+and store nothing; EXPUNGE and DELETE give the room back; the total
+survives a restart. STATUS DELETED-STORAGE (RFC 9208 §4.2) too.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import pytest
+from tests.support.server import WaypostServer
+from tests.test_imap_server import Raw, append_cmd, tagged
+
+PW = "quota-pw-1234"
+DOMAIN = "quota.dom"
+USERS = ("free", "small", "copier", "mover", "target", "snoop", "keeper")
+_tags = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WaypostServer]:
+    srv = WaypostServer(tmp_path_factory.mktemp("quota") / "var").init()
+    srv.cli("domain", "add", DOMAIN)
+    for name in USERS:
+        srv.cli("account", "add", f"{name}@{DOMAIN}", "--password", PW)
+    for name in ("small", "copier", "mover", "target", "keeper"):
+        srv.cli("account", "set", f"{name}@{DOMAIN}", "MaxAccountSize", "10K")
+    srv.cli("account", "add", f"boss@{srv.domain}", "--password", PW)
+    srv.cli("account", "rights", f"boss@{srv.domain}", "AllDomains", "CanAccessMailboxes")
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def login(server: WaypostServer, user: str) -> Raw:
+    raw = Raw(server.port("IMAPPort"))
+    raw.login(user if "@" in user else f"{user}@{DOMAIN}", PW)
+    return raw
+
+
+def run(raw: Raw, text: str | bytes) -> list[bytes]:
+    tag = f"q{next(_tags)}"
+    lines = raw.cmd(tag, text)
+    assert lines[-1].startswith(f"{tag} OK".encode()), lines
+    return lines[:-1]
+
+
+def refused(raw: Raw, text: str | bytes) -> bytes:
+    tag = f"r{next(_tags)}"
+    return tagged(raw.cmd(tag, text))[len(tag) + 1 :]
+
+
+def message(size: int) -> bytes:
+    head = b"Subject: quota\r\n\r\n"
+    return head + b"x" * (size - len(head))
+
+
+def append(mailbox: str, size: int) -> bytes:
+    return append_cmd(mailbox, message(size))
+
+
+def messages_in(raw: Raw, mailbox: str) -> int:
+    (line,) = run(raw, f'STATUS "{mailbox}" (MESSAGES)')
+    return int(line.rsplit(b" ", 1)[1].rstrip(b")"))
+
+
+def test_capabilities(server: WaypostServer) -> None:
+    raw = login(server, "free")
+    caps = run(raw, "CAPABILITY")[0].split()
+    assert b"QUOTA" in caps and b"QUOTA=RES-STORAGE" in caps
+    assert b"QUOTASET" not in caps  # SETQUOTA is refused
+    raw.close()
+
+
+def test_unlimited_account_has_no_quota_root(server: WaypostServer) -> None:
+    """RFC 9208 §4.1.2/§5.1: no limit, no root to report."""
+    raw = login(server, "free")
+    assert run(raw, "GETQUOTAROOT INBOX") == [b'* QUOTAROOT "INBOX"']
+    assert refused(raw, 'GETQUOTA ""').startswith(b"NO [NONEXISTENT]")
+    raw.close()
+
+
+def test_getquotaroot_and_getquota_report_usage_in_kb(server: WaypostServer) -> None:
+    """RFC 9208 §4.1.1-2, §5: usage in units of 1024 octets (rounded up),
+    the limit from MaxAccountSize (10K = 10)."""
+    raw = login(server, "small")
+    assert run(raw, "GETQUOTAROOT INBOX") == [
+        b'* QUOTAROOT "INBOX" ""',
+        b'* QUOTA "" (STORAGE 0 10)',
+    ]
+    run(raw, append("INBOX", 3000))
+    run(raw, 'CREATE "Work"')
+    run(raw, append("Work", 1000))
+    assert run(raw, 'GETQUOTA ""') == [b'* QUOTA "" (STORAGE 4 10)']  # 4000 octets -> 4
+    assert run(raw, 'GETQUOTAROOT "Work"') == [
+        b'* QUOTAROOT "Work" ""',
+        b'* QUOTA "" (STORAGE 4 10)',
+    ]
+    assert refused(raw, 'GETQUOTAROOT "Nowhere"').startswith(b"NO [NONEXISTENT]")
+    assert refused(raw, 'GETQUOTA "elsewhere"').startswith(b"NO [NONEXISTENT]")
+    raw.close()
+
+
+def test_append_over_the_limit_is_refused_and_stores_nothing(server: WaypostServer) -> None:
+    """RFC 9208 §4.3 / RFC 5530: NO [OVERQUOTA]; the mailbox and the usage stay as they were."""
+    raw = login(server, "keeper")
+    run(raw, append("INBOX", 8000))
+    before = run(raw, 'GETQUOTA ""')
+    assert refused(raw, append("INBOX", 3000)).startswith(b"NO [OVERQUOTA]")
+    assert messages_in(raw, "INBOX") == 1
+    assert run(raw, 'GETQUOTA ""') == before
+    run(raw, append("INBOX", 2000))  # exactly what is left still fits
+    assert refused(raw, append("INBOX", 300)).startswith(b"NO [OVERQUOTA]")
+    # EXPUNGE gives the room back; DELETED-STORAGE says how much it will be
+    run(raw, "SELECT INBOX")
+    run(raw, "STORE 1 +FLAGS (\\Deleted)")
+    assert run(raw, 'STATUS "INBOX" (DELETED DELETED-STORAGE)') == [
+        b'* STATUS "INBOX" (DELETED 1 DELETED-STORAGE 8000)'
+    ]
+    run(raw, "EXPUNGE")
+    assert run(raw, 'GETQUOTA ""') == [b'* QUOTA "" (STORAGE 2 10)']
+    run(raw, append("INBOX", 3000))
+    raw.close()
+
+
+def test_copy_and_move(server: WaypostServer) -> None:
+    """COPY over the limit: NO [OVERQUOTA], nothing copied; one that fits
+    works; MOVE inside the account needs no room; DELETE frees the room."""
+    raw = login(server, "mover")
+    run(raw, 'CREATE "Other"')
+    run(raw, append("INBOX", 3000))
+    run(raw, append("INBOX", 3000))
+    run(raw, "SELECT INBOX")
+    assert refused(raw, 'COPY 1:2 "Other"').startswith(b"NO [OVERQUOTA]")
+    assert messages_in(raw, "Other") == 0
+    assert refused(raw, 'UID COPY 1:* "Other"').startswith(b"NO [OVERQUOTA]")
+    run(raw, 'COPY 1 "Other"')  # 9000 octets of 10240
+    assert messages_in(raw, "Other") == 1
+    assert refused(raw, 'COPY 2 "Other"').startswith(b"NO [OVERQUOTA]")
+    lines = run(raw, 'MOVE 1:2 "Other"')  # no growth: allowed at the edge
+    assert any(b"COPYUID" in line for line in lines)
+    assert messages_in(raw, "Other") == 3 and messages_in(raw, "INBOX") == 0
+    run(raw, "UNSELECT")
+    run(raw, 'DELETE "Other"')
+    assert run(raw, 'GETQUOTA ""') == [b'* QUOTA "" (STORAGE 0 10)']
+    raw.close()
+
+
+def test_move_into_another_account_counts_against_its_quota(server: WaypostServer) -> None:
+    """A shared mailbox of another account: its owner's quota decides; a
+    refused MOVE leaves the messages where they were."""
+    owner = login(server, "target")
+    run(owner, 'CREATE "Drop"')
+    run(owner, f'SETACL "Drop" copier@{DOMAIN} lri')
+    run(owner, append("INBOX", 9000))
+    raw = login(server, "copier")
+    run(raw, append("INBOX", 2000))
+    run(raw, "SELECT INBOX")
+    assert refused(raw, 'MOVE 1 "~target/Drop"').startswith(b"NO [OVERQUOTA]")
+    assert messages_in(raw, "INBOX") == 1
+    # the root of another account's mailbox is named, its quota is not shown
+    assert run(raw, 'GETQUOTAROOT "~target/Drop"') == [
+        f'* QUOTAROOT "~target/Drop" "~target@{DOMAIN}"'.encode()
+    ]
+    assert refused(raw, f'GETQUOTA "~target@{DOMAIN}"').startswith(b"NO [NOPERM]")
+    run(owner, "SELECT INBOX")
+    run(owner, "STORE 1 +FLAGS.SILENT (\\Deleted)")
+    run(owner, "EXPUNGE")
+    lines = run(raw, 'MOVE 1 "~target/Drop"')
+    assert any(b"COPYUID" in line for line in lines)
+    assert run(owner, 'GETQUOTA ""') == [b'* QUOTA "" (STORAGE 2 10)']
+    owner.close()
+    raw.close()
+
+
+def test_administrator_reads_any_quota(server: WaypostServer) -> None:
+    boss = login(server, f"boss@{server.domain}")
+    lines = run(boss, f'GETQUOTA "~small@{DOMAIN}"')
+    assert lines == [f'* QUOTA "~small@{DOMAIN}" (STORAGE 4 10)'.encode()]
+    snoop = login(server, "snoop")
+    assert refused(snoop, f'GETQUOTA "~small@{DOMAIN}"').startswith(b"NO [NOPERM]")
+    boss.close()
+    snoop.close()
+
+
+def test_setquota_is_refused_and_bad_syntax_is_bad(server: WaypostServer) -> None:
+    raw = login(server, "small")
+    assert refused(raw, 'SETQUOTA "" (STORAGE 512)').startswith(b"NO [NOPERM]")
+    assert refused(raw, 'SETQUOTA "" ()').startswith(b"NO [NOPERM]")
+    for text in ('SETQUOTA "" (STORAGE)', 'SETQUOTA ""', 'SETQUOTA "" (STORAGE 1', "GETQUOTA",
+                 "GETQUOTAROOT", 'GETQUOTA "" extra', 'SETQUOTA "" (STORAGE x)'):  # fmt: skip
+        assert refused(raw, text).startswith(b"BAD"), text
+    assert run(raw, 'GETQUOTA ""') == [b'* QUOTA "" (STORAGE 4 10)']  # unchanged
+    raw.close()
+    unauth = Raw(server.port("IMAPPort"))
+    assert refused(unauth, 'GETQUOTA ""').startswith(b"BAD")  # not authenticated
+    unauth.close()
+
+
+def test_limit_changes_apply_at_once_and_usage_survives_restart(server: WaypostServer) -> None:
+    raw = login(server, "small")
+    assert refused(raw, append("INBOX", 7000)).startswith(b"NO [OVERQUOTA]")
+    server.cli("account", "set", f"small@{DOMAIN}", "MaxAccountSize", "1M")
+    run(raw, append("INBOX", 7000))
+    assert run(raw, 'GETQUOTA ""') == [b'* QUOTA "" (STORAGE 11 1024)']
+    server.cli("account", "set", f"small@{DOMAIN}", "MaxAccountSize", "unlimited")
+    assert run(raw, "GETQUOTAROOT INBOX") == [b'* QUOTAROOT "INBOX"']
+    server.cli("account", "set", f"small@{DOMAIN}", "MaxAccountSize", "20K")
+    raw.close()
+    server.stop()
+    server.start()
+    raw = login(server, "small")
+    assert run(raw, 'GETQUOTA ""') == [b'* QUOTA "" (STORAGE 11 20)']
+    raw.close()
