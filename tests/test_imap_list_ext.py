@@ -14,10 +14,17 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tests.support.server import WaypostServer
 from tests.test_imap_server import Raw, append_cmd, tagged
+
+from waypost.protocols.imap import wire
+from waypost.services.container import open_services
+from waypost.services.mailaccess.service import MailAccess
 
 PW = "list-pw-1234"
 DOMAIN = "lists.dom"
@@ -318,3 +325,83 @@ def test_lsub_keeps_its_rfc3501_meaning(fruit: Raw) -> None:
     assert b'* LIST (\\Noselect) "/" "Fruit/Peach"' in got
     assert not any(b"\\Subscribed" in line for line in got)
     assert re.search(rb'"Vegetable/Broccoli"', b"".join(got))
+
+
+# -- fuzz targets for the LIST and STATUS parsers ---------------------------------------------
+
+LIST_PIECES = st.sampled_from([
+    "LIST ", "LSUB ", "STATUS ", "(", ")", " ", '"', '""', "%", "*", "/", "INBOX", "&", "-",
+    "RECURSIVEMATCH", "REMOTE", "SUBSCRIBED", "SPECIAL-USE", "CHILDREN", "RETURN", "STATUS",
+    "MESSAGES", "SIZE", "DELETED", "DELETED-STORAGE", "BOGUS", "{3}\r\nabc", "\x00", "é", "~",
+])  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(LIST_PIECES, max_size=16).map("".join))
+def test_list_and_status_parsers_fuzzed(text: str) -> None:
+    """Any LIST/LSUB/STATUS line parses to arguments that keep the RFC 5258
+    rules, or is a ParseError; nothing else is raised."""
+    try:
+        command = wire.parse(b"f " + text.encode() + b"\r\n")
+    except wire.ParseError:
+        return
+    args = command.args
+    if isinstance(args, wire.ListArgs):
+        assert args.patterns
+        if "RECURSIVEMATCH" in args.select:
+            assert args.select & {"SUBSCRIBED", "SPECIAL-USE"}
+        assert set(args.status) <= wire.STATUS_ITEMS
+        assert bool(args.status) == ("STATUS" in args.returns)
+    elif isinstance(args, wire.Status):
+        assert args.items and set(args.items) <= wire.STATUS_ITEMS
+
+
+def test_levels_percent_adds_are_nonexistent_in_extended_list(server: WaypostServer) -> None:
+    """RFC 3501 §6.3.8: "%" shows a level above a visible name; when that
+    level is no mailbox the user may see, a plain LIST says \\Noselect and an
+    extended one \\NonExistent (RFC 5258 §3, as RFC 9051 §6.3.9 does)."""
+    owner = login(server, "sharer")
+    run(owner, 'CREATE "Hidden/Visible"')
+    run(owner, f'SETACL "Hidden/Visible" viewer@{DOMAIN} lr')
+    owner.close()
+    raw = login(server, "viewer")
+    pattern = '"~sharer/H%"'
+    assert lists(run(raw, f'LIST "" {pattern}')) == [
+        b'* LIST (\\Noselect \\HasChildren) "/" "~sharer/Hidden"'
+    ]
+    assert lists(run(raw, f'LIST () "" {pattern}')) == [
+        b'* LIST (\\NonExistent \\HasChildren) "/" "~sharer/Hidden"'
+    ]
+    got = _pairs(run(raw, f'LIST "" ({pattern} "~sharer/Hidden/*") RETURN (STATUS (MESSAGES))'))
+    assert got == [
+        (b'* LIST (\\NonExistent \\HasChildren) "/" "~sharer/Hidden"', None),
+        (b'* LIST (\\HasNoChildren) "/" "~sharer/Hidden/Visible"',
+         b'* STATUS "~sharer/Hidden/Visible" (MESSAGES 0)'),
+    ]  # fmt: skip
+    raw.close()
+
+
+def test_rev2_sessions_get_nonexistent_levels_from_the_service(tmp_path: Path) -> None:
+    """IMAP4rev2 (RFC 9051 §6.3.9): the service marks "%" levels \\NonExistent
+    for a rev2 session even in a plain LIST; IMAP4rev1 keeps \\Noselect.
+    (ENABLE IMAP4rev2 itself comes with the rev2 work; this drives the
+    service the session calls with ``rev2=self.rev2``.)"""
+    services = open_services(tmp_path / "var", create=True)
+    try:
+        services.directory.init_server("main.dom")
+        for name in ("owner", "reader"):
+            services.directory.create_account(name)
+        mail = MailAccess(services)
+        mail.ensure_inbox("owner@main.dom")
+        mail.create("owner@main.dom", "Top/Leaf")
+        mail.set_acl("owner@main.dom", "Top/Leaf", "reader", "lr")
+        rev1 = mail.list_mailboxes("reader@main.dom", "", ["~owner/%"])
+        rev2 = mail.list_mailboxes("reader@main.dom", "", ["~owner/%"], rev2=True)
+        assert [(e.name, e.attributes) for e in rev1] == [
+            ("~owner/Top", ("\\Noselect", "\\HasChildren"))
+        ]
+        assert [(e.name, e.attributes) for e in rev2] == [
+            ("~owner/Top", ("\\NonExistent", "\\HasChildren"))
+        ]
+    finally:
+        services.close()

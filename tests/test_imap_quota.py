@@ -12,8 +12,12 @@ import itertools
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tests.support.server import WaypostServer
 from tests.test_imap_server import Raw, append_cmd, tagged
+
+from waypost.protocols.imap import wire
 
 PW = "quota-pw-1234"
 DOMAIN = "quota.dom"
@@ -216,3 +220,27 @@ def test_limit_changes_apply_at_once_and_usage_survives_restart(server: WaypostS
     raw = login(server, "small")
     assert run(raw, 'GETQUOTA ""') == [b'* QUOTA "" (STORAGE 11 20)']
     raw.close()
+
+
+# -- fuzz target for the QUOTA parsers -------------------------------------------------------
+
+QUOTA_PIECES = st.sampled_from([
+    "GETQUOTA ", "GETQUOTAROOT ", "SETQUOTA ", "(", ")", " ", '"', '""', "STORAGE", "MESSAGE",
+    "0", "512", "99999999999999999999", "-1", "x", "{2}\r\nab", "\x00", "é", "~a@b", "INBOX",
+])  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(QUOTA_PIECES, max_size=14).map("".join))
+def test_quota_parsers_fuzzed(text: str) -> None:
+    """GETQUOTA/GETQUOTAROOT/SETQUOTA lines parse or are a ParseError; a
+    parsed SETQUOTA holds upper-case resources and number64 limits."""
+    try:
+        command = wire.parse(b"f " + text.encode() + b"\r\n")
+    except wire.ParseError:
+        return
+    if isinstance(command.args, wire.SetQuota):
+        for resource, limit in command.args.limits:
+            assert resource == resource.upper() and 0 <= limit <= wire.MAX_NUMBER64
+    elif command.name == "GETQUOTA":
+        assert isinstance(command.args, wire.QuotaRoot)
