@@ -158,7 +158,7 @@ class LocalDelivery:
                 owner = (copy.domain, copy.account)
                 wanted[owner] = wanted.get(owner, 0) + copy.size
             grown = [o for o, size in wanted.items() if size > adding.get(o, 0)]
-            full = next((o for o in grown if not self.quotas.fits(*o, wanted[o])), None)
+            full = next((o for o in grown if not self._fits(*o, wanted[o])), None)
             if full is None:
                 adding = wanted
                 fitting.append((message, copies))
@@ -170,6 +170,15 @@ class LocalDelivery:
                 refused += _all(message, "deferred", 452, "4.2.2", text)
             log.info("LOCAL: %s not stored: %s", message.id, text)
         return fitting, refused
+
+    def _fits(self, domain: str, account: str, size: int) -> bool:
+        """Whether ``size`` more octets fit; an account that is gone (or a
+        store that cannot answer) is left to the store call, which reports it."""
+        assert self.quotas is not None
+        try:
+            return self.quotas.fits(domain, account, size)
+        except (NotFound, StoreError):
+            return True
 
     async def _stored(self, account: str, planned: Planned) -> list[Outcome]:
         copies = [c for _, cs in planned for c in cs]
