@@ -50,22 +50,23 @@ def send(server: WaypostServer, rcpts: list[str], data: bytes) -> None:
         smtp.sendmail(f"sender@{DOMAIN}", rcpts, data)
 
 
-def subjects(server: WaypostServer, user: str) -> list[str]:
+def fetched(server: WaypostServer, user: str, item: str) -> bytes:
+    """``item`` of every message in the user's INBOX, read over IMAP (EXAMINE: no side effects)."""
     raw = Raw(server.port("IMAPPort"))
     raw.login(f"{user}@{DOMAIN}", PW)
     raw.cmd("s", "EXAMINE INBOX")
-    lines = raw.cmd("f", "FETCH 1:* (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    lines = raw.cmd("f", f"FETCH 1:* ({item})")
     raw.close()
-    return re.findall(r"Subject: ([^\r\n]+)", b"\n".join(lines).decode("utf-8", "replace"))
+    return b"\n".join(lines)
+
+
+def subjects(server: WaypostServer, user: str) -> list[str]:
+    text = fetched(server, user, "BODY.PEEK[HEADER.FIELDS (SUBJECT)]").decode("utf-8", "replace")
+    return re.findall(r"Subject: ([^\r\n]+)", text)
 
 
 def bodies(server: WaypostServer, user: str) -> bytes:
-    raw = Raw(server.port("IMAPPort"))
-    raw.login(f"{user}@{DOMAIN}", PW)
-    raw.cmd("s", "EXAMINE INBOX")
-    lines = raw.cmd("f", "FETCH 1:* (BODY.PEEK[])")
-    raw.close()
-    return b"\n".join(lines)
+    return fetched(server, user, "BODY.PEEK[]")
 
 
 def queue_text(server: WaypostServer) -> str:
