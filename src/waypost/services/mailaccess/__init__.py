@@ -35,7 +35,11 @@ writes it, ``opened`` an :class:`Opened` from :meth:`~MailAccess.select` or
   ``copy(user, source, uids, name, move=)`` -> :class:`Copied`;
   ``append(user, name, data, flags, date)`` -> :class:`Appended` (durable);
 * ``status(user, name, items)``; ``list_mailboxes(user, reference, patterns, lsub=,
-  select=, returns=, status=)`` -> :class:`Listed` entries with attributes;
+  select=, returns=, status=, extended=, rev2=)`` -> :class:`Listed` entries with
+  attributes and CHILDINFO (``listing.py``: RFC 5258, 5819, 6154, 9051);
+* ``quota_root(user, name)``, ``get_quota(user, root)`` -> :class:`Quota`
+  (``quota.py``: ``MaxAccountSize`` against the store's per-account usage);
+  APPEND, COPY and MOVE over the limit raise :class:`OverQuota`;
 * ``create``, ``delete``, ``rename`` (-> the :data:`MailboxKey` affected),
   ``subscribe``, ``unsubscribe``, ``subscriptions``, and the RFC 4314 ACL
   calls ``get_acl``, ``set_acl``, ``delete_acl``, ``list_rights``,
