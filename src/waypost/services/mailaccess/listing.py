@@ -142,7 +142,8 @@ class Lister:
                 result.setdefault("", Listed("", (NOSELECT,)))
                 continue
             matcher = compile_pattern(full)
-            visible = self._visible(user, full, wide=recursive)
+            need = recursive or not subscribed  # SUBSCRIBED alone reads only the subscriptions
+            visible = self._visible(user, full, wide=recursive) if need else {}
             base = self._base(
                 user, full, visible, subscribed=subscribed, special=special, wide=recursive
             )
