@@ -9,7 +9,9 @@ survives a restart. STATUS DELETED-STORAGE (RFC 9208 §4.2) too.
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -18,10 +20,13 @@ from tests.support.server import WaypostServer
 from tests.test_imap_server import Raw, append_cmd, tagged
 
 from waypost.protocols.imap import wire
+from waypost.services.container import open_services
+from waypost.storage.interface import OverQuota
 
 PW = "quota-pw-1234"
 DOMAIN = "quota.dom"
-USERS = ("free", "small", "copier", "mover", "target", "snoop", "keeper")
+USERS = ("free", "small", "copier", "mover", "target", "snoop", "keeper", "racer")
+TIMEOUT_S = 30
 _tags = itertools.count(1)
 
 
@@ -244,3 +249,60 @@ def test_quota_parsers_fuzzed(text: str) -> None:
             assert resource == resource.upper() and 0 <= limit <= wire.MAX_NUMBER64
     elif command.name == "GETQUOTA":
         assert isinstance(command.args, wire.QuotaRoot)
+
+
+def test_concurrent_appends_never_overshoot_the_limit(server: WaypostServer) -> None:
+    """Eight sessions APPEND 5000 octets at once to an account limited to
+    20K (20480): exactly four fit; the others get NO [OVERQUOTA], whatever
+    the interleaving (the store holds each write to the limit)."""
+    server.cli("account", "set", f"racer@{DOMAIN}", "MaxAccountSize", "20K")
+    sessions = [login(server, "racer") for _ in range(8)]
+    start = threading.Barrier(len(sessions))
+    answers: list[bytes] = []
+
+    def one(raw: Raw, n: int) -> None:
+        start.wait(timeout=TIMEOUT_S)
+        answers.append(tagged(raw.cmd(f"c{n}", append("INBOX", 5000))))
+
+    threads = [threading.Thread(target=one, args=(raw, n)) for n, raw in enumerate(sessions)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=TIMEOUT_S)
+    assert len(answers) == 8
+    assert sum(b" OK " in a for a in answers) == 4, answers
+    assert sum(b" NO [OVERQUOTA]" in a for a in answers) == 4, answers
+    assert messages_in(sessions[0], "INBOX") == 4
+    assert run(sessions[0], 'GETQUOTA ""') == [b'* QUOTA "" (STORAGE 20 20)']
+    for raw in sessions:
+        raw.close()
+
+
+def test_the_store_holds_each_write_to_max_usage(tmp_path: Path) -> None:
+    """Store contract: with ``max_usage`` an APPEND, COPY or MOVE that would
+    end above it raises OverQuota and writes nothing (the transaction rolls back)."""
+    services = open_services(tmp_path / "var", create=True)
+    try:
+        services.directory.init_server("main.dom")
+        services.directory.create_account("a")
+        services.directory.create_account("b")
+        store = services.store
+        for account in ("a", "b"):
+            store.mail_create_mailbox("main.dom", account, "Box")
+        store.mail_append("main.dom", "a", "Box", message(3000), max_usage=3000)
+        with pytest.raises(OverQuota):
+            store.mail_append("main.dom", "a", "Box", message(10), max_usage=3000)
+        with pytest.raises(OverQuota):
+            store.mail_copy("main.dom", "a", "Box", None, "main.dom", "b", "Box", max_usage=2999)
+        with pytest.raises(OverQuota):
+            store.mail_move("main.dom", "a", "Box", None, "main.dom", "b", "Box", max_usage=2999)
+        assert store.mail_usage("main.dom", "a") == 3000
+        assert store.mail_usage("main.dom", "b") == 0
+        assert len(store.mail_index("main.dom", "a", "Box")) == 1
+        assert store.mail_index("main.dom", "b", "Box") == []
+        store.mail_move("main.dom", "a", "Box", None, "main.dom", "b", "Box", max_usage=3000)
+        assert (store.mail_usage("main.dom", "a"), store.mail_usage("main.dom", "b")) == (0, 3000)
+        store.mail_delete_mailbox("main.dom", "b", "Box")
+        assert store.mail_usage("main.dom", "b") == 0
+    finally:
+        services.close()

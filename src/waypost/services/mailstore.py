@@ -283,13 +283,14 @@ class Mailstore:
 
     def append_new(
         self, domain: str, account: str, mailbox: str, body: bytes, *,
-        flags: Sequence[str] = (), date: float | None = None,
+        flags: Sequence[str] = (), date: float | None = None, max_usage: int | None = None,
     ) -> tuple[int, int]:
         """IMAP APPEND: a new body into an existing selectable mailbox, durable
         on return; (UIDVALIDITY, UID). A missing mailbox raises NoSuchMailbox
-        (the session answers ``[TRYCREATE]``)."""
+        (the session answers ``[TRYCREATE]``); ``max_usage``: OverQuota above it."""
         return self.store.mail_append(domain, account, mailbox, body, flags=flags,
-                                      internal_date=date, summary=summarize(body))
+                                      internal_date=date, summary=summarize(body),
+                                      max_usage=max_usage)
 
     def queued_body(self, blob: str) -> bytes:
         """A queued message's body: local delivery stores copies of this blob."""

@@ -180,6 +180,13 @@ class MailboxExists(MailboxError, AlreadyExists):
     code = "ALREADYEXISTS"
 
 
+class OverQuota(MailboxError):
+    """The write would take the account's usage (``mail_usage``) over the
+    ``max_usage`` it was given: nothing was written (RFC 9208 §4.3)."""
+
+    code = "OVERQUOTA"
+
+
 class CannotDelete(MailboxError):
     """INBOX, or a \\Noselect name that still has sub-mailboxes (RFC 3501)."""
 
@@ -576,20 +583,22 @@ class Store(Protocol):
     # removes the messages whatever their flags (POP3 DELE, administrators)
     def mail_delete(self, domain: str, account: str, mailbox: str, uids: Sequence[int]) -> int: ...
     # new rows over the same blobs (no byte copy), flags and internal date
-    # kept; returns (source UID, new UID) pairs in UID order (UIDPLUS)
+    # kept; returns (source UID, new UID) pairs in UID order (UIDPLUS).
+    # ``max_usage`` (copy, move, append): OverQuota, nothing written, when the
+    # target account's usage would end above it (checked in the transaction)
     def mail_copy(
         self, domain: str, account: str, mailbox: str, uids: Sequence[int] | None,
-        dst_domain: str, dst_account: str, dst_mailbox: str,
+        dst_domain: str, dst_account: str, dst_mailbox: str, *, max_usage: int | None = None,
     ) -> list[tuple[int, int]]: ...
     def mail_move(
         self, domain: str, account: str, mailbox: str, uids: Sequence[int] | None,
-        dst_domain: str, dst_account: str, dst_mailbox: str,
+        dst_domain: str, dst_account: str, dst_mailbox: str, *, max_usage: int | None = None,
     ) -> list[tuple[int, int]]: ...
     # IMAP APPEND: body blob and row durable on return; (UIDVALIDITY, UID)
     def mail_append(
         self, domain: str, account: str, mailbox: str, data: bytes, *,
         flags: Sequence[str] = (), internal_date: float | None = None,
-        summary: dict[str, str] | None = None,
+        summary: dict[str, str] | None = None, max_usage: int | None = None,
     ) -> tuple[int, int]: ...
     # the header section of a stored message, reading only the head of its blob
     def mail_header_bytes(self, message: MailMessage) -> bytes: ...

@@ -19,6 +19,7 @@ from waypost.storage.interface import (
     MailboxExists,
     NoSuchMailbox,
     NotFound,
+    OverQuota,
     StoreError,
 )
 
@@ -48,9 +49,3 @@ class TryCreate(NoSuchMailbox):
 
     code = "TRYCREATE"
 
-
-class OverQuota(MailboxError):
-    """The change would take the account over its storage limit
-    (``MaxAccountSize``): RFC 9208 §4.3, RFC 5530 ``OVERQUOTA``."""
-
-    code = "OVERQUOTA"

@@ -21,12 +21,13 @@ is refused (RFC 9208 §4.1.3 lets the server do so), and QUOTASET is not
 advertised.
 
 Enforcement: APPEND, COPY and MOVE (into another account) that would take
-the usage over the limit raise :class:`OverQuota` before anything is
-stored; local delivery defers (then bounces) such messages
-(``services/delivery/local.py``). [waypost] The check and the write are
-separate transactions: sessions appending at the same instant can each
-pass and overshoot the limit by at most one message each (as Dovecot's
-quota plugin can).
+the usage over the limit raise :class:`OverQuota`: first by a check before
+the body is written (a clear message, no wasted blob), then for good inside
+the store's writing transaction (``max_usage``), so sessions writing at the
+same instant cannot overshoot the limit together. Local delivery defers
+(then bounces) such messages (``services/delivery/local.py``); its check
+precedes the delivery transaction, so concurrent deliveries to one account
+may overshoot by a message each (as Dovecot's quota plugin can).
 """
 
 from __future__ import annotations
@@ -86,19 +87,19 @@ class Quotas:
             return None
         return Quota(root, self.usage(domain, account), limit)
 
-    def check(self, domain: str, account: str, adding: int) -> None:
-        """:class:`OverQuota` unless ``adding`` more octets fit (RFC 9208 §4.3)."""
-        if adding <= 0:
-            return
+    def check(self, domain: str, account: str, adding: int) -> int | None:
+        """:class:`OverQuota` unless ``adding`` more octets fit (RFC 9208 §4.3);
+        the limit, for the store to hold the write to (``max_usage``)."""
         limit = self.limit(domain, account)
         if limit is None:
-            return
+            return None
         usage = self.usage(domain, account)
-        if usage + adding > limit:
+        if adding > 0 and usage + adding > limit:
             raise OverQuota(
                 f"over quota: {account}@{domain} uses {usage} of {limit} octets;"
                 f" {adding} more do not fit"
             )
+        return limit
 
     def fits(self, domain: str, account: str, adding: int) -> bool:
         try:

@@ -558,9 +558,11 @@ class MailAccess:
                 f"No Delete right (te) on {source.name!r}: cannot move messages out of it",
             )
         dest = self._open_target(user, name)
-        self._check_copy_quota(source, uids, dest, move=move)
+        limit = self._check_copy_quota(source, uids, dest, move=move)
         op = self._store.mail_move if move else self._store.mail_copy
-        pairs = list(op(*source.target.ref, uids, *dest.target.ref)) if uids else []
+        pairs: list[tuple[int, int]] = []
+        if uids:
+            pairs = list(op(*source.target.ref, uids, *dest.target.ref, max_usage=limit))
         self._strip_flags(dest, [new for _, new in pairs])
         uidvalidity = self._store.mail_mailbox_state(*dest.target.ref).uidvalidity
         return Copied(pairs, uidvalidity, mailbox_key(dest))
@@ -577,25 +579,26 @@ class MailAccess:
         needs ``i`` (:class:`TryCreate` if the mailbox does not exist); the
         flags the user may not set are dropped."""
         opened = self._open_target(user, name)
-        self.quotas.check(*_owner(opened), len(data))
+        limit = self.quotas.check(*_owner(opened), len(data))
         allowed = opened.permitted_flags(normalize_flags(flags))
         when = date.timestamp() if date is not None else None
         uidvalidity, uid = self.mailstore.append_new(
-            *opened.target.ref, data, flags=allowed, date=when
+            *opened.target.ref, data, flags=allowed, date=when, max_usage=limit
         )
         return Appended(uidvalidity, uid, mailbox_key(opened))
 
     def _check_copy_quota(
         self, source: Opened, uids: Sequence[int], dest: Opened, *, move: bool
-    ) -> None:
+    ) -> int | None:
         """COPY, and MOVE into another account, must fit the target's quota
-        (RFC 9208 §4.3); a MOVE inside one account changes no usage."""
+        (RFC 9208 §4.3); the limit for the store, None when there is none to
+        hold to (a MOVE inside one account changes no usage)."""
         owner = _owner(dest)
         if not uids or (move and _owner(source) == owner) or self.quotas.limit(*owner) is None:
-            return
+            return None
         wanted = set(uids)
         adding = sum(m.size for m in self._store.mail_index(*source.target.ref) if m.uid in wanted)
-        self.quotas.check(*owner, adding)
+        return self.quotas.check(*owner, adding)
 
     def _open_target(self, user: str, name: str) -> Opened:
         try:

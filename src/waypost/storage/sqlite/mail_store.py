@@ -55,6 +55,7 @@ from waypost.storage.interface import (
     NewMailMessage,
     NoSuchMailbox,
     NotFound,
+    OverQuota,
     RecipientUpdate,
     canonical_mailbox,
     normalize_flags,
@@ -606,6 +607,21 @@ def changes_since(conn: sqlite3.Connection, box: Box, since: int,
                           changed=changed, expunged=expunged)
 
 
+def _usage(conn: sqlite3.Connection, domain: str, account: str) -> int:
+    row = conn.execute("SELECT bytes FROM mail_usage WHERE account_id = ?",
+                       (account_id(conn, domain, account),)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _within(conn: sqlite3.Connection, domain: str, account: str, max_usage: int | None) -> None:
+    """Inside the writing transaction: :class:`OverQuota` (the transaction then
+    rolls back) when the account's usage, kept by the triggers, ended above
+    ``max_usage``. SQLite runs one writer at a time, so two sessions cannot
+    both squeeze in."""
+    if max_usage is not None and (usage := _usage(conn, domain, account)) > max_usage:
+        raise OverQuota(f"over quota: {account}@{domain} would use {usage} of {max_usage} octets")
+
+
 def _message(row: tuple[Any, ...]) -> MailMessage:
     uid, modseq, flags, internal_date, size, blob, prefix, omit, *summary = row
     return MailMessage(
@@ -818,9 +834,7 @@ class MailStoreMixin:
 
     def mail_usage(self, domain: str, account: str) -> int:
         with self._read() as conn:
-            row = conn.execute("SELECT bytes FROM mail_usage WHERE account_id = ?",
-                               (account_id(conn, domain, account),)).fetchone()
-            return int(row[0]) if row else 0
+            return _usage(conn, domain, account)
 
     def mail_claim_recent(self, domain: str, account: str, mailbox: str) -> int:
         with self._txn() as conn:
@@ -851,27 +865,30 @@ class MailStoreMixin:
 
     def mail_copy(
         self, domain: str, account: str, mailbox: str, uids: Sequence[int] | None,
-        dst_domain: str, dst_account: str, dst_mailbox: str,
+        dst_domain: str, dst_account: str, dst_mailbox: str, *, max_usage: int | None = None,
     ) -> list[tuple[int, int]]:
         with self._txn() as conn:
             src = _box(conn, domain, account, mailbox)
             dst = _box(conn, dst_domain, dst_account, dst_mailbox)
-            return copy_messages(conn, src, uids, dst)
+            pairs = copy_messages(conn, src, uids, dst)
+            _within(conn, dst_domain, dst_account, max_usage)
+            return pairs
 
     def mail_move(
         self, domain: str, account: str, mailbox: str, uids: Sequence[int] | None,
-        dst_domain: str, dst_account: str, dst_mailbox: str,
+        dst_domain: str, dst_account: str, dst_mailbox: str, *, max_usage: int | None = None,
     ) -> list[tuple[int, int]]:
         with self._txn() as conn:  # copy and remove: one transaction (RFC 6851 §3.3)
             src = _box(conn, domain, account, mailbox)
             pairs = copy_messages(conn, src, uids, _box(conn, dst_domain, dst_account, dst_mailbox))
             _remove(conn, src, "", [s for s, _ in pairs])
+            _within(conn, dst_domain, dst_account, max_usage)
             return pairs
 
     def mail_append(
         self, domain: str, account: str, mailbox: str, data: bytes, *,
         flags: Sequence[str] = (), internal_date: float | None = None,
-        summary: dict[str, str] | None = None,
+        summary: dict[str, str] | None = None, max_usage: int | None = None,
     ) -> tuple[int, int]:
         with self._read() as conn:  # refuse early, before writing the body
             _box(conn, domain, account, mailbox)
@@ -883,7 +900,9 @@ class MailStoreMixin:
         )
         with self._txn() as conn:
             box = _box(conn, domain, account, mailbox)
-            return box.uidvalidity, _insert_message(conn, box, message)
+            uid = _insert_message(conn, box, message)
+            _within(conn, domain, account, max_usage)
+            return box.uidvalidity, uid
 
     def mail_header_bytes(self, message: MailMessage) -> bytes:
         """The header section of a stored message (prefix + blob header - omit,
