@@ -9,10 +9,12 @@ survives a restart. STATUS DELETED-STORAGE (RFC 9208 §4.2) too.
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -25,7 +27,7 @@ from waypost.storage.interface import OverQuota
 
 PW = "quota-pw-1234"
 DOMAIN = "quota.dom"
-USERS = ("free", "small", "copier", "mover", "target", "snoop", "keeper", "racer")
+USERS = ("free", "small", "copier", "mover", "target", "snoop", "keeper", "racer", "webby")
 TIMEOUT_S = 30
 _tags = itertools.count(1)
 
@@ -36,7 +38,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WaypostServer]:
     srv.cli("domain", "add", DOMAIN)
     for name in USERS:
         srv.cli("account", "add", f"{name}@{DOMAIN}", "--password", PW)
-    for name in ("small", "copier", "mover", "target", "keeper"):
+    for name in ("small", "copier", "mover", "target", "keeper", "webby"):
         srv.cli("account", "set", f"{name}@{DOMAIN}", "MaxAccountSize", "10K")
     srv.cli("account", "add", f"boss@{srv.domain}", "--password", PW)
     srv.cli("account", "rights", f"boss@{srv.domain}", "AllDomains", "CanAccessMailboxes")
@@ -306,3 +308,27 @@ def test_the_store_holds_each_write_to_max_usage(tmp_path: Path) -> None:
         assert store.mail_usage("main.dom", "b") == 0
     finally:
         services.close()
+
+
+def test_the_mailboxes_page_shows_the_usage(server: WaypostServer) -> None:
+    """WebUser's Mailboxes page: used and limit in KB, as GETQUOTA says;
+    nothing for an unlimited account."""
+    raw = login(server, "webby")
+    run(raw, append("INBOX", 3000))
+    raw.close()
+
+    def page(user: str) -> str:
+        with httpx.Client(base_url=server.url(), follow_redirects=False, timeout=30) as c:
+            form = c.get("/")
+            token = re.search(r'name="csrfToken" value="([^"]+)"', form.text)
+            assert token, form.text[:300]
+            done = c.post(
+                "/login",
+                data={"Username": f"{user}@{DOMAIN}", "Password": PW, "csrfToken": token.group(1)},
+            )
+            assert done.status_code == 303, done.text[:300]
+            base = str(done.headers["location"]).rsplit("/", 1)[0] + "/"
+            return c.get(base + "Mailboxes.wssp").text
+
+    assert 'class="hint storage" data-used="3" data-limit="10"' in page("webby")
+    assert 'class="hint storage"' not in page("free")

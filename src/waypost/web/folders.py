@@ -169,6 +169,19 @@ def mailbox_rows(mail: MailAccess, account: str) -> list[dict[str, Any]]:
     return rows
 
 
+def storage(mail: MailAccess, account: str) -> dict[str, Any]:
+    """The account's mail storage for the Mailboxes page (RFC 9208 units,
+    KB: ``storageUsed``, ``storageLimit``); nothing when unlimited."""
+    try:
+        _, quotas = mail.quota_root(account, "INBOX")
+    except MailboxError:
+        return {}
+    if not quotas:
+        return {}
+    ((_, used, limit),) = quotas[0].resources
+    return {"storageUsed": used, "storageLimit": limit}
+
+
 def parent_choices(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Where a new mailbox may go: below any listed name (the service decides
     whether the user may create there)."""

@@ -104,6 +104,7 @@ async def _mailboxes(app: WebUser, request: web.Request, session: WebSession,
     dataset = session_dataset(request, session)
     dataset["mailboxes"] = rows
     dataset["parents"] = webfolders.parent_choices(rows)
+    dataset.update(await app.run(webfolders.storage, app.mail, session.account))
     dataset["done"] = webfolders.done_code(request.query.get("Done")) if exc is None else ""
     dataset.update(_error_fields(exc))
     status = _status_of(exc)[0] if exc is not None else 200
