@@ -405,3 +405,25 @@ def test_rev2_sessions_get_nonexistent_levels_from_the_service(tmp_path: Path) -
         ]
     finally:
         services.close()
+
+
+def test_children_count_only_what_the_user_may_see(server: WaypostServer) -> None:
+    """RFC 3348 / RFC 5258 §4: \\HasChildren only for children the user can
+    look up; a shared parent whose only child is hidden has no children."""
+    owner = login(server, "sharer")
+    run(owner, 'CREATE "Parent/Secret"')
+    run(owner, 'CREATE "Parent/Open"')
+    run(owner, f'SETACL "Parent" viewer@{DOMAIN} lr')
+    assert lists(run(owner, 'LIST "" "Parent" RETURN (CHILDREN)')) == [
+        b'* LIST (\\Noselect \\HasChildren) "/" "Parent"'
+    ]
+    raw = login(server, "viewer")
+    assert lists(run(raw, 'LIST "" "~sharer/Parent" RETURN (CHILDREN)')) == [
+        b'* LIST (\\Noselect \\HasNoChildren) "/" "~sharer/Parent"'
+    ]
+    run(owner, f'SETACL "Parent/Open" viewer@{DOMAIN} l')
+    assert lists(run(raw, 'LIST "" "~sharer/Parent" RETURN (CHILDREN)')) == [
+        b'* LIST (\\Noselect \\HasChildren) "/" "~sharer/Parent"'
+    ]
+    owner.close()
+    raw.close()
