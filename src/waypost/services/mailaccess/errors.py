@@ -48,4 +48,3 @@ class TryCreate(NoSuchMailbox):
     create it and try again (RFC 3501 §6.3.11, ``[TRYCREATE]``)."""
 
     code = "TRYCREATE"
-
