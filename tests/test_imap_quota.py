@@ -27,7 +27,19 @@ from waypost.storage.interface import OverQuota
 
 PW = "quota-pw-1234"
 DOMAIN = "quota.dom"
-USERS = ("free", "small", "copier", "mover", "target", "snoop", "keeper", "racer", "webby")
+USERS = (
+    "free",
+    "small",
+    "copier",
+    "mover",
+    "target",
+    "snoop",
+    "keeper",
+    "racer",
+    "webby",
+    "static",
+    "changer",
+)
 TIMEOUT_S = 30
 _tags = itertools.count(1)
 
@@ -38,7 +50,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WaypostServer]:
     srv.cli("domain", "add", DOMAIN)
     for name in USERS:
         srv.cli("account", "add", f"{name}@{DOMAIN}", "--password", PW)
-    for name in ("small", "copier", "mover", "target", "keeper", "webby"):
+    for name in ("small", "copier", "mover", "target", "keeper", "webby", "static", "changer"):
         srv.cli("account", "set", f"{name}@{DOMAIN}", "MaxAccountSize", "10K")
     srv.cli("account", "add", f"boss@{srv.domain}", "--password", PW)
     srv.cli("account", "rights", f"boss@{srv.domain}", "AllDomains", "CanAccessMailboxes")
@@ -190,22 +202,22 @@ def test_move_into_another_account_counts_against_its_quota(server: WaypostServe
 
 def test_administrator_reads_any_quota(server: WaypostServer) -> None:
     boss = login(server, f"boss@{server.domain}")
-    lines = run(boss, f'GETQUOTA "~small@{DOMAIN}"')
-    assert lines == [f'* QUOTA "~small@{DOMAIN}" (STORAGE 4 10)'.encode()]
+    lines = run(boss, f'GETQUOTA "~static@{DOMAIN}"')
+    assert lines == [f'* QUOTA "~static@{DOMAIN}" (STORAGE 0 10)'.encode()]
     snoop = login(server, "snoop")
-    assert refused(snoop, f'GETQUOTA "~small@{DOMAIN}"').startswith(b"NO [NOPERM]")
+    assert refused(snoop, f'GETQUOTA "~static@{DOMAIN}"').startswith(b"NO [NOPERM]")
     boss.close()
     snoop.close()
 
 
 def test_setquota_is_refused_and_bad_syntax_is_bad(server: WaypostServer) -> None:
-    raw = login(server, "small")
+    raw = login(server, "static")
     assert refused(raw, 'SETQUOTA "" (STORAGE 512)').startswith(b"NO [NOPERM]")
     assert refused(raw, 'SETQUOTA "" ()').startswith(b"NO [NOPERM]")
     for text in ('SETQUOTA "" (STORAGE)', 'SETQUOTA ""', 'SETQUOTA "" (STORAGE 1', "GETQUOTA",
                  "GETQUOTAROOT", 'GETQUOTA "" extra', 'SETQUOTA "" (STORAGE x)'):  # fmt: skip
         assert refused(raw, text).startswith(b"BAD"), text
-    assert run(raw, 'GETQUOTA ""') == [b'* QUOTA "" (STORAGE 4 10)']  # unchanged
+    assert run(raw, 'GETQUOTA ""') == [b'* QUOTA "" (STORAGE 0 10)']  # unchanged
     raw.close()
     unauth = Raw(server.port("IMAPPort"))
     assert refused(unauth, 'GETQUOTA ""').startswith(b"BAD")  # not authenticated
@@ -213,18 +225,19 @@ def test_setquota_is_refused_and_bad_syntax_is_bad(server: WaypostServer) -> Non
 
 
 def test_limit_changes_apply_at_once_and_usage_survives_restart(server: WaypostServer) -> None:
-    raw = login(server, "small")
+    raw = login(server, "changer")
+    run(raw, append("INBOX", 4000))
     assert refused(raw, append("INBOX", 7000)).startswith(b"NO [OVERQUOTA]")
-    server.cli("account", "set", f"small@{DOMAIN}", "MaxAccountSize", "1M")
+    server.cli("account", "set", f"changer@{DOMAIN}", "MaxAccountSize", "1M")
     run(raw, append("INBOX", 7000))
     assert run(raw, 'GETQUOTA ""') == [b'* QUOTA "" (STORAGE 11 1024)']
-    server.cli("account", "set", f"small@{DOMAIN}", "MaxAccountSize", "unlimited")
+    server.cli("account", "set", f"changer@{DOMAIN}", "MaxAccountSize", "unlimited")
     assert run(raw, "GETQUOTAROOT INBOX") == [b'* QUOTAROOT "INBOX"']
-    server.cli("account", "set", f"small@{DOMAIN}", "MaxAccountSize", "20K")
+    server.cli("account", "set", f"changer@{DOMAIN}", "MaxAccountSize", "20K")
     raw.close()
     server.stop()
     server.start()
-    raw = login(server, "small")
+    raw = login(server, "changer")
     assert run(raw, 'GETQUOTA ""') == [b'* QUOTA "" (STORAGE 11 20)']
     raw.close()
 
