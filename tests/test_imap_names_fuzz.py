@@ -1,0 +1,144 @@
+"""Mailbox-name decoding, pure (``wire.mailbox_name``, ``wire.parse_command``
+with and without ``utf8``), and hypothesis fuzz targets for it.
+
+What holds for any input: decoding never raises but ``UnicodeDecodeError``
+(UTF-8 mode, bytes that are not UTF-8: the parser's BAD); a name that is not
+an :class:`~waypost.protocols.imap.wire.InvalidName` round-trips through the
+serialiser of its mode (so one name never means two mailboxes); parsing any
+bytes as a SELECT argument gives a command or a ParseError, never anything
+else, and an invalid name is a value (answered NO), not a ParseError.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from waypost.protocols.imap import wire
+
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+name_text = st.text(
+    alphabet=st.one_of(st.sampled_from("abc&-/ ~äöü€日本語😀\u0301"), st.characters(codec="utf-8")),
+    max_size=16,
+)
+wire_bytes = st.one_of(
+    st.binary(max_size=24),
+    name_text.map(lambda t: t.encode("utf-8", "surrogatepass")),
+    name_text.map(lambda t: wire.encode_mailbox(t).encode()),
+    st.text(alphabet="&-+,AGEJjoZeVnLIqU/BTFw09", max_size=16).map(str.encode),
+)
+
+
+def _select(data: bytes, utf8: bool) -> str:
+    return wire.parse(b"a SELECT " + data, utf8=utf8).args.mailbox
+
+
+@pytest.mark.parametrize(
+    ("data", "utf8", "expected"),
+    [
+        (b"&ZeVnLIqe-", False, "日本語"),
+        (b'"&ZeVnLIqe-"', True, "&ZeVnLIqe-"),
+        ('"日本語"'.encode(), True, "日本語"),
+        (b'"Cafe\xcc\x81"', True, "Café"),  # NFC
+        (b"INBOX", True, "INBOX"),
+    ],
+)
+def test_names_by_mode(data: bytes, utf8: bool, expected: str) -> None:
+    name = _select(data, utf8)
+    assert name == expected and not isinstance(name, wire.InvalidName)
+
+
+@pytest.mark.parametrize(
+    ("data", "utf8"),
+    [
+        (b"&Jjo", False),
+        (b'"&AGE-"', False),
+        ('"Grüße"'.encode(), False),  # 8-bit in a quoted string: not modified UTF-7
+        (b'"a\x01b"', False),
+        (b'"a\x01b"', True),
+        (b'"a\xc2\x85b"', True),  # C1 control
+    ],
+)
+def test_invalid_names_are_values(data: bytes, utf8: bool) -> None:
+    name = _select(data, utf8)
+    assert isinstance(name, wire.InvalidName) and name.reason
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b'"caf\xe9"', b'"\xff"', b"{2}\r\n\xc3("],
+)
+def test_not_utf8_is_bad_in_utf8_mode(data: bytes) -> None:
+    with pytest.raises(wire.ParseError) as e:
+        _select(data, True)
+    assert e.value.status == "BAD" and "not UTF-8" in e.value.text
+
+
+def test_list_patterns() -> None:
+    args = wire.parse(b'a LIST "" "&Jjo*"').args
+    assert isinstance(args.patterns[0], wire.InvalidName)
+    assert wire.parse('a LIST "" "日本*"'.encode(), utf8=True).args.patterns == ("日本*",)
+    with pytest.raises(wire.ParseError):
+        wire.parse(b'a LIST "" Gr\xc3\xbc*', utf8=True)  # 8-bit outside quotes
+
+
+def test_serialise_by_mode() -> None:
+    assert wire.mailbox("Grüße") == b'"Gr&APwA3w-e"'
+    assert wire.mailbox("Grüße", utf8=True) == '"Grüße"'.encode()
+    assert wire.mailbox("A&B", utf8=True) == b'"A&B"'
+    assert wire.mailbox('a"b', utf8=True) == b'{3}\r\na"b'
+    assert wire.list_line("日本", utf8=True) == '* LIST () "/" "日本"\r\n'.encode()
+    assert wire.status_line("é", [("MESSAGES", 2)], utf8=True) == (
+        '* STATUS "é" (MESSAGES 2)\r\n'.encode()
+    )
+
+
+@SETTINGS
+@given(wire_bytes, st.booleans())
+def test_fuzz_name_decoding(data: bytes, utf8: bool) -> None:
+    try:
+        name = wire.mailbox_name(data, utf8=utf8)
+    except UnicodeDecodeError:
+        assert utf8
+        return
+    assert isinstance(name, str)
+    if isinstance(name, wire.InvalidName):
+        assert name.reason
+        return
+    if utf8:
+        assert unicodedata.is_normalized("NFC", name)
+        assert name.encode("utf-8") == unicodedata.normalize("NFC", data.decode()).encode()
+    else:
+        assert wire.encode_mailbox(name).encode() == data  # the one valid form
+
+
+@SETTINGS
+@given(wire_bytes, st.booleans())
+def test_fuzz_select_argument(data: bytes, utf8: bool) -> None:
+    try:
+        command = wire.parse(b"a SELECT " + data, utf8=utf8)
+    except wire.ParseError as e:
+        assert e.response().startswith((b"a ", b"* "))
+        return
+    assert isinstance(command.args.mailbox, str)
+
+
+@SETTINGS
+@given(name_text, st.booleans())
+def test_fuzz_serialised_names_parse_back(name: str, utf8: bool) -> None:
+    name = unicodedata.normalize("NFC", name) if utf8 else name
+    if "\r" in name or "\n" in name or "\x00" in name:
+        return  # never a mailbox name (check_name refuses control characters)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return  # lone surrogates are not text
+    parsed = _select(wire.mailbox(name, utf8=utf8), utf8)
+    if isinstance(parsed, wire.InvalidName):
+        assert any(unicodedata.category(c) == "Cc" for c in name)
+    else:
+        assert parsed == name
