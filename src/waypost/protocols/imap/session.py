@@ -80,7 +80,7 @@ from typing import Any, TypeVar
 
 import waypost
 from waypost.protocols.imap import fetch as fetching
-from waypost.protocols.imap import wire
+from waypost.protocols.imap import rev2, wire
 from waypost.protocols.imap.wire import (
     Command,
     Continue,
@@ -117,13 +117,17 @@ CAPABILITIES = " ".join((
     "LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE SPECIAL-USE UNSELECT",
     "ACL RIGHTS=texk",
     "CHILDREN LIST-EXTENDED",
+    "UTF8=ACCEPT",
 ))
 """Advertised after login too; one line per group of extensions."""
+CAPABILITIES = rev2.advertise(CAPABILITIES)  # IMAP4rev2 once all it needs is above
 
-ENABLABLE: dict[str, tuple[str, ...]] = {}
+ENABLABLE: dict[str, tuple[str, ...]] = {"UTF8=ACCEPT": ()}
 """What ENABLE (RFC 5161) turns on: each name and what it implies besides
 itself (QRESYNC implies CONDSTORE, RFC 7162 §3.2.3). Only what is complete
 and advertised is listed; ENABLE ignores anything else."""
+if "IMAP4rev2" in CAPABILITIES.split():
+    ENABLABLE["IMAP4REV2"] = ()
 NAMESPACE = b'* NAMESPACE (("" "/")) (("~" "/")) NIL\r\n'
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 RECENT = "\\Recent"
@@ -559,7 +563,7 @@ class Session:
 
     async def execute(self, raw: RawCommand) -> None:
         try:
-            command = wire.parse_command(raw)
+            command = wire.parse_command(raw, utf8=self.utf8_names)
         except ParseError as exc:
             self.send(exc.response())
             if exc.status == "BAD":
@@ -578,6 +582,11 @@ class Session:
             return
         status, text, code = "OK", "", None
         try:
+            refused = rev2.refusal(command, self.rev2)
+            if refused is not None:
+                if command.name in ("SELECT", "EXAMINE"):
+                    self._deselect()  # even when SELECT fails (RFC 3501 §6.3.1)
+                raise ImapError(refused.text, refused.code, refused.status)
             reply = await handler(self, command)
             if reply is None:
                 return  # the handler answered (STARTTLS)
@@ -592,7 +601,7 @@ class Session:
         except InvalidRights as exc:
             status, text = "BAD", str(exc)
         except MailboxError as exc:
-            status, text, code = "NO", str(exc), exc.code
+            status, text, code = "NO", str(exc), rev2.response_code(exc.code, self.rev2)
         except (ConnectionError, ssl.SSLError):
             raise
         except StoreError as exc:
@@ -628,7 +637,7 @@ class Session:
         sel = self.selected
         if sel is None:
             return
-        claim = not sel.examine
+        claim = not sel.examine and not self.rev2  # rev2 has no \Recent (RFC 9051 E.6)
         try:
             changes, first = await self.ctx.run(
                 self.ctx.mail.poll, sel.opened, sel.modseq, sel.uidnext, claim
@@ -664,7 +673,8 @@ class Session:
                     if flag[:1] != "\\" and flag not in sel.keywords:
                         sel.keywords.add(flag)
             self.send(b"* %d EXISTS\r\n" % len(sel.uids))
-            self.send(b"* %d RECENT\r\n" % sel.recent_count())
+            if not self.rev2:
+                self.send(b"* %d RECENT\r\n" % sel.recent_count())
         sel.uidnext = max(sel.uidnext, changes.uidnext)
         recent = sel.recent_test()
         for meta in changes.changed:
@@ -895,6 +905,11 @@ class Session:
         """IMAP4rev2 (RFC 9051) is on for this session: ENABLE IMAP4rev2."""
         return "IMAP4REV2" in self.enabled
 
+    @property
+    def utf8_names(self) -> bool:
+        """Mailbox names are UTF-8 on the wire (RFC 6855 §3, RFC 9051 §5.1)."""
+        return self.rev2 or "UTF8=ACCEPT" in self.enabled
+
     async def cmd_enable(self, command: Command) -> str:
         """RFC 5161: ``* ENABLED`` lists what this command newly turned on."""
         args: wire.Enable = command.args
@@ -926,7 +941,7 @@ class Session:
             result.modseq,
             result.uids,
             result.keywords,
-            result.recent_first,
+            result.uidnext if self.rev2 else result.recent_first,
         )
         flags = [*SYSTEM_FLAGS, *sorted(sel.keywords)]
         self.send(b"* FLAGS " + wire.flag_list(flags) + b"\r\n")
@@ -936,8 +951,11 @@ class Session:
             + b"] Flags the user may change\r\n"
         )
         self.send(b"* %d EXISTS\r\n" % len(sel.uids))
-        self.send(b"* %d RECENT\r\n" % sel.recent_count())
-        if result.first_unseen:
+        if self.rev2:
+            await self._rev2_select_list(args.mailbox)
+        else:
+            self.send(b"* %d RECENT\r\n" % sel.recent_count())
+        if result.first_unseen and not self.rev2:
             self.send(b"* OK [UNSEEN %d] First unseen message\r\n" % result.first_unseen)
         self.send(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % sel.uidvalidity)
         self.send(b"* OK [UIDNEXT %d] Predicted next UID\r\n" % sel.uidnext)
@@ -947,6 +965,15 @@ class Session:
         if sel.read_only:
             return Reply(f"{command.name} completed", "READ-ONLY")
         return Reply(f"{command.name} completed", "READ-WRITE")
+
+    async def _rev2_select_list(self, name: str) -> None:
+        """IMAP4rev2 SELECT answers a LIST response for the mailbox (RFC 9051
+        §6.3.2), with its attributes as LIST would give them."""
+        ctx = self.ctx
+        entries = await ctx.run(ctx.mail.list_mailboxes, self.account, "", (name,))
+        entry = entries[0] if entries else None
+        listed = (entry.name, entry.attributes) if entry is not None else (name, ())
+        self.send(wire.list_line(listed[0], listed[1], utf8=True))
 
     async def cmd_create(self, command: Command) -> str:
         args: wire.Create = command.args
@@ -993,15 +1020,16 @@ class Session:
             select=args.select, returns=args.returns, status=args.status,
         )  # fmt: skip
         for entry in entries:
-            self.send(wire.list_line(entry.name, entry.attributes, command=command.name))
+            utf8 = self.utf8_names
+            self.send(wire.list_line(entry.name, entry.attributes, command=command.name, utf8=utf8))
             if entry.status is not None:
-                self.send(wire.status_line(entry.name, entry.status))
+                self.send(wire.status_line(entry.name, entry.status, utf8=utf8))
         return f"{command.name} completed"
 
     async def cmd_status(self, command: Command) -> str:
         args: wire.Status = command.args
         values = await self.ctx.run(self.ctx.mail.status, self.account, args.mailbox, args.items)
-        self.send(wire.status_line(args.mailbox, values))
+        self.send(wire.status_line(args.mailbox, values, utf8=self.utf8_names))
         return "STATUS completed"
 
     async def cmd_append(self, command: Command) -> Reply:
@@ -1070,7 +1098,7 @@ class Session:
     async def cmd_getacl(self, command: Command) -> str:
         name = command.args.mailbox
         acl = await self.ctx.run(self.ctx.mail.get_acl, self.account, name)
-        items = [wire.mailbox(name)]
+        items = [wire.mailbox(name, utf8=self.utf8_names)]
         for identifier, rights in acl:
             items += [wire.astring(identifier), wire.astring(rights)]
         self.send(b"* ACL " + b" ".join(items) + b"\r\n")
@@ -1098,7 +1126,11 @@ class Session:
         required, optional = await self.ctx.run(
             self.ctx.mail.list_rights, self.account, args.mailbox, args.identifier
         )
-        items = [wire.mailbox(args.mailbox), wire.astring(args.identifier), wire.string(required)]
+        items = [
+            wire.mailbox(args.mailbox, utf8=self.utf8_names),
+            wire.astring(args.identifier),
+            wire.string(required),
+        ]
         items += [wire.astring(group) for group in optional]
         self.send(b"* LISTRIGHTS " + b" ".join(items) + b"\r\n")
         return "LISTRIGHTS completed"
@@ -1106,7 +1138,13 @@ class Session:
     async def cmd_myrights(self, command: Command) -> str:
         name = command.args.mailbox
         rights = await self.ctx.run(self.ctx.mail.my_rights, self.account, name)
-        self.send(b"* MYRIGHTS " + wire.mailbox(name) + b" " + wire.astring(rights) + b"\r\n")
+        self.send(
+            b"* MYRIGHTS "
+            + wire.mailbox(name, utf8=self.utf8_names)
+            + b" "
+            + wire.astring(rights)
+            + b"\r\n"
+        )
         return "MYRIGHTS completed"
 
     # -- selected --------------------------------------------------------------------------

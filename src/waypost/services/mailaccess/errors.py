@@ -17,6 +17,7 @@ from waypost.storage.interface import (
     InvalidMailboxName,
     MailboxError,
     MailboxExists,
+    MailboxHasChildren,
     NoSuchMailbox,
     NotFound,
     StoreError,
@@ -24,7 +25,7 @@ from waypost.storage.interface import (
 
 __all__ = [
     "CannotDelete", "InvalidMailboxName", "InvalidRights", "MailboxError", "MailboxExists",
-    "NoPermission", "NoSuchMailbox", "NotFound", "StoreError", "TryCreate",
+    "MailboxHasChildren", "NoPermission", "NoSuchMailbox", "NotFound", "StoreError", "TryCreate",
 ]  # fmt: skip
 
 
