@@ -15,10 +15,9 @@ IMAP4rev2 is otherwise not offered (``test_rev2_advertised_only_when_complete``)
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 
 import pytest
-from tests.support.imap_lines import ImapLines
+from tests.support.imap_lines import ImapLines, login, server_fixture
 from tests.support.server import WaypostServer
 
 from waypost.protocols.imap import rev2, session
@@ -30,25 +29,12 @@ MESSAGE = b"From: a@example.com\r\nSubject: hello\r\n\r\nbody\r\n"
 _tags = itertools.count(1)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WaypostServer]:
-    srv = WaypostServer(tmp_path_factory.mktemp("rev2") / "var").init()
-    srv.cli("domain", "add", DOMAIN)
-    for name in USERS:
-        srv.cli("account", "add", f"{name}@{DOMAIN}", "--password", PW)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(rev2.FORCE_ENV, "1")
-        srv.start()
-    yield srv
-    srv.stop()
+server = server_fixture(DOMAIN, USERS, PW, force_rev2=True)
 
 
 def connect(server: WaypostServer, user: str, *, as_rev2: bool) -> ImapLines:
-    imap = ImapLines(server.port("IMAPPort"))
-    imap.ok("L", f'LOGIN "{user}@{DOMAIN}" "{PW}"')
-    if as_rev2:
-        assert imap.ok("E", "ENABLE IMAP4rev2") == [b"* ENABLED IMAP4REV2"]
-    return imap
+    enable = "IMAP4rev2" if as_rev2 else None
+    return login(server.port("IMAPPort"), f"{user}@{DOMAIN}", PW, enable=enable)
 
 
 def append(imap: ImapLines, mailbox: bytes, message: bytes = MESSAGE) -> None:

@@ -12,11 +12,9 @@ switch, so IMAP4rev2 is offered only if ``rev2.REV2_REQUIRES`` is complete.
 from __future__ import annotations
 
 import imaplib
-from collections.abc import Iterator
 
-import pytest
 from imapclient import IMAPClient
-from tests.support.imap_lines import TIMEOUT, ImapLines
+from tests.support.imap_lines import TIMEOUT, ImapLines, login, server_fixture
 from tests.support.server import WaypostServer
 
 from waypost.protocols.imap import rev2
@@ -27,25 +25,12 @@ USERS = ("uma", "vic", "wes", "xia")
 SUBJECT = "Grüße aus Zürich"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WaypostServer]:
-    srv = WaypostServer(tmp_path_factory.mktemp("utf8") / "var").init()
-    srv.cli("domain", "add", DOMAIN)
-    for name in USERS:
-        srv.cli("account", "add", f"{name}@{DOMAIN}", "--password", PW)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv(rev2.FORCE_ENV, raising=False)
-        srv.start()
-    yield srv
-    srv.stop()
+server = server_fixture(DOMAIN, USERS, PW, force_rev2=False)
 
 
 def connect(server: WaypostServer, user: str, *, utf8: bool) -> ImapLines:
-    imap = ImapLines(server.port("IMAPPort"))
-    imap.ok("L", f'LOGIN "{user}@{DOMAIN}" "{PW}"')
-    if utf8:
-        assert imap.ok("E", "ENABLE UTF8=ACCEPT") == [b"* ENABLED UTF8=ACCEPT"]
-    return imap
+    enable = "UTF8=ACCEPT" if utf8 else None
+    return login(server.port("IMAPPort"), f"{user}@{DOMAIN}", PW, enable=enable)
 
 
 def test_capability_utf8_accept_and_rev2_rule(server: WaypostServer) -> None:

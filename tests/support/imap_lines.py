@@ -6,6 +6,13 @@ from __future__ import annotations
 
 import re
 import socket
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import pytest
+from tests.support.server import WaypostServer
+
+from waypost.protocols.imap import rev2
 
 TIMEOUT = 15
 _LITERAL = re.compile(rb"\{(\d+)\}$")
@@ -57,3 +64,45 @@ class ImapLines:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def start_server(
+    data: Path, domain: str, users: Iterable[str], password: str, *, force_rev2: bool
+) -> WaypostServer:
+    """A started ``waypost serve`` with ``users`` in ``domain``; ``force_rev2``
+    sets ``WAYPOST_TEST_IMAP4REV2=1`` for it (``rev2.FORCE_ENV``), else unsets it."""
+    srv = WaypostServer(data).init()
+    srv.cli("domain", "add", domain)
+    for name in users:
+        srv.cli("account", "add", f"{name}@{domain}", "--password", password)
+    with pytest.MonkeyPatch.context() as mp:
+        if force_rev2:
+            mp.setenv(rev2.FORCE_ENV, "1")
+        else:
+            mp.delenv(rev2.FORCE_ENV, raising=False)
+        srv.start()
+    return srv
+
+
+def server_fixture(
+    domain: str, users: Iterable[str], password: str, *, force_rev2: bool
+) -> Callable[[pytest.TempPathFactory], Iterator[WaypostServer]]:
+    """A module-scoped ``server`` fixture around :func:`start_server`."""
+
+    @pytest.fixture(scope="module")
+    def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WaypostServer]:
+        data = tmp_path_factory.mktemp(domain.split(".")[0]) / "var"
+        srv = start_server(data, domain, users, password, force_rev2=force_rev2)
+        yield srv
+        srv.stop()
+
+    return server
+
+
+def login(port: int, login: str, password: str, *, enable: str | None = None) -> ImapLines:
+    """A logged-in connection; ``enable``: one capability to ENABLE, asserted."""
+    imap = ImapLines(port)
+    imap.ok("L", f'LOGIN "{login}" "{password}"')
+    if enable is not None:
+        assert imap.ok("E", f"ENABLE {enable}") == [b"* ENABLED " + enable.upper().encode()]
+    return imap
