@@ -109,6 +109,8 @@ def test_select_fetch_status_rev2_and_rev1(server: WaypostServer) -> None:
     assert lines[0] == b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)"
     assert new.ok("f", "FETCH 1:* (FLAGS)") == [b"* 1 FETCH (FLAGS ())", b"* 2 FETCH (FLAGS ())"]
     assert tagged(new.run("st", "STATUS INBOX (MESSAGES RECENT)")).startswith(b"st BAD")
+    listed = new.run("ls", 'LIST "" INBOX RETURN (STATUS (RECENT))')
+    assert tagged(listed).startswith(b"ls BAD") and len(listed) == 1
     assert new.ok("st2", "STATUS INBOX (MESSAGES UIDNEXT)") == [
         b'* STATUS "INBOX" (MESSAGES 2 UIDNEXT 3)'
     ]
@@ -153,8 +155,15 @@ def test_utf8_mailbox_names_rev2(server: WaypostServer) -> None:
     assert new.ok("st", b'STATUS "A&B" (MESSAGES)') == [b'* STATUS "A&B" (MESSAGES 0)']
     old.ok("s", b'EXAMINE "Gr&APwA3w-e/&ZeVnLIqe-"')
     # Net-Unicode: a decomposed name is the same mailbox as its NFC form (RFC 9051 §5.1)
-    new.ok("c3", 'CREATE "Cafe\u0301"'.encode())
+    # CREATE and SELECT announce the name used, with OLDNAME (RFC 9051 §6.3.2, §6.3.4)
+    created = new.ok("c3", 'CREATE "Cafe\u0301"'.encode())
+    assert created == ['* LIST (\\HasNoChildren) "/" "Café" ("OLDNAME" ("Cafe\u0301"))'.encode()]
     assert new.ok("l2", 'LIST "" "Caf*"') == ['* LIST (\\HasNoChildren) "/" "Café"'.encode()]
+    selected = new.ok("s2", 'SELECT "Cafe\u0301"'.encode())
+    assert created[0] in selected
+    selected = new.ok("s3", 'SELECT "Café"'.encode())
+    assert '* LIST (\\HasNoChildren) "/" "Café"'.encode() in selected
+    assert new.ok("c5", 'CREATE "Caf\u00e9/x"'.encode()) == []  # sent in NFC: no LIST
     assert tagged(new.run("c4", 'CREATE "Café"'.encode())).startswith(b"c4 NO [ALREADYEXISTS]")
     # bytes that are not UTF-8 are a syntax error in rev2
     assert tagged(new.run("b", b'SELECT "Gr\xfc\xdfe"')).startswith(b"b BAD")

@@ -95,10 +95,13 @@ def test_utf8_names_and_rev1_clients_on_the_same_mailboxes(server: WaypostServer
 
 def test_nfc_names(server: WaypostServer) -> None:
     utf8 = connect(server, "wes", utf8=True)
-    utf8.ok("c", 'CREATE "Re\u0301sume\u0301"'.encode())  # decomposed
+    created = utf8.ok("c", 'CREATE "Re\u0301sume\u0301"'.encode())  # decomposed
+    oldname = '("OLDNAME" ("Re\u0301sume\u0301"))'
+    assert created == [f'* LIST (\\HasNoChildren) "/" "Résumé" {oldname}'.encode()]
     assert utf8.ok("l", 'LIST "" "R*"') == ['* LIST (\\HasNoChildren) "/" "Résumé"'.encode()]
     utf8.ok("s", 'SELECT "Résumé"'.encode())
-    utf8.ok("s2", 'SELECT "Re\u0301sume\u0301"'.encode())
+    lines = utf8.ok("s2", 'SELECT "Re\u0301sume\u0301"'.encode())
+    assert not any(line.startswith(b"* LIST") for line in lines)  # LIST on SELECT: rev2 only
     old = connect(server, "wes", utf8=False)
     assert old.ok("l", 'LIST "" "R*"') == [b'* LIST (\\HasNoChildren) "/" "R&AOk-sum&AOk-"']
     utf8.close()

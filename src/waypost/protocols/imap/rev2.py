@@ -7,16 +7,21 @@ rev2 session (``Session.rev2``), per RFC 9051 Appendix E:
 * mailbox names are UTF-8 on the wire (§5.1), as after ``ENABLE UTF8=ACCEPT``
   (RFC 6855 §3): ``wire.parse_command(..., utf8=True)`` and the serialisers'
   ``utf8=True``;
-* no ``\\Recent`` flag and no ``* n RECENT`` (E.6); ``STATUS ... (RECENT)`` is
-  BAD (the item is gone from the grammar); a rev2 session claims no
-  ``\\Recent`` messages when polling, so rev1 sessions still see them;
+* no ``\\Recent`` flag and no ``* n RECENT`` (Appendix E); ``STATUS ...
+  (RECENT)`` and ``LIST ... RETURN (STATUS (RECENT))`` are BAD (the item is
+  gone from the grammar, §6.3.11); a rev2 session claims no ``\\Recent``
+  messages when polling, so rev1 sessions still see them as recent (SELECT
+  still claims them: the service decides that for every session alike);
 * SELECT/EXAMINE send a ``* LIST`` response for the mailbox and no ``[UNSEEN
-  n]`` (§6.3.2);
+  n]`` (§6.3.2); with ``OLDNAME`` when the name came in another Unicode
+  normalisation form, as CREATE of such a name does in any UTF-8 session
+  (§6.3.4; ``wire.Denormalized``);
 * the response code ``HASCHILDREN`` (§7.1) on DELETE of a ``\\Noselect`` name
   that still has children; rev1 sessions get ``CANNOT`` as before
   (:func:`response_code`);
-* [waypost] LSUB is still answered (RFC 9051 §6.3.9 lets a server keep it;
-  Dovecot and CommuniGate clients still send it); CHECK likewise.
+* [waypost] LSUB, deprecated by RFC 9051 (Appendix E: clients should use
+  LIST (SUBSCRIBED)), is still answered, as are CHECK and the RFC822.* FETCH
+  items: clients written for Dovecot and CommuniGate still send them.
 
 UID EXPUNGE, NAMESPACE, UNSELECT, ENABLE, IDLE, SASL-IR, MOVE, SPECIAL-USE and
 the RFC 5530 codes (``NONEXISTENT``, ``ALREADYEXISTS``, ...) are the same in
@@ -34,8 +39,9 @@ turns it on regardless, for the tests of this module's behaviour only.
 the handler and the service: ``NO [NONEXISTENT]`` where an existing mailbox is
 meant, ``NO [CANNOT]`` where a new name is given (CREATE, RENAME's target,
 SUBSCRIBE), and LIST/LSUB with such a reference or pattern match nothing
-(tagged OK, no untagged LIST). A failing SELECT/EXAMINE deselects (RFC 3501
-§6.3.1); the session does that.
+(tagged OK, no untagged LIST). SELECT/EXAMINE check the name themselves
+after deselecting, so a failing one deselects (RFC 3501 §6.3.1) as any
+failing SELECT does.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ import os
 from dataclasses import dataclass
 
 from waypost.protocols.imap import wire
+from waypost.services.mailaccess.errors import InvalidMailboxName, NoSuchMailbox
 
 REV2_REQUIRES = (
     # RFC 9051 Appendix E item 2: extensions folded into IMAP4rev2
@@ -106,19 +113,37 @@ def _invalid(value: object) -> wire.InvalidName | None:
     return None
 
 
+CHECKED_BY_HANDLER = frozenset({"SELECT", "EXAMINE"})
+"""They deselect first, also when they fail (RFC 3501 §6.3.1), then call
+:func:`check_name` themselves."""
+
+
+def check_name(name: str, *, new: bool = False) -> None:
+    """Refuse an :class:`~waypost.protocols.imap.wire.InvalidName` as the
+    service refuses a name: :class:`NoSuchMailbox` (``NONEXISTENT``), or for a
+    ``new`` name :class:`InvalidMailboxName` (``CANNOT``)."""
+    if isinstance(name, wire.InvalidName):
+        text = f"Invalid mailbox name {str(name)!r}: {name.reason}"
+        raise InvalidMailboxName(text) if new else NoSuchMailbox(text)
+
+
 def refusal(command: wire.Command, rev2: bool) -> Refusal | None:
-    """The answer to a command that cannot reach its handler: a mailbox name
-    that names nothing (see the module doc), or what IMAP4rev2 removed."""
+    """The answer to a command that cannot reach its handler: what IMAP4rev2
+    removed (BAD), a LIST of a name that names nothing (OK, nothing listed);
+    any other such name raises as :func:`check_name` says."""
     args = command.args
-    if dataclasses.is_dataclass(args):
+    if dataclasses.is_dataclass(args) and command.name not in CHECKED_BY_HANDLER:
         for field in dataclasses.fields(args):
             bad = _invalid(getattr(args, field.name))
             if bad is None:
                 continue
             if command.name in ("LIST", "LSUB"):
                 return Refusal("OK", f"{command.name} completed (no mailbox has such a name)")
-            code = "CANNOT" if (command.name, field.name) in NEW_NAME_FIELDS else "NONEXISTENT"
-            return Refusal("NO", f"Invalid mailbox name {str(bad)!r}: {bad.reason}", code)
-    if rev2 and command.name == "STATUS" and "RECENT" in args.items:
-        return Refusal("BAD", "RECENT is not a STATUS item in IMAP4rev2 (RFC 9051)")
+            check_name(bad, new=(command.name, field.name) in NEW_NAME_FIELDS)
+    if (
+        rev2
+        and command.name in ("STATUS", "LIST")
+        and "RECENT" in (args.items if command.name == "STATUS" else args.status)
+    ):
+        return Refusal("BAD", "RECENT is not a status item in IMAP4rev2 (RFC 9051 §6.3.11)")
     return None

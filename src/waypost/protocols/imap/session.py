@@ -582,10 +582,8 @@ class Session:
             return
         status, text, code = "OK", "", None
         try:
-            refused = rev2.refusal(command, self.rev2)
+            refused = rev2.refusal(command, self.rev2)  # a name naming nothing: NO, not BAD
             if refused is not None:
-                if command.name in ("SELECT", "EXAMINE"):
-                    self._deselect()  # even when SELECT fails (RFC 3501 §6.3.1)
                 raise ImapError(refused.text, refused.code, refused.status)
             reply = await handler(self, command)
             if reply is None:
@@ -930,6 +928,7 @@ class Session:
         args: wire.Select = command.args
         examine = command.name == "EXAMINE"
         self._deselect()  # even when this SELECT fails (RFC 3501 §6.3.1)
+        rev2.check_name(args.mailbox)
         if args.params:
             raise bad(f"Unknown {command.name} parameter {args.params[0]}")
         result = await self.ctx.run(self.ctx.mail.select, self.account, args.mailbox, examine)
@@ -952,7 +951,7 @@ class Session:
         )
         self.send(b"* %d EXISTS\r\n" % len(sel.uids))
         if self.rev2:
-            await self._rev2_select_list(args.mailbox)
+            await self._list_one(args.mailbox)
         else:
             self.send(b"* %d RECENT\r\n" % sel.recent_count())
         if result.first_unseen and not self.rev2:
@@ -966,14 +965,16 @@ class Session:
             return Reply(f"{command.name} completed", "READ-ONLY")
         return Reply(f"{command.name} completed", "READ-WRITE")
 
-    async def _rev2_select_list(self, name: str) -> None:
-        """IMAP4rev2 SELECT answers a LIST response for the mailbox (RFC 9051
-        §6.3.2), with its attributes as LIST would give them."""
+    async def _list_one(self, name: str) -> None:
+        """``* LIST`` for one mailbox, its attributes as LIST gives them and
+        OLDNAME when the name came in another normalisation form: what rev2
+        SELECT sends (RFC 9051 §6.3.2) and CREATE of such a name (§6.3.4)."""
         ctx = self.ctx
         entries = await ctx.run(ctx.mail.list_mailboxes, self.account, "", (name,))
-        entry = entries[0] if entries else None
-        listed = (entry.name, entry.attributes) if entry is not None else (name, ())
-        self.send(wire.list_line(listed[0], listed[1], utf8=True))
+        listed, attributes = (entries[0].name, entries[0].attributes) if entries else (name, ())
+        sent = name.sent if isinstance(name, wire.Denormalized) else None
+        extra = wire.oldname(sent) if sent is not None else b""
+        self.send(wire.list_line(listed, attributes, utf8=True, extra=extra))
 
     async def cmd_create(self, command: Command) -> str:
         args: wire.Create = command.args
@@ -982,6 +983,8 @@ class Session:
         name = args.mailbox
         use = args.special_use[0] if args.special_use else None
         await self.ctx.run(self.ctx.mail.create, self.account, name, special_use=use)
+        if isinstance(name, wire.Denormalized):
+            await self._list_one(name)  # the name it got (RFC 9051 §6.3.4)
         return "CREATE completed"
 
     async def cmd_delete(self, command: Command) -> str:

@@ -114,6 +114,19 @@ class InvalidName(str):
         return self
 
 
+class Denormalized(str):
+    """A UTF-8 mailbox name the client sent in another Unicode normalisation
+    form; the value is the NFC form Waypost uses, ``sent`` what came (for the
+    LIST ``OLDNAME`` data item, RFC 9051 §6.3.2, §6.3.4)."""
+
+    sent: str
+
+    def __new__(cls, name: str, sent: str) -> Denormalized:
+        self = super().__new__(cls, name)
+        self.sent = sent
+        return self
+
+
 # --------------------------------------------------------------------------
 # Modified UTF-7 (RFC 3501 §5.1.3)
 
@@ -189,11 +202,13 @@ def decode_mailbox(name: str | bytes) -> str:
 def decode_utf8_mailbox(data: bytes) -> str:
     """A mailbox name sent as UTF-8 (RFC 6855 §3, RFC 9051 §5.1) -> its NFC
     form; :class:`UnicodeDecodeError` for bytes that are not UTF-8 (a syntax
-    error), :class:`Utf7Error` for a control character (no such mailbox)."""
-    name = unicodedata.normalize("NFC", data.decode("utf-8"))
+    error), :class:`Utf7Error` for a control character (no such mailbox);
+    a :class:`Denormalized` when the NFC form differs from what was sent."""
+    sent = data.decode("utf-8")
+    name = unicodedata.normalize("NFC", sent)
     if _CONTROL.search(name):
         raise Utf7Error("control characters in a mailbox name")
-    return name
+    return name if name == sent else Denormalized(name, sent)
 
 
 def mailbox_name(data: bytes, *, utf8: bool = False) -> str:
@@ -1470,6 +1485,12 @@ def mailbox(name: str, *, utf8: bool = False) -> bytes:
     if len(data) > QUOTED_MAX or _NEEDS_LITERAL_STR.search(name):
         return literal(data)
     return b'"' + data + b'"'
+
+
+def oldname(sent: str) -> bytes:
+    """The LIST extended data ``("OLDNAME" ("name"))`` (RFC 9051 §7.3.1) for a
+    name sent in another form than the one used (UTF-8 sessions only)."""
+    return b'("OLDNAME" (' + mailbox(sent, utf8=True) + b"))"
 
 
 def flag_list(flags: Iterable[str]) -> bytes:
