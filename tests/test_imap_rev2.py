@@ -243,3 +243,21 @@ def test_control_character_in_utf8_name_is_no(server: WaypostServer) -> None:
     imap.ok("c2", b'CREATE "&Jjo"')
     assert any(line.startswith(b"* LIST") for line in imap.ok("s2", b'SELECT "&Jjo"'))
     imap.close()
+
+
+def test_shared_mailbox_with_utf8_name(server: WaypostServer) -> None:
+    owner = connect(server, "ann", as_rev2=True)
+    owner.ok("c", 'CREATE "Geteilt/Büro"'.encode())
+    owner.ok("a", f'SETACL "Geteilt/Büro" ben@{DOMAIN} lr'.encode())
+    reader = connect(server, "ben", as_rev2=True)
+    lines = reader.ok("s", 'EXAMINE "~ann/Geteilt/Büro"'.encode())
+    assert '* LIST (\\HasNoChildren) "/" "~ann/Geteilt/Büro"'.encode() in lines
+    assert reader.ok("m", 'MYRIGHTS "~ann/Geteilt/Büro"'.encode()) == [
+        '* MYRIGHTS "~ann/Geteilt/Büro" lr'.encode()
+    ]
+    rev1 = connect(server, "ben", as_rev2=False)
+    assert rev1.ok("m", b'MYRIGHTS "~ann/Geteilt/B&APw-ro"') == [
+        b'* MYRIGHTS "~ann/Geteilt/B&APw-ro" lr'
+    ]
+    for imap in (owner, reader, rev1):
+        imap.close()
