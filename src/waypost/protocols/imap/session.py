@@ -635,7 +635,7 @@ class Session:
         sel = self.selected
         if sel is None:
             return
-        claim = not sel.examine and not self.rev2  # rev2 has no \Recent (RFC 9051 E.6)
+        claim = not sel.examine and not self.rev2  # rev2 has no \Recent (RFC 9051 Appendix E)
         try:
             changes, first = await self.ctx.run(
                 self.ctx.mail.poll, sel.opened, sel.modseq, sel.uidnext, claim
@@ -1022,8 +1022,8 @@ class Session:
             self.ctx.mail.list_mailboxes, self.account, args.reference, args.patterns, lsub=lsub,
             select=args.select, returns=args.returns, status=args.status,
         )  # fmt: skip
+        utf8 = self.utf8_names
         for entry in entries:
-            utf8 = self.utf8_names
             self.send(wire.list_line(entry.name, entry.attributes, command=command.name, utf8=utf8))
             if entry.status is not None:
                 self.send(wire.status_line(entry.name, entry.status, utf8=utf8))
