@@ -224,6 +224,7 @@ def test_invalid_modified_utf7_is_no(server: WaypostServer, name: str) -> None:
     ):
         line = tagged(imap.run(tag, command % wire_name))
         assert line.startswith(tag.encode() + b" NO [" + code + b"]"), (command, line)
+        assert line.isascii()  # a rev1 session's resp-text is 7-bit (RFC 3501 §9)
     # the SELECT above failed: nothing is selected any more (RFC 3501 §6.3.1)
     assert tagged(imap.run("f", "FETCH 1 FLAGS")).startswith(b"f BAD")
     imap.ok("s1", "SELECT INBOX")

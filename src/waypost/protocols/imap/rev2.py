@@ -123,7 +123,8 @@ def check_name(name: str, *, new: bool = False) -> None:
     service refuses a name: :class:`NoSuchMailbox` (``NONEXISTENT``), or for a
     ``new`` name :class:`InvalidMailboxName` (``CANNOT``)."""
     if isinstance(name, wire.InvalidName):
-        text = f"Invalid mailbox name {str(name)!r}: {name.reason}"
+        shown = str(name).encode("ascii", "backslashreplace").decode()  # resp-text is 7-bit
+        text = f"Invalid mailbox name {shown!r}: {name.reason}"
         raise InvalidMailboxName(text) if new else NoSuchMailbox(text)
 
 
