@@ -142,3 +142,14 @@ def test_fuzz_serialised_names_parse_back(name: str, utf8: bool) -> None:
         assert any(unicodedata.category(c) == "Cc" for c in name)
     else:
         assert parsed == name
+
+
+def test_search_charset_by_mode() -> None:
+    """RFC 6855 §3: after UTF8=ACCEPT a conflicting CHARSET is BAD; IMAP4rev2
+    alone (UTF-8 names) keeps NO [BADCHARSET] (RFC 9051 §6.4.4)."""
+    data = b"a SEARCH CHARSET KOI8-R ALL"
+    for kwargs, status in (({}, "NO"), ({"utf8": True}, "NO"), ({"utf8_accept": True}, "BAD")):
+        with pytest.raises(wire.ParseError) as e:
+            wire.parse(data, **kwargs)
+        assert e.value.status == status, kwargs
+    assert wire.parse(b"a SEARCH CHARSET UTF-8 ALL", utf8_accept=True).args.charset == "UTF-8"

@@ -115,6 +115,9 @@ def test_select_fetch_status_rev2_and_rev1(server: WaypostServer) -> None:
         b'* STATUS "INBOX" (MESSAGES 2 UIDNEXT 3)'
     ]
 
+    line = tagged(new.run("k", "SEARCH CHARSET KOI8-R ALL"))  # RFC 9051 §6.4.4
+    assert line.startswith(b"k NO [BADCHARSET (US-ASCII UTF-8)]")
+
     append(writer, b"INBOX")  # a third message, seen by both selected sessions
     lines = new.ok("n", "NOOP")
     assert lines == [b"* 3 EXISTS"]  # no "* n RECENT" in rev2

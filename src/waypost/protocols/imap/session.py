@@ -563,7 +563,8 @@ class Session:
 
     async def execute(self, raw: RawCommand) -> None:
         try:
-            command = wire.parse_command(raw, utf8=self.utf8_names)
+            utf8_accept = "UTF8=ACCEPT" in self.enabled
+            command = wire.parse_command(raw, utf8=self.utf8_names, utf8_accept=utf8_accept)
         except ParseError as exc:
             self.send(exc.response())
             if exc.status == "BAD":

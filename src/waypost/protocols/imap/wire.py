@@ -642,6 +642,7 @@ class _Cursor:
         self.pos = 0
         self.tag: str | None = None
         self.utf8 = False  # mailbox names are UTF-8 (UTF8=ACCEPT, IMAP4rev2)
+        self.utf8_accept = False  # UTF8=ACCEPT enabled: a CHARSET label conflicts
 
     def error(self, text: str) -> ParseError:
         return ParseError(self.tag, text)
@@ -1289,10 +1290,11 @@ def _search(cur: _Cursor, uid: bool) -> Search:
     if cur.is_keyword(b"CHARSET"):
         cur.sp()
         charset = cur.astring("a charset").decode("ascii", "replace").upper()
-        if charset not in SUPPORTED_CHARSETS and cur.utf8:
+        if charset not in SUPPORTED_CHARSETS and cur.utf8_accept:
             # RFC 6855 §3 (erratum 4029): a label conflicting with UTF8=ACCEPT
             # is BAD. [waypost] UTF-8 and US-ASCII do not conflict: accepted, as
-            # clients such as MailKit always send CHARSET UTF-8.
+            # clients such as MailKit always send CHARSET UTF-8. (IMAP4rev2
+            # alone keeps NO [BADCHARSET], RFC 9051 §6.4.4.)
             raise cur.error(f"CHARSET {charset} conflicts with UTF8=ACCEPT; strings are UTF-8")
         if charset not in SUPPORTED_CHARSETS:
             raise ParseError(
@@ -1385,11 +1387,13 @@ COMMANDS: dict[str, _Parser] = {
 UID_COMMANDS = frozenset({"FETCH", "STORE", "COPY", "MOVE", "SEARCH", "EXPUNGE"})
 
 
-def parse_command(raw: RawCommand, *, utf8: bool = False) -> Command:
+def parse_command(raw: RawCommand, *, utf8: bool = False, utf8_accept: bool = False) -> Command:
     """The command AST of one framed command, or :class:`ParseError`;
-    ``utf8``: mailbox names are UTF-8 (UTF8=ACCEPT or IMAP4rev2 enabled)."""
+    ``utf8``: mailbox names are UTF-8 (UTF8=ACCEPT or IMAP4rev2 enabled);
+    ``utf8_accept``: UTF8=ACCEPT is enabled (SEARCH CHARSET, RFC 6855 §3)."""
     cur = _Cursor(raw)
-    cur.utf8 = utf8
+    cur.utf8 = utf8 or utf8_accept
+    cur.utf8_accept = utf8_accept
     if not raw.lines[0].strip(b" "):
         raise ParseError(None, "Empty command line")
     tag = _tag_of(raw.lines[0])
@@ -1419,7 +1423,7 @@ def parse_command(raw: RawCommand, *, utf8: bool = False) -> Command:
     return Command(tag, name, args, uid)
 
 
-def parse(data: bytes, *, utf8: bool = False, **limits: int) -> Command:
+def parse(data: bytes, *, utf8: bool = False, utf8_accept: bool = False, **limits: int) -> Command:
     """Frame and parse one whole command given as bytes (tests, tools)."""
     events = CommandReader(**limits).feed(data if data.endswith(b"\n") else data + CRLF)
     commands = [e for e in events if isinstance(e, RawCommand)]
@@ -1430,7 +1434,7 @@ def parse(data: bytes, *, utf8: bool = False, **limits: int) -> Command:
         )
     if len(commands) != 1:
         raise ParseError(None, "Expected exactly one complete command")
-    return parse_command(commands[0], utf8=utf8)
+    return parse_command(commands[0], utf8=utf8, utf8_accept=utf8_accept)
 
 
 # --------------------------------------------------------------------------
