@@ -12,16 +12,23 @@ switch, so IMAP4rev2 is offered only if ``rev2.REV2_REQUIRES`` is complete.
 from __future__ import annotations
 
 import imaplib
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
 
+import pytest
 from imapclient import IMAPClient
 from tests.support.imap_lines import TIMEOUT, ImapLines, login, server_fixture
+from tests.support.mutt import muttrc as mutt_config
 from tests.support.server import WaypostServer
 
 from waypost.protocols.imap import rev2
 
 PW = "utf8-pw-1234"
 DOMAIN = "utf8.dom"
-USERS = ("uma", "vic", "wes", "xia")
+USERS = ("uma", "vic", "wes", "xia", "zoe")
 SUBJECT = "Grüße aus Zürich"
 
 
@@ -152,3 +159,41 @@ def test_imaplib_in_utf8_mode(server: WaypostServer) -> None:
 
 def tagged(lines: list[bytes]) -> bytes:
     return lines[-1]
+
+
+@pytest.mark.peer
+@pytest.mark.skipif(not (shutil.which("mutt") and shutil.which("script")), reason="needs mutt")
+def test_mutt_enables_utf8_and_opens_a_utf8_folder(server: WaypostServer, tmp_path: Path) -> None:
+    """mutt 2.x sends ENABLE UTF8=ACCEPT when it is advertised, then names
+    folders in UTF-8; it runs in a pseudo-terminal (``script``), keys from
+    ``push``, bounded by a timeout; its protocol trace (``-d 5``) is read."""
+    owner = connect(server, "zoe", utf8=True)
+    owner.ok("c", 'CREATE "Grüße/Büro"'.encode())
+    for subject in (b"first", b"second"):
+        message = b"From: a@example.com\r\nSubject: " + subject + b"\r\n\r\nbody\r\n"
+        owner.ok("a", 'APPEND "Grüße/Büro" {%d+}\r\n'.encode() % len(message) + message)
+    owner.close()
+    home = tmp_path / "home"
+    home.mkdir()
+    saved = tmp_path / "saved.mbox"
+    port = server.port("IMAPPort")
+    muttrc = tmp_path / "muttrc"
+    muttrc.write_text(mutt_config(f"zoe@{DOMAIN}", PW, port))
+    keys = f"<tag-pattern>~A<enter><tag-prefix><copy-message>{saved}<enter><quit>"
+    url = f"imap://127.0.0.1:{port}/Grüße/Büro"
+    mutt = f"mutt -d 5 -n -F {muttrc} -f '{url}' -e 'push \"{keys}\"'"
+    env = {"HOME": str(home), "TERM": "xterm", "LANG": "C.UTF-8", "PATH": os.environ["PATH"]}
+    proc = subprocess.Popen(
+        ["script", "-qec", mutt, "/dev/null"], env=env, stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        screen = proc.communicate(timeout=60)[0]
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        screen = proc.communicate(timeout=10)[0]
+    trace = b"".join(p.read_bytes() for p in home.glob(".muttdebug*"))
+    assert b"ENABLE UTF8=ACCEPT" in trace, screen[-2000:]
+    assert 'SELECT "Grüße/Büro"'.encode() in trace or 'EXAMINE "Grüße/Büro"'.encode() in trace
+    mbox = saved.read_bytes()
+    assert b"Subject: first" in mbox and b"Subject: second" in mbox
