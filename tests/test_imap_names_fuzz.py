@@ -6,18 +6,22 @@ What holds for any input: decoding never raises but ``UnicodeDecodeError``
 an :class:`~waypost.protocols.imap.wire.InvalidName` round-trips through the
 serialiser of its mode (so one name never means two mailboxes); parsing any
 bytes as a SELECT argument gives a command or a ParseError, never anything
-else, and an invalid name is a value (answered NO), not a ParseError.
+else, and an invalid name is a value (answered NO), not a ParseError; the
+session's check before a handler (``rev2.refusal``) answers any command's
+names with OK, BAD or NO [NONEXISTENT]/[CANNOT], or lets it through.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import unicodedata
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from waypost.protocols.imap import wire
+from waypost.protocols.imap import rev2, wire
+from waypost.services.mailaccess.errors import MailboxError
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -153,3 +157,41 @@ def test_search_charset_by_mode() -> None:
             wire.parse(data, **kwargs)
         assert e.value.status == status, kwargs
     assert wire.parse(b"a SEARCH CHARSET UTF-8 ALL", utf8_accept=True).args.charset == "UTF-8"
+
+
+TEMPLATES = (
+    b"a SELECT %s", b"a EXAMINE %s", b"a CREATE %s", b"a DELETE %s", b"a RENAME %s %s",
+    b"a STATUS %s (MESSAGES RECENT)", b"a LIST %s %s", b"a LSUB %s %s", b"a SUBSCRIBE %s",
+    b"a COPY 1 %s", b"a UID MOVE 1 %s", b"a GETACL %s", b"a MYRIGHTS %s",
+    b'a LIST "" %s RETURN (STATUS (RECENT))', b"a APPEND %s {1+}\r\nx",
+)  # fmt: skip
+quoted_names = wire_bytes.map(lambda b: b'"' + b.replace(b"\\", b"").replace(b'"', b"") + b'"')
+
+
+@SETTINGS
+@given(st.sampled_from(TEMPLATES), quoted_names, quoted_names, st.booleans(), st.booleans())
+def test_fuzz_refusal(template: bytes, one: bytes, two: bytes, utf8: bool, is_rev2: bool) -> None:
+    """Whatever names a command carries, the session's check before the
+    handler answers OK/BAD/NO with the right code or lets it through."""
+    data = template % ((one, two)[: template.count(b"%s")])
+    try:
+        command = wire.parse(data, utf8=utf8)
+    except wire.ParseError:
+        return
+    names = [v for f in dataclasses.fields(command.args) for v in _values(command.args, f.name)]
+    try:
+        refused = rev2.refusal(command, is_rev2)
+    except MailboxError as e:
+        assert e.code in ("NONEXISTENT", "CANNOT")
+        assert any(isinstance(n, wire.InvalidName) for n in names)
+        return
+    if refused is None:
+        invalid = any(isinstance(n, wire.InvalidName) for n in names)
+        assert not invalid or command.name in rev2.CHECKED_BY_HANDLER
+    else:
+        assert refused.status in ("OK", "BAD")
+
+
+def _values(args: object, name: str) -> tuple[object, ...]:
+    value = getattr(args, name)
+    return value if isinstance(value, tuple) else (value,)
