@@ -33,6 +33,7 @@ from pathlib import Path
 
 import pytest
 from imapclient import IMAPClient
+from tests.support.mutt import muttrc as mutt_config
 from tests.support.server import WaypostServer
 
 pytestmark = pytest.mark.peer
@@ -285,28 +286,7 @@ def test_mutt_opens_a_foreign_mailbox_after_the_owner_grants_read(
     saved = tmp_path / "saved.mbox"
     port = server.port("IMAPPort")
     muttrc = tmp_path / "muttrc"
-    muttrc.write_text(
-        f"""set imap_user = "john@{DOMAIN}"
-set imap_pass = "{PW}"
-set ssl_starttls = no
-set ssl_force_tls = no
-set imap_authenticators = "login"
-set folder = "imap://127.0.0.1:{port}/"
-set spoolfile = ""
-set mbox_type = mbox
-set confirmappend = no
-set confirmcreate = no
-set quit = yes
-set move = no
-set sort = date-sent
-set header_cache = ""
-set message_cachedir = ""
-set imap_passive = yes
-set timeout = 5
-set mail_check = 60
-set wait_key = no
-"""
-    )
+    muttrc.write_text(mutt_config(f"john@{DOMAIN}", PW, port))
     env = {
         "HOME": str(home), "TERM": "xterm", "LANG": "C.UTF-8", "PATH": os.environ["PATH"],
         "MAILCAP": "/dev/null",

@@ -191,6 +191,13 @@ class CannotDelete(MailboxError):
     """INBOX, or a \\Noselect name that still has sub-mailboxes (RFC 3501)."""
 
 
+class MailboxHasChildren(CannotDelete):
+    """DELETE of a \\Noselect name that still has sub-mailboxes: RFC 9051
+    §7.1 gives it its own code (IMAP4rev1 sessions send CANNOT)."""
+
+    code = "HASCHILDREN"
+
+
 class InvalidMailboxName(MailboxError):
     pass
 

@@ -80,7 +80,7 @@ from typing import Any, TypeVar
 
 import waypost
 from waypost.protocols.imap import fetch as fetching
-from waypost.protocols.imap import quota, wire
+from waypost.protocols.imap import quota, rev2, wire
 from waypost.protocols.imap.wire import (
     Command,
     Continue,
@@ -119,13 +119,17 @@ CAPABILITIES = " ".join((
     "CHILDREN LIST-EXTENDED",
     "LIST-STATUS STATUS=SIZE",
     quota.CAPABILITY,
+    "UTF8=ACCEPT",
 ))
 """Advertised after login too; one line per group of extensions."""
+CAPABILITIES = rev2.advertise(CAPABILITIES)  # IMAP4rev2 once all it needs is above
 
-ENABLABLE: dict[str, tuple[str, ...]] = {}
+ENABLABLE: dict[str, tuple[str, ...]] = {"UTF8=ACCEPT": ()}
 """What ENABLE (RFC 5161) turns on: each name and what it implies besides
 itself (QRESYNC implies CONDSTORE, RFC 7162 §3.2.3). Only what is complete
 and advertised is listed; ENABLE ignores anything else."""
+if "IMAP4rev2" in CAPABILITIES.split():
+    ENABLABLE["IMAP4REV2"] = ()
 NAMESPACE = b'* NAMESPACE (("" "/")) (("~" "/")) NIL\r\n'
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 RECENT = "\\Recent"
@@ -561,7 +565,8 @@ class Session:
 
     async def execute(self, raw: RawCommand) -> None:
         try:
-            command = wire.parse_command(raw)
+            utf8_accept = "UTF8=ACCEPT" in self.enabled
+            command = wire.parse_command(raw, utf8=self.utf8_names, utf8_accept=utf8_accept)
         except ParseError as exc:
             self.send(exc.response())
             if exc.status == "BAD":
@@ -580,6 +585,9 @@ class Session:
             return
         status, text, code = "OK", "", None
         try:
+            refused = rev2.refusal(command, self.rev2)  # a name naming nothing: NO, not BAD
+            if refused is not None:
+                raise ImapError(refused.text, refused.code, refused.status)
             reply = await handler(self, command)
             if reply is None:
                 return  # the handler answered (STARTTLS)
@@ -594,7 +602,7 @@ class Session:
         except InvalidRights as exc:
             status, text = "BAD", str(exc)
         except MailboxError as exc:
-            status, text, code = "NO", str(exc), exc.code
+            status, text, code = "NO", str(exc), rev2.response_code(exc.code, self.rev2)
         except (ConnectionError, ssl.SSLError):
             raise
         except StoreError as exc:
@@ -630,7 +638,7 @@ class Session:
         sel = self.selected
         if sel is None:
             return
-        claim = not sel.examine
+        claim = not sel.examine and not self.rev2  # rev2 has no \Recent (RFC 9051 Appendix E)
         try:
             changes, first = await self.ctx.run(
                 self.ctx.mail.poll, sel.opened, sel.modseq, sel.uidnext, claim
@@ -666,7 +674,8 @@ class Session:
                     if flag[:1] != "\\" and flag not in sel.keywords:
                         sel.keywords.add(flag)
             self.send(b"* %d EXISTS\r\n" % len(sel.uids))
-            self.send(b"* %d RECENT\r\n" % sel.recent_count())
+            if not self.rev2:
+                self.send(b"* %d RECENT\r\n" % sel.recent_count())
         sel.uidnext = max(sel.uidnext, changes.uidnext)
         recent = sel.recent_test()
         for meta in changes.changed:
@@ -897,6 +906,11 @@ class Session:
         """IMAP4rev2 (RFC 9051) is on for this session: ENABLE IMAP4rev2."""
         return "IMAP4REV2" in self.enabled
 
+    @property
+    def utf8_names(self) -> bool:
+        """Mailbox names are UTF-8 on the wire (RFC 6855 §3, RFC 9051 §5.1)."""
+        return self.rev2 or "UTF8=ACCEPT" in self.enabled
+
     async def cmd_enable(self, command: Command) -> str:
         """RFC 5161: ``* ENABLED`` lists what this command newly turned on."""
         args: wire.Enable = command.args
@@ -917,6 +931,7 @@ class Session:
         args: wire.Select = command.args
         examine = command.name == "EXAMINE"
         self._deselect()  # even when this SELECT fails (RFC 3501 §6.3.1)
+        rev2.check_name(args.mailbox)
         if args.params:
             raise bad(f"Unknown {command.name} parameter {args.params[0]}")
         result = await self.ctx.run(self.ctx.mail.select, self.account, args.mailbox, examine)
@@ -928,7 +943,7 @@ class Session:
             result.modseq,
             result.uids,
             result.keywords,
-            result.recent_first,
+            result.uidnext if self.rev2 else result.recent_first,
         )
         flags = [*SYSTEM_FLAGS, *sorted(sel.keywords)]
         self.send(b"* FLAGS " + wire.flag_list(flags) + b"\r\n")
@@ -938,8 +953,11 @@ class Session:
             + b"] Flags the user may change\r\n"
         )
         self.send(b"* %d EXISTS\r\n" % len(sel.uids))
-        self.send(b"* %d RECENT\r\n" % sel.recent_count())
-        if result.first_unseen:
+        if self.rev2:
+            await self._list_one(args.mailbox)
+        else:
+            self.send(b"* %d RECENT\r\n" % sel.recent_count())
+        if result.first_unseen and not self.rev2:
             self.send(b"* OK [UNSEEN %d] First unseen message\r\n" % result.first_unseen)
         self.send(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % sel.uidvalidity)
         self.send(b"* OK [UIDNEXT %d] Predicted next UID\r\n" % sel.uidnext)
@@ -950,6 +968,17 @@ class Session:
             return Reply(f"{command.name} completed", "READ-ONLY")
         return Reply(f"{command.name} completed", "READ-WRITE")
 
+    async def _list_one(self, name: str) -> None:
+        """``* LIST`` for one mailbox, its attributes as LIST gives them and
+        OLDNAME when the name came in another normalisation form: what rev2
+        SELECT sends (RFC 9051 §6.3.2) and CREATE of such a name (§6.3.4)."""
+        ctx = self.ctx
+        entries = await ctx.run(ctx.mail.list_mailboxes, self.account, "", (name,))
+        listed, attributes = (entries[0].name, entries[0].attributes) if entries else (name, ())
+        sent = name.sent if isinstance(name, wire.Denormalized) else None
+        extra = wire.oldname(sent) if sent is not None else b""
+        self.send(wire.list_line(listed, attributes, utf8=True, extra=extra))
+
     async def cmd_create(self, command: Command) -> str:
         args: wire.Create = command.args
         if len(args.special_use) > 1:
@@ -957,6 +986,8 @@ class Session:
         name = args.mailbox
         use = args.special_use[0] if args.special_use else None
         await self.ctx.run(self.ctx.mail.create, self.account, name, special_use=use)
+        if isinstance(name, wire.Denormalized):
+            await self._list_one(name)  # the name it got (RFC 9051 §6.3.4)
         return "CREATE completed"
 
     async def cmd_delete(self, command: Command) -> str:
@@ -995,18 +1026,19 @@ class Session:
             select=args.select, returns=args.returns, status=args.status,
             extended=args.extended, rev2=self.rev2,
         )  # fmt: skip
+        utf8 = self.utf8_names
         for entry in entries:
             extra = wire.childinfo(entry.childinfo) if entry.childinfo else b""
             self.send(wire.list_line(entry.name, entry.attributes, command=command.name,
-                                     extra=extra))  # fmt: skip
+                                     extra=extra, utf8=utf8))  # fmt: skip
             if entry.status is not None:
-                self.send(wire.status_line(entry.name, entry.status))
+                self.send(wire.status_line(entry.name, entry.status, utf8=utf8))
         return f"{command.name} completed"
 
     async def cmd_status(self, command: Command) -> str:
         args: wire.Status = command.args
         values = await self.ctx.run(self.ctx.mail.status, self.account, args.mailbox, args.items)
-        self.send(wire.status_line(args.mailbox, values))
+        self.send(wire.status_line(args.mailbox, values, utf8=self.utf8_names))
         return "STATUS completed"
 
     async def cmd_append(self, command: Command) -> Reply:
@@ -1075,7 +1107,7 @@ class Session:
     async def cmd_getacl(self, command: Command) -> str:
         name = command.args.mailbox
         acl = await self.ctx.run(self.ctx.mail.get_acl, self.account, name)
-        items = [wire.mailbox(name)]
+        items = [wire.mailbox(name, utf8=self.utf8_names)]
         for identifier, rights in acl:
             items += [wire.astring(identifier), wire.astring(rights)]
         self.send(b"* ACL " + b" ".join(items) + b"\r\n")
@@ -1103,7 +1135,11 @@ class Session:
         required, optional = await self.ctx.run(
             self.ctx.mail.list_rights, self.account, args.mailbox, args.identifier
         )
-        items = [wire.mailbox(args.mailbox), wire.astring(args.identifier), wire.string(required)]
+        items = [
+            wire.mailbox(args.mailbox, utf8=self.utf8_names),
+            wire.astring(args.identifier),
+            wire.string(required),
+        ]
         items += [wire.astring(group) for group in optional]
         self.send(b"* LISTRIGHTS " + b" ".join(items) + b"\r\n")
         return "LISTRIGHTS completed"
@@ -1111,7 +1147,13 @@ class Session:
     async def cmd_myrights(self, command: Command) -> str:
         name = command.args.mailbox
         rights = await self.ctx.run(self.ctx.mail.my_rights, self.account, name)
-        self.send(b"* MYRIGHTS " + wire.mailbox(name) + b" " + wire.astring(rights) + b"\r\n")
+        self.send(
+            b"* MYRIGHTS "
+            + wire.mailbox(name, utf8=self.utf8_names)
+            + b" "
+            + wire.astring(rights)
+            + b"\r\n"
+        )
         return "MYRIGHTS completed"
 
     # -- selected --------------------------------------------------------------------------

@@ -23,7 +23,14 @@ Three layers, each testable on bytes:
 Mailbox names are UTF-8 inside Waypost and modified UTF-7 on the wire
 (RFC 3501 §5.1.3, spec/mailboxes.md §1): the parser decodes them strictly
 (``&Jjo`` unterminated, ``&AGE-`` encoding plain ASCII, 8-bit bytes: all
-refused, as a name that does not round-trip would name two mailboxes).
+refused, as a name that does not round-trip would name two mailboxes). A
+refused name is still a valid astring: it reaches the session as an
+:class:`InvalidName`, which no mailbox can have, and is answered ``NO``
+(never ``BAD``). After ``ENABLE UTF8=ACCEPT`` (RFC 6855 §3) or ``ENABLE
+IMAP4rev2`` (RFC 9051 §5.1) names are UTF-8 on the wire in both directions
+(``parse_command(..., utf8=True)``, the serialisers' ``utf8=True``): quoted
+strings carry the 8-bit bytes, ``&`` is an ordinary character, and names
+are put in Unicode NFC (Net-Unicode, RFC 5198), as RFC 9051 §5.1 allows.
 
 Leniency, where it costs nothing: several spaces count as one, a trailing
 space is ignored, LF without CR ends a line, 8-bit bytes are accepted inside
@@ -35,6 +42,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -87,7 +95,36 @@ class ParseError(Exception):
 
 
 class Utf7Error(ValueError):
-    """A mailbox name that is not valid modified UTF-7."""
+    """A mailbox name that is not valid modified UTF-7 (or, in UTF-8 mode,
+    not a name any mailbox can have: a control character)."""
+
+
+class InvalidName(str):
+    """A syntactically valid mailbox name that no mailbox can have (invalid
+    modified UTF-7, a control character). The parser hands it on instead of
+    failing, so the session answers ``NO [NONEXISTENT]`` / ``NO [CANNOT]``
+    rather than ``BAD``; the session never passes it to the service. The
+    string value is the name as sent, for messages only."""
+
+    reason: str
+
+    def __new__(cls, sent: str, reason: str) -> InvalidName:
+        self = super().__new__(cls, sent)
+        self.reason = reason
+        return self
+
+
+class Denormalized(str):
+    """A UTF-8 mailbox name the client sent in another Unicode normalisation
+    form; the value is the NFC form Waypost uses, ``sent`` what came (for the
+    LIST ``OLDNAME`` data item, RFC 9051 §6.3.2, §6.3.4)."""
+
+    sent: str
+
+    def __new__(cls, name: str, sent: str) -> Denormalized:
+        self = super().__new__(cls, name)
+        self.sent = sent
+        return self
 
 
 # --------------------------------------------------------------------------
@@ -160,6 +197,28 @@ def decode_mailbox(name: str | bytes) -> str:
     if _CONTROL.search(decoded):
         raise Utf7Error("control characters in a mailbox name")
     return decoded
+
+
+def decode_utf8_mailbox(data: bytes) -> str:
+    """A mailbox name sent as UTF-8 (RFC 6855 §3, RFC 9051 §5.1) -> its NFC
+    form; :class:`UnicodeDecodeError` for bytes that are not UTF-8 (a syntax
+    error), :class:`Utf7Error` for a control character (no such mailbox);
+    a :class:`Denormalized` when the NFC form differs from what was sent."""
+    sent = data.decode("utf-8")
+    name = unicodedata.normalize("NFC", sent)
+    if _CONTROL.search(name):
+        raise Utf7Error("control characters in a mailbox name")
+    return name if name == sent else Denormalized(name, sent)
+
+
+def mailbox_name(data: bytes, *, utf8: bool = False) -> str:
+    """The mailbox a wire name means: a UTF-8 name, or an :class:`InvalidName`
+    when the name is well-formed but cannot name a mailbox.
+    :class:`UnicodeDecodeError` when ``utf8`` and the bytes are not UTF-8."""
+    try:
+        return decode_utf8_mailbox(data) if utf8 else decode_mailbox(data)
+    except Utf7Error as e:
+        return InvalidName(data.decode("utf-8", "replace"), str(e))
 
 
 # --------------------------------------------------------------------------
@@ -597,6 +656,8 @@ class _Cursor:
         self.line = raw.lines[0]
         self.pos = 0
         self.tag: str | None = None
+        self.utf8 = False  # mailbox names are UTF-8 (UTF8=ACCEPT, IMAP4rev2)
+        self.utf8_accept = False  # UTF8=ACCEPT enabled: a CHARSET label conflicts
 
     def error(self, text: str) -> ParseError:
         return ParseError(self.tag, text)
@@ -731,15 +792,20 @@ def _utf8(data: bytes, cur: _Cursor, what: str) -> str:
         raise cur.error(f"{what} is not valid UTF-8") from None
 
 
+def _wire_name(cur: _Cursor, data: bytes, what: str) -> str:
+    try:
+        return mailbox_name(data, utf8=cur.utf8)
+    except UnicodeDecodeError:  # UTF8-quoted allows only UTF-8 (RFC 6855 §3)
+        raise cur.error(f"Invalid {what}: not UTF-8") from None
+
+
 def _mailbox(cur: _Cursor) -> str:
+    """A mailbox name; an :class:`InvalidName` when it cannot name one."""
     word = cur.line[cur.pos :].split(b" ", 1)[0]
     if not cur.at_string() and max(word, default=0) >= 0x80:
-        raise cur.error("Invalid mailbox name: 8-bit characters must be modified UTF-7")
-    data = cur.astring("a mailbox name")
-    try:
-        return decode_mailbox(data)
-    except Utf7Error as e:
-        raise cur.error(f"Invalid mailbox name: {e}") from None
+        how = "quoted" if cur.utf8 else "modified UTF-7"
+        raise cur.error(f"Invalid mailbox name: 8-bit characters must be {how}")
+    return _wire_name(cur, cur.astring("a mailbox name"), "mailbox name")
 
 
 def _list_mailbox(cur: _Cursor) -> str:
@@ -748,12 +814,10 @@ def _list_mailbox(cur: _Cursor) -> str:
     else:
         m = cur.match(_LIST_CHARS)
         if m is None or cur.peek() >= 0x80:
-            raise cur.error("Expected a mailbox pattern (8-bit must be modified UTF-7)")
+            how = "quoted" if cur.utf8 else "modified UTF-7"
+            raise cur.error(f"Expected a mailbox pattern (8-bit must be {how})")
         data = m.group()
-    try:
-        return decode_mailbox(data)
-    except Utf7Error as e:
-        raise cur.error(f"Invalid mailbox pattern: {e}") from None
+    return _wire_name(cur, data, "mailbox pattern")
 
 
 def parse_sequence_set(text: bytes | str, *, allow_saved: bool = True) -> SequenceSet:
@@ -1248,6 +1312,12 @@ def _search(cur: _Cursor, uid: bool) -> Search:
     if cur.is_keyword(b"CHARSET"):
         cur.sp()
         charset = cur.astring("a charset").decode("ascii", "replace").upper()
+        if charset not in SUPPORTED_CHARSETS and cur.utf8_accept:
+            # RFC 6855 §3 (erratum 4029): a label conflicting with UTF8=ACCEPT
+            # is BAD. [waypost] UTF-8 and US-ASCII do not conflict: accepted, as
+            # clients such as MailKit always send CHARSET UTF-8. (IMAP4rev2
+            # alone keeps NO [BADCHARSET], RFC 9051 §6.4.4.)
+            raise cur.error(f"CHARSET {charset} conflicts with UTF8=ACCEPT; strings are UTF-8")
         if charset not in SUPPORTED_CHARSETS:
             raise ParseError(
                 cur.tag,
@@ -1368,9 +1438,13 @@ COMMANDS: dict[str, _Parser] = {
 UID_COMMANDS = frozenset({"FETCH", "STORE", "COPY", "MOVE", "SEARCH", "EXPUNGE"})
 
 
-def parse_command(raw: RawCommand) -> Command:
-    """The command AST of one framed command, or :class:`ParseError`."""
+def parse_command(raw: RawCommand, *, utf8: bool = False, utf8_accept: bool = False) -> Command:
+    """The command AST of one framed command, or :class:`ParseError`;
+    ``utf8``: mailbox names are UTF-8 (UTF8=ACCEPT or IMAP4rev2 enabled);
+    ``utf8_accept``: UTF8=ACCEPT is enabled (SEARCH CHARSET, RFC 6855 §3)."""
     cur = _Cursor(raw)
+    cur.utf8 = utf8 or utf8_accept
+    cur.utf8_accept = utf8_accept
     if not raw.lines[0].strip(b" "):
         raise ParseError(None, "Empty command line")
     tag = _tag_of(raw.lines[0])
@@ -1400,7 +1474,7 @@ def parse_command(raw: RawCommand) -> Command:
     return Command(tag, name, args, uid)
 
 
-def parse(data: bytes, **limits: int) -> Command:
+def parse(data: bytes, *, utf8: bool = False, utf8_accept: bool = False, **limits: int) -> Command:
     """Frame and parse one whole command given as bytes (tests, tools)."""
     events = CommandReader(**limits).feed(data if data.endswith(b"\n") else data + CRLF)
     commands = [e for e in events if isinstance(e, RawCommand)]
@@ -1411,7 +1485,7 @@ def parse(data: bytes, **limits: int) -> Command:
         )
     if len(commands) != 1:
         raise ParseError(None, "Expected exactly one complete command")
-    return parse_command(commands[0])
+    return parse_command(commands[0], utf8=utf8, utf8_accept=utf8_accept)
 
 
 # --------------------------------------------------------------------------
@@ -1456,9 +1530,22 @@ def astring(value: str | bytes) -> bytes:
     return string(data)
 
 
-def mailbox(name: str) -> bytes:
-    """A mailbox name on the wire: modified UTF-7, quoted."""
-    return string(encode_mailbox(name))
+def mailbox(name: str, *, utf8: bool = False) -> bytes:
+    """A mailbox name on the wire: modified UTF-7, quoted; with ``utf8``
+    (UTF8=ACCEPT, IMAP4rev2) the UTF-8 itself in a quoted string (RFC 6855
+    §3, RFC 9051 §5.1), a literal only when quoting cannot carry it."""
+    if not utf8:
+        return string(encode_mailbox(name))
+    data = name.encode("utf-8", "surrogatepass")
+    if len(data) > QUOTED_MAX or _NEEDS_LITERAL_STR.search(name):
+        return literal(data)
+    return b'"' + data + b'"'
+
+
+def oldname(sent: str) -> bytes:
+    """The LIST extended data ``("OLDNAME" ("name"))`` (RFC 9051 §7.3.1) for a
+    name sent in another form than the one used (UTF-8 sessions only)."""
+    return b'("OLDNAME" (' + mailbox(sent, utf8=True) + b"))"
 
 
 def flag_list(flags: Iterable[str]) -> bytes:
@@ -1615,11 +1702,13 @@ def list_line(
     delimiter: str | None = "/",
     command: str = "LIST",
     extra: bytes = b"",
+    utf8: bool = False,
 ) -> bytes:
     """``* LIST (\\HasNoChildren) "/" "INBOX"`` (or LSUB); ``extra`` is
     appended as LIST-EXTENDED data, e.g. ``(CHILDINFO ("SUBSCRIBED"))``."""
     delim = b"NIL" if delimiter is None else string(delimiter)
-    line = b"* %s %s %s %s" % (command.encode(), flag_list(attributes), delim, mailbox(name))
+    name_ = mailbox(name, utf8=utf8)
+    line = b"* %s %s %s %s" % (command.encode(), flag_list(attributes), delim, name_)
     return line + (b" " + extra if extra else b"") + CRLF
 
 
@@ -1628,10 +1717,10 @@ def childinfo(criteria: Iterable[str]) -> bytes:
     return b'("CHILDINFO" (' + b" ".join(string(c) for c in criteria) + b"))"
 
 
-def status_line(name: str, items: Iterable[tuple[str, int]]) -> bytes:
+def status_line(name: str, items: Iterable[tuple[str, int]], *, utf8: bool = False) -> bytes:
     """``* STATUS "INBOX" (MESSAGES 3 UNSEEN 1)``."""
     values = b" ".join(b"%s %d" % (k.encode(), v) for k, v in items)
-    return b"* STATUS " + mailbox(name) + b" (" + values + b")" + CRLF
+    return b"* STATUS " + mailbox(name, utf8=utf8) + b" (" + values + b")" + CRLF
 
 
 def search_line(numbers: Iterable[int]) -> bytes:

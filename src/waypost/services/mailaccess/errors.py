@@ -17,6 +17,7 @@ from waypost.storage.interface import (
     InvalidMailboxName,
     MailboxError,
     MailboxExists,
+    MailboxHasChildren,
     NoSuchMailbox,
     NotFound,
     OverQuota,
@@ -25,7 +26,8 @@ from waypost.storage.interface import (
 
 __all__ = [
     "CannotDelete", "InvalidMailboxName", "InvalidRights", "MailboxError", "MailboxExists",
-    "NoPermission", "NoSuchMailbox", "NotFound", "OverQuota", "StoreError", "TryCreate",
+    "MailboxHasChildren", "NoPermission", "NoSuchMailbox", "NotFound", "OverQuota",
+    "StoreError", "TryCreate",
 ]  # fmt: skip
 
 

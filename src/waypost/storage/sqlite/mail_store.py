@@ -48,6 +48,7 @@ from waypost.storage.interface import (
     MailboxEntry,
     MailboxError,
     MailboxExists,
+    MailboxHasChildren,
     MailboxInfo,
     MailboxState,
     MailMessage,
@@ -286,7 +287,7 @@ def delete_named(conn: sqlite3.Connection, owner: int, name: str, recursive: boo
                      " (name >= ? AND name < ?))", (owner, box.id, low, high))
     elif _has_children(conn, owner, name):
         if not box.selectable:
-            raise CannotDelete(f"{name!r} has sub-mailboxes: delete them first")
+            raise MailboxHasChildren(f"{name!r} has sub-mailboxes: delete them first")
         # RFC 3501: the messages go, the name stays as \Noselect for its children
         _remove(conn, box, "")
         conn.execute("UPDATE mailboxes SET selectable = 0 WHERE id = ?", (box.id,))
