@@ -79,8 +79,8 @@ from enum import Enum
 from typing import Any, TypeVar
 
 import waypost
+from waypost.protocols.imap import appending, wire
 from waypost.protocols.imap import fetch as fetching
-from waypost.protocols.imap import wire
 from waypost.protocols.imap.wire import (
     Command,
     Continue,
@@ -117,6 +117,7 @@ CAPABILITIES = " ".join((
     "LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE SPECIAL-USE UNSELECT",
     "ACL RIGHTS=texk",
     "CHILDREN LIST-EXTENDED",
+    "MULTIAPPEND CATENATE BINARY",
 ))
 """Advertised after login too; one line per group of extensions."""
 
@@ -219,6 +220,13 @@ class ImapContext:
     @property
     def max_literal(self) -> int:
         return self.settings.size("IMAPMaxLiteral") or wire.MAX_NUMBER
+
+    @property
+    def max_command(self) -> int:
+        """All literals of one command (a MULTIAPPEND) together; never less
+        than one largest literal and its lines (``IMAPMaxCommand``)."""
+        least = self.max_literal + 4 * self.max_line
+        return max(self.settings.size("IMAPMaxCommand") or wire.MAX_NUMBER, least)
 
     @property
     def idle_timeout(self) -> int:
@@ -451,7 +459,7 @@ class Session:
             if self.ctx.tls is not None and not self.tls:
                 caps += " STARTTLS"
             caps += " AUTH=PLAIN" if self.login_allowed else " LOGINDISABLED"
-        return caps
+        return f"{caps} APPENDLIMIT={self.ctx.max_literal}"  # RFC 7889 §3.1
 
     # -- output --------------------------------------------------------------------
 
@@ -878,7 +886,7 @@ class Session:
         self.user = account
         self.state = State.AUTHENTICATED
         self.commands.max_literal = ctx.max_literal
-        self.commands.max_command = ctx.max_literal + 4 * ctx.max_line
+        self.commands.max_command = ctx.max_command
         log.info(
             "IMAP login %s from %s (%s%s)",
             account,
@@ -1005,14 +1013,15 @@ class Session:
         return "STATUS completed"
 
     async def cmd_append(self, command: Command) -> Reply:
-        args: wire.Append = command.args
-        if not args.message:
-            raise ImapError("An empty message cannot be appended")
-        done = await self.ctx.run(
-            self.ctx.mail.append, self.account, args.mailbox, args.message, args.flags, args.date
-        )
+        """APPEND, MULTIAPPEND, CATENATE, literal8 and UTF8 (``appending.py``)."""
+        ctx = self.ctx
+        limits = appending.Limits(ctx.max_literal, ctx.max_command, "UTF8=ACCEPT" in self.enabled)
+        try:
+            done = await ctx.run(appending.append, ctx.mail, self.account, command.args, limits)
+        except appending.AppendError as exc:
+            raise ImapError(exc.text, exc.code, exc.status) from None
         self._publish(done.target)
-        return Reply("APPEND completed", f"APPENDUID {done.uidvalidity} {done.uid}")
+        return Reply("APPEND completed", appending.appenduid(done))
 
     async def cmd_idle(self, command: Command) -> Reply | str:
         self.send(b"+ idling\r\n")

@@ -52,12 +52,13 @@ from waypost.services.mailaccess.search import (
 from waypost.services.mailaccess.search import (
     cost as search_cost,
 )
-from waypost.services.mailstore import Mailstore, split_account
+from waypost.services.mailstore import Mailstore, split_account, summarize
 from waypost.storage.interface import (
     INBOX,
     SPECIAL_USES,
     MailboxChanges,
     MailMessage,
+    NewAppend,
     normalize_flags,
 )
 
@@ -148,6 +149,13 @@ class Appended:
 
 
 @dataclass(frozen=True, slots=True)
+class AppendedMany:
+    uidvalidity: int
+    uids: list[int]  # in the order of the messages
+    target: MailboxKey
+
+
+@dataclass(frozen=True, slots=True)
 class Listed:
     """One LIST/LSUB entry: the name as the user sees it, its attributes
     (``\\Subscribed`` included when asked for) and, when asked for and
@@ -155,7 +163,7 @@ class Listed:
 
     name: str
     attributes: tuple[str, ...]
-    status: tuple[tuple[str, int], ...] | None = None
+    status: tuple[tuple[str, int | None], ...] | None = None
 
 
 # -- helpers ------------------------------------------------------------------------
@@ -570,13 +578,28 @@ class MailAccess:
         """APPEND (RFC 3501 §6.3.11, RFC 4315 APPENDUID), durable on return:
         needs ``i`` (:class:`TryCreate` if the mailbox does not exist); the
         flags the user may not set are dropped."""
+        done = self.append_many(user, name, [(data, flags, date)])
+        return Appended(done.uidvalidity, done.uids[0], done.target)
+
+    def append_many(
+        self, user: str, name: str, messages: Sequence[tuple[bytes, Sequence[str], datetime | None]]
+    ) -> AppendedMany:
+        """MULTIAPPEND (RFC 3502 §3): ``(data, flags, date)`` messages into one
+        mailbox in one transaction, all or none, durable on return; the same
+        rights rule as :meth:`append` for each (``i``; flags the user may not
+        set are dropped)."""
         opened = self._open_target(user, name)
-        allowed = opened.permitted_flags(normalize_flags(flags))
-        when = date.timestamp() if date is not None else None
-        uidvalidity, uid = self.mailstore.append_new(
-            *opened.target.ref, data, flags=allowed, date=when
-        )
-        return Appended(uidvalidity, uid, mailbox_key(opened))
+        items = [
+            NewAppend(
+                data,
+                opened.permitted_flags(normalize_flags(flags)),
+                date.timestamp() if date is not None else None,
+                summarize(data),
+            )
+            for data, flags, date in messages
+        ]
+        uidvalidity, uids = self._store.mail_append_many(*opened.target.ref, items)
+        return AppendedMany(uidvalidity, uids, mailbox_key(opened))
 
     def _open_target(self, user: str, name: str) -> Opened:
         try:
@@ -588,15 +611,16 @@ class MailAccess:
 
     # -- status and list ----------------------------------------------------------------
 
-    def status(self, user: str, name: str, items: Sequence[str]) -> list[tuple[str, int]]:
+    def status(self, user: str, name: str, items: Sequence[str]) -> list[tuple[str, int | None]]:
         """STATUS (RFC 3501 §6.3.10; ``SIZE``, ``DELETED`` of RFC 8438/9051):
         ``(item, value)`` in the order asked; needs ``r``."""
         return self._status_of(self.access.open(user, name, "r"), items)
 
-    def _status_of(self, opened: Opened, items: Sequence[str]) -> list[tuple[str, int]]:
+    def _status_of(self, opened: Opened, items: Sequence[str]) -> list[tuple[str, int | None]]:
         ref = opened.target.ref
         state = self._store.mail_mailbox_state(*ref)
-        values = {
+        values: dict[str, int | None] = {
+            "APPENDLIMIT": None,  # RFC 7889 §3.2: no limit of its own (CAPABILITY has it)
             "MESSAGES": state.messages,
             "RECENT": state.recent,
             "UIDNEXT": state.uidnext,
@@ -644,7 +668,7 @@ class MailAccess:
                 continue
             if entry.name in subscriptions and "\\Subscribed" not in attrs:
                 attrs.append("\\Subscribed")
-            values: tuple[tuple[str, int], ...] | None = None
+            values: tuple[tuple[str, int | None], ...] | None = None
             if (
                 status
                 and entry.name
