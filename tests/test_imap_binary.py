@@ -14,6 +14,8 @@ from tests.support.messages import MIXED, crlf
 from tests.support.server import WaypostServer
 from tests.test_imap_server import PW, Raw, tagged
 
+from waypost.protocols.imap import fetch, wire
+
 DOMAIN = "binary.dom"
 
 QP = crlf(
@@ -25,6 +27,7 @@ QP = crlf(
     "ss=3D",
 )
 NUL = crlf("Subject: nul", "Content-Transfer-Encoding: base64", "", "AAEC/w==")
+LF_TEXT = crlf("Subject: lf", "Content-Transfer-Encoding: base64", "", "b25lCnR3bwp0aHJlZQ==")
 UUENCODED = crlf("Subject: uu", "Content-Transfer-Encoding: x-uuencode", "", "begin 644 x", "end")
 
 
@@ -43,7 +46,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WaypostServer]:
 def box(server: WaypostServer) -> Iterator[Raw]:
     raw = Raw(server.port("IMAPPort"))
     raw.login(f"bin@{DOMAIN}")
-    for message in (MIXED, QP, NUL, UUENCODED):
+    for message in (MIXED, QP, NUL, UUENCODED, LF_TEXT):
         lines = raw.cmd("a", b"APPEND INBOX {%d+}\r\n%s" % (len(message), message))
         assert tagged(lines).startswith(b"a OK"), lines
     assert tagged(raw.cmd("s", "SELECT INBOX")).startswith(b"s OK [READ-WRITE]")
@@ -119,4 +122,46 @@ def test_append_literal8_round_trips_nul(server: WaypostServer) -> None:
         len(body),
         len(body),
     )
+    raw.close()
+
+
+def test_binary_text_goes_in_crlf_lines(box: Raw) -> None:
+    # base64 of "one\ntwo\nthree": a text part is sent in CRLF lines (RFC 3516 §4.2)
+    lines = box.cmd("f", "FETCH 5 (BINARY.SIZE[1] BINARY.PEEK[1])")
+    assert lines[0] == b"* 5 FETCH (BINARY.SIZE[1] 15 BINARY[1] {15}\r\none\r\ntwo\r\nthree)"
+
+
+def _binary_of(message: bytes, item: str, *, leaf_only: bool) -> bytes:
+    atts = wire.parse(b"a FETCH 1 " + item.encode()).args.atts
+    msg = fetch.FetchMessage(1, 1, (), 0.0, len(message), message)
+    return fetch.fetch(atts, msg, leaf_only=leaf_only).response
+
+
+def test_binary_of_a_non_leaf_part_is_refused_under_rev2() -> None:
+    """RFC 9051 §6.4.5: BINARY only of leaf parts (not multipart/*, message/*)."""
+    for item in ("BINARY.PEEK[1]", "BINARY.SIZE[1]"):
+        with pytest.raises(fetch.FetchError) as info:
+            _binary_of(MIXED, item, leaf_only=True)
+        assert info.value.code == "CANNOT"
+    assert _binary_of(MIXED, "BINARY.PEEK[1.1]", leaf_only=True) == (
+        b"* 1 FETCH (BINARY[1.1] {10}\r\nplain text)\r\n"
+    )
+    # IMAP4rev1 (RFC 3516) gives the body of a multipart part as it is
+    assert _binary_of(MIXED, "BINARY.PEEK[1]", leaf_only=False).startswith(
+        b"* 1 FETCH (BINARY[1] {"
+    )
+
+
+def test_rev2_session_binary_of_a_non_leaf_part(box: Raw, server: WaypostServer) -> None:
+    raw = Raw(server.port("IMAPPort"))
+    raw.login(f"bin@{DOMAIN}")
+    enabled = raw.cmd("e", "ENABLE IMAP4rev2")[0]
+    raw.cmd("s", "EXAMINE INBOX")
+    lines = raw.cmd("f", "FETCH 1 (BINARY.PEEK[1])")
+    if enabled == b"* ENABLED IMAP4REV2":  # the ENABLE entry is the rev2 helper's
+        assert re.match(rb"f NO \[CANNOT\] ", tagged(lines)), lines
+    else:
+        assert enabled == b"* ENABLED"
+        assert lines[0].startswith(b"* 1 FETCH (BINARY[1] {") and tagged(lines).startswith(b"f OK")
+    assert tagged(raw.cmd("g", "FETCH 1 (BINARY.PEEK[1.1])")) == b"g OK FETCH completed"
     raw.close()

@@ -324,6 +324,7 @@ def fetch_batch(
     uid_command: bool,
     can_set_seen: bool,
     recent: Callable[[int], bool],
+    leaf_only: bool = False,
 ) -> FetchBatch:
     """``* n FETCH`` lines for (message number, UID) ``pairs`` from the data
     the service reads (about :data:`~waypost.services.mailaccess.FETCH_BATCH_BYTES`
@@ -341,6 +342,7 @@ def fetch_batch(
             ),
             uid_command=uid_command,
             can_set_seen=can_set_seen,
+            leaf_only=leaf_only,
         )
         chunks.append(result.response)
         if result.seen:
@@ -1181,6 +1183,7 @@ class Session:
                     command.uid,
                     can_seen,
                     recent,
+                    leaf_only=self.rev2,  # RFC 9051 §6.4.5: BINARY of leaf parts only
                 )
             except fetching.FetchError as exc:
                 raise ImapError(exc.text, exc.code) from None
