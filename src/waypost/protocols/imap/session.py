@@ -14,7 +14,8 @@ its data into responses and its errors (with their RFC 5530 codes) into
 Extensions: LITERAL+, SASL-IR, ID, ENABLE, IDLE, NAMESPACE, UIDPLUS, MOVE,
 SPECIAL-USE, UNSELECT, ACL (RFC 4314, ``RIGHTS=texk``), CHILDREN and
 LIST-EXTENDED (``LIST (SUBSCRIBED)``, ``RETURN (SUBSCRIBED CHILDREN
-SPECIAL-USE STATUS (...))``).
+SPECIAL-USE STATUS (...))``); MULTIAPPEND, CATENATE, APPENDLIMIT and APPEND
+of literal8 / UTF8 data (``appending.py``), BINARY (``fetch.py``).
 
 **The session's view** of the selected mailbox is its UIDs in an ``array``
 (message number n is ``uids[n - 1]``), the MODSEQ it has seen and the
