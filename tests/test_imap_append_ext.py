@@ -197,6 +197,40 @@ def test_multiappend_is_durable_before_ok(tmp_path: Path) -> None:
         srv.stop()
 
 
+def test_multiappend_into_the_selected_mailbox_and_shared_ones(server: WaypostServer) -> None:
+    owner = login(server, "kim")
+    owner.cmd("c", "CREATE drop")
+    owner.cmd("c2", "CREATE look")
+    assert tagged(owner.cmd("a1", f"SETACL drop lou@{DOMAIN} lri")).startswith(b"a1 OK")
+    assert tagged(owner.cmd("a2", f"SETACL look lou@{DOMAIN} lr")).startswith(b"a2 OK")
+    raw = login(server, "lou")
+    one, two = crlf("Subject: 1", "", "x", ""), crlf("Subject: 2", "", "y", "")
+    two_messages = b"(\\Seen \\Flagged) {%d+}\r\n%s (\\Deleted $Kw) {%d+}\r\n%s" % (
+        len(one),
+        one,
+        len(two),
+        two,
+    )
+    # i but neither s, w nor t: stored, the flags the user may not set dropped
+    lines = raw.cmd("d", b'APPEND "~kim@%s/drop" ' % DOMAIN.encode() + two_messages)
+    assert re.match(rb"d OK \[APPENDUID \d+ 1:2\]", tagged(lines)), lines
+    owner.cmd("e", "EXAMINE drop")
+    assert owner.cmd("f", "FETCH 1:* (FLAGS)")[:2] == [
+        b"* 1 FETCH (FLAGS (\\Recent))",
+        b"* 2 FETCH (FLAGS (\\Recent))",
+    ]
+    # no i: NOPERM, nothing stored
+    lines = raw.cmd("g", b'APPEND "~kim@%s/look" ' % DOMAIN.encode() + two_messages)
+    assert tagged(lines).startswith(b"g NO [NOPERM]"), lines
+    assert count(owner, "look") == 0
+    # into the selected mailbox: EXISTS before the tagged OK
+    raw.cmd("s", "SELECT INBOX")
+    lines = raw.cmd("h", b"APPEND INBOX " + two_messages)
+    assert lines[0] == b"* 2 EXISTS" and tagged(lines).startswith(b"h OK [APPENDUID "), lines
+    raw.close()
+    owner.close()
+
+
 # -- CATENATE ----------------------------------------------------------------------------
 
 

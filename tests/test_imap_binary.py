@@ -122,6 +122,9 @@ def test_append_literal8_round_trips_nul(server: WaypostServer) -> None:
         len(body),
         len(body),
     )
+    # BODY has no literal8: NUL goes as 0x80, the size stays (as Dovecot does)
+    lines = raw.cmd("g", "FETCH 1 (BODY.PEEK[TEXT])")
+    assert lines[0] == b"* 1 FETCH (BODY[TEXT] {12}\r\n\x80\x01binary\xff\x80\r\n)"
     raw.close()
 
 

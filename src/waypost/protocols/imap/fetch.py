@@ -147,13 +147,13 @@ def fetch(
         elif name == "BODY":
             items.append(b"BODY " + wire.body_structure(_parsed(msg).root, extensible=False))
         elif name == "RFC822":
-            items.append(b"RFC822 " + wire.literal(_raw(msg)))
+            items.append(b"RFC822 " + _literal(_raw(msg)))
         elif name == "RFC822.HEADER":
             data = _raw(msg)
             items.append(b"RFC822.HEADER " + wire.literal(data[: _body_start(msg, data)]))
         elif name == "RFC822.TEXT":
             data = _raw(msg)
-            items.append(b"RFC822.TEXT " + wire.literal(data[_body_start(msg, data) :]))
+            items.append(b"RFC822.TEXT " + _literal(data[_body_start(msg, data) :]))
     if seen and not flags_sent:
         items.append(b"FLAGS " + wire.flag_list(flags))
     return FetchResult(b"* %d FETCH (" % msg.seq + b" ".join(items) + b")\r\n", seen)
@@ -208,7 +208,16 @@ def _section_item(att: FetchAtt, msg: FetchMessage, leaf_only: bool = False) -> 
     if att.partial is not None:
         start, count = att.partial
         content = content[start : start + count]
-    return item_name(att) + b" " + wire.literal(content, binary=binary and b"\0" in content)
+    if binary:
+        return item_name(att) + b" " + wire.literal(content, binary=b"\0" in content)
+    return item_name(att) + b" " + _literal(content)
+
+
+def _literal(data: bytes) -> bytes:
+    """A literal of message text. NUL (stored from an APPEND of literal8) may
+    only travel in literal8, which BODY and RFC822 do not have (RFC 3516 §4.3,
+    RFC 9051 §4.3): it is sent as 0x80, as Dovecot does; BINARY sends it as is."""
+    return wire.literal(data.replace(b"\0", b"\x80") if b"\0" in data else data)
 
 
 def _binary(data: bytes, part: mime.Part | None, leaf_only: bool = False) -> tuple[bytes, bool]:
