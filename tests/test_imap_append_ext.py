@@ -406,3 +406,15 @@ def test_append_utf8_after_enable(server: WaypostServer) -> None:
         assert enabled[0] == b"* ENABLED"
         assert tagged(lines).startswith(b"a BAD "), lines
     raw.close()
+
+
+def test_catenate_url_may_name_the_address_the_client_reached(server: WaypostServer) -> None:
+    raw = login(server, "eve")
+    _, uid = _source(raw)
+    port = server.port("IMAPPort")
+    lines = raw.cmd("a", f"APPEND INBOX CATENATE (URL imap://127.0.0.1:{port}/INBOX/;UID={uid})")
+    assert tagged(lines).startswith(b"a OK [APPENDUID "), lines
+    assert fetch_bodies(raw)[-1] == MIXED
+    lines = raw.cmd("b", f"APPEND INBOX CATENATE (URL imap://127.0.0.2/INBOX/;UID={uid})")
+    assert tagged(lines).startswith(b"b NO [BADURL "), lines
+    raw.close()

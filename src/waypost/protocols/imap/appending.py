@@ -49,9 +49,12 @@ class AppendError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Limits:
+    """What the session knows that an APPEND depends on."""
+
     message: int  # largest message (APPENDLIMIT)
     command: int  # all messages of one APPEND together
     utf8: bool  # UTF8=ACCEPT is enabled
+    server_ip: str = ""  # the address the client reached: a URL host may name it
 
 
 def too_big(size: int, limit: int, what: str = "Message") -> AppendError:
@@ -81,7 +84,7 @@ def _message(mail: MailAccess, user: str, message: wire.AppendMessage, limits: L
     if message.parts:
         for part in message.parts:
             _check_literal(part.text, part.binary, part.utf8, limits)
-        data = _catenate(mail, user, message.parts, limits.message)
+        data = _catenate(mail, user, message.parts, limits)
     else:
         _check_literal(message.message, message.binary, message.utf8, limits)
         data = message.message
@@ -99,11 +102,14 @@ def _check_literal(data: bytes | None, binary: bool, utf8: bool, limits: Limits)
         raise AppendError("NUL in a literal: send the data as literal8 ~{n}", status="BAD")
 
 
-def _catenate(mail: MailAccess, user: str, parts: Sequence[wire.CatPart], limit: int) -> bytes:
-    """RFC 4469 §3: the parts in order; TOOBIG as soon as the result is over ``limit``."""
+def _catenate(mail: MailAccess, user: str, parts: Sequence[wire.CatPart], limits: Limits) -> bytes:
+    """RFC 4469 §3: the parts in order; TOOBIG as soon as the result is over the limit."""
+    limit = limits.message
     out = bytearray()
     for part in parts:
-        piece = part.text if part.text is not None else resolve(mail, user, part.url or "")
+        piece = part.text
+        if piece is None:
+            piece = resolve(mail, user, part.url or "", limits.server_ip)
         if len(out) + len(piece) > limit:
             raise too_big(len(out) + len(piece), limit, "CATENATE result")
         out += piece
@@ -116,13 +122,15 @@ def bad_url(url: str) -> AppendError:
     return AppendError("CATENATE URL cannot be resolved", f"BADURL {shown}")
 
 
-def resolve(mail: MailAccess, user: str, url: str) -> bytes:
+def resolve(mail: MailAccess, user: str, url: str, server_ip: str = "") -> bytes:
     """The bytes a CATENATE URL names (``BODY.PEEK[section]<partial>`` of the
-    message), or :class:`AppendError` ``[BADURL url]``."""
+    message), or :class:`AppendError` ``[BADURL url]``. The URL's host may be
+    a domain of this server or the address the client connected to."""
     try:
         ref = imapurl.parse_url(url)
+        host = None if ref.host in (server_ip, f"[{server_ip}]") else ref.host
         found = catenate.read_message(
-            mail, user, ref.mailbox, ref.uid, ref.uidvalidity, host=ref.host, url_user=ref.user
+            mail, user, ref.mailbox, ref.uid, ref.uidvalidity, host=host, url_user=ref.user
         )
     except (imapurl.UrlError, catenate.UnresolvableUrl):
         raise bad_url(url) from None

@@ -1018,7 +1018,9 @@ class Session:
     async def cmd_append(self, command: Command) -> Reply:
         """APPEND, MULTIAPPEND, CATENATE, literal8 and UTF8 (``appending.py``)."""
         ctx = self.ctx
-        limits = appending.Limits(ctx.max_literal, ctx.max_command, "UTF8=ACCEPT" in self.enabled)
+        limits = appending.Limits(
+            ctx.max_literal, ctx.max_command, "UTF8=ACCEPT" in self.enabled, self.server_ip
+        )
         try:
             done = await ctx.run(appending.append, ctx.mail, self.account, command.args, limits)
         except appending.AppendError as exc:

@@ -4,7 +4,8 @@ The IMAP session parses the URL (``protocols/imap/imapurl.py``) and cuts the
 section out of what this returns; the decisions are here:
 
 * the host of an absolute URL must be a domain (or domain alias) of this
-  server, and its user part, when there is one, the user itself: nothing is
+  server (the session also accepts the address the client connected to),
+  and its user part, when there is one, the user itself: nothing is
   fetched on another server's or another user's behalf;
 * the mailbox is opened with the ``r`` right (:class:`MailboxAccess`): a
   mailbox the user may not look up is missing, and one the user may see but
@@ -76,10 +77,10 @@ def read_message(
         raise UnresolvableUrl("the URL names another user")
     try:
         opened = mail.open(user, mailbox, "r")
-        with mail.index(opened) as index:
-            current = index.uidvalidity
-        if uidvalidity is not None and uidvalidity != current:
-            raise UnresolvableUrl("the mailbox's UIDVALIDITY has changed")
+        if uidvalidity is not None:
+            with mail.index(opened) as index:
+                if index.uidvalidity != uidvalidity:
+                    raise UnresolvableUrl("the mailbox's UIDVALIDITY has changed")
         batch = mail.fetch(opened, [(0, uid)], FetchNeeds(raw=True, parsed=True))
     except UnresolvableUrl:
         raise
