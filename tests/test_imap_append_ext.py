@@ -11,17 +11,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from imapclient import IMAPClient
 from tests.support.messages import MIXED, NESTED, crlf
 from tests.support.server import WaypostServer
 from tests.test_imap_server import PW, Raw, tagged
 
 DOMAIN = "append.dom"
+TIMEOUT = 15
 LIMIT = 1024 * 1024
 COMMAND_LIMIT = 1200 * 1024
-USERS = ("amy", "ben", "cat", "dan", "eve", "fay", "gil", "hal", "ian", "jon", "kim", "lou")
+USERS = (
+    "amy", "ben", "cat", "dan", "eve", "fay", "gil", "hal", "ian", "jon", "kim", "lou", "max",
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -418,3 +423,30 @@ def test_catenate_url_may_name_the_address_the_client_reached(server: WaypostSer
     lines = raw.cmd("b", f"APPEND INBOX CATENATE (URL imap://127.0.0.2/INBOX/;UID={uid})")
     assert tagged(lines).startswith(b"b NO [BADURL "), lines
     raw.close()
+
+
+def test_imapclient_multiappend_and_list_status(server: WaypostServer) -> None:
+    """A real client's MULTIAPPEND (imapclient sends every literal synchronizing)."""
+    client = IMAPClient("127.0.0.1", port=server.port("IMAPPort"), ssl=False, timeout=TIMEOUT)
+    client.login(f"max@{DOMAIN}", PW)
+    assert b"MULTIAPPEND" in client.capabilities()
+    when = datetime(2024, 2, 29, 12, 0, 0, tzinfo=UTC)
+    msgs = [
+        crlf("Subject: one", "", "1", ""),
+        {"msg": crlf("Subject: two", "", "2", ""), "flags": [b"\\Answered"], "date": when},
+    ]
+    typ, answer = client.multiappend("INBOX", msgs)
+    assert typ == "OK" and re.fullmatch(rb"\[APPENDUID \d+ 1:2\] APPEND completed", answer[0])
+    client.select_folder("INBOX", readonly=True)
+    got = client.fetch([1, 2], ["FLAGS", "INTERNALDATE", "BODY.PEEK[]"])
+    assert [got[n][b"BODY[]"] for n in (1, 2)] == [msgs[0], msgs[1]["msg"]]
+    assert b"\\Answered" in got[2][b"FLAGS"]
+    assert got[2][b"INTERNALDATE"].astimezone(UTC) == when
+    # LIST-STATUS carries the item too (RFC 5819 with RFC 7889)
+    typ, _ = client._imap._simple_command(
+        "LIST", '""', "INBOX", "RETURN", "(STATUS (APPENDLIMIT MESSAGES))"
+    )
+    assert typ == "OK"
+    status = client._imap.untagged_responses.pop("STATUS", [])
+    assert status == [b'"INBOX" (APPENDLIMIT NIL MESSAGES 2)'], status
+    client.logout()
