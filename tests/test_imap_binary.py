@@ -168,3 +168,20 @@ def test_rev2_session_binary_of_a_non_leaf_part(box: Raw, server: WaypostServer)
         assert lines[0].startswith(b"* 1 FETCH (BINARY[1] {") and tagged(lines).startswith(b"f OK")
     assert tagged(raw.cmd("g", "FETCH 1 (BINARY.PEEK[1.1])")) == b"g OK FETCH completed"
     raw.close()
+
+
+def test_a_delivery_status_part_is_a_leaf() -> None:
+    report = crlf(
+        "Content-Type: multipart/report; report-type=delivery-status; boundary=B",
+        "",
+        "--B",
+        "Content-Type: message/delivery-status",
+        "Content-Transfer-Encoding: base64",
+        "",
+        "UmVwb3J0aW5nLU1UQTogZG5zOyB4",
+        "--B--",
+        "",
+    )
+    assert _binary_of(report, "BINARY.PEEK[1]", leaf_only=True) == (
+        b"* 1 FETCH (BINARY[1] {21}\r\nReporting-MTA: dns; x)\r\n"
+    )

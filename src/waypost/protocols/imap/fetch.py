@@ -227,7 +227,7 @@ def _binary(data: bytes, part: mime.Part | None, leaf_only: bool = False) -> tup
     are always transmitted using the IMAP CRLF line termination")."""
     if part is None:
         return data, True
-    if part.is_multipart or part.message is not None or part.type == "message":
+    if part.is_multipart or part.message is not None or (part.type, part.subtype) in _NON_LEAF:
         if leaf_only:
             raise FetchError("BINARY is only for leaf body parts (RFC 9051 6.4.5)", "CANNOT")
         return data[part.body_start : part.end], True
@@ -241,6 +241,8 @@ def _binary(data: bytes, part: mime.Part | None, leaf_only: bool = False) -> tup
 
 
 _BARE_LF = re.compile(rb"\r?\n")
+_NON_LEAF = frozenset({("message", "rfc822"), ("message", "global")})
+"""Besides multipart/*: the parts that are not leaves (RFC 9051 §6.4.5)."""
 
 
 def section_bytes(section: Section, data: bytes, msg: FetchMessage | None = None) -> bytes | None:
