@@ -450,3 +450,24 @@ def test_imapclient_multiappend_and_list_status(server: WaypostServer) -> None:
     status = client._imap.untagged_responses.pop("STATUS", [])
     assert status == [b'"INBOX" (APPENDLIMIT NIL MESSAGES 2)'], status
     client.logout()
+
+
+def test_concurrent_multiappends_each_get_one_run_of_uids(server: WaypostServer) -> None:
+    """Each MULTIAPPEND is one transaction: its UIDs are consecutive, even
+    while other sessions append to the same mailbox at the same time."""
+    sessions = [login(server, "max") for _ in range(4)]
+    assert tagged(sessions[0].cmd("c", "CREATE Concurrent")) == b"c OK CREATE completed"
+    message = crlf("Subject: c", "", "c", "")
+    five = b" ".join(b"{%d+}\r\n%s" % (len(message), message) for _ in range(5))
+    for i, raw in enumerate(sessions):
+        raw.send(b"m%d APPEND Concurrent %s\r\n" % (i, five))
+    runs = []
+    for i, raw in enumerate(sessions):
+        lines = raw.until(b"m%d" % i)
+        m = re.match(rb"m\d OK \[APPENDUID \d+ (\d+):(\d+)\] ", tagged(lines))
+        assert m is not None, lines
+        first, last = int(m.group(1)), int(m.group(2))
+        assert last - first == 4
+        runs.append(range(first, last + 1))
+        raw.close()
+    assert sorted(uid for run in runs for uid in run) == list(range(1, 21))
