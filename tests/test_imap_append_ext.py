@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 from imapclient import IMAPClient
+from tests.support.imap import PW, Raw, tagged
 from tests.support.messages import MIXED, NESTED, crlf
 from tests.support.server import WaypostServer
-from tests.test_imap_server import PW, Raw, tagged
 
 DOMAIN = "append.dom"
 TIMEOUT = 15

@@ -10,9 +10,9 @@ import re
 from collections.abc import Iterator
 
 import pytest
+from tests.support.imap import PW, Raw, tagged
 from tests.support.messages import MIXED, crlf
 from tests.support.server import WaypostServer
-from tests.test_imap_server import PW, Raw, tagged
 
 from waypost.protocols.imap import fetch, wire
 
