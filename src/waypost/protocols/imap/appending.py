@@ -37,14 +37,10 @@ from waypost.services.mailaccess import catenate
 from waypost.services.mailaccess.service import AppendedMany, MailAccess
 
 
-class AppendError(Exception):
-    """An APPEND the session answers ``tag status [code] text``."""
-
-    def __init__(self, text: str, code: str | None = None, status: str = "NO") -> None:
-        super().__init__(text)
-        self.text = text
-        self.code = code
-        self.status = status
+def refused(text: str, code: str | None = None, status: str = "NO") -> wire.ParseError:
+    """A refusal the session answers ``tag status [code] text`` (any
+    :class:`~wire.ParseError` is: it is "a command the server cannot accept")."""
+    return wire.ParseError(None, text, code=code, status=status)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +53,8 @@ class Limits:
     server_ip: str = ""  # the address the client reached: a URL host may name it
 
 
-def too_big(size: int, limit: int, what: str = "Message") -> AppendError:
-    return AppendError(f"{what} too large ({size} octets, at most {limit})", "TOOBIG")
+def too_big(size: int, limit: int, what: str = "Message") -> wire.ParseError:
+    return refused(f"{what} too large ({size} octets, at most {limit})", "TOOBIG")
 
 
 def append(mail: MailAccess, user: str, args: wire.Append, limits: Limits) -> AppendedMany:
@@ -89,7 +85,7 @@ def _message(mail: MailAccess, user: str, message: wire.AppendMessage, limits: L
         _check_literal(message.message, message.binary, message.utf8, limits)
         data = message.message
     if not data:
-        raise AppendError("An empty message cannot be appended")
+        raise refused("An empty message cannot be appended")
     if len(data) > limits.message:
         raise too_big(len(data), limits.message)
     return data
@@ -97,9 +93,9 @@ def _message(mail: MailAccess, user: str, message: wire.AppendMessage, limits: L
 
 def _check_literal(data: bytes | None, binary: bool, utf8: bool, limits: Limits) -> None:
     if utf8 and not limits.utf8:
-        raise AppendError("UTF8 needs ENABLE UTF8=ACCEPT first (RFC 6855)", status="BAD")
+        raise refused("UTF8 needs ENABLE UTF8=ACCEPT first (RFC 6855)", status="BAD")
     if data is not None and not binary and b"\0" in data:
-        raise AppendError("NUL in a literal: send the data as literal8 ~{n}", status="BAD")
+        raise refused("NUL in a literal: send the data as literal8 ~{n}", status="BAD")
 
 
 def _catenate(mail: MailAccess, user: str, parts: Sequence[wire.CatPart], limits: Limits) -> bytes:
@@ -116,15 +112,15 @@ def _catenate(mail: MailAccess, user: str, parts: Sequence[wire.CatPart], limits
     return bytes(out)
 
 
-def bad_url(url: str) -> AppendError:
+def bad_url(url: str) -> wire.ParseError:
     # url-resp-text is any TEXT-CHAR but "]" (RFC 4469 §5, erratum 2002)
     shown = url.replace("]", "%5D")
-    return AppendError("CATENATE URL cannot be resolved", f"BADURL {shown}")
+    return refused("CATENATE URL cannot be resolved", f"BADURL {shown}")
 
 
 def resolve(mail: MailAccess, user: str, url: str, server_ip: str = "") -> bytes:
     """The bytes a CATENATE URL names (``BODY.PEEK[section]<partial>`` of the
-    message), or :class:`AppendError` ``[BADURL url]``. The URL's host may be
+    message), or a refusal ``[BADURL url]``. The URL's host may be
     a domain of this server or the address the client connected to."""
     try:
         ref = imapurl.parse_url(url)

@@ -1021,10 +1021,7 @@ class Session:
         limits = appending.Limits(
             ctx.max_literal, ctx.max_command, "UTF8=ACCEPT" in self.enabled, self.server_ip
         )
-        try:
-            done = await ctx.run(appending.append, ctx.mail, self.account, command.args, limits)
-        except appending.AppendError as exc:
-            raise ImapError(exc.text, exc.code, exc.status) from None
+        done = await ctx.run(appending.append, ctx.mail, self.account, command.args, limits)
         self._publish(done.target)
         return Reply("APPEND completed", appending.appenduid(done))
 
