@@ -240,6 +240,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("IMAPMaxLiteral", "50M", "largest IMAP literal (the largest APPEND); larger ones "
             "are refused with NO [TOOBIG]", _as(parse_size)),
     Setting("IMAPMaxLine", "64K", "longest IMAP command line in octets", _as(parse_size)),
+    Setting("IMAPMaxCommand", "100M", "largest IMAP command, all its literals together (a "
+            "MULTIAPPEND); never less than one IMAPMaxLiteral; larger ones are refused with "
+            "NO [TOOBIG]", _as(parse_size)),
     Setting("IMAPIdleTimeout", "1800", "seconds an idle IMAP client is kept, also in IDLE "
             "(RFC 3501: at least 30 minutes)", _as(parse_int)),
 )

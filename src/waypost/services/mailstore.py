@@ -40,6 +40,7 @@ from waypost.storage.interface import (
     INBOX,
     MailboxInfo,
     MailMessage,
+    NewAppend,
     NewMailMessage,
     QueuedMessage,
     QueuedRecipient,
@@ -281,16 +282,14 @@ class Mailstore:
         assert uid is not None
         return uid
 
-    def append_new(
-        self, domain: str, account: str, mailbox: str, body: bytes, *,
-        flags: Sequence[str] = (), date: float | None = None, max_usage: int | None = None,
-    ) -> tuple[int, int]:
-        """IMAP APPEND: a new body into an existing selectable mailbox, durable
-        on return; (UIDVALIDITY, UID). A missing mailbox raises NoSuchMailbox
-        (the session answers ``[TRYCREATE]``); ``max_usage``: OverQuota above it."""
-        return self.store.mail_append(domain, account, mailbox, body, flags=flags,
-                                      internal_date=date, summary=summarize(body),
-                                      max_usage=max_usage)
+    def append_many(
+        self, domain: str, account: str, mailbox: str, messages: Sequence[NewAppend], *,
+        max_usage: int | None = None,
+    ) -> tuple[int, list[int]]:
+        """IMAP MULTIAPPEND: several new bodies in one transaction, all or none
+        (RFC 3502 §3), durable on return; (UIDVALIDITY, UIDs in order)."""
+        return self.store.mail_append_many(domain, account, mailbox, messages,
+                                           max_usage=max_usage)
 
     def queued_body(self, blob: str) -> bytes:
         """A queued message's body: local delivery stores copies of this blob."""

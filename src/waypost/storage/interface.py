@@ -261,6 +261,17 @@ class NewMailMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class NewAppend:
+    """One message of an IMAP APPEND: its bytes, flags, internal date (None:
+    now) and the header summary the store keeps beside it."""
+
+    data: bytes
+    flags: tuple[str, ...] = ()
+    internal_date: float | None = None
+    summary: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class MailboxInfo:
     name: str
     uidvalidity: int
@@ -607,6 +618,12 @@ class Store(Protocol):
         flags: Sequence[str] = (), internal_date: float | None = None,
         summary: dict[str, str] | None = None, max_usage: int | None = None,
     ) -> tuple[int, int]: ...
+    # MULTIAPPEND (RFC 3502 §3): several messages into one mailbox in ONE
+    # transaction, all or none, durable on return; (UIDVALIDITY, UIDs in order)
+    def mail_append_many(
+        self, domain: str, account: str, mailbox: str, messages: Sequence[NewAppend], *,
+        max_usage: int | None = None,
+    ) -> tuple[int, list[int]]: ...
     # the header section of a stored message, reading only the head of its blob
     def mail_header_bytes(self, message: MailMessage) -> bytes: ...
     # the cached JSON of the parsed MIME structure (not a change: no MODSEQ)

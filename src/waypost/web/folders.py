@@ -207,7 +207,7 @@ def mailbox_settings(mail: MailAccess, account: str, name: str) -> dict[str, Any
     sub-mailboxes, whether subscribed, and the user's own rights (MYRIGHTS);
     a mailbox the user has no right on raises the service's error."""
     mine = to_stored(mail.my_rights(account, name))
-    values: dict[str, int] | None = None
+    values: dict[str, int | None] | None = None
     if "r" in mine:
         try:
             values = dict(mail.status(account, name, STATUS))

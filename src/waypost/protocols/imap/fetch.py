@@ -21,6 +21,7 @@ the new FLAGS, as RFC 3501 asks.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -114,8 +115,11 @@ def fetch(
     *,
     uid_command: bool = False,
     can_set_seen: bool = True,
+    leaf_only: bool = False,
 ) -> FetchResult:
-    """The ``* n FETCH (...)`` line for one message (UID first in UID FETCH)."""
+    """The ``* n FETCH (...)`` line for one message (UID first in UID FETCH).
+    ``leaf_only``: BINARY of a multipart or message part is refused, as
+    IMAP4rev2 says (RFC 9051 §6.4.5); RFC 3516 gives its body undecoded."""
     has_seen = any(f.lower() == "\\seen" for f in msg.flags)
     seen = can_set_seen and not has_seen and any(sets_seen(a) for a in atts)
     flags = [*msg.flags, SEEN] if seen else list(msg.flags)
@@ -135,7 +139,7 @@ def fetch(
         elif name == "INTERNALDATE":
             items.append(b"INTERNALDATE " + wire.internal_date(msg.internal_date))
         elif att.section is not None:
-            items.append(_section_item(att, msg))
+            items.append(_section_item(att, msg, leaf_only))
         elif name == "ENVELOPE":
             items.append(b"ENVELOPE " + wire.envelope(_parsed(msg).envelope))
         elif name == "BODYSTRUCTURE":
@@ -143,13 +147,13 @@ def fetch(
         elif name == "BODY":
             items.append(b"BODY " + wire.body_structure(_parsed(msg).root, extensible=False))
         elif name == "RFC822":
-            items.append(b"RFC822 " + wire.literal(_raw(msg)))
+            items.append(b"RFC822 " + _literal(_raw(msg)))
         elif name == "RFC822.HEADER":
             data = _raw(msg)
             items.append(b"RFC822.HEADER " + wire.literal(data[: _body_start(msg, data)]))
         elif name == "RFC822.TEXT":
             data = _raw(msg)
-            items.append(b"RFC822.TEXT " + wire.literal(data[_body_start(msg, data) :]))
+            items.append(b"RFC822.TEXT " + _literal(data[_body_start(msg, data) :]))
     if seen and not flags_sent:
         items.append(b"FLAGS " + wire.flag_list(flags))
     return FetchResult(b"* %d FETCH (" % msg.seq + b" ".join(items) + b")\r\n", seen)
@@ -185,7 +189,7 @@ def item_name(att: FetchAtt) -> bytes:
     return out
 
 
-def _section_item(att: FetchAtt, msg: FetchMessage) -> bytes:
+def _section_item(att: FetchAtt, msg: FetchMessage, leaf_only: bool = False) -> bytes:
     assert att.section is not None
     data = _raw(msg)
     binary = False
@@ -196,7 +200,7 @@ def _section_item(att: FetchAtt, msg: FetchMessage) -> bytes:
         if att.section.part and part is None:
             content = None
         else:
-            content, binary = _binary(data, part)
+            content, binary = _binary(data, part, leaf_only)
         if att.name == "BINARY.SIZE":
             return item_name(att) + b" " + (b"0" if content is None else b"%d" % len(content))
     if content is None:
@@ -204,19 +208,41 @@ def _section_item(att: FetchAtt, msg: FetchMessage) -> bytes:
     if att.partial is not None:
         start, count = att.partial
         content = content[start : start + count]
-    return item_name(att) + b" " + wire.literal(content, binary=binary and b"\0" in content)
+    if binary:
+        return item_name(att) + b" " + wire.literal(content, binary=b"\0" in content)
+    return item_name(att) + b" " + _literal(content)
 
 
-def _binary(data: bytes, part: mime.Part | None) -> tuple[bytes, bool]:
-    """BINARY content (RFC 3516): the body with its transfer encoding undone."""
+def _literal(data: bytes) -> bytes:
+    """A literal of message text. NUL (stored from an APPEND of literal8) may
+    only travel in literal8, which BODY and RFC822 do not have (RFC 3516 §4.3,
+    RFC 9051 §4.3): it is sent as 0x80, as Dovecot does; BINARY sends it as is."""
+    return wire.literal(data.replace(b"\0", b"\x80") if b"\0" in data else data)
+
+
+def _binary(data: bytes, part: mime.Part | None, leaf_only: bool = False) -> tuple[bytes, bool]:
+    """BINARY content (RFC 3516 §4.2, RFC 9051 §6.4.5): the body with its
+    transfer encoding undone; text in CRLF lines, whatever the encoded form
+    held (both RFCs: "servers MUST ensure that textual line-oriented sections
+    are always transmitted using the IMAP CRLF line termination")."""
     if part is None:
         return data, True
-    if part.is_multipart or part.message is not None:
+    if part.is_multipart or part.message is not None or (part.type, part.subtype) in _NON_LEAF:
+        if leaf_only:
+            raise FetchError("BINARY is only for leaf body parts (RFC 9051 6.4.5)", "CANNOT")
         return data[part.body_start : part.end], True
     if (part.encoding or "7bit").lower() in _KNOWN_CTE:
         # broken base64 still decodes, leniently, like everywhere else
-        return mime.part_content(data, part), True
+        content = mime.part_content(data, part)
+        if part.type == "text" and b"\n" in content:
+            content = _BARE_LF.sub(b"\r\n", content)
+        return content, True
     raise FetchError(f"Unknown Content-Transfer-Encoding {part.encoding}", "UNKNOWN-CTE")
+
+
+_BARE_LF = re.compile(rb"\r?\n")
+_NON_LEAF = frozenset({("message", "rfc822"), ("message", "global")})
+"""Besides multipart/*: the parts that are not leaves (RFC 9051 §6.4.5)."""
 
 
 def section_bytes(section: Section, data: bytes, msg: FetchMessage | None = None) -> bytes | None:

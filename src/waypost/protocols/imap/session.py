@@ -14,7 +14,8 @@ its data into responses and its errors (with their RFC 5530 codes) into
 Extensions: LITERAL+, SASL-IR, ID, ENABLE, IDLE, NAMESPACE, UIDPLUS, MOVE,
 SPECIAL-USE, UNSELECT, ACL (RFC 4314, ``RIGHTS=texk``), CHILDREN and
 LIST-EXTENDED (``LIST (SUBSCRIBED)``, ``RETURN (SUBSCRIBED CHILDREN
-SPECIAL-USE STATUS (...))``).
+SPECIAL-USE STATUS (...))``); MULTIAPPEND, CATENATE, APPENDLIMIT and APPEND
+of literal8 / UTF8 data (``appending.py``), BINARY (``fetch.py``).
 
 **The session's view** of the selected mailbox is its UIDs in an ``array``
 (message number n is ``uids[n - 1]``), the MODSEQ it has seen and the
@@ -79,8 +80,8 @@ from enum import Enum
 from typing import Any, TypeVar
 
 import waypost
+from waypost.protocols.imap import appending, quota, rev2, wire
 from waypost.protocols.imap import fetch as fetching
-from waypost.protocols.imap import quota, rev2, wire
 from waypost.protocols.imap.wire import (
     Command,
     Continue,
@@ -120,6 +121,7 @@ CAPABILITIES = " ".join((
     "LIST-STATUS STATUS=SIZE",
     quota.CAPABILITY,
     "UTF8=ACCEPT",
+    "MULTIAPPEND CATENATE BINARY",
 ))
 """Advertised after login too; one line per group of extensions."""
 CAPABILITIES = rev2.advertise(CAPABILITIES)  # IMAP4rev2 once all it needs is above
@@ -227,6 +229,13 @@ class ImapContext:
         return self.settings.size("IMAPMaxLiteral") or wire.MAX_NUMBER
 
     @property
+    def max_command(self) -> int:
+        """All literals of one command (a MULTIAPPEND) together; never less
+        than one largest literal and its lines (``IMAPMaxCommand``)."""
+        least = self.max_literal + 4 * self.max_line
+        return max(self.settings.size("IMAPMaxCommand") or wire.MAX_NUMBER, least)
+
+    @property
     def idle_timeout(self) -> int:
         return self.settings.number("IMAPIdleTimeout")
 
@@ -322,6 +331,7 @@ def fetch_batch(
     uid_command: bool,
     can_set_seen: bool,
     recent: Callable[[int], bool],
+    leaf_only: bool = False,
 ) -> FetchBatch:
     """``* n FETCH`` lines for (message number, UID) ``pairs`` from the data
     the service reads (about :data:`~waypost.services.mailaccess.FETCH_BATCH_BYTES`
@@ -339,6 +349,7 @@ def fetch_batch(
             ),
             uid_command=uid_command,
             can_set_seen=can_set_seen,
+            leaf_only=leaf_only,
         )
         chunks.append(result.response)
         if result.seen:
@@ -457,7 +468,7 @@ class Session:
             if self.ctx.tls is not None and not self.tls:
                 caps += " STARTTLS"
             caps += " AUTH=PLAIN" if self.login_allowed else " LOGINDISABLED"
-        return caps
+        return f"{caps} APPENDLIMIT={self.ctx.max_literal}"  # RFC 7889 §3.1
 
     # -- output --------------------------------------------------------------------
 
@@ -889,7 +900,7 @@ class Session:
         self.user = account
         self.state = State.AUTHENTICATED
         self.commands.max_literal = ctx.max_literal
-        self.commands.max_command = ctx.max_literal + 4 * ctx.max_line
+        self.commands.max_command = ctx.max_command
         log.info(
             "IMAP login %s from %s (%s%s)",
             account,
@@ -1042,14 +1053,14 @@ class Session:
         return "STATUS completed"
 
     async def cmd_append(self, command: Command) -> Reply:
-        args: wire.Append = command.args
-        if not args.message:
-            raise ImapError("An empty message cannot be appended")
-        done = await self.ctx.run(
-            self.ctx.mail.append, self.account, args.mailbox, args.message, args.flags, args.date
+        """APPEND, MULTIAPPEND, CATENATE, literal8 and UTF8 (``appending.py``)."""
+        ctx = self.ctx
+        limits = appending.Limits(
+            ctx.max_literal, ctx.max_command, "UTF8=ACCEPT" in self.enabled, self.server_ip
         )
+        done = await ctx.run(appending.append, ctx.mail, self.account, command.args, limits)
         self._publish(done.target)
-        return Reply("APPEND completed", f"APPENDUID {done.uidvalidity} {done.uid}")
+        return Reply("APPEND completed", appending.appenduid(done))
 
     async def cmd_idle(self, command: Command) -> Reply | str:
         self.send(b"+ idling\r\n")
@@ -1219,6 +1230,7 @@ class Session:
                     command.uid,
                     can_seen,
                     recent,
+                    leaf_only=self.rev2,  # RFC 9051 §6.4.5: BINARY of leaf parts only
                 )
             except fetching.FetchError as exc:
                 raise ImapError(exc.text, exc.code) from None

@@ -520,12 +520,48 @@ class Status:
 
 
 @dataclass(frozen=True, slots=True)
+class CatPart:
+    """One CATENATE part (RFC 4469 §5): ``TEXT`` data or a ``URL``;
+    ``binary``: the text came as literal8 (or ``UTF8 (~{n})``)."""
+
+    text: bytes | None = None
+    url: str | None = None
+    binary: bool = False
+    utf8: bool = False  # ``UTF8 (~{n})`` (RFC 6855 §4)
+
+
+@dataclass(frozen=True, slots=True)
+class AppendMessage:
+    """One message of an APPEND: the literal, or CATENATE ``parts``."""
+
+    flags: tuple[str, ...]
+    date: datetime | None
+    message: bytes
+    binary: bool = False  # sent as literal8 ~{n}
+    utf8: bool = False  # sent as UTF8 (~{n}) (RFC 6855 §4)
+    parts: tuple[CatPart, ...] = ()  # CATENATE (RFC 4469)
+
+
+@dataclass(frozen=True, slots=True)
 class Append:
+    """APPEND: the first message inline (the RFC 3501 form), ``more`` the
+    further ones of MULTIAPPEND (RFC 3502); :attr:`messages` lists all."""
+
     mailbox: str
     flags: tuple[str, ...]
     date: datetime | None
     message: bytes
     binary: bool = False  # sent as literal8 ~{n}
+    utf8: bool = False
+    parts: tuple[CatPart, ...] = ()
+    more: tuple[AppendMessage, ...] = ()
+
+    @property
+    def messages(self) -> tuple[AppendMessage, ...]:
+        first = AppendMessage(
+            self.flags, self.date, self.message, self.binary, self.utf8, self.parts
+        )
+        return (first, *self.more)
 
 
 @dataclass(frozen=True, slots=True)
@@ -899,6 +935,7 @@ STATUS_ITEMS = frozenset({
     "SIZE",  # RFC 8438
     "DELETED",  # RFC 9051 §6.3.11
     "DELETED-STORAGE",  # RFC 9208 §4.2
+    "APPENDLIMIT",  # RFC 7889 §3.2
 })  # fmt: skip
 """The STATUS items the parser accepts; one per line so each extension adds its own."""
 LIST_SELECT = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
@@ -1089,9 +1126,23 @@ def parse_date_time(data: bytes) -> datetime:
 
 
 def _append(cur: _Cursor, uid: bool) -> Append:
+    """``APPEND mailbox 1*append-message`` (RFC 3502 §6); append-data is a
+    literal, a literal8 (RFC 3516 §4.4), ``CATENATE (...)`` (RFC 4469 §5) or
+    ``UTF8 (literal8)`` (RFC 6855 §4)."""
     cur.sp()
     mailbox = _mailbox(cur)
     cur.sp()
+    messages = [_append_message(cur)]
+    while cur.next_item():
+        messages.append(_append_message(cur))
+    first = messages[0]
+    return Append(
+        mailbox, first.flags, first.date, first.message, first.binary, first.utf8, first.parts,
+        tuple(messages[1:]),
+    )  # fmt: skip
+
+
+def _append_message(cur: _Cursor) -> AppendMessage:
     flags: tuple[str, ...] = ()
     when = None
     if cur.peek() == 0x28:
@@ -1104,10 +1155,53 @@ def _append(cur: _Cursor, uid: bool) -> Append:
         except (ValueError, OverflowError):
             raise cur.error('Invalid date-time (expected "dd-Mon-yyyy hh:mm:ss +zzzz")') from None
         cur.sp()
+    if cur.is_keyword(b"CATENATE"):
+        cur.sp()
+        cur.expect(b"(")
+        parts = [_cat_part(cur)]
+        while cur.peek() != 0x29:
+            cur.sp()
+            parts.append(_cat_part(cur))
+        cur.expect(b")")
+        return AppendMessage(flags, when, b"", parts=tuple(parts))
+    if cur.is_keyword(b"UTF8"):
+        data = _utf8_literal(cur)
+        return AppendMessage(flags, when, data, binary=True, utf8=True)
     lit = cur.literal()
     if lit is None:
         raise cur.error("APPEND needs the message as a literal")
-    return Append(mailbox, flags, when, lit[0], lit[1])
+    return AppendMessage(flags, when, lit[0], lit[1])
+
+
+def _utf8_literal(cur: _Cursor) -> bytes:
+    """``UTF8 SP "(" literal8 ")"`` after the UTF8 keyword (RFC 6855 §4)."""
+    cur.sp()
+    cur.expect(b"(")
+    lit = cur.literal()
+    if lit is None or not lit[1]:
+        raise cur.error("UTF8 takes a literal8: UTF8 (~{n})")
+    cur.expect(b")")
+    return lit[0]
+
+
+def _cat_part(cur: _Cursor) -> CatPart:
+    """``TEXT literal`` (literal8 too, as with BINARY) or ``URL astring``."""
+    word = cur.keyword()
+    cur.sp()
+    if word == "URL":
+        url = cur.astring("a URL")
+        try:
+            return CatPart(url=url.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise cur.error("URL is not UTF-8") from None
+    if word == "TEXT":
+        lit = cur.literal()
+        if lit is None:
+            raise cur.error("TEXT takes a literal")
+        return CatPart(text=lit[0], binary=lit[1])
+    if word == "UTF8":
+        return CatPart(text=_utf8_literal(cur), binary=True, utf8=True)
+    raise cur.error(f"Unknown CATENATE part {word} (expected TEXT or URL)")
 
 
 def _fetch_att(cur: _Cursor) -> list[FetchAtt]:
@@ -1717,9 +1811,13 @@ def childinfo(criteria: Iterable[str]) -> bytes:
     return b'("CHILDINFO" (' + b" ".join(string(c) for c in criteria) + b"))"
 
 
-def status_line(name: str, items: Iterable[tuple[str, int]], *, utf8: bool = False) -> bytes:
-    """``* STATUS "INBOX" (MESSAGES 3 UNSEEN 1)``."""
-    values = b" ".join(b"%s %d" % (k.encode(), v) for k, v in items)
+def status_line(
+    name: str, items: Iterable[tuple[str, int | None]], *, utf8: bool = False
+) -> bytes:
+    """``* STATUS "INBOX" (MESSAGES 3 UNSEEN 1)``; None is NIL (``APPENDLIMIT NIL``)."""
+    values = b" ".join(
+        b"%s %s" % (k.encode(), b"NIL" if v is None else b"%d" % v) for k, v in items
+    )
     return b"* STATUS " + mailbox(name, utf8=utf8) + b" (" + values + b")" + CRLF
 
 

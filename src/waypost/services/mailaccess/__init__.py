@@ -34,6 +34,9 @@ writes it, ``opened`` an :class:`Opened` from :meth:`~MailAccess.select` or
   and the MODSEQ of the change; ``expunge(opened, uids, quiet=)``;
   ``copy(user, source, uids, name, move=)`` -> :class:`Copied`;
   ``append(user, name, data, flags, date)`` -> :class:`Appended` (durable);
+  ``append_many(user, name, [(data, flags, date), ...])`` -> :class:`AppendedMany`
+  (MULTIAPPEND: one transaction, all or none); ``catenate.read_message(...)``
+  -> the message a CATENATE URL names, if the user may read it;
 * ``status(user, name, items)``; ``list_mailboxes(user, reference, patterns, lsub=,
   select=, returns=, status=, extended=, rev2=)`` -> :class:`Listed` entries with
   attributes and CHILDINFO (``listing.py``: RFC 5258, 5819, 6154, 9051);

@@ -56,7 +56,7 @@ NOSELECT = "\\Noselect"
 SUBSCRIBED = "\\Subscribed"
 HAS_CHILDREN = "\\HasChildren"
 
-StatusOf = Callable[[Opened, Sequence[str]], list[tuple[str, int]]]
+StatusOf = Callable[[Opened, Sequence[str]], list[tuple[str, int | None]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +68,7 @@ class Listed:
 
     name: str
     attributes: tuple[str, ...]
-    status: tuple[tuple[str, int], ...] | None = None
+    status: tuple[tuple[str, int | None], ...] | None = None
     childinfo: tuple[str, ...] = ()
 
 
@@ -239,7 +239,7 @@ class Lister:
 
     def _status(
         self, user: str, request: ListRequest, name: str, attrs: Collection[str]
-    ) -> tuple[tuple[str, int], ...] | None:
+    ) -> tuple[tuple[str, int | None], ...] | None:
         if not request.status or not name or NOSELECT in attrs or NONEXISTENT in attrs:
             return None
         try:

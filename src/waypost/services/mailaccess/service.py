@@ -54,12 +54,13 @@ from waypost.services.mailaccess.search import (
 from waypost.services.mailaccess.search import (
     cost as search_cost,
 )
-from waypost.services.mailstore import Mailstore, split_account
+from waypost.services.mailstore import Mailstore, split_account, summarize
 from waypost.storage.interface import (
     INBOX,
     MailboxChanges,
     MailboxState,
     MailMessage,
+    NewAppend,
     normalize_flags,
 )
 
@@ -159,6 +160,13 @@ class Copied:
 class Appended:
     uidvalidity: int
     uid: int
+    target: MailboxKey
+
+
+@dataclass(frozen=True, slots=True)
+class AppendedMany:
+    uidvalidity: int
+    uids: list[int]  # in the order of the messages
     target: MailboxKey
 
 
@@ -578,14 +586,29 @@ class MailAccess:
         """APPEND (RFC 3501 §6.3.11, RFC 4315 APPENDUID), durable on return:
         needs ``i`` (:class:`TryCreate` if the mailbox does not exist); the
         flags the user may not set are dropped."""
+        done = self.append_many(user, name, [(data, flags, date)])
+        return Appended(done.uidvalidity, done.uids[0], done.target)
+
+    def append_many(
+        self, user: str, name: str, messages: Sequence[tuple[bytes, Sequence[str], datetime | None]]
+    ) -> AppendedMany:
+        """MULTIAPPEND (RFC 3502 §3): ``(data, flags, date)`` messages into one
+        mailbox in one transaction, all or none, durable on return; the same
+        rights rule as :meth:`append` for each (``i``; flags the user may not
+        set are dropped)."""
         opened = self._open_target(user, name)
-        limit = self.quotas.check(*_owner(opened), len(data))
-        allowed = opened.permitted_flags(normalize_flags(flags))
-        when = date.timestamp() if date is not None else None
-        uidvalidity, uid = self.mailstore.append_new(
-            *opened.target.ref, data, flags=allowed, date=when, max_usage=limit
-        )
-        return Appended(uidvalidity, uid, mailbox_key(opened))
+        limit = self.quotas.check(*_owner(opened), sum(len(m[0]) for m in messages))
+        items = [
+            NewAppend(
+                data,
+                opened.permitted_flags(normalize_flags(flags)),
+                date.timestamp() if date is not None else None,
+                summarize(data),
+            )
+            for data, flags, date in messages
+        ]
+        uidvalidity, uids = self.mailstore.append_many(*opened.target.ref, items, max_usage=limit)
+        return AppendedMany(uidvalidity, uids, mailbox_key(opened))
 
     def _check_copy_quota(
         self, source: Opened, uids: Sequence[int], dest: Opened, *, move: bool
@@ -610,17 +633,20 @@ class MailAccess:
 
     # -- status and list ----------------------------------------------------------------
 
-    def status(self, user: str, name: str, items: Sequence[str]) -> list[tuple[str, int]]:
+    def status(self, user: str, name: str, items: Sequence[str]) -> list[tuple[str, int | None]]:
         """STATUS (RFC 3501 §6.3.10; ``SIZE``, ``DELETED`` of RFC 8438/9051):
         ``(item, value)`` in the order asked; needs ``r``."""
         return self._status_of(self.access.open(user, name, "r"), items)
 
-    def _status_of(self, opened: Opened, items: Sequence[str]) -> list[tuple[str, int]]:
+    def _status_of(self, opened: Opened, items: Sequence[str]) -> list[tuple[str, int | None]]:
         """Counter items come from :data:`STATUS_FROM_STATE` (one O(1) read);
         the ``\\Deleted`` ones from one pass over the index."""
         ref = opened.target.ref
         state = self._store.mail_mailbox_state(*ref)
-        values = {item: get(state) for item, get in STATUS_FROM_STATE.items() if item in items}
+        values: dict[str, int | None] = {
+            item: get(state) for item, get in STATUS_FROM_STATE.items() if item in items
+        }
+        values["APPENDLIMIT"] = None  # RFC 7889 §3.2: no limit of its own (CAPABILITY has it)
         if any(item in STATUS_FROM_DELETED for item in items):
             deleted = [m.size for m in self._store.mail_index(*ref) if DELETED in m.flags]
             values["DELETED"] = len(deleted)

@@ -53,6 +53,7 @@ from waypost.storage.interface import (
     MailboxState,
     MailMessage,
     MessageMeta,
+    NewAppend,
     NewMailMessage,
     NoSuchMailbox,
     NotFound,
@@ -891,19 +892,36 @@ class MailStoreMixin:
         flags: Sequence[str] = (), internal_date: float | None = None,
         summary: dict[str, str] | None = None, max_usage: int | None = None,
     ) -> tuple[int, int]:
-        with self._read() as conn:  # refuse early, before writing the body
-            _box(conn, domain, account, mailbox)
-        key = self.blobs.put(data)
-        message = NewMailMessage(
-            domain=domain, account=account, mailbox=mailbox, blob=key, blob_size=len(data),
-            internal_date=time.time() if internal_date is None else internal_date,
-            flags=tuple(flags), summary=dict(summary or {}),
+        one = NewAppend(data, tuple(flags), internal_date, dict(summary or {}))
+        uidvalidity, uids = self.mail_append_many(
+            domain, account, mailbox, [one], max_usage=max_usage
         )
-        with self._txn() as conn:
-            box = _box(conn, domain, account, mailbox)
-            uid = _insert_message(conn, box, message)
+        return uidvalidity, uids[0]
+
+    def mail_append_many(
+        self, domain: str, account: str, mailbox: str, messages: Sequence[NewAppend], *,
+        max_usage: int | None = None,
+    ) -> tuple[int, list[int]]:
+        if not messages:
+            raise ValueError("nothing to append")
+        with self._read() as conn:  # refuse early, before writing the bodies
+            _box(conn, domain, account, mailbox)
+        single = len(messages) == 1  # one body: its own fsyncs; several: one sync for all
+        keys = [self.blobs.put(m.data, sync_dir=single) for m in messages]
+        if not single:
+            self.blobs.sync()  # the bodies are durable before any row names them
+        now = time.time()
+        with self._txn() as conn:  # one transaction: all or none (RFC 3502 §3)
+            uids: list[int] = []
+            for key, m in zip(keys, messages, strict=True):
+                box = _box(conn, domain, account, mailbox)
+                uids.append(_insert_message(conn, box, NewMailMessage(
+                    domain=domain, account=account, mailbox=mailbox, blob=key,
+                    blob_size=len(m.data), flags=m.flags, summary=dict(m.summary),
+                    internal_date=now if m.internal_date is None else m.internal_date,
+                )))
             _within(conn, domain, account, max_usage)
-            return box.uidvalidity, uid
+            return box.uidvalidity, uids
 
     def mail_header_bytes(self, message: MailMessage) -> bytes:
         """The header section of a stored message (prefix + blob header - omit,
