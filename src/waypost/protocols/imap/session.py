@@ -80,7 +80,7 @@ from typing import Any, TypeVar
 
 import waypost
 from waypost.protocols.imap import fetch as fetching
-from waypost.protocols.imap import wire
+from waypost.protocols.imap import searching, wire
 from waypost.protocols.imap.wire import (
     Command,
     Continue,
@@ -117,6 +117,7 @@ CAPABILITIES = " ".join((
     "LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE SPECIAL-USE UNSELECT",
     "ACL RIGHTS=texk",
     "CHILDREN LIST-EXTENDED",
+    "ESEARCH SEARCHRES WITHIN",
 ))
 """Advertised after login too; one line per group of extensions."""
 
@@ -243,6 +244,7 @@ class Selected:
         "own",
         "pending",
         "recent",
+        "saved",
         "uidnext",
         "uids",
         "uidvalidity",
@@ -273,6 +275,7 @@ class Selected:
             self.recent.append((recent_first, uidnext))
         self.pending: set[int] = set()  # expunged elsewhere, not reported yet
         self.own: set[int] = set()  # MODSEQs of this session's own flag changes
+        self.saved: frozenset[int] = frozenset()  # UIDs of $ (RFC 5182), empty on SELECT
 
     @property
     def read_only(self) -> bool:
@@ -564,6 +567,8 @@ class Session:
             self.send(exc.response())
             if exc.status == "BAD":
                 self._count_bad()
+            elif isinstance(exc, wire.SaveFailed) and self.selected is not None:
+                self.selected.saved = frozenset()  # RFC 5182 §2.1
             return
         tag = command.tag
         entry = COMMANDS.get(command.name)
@@ -738,7 +743,7 @@ class Session:
     def pairs(self, seqset: SequenceSet, uid: bool) -> list[tuple[int, int]]:
         """(message number, UID) of the set, in order; message numbers must exist."""
         if seqset.saved:
-            raise bad("No saved search result ($): SEARCHRES is not supported")
+            return searching.saved_pairs(self.sel.uids, self.sel.saved)
         uids = self.sel.uids
         if uid:
             found: list[tuple[int, int]] = []
@@ -1260,12 +1265,33 @@ class Session:
         return f"{prefix}MOVE completed"
 
     async def cmd_search(self, command: Command) -> str:
+        """SEARCH, with RETURN (ESEARCH, RFC 4731; SAVE, RFC 5182) and as
+        IMAP4rev2 answers it (RFC 9051 §6.4.4): see ``searching.py``."""
         sel = self.sel
         args: wire.Search = command.args
-        found = await self.ctx.run(
-            self.ctx.mail.search, sel.opened, sel.uids, args.key, sel.recent_test(), command.uid
-        )
-        self.send(wire.search_line(found))
+        returns = args.returns
+        if returns is None and self.rev2:
+            returns = ("ALL",)  # RFC 9051 §6.4.4: no RETURN means ALL, as ESEARCH
+        save = returns is not None and "SAVE" in returns
+        searching.check_key(args.key, self.rev2)
+        try:
+            found = await self.ctx.run(
+                self.ctx.mail.search, sel.opened, sel.uids, args.key, tuple(sel.recent),
+                command.uid, saved=sel.saved, now=time.time(),
+            )  # fmt: skip
+        except Exception:
+            if save:
+                sel.saved = frozenset()  # RFC 5182 §2.1: a SEARCH that fails (NO) empties $
+            raise
+        if returns is None:
+            self.send(wire.search_line(found))
+        else:
+            if save:
+                uids = found if command.uid else [sel.uids[n - 1] for n in found]
+                sel.saved = searching.saved_result(uids, returns)
+            if set(returns) != {"SAVE"}:  # SAVE alone: no ESEARCH (RFC 5182 §2.1)
+                items = searching.esearch_items(found, returns)
+                self.send(wire.esearch_line(command.tag, command.uid, items))
         return f"{'UID ' if command.uid else ''}SEARCH completed"
 
 

@@ -27,6 +27,7 @@ from datetime import datetime
 import waypost.services.mailaccess.errors as errors
 from waypost import mime
 from waypost.services.container import Services
+from waypost.services.mailaccess import flagsets
 from waypost.services.mailaccess.criteria import SearchKey
 from waypost.services.mailaccess.index import (
     INDEX_CACHE_MESSAGES,
@@ -48,6 +49,7 @@ from waypost.services.mailaccess.search import (
     LazyMessage,
     SearchContext,
     compile_search,
+    uses,
 )
 from waypost.services.mailaccess.search import (
     cost as search_cost,
@@ -183,6 +185,10 @@ def parse(data: bytes) -> mime.ParsedMessage:
 def _flag_class(flag: str) -> str:
     lower = flag.lower()
     return "s" if lower == "\\seen" else "d" if lower == "\\deleted" else "w"
+
+
+def _in_ranges(ranges: Sequence[tuple[int, int]], uid: int) -> bool:
+    return any(low <= uid < high for low, high in ranges)
 
 
 class _Meta:
@@ -359,27 +365,38 @@ class MailAccess:
         opened: Opened,
         uids: Sequence[int],
         key: SearchKey,
-        recent: Callable[[int], bool],
+        recent: Callable[[int], bool] | Sequence[tuple[int, int]],
         uid_command: bool,
+        *,
+        saved: Collection[int] = (),
+        now: float = 0.0,
     ) -> list[int]:
         """Message numbers (or with ``uid_command`` UIDs) of the view's
         ``uids`` that match ``key``; ``recent`` tells which are \\Recent for
-        the view. Metadata keys read only the index; header keys only the
-        heads of the messages; BODY and TEXT the messages."""
+        the view (a test, or UID ranges ``[low, high)``), ``saved`` the UIDs of
+        ``$`` (RFC 5182), ``now`` the time OLDER/YOUNGER count from. Flag and
+        set keys are answered from the index's bitmaps when the view is the
+        index (``flagsets.py``); other metadata keys read only the index;
+        header keys only the heads of the messages; BODY and TEXT the messages."""
         store = self._store
         ref = opened.target.ref
-        context = SearchContext(len(uids), uids[-1] if uids else 0)
+        ranges = None if callable(recent) else tuple(recent)
+        is_recent = recent if callable(recent) else functools.partial(_in_ranges, ranges or ())
+        context = SearchContext(len(uids), uids[-1] if uids else 0, frozenset(saved), now)
         test = compile_search(key, context)
         found: list[int] = []
         cost = search_cost(key)
         if cost == META:
             with self.indexes.current(mailbox_key_of(ref), ref) as index:
+                hits = self._search_bitmaps(index, uids, key, ranges, saved, uid_command)
+                if hits is not None:
+                    return hits
                 for seq, uid in enumerate(uids, 1):
                     i = index.position(uid)
                     if i is None:
                         continue
                     flags = index.flags[i]
-                    if recent(uid):
+                    if is_recent(uid):
                         flags = (*flags, RECENT)
                     if test(_Meta(seq, uid, flags, index.dates[i], index.sizes[i])):
                         found.append(uid if uid_command else seq)
@@ -396,7 +413,7 @@ class MailAccess:
                     continue
                 seq = start + offset + 1
                 message = self._lazy(
-                    row, seq, recent(uid), cached.get(uid), parsed_now, header_only
+                    row, seq, is_recent(uid), cached.get(uid), parsed_now, header_only
                 )
                 try:
                     hit = test(message)
@@ -409,6 +426,28 @@ class MailAccess:
                 with contextlib.suppress(errors.StoreError):
                     store.mail_structures_put(*ref, parsed_now)
         return found
+
+    @staticmethod
+    def _search_bitmaps(
+        index: MailboxIndex,
+        uids: Sequence[int],
+        key: SearchKey,
+        recent: Sequence[tuple[int, int]] | None,
+        saved: Collection[int],
+        uid_command: bool,
+    ) -> list[int] | None:
+        """The answer from the flag bitmaps, None when they cannot give it: a
+        key they do not know, RECENT without the view's ranges, or a view
+        that is not the index (messages it has not been told of, or gone)."""
+        view = uids if isinstance(uids, array) else array("I", uids)
+        if view != index.uids or (recent is None and uses(key, ("RECENT", "NEW", "OLD"))):
+            return None
+        bits = flagsets.evaluate(
+            key, index.flagsets.current(index.flags), flagsets.View(view, recent or (), saved)
+        )
+        if bits is None:
+            return None
+        return flagsets.members(bits, view if uid_command else range(1, len(view) + 1))
 
     def _lazy(
         self,
@@ -505,7 +544,7 @@ class MailAccess:
                 if all(i is not None for i in positions):
                     for (i, _, now) in changed:
                         assert i is not None
-                        index.flags[i] = now
+                        index.set_flags(i, now)
                     index.modseq = own
                     index.unseen = index.keywords = None
         return updates, own
