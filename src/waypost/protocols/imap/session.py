@@ -117,7 +117,7 @@ CAPABILITIES = " ".join((
     "LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE SPECIAL-USE UNSELECT",
     "ACL RIGHTS=texk",
     "CHILDREN LIST-EXTENDED",
-    "ESEARCH SEARCHRES WITHIN",
+    "ESEARCH SEARCHRES WITHIN SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES",
 ))
 """Advertised after login too; one line per group of extensions."""
 
@@ -611,7 +611,7 @@ class Session:
         else:
             self.bad = 0
         if self.state is State.SELECTED and command.name not in _NO_SYNC:
-            await self.sync(allow_expunge=command.name not in ("FETCH", "STORE", "SEARCH"))
+            await self.sync(allow_expunge=command.name not in _HOLD_EXPUNGE)
         if self.state is State.LOGOUT and command.name != "LOGOUT":
             return  # the mailbox went away: BYE was sent
         self.send(wire.tagged(tag, status, text, code))
@@ -1294,6 +1294,26 @@ class Session:
                 self.send(wire.esearch_line(command.tag, command.uid, items))
         return f"{'UID ' if command.uid else ''}SEARCH completed"
 
+    async def cmd_sort(self, command: Command) -> str:
+        """SORT and THREAD (RFC 5256): the service orders, ``wire`` writes."""
+        sel = self.sel
+        args: wire.Sort | wire.Thread = command.args
+        searching.check_key(args.key, self.rev2)
+        view = (sel.opened, sel.uids, args.key)
+        extra = {"saved": sel.saved, "now": time.time()}
+        recent = tuple(sel.recent)
+        if isinstance(args, wire.Sort):
+            order = await self.ctx.run(
+                self.ctx.mail.sort, *view, args.criteria, recent, command.uid, **extra
+            )
+            self.send(wire.sort_line(order))
+        else:
+            forest = await self.ctx.run(
+                self.ctx.mail.thread, *view, args.algorithm, recent, command.uid, **extra
+            )
+            self.send(wire.thread_line(forest))
+        return f"{'UID ' if command.uid else ''}{command.name} completed"
+
 
 def _check_password(services: Services, login: str, password: str) -> str | None:
     try:
@@ -1302,6 +1322,8 @@ def _check_password(services: Services, login: str, password: str) -> str | None
         return None
 
 
+_HOLD_EXPUNGE = frozenset({"FETCH", "STORE", "SEARCH", "SORT", "THREAD"})
+"""No EXPUNGE after these (RFC 3501 §7.4.1; SORT and THREAD answer message numbers too)."""
 _NO_SYNC = frozenset({"LOGOUT", "IDLE", "SELECT", "EXAMINE"})
 """Commands after which the session does not look for changes (IDLE reports
 them as they come; SELECT has just read everything)."""
@@ -1347,5 +1369,7 @@ COMMANDS: dict[str, tuple[frozenset[State], Handler]] = {
     "COPY": (_SELECTED, Session.cmd_copy),
     "MOVE": (_SELECTED, Session.cmd_copy),
     "SEARCH": (_SELECTED, Session.cmd_search),
+    "SORT": (_SELECTED, Session.cmd_sort),
+    "THREAD": (_SELECTED, Session.cmd_sort),
 }
 """Each command and the states it is valid in (RFC 3501 §6 and the extensions)."""

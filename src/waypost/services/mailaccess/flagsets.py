@@ -22,6 +22,7 @@ message numbers with ``itertools.compress`` (C, no Python loop per message).
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Collection, Sequence
 from itertools import compress
@@ -39,6 +40,7 @@ _FLAG_KEYS = {
     "SEEN": ("\\seen", True), "UNSEEN": ("\\seen", False),
 }  # fmt: skip
 _BITS = bytes.maketrans(b"01", b"\x00\x01")
+_ONE = re.compile("1")
 
 
 class FlagSets:
@@ -95,10 +97,16 @@ class FlagSets:
 
 
 def members(bits: int, values: Sequence[int]) -> list[int]:
-    """The ``values`` (by position) whose bit is set in ``bits``."""
+    """The ``values`` (by position) whose bit is set in ``bits``. Few hits
+    (under one in 8): the positions of the ``1`` digits found by a regular
+    expression, costing per hit; many: ``compress`` over every value. Both
+    iterate in C."""
     if bits <= 0:
         return []
-    return list(compress(values, bin(bits)[:1:-1].encode().translate(_BITS)))
+    digits = bin(bits)[:1:-1]
+    if bits.bit_count() * 8 < len(values):
+        return list(map(values.__getitem__, map(re.Match.start, _ONE.finditer(digits))))
+    return list(compress(values, digits.encode().translate(_BITS)))
 
 
 def span(low: int, high: int) -> int:

@@ -20,6 +20,7 @@ import contextlib
 import functools
 import logging
 from array import array
+from bisect import bisect_left
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +29,8 @@ import waypost.services.mailaccess.errors as errors
 from waypost import mime
 from waypost.services.container import Services
 from waypost.services.mailaccess import flagsets
+from waypost.services.mailaccess import sort as sorting
+from waypost.services.mailaccess import thread as threads
 from waypost.services.mailaccess.criteria import SearchKey
 from waypost.services.mailaccess.index import (
     INDEX_CACHE_MESSAGES,
@@ -426,6 +429,74 @@ class MailAccess:
                 with contextlib.suppress(errors.StoreError):
                     store.mail_structures_put(*ref, parsed_now)
         return found
+
+    def sort(
+        self,
+        opened: Opened,
+        uids: Sequence[int],
+        key: SearchKey,
+        criteria: Sequence[tuple[str, bool]],
+        recent: Sequence[tuple[int, int]],
+        uid_command: bool,
+        *,
+        saved: Collection[int] = (),
+        now: float = 0.0,
+    ) -> list[int]:
+        """SORT (RFC 5256 §3): the messages ``key`` finds (as :meth:`search`),
+        ordered by ``criteria`` (``sort.py``)."""
+        data = self._sort_data(
+            opened, uids, key, recent, uid_command, saved, now,
+            any(name in sorting.HEADER_KEYS for name, _ in criteria),
+        )  # fmt: skip
+        return sorting.sort(data, criteria)
+
+    def thread(
+        self,
+        opened: Opened,
+        uids: Sequence[int],
+        key: SearchKey,
+        algorithm: str,
+        recent: Sequence[tuple[int, int]],
+        uid_command: bool,
+        *,
+        saved: Collection[int] = (),
+        now: float = 0.0,
+    ) -> list[threads.Tree]:
+        """THREAD (RFC 5256 §3) with ``ORDEREDSUBJECT`` or ``REFERENCES``
+        over the messages ``key`` finds (``thread.py``)."""
+        data = self._sort_data(opened, uids, key, recent, uid_command, saved, now, True)
+        if algorithm == "ORDEREDSUBJECT":
+            return threads.ordered_subject(data)
+        return threads.references(data)
+
+    def _sort_data(
+        self,
+        opened: Opened,
+        uids: Sequence[int],
+        key: SearchKey,
+        recent: Sequence[tuple[int, int]],
+        uid_command: bool,
+        saved: Collection[int],
+        now: float,
+        heads: bool,
+    ) -> list[sorting.SortData]:
+        """What SORT and THREAD read of each message found: metadata, and the
+        head (one blob read each) when a key needs it."""
+        found = self.search(opened, uids, key, recent, True, saved=saved, now=now)
+        ref = opened.target.ref
+        data: list[sorting.SortData] = []
+        for start in range(0, len(found), SEARCH_BATCH):
+            for row in self._store.mail_fetch(*ref, found[start : start + SEARCH_BATCH]):
+                seq = bisect_left(uids, row.uid) + 1
+                head = b""
+                if heads:
+                    try:
+                        head = self._store.mail_header_bytes(row)
+                    except errors.NotFound:
+                        log.error("message UID %d of %s: its body is missing", row.uid, ref)
+                number = row.uid if uid_command else seq
+                data.append(sorting.from_header(number, seq, row.internal_date, row.size, head))
+        return data
 
     @staticmethod
     def _search_bitmaps(
