@@ -17,7 +17,9 @@ import pytest
 from tests.support.server import WaypostServer
 from tests.test_imap_server import Raw, append_cmd
 
-from waypost.protocols.imap import wire
+from waypost.protocols.imap import searching, wire
+from waypost.services.mailaccess import search
+from waypost.services.mailaccess.search import LazyMessage, SearchContext
 
 PW = "esearch-pw-1234"
 DOMAIN = "esearch.dom"
@@ -290,3 +292,66 @@ def test_from_with_comments_inside_the_address(server: WaypostServer) -> None:
         assert c.search('SEARCH FROM "user-from@domain.orgx"') == []
     finally:
         c.close()
+
+
+# -- the pieces, without a server ----------------------------------------------------------
+
+
+def test_result_items_and_what_save_keeps() -> None:
+    assert searching.esearch_items([2, 3, 4, 9], ("MIN", "MAX", "ALL", "COUNT")) == [
+        ("MIN", 2), ("MAX", 9), ("ALL", "2:4,9"), ("COUNT", 4),
+    ]  # fmt: skip
+    assert searching.esearch_items([], ("MIN", "MAX", "ALL", "COUNT")) == [("COUNT", 0)]
+    assert searching.saved_result([5, 7, 9], ("SAVE",)) == {5, 7, 9}
+    assert searching.saved_result([5, 7, 9], ("SAVE", "MIN")) == {5}
+    assert searching.saved_result([5, 7, 9], ("MAX", "SAVE")) == {9}
+    assert searching.saved_result([5, 7, 9], ("MIN", "MAX", "SAVE")) == {5, 9}
+    assert searching.saved_result([5, 7, 9], ("MIN", "COUNT", "SAVE")) == {5, 7, 9}
+    assert searching.saved_result([], ("MIN", "SAVE")) == frozenset()
+    assert searching.saved_pairs([3, 5, 8], {1, 5, 8, 99}) == [(2, 5), (3, 8)]
+    assert wire.esearch_line("a1", True, [("COUNT", 0)]) == b'* ESEARCH (TAG "a1") UID COUNT 0\r\n'
+
+
+def test_rev2_has_no_recent_new_old_keys() -> None:
+    for program in (b"RECENT", b"NEW", b"NOT OLD", b"OR SEEN (FLAGGED RECENT)"):
+        key = wire.parse(b"a SEARCH " + program).args.key
+        searching.check_key(key, rev2=False)  # IMAP4rev1 keeps them
+        with pytest.raises(wire.ParseError) as info:
+            searching.check_key(key, rev2=True)
+        assert info.value.status == "BAD"
+    searching.check_key(wire.parse(b"a SEARCH SEEN UNSEEN 1:*").args.key, rev2=True)
+
+
+def test_within_counts_from_the_given_now() -> None:
+    now = 1_000_000.0
+    ctx = SearchContext(2, 2, now=now)
+    messages = [
+        LazyMessage(1, 1, (), now - 100, 1, lambda: b""),
+        LazyMessage(2, 2, (), datetime.fromtimestamp(now - 50, UTC), 1, lambda: b""),
+    ]
+
+    def hits(program: bytes) -> list[int]:
+        key = wire.parse(b"a SEARCH " + program).args.key
+        return [m.seq for m in search.search(key, messages, ctx)]
+
+    assert hits(b"YOUNGER 100") == [1, 2]  # within: the boundary counts
+    assert hits(b"YOUNGER 99") == [2]
+    assert hits(b"OLDER 99") == [1]
+    assert hits(b"OLDER 100") == []
+    assert hits(b"OLDER 10 YOUNGER 60") == [2]
+
+
+@pytest.mark.parametrize(
+    ("value", "forms"),
+    [
+        ("<user-from (comment)@ (comment) domain.org>", "<user-from@domain.org>"),
+        (
+            '"Joe (not a comment)" <joe@x.org>, ann@y.org (Ann)',
+            "Joe (not a comment) <joe@x.org>, Ann <ann@y.org>",
+        ),
+        ("team: a@b.c, d (x) @ e.f;", "<a@b.c>, x <d@e.f>"),  # a comment names a bare address
+        ("", ""),
+    ],
+)
+def test_address_forms(value: str, forms: str) -> None:
+    assert search.address_forms(value) == forms
