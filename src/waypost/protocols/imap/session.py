@@ -14,7 +14,9 @@ its data into responses and its errors (with their RFC 5530 codes) into
 Extensions: LITERAL+, SASL-IR, ID, ENABLE, IDLE, NAMESPACE, UIDPLUS, MOVE,
 SPECIAL-USE, UNSELECT, ACL (RFC 4314, ``RIGHTS=texk``), CHILDREN and
 LIST-EXTENDED (``LIST (SUBSCRIBED)``, ``RETURN (SUBSCRIBED CHILDREN
-SPECIAL-USE STATUS (...))``).
+SPECIAL-USE STATUS (...))``), ESEARCH, SEARCHRES, WITHIN, SORT (with
+SORT=DISPLAY) and THREAD=ORDEREDSUBJECT/REFERENCES (``searching.py``, the
+service's ``search``/``sort``/``thread``).
 
 **The session's view** of the selected mailbox is its UIDs in an ``array``
 (message number n is ``uids[n - 1]``), the MODSEQ it has seen and the

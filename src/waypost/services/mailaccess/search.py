@@ -225,16 +225,22 @@ def timestamp(value: float | datetime) -> float:
     return value
 
 
+def mailboxes(value: str | None) -> list[tuple[str | None, str, str]]:
+    """(display name, mailbox, ``mailbox@host``) of each address of a header
+    value, comments and folding white space gone, group markers skipped."""
+    out = []
+    for name, _, local, host in mime.parse_addresses(value) or ():
+        if local is not None and host is not None:
+            out.append((name, local, f"{local}@{host}" if host else local))
+    return out
+
+
 def address_forms(value: str) -> str:
     """The addresses of a header value without comments and folding white
     space: ``name <local@domain>``, comma-separated (see the module doc)."""
-    forms = []
-    for name, _, local, host in mime.parse_addresses(value) or ():
-        if local is None or host is None:
-            continue  # group markers
-        spec = f"{local}@{host}" if host else local
-        forms.append(f"{name} <{spec}>" if name else f"<{spec}>")
-    return ", ".join(forms)
+    return ", ".join(
+        f"{name} <{spec}>" if name else f"<{spec}>" for name, _, spec in mailboxes(value)
+    )
 
 
 _ADDRESS_FIELDS = frozenset({"from", "to", "cc", "bcc", "sender", "reply-to"})

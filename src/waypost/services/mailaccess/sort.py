@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from waypost import mime
+from waypost.services.mailaccess.search import mailboxes
 
 _CASEMAP = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
@@ -52,10 +53,7 @@ class SortData:
 
 def first_address(value: str | None) -> tuple[str, str]:
     """(mailbox, display form) of the first address of a header value."""
-    for name, _, local, host in mime.parse_addresses(value) or ():
-        if local is None or host is None:
-            continue  # group markers
-        spec = f"{local}@{host}" if host else local
+    for name, local, spec in mailboxes(value)[:1]:
         return local, name or spec
     return "", ""
 
