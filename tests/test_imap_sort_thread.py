@@ -327,3 +327,17 @@ def test_sort_and_thread_refuse_bad_arguments(sorted_box: Raw) -> None:
         assert c.cmd("B", bad)[-1].startswith(b"B BAD"), bad
     assert c.cmd("N", "SORT (DATE) KOI8-R ALL")[-1].startswith(b"N NO [BADCHARSET")
     assert c.cmd("N", "THREAD REFERENCES KOI8-R ALL")[-1].startswith(b"N NO [BADCHARSET")
+
+
+def test_the_stored_summary_sorts_as_the_head_does() -> None:
+    from waypost.services.mailaccess.sort import SUMMARY_KEYS, from_summary
+    from waypost.services.mailstore import summarize
+
+    data = (
+        b"From: =?utf-8?q?J=C3=BCrgen?= <Juergen (c)@ example.de>\r\n"
+        b"Subject: Re: [l]\r\n  Hi\r\nDate: Tue, 02 Jan 2024 10:00:00 +0100\r\n"
+        b"Message-ID: <a@b>\r\n\r\nbody\r\n"
+    )
+    head, summary = from_header(1, 1, 5.0, 9, data), from_summary(1, 1, 5.0, 9, summarize(data))
+    for name in SUMMARY_KEYS:
+        assert KEYS[name](summary) == KEYS[name](head), name

@@ -446,7 +446,7 @@ class MailAccess:
         ordered by ``criteria`` (``sort.py``)."""
         data = self._sort_data(
             opened, uids, key, recent, uid_command, saved, now,
-            any(name in sorting.HEADER_KEYS for name, _ in criteria),
+            not all(name in sorting.SUMMARY_KEYS for name, _ in criteria),
         )  # fmt: skip
         return sorting.sort(data, criteria)
 
@@ -480,21 +480,26 @@ class MailAccess:
         now: float,
         heads: bool,
     ) -> list[sorting.SortData]:
-        """What SORT and THREAD read of each message found: metadata, and the
-        head (one blob read each) when a key needs it."""
+        """What SORT and THREAD read of each message found: metadata and the
+        stored summary, and with ``heads`` (TO, CC, THREAD's References) the
+        head (one blob read each); a message without a summary is read too."""
         found = self.search(opened, uids, key, recent, True, saved=saved, now=now)
         ref = opened.target.ref
         data: list[sorting.SortData] = []
         for start in range(0, len(found), SEARCH_BATCH):
             for row in self._store.mail_fetch(*ref, found[start : start + SEARCH_BATCH]):
                 seq = bisect_left(uids, row.uid) + 1
-                head = b""
-                if heads:
-                    try:
-                        head = self._store.mail_header_bytes(row)
-                    except errors.NotFound:
-                        log.error("message UID %d of %s: its body is missing", row.uid, ref)
                 number = row.uid if uid_command else seq
+                if not heads and row.summary:
+                    data.append(
+                        sorting.from_summary(number, seq, row.internal_date, row.size, row.summary)
+                    )
+                    continue
+                head = b""
+                try:
+                    head = self._store.mail_header_bytes(row)
+                except errors.NotFound:
+                    log.error("message UID %d of %s: its body is missing", row.uid, ref)
                 data.append(sorting.from_header(number, seq, row.internal_date, row.size, head))
         return data
 

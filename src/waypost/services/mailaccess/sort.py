@@ -79,8 +79,11 @@ def message_ids(value: str | None) -> list[str]:
 
 
 _FIELDS = ("date", "subject", "from", "to", "cc", "message-id", "references", "in-reply-to")
-HEADER_KEYS = frozenset({"CC", "DATE", "FROM", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO"})
-"""Sort keys that need the message head (ARRIVAL and SIZE are metadata)."""
+
+
+SUMMARY_KEYS = frozenset({"ARRIVAL", "SIZE", "DATE", "SUBJECT", "FROM", "DISPLAYFROM"})
+"""Sort keys the stored summary (From, Subject, Date, Message-ID) answers
+without reading the message head."""
 
 
 def from_header(number: int, seq: int, arrival: float, size: int, head: bytes) -> SortData:
@@ -89,6 +92,21 @@ def from_header(number: int, seq: int, arrival: float, size: int, head: bytes) -
     values: dict[str, str] = {}
     for f in mime.find_fields(head, 0, len(head), _FIELDS) if head else ():
         values.setdefault(f.name.decode(), mime.decode_header(mime.field_value(head, f)))
+    return from_values(number, seq, arrival, size, values)
+
+
+def from_summary(
+    number: int, seq: int, arrival: float, size: int, summary: dict[str, str]
+) -> SortData:
+    """The same from the summary the store keeps (enough for :data:`SUMMARY_KEYS`)."""
+    values = {key.replace("_", "-"): value for key, value in summary.items()}
+    return from_values(number, seq, arrival, size, values)
+
+
+def from_values(
+    number: int, seq: int, arrival: float, size: int, values: dict[str, str]
+) -> SortData:
+    """:class:`SortData` from decoded header values by lower-case field name."""
     ids = message_ids(values.get("message-id"))
     refs = message_ids(values.get("references")) or message_ids(values.get("in-reply-to"))[:1]
     return SortData(
