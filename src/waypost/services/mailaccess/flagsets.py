@@ -29,6 +29,8 @@ from itertools import compress
 
 from waypost.services.mailaccess.criteria import SearchKey, SequenceSet
 
+KEEP_ANSWERS = 8
+"""Answers kept per mailbox while it does not change."""
 REBUILD_AFTER = 32
 """Expunged messages at once beyond which the bitmaps are rebuilt instead of cut."""
 
@@ -45,15 +47,27 @@ _ONE = re.compile("1")
 
 class FlagSets:
     """Per-flag bitmaps over index positions (see the module doc). ``bits``
-    is None until built; a flag no message carries has no entry."""
+    is None until built; a flag no message carries has no entry.
 
-    __slots__ = ("bits",)
+    ``answers`` keeps the last few answers (keyed by the program and the
+    view's recent and saved sets) until the mailbox changes at all: clients
+    repeat ``UID SEARCH UNSEEN`` after every poll, and an unchanged mailbox
+    then costs a dictionary lookup instead of a walk over 50,000 bits."""
+
+    __slots__ = ("answers", "bits")
 
     def __init__(self) -> None:
         self.bits: dict[str, int] | None = None
+        self.answers: dict[tuple[object, ...], list[int]] = {}
 
     def reset(self) -> None:
         self.bits = None
+        self.answers.clear()
+
+    def remember(self, question: tuple[object, ...], answer: list[int]) -> None:
+        if len(self.answers) >= KEEP_ANSWERS:
+            del self.answers[next(iter(self.answers))]
+        self.answers[question] = answer
 
     def current(self, flags: Sequence[tuple[str, ...]]) -> dict[str, int]:
         """The bitmaps, built from ``flags`` (the index's, by position) if needed."""
@@ -74,6 +88,7 @@ class FlagSets:
 
     def changed(self, i: int, old: Collection[str], new: Collection[str]) -> None:
         """The message at position ``i`` went from flags ``old`` to ``new``."""
+        self.answers.clear()
         if self.bits is None:
             return
         before, after = {f.lower() for f in old}, {f.lower() for f in new}
@@ -85,6 +100,7 @@ class FlagSets:
 
     def removed(self, positions: Sequence[int]) -> None:
         """The messages at ``positions`` (ascending) left the index."""
+        self.answers.clear()
         if self.bits is None:
             return
         if len(positions) > REBUILD_AFTER:

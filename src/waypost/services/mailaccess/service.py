@@ -518,12 +518,18 @@ class MailAccess:
         view = uids if isinstance(uids, array) else array("I", uids)
         if view != index.uids or (recent is None and uses(key, ("RECENT", "NEW", "OLD"))):
             return None
+        sets = index.flagsets
+        question = (key, tuple(recent or ()), frozenset(saved), uid_command)
+        if (answer := sets.answers.get(question)) is not None:
+            return list(answer)
         bits = flagsets.evaluate(
-            key, index.flagsets.current(index.flags), flagsets.View(view, recent or (), saved)
+            key, sets.current(index.flags), flagsets.View(view, recent or (), saved)
         )
         if bits is None:
             return None
-        return flagsets.members(bits, view if uid_command else range(1, len(view) + 1))
+        answer = flagsets.members(bits, view if uid_command else range(1, len(view) + 1))
+        sets.remember(question, answer)
+        return list(answer)
 
     def _lazy(
         self,
