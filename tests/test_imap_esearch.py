@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+from tests.support.imap_raw import RawImap, append_command
 from tests.support.server import WaypostServer
-from tests.test_imap_server import Raw, append_cmd
 
 from waypost.protocols.imap import searching, wire
 from waypost.services.mailaccess import search
@@ -39,7 +39,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WaypostServer]:
     srv.stop()
 
 
-class Client(Raw):
+class Client(RawImap):
     def do(self, text: str) -> tuple[list[bytes], bytes]:
         """Untagged lines and the tagged line of one command."""
         tag = f"t{next(_tags)}"
@@ -79,9 +79,7 @@ def fill(c: Client, flags: list[str], box: str = "INBOX") -> list[int]:
     uids = []
     for i, f in enumerate(flags):
         msg = b"From: sender%d@example.com\r\nSubject: m%d\r\n\r\nbody %d\r\n" % (i, i, i)
-        lines = c.cmd(
-            "A", b"APPEND %s (%s) {%d+}\r\n%s" % (box.encode(), f.encode(), len(msg), msg)
-        )
+        lines = c.cmd("A", append_command(box, msg, f))
         assert lines[-1].startswith(b"A OK"), lines
         uids.append(int(re.search(rb"APPENDUID \d+ (\d+)", lines[-1]).group(1)))
     return uids
@@ -280,7 +278,7 @@ def test_from_with_comments_inside_the_address(server: WaypostServer) -> None:
             b"plain@elsewhere.example (Real Name)",
         ):
             msg = b"From: " + sender + b"\r\nTo: a (x) @ b.example\r\nSubject: s\r\n\r\nx\r\n"
-            assert c.cmd("A", append_cmd("INBOX", msg))[-1].startswith(b"A OK")
+            assert c.cmd("A", append_command("INBOX", msg))[-1].startswith(b"A OK")
         c.ok("SELECT INBOX")
         assert c.search('SEARCH FROM "user-from@domain.org"') == [1]
         assert c.search('SEARCH FROM "<user-from@domain.org>"') == [1]

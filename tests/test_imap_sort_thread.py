@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.support.imap_raw import RawImap, append_command
 from tests.support.server import WaypostServer
-from tests.test_imap_server import Raw
 
 from waypost.protocols.imap import wire
 from waypost.services.mailaccess import thread
@@ -266,22 +266,22 @@ MAILBOX = [
 
 
 @pytest.fixture(scope="module")
-def sorted_box(server: WaypostServer) -> Iterator[Raw]:
-    c = Raw(server.port("IMAPPort"))
+def sorted_box(server: WaypostServer) -> Iterator[RawImap]:
+    c = RawImap(server.port("IMAPPort"))
     c.login(f"{next(_users)}@{DOMAIN}", PW)
     for subject, date, sender, mid, refs, flags in MAILBOX:
         text = f"From: {sender}\r\nSubject: {subject}\r\nDate: {date}\r\nMessage-ID: {mid}\r\n"
         if refs:
             text += f"References: {refs}\r\n"
         data = (text + "\r\nbody\r\n").encode()
-        lines = c.cmd("A", b"APPEND INBOX (%s) {%d+}\r\n%s" % (flags.encode(), len(data), data))
+        lines = c.cmd("A", append_command("INBOX", data, flags))
         assert lines[-1].startswith(b"A OK"), lines
     assert c.cmd("S", "SELECT INBOX")[-1].startswith(b"S OK")
     yield c
     c.close()
 
 
-def answer(c: Raw, text: str) -> bytes:
+def answer(c: RawImap, text: str) -> bytes:
     lines = c.cmd("T", text)
     assert lines[-1].startswith(b"T OK"), lines
     found = [line for line in lines if line.startswith((b"* SORT", b"* THREAD"))]
@@ -289,13 +289,13 @@ def answer(c: Raw, text: str) -> bytes:
     return found[0]
 
 
-def test_capabilities(sorted_box: Raw) -> None:
+def test_capabilities(sorted_box: RawImap) -> None:
     caps = sorted_box.cmd("C", "CAPABILITY")[0].split()
     for cap in (b"SORT", b"SORT=DISPLAY", b"THREAD=ORDEREDSUBJECT", b"THREAD=REFERENCES"):
         assert cap in caps
 
 
-def test_sort_over_the_wire(sorted_box: Raw) -> None:
+def test_sort_over_the_wire(sorted_box: RawImap) -> None:
     c = sorted_box
     assert answer(c, "SORT (DATE) UTF-8 ALL") == b"* SORT 3 1 4 2 5"
     assert answer(c, "SORT (SUBJECT DATE) UTF-8 ALL") == b"* SORT 3 5 1 4 2"
@@ -309,7 +309,7 @@ def test_sort_over_the_wire(sorted_box: Raw) -> None:
     assert by_date == [arrival[n - 1] for n in (3, 1, 4, 2, 5)]
 
 
-def test_thread_over_the_wire(sorted_box: Raw) -> None:
+def test_thread_over_the_wire(sorted_box: RawImap) -> None:
     c = sorted_box
     assert answer(c, "THREAD REFERENCES UTF-8 ALL") == b"* THREAD (3 5)(1 (4)(2))"
     assert answer(c, "THREAD ORDEREDSUBJECT UTF-8 ALL") == b"* THREAD (3 5)(1 (4)(2))"
@@ -318,7 +318,7 @@ def test_thread_over_the_wire(sorted_box: Raw) -> None:
     assert answer(c, "UID THREAD REFERENCES UTF-8 NOT ALL") == b"* THREAD"
 
 
-def test_sort_and_thread_refuse_bad_arguments(sorted_box: Raw) -> None:
+def test_sort_and_thread_refuse_bad_arguments(sorted_box: RawImap) -> None:
     c = sorted_box
     for bad in (
         "SORT (FOO) UTF-8 ALL", "SORT () UTF-8 ALL", "SORT (DATE) UTF-8", "SORT DATE UTF-8 ALL",
