@@ -341,3 +341,7 @@ def test_the_stored_summary_sorts_as_the_head_does() -> None:
     head, summary = from_header(1, 1, 5.0, 9, data), from_summary(1, 1, 5.0, 9, summarize(data))
     for name in SUMMARY_KEYS:
         assert KEYS[name](summary) == KEYS[name](head), name
+        only = from_summary(1, 1, 5.0, 9, summarize(data), {name})  # parses just that key
+        assert KEYS[name](only) == KEYS[name](head), name
+    for name in KEYS:
+        assert KEYS[name](from_header(1, 1, 5.0, 9, data, {name})) == KEYS[name](head), name

@@ -445,9 +445,8 @@ class MailAccess:
         """SORT (RFC 5256 §3): the messages ``key`` finds (as :meth:`search`),
         ordered by ``criteria`` (``sort.py``)."""
         data = self._sort_data(
-            opened, uids, key, recent, uid_command, saved, now,
-            not all(name in sorting.SUMMARY_KEYS for name, _ in criteria),
-        )  # fmt: skip
+            opened, uids, key, recent, uid_command, saved, now, {name for name, _ in criteria}
+        )
         return sorting.sort(data, criteria)
 
     def thread(
@@ -464,7 +463,7 @@ class MailAccess:
     ) -> list[threads.Tree]:
         """THREAD (RFC 5256 §3) with ``ORDEREDSUBJECT`` or ``REFERENCES``
         over the messages ``key`` finds (``thread.py``)."""
-        data = self._sort_data(opened, uids, key, recent, uid_command, saved, now, True)
+        data = self._sort_data(opened, uids, key, recent, uid_command, saved, now, {sorting.THREAD})
         if algorithm == "ORDEREDSUBJECT":
             return threads.ordered_subject(data)
         return threads.references(data)
@@ -478,11 +477,13 @@ class MailAccess:
         uid_command: bool,
         saved: Collection[int],
         now: float,
-        heads: bool,
+        needs: set[str],
     ) -> list[sorting.SortData]:
-        """What SORT and THREAD read of each message found: metadata and the
-        stored summary, and with ``heads`` (TO, CC, THREAD's References) the
-        head (one blob read each); a message without a summary is read too."""
+        """What SORT and THREAD read of each message found (``needs``: the sort
+        keys, or THREAD): metadata and the stored summary, and the head (one
+        blob read each) when the summary lacks a key (TO, CC, THREAD's
+        References) or the message has none."""
+        heads = not needs <= sorting.SUMMARY_KEYS
         found = self.search(opened, uids, key, recent, True, saved=saved, now=now)
         ref = opened.target.ref
         data: list[sorting.SortData] = []
@@ -492,7 +493,9 @@ class MailAccess:
                 number = row.uid if uid_command else seq
                 if not heads and row.summary:
                     data.append(
-                        sorting.from_summary(number, seq, row.internal_date, row.size, row.summary)
+                        sorting.from_summary(
+                            number, seq, row.internal_date, row.size, row.summary, needs
+                        )
                     )
                     continue
                 head = b""
@@ -500,7 +503,9 @@ class MailAccess:
                     head = self._store.mail_header_bytes(row)
                 except errors.NotFound:
                     log.error("message UID %d of %s: its body is missing", row.uid, ref)
-                data.append(sorting.from_header(number, seq, row.internal_date, row.size, head))
+                data.append(
+                    sorting.from_header(number, seq, row.internal_date, row.size, head, needs)
+                )
         return data
 
     @staticmethod

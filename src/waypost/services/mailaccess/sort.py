@@ -86,33 +86,48 @@ SUMMARY_KEYS = frozenset({"ARRIVAL", "SIZE", "DATE", "SUBJECT", "FROM", "DISPLAY
 without reading the message head."""
 
 
-def from_header(number: int, seq: int, arrival: float, size: int, head: bytes) -> SortData:
+THREAD = "THREAD"
+"""In ``needs``: what THREAD reads (the sent date, Message-ID, References)."""
+Needs = frozenset[str] | set[str] | None
+
+
+def from_header(
+    number: int, seq: int, arrival: float, size: int, head: bytes, needs: Needs = None
+) -> SortData:
     """A message's :class:`SortData` from its header bytes (b"" when no
-    key needs them)."""
+    key needs them); see :func:`from_values` for ``needs``."""
     values: dict[str, str] = {}
     for f in mime.find_fields(head, 0, len(head), _FIELDS) if head else ():
         values.setdefault(f.name.decode(), mime.decode_header(mime.field_value(head, f)))
-    return from_values(number, seq, arrival, size, values)
+    return from_values(number, seq, arrival, size, values, needs)
 
 
 def from_summary(
-    number: int, seq: int, arrival: float, size: int, summary: dict[str, str]
+    number: int, seq: int, arrival: float, size: int, summary: dict[str, str], needs: Needs = None
 ) -> SortData:
     """The same from the summary the store keeps (enough for :data:`SUMMARY_KEYS`)."""
     values = {key.replace("_", "-"): value for key, value in summary.items()}
-    return from_values(number, seq, arrival, size, values)
+    return from_values(number, seq, arrival, size, values, needs)
 
 
 def from_values(
-    number: int, seq: int, arrival: float, size: int, values: dict[str, str]
+    number: int, seq: int, arrival: float, size: int, values: dict[str, str], needs: Needs = None
 ) -> SortData:
-    """:class:`SortData` from decoded header values by lower-case field name."""
-    ids = message_ids(values.get("message-id"))
-    refs = message_ids(values.get("references")) or message_ids(values.get("in-reply-to"))[:1]
+    """:class:`SortData` from decoded header values by lower-case field name.
+    ``needs`` (sort keys and :data:`THREAD`; None: all) limits the parsing to
+    what will be compared: the rest is left empty."""
+    want = (lambda *names: True) if needs is None else (lambda *names: not needs.isdisjoint(names))
+    ids: list[str] = []
+    refs: list[str] = []
+    if want(THREAD):
+        ids = message_ids(values.get("message-id"))
+        refs = message_ids(values.get("references")) or message_ids(values.get("in-reply-to"))[:1]
+    date = sent_date(values.get("date"), arrival) if want("DATE", THREAD) else arrival
+    sender = first_address(values.get("from")) if want("FROM", "DISPLAYFROM") else ("", "")
+    to = first_address(values.get("to")) if want("TO", "DISPLAYTO") else ("", "")
+    cc = first_address(values.get("cc")) if want("CC") else ("", "")
     return SortData(
-        number, seq, arrival, size, sent_date(values.get("date"), arrival),
-        values.get("subject", ""), first_address(values.get("from")),
-        first_address(values.get("to")), first_address(values.get("cc")),
+        number, seq, arrival, size, date, values.get("subject", ""), sender, to, cc,
         ids[0] if ids else "", tuple(refs),
     )  # fmt: skip
 
