@@ -81,8 +81,9 @@ from enum import Enum
 from typing import Any, TypeVar
 
 import waypost
+import waypost.protocols.imap.searching as searching
 from waypost.protocols.imap import fetch as fetching
-from waypost.protocols.imap import searching, wire
+from waypost.protocols.imap import wire
 from waypost.protocols.imap.wire import (
     Command,
     Continue,
@@ -118,8 +119,8 @@ CAPABILITIES = " ".join((
     "IMAP4rev1",
     "LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE SPECIAL-USE UNSELECT",
     "ACL RIGHTS=texk",
-    "CHILDREN LIST-EXTENDED",
     "ESEARCH SEARCHRES WITHIN SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES",
+    "CHILDREN LIST-EXTENDED",
 ))
 """Advertised after login too; one line per group of extensions."""
 
