@@ -15,7 +15,10 @@ Extensions: LITERAL+, SASL-IR, ID, ENABLE, IDLE, NAMESPACE, UIDPLUS, MOVE,
 SPECIAL-USE, UNSELECT, ACL (RFC 4314, ``RIGHTS=texk``), CHILDREN and
 LIST-EXTENDED (``LIST (SUBSCRIBED)``, ``RETURN (SUBSCRIBED CHILDREN
 SPECIAL-USE STATUS (...))``); MULTIAPPEND, CATENATE, APPENDLIMIT and APPEND
-of literal8 / UTF8 data (``appending.py``), BINARY (``fetch.py``).
+of literal8 / UTF8 data (``appending.py``), BINARY (``fetch.py``); ESEARCH,
+SEARCHRES, WITHIN, SORT (with SORT=DISPLAY) and
+THREAD=ORDEREDSUBJECT/REFERENCES (``searching.py``, the service's
+``search``/``sort``/``thread``).
 
 **The session's view** of the selected mailbox is its UIDs in an ``array``
 (message number n is ``uids[n - 1]``), the MODSEQ it has seen and the
@@ -80,6 +83,7 @@ from enum import Enum
 from typing import Any, TypeVar
 
 import waypost
+import waypost.protocols.imap.searching as searching
 from waypost.protocols.imap import appending, quota, rev2, wire
 from waypost.protocols.imap import fetch as fetching
 from waypost.protocols.imap.wire import (
@@ -117,6 +121,7 @@ CAPABILITIES = " ".join((
     "IMAP4rev1",
     "LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE SPECIAL-USE UNSELECT",
     "ACL RIGHTS=texk",
+    "ESEARCH SEARCHRES WITHIN SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES",
     "CHILDREN LIST-EXTENDED",
     "LIST-STATUS STATUS=SIZE",
     quota.CAPABILITY,
@@ -258,6 +263,7 @@ class Selected:
         "own",
         "pending",
         "recent",
+        "saved",
         "uidnext",
         "uids",
         "uidvalidity",
@@ -288,6 +294,7 @@ class Selected:
             self.recent.append((recent_first, uidnext))
         self.pending: set[int] = set()  # expunged elsewhere, not reported yet
         self.own: set[int] = set()  # MODSEQs of this session's own flag changes
+        self.saved: frozenset[int] = frozenset()  # UIDs of $ (RFC 5182), empty on SELECT
 
     @property
     def read_only(self) -> bool:
@@ -582,6 +589,8 @@ class Session:
             self.send(exc.response())
             if exc.status == "BAD":
                 self._count_bad()
+            elif isinstance(exc, wire.SaveFailed) and self.selected is not None:
+                self.selected.saved = frozenset()  # RFC 5182 §2.1
             return
         tag = command.tag
         entry = COMMANDS.get(command.name)
@@ -627,7 +636,7 @@ class Session:
         else:
             self.bad = 0
         if self.state is State.SELECTED and command.name not in _NO_SYNC:
-            await self.sync(allow_expunge=command.name not in ("FETCH", "STORE", "SEARCH"))
+            await self.sync(allow_expunge=command.name not in _HOLD_EXPUNGE)
         if self.state is State.LOGOUT and command.name != "LOGOUT":
             return  # the mailbox went away: BYE was sent
         self.send(wire.tagged(tag, status, text, code))
@@ -760,7 +769,7 @@ class Session:
     def pairs(self, seqset: SequenceSet, uid: bool) -> list[tuple[int, int]]:
         """(message number, UID) of the set, in order; message numbers must exist."""
         if seqset.saved:
-            raise bad("No saved search result ($): SEARCHRES is not supported")
+            return searching.saved_pairs(self.sel.uids, self.sel.saved)
         uids = self.sel.uids
         if uid:
             found: list[tuple[int, int]] = []
@@ -1319,13 +1328,54 @@ class Session:
         return f"{prefix}MOVE completed"
 
     async def cmd_search(self, command: Command) -> str:
+        """SEARCH, with RETURN (ESEARCH, RFC 4731; SAVE, RFC 5182) and as
+        IMAP4rev2 answers it (RFC 9051 §6.4.4): see ``searching.py``."""
         sel = self.sel
         args: wire.Search = command.args
-        found = await self.ctx.run(
-            self.ctx.mail.search, sel.opened, sel.uids, args.key, sel.recent_test(), command.uid
-        )
-        self.send(wire.search_line(found))
+        returns = args.returns
+        if returns is None and self.rev2:
+            returns = ("ALL",)  # RFC 9051 §6.4.4: no RETURN means ALL, as ESEARCH
+        save = returns is not None and "SAVE" in returns
+        searching.check_key(args.key, self.rev2)
+        try:
+            found = await self.ctx.run(
+                self.ctx.mail.search, sel.opened, sel.uids, args.key, tuple(sel.recent),
+                command.uid, saved=sel.saved, now=time.time(),
+            )  # fmt: skip
+        except Exception:
+            if save:
+                sel.saved = frozenset()  # RFC 5182 §2.1: a SEARCH that fails (NO) empties $
+            raise
+        if returns is None:
+            self.send(wire.search_line(found))
+        else:
+            if save:
+                uids = found if command.uid else [sel.uids[n - 1] for n in found]
+                sel.saved = searching.saved_result(uids, returns)
+            if set(returns) != {"SAVE"}:  # SAVE alone: no ESEARCH (RFC 5182 §2.1)
+                items = searching.esearch_items(found, returns)
+                self.send(wire.esearch_line(command.tag, command.uid, items))
         return f"{'UID ' if command.uid else ''}SEARCH completed"
+
+    async def cmd_sort(self, command: Command) -> str:
+        """SORT and THREAD (RFC 5256): the service orders, ``wire`` writes."""
+        sel = self.sel
+        args: wire.Sort | wire.Thread = command.args
+        searching.check_key(args.key, self.rev2)
+        view = (sel.opened, sel.uids, args.key)
+        extra = {"saved": sel.saved, "now": time.time()}
+        recent = tuple(sel.recent)
+        if isinstance(args, wire.Sort):
+            order = await self.ctx.run(
+                self.ctx.mail.sort, *view, args.criteria, recent, command.uid, **extra
+            )
+            self.send(wire.sort_line(order))
+        else:
+            forest = await self.ctx.run(
+                self.ctx.mail.thread, *view, args.algorithm, recent, command.uid, **extra
+            )
+            self.send(wire.thread_line(forest))
+        return f"{'UID ' if command.uid else ''}{command.name} completed"
 
 
 def _check_password(services: Services, login: str, password: str) -> str | None:
@@ -1335,6 +1385,8 @@ def _check_password(services: Services, login: str, password: str) -> str | None
         return None
 
 
+_HOLD_EXPUNGE = frozenset({"FETCH", "STORE", "SEARCH", "SORT", "THREAD"})
+"""No EXPUNGE after these (RFC 3501 §7.4.1; SORT and THREAD answer message numbers too)."""
 _NO_SYNC = frozenset({"LOGOUT", "IDLE", "SELECT", "EXAMINE"})
 """Commands after which the session does not look for changes (IDLE reports
 them as they come; SELECT has just read everything)."""
@@ -1383,5 +1435,7 @@ COMMANDS: dict[str, tuple[frozenset[State], Handler]] = {
     "COPY": (_SELECTED, Session.cmd_copy),
     "MOVE": (_SELECTED, Session.cmd_copy),
     "SEARCH": (_SELECTED, Session.cmd_search),
+    "SORT": (_SELECTED, Session.cmd_sort),
+    "THREAD": (_SELECTED, Session.cmd_sort),
 }
 """Each command and the states it is valid in (RFC 3501 §6 and the extensions)."""

@@ -94,6 +94,11 @@ class ParseError(Exception):
         return tagged(self.tag or "*", self.status, self.text, self.code)
 
 
+class SaveFailed(ParseError):
+    """A ``SEARCH RETURN (SAVE ...)`` refused with NO (a charset): the saved
+    result ``$`` becomes empty (RFC 5182 §2.1)."""
+
+
 class Utf7Error(ValueError):
     """A mailbox name that is not valid modified UTF-7 (or, in UTF-8 mode,
     not a name any mailbox can have: a control character)."""
@@ -590,7 +595,29 @@ class Copy:
 
 @dataclass(frozen=True, slots=True)
 class Search:
+    """``returns``: the RFC 4731 result options (``MIN MAX ALL COUNT SAVE``),
+    None for a plain SEARCH; ``RETURN ()`` is read as ``("ALL",)`` (§3.1)."""
+
     charset: str | None
+    key: SearchKey
+    returns: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Sort:
+    """SORT (RFC 5256 §3): ``criteria`` as ``(key, reverse)`` pairs."""
+
+    criteria: tuple[tuple[str, bool], ...]
+    charset: str
+    key: SearchKey
+
+
+@dataclass(frozen=True, slots=True)
+class Thread:
+    """THREAD (RFC 5256 §3): the algorithm (upper case)."""
+
+    algorithm: str
+    charset: str
     key: SearchKey
 
 
@@ -1333,7 +1360,15 @@ _SEARCH_ARGS = (
     _SEARCH_STRINGS
     | _SEARCH_DATES
     | {"LARGER", "SMALLER", "KEYWORD", "UNKEYWORD", "HEADER", "UID", "NOT", "OR"}
+    | {"OLDER", "YOUNGER"}
 )
+SEARCH_RETURN = frozenset({"MIN", "MAX", "ALL", "COUNT", "SAVE"})
+"""RFC 4731 §3.1 result options, and SAVE (RFC 5182 §2.1)."""
+SORT_KEYS = frozenset(
+    {"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO"}
+)
+"""RFC 5256 §3 sort keys and RFC 5957's DISPLAYFROM/DISPLAYTO."""
+THREAD_ALGORITHMS = ("ORDEREDSUBJECT", "REFERENCES")
 
 
 def _search_date(cur: _Cursor) -> date:
@@ -1376,6 +1411,8 @@ def _search_key(cur: _Cursor, depth: int) -> SearchKey:
         return SearchKey(word, (_search_date(cur),))
     if word in ("LARGER", "SMALLER"):
         return SearchKey(word, (cur.number("a size"),))
+    if word in ("OLDER", "YOUNGER"):  # RFC 5032 §3: an interval in seconds
+        return SearchKey(word, (cur.number("an interval in seconds", nonzero=True),))
     if word in ("KEYWORD", "UNKEYWORD"):
         return SearchKey(word, (_flag(cur),))
     if word == "HEADER":
@@ -1400,30 +1437,94 @@ def _search_string(cur: _Cursor) -> str:
     return cur.astring("a search string").decode("utf-8", "replace")
 
 
-def _search(cur: _Cursor, uid: bool) -> Search:
+def _search_return(cur: _Cursor) -> tuple[str, ...]:
+    """``RETURN (MIN COUNT ...)`` (RFC 4731 §3.1); the empty list means ALL."""
     cur.sp()
-    charset = None
-    if cur.is_keyword(b"CHARSET"):
-        cur.sp()
-        charset = cur.astring("a charset").decode("ascii", "replace").upper()
-        if charset not in SUPPORTED_CHARSETS and cur.utf8_accept:
-            # RFC 6855 §3 (erratum 4029): a label conflicting with UTF8=ACCEPT
-            # is BAD. [waypost] UTF-8 and US-ASCII do not conflict: accepted, as
-            # clients such as MailKit always send CHARSET UTF-8. (IMAP4rev2
-            # alone keeps NO [BADCHARSET], RFC 9051 §6.4.4.)
-            raise cur.error(f"CHARSET {charset} conflicts with UTF8=ACCEPT; strings are UTF-8")
-        if charset not in SUPPORTED_CHARSETS:
-            raise ParseError(
-                cur.tag,
-                f"Unsupported charset {charset}",
-                code="BADCHARSET (" + " ".join(SUPPORTED_CHARSETS) + ")",
-                status="NO",
-            )
-        cur.sp()
+    cur.expect(b"(")
+    items: list[str] = []
+    while cur.peek() != 0x29:
+        word = cur.atom("a search return option").upper()
+        if word not in SEARCH_RETURN:
+            raise cur.error(f"Unknown search return option {word}")
+        if word not in items:
+            items.append(word)
+        if cur.peek() != 0x29:
+            cur.sp()
+    cur.expect(b")")
+    cur.sp()
+    return tuple(items) or ("ALL",)
+
+
+def _charset(cur: _Cursor, *, save: bool = False) -> str:
+    charset = cur.astring("a charset").decode("ascii", "replace").upper()
+    if charset not in SUPPORTED_CHARSETS and cur.utf8_accept:
+        # RFC 6855 §3 (erratum 4029): a label conflicting with UTF8=ACCEPT is
+        # BAD (SEARCH, SORT, THREAD). [waypost] UTF-8 and US-ASCII do not
+        # conflict: accepted, as clients such as MailKit always send CHARSET
+        # UTF-8. (IMAP4rev2 alone keeps NO [BADCHARSET], RFC 9051 §6.4.4.)
+        raise cur.error(f"CHARSET {charset} conflicts with UTF8=ACCEPT; strings are UTF-8")
+    if charset not in SUPPORTED_CHARSETS:
+        raise (SaveFailed if save else ParseError)(
+            cur.tag,
+            f"Unsupported charset {charset}",
+            code="BADCHARSET (" + " ".join(SUPPORTED_CHARSETS) + ")",
+            status="NO",
+        )
+    return charset
+
+
+def _search_program(cur: _Cursor) -> SearchKey:
     keys = [_search_key(cur, 0)]
     while cur.next_item():
         keys.append(_search_key(cur, 0))
-    return Search(charset, keys[0] if len(keys) == 1 else SearchKey("AND", tuple(keys)))
+    return keys[0] if len(keys) == 1 else SearchKey("AND", tuple(keys))
+
+
+def _search(cur: _Cursor, uid: bool) -> Search:
+    cur.sp()
+    returns = _search_return(cur) if cur.is_keyword(b"RETURN") else None
+    charset = None
+    if cur.is_keyword(b"CHARSET"):
+        cur.sp()
+        charset = _charset(cur, save=returns is not None and "SAVE" in returns)
+        cur.sp()
+    return Search(charset, _search_program(cur), returns)
+
+
+def _sort(cur: _Cursor, uid: bool) -> Sort:
+    """``SORT (REVERSE DATE SUBJECT) UTF-8 ALL`` (RFC 5256 §3: charset required)."""
+    cur.sp()
+    cur.expect(b"(")
+    criteria: list[tuple[str, bool]] = []
+    while True:
+        word = cur.atom("a sort key").upper()
+        reverse = word == "REVERSE"
+        if reverse:
+            cur.sp()
+            word = cur.atom("a sort key").upper()
+        if word not in SORT_KEYS:
+            raise cur.error(f"Unknown sort key {word}")
+        criteria.append((word, reverse))
+        if cur.peek() == 0x29:
+            break
+        cur.sp()
+    cur.expect(b")")
+    cur.sp()
+    charset = _charset(cur)
+    cur.sp()
+    return Sort(tuple(criteria), charset, _search_program(cur))
+
+
+def _thread(cur: _Cursor, uid: bool) -> Thread:
+    """``THREAD REFERENCES UTF-8 ALL`` (RFC 5256 §3)."""
+    cur.sp()
+    algorithm = cur.atom("a thread algorithm").upper()
+    if algorithm not in THREAD_ALGORITHMS:
+        raise cur.error(f"Unknown thread algorithm {algorithm}")
+    cur.sp()
+    charset = _charset(cur)
+    cur.sp()
+    return Thread(algorithm, charset, _search_program(cur))
 
 
 def _enable(cur: _Cursor, uid: bool) -> Enable:
@@ -1526,10 +1627,11 @@ COMMANDS: dict[str, _Parser] = {
     "RENAME": _rename, "LIST": _list, "LSUB": _lsub, "STATUS": _status, "APPEND": _append,
     "FETCH": _fetch, "STORE": _store, "SEARCH": _search, "ENABLE": _enable, "ID": _id,
     "SETACL": _setacl,
+    "SORT": _sort, "THREAD": _thread,
 }  # fmt: skip
 """Command name -> argument parser (all commands the session may accept)."""
 
-UID_COMMANDS = frozenset({"FETCH", "STORE", "COPY", "MOVE", "SEARCH", "EXPUNGE"})
+UID_COMMANDS = frozenset({"FETCH", "STORE", "COPY", "MOVE", "SEARCH", "EXPUNGE", "SORT", "THREAD"})
 
 
 def parse_command(raw: RawCommand, *, utf8: bool = False, utf8_accept: bool = False) -> Command:
@@ -1824,6 +1926,57 @@ def status_line(
 def search_line(numbers: Iterable[int]) -> bytes:
     """``* SEARCH 2 5 7`` (``* SEARCH`` when nothing matched)."""
     return b" ".join([b"* SEARCH", *(b"%d" % n for n in numbers)]) + CRLF
+
+
+def esearch_line(tag: str, uid: bool, items: Sequence[tuple[str, int | str]]) -> bytes:
+    """``* ESEARCH (TAG "a1") UID MIN 2 ALL 2:4,9`` (RFC 4731 §3.1); ``items``
+    in the order given, an ALL value already a compact sequence set."""
+    out = b'* ESEARCH (TAG "%s")' % tag.encode()
+    if uid:
+        out += b" UID"
+    for name, value in items:
+        out += b" %s %s" % (name.encode(), str(value).encode())
+    return out + CRLF
+
+
+def sort_line(numbers: Iterable[int]) -> bytes:
+    """``* SORT 5 3 4`` (RFC 5256 §4; ``* SORT`` when nothing matched)."""
+    return b" ".join([b"* SORT", *(b"%d" % n for n in numbers)]) + CRLF
+
+
+ThreadNode = tuple[int | None, list["ThreadNode"]]
+"""A thread tree: a message (None for a dummy parent) and its children."""
+
+
+def thread_line(roots: Sequence[ThreadNode]) -> bytes:
+    """``* THREAD (2)(3 6 (4 23)(44 7 96))`` (RFC 5256 §4): a chain of single
+    children is written flat, siblings as parenthesised lists."""
+    out = bytearray(b"* THREAD")
+    for root in roots:
+        out += b" " if len(out) == 8 else b""
+        out += b"("
+        _thread_chain(root, out)
+        out += b")"
+    return bytes(out) + CRLF
+
+
+def _thread_chain(node: ThreadNode, out: bytearray) -> None:
+    first = True
+    while True:  # iterative along chains: deep threads never recurse per message
+        message, children = node
+        if message is not None:
+            out += b"%s%d" % (b"" if first else b" ", message)
+            first = False
+        if len(children) == 1:
+            node = children[0]
+            continue
+        if children and not first:
+            out += b" "
+        for child in children:  # thread-nested: 2*thread-list, no space between
+            out += b"("
+            _thread_chain(child, out)
+            out += b")"
+        return
 
 
 def compact_set(numbers: Iterable[int]) -> str:

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from waypost.services.mailaccess.errors import NotFound
+from waypost.services.mailaccess.flagsets import FlagSets
 
 SEEN = "\\Seen"
 INDEX_CACHE_MESSAGES = 500_000
@@ -48,7 +49,7 @@ class MailboxIndex:
     Use it only under :attr:`lock` (see :meth:`IndexCache.current`)."""
 
     __slots__ = (
-        "dates", "flags", "keywords", "lock", "modseq", "sizes", "uidnext", "uids",
+        "dates", "flags", "flagsets", "keywords", "lock", "modseq", "sizes", "uidnext", "uids",
         "uidvalidity", "unseen",
     )  # fmt: skip
 
@@ -63,6 +64,7 @@ class MailboxIndex:
         self.dates: array[float] = array("d")
         self.unseen: int | None = None  # index of the first message without \Seen; -1: none
         self.keywords: frozenset[str] | None = None
+        self.flagsets = FlagSets()  # per-flag bitmaps for SEARCH (flagsets.py)
 
     def __len__(self) -> int:
         return len(self.uids)
@@ -93,6 +95,12 @@ class MailboxIndex:
             (head.highestmodseq),
         )
         self.unseen = self.keywords = None
+        self.flagsets.reset()
+
+    def set_flags(self, i: int, flags: tuple[str, ...]) -> None:
+        """The message at position ``i`` now has ``flags`` (the bitmaps follow)."""
+        self.flagsets.changed(i, self.flags[i], flags)
+        self.flags[i] = flags
 
     def refresh(self, store: Any, ref: tuple[str, str, str], interned: dict) -> None:
         if self.uidvalidity < 0:
@@ -105,6 +113,9 @@ class MailboxIndex:
         if changes.expunged:
             gone = {uid for uid in changes.expunged if self.position(uid) is not None}
             if gone:
+                self.flagsets.removed(
+                    sorted(p for u in gone if (p := self.position(u)) is not None)
+                )
                 keep = [i for i, uid in enumerate(self.uids) if uid not in gone]
                 self.uids = array("I", (self.uids[i] for i in keep))
                 self.flags = [self.flags[i] for i in keep]
@@ -114,12 +125,13 @@ class MailboxIndex:
         for meta in changes.changed:
             i = self.position(meta.uid)
             if i is not None:
-                self.flags[i] = interned.setdefault(meta.flags, meta.flags)
+                self.set_flags(i, interned.setdefault(meta.flags, meta.flags))
                 self.unseen = self.keywords = None
         for meta in changes.new:
             if meta.uid >= self.uidnext or not self.uids or meta.uid > self.uids[-1]:
                 self.uids.append(meta.uid)
                 self.flags.append(interned.setdefault(meta.flags, meta.flags))
+                self.flagsets.changed(len(self.flags) - 1, (), meta.flags)
                 self.sizes.append(meta.size)
                 self.dates.append(meta.internal_date)
                 self.unseen = self.keywords = None

@@ -18,6 +18,18 @@ encoded words and body charsets are decoded, quoted-printable and base64
 undone, and both sides Unicode case-folded (RFC 3501 leaves the folding of
 non-ASCII to the implementation; casefold is the thorough one).
 
+Address keys (FROM, TO, CC, BCC) match the needle against the decoded header
+as written *and* against its addresses with RFC 5322 comments and folding
+white space taken out (``name <local@domain>`` or ``<local@domain>`` per address, as
+``mime.parse_addresses`` reads them): ``FROM user-from@domain.org`` finds
+``<user-from (comment)@ (comment) domain.org>``. Dovecot matches both forms
+the same way; the raw form keeps a search for a comment's text working.
+
+WITHIN (RFC 5032 §3): ``YOUNGER n`` is an internal date at most ``n``
+seconds before the search's ``now`` (``SearchContext.now``, taken once per
+command by the caller: this module reads no clock), ``OLDER n`` the rest, so
+the two are exact complements.
+
 Dates: BEFORE/ON/SINCE compare the internal date's day in UTC (the
 server's zone); SENTBEFORE/SENTON/SENTSINCE the day written in the Date
 header, in its own zone (time and zone are ignored, RFC 3501). A message
@@ -71,6 +83,7 @@ class SearchContext:
     messages: int
     max_uid: int
     saved: frozenset[int] = field(default_factory=frozenset)
+    now: float = 0.0
 
 
 Predicate = Callable[[SearchMessage], bool]
@@ -151,6 +164,13 @@ def cost(key: SearchKey) -> int:
     return META
 
 
+def uses(key: SearchKey, ops: Collection[str]) -> bool:
+    """Whether any node of the program is one of ``ops``."""
+    if key.op in ops:
+        return True
+    return any(isinstance(k, SearchKey) and uses(k, ops) for k in key.args)
+
+
 def matches(key: SearchKey, msg: SearchMessage, ctx: SearchContext) -> bool:
     return compile_search(key, ctx)(msg)
 
@@ -196,6 +216,47 @@ def _has(msg: SearchMessage, flag: str) -> bool:
 
 def _fold(text: str) -> str:
     return text.casefold()
+
+
+def timestamp(value: float | datetime) -> float:
+    """Seconds since the epoch of an internal date (a naive one is UTC)."""
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+    return value
+
+
+def mailboxes(value: str | None) -> list[tuple[str | None, str, str]]:
+    """(display name, mailbox, ``mailbox@host``) of each address of a header
+    value, comments and folding white space gone, group markers skipped."""
+    out = []
+    for name, _, local, host in mime.parse_addresses(value) or ():
+        if local is not None and host is not None:
+            out.append((name, local, f"{local}@{host}" if host else local))
+    return out
+
+
+def address_forms(value: str) -> str:
+    """The addresses of a header value without comments and folding white
+    space: ``name <local@domain>``, comma-separated (see the module doc)."""
+    return ", ".join(
+        f"{name} <{spec}>" if name else f"<{spec}>" for name, _, spec in mailboxes(value)
+    )
+
+
+_ADDRESS_FIELDS = frozenset({"from", "to", "cc", "bcc", "sender", "reply-to"})
+
+
+def _header_test(name: str, needle: str) -> Predicate:
+    if name not in _ADDRESS_FIELDS:
+        return lambda m: any(needle in _fold(v) for v in m.header(name))
+
+    def test(m: SearchMessage) -> bool:
+        values = m.header(name)
+        if any(needle in _fold(v) for v in values):
+            return True
+        return any(needle in _fold(address_forms(v)) for v in values)
+
+    return test
 
 
 def internal_day(value: float | datetime) -> date:
@@ -273,7 +334,10 @@ def compile_search(key: SearchKey, ctx: SearchContext) -> Predicate:
             name, needle = key.args[0].lower(), _fold(key.args[1])
         else:
             name, needle = _HEADER_KEYS[op], _fold(key.args[0])
-        return lambda m: any(needle in _fold(v) for v in m.header(name))
+        return _header_test(name, needle)
+    if op in ("OLDER", "YOUNGER"):
+        limit, older = ctx.now - key.args[0], op == "OLDER"
+        return lambda m: (timestamp(m.internal_date) < limit) == older
     if op == "BODY":
         needle = _fold(key.args[0])
         return lambda m: needle in _fold(m.body_text())

@@ -20,6 +20,7 @@ import contextlib
 import functools
 import logging
 from array import array
+from bisect import bisect_left
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,6 +28,9 @@ from datetime import datetime
 import waypost.services.mailaccess.errors as errors
 from waypost import mime
 from waypost.services.container import Services
+from waypost.services.mailaccess import flagsets
+from waypost.services.mailaccess import sort as sorting
+from waypost.services.mailaccess import thread as threads
 from waypost.services.mailaccess.criteria import SearchKey
 from waypost.services.mailaccess.index import (
     INDEX_CACHE_MESSAGES,
@@ -50,6 +54,7 @@ from waypost.services.mailaccess.search import (
     LazyMessage,
     SearchContext,
     compile_search,
+    uses,
 )
 from waypost.services.mailaccess.search import (
     cost as search_cost,
@@ -195,6 +200,10 @@ def parse(data: bytes) -> mime.ParsedMessage:
 def _flag_class(flag: str) -> str:
     lower = flag.lower()
     return "s" if lower == "\\seen" else "d" if lower == "\\deleted" else "w"
+
+
+def _in_ranges(ranges: Sequence[tuple[int, int]], uid: int) -> bool:
+    return any(low <= uid < high for low, high in ranges)
 
 
 class _Meta:
@@ -372,27 +381,38 @@ class MailAccess:
         opened: Opened,
         uids: Sequence[int],
         key: SearchKey,
-        recent: Callable[[int], bool],
+        recent: Callable[[int], bool] | Sequence[tuple[int, int]],
         uid_command: bool,
+        *,
+        saved: Collection[int] = (),
+        now: float = 0.0,
     ) -> list[int]:
         """Message numbers (or with ``uid_command`` UIDs) of the view's
         ``uids`` that match ``key``; ``recent`` tells which are \\Recent for
-        the view. Metadata keys read only the index; header keys only the
-        heads of the messages; BODY and TEXT the messages."""
+        the view (a test, or UID ranges ``[low, high)``), ``saved`` the UIDs of
+        ``$`` (RFC 5182), ``now`` the time OLDER/YOUNGER count from. Flag and
+        set keys are answered from the index's bitmaps when the view is the
+        index (``flagsets.py``); other metadata keys read only the index;
+        header keys only the heads of the messages; BODY and TEXT the messages."""
         store = self._store
         ref = opened.target.ref
-        context = SearchContext(len(uids), uids[-1] if uids else 0)
+        ranges = None if callable(recent) else tuple(recent)
+        is_recent = recent if callable(recent) else functools.partial(_in_ranges, ranges or ())
+        context = SearchContext(len(uids), uids[-1] if uids else 0, frozenset(saved), now)
         test = compile_search(key, context)
         found: list[int] = []
         cost = search_cost(key)
         if cost == META:
             with self.indexes.current(mailbox_key_of(ref), ref) as index:
+                hits = self._search_bitmaps(index, uids, key, ranges, saved, uid_command)
+                if hits is not None:
+                    return hits
                 for seq, uid in enumerate(uids, 1):
                     i = index.position(uid)
                     if i is None:
                         continue
                     flags = index.flags[i]
-                    if recent(uid):
+                    if is_recent(uid):
                         flags = (*flags, RECENT)
                     if test(_Meta(seq, uid, flags, index.dates[i], index.sizes[i])):
                         found.append(uid if uid_command else seq)
@@ -409,7 +429,7 @@ class MailAccess:
                     continue
                 seq = start + offset + 1
                 message = self._lazy(
-                    row, seq, recent(uid), cached.get(uid), parsed_now, header_only
+                    row, seq, is_recent(uid), cached.get(uid), parsed_now, header_only
                 )
                 try:
                     hit = test(message)
@@ -422,6 +442,112 @@ class MailAccess:
                 with contextlib.suppress(errors.StoreError):
                     store.mail_structures_put(*ref, parsed_now)
         return found
+
+    def sort(
+        self,
+        opened: Opened,
+        uids: Sequence[int],
+        key: SearchKey,
+        criteria: Sequence[tuple[str, bool]],
+        recent: Sequence[tuple[int, int]],
+        uid_command: bool,
+        *,
+        saved: Collection[int] = (),
+        now: float = 0.0,
+    ) -> list[int]:
+        """SORT (RFC 5256 §3): the messages ``key`` finds (as :meth:`search`),
+        ordered by ``criteria`` (``sort.py``)."""
+        data = self._sort_data(
+            opened, uids, key, recent, uid_command, saved, now, {name for name, _ in criteria}
+        )
+        return sorting.sort(data, criteria)
+
+    def thread(
+        self,
+        opened: Opened,
+        uids: Sequence[int],
+        key: SearchKey,
+        algorithm: str,
+        recent: Sequence[tuple[int, int]],
+        uid_command: bool,
+        *,
+        saved: Collection[int] = (),
+        now: float = 0.0,
+    ) -> list[threads.Tree]:
+        """THREAD (RFC 5256 §3) with ``ORDEREDSUBJECT`` or ``REFERENCES``
+        over the messages ``key`` finds (``thread.py``)."""
+        data = self._sort_data(opened, uids, key, recent, uid_command, saved, now, {sorting.THREAD})
+        if algorithm == "ORDEREDSUBJECT":
+            return threads.ordered_subject(data)
+        return threads.references(data)
+
+    def _sort_data(
+        self,
+        opened: Opened,
+        uids: Sequence[int],
+        key: SearchKey,
+        recent: Sequence[tuple[int, int]],
+        uid_command: bool,
+        saved: Collection[int],
+        now: float,
+        needs: set[str],
+    ) -> list[sorting.SortData]:
+        """What SORT and THREAD read of each message found (``needs``: the sort
+        keys, or THREAD): metadata and the stored summary, and the head (one
+        blob read each) when the summary lacks a key (TO, CC, THREAD's
+        References) or the message has none."""
+        heads = not needs <= sorting.SUMMARY_KEYS
+        found = self.search(opened, uids, key, recent, True, saved=saved, now=now)
+        ref = opened.target.ref
+        data: list[sorting.SortData] = []
+        for start in range(0, len(found), SEARCH_BATCH):
+            for row in self._store.mail_fetch(*ref, found[start : start + SEARCH_BATCH]):
+                seq = bisect_left(uids, row.uid) + 1
+                number = row.uid if uid_command else seq
+                if not heads and row.summary:
+                    data.append(
+                        sorting.from_summary(
+                            number, seq, row.internal_date, row.size, row.summary, needs
+                        )
+                    )
+                    continue
+                head = b""
+                try:
+                    head = self._store.mail_header_bytes(row)
+                except errors.NotFound:
+                    log.error("message UID %d of %s: its body is missing", row.uid, ref)
+                data.append(
+                    sorting.from_header(number, seq, row.internal_date, row.size, head, needs)
+                )
+        return data
+
+    @staticmethod
+    def _search_bitmaps(
+        index: MailboxIndex,
+        uids: Sequence[int],
+        key: SearchKey,
+        recent: Sequence[tuple[int, int]] | None,
+        saved: Collection[int],
+        uid_command: bool,
+    ) -> list[int] | None:
+        """The answer from the flag bitmaps, None when they cannot give it: a
+        key they do not know, RECENT without the view's ranges, or a view
+        that is not the index (messages it has not been told of, or gone)."""
+        view = uids if isinstance(uids, array) else array("I", uids)
+        if view != index.uids or (recent is None and uses(key, ("RECENT", "NEW", "OLD"))):
+            return None
+        sets = index.flagsets
+        question = (key, tuple(recent or ()), frozenset(saved), uid_command)
+        if (answer := sets.answers.get(question)) is not None:
+            return list(answer)
+        bits = flagsets.evaluate(
+            key, sets.current(index.flags), flagsets.View(view, recent or (), saved)
+        )
+        if bits is None:
+            return None
+        answer = flagsets.members(bits, view if uid_command else range(1, len(view) + 1))
+        sets.remember(question, answer)
+        return list(answer)
 
     def _lazy(
         self,
@@ -518,7 +644,7 @@ class MailAccess:
                 if all(i is not None for i in positions):
                     for (i, _, now) in changed:
                         assert i is not None
-                        index.flags[i] = now
+                        index.set_flags(i, now)
                     index.modseq = own
                     index.unseen = index.keywords = None
         return updates, own

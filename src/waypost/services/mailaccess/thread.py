@@ -1,0 +1,189 @@
+"""THREAD=ORDEREDSUBJECT and THREAD=REFERENCES (RFC 5256 §2.2, §3), pure.
+
+Input: the :class:`~waypost.services.mailaccess.sort.SortData` of the
+messages a SEARCH program found; output: a forest of ``(number, children)``
+where ``number`` is None for a dummy parent (a message referred to but not
+among those found), the shape ``wire.thread_line`` writes.
+
+Choices: Message-IDs compare exactly (octet by octet, brackets removed); a
+message without one, or with one already taken, gets a unique one (§2.2
+step 1A); "sent date" is :attr:`SortData.date` (the internal date when the
+Date header is missing or bad); equal dates keep mailbox order. Walks over
+parents and children are loops, not recursion, so a reply chain thousands
+deep cannot exhaust the stack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from itertools import groupby
+
+from waypost.services.mailaccess.sort import SortData, base_subject
+
+Tree = tuple[int | None, list["Tree"]]
+
+
+def ordered_subject(messages: Sequence[SortData]) -> list[Tree]:
+    """ORDEREDSUBJECT (§3): group by base subject; in each group the earliest
+    message is the parent of all the others (siblings, by date); groups in
+    the order of their first message's date."""
+    order = sorted(messages, key=lambda m: (base_subject(m.subject)[0], m.date, m.seq))
+    threads: list[tuple[SortData, list[Tree]]] = []
+    for _, group in groupby(order, key=lambda m: base_subject(m.subject)[0]):
+        first, *rest = group
+        threads.append((first, [(m.number, []) for m in rest]))
+    threads.sort(key=lambda t: (t[0].date, t[0].seq))
+    return [(first.number, children) for first, children in threads]
+
+
+class _Node:
+    __slots__ = ("children", "message", "parent", "reply")
+
+    def __init__(self) -> None:
+        self.message: SortData | None = None
+        self.parent: _Node | None = None
+        self.children: list[_Node] = []
+        self.reply = False
+
+    def ancestors(self) -> Iterator[_Node]:
+        node: _Node | None = self
+        while node is not None:
+            yield node
+            node = node.parent
+
+    def link(self, child: _Node) -> None:
+        """Make ``child`` a child of this node, unless that makes a loop."""
+        if any(node is child for node in self.ancestors()):
+            return
+        if child.parent is not None:
+            child.parent.children.remove(child)
+        child.parent = self
+        self.children.append(child)
+
+    def first(self) -> _Node:
+        """The message that stands for this node (a dummy: its first child)."""
+        node = self
+        while node.message is None and node.children:
+            node = node.children[0]
+        return node
+
+    def key(self) -> tuple[float, int]:
+        message = self.first().message
+        return (message.date, message.seq) if message is not None else (0.0, 0)
+
+
+def references(messages: Sequence[SortData]) -> list[Tree]:
+    """REFERENCES (§2.2 steps 1-6, §3)."""
+    table: dict[str, _Node] = {}
+    for m in sorted(messages, key=lambda m: m.seq):  # (1) link by the references
+        mid = m.message_id
+        if not mid or (mid in table and table[mid].message is not None):
+            mid = f"\x00{m.seq}"  # (1A) none, or a duplicate: unique
+        node = table.setdefault(mid, _Node())
+        node.message = m
+        parent: _Node | None = None
+        for ref in m.references:  # (1B) each reference the parent of the next
+            ref_node = table.setdefault(ref, _Node())
+            if parent is not None and ref_node.parent is None:
+                parent.link(ref_node)
+            parent = ref_node
+        if parent is not None:  # (1C) the last reference is the parent
+            parent.link(node)
+        elif node.parent is not None:
+            node.parent.children.remove(node)
+            node.parent = None
+    root = _Node()  # (2) the root set
+    root.children = [node for node in table.values() if node.parent is None]
+    for node in root.children:
+        node.parent = root
+    _prune(root)  # (4)
+    _sort_siblings(root)  # (5) the root set by date
+    _merge_subjects(root)  # (5A-C)
+    _sort_siblings(root)  # (6) every set of siblings by date
+    return [_tree(node) for node in root.children]
+
+
+def _walk(root: _Node) -> list[_Node]:
+    """Every node below ``root``, parents before their children."""
+    out, stack = [], list(root.children)
+    while stack:
+        node = stack.pop()
+        out.append(node)
+        stack.extend(node.children)
+    return out
+
+
+def _prune(root: _Node) -> None:
+    """§2.2 step 4: drop dummies without children; replace a dummy by its
+    children, except at the top where it has more than one child."""
+    for node in reversed(_walk(root)):  # children before their parents
+        if node.message is not None:
+            continue
+        parent = node.parent
+        assert parent is not None
+        if node.children and parent is root and len(node.children) > 1:
+            continue
+        at = parent.children.index(node)
+        for child in node.children:
+            child.parent = parent
+        parent.children[at : at + 1] = node.children
+
+
+def _sort_siblings(root: _Node) -> None:
+    for node in reversed([root, *_walk(root)]):  # a dummy's children first: its date
+        node.children.sort(key=_Node.key)
+
+
+def _merge_subjects(root: _Node) -> None:
+    """§2.2 step 5: threads whose base subjects are equal are gathered."""
+    subjects: dict[str, _Node] = {}
+    for node in root.children:  # (5B) the best container per subject
+        first = node.first().message
+        if first is None:
+            continue
+        subject, node.reply = base_subject(first.subject)
+        if not subject:
+            continue
+        held = subjects.get(subject)
+        if (
+            held is None
+            or (held.message is not None and node.message is None)
+            or (held.message is not None and held.reply and not node.reply)
+        ):
+            subjects[subject] = node
+    for node in list(root.children):  # (5C) merge into it
+        first = node.first().message
+        if first is None:
+            continue
+        subject = base_subject(first.subject)[0]
+        held = subjects.get(subject)
+        if not subject or held is None or held is node:
+            continue
+        if held.message is None and node.message is None:
+            for child in list(node.children):
+                held.link(child)
+            root.children.remove(node)
+        elif held.message is None or (node.reply and not held.reply):
+            held.link(node)
+        else:
+            dummy = _Node()
+            dummy.parent = root
+            root.children[root.children.index(held)] = dummy
+            held.parent = None
+            dummy.children.append(held)
+            held.parent = dummy
+            dummy.link(node)
+            subjects[subject] = dummy
+
+
+def _tree(top: _Node) -> Tree:
+    """The node as ``(number, children)``, built without recursion."""
+    out: Tree = (top.message.number if top.message else None, [])
+    stack = [(top, out)]
+    while stack:
+        node, tree = stack.pop()
+        for child in node.children:
+            sub: Tree = (child.message.number if child.message else None, [])
+            tree[1].append(sub)
+            stack.append((child, sub))
+    return out
