@@ -48,7 +48,7 @@ class MailboxIndex:
     Use it only under :attr:`lock` (see :meth:`IndexCache.current`)."""
 
     __slots__ = (
-        "dates", "flags", "keywords", "lock", "modseq", "sizes", "uidnext", "uids",
+        "dates", "flags", "keywords", "lock", "modseq", "modseqs", "sizes", "uidnext", "uids",
         "uidvalidity", "unseen",
     )  # fmt: skip
 
@@ -63,6 +63,9 @@ class MailboxIndex:
         self.dates: array[float] = array("d")
         self.unseen: int | None = None  # index of the first message without \Seen; -1: none
         self.keywords: frozenset[str] | None = None
+        # CONDSTORE (RFC 7162): each message's MODSEQ, at the positions of ``uids``,
+        # so FETCH MODSEQ, CHANGEDSINCE and SEARCH MODSEQ need no store read
+        self.modseqs: array[int] = array("Q")
 
     def __len__(self) -> int:
         return len(self.uids)
@@ -79,14 +82,17 @@ class MailboxIndex:
         flags: list[tuple[str, ...]] = []
         sizes: array[int] = array("q")
         dates: array[float] = array("d")
+        modseqs: array[int] = array("Q")
         for row in rows:
             if row.uid >= head.uidnext:
                 break  # arrived after the counters were read: comes as "new"
+            modseqs.append(row.modseq)
             uids.append(row.uid)
             flags.append(interned.setdefault(row.flags, row.flags))
             sizes.append(row.size)
             dates.append(row.internal_date)
         self.uids, self.flags, self.sizes, self.dates = uids, flags, sizes, dates
+        self.modseqs = modseqs
         self.uidvalidity, self.uidnext, self.modseq = (
             head.uidvalidity,
             head.uidnext,
@@ -110,11 +116,13 @@ class MailboxIndex:
                 self.flags = [self.flags[i] for i in keep]
                 self.sizes = array("q", (self.sizes[i] for i in keep))
                 self.dates = array("d", (self.dates[i] for i in keep))
+                self.modseqs = array("Q", (self.modseqs[i] for i in keep))
                 self.unseen = None
         for meta in changes.changed:
             i = self.position(meta.uid)
             if i is not None:
                 self.flags[i] = interned.setdefault(meta.flags, meta.flags)
+                self.modseqs[i] = meta.modseq
                 self.unseen = self.keywords = None
         for meta in changes.new:
             if meta.uid >= self.uidnext or not self.uids or meta.uid > self.uids[-1]:
@@ -122,6 +130,7 @@ class MailboxIndex:
                 self.flags.append(interned.setdefault(meta.flags, meta.flags))
                 self.sizes.append(meta.size)
                 self.dates.append(meta.internal_date)
+                self.modseqs.append(meta.modseq)
                 self.unseen = self.keywords = None
         self.uidnext = max(self.uidnext, changes.uidnext)
         self.modseq = max(self.modseq, changes.highestmodseq)

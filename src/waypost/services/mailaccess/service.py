@@ -27,6 +27,7 @@ from datetime import datetime
 import waypost.services.mailaccess.errors as errors
 from waypost import mime
 from waypost.services.container import Services
+from waypost.services.mailaccess.condstore import CondstoreAccess
 from waypost.services.mailaccess.criteria import SearchKey
 from waypost.services.mailaccess.index import (
     INDEX_CACHE_MESSAGES,
@@ -56,6 +57,7 @@ from waypost.services.mailstore import Mailstore, split_account
 from waypost.storage.interface import (
     INBOX,
     SPECIAL_USES,
+    FlagUpdates,
     MailboxChanges,
     MailMessage,
     normalize_flags,
@@ -188,12 +190,15 @@ def _flag_class(flag: str) -> str:
 class _Meta:
     """A message for SEARCH keys that need only metadata."""
 
-    __slots__ = ("flags", "internal_date", "seq", "size", "uid")
+    __slots__ = ("flags", "internal_date", "modseq", "seq", "size", "uid")
 
     flags: Collection[str]
     internal_date: float | datetime
 
-    def __init__(self, seq: int, uid: int, flags: Sequence[str], date: float, size: int) -> None:
+    def __init__(
+        self, seq: int, uid: int, flags: Sequence[str], date: float, size: int, modseq: int
+    ) -> None:
+        self.modseq = modseq
         self.seq = seq
         self.uid = uid
         self.flags = flags
@@ -213,7 +218,7 @@ class _Meta:
 # -- the service --------------------------------------------------------------------
 
 
-class MailAccess:
+class MailAccess(CondstoreAccess):
     """One per process (per protocol family): the rights, the index cache,
     the stored copies. Blocking: call from a worker thread."""
 
@@ -346,10 +351,8 @@ class MailAccess:
     def mark_seen(self, opened: Opened, seen: Sequence[MessageData]) -> int | None:
         """Set \\Seen on messages a fetch read (RFC 3501 §6.4.5), when the user
         holds ``s``; the MODSEQ of this change (None if nothing changed)."""
-        if not seen or not opened.can("s"):
-            return None
         before = {m.uid: m.modseq for m in seen}
-        updates = self._store.mail_set_flags(*opened.target.ref, list(before), [SEEN], "add")
+        updates = self.set_seen(opened, seen)
         return max((m for uid, m, _ in updates if m != before.get(uid)), default=None)
 
     # -- search ------------------------------------------------------------------------
@@ -381,7 +384,8 @@ class MailAccess:
                     flags = index.flags[i]
                     if recent(uid):
                         flags = (*flags, RECENT)
-                    if test(_Meta(seq, uid, flags, index.dates[i], index.sizes[i])):
+                    meta = _Meta(seq, uid, flags, index.dates[i], index.sizes[i], index.modseqs[i])
+                    if test(meta):
                         found.append(uid if uid_command else seq)
             return found
         header_only = cost == HEADER
@@ -424,7 +428,9 @@ class MailAccess:
         flags = (*row.flags, RECENT) if recent else row.flags
         if header_only:
             load = functools.partial(self._store.mail_header_bytes, row)
-            return LazyMessage(seq, row.uid, flags, row.internal_date, row.size, load)
+            lazy = LazyMessage(seq, row.uid, flags, row.internal_date, row.size, load)
+            lazy.modseq = row.modseq
+            return lazy
         holder: list[LazyMessage] = []
 
         def parsed() -> mime.ParsedMessage:
@@ -444,6 +450,7 @@ class MailAccess:
             parsed=parsed,
         )
         holder.append(message)
+        message.modseq = row.modseq
         return message
 
     # -- flags -------------------------------------------------------------------------
@@ -465,13 +472,20 @@ class MailAccess:
         return wanted
 
     def store_flags(
-        self, opened: Opened, uids: Sequence[int], flags: Sequence[str], mode: str
-    ) -> tuple[list[tuple[int, int, tuple[str, ...]]], int | None]:
+        self,
+        opened: Opened,
+        uids: Sequence[int],
+        flags: Sequence[str],
+        mode: str,
+        unchanged_since: int | None = None,
+    ) -> tuple[FlagUpdates, int | None]:
         """STORE (``mode``: ``add``, ``remove``, ``set``/``replace``), after
-        :meth:`check_flags`: ``(uid, modseq, flags now)`` of each message, and
-        the MODSEQ of this change (None if nothing changed). A replacing STORE
-        by a user who may change only some kinds of flags keeps the others,
-        message by message.
+        :meth:`check_flags`: ``(uid, modseq, flags now)`` of each message
+        (``.modified``: the UIDs that failed ``unchanged_since``, RFC 7162
+        §3.1.3, left as they were), and the MODSEQ of this change (None if
+        nothing changed). One store transaction, whatever the number of
+        messages. A replacing STORE by a user who may change only some kinds
+        of flags keeps the others, message by message.
 
         The process's copy of the index tells which messages really changed (a
         message left as it was keeps an older MODSEQ, possibly another
@@ -482,7 +496,9 @@ class MailAccess:
         mode = "replace" if mode == "set" else mode
         with self.indexes.current(mailbox_key(opened), ref) as index:
             if mode != "replace" or all(r in rights for r in "swd"):
-                updates = list(store.mail_set_flags(*ref, uids, flags, mode))
+                updates = store.mail_set_flags(
+                    *ref, uids, flags, mode, unchanged_since=unchanged_since
+                )
             else:
                 groups: dict[tuple[str, ...], list[int]] = {}
                 for uid in uids:
@@ -490,10 +506,15 @@ class MailAccess:
                     if i is not None:
                         kept = [f for f in index.flags[i] if _flag_class(f) not in rights]
                         groups.setdefault(tuple(normalize_flags([*flags, *kept])), []).append(uid)
-                updates = []
+                updates = FlagUpdates()
                 for new, group in groups.items():
-                    updates += store.mail_set_flags(*ref, group, new, "replace")
+                    done = store.mail_set_flags(
+                        *ref, group, new, "replace", unchanged_since=unchanged_since
+                    )
+                    updates += done
+                    updates.modified += done.modified
                 updates.sort()
+                updates.modified.sort()
             changed: list[tuple[int | None, int, tuple[str, ...]]] = []
             for uid, modseq, now in updates:
                 i = index.position(uid)
@@ -503,9 +524,10 @@ class MailAccess:
             if own is not None and own == index.modseq + 1:
                 positions = [i for i, _, _ in changed]
                 if all(i is not None for i in positions):
-                    for (i, _, now) in changed:
+                    for i, modseq, now in changed:
                         assert i is not None
                         index.flags[i] = now
+                        index.modseqs[i] = modseq
                     index.modseq = own
                     index.unseen = index.keywords = None
         return updates, own
@@ -603,6 +625,7 @@ class MailAccess:
             "UIDVALIDITY": state.uidvalidity,
             "UNSEEN": state.unseen,
             "SIZE": state.size,
+            "HIGHESTMODSEQ": max(state.highestmodseq, 1),  # RFC 7162 §3.1.8: never 0
         }
         if "DELETED" in items:
             values["DELETED"] = sum(DELETED in m.flags for m in self._store.mail_index(*ref))
