@@ -1,0 +1,152 @@
+"""QRESYNC (RFC 7162 §3.2) over real sockets: the QRESYNC parameter of
+SELECT/EXAMINE (VANISHED (EARLIER) for the known UIDs expunged since, FETCH
+with MODSEQ for what changed, nothing for another UIDVALIDITY, BAD before
+ENABLE QRESYNC), ``* OK [CLOSED]`` when a SELECT replaces a mailbox (also
+under IMAP4rev2 semantics, never for IMAP4rev1 clients without QRESYNC),
+``* VANISHED`` instead of ``* n EXPUNGE`` for EXPUNGE, UID EXPUNGE, MOVE
+and other sessions' expunges, a silent CLOSE, and UID FETCH ...
+(CHANGEDSINCE n VANISHED).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from tests.support.server import WaypostServer
+from tests.test_imap_condstore import highest, modseqs, ok
+from tests.test_imap_server import PW, Raw, append_cmd
+
+DOMAIN = "qr.dom"
+USERS = ("ada", "bo", "cy", "di", "ed", "flo")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WaypostServer]:
+    srv = WaypostServer(tmp_path_factory.mktemp("imapqr") / "var").init()
+    srv.cli("domain", "add", DOMAIN)
+    for name in USERS:
+        srv.cli("account", "add", f"{name}@{DOMAIN}", "--password", PW)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def session(server: WaypostServer, user: str, *, qresync: bool = True) -> Raw:
+    raw = Raw(server.port("IMAPPort"))
+    raw.login(f"{user}@{DOMAIN}")
+    if qresync:
+        assert ok(raw.cmd("e", "ENABLE QRESYNC"), "e") == [b"* ENABLED QRESYNC CONDSTORE"]
+    return raw
+
+
+def fill(raw: Raw, count: int, mailbox: str = "INBOX") -> None:
+    for i in range(count):
+        ok(raw.cmd(f"p{i}", append_cmd(mailbox, b"Subject: %d\r\n\r\nbody\r\n" % i)), f"p{i}")
+
+
+def uidvalidity(lines: list[bytes]) -> int:
+    return int(next(re.search(rb"UIDVALIDITY (\d+)", x).group(1) for x in lines if b"UIDVAL" in x))
+
+
+def test_select_qresync_reports_vanished_and_changed(server: WaypostServer) -> None:
+    a = session(server, "ada")
+    fill(a, 5)
+    lines = ok(a.cmd("s", "SELECT INBOX"), "s")
+    validity, top = uidvalidity(lines), highest(lines)
+    a.close()
+    b = session(server, "ada", qresync=False)  # the changes happen while a is away
+    ok(b.cmd("s", "SELECT INBOX"), "s")
+    ok(b.cmd("k", "STORE 2 +FLAGS (\\Flagged)"), "k")
+    ok(b.cmd("d", "STORE 3:4 +FLAGS (\\Deleted)"), "d")
+    ok(b.cmd("x", "EXPUNGE"), "x")
+    b.close()
+    a = session(server, "ada")
+    lines = ok(a.cmd("q", f"SELECT INBOX (QRESYNC ({validity} {top}))"), "q")
+    assert b"* VANISHED (EARLIER) 3:4" in lines, lines
+    changed = modseqs(lines)
+    assert sorted(changed) == [2], lines
+    assert any(re.fullmatch(rb"\* 2 FETCH \(UID 2 MODSEQ \(\d+\) FLAGS \(\\Flagged\)\)", x)
+               for x in lines), lines  # fmt: skip
+    assert highest(lines) > max(changed.values())  # the expunge came later
+    # VANISHED only for the known UIDs; the sequence match data is accepted
+    lines = ok(a.cmd("r", f"EXAMINE INBOX (QRESYNC ({validity} {top} 1:3 (1:2 1:2)))"), "r")
+    assert lines[0] == b"* OK [CLOSED] Previous mailbox closed"
+    assert b"* VANISHED (EARLIER) 3" in lines, lines
+    # another UIDVALIDITY: a plain SELECT (with HIGHESTMODSEQ)
+    lines = ok(a.cmd("t", f"SELECT INBOX (QRESYNC ({validity + 1} {top}))"), "t")
+    assert not any(b"VANISHED" in x or b"FETCH" in x for x in lines), lines
+    a.close()
+
+
+def test_qresync_needs_enable(server: WaypostServer) -> None:
+    raw = session(server, "bo", qresync=False)
+    lines = raw.cmd("s", "SELECT INBOX (QRESYNC (1 1))")
+    assert lines[-1].startswith(b"s BAD"), lines
+    ok(raw.cmd("e", "ENABLE CONDSTORE"), "e")
+    assert raw.cmd("s2", "SELECT INBOX (QRESYNC (1 1))")[-1].startswith(b"s2 BAD")
+    ok(raw.cmd("s3", "SELECT INBOX"), "s3")
+    assert raw.cmd("f", "UID FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED)")[-1].startswith(b"f BAD")
+    raw.close()
+
+
+def test_closed_only_with_qresync(server: WaypostServer) -> None:
+    plain = session(server, "cy", qresync=False)
+    ok(plain.cmd("c", "CREATE Other"), "c")
+    ok(plain.cmd("s", "SELECT INBOX"), "s")
+    assert not any(b"CLOSED" in x for x in ok(plain.cmd("s2", "SELECT Other"), "s2"))
+    plain.close()
+    raw = session(server, "cy")
+    ok(raw.cmd("s", "SELECT INBOX"), "s")
+    lines = ok(raw.cmd("s2", "EXAMINE Other"), "s2")
+    assert lines[0] == b"* OK [CLOSED] Previous mailbox closed", lines
+    # a SELECT that fails still closed the mailbox: CLOSED, then NO
+    lines = raw.cmd("s3", "SELECT Nowhere")
+    assert lines[0] == b"* OK [CLOSED] Previous mailbox closed" and lines[-1].startswith(b"s3 NO")
+    assert not any(b"CLOSED" in x for x in ok(raw.cmd("s4", "SELECT INBOX"), "s4"))
+    raw.close()
+
+
+def test_expunges_are_vanished(server: WaypostServer) -> None:
+    a, b = session(server, "di"), session(server, "di", qresync=False)
+    fill(a, 6)
+    ok(a.cmd("c", "CREATE Dest"), "c")
+    ok(a.cmd("s", "SELECT INBOX"), "s")
+    ok(b.cmd("s", "SELECT INBOX"), "s")
+    ok(a.cmd("d", "STORE 2,4 +FLAGS.SILENT (\\Deleted)"), "d")
+    lines = ok(a.cmd("x", "EXPUNGE"), "x")
+    assert b"* VANISHED 2,4" in lines and not any(b"EXPUNGE" in x for x in lines[:-1]), lines
+    # the IMAP4rev1 session sees EXPUNGE as before
+    plain = ok(b.cmd("n", "NOOP"), "n")
+    assert plain.count(b"* 2 EXPUNGE") == 1 and b"* 3 EXPUNGE" in plain, plain
+    # another session's expunge, UID EXPUNGE, MOVE: VANISHED
+    ok(b.cmd("d", "STORE 1 +FLAGS (\\Deleted)"), "d")
+    ok(b.cmd("x", "EXPUNGE"), "x")
+    assert b"* VANISHED 1" in ok(a.cmd("n", "NOOP"), "n")
+    ok(a.cmd("d2", "UID STORE 3 +FLAGS (\\Deleted)"), "d2")
+    assert b"* VANISHED 3" in ok(a.cmd("u", "UID EXPUNGE 3"), "u")
+    lines = ok(a.cmd("m", "UID MOVE 5 Dest"), "m")
+    assert b"* VANISHED 5" in lines and not any(b"EXPUNGE" in x for x in lines), lines
+    # CLOSE expunges silently
+    ok(a.cmd("d3", "STORE 1 +FLAGS (\\Deleted)"), "d3")
+    assert ok(a.cmd("z", "CLOSE"), "z") == []
+    a.close()
+    b.close()
+
+
+def test_uid_fetch_changedsince_vanished(server: WaypostServer) -> None:
+    a = session(server, "ed")
+    fill(a, 5)
+    top = highest(ok(a.cmd("s", "SELECT INBOX"), "s"))
+    ok(a.cmd("d", "STORE 2,5 +FLAGS.SILENT (\\Deleted)"), "d")
+    ok(a.cmd("x", "EXPUNGE"), "x")
+    ok(a.cmd("k", "UID STORE 3 +FLAGS.SILENT (\\Seen)"), "k")
+    lines = ok(a.cmd("f", f"UID FETCH 1:* (FLAGS) (CHANGEDSINCE {top} VANISHED)"), "f")
+    assert lines[0] == b"* VANISHED (EARLIER) 2,5", lines
+    assert len(lines) == 2 and re.fullmatch(
+        rb"\* 2 FETCH \(UID 3 FLAGS \(\\Seen \\Recent\) MODSEQ \(\d+\)\)", lines[1]
+    ), lines
+    lines = ok(a.cmd("g", f"UID FETCH 1:3 (FLAGS) (VANISHED CHANGEDSINCE {top})"), "g")
+    assert lines[0] == b"* VANISHED (EARLIER) 2", lines
+    a.close()
