@@ -24,21 +24,33 @@ DOMAIN = "cs.dom"
 USERS = ("amy", "bea", "cal", "deb", "eli", "fay", "gil", "hal", "ida")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WaypostServer]:
-    srv = WaypostServer(tmp_path_factory.mktemp("imapcs") / "var").init()
-    srv.cli("domain", "add", DOMAIN)
-    for name in USERS:
-        srv.cli("account", "add", f"{name}@{DOMAIN}", "--password", PW)
+def serve(
+    factory: pytest.TempPathFactory, domain: str, users: tuple[str, ...]
+) -> Iterator[WaypostServer]:
+    """A server for one test module, with these accounts (also used by the
+    QRESYNC and keyword tests)."""
+    srv = WaypostServer(factory.mktemp("imap-" + domain) / "var").init()
+    srv.cli("domain", "add", domain)
+    for name in users:
+        srv.cli("account", "add", f"{name}@{domain}", "--password", PW)
     srv.start()
     yield srv
     srv.stop()
 
 
-def session(server: WaypostServer, user: str) -> Raw:
+def connect(server: WaypostServer, login: str) -> Raw:
     raw = Raw(server.port("IMAPPort"))
-    raw.login(f"{user}@{DOMAIN}")
+    raw.login(login)
     return raw
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WaypostServer]:
+    yield from serve(tmp_path_factory, DOMAIN, USERS)
+
+
+def session(server: WaypostServer, user: str) -> Raw:
+    return connect(server, f"{user}@{DOMAIN}")
 
 
 def ok(lines: list[bytes], tag: str) -> list[bytes]:

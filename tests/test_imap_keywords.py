@@ -14,7 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 from tests.support.server import WaypostServer
-from tests.test_imap_server import PW, Raw, append_cmd, tagged
+from tests.test_imap_condstore import connect, serve
+from tests.test_imap_server import Raw, append_cmd, tagged
 
 DOMAIN = "kw.dom"
 USERS = ("ann", "ben", "cid", "dan", "eve")
@@ -22,19 +23,21 @@ USERS = ("ann", "ben", "cid", "dan", "eve")
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WaypostServer]:
-    srv = WaypostServer(tmp_path_factory.mktemp("imapkw") / "var").init()
-    srv.cli("domain", "add", DOMAIN)
-    for name in USERS:
-        srv.cli("account", "add", f"{name}@{DOMAIN}", "--password", PW)
-    srv.start()
-    yield srv
-    srv.stop()
+    yield from serve(tmp_path_factory, DOMAIN, USERS)
 
 
 def session(server: WaypostServer, user: str) -> Raw:
-    raw = Raw(server.port("IMAPPort"))
-    raw.login(f"{user}@{DOMAIN}")
-    return raw
+    return connect(server, f"{user}@{DOMAIN}")
+
+
+def watched(server: WaypostServer, user: str) -> tuple[Raw, Raw, Announced]:
+    """Two sessions on a one-message INBOX: ``a`` (watched) and ``b`` (changing)."""
+    a, b = session(server, user), session(server, user)
+    assert tagged(a.cmd("p", append_cmd("INBOX"))).startswith(b"p OK")
+    seen = Announced()
+    seen.check(a.cmd("s", "SELECT INBOX"))
+    assert tagged(b.cmd("s", "SELECT INBOX")).startswith(b"s OK")
+    return a, b, seen
 
 
 _FLAGS = re.compile(rb"^\* FLAGS \(([^)]*)\)")
@@ -88,11 +91,7 @@ def test_keyword_set_by_another_session_is_announced_before_fetch(
 
 
 def test_unsolicited_fetch_and_new_messages_announce_keywords(server: WaypostServer) -> None:
-    a, b = session(server, "ben"), session(server, "ben")
-    assert tagged(a.cmd("p", append_cmd("INBOX"))).startswith(b"p OK")
-    seen = Announced()
-    seen.check(a.cmd("s", "SELECT INBOX"))
-    assert tagged(b.cmd("s", "SELECT INBOX")).startswith(b"s OK")
+    a, b, seen = watched(server, "ben")
     assert tagged(b.cmd("k", "STORE 1 +FLAGS ($Later)")).startswith(b"k OK")
     lines = seen.check(a.cmd("n", "NOOP"))
     assert any(b"FETCH" in line and b"$Later" in line for line in lines), lines
@@ -119,13 +118,9 @@ def test_own_store_announces_before_its_fetch(server: WaypostServer) -> None:
 
 
 def test_idle_announces_keywords(server: WaypostServer) -> None:
-    a, b = session(server, "dan"), session(server, "dan")
-    assert tagged(a.cmd("p", append_cmd("INBOX"))).startswith(b"p OK")
-    seen = Announced()
-    seen.check(a.cmd("s", "SELECT INBOX"))
+    a, b, seen = watched(server, "dan")
     a.send(b"i IDLE\r\n")
     assert a.line().startswith(b"+ ")
-    assert tagged(b.cmd("s", "SELECT INBOX")).startswith(b"s OK")
     assert tagged(b.cmd("k", "STORE 1 +FLAGS ($Idle)")).startswith(b"k OK")
     lines = []
     for _ in range(10):  # bounded: the change comes as a few lines

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 
 import pytest
 from tests.support.server import WaypostServer
-from tests.test_imap_condstore import highest, modseqs, ok
-from tests.test_imap_server import PW, Raw, append_cmd
+from tests.test_imap_condstore import connect, highest, modseqs, ok, serve
+from tests.test_imap_server import Raw, append_cmd
 
 DOMAIN = "qr.dom"
 USERS = ("ada", "bo", "cy", "di", "ed", "flo")
@@ -24,18 +24,11 @@ USERS = ("ada", "bo", "cy", "di", "ed", "flo")
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WaypostServer]:
-    srv = WaypostServer(tmp_path_factory.mktemp("imapqr") / "var").init()
-    srv.cli("domain", "add", DOMAIN)
-    for name in USERS:
-        srv.cli("account", "add", f"{name}@{DOMAIN}", "--password", PW)
-    srv.start()
-    yield srv
-    srv.stop()
+    yield from serve(tmp_path_factory, DOMAIN, USERS)
 
 
 def session(server: WaypostServer, user: str, *, qresync: bool = True) -> Raw:
-    raw = Raw(server.port("IMAPPort"))
-    raw.login(f"{user}@{DOMAIN}")
+    raw = connect(server, f"{user}@{DOMAIN}")
     if qresync:
         assert ok(raw.cmd("e", "ENABLE QRESYNC"), "e") == [b"* ENABLED QRESYNC CONDSTORE"]
     return raw
