@@ -507,12 +507,13 @@ class MailAccess(CondstoreAccess):
                         kept = [f for f in index.flags[i] if _flag_class(f) not in rights]
                         groups.setdefault(tuple(normalize_flags([*flags, *kept])), []).append(uid)
                 updates = FlagUpdates()
-                for new, group in groups.items():
-                    done = store.mail_set_flags(
-                        *ref, group, new, "replace", unchanged_since=unchanged_since
-                    )
-                    updates += done
-                    updates.modified += done.modified
+                with store.transaction():  # one transaction for the whole STORE
+                    for new, group in groups.items():
+                        done = store.mail_set_flags(
+                            *ref, group, new, "replace", unchanged_since=unchanged_since
+                        )
+                        updates += done
+                        updates.modified += done.modified
                 updates.sort()
                 updates.modified.sort()
             changed: list[tuple[int | None, int, tuple[str, ...]]] = []
