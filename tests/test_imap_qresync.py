@@ -1,11 +1,11 @@
 """QRESYNC (RFC 7162 §3.2) over real sockets: the QRESYNC parameter of
 SELECT/EXAMINE (VANISHED (EARLIER) for the known UIDs expunged since, FETCH
 with MODSEQ for what changed, nothing for another UIDVALIDITY, BAD before
-ENABLE QRESYNC), ``* OK [CLOSED]`` when a SELECT replaces a mailbox (also
-under IMAP4rev2 semantics, never for IMAP4rev1 clients without QRESYNC),
-``* VANISHED`` instead of ``* n EXPUNGE`` for EXPUNGE, UID EXPUNGE, MOVE
-and other sessions' expunges, a silent CLOSE, and UID FETCH ...
-(CHANGEDSINCE n VANISHED).
+ENABLE QRESYNC), ``* OK [CLOSED]`` when a SELECT replaces a mailbox (never
+for IMAP4rev1 clients without QRESYNC), ``* VANISHED`` instead of ``* n
+EXPUNGE`` for EXPUNGE, UID EXPUNGE, MOVE and other sessions' expunges, a
+silent CLOSE, HIGHESTMODSEQ in the tagged OK of EXPUNGE and CLOSE, and UID
+FETCH ... (CHANGEDSINCE n VANISHED).
 """
 
 from __future__ import annotations
@@ -37,6 +37,14 @@ def session(server: WaypostServer, user: str, *, qresync: bool = True) -> Raw:
 def fill(raw: Raw, count: int, mailbox: str = "INBOX") -> None:
     for i in range(count):
         ok(raw.cmd(f"p{i}", append_cmd(mailbox, b"Subject: %d\r\n\r\nbody\r\n" % i)), f"p{i}")
+
+
+def stored_modseq(server: WaypostServer, user: str) -> int:
+    """INBOX's HIGHESTMODSEQ, asked by a session of its own."""
+    raw = session(server, user, qresync=False)
+    line = ok(raw.cmd("t", "STATUS INBOX (HIGHESTMODSEQ)"), "t")[0]
+    raw.close()
+    return int(re.search(rb"HIGHESTMODSEQ (\d+)", line).group(1))
 
 
 def uidvalidity(lines: list[bytes]) -> int:
@@ -108,14 +116,17 @@ def test_expunges_are_vanished(server: WaypostServer) -> None:
     ok(a.cmd("s", "SELECT INBOX"), "s")
     ok(b.cmd("s", "SELECT INBOX"), "s")
     ok(a.cmd("d", "STORE 2,4 +FLAGS.SILENT (\\Deleted)"), "d")
-    lines = ok(a.cmd("x", "EXPUNGE"), "x")
+    lines = a.cmd("x", "EXPUNGE")
     assert b"* VANISHED 2,4" in lines and not any(b"EXPUNGE" in x for x in lines[:-1]), lines
+    # the tagged OK carries the new HIGHESTMODSEQ (what QRESYNC clients keep)
+    after_expunge = int(re.match(rb"x OK \[HIGHESTMODSEQ (\d+)\]", lines[-1]).group(1))
+    assert stored_modseq(server, "di") == after_expunge
     # the IMAP4rev1 session sees EXPUNGE as before
     plain = ok(b.cmd("n", "NOOP"), "n")
     assert plain.count(b"* 2 EXPUNGE") == 1 and b"* 3 EXPUNGE" in plain, plain
     # another session's expunge, UID EXPUNGE, MOVE: VANISHED
     ok(b.cmd("d", "STORE 1 +FLAGS (\\Deleted)"), "d")
-    ok(b.cmd("x", "EXPUNGE"), "x")
+    assert b.cmd("x", "EXPUNGE")[-1] == b"x OK EXPUNGE completed"  # no CONDSTORE: no code
     assert b"* VANISHED 1" in ok(a.cmd("n", "NOOP"), "n")
     ok(a.cmd("d2", "UID STORE 3 +FLAGS (\\Deleted)"), "d2")
     assert b"* VANISHED 3" in ok(a.cmd("u", "UID EXPUNGE 3"), "u")
@@ -123,7 +134,10 @@ def test_expunges_are_vanished(server: WaypostServer) -> None:
     assert b"* VANISHED 5" in lines and not any(b"EXPUNGE" in x for x in lines), lines
     # CLOSE expunges silently
     ok(a.cmd("d3", "STORE 1 +FLAGS (\\Deleted)"), "d3")
-    assert ok(a.cmd("z", "CLOSE"), "z") == []
+    lines = a.cmd("z", "CLOSE")
+    assert len(lines) == 1, lines
+    closed = int(re.match(rb"z OK \[HIGHESTMODSEQ (\d+)\] CLOSE", lines[0]).group(1))
+    assert stored_modseq(server, "di") == closed
     a.close()
     b.close()
 

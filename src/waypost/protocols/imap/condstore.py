@@ -5,7 +5,9 @@ CONDSTORE is on for the rest of the connection after ``ENABLE CONDSTORE``
 (or QRESYNC) or a CONDSTORE-enabling command (§3.1: ``SELECT/EXAMINE ...
 (CONDSTORE)``, FETCH of MODSEQ or with CHANGEDSINCE, SEARCH MODSEQ, STORE
 UNCHANGEDSINCE, STATUS HIGHESTMODSEQ); when such a command turns it on in a
-selected mailbox, ``* OK [HIGHESTMODSEQ n]`` comes first (§3.1.2). From then
+selected mailbox, ``* OK [HIGHESTMODSEQ n]`` comes first (§3.1.2); the
+tagged OK of EXPUNGE, UID EXPUNGE and CLOSE carries the new HIGHESTMODSEQ
+(which KIMAP and other QRESYNC clients keep). From then
 on every FETCH response carrying FLAGS that the client did not ask for as
 such (STORE, implicit \\Seen, other sessions' changes) carries UID and
 MODSEQ. With QRESYNC, expunges are ``* VANISHED uid-set`` (§3.2.10).
@@ -28,7 +30,7 @@ from waypost.protocols.imap import wire
 from waypost.services.mailaccess.condstore import reported
 
 if TYPE_CHECKING:
-    from waypost.protocols.imap.session import Session
+    from waypost.protocols.imap.session import Selected, Session
 
 CONDSTORE = "CONDSTORE"
 QRESYNC = "QRESYNC"
@@ -88,6 +90,19 @@ def expunged_lines(uids: Sequence[int], positions: Sequence[int], qresync: bool)
     if qresync:
         return wire.vanished_line(uids[i] for i in positions)
     return b"".join(b"* %d EXPUNGE\r\n" % (pos + 1 - n) for n, pos in enumerate(positions))
+
+
+async def closing_modseq(session: Session, sel: Selected, expunged: bool) -> int:
+    """The HIGHESTMODSEQ for CLOSE's tagged OK (what KIMAP and others cache
+    for the next QRESYNC): the MODSEQ of its own expunge when nothing else
+    happened since the view's last look, else the view's own (lower, so the
+    next resynchronization asks for a little more, never for too little)."""
+    if expunged:
+        ctx = session.ctx
+        now = await ctx.run(ctx.mail.current_modseq, sel.opened)
+        if now == sel.modseq + 1:
+            return reported(now)
+    return reported(sel.modseq)
 
 
 def uses_modseq(key: object) -> bool:

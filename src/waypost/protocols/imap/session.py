@@ -93,6 +93,7 @@ from waypost.protocols.listen import endpoints, is_loopback
 from waypost.services import auth
 from waypost.services.container import Services
 from waypost.services.login_guard import LoginGuard
+from waypost.services.mailaccess.condstore import reported
 from waypost.services.mailaccess.errors import (
     InvalidRights,
     MailboxError,
@@ -1152,8 +1153,9 @@ class Session:
     async def cmd_check(self, command: Command) -> str:
         return "CHECK completed"
 
-    async def cmd_close(self, command: Command) -> str:
+    async def cmd_close(self, command: Command) -> Reply | str:
         sel = self.sel
+        gone: list[int] = []
         if not sel.examine and sel.uids:
             gone = await self.ctx.run(
                 self.ctx.mail.expunge, sel.opened, list(sel.uids), quiet=True
@@ -1161,13 +1163,16 @@ class Session:
             if gone:
                 self._publish(sel.key)
         self._deselect()
+        if self.condstore:
+            modseq = await condstore.closing_modseq(self, sel, bool(gone))
+            return Reply("CLOSE completed", f"HIGHESTMODSEQ {modseq}")
         return "CLOSE completed"
 
     async def cmd_unselect(self, command: Command) -> str:
         self._deselect()
         return "UNSELECT completed"
 
-    async def cmd_expunge(self, command: Command) -> str:
+    async def cmd_expunge(self, command: Command) -> Reply | str:
         sel = self.sel
         self._writable("EXPUNGE")
         args: wire.Expunge = command.args
@@ -1179,7 +1184,12 @@ class Session:
         if gone:
             self.report_expunged(gone)
             self._publish(sel.key)
-        return f"{'UID ' if command.uid else ''}EXPUNGE completed"
+        what = f"{'UID ' if command.uid else ''}EXPUNGE completed"
+        if self.condstore:  # the client's new HIGHESTMODSEQ, after everything reported
+            await self.sync(allow_expunge=True)
+            if self.selected is sel:
+                return Reply(what, f"HIGHESTMODSEQ {reported(sel.modseq)}")
+        return what
 
     async def cmd_fetch(self, command: Command) -> Reply | str:
         sel = self.sel

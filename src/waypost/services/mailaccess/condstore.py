@@ -86,6 +86,10 @@ class CondstoreAccess:
             found = (index.position(uid) for uid in uids)
             return reported(max((index.modseqs[i] for i in found if i is not None), default=0))
 
+    def current_modseq(self, opened: Opened) -> int:
+        """The mailbox's HIGHESTMODSEQ in the store now."""
+        return int(self._store.mail_mailbox_state(*opened.target.ref).highestmodseq)
+
     def vanished_since(
         self, opened: Opened, since: int, within: SequenceSet | None, largest: int
     ) -> list[int]:
