@@ -1,8 +1,8 @@
 """The process-wide copy of mailbox message indexes (one per recently used mailbox).
 
 Invariants: a :class:`MailboxIndex` holds, for one mailbox, its UIDs in
-ascending order and, at the same positions, flags, sizes and internal dates,
-in compact arrays (about 30 bytes a message), together with the UIDVALIDITY,
+ascending order and, at the same positions, flags, sizes, internal dates and
+MODSEQs, in compact arrays (about 40 bytes a message), together with the UIDVALIDITY,
 UIDNEXT and MODSEQ it is current as of. It is only read or changed under its
 own lock, and :meth:`IndexCache.current` brings it up to date with
 ``mail_changes_since`` before handing it out, so a reader never sees an
@@ -27,7 +27,7 @@ from waypost.services.mailaccess.errors import NotFound
 
 SEEN = "\\Seen"
 INDEX_CACHE_MESSAGES = 500_000
-"""Messages whose index the process keeps in memory (about 30 bytes each)."""
+"""Messages whose index the process keeps in memory (about 40 bytes each)."""
 
 MailboxKey = tuple[str, str, str]
 """A mailbox as the process compares them: owner's domain and name in lower case, box name."""
@@ -40,8 +40,8 @@ def mailbox_key_of(ref: tuple[str, str, str]) -> MailboxKey:
 
 class MailboxIndex:
     """The process's copy of one mailbox's message index, kept current with
-    ``mail_changes_since``: UIDs, flags, sizes and internal dates in compact
-    arrays (about 30 bytes a message), shared by every session. SELECT copies
+    ``mail_changes_since``: UIDs, flags, sizes, internal dates and MODSEQs in
+    compact arrays (about 40 bytes a message), shared by every session. SELECT copies
     the UIDs from here, and metadata FETCH and SEARCH read it, instead of
     loading the whole index from the store each time.
 
