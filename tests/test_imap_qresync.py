@@ -10,6 +10,7 @@ FETCH ... (CHANGEDSINCE n VANISHED).
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Iterator
 
@@ -157,3 +158,56 @@ def test_uid_fetch_changedsince_vanished(server: WaypostServer) -> None:
     lines = ok(a.cmd("g", f"UID FETCH 1:3 (FLAGS) (VANISHED CHANGEDSINCE {top})"), "g")
     assert lines[0] == b"* VANISHED (EARLIER) 2", lines
     a.close()
+
+
+def flags_of(lines: list[bytes]) -> dict[int, frozenset[bytes]]:
+    """UID -> flags (without \\Recent) of the FETCH responses."""
+    out = {}
+    for line in lines:
+        m = re.match(rb"\* \d+ FETCH \(.*?UID (\d+).*?FLAGS \(([^)]*)\)", line)
+        if m:
+            out[int(m.group(1))] = frozenset(m.group(2).split()) - {b"\\Recent"}
+    return out
+
+
+def test_resynchronised_cache_matches_the_mailbox(server: WaypostServer) -> None:
+    """A client cache kept only by QRESYNC (VANISHED (EARLIER) and FETCH of
+    what changed) equals the mailbox after every round of random changes."""
+    rng = random.Random(7162)
+    writer = session(server, "flo", qresync=False)
+    fill(writer, 8)
+    ok(writer.cmd("s", "SELECT INBOX"), "s")
+    reader = session(server, "flo")
+    lines = ok(reader.cmd("s", "SELECT INBOX"), "s")
+    validity, modseq = uidvalidity(lines), highest(lines)
+    cache = flags_of(ok(reader.cmd("f", "UID FETCH 1:* (FLAGS)"), "f"))
+    reader.close()
+    for round_ in range(6):  # bounded
+        for step in range(5):
+            tag = f"w{round_}{step}"
+            action = rng.choice(("flag", "flag", "unflag", "expunge", "append"))
+            if action == "append":
+                ok(writer.cmd(tag, append_cmd("INBOX", b"Subject: r\r\n\r\nx\r\n")), tag)
+            elif action == "expunge":
+                ok(writer.cmd(tag, "STORE 1 +FLAGS.SILENT (\\Deleted)"), tag)
+                ok(writer.cmd(tag + "x", "EXPUNGE"), tag + "x")
+            else:
+                sign = "+" if action == "flag" else "-"
+                flag = rng.choice(("\\Flagged", "\\Seen", "$Work"))
+                ok(writer.cmd(tag, f"STORE 1:* {sign}FLAGS.SILENT ({flag})"), tag)
+        reader = session(server, "flo")
+        lines = ok(reader.cmd("q", f"SELECT INBOX (QRESYNC ({validity} {modseq}))"), "q")
+        for line in lines:
+            if line.startswith(b"* VANISHED (EARLIER) "):
+                for part in line.split()[3].split(b","):
+                    low, _, high = part.partition(b":")
+                    for uid in range(int(low), int(high or low) + 1):
+                        cache.pop(uid, None)
+        cache.update(flags_of(lines))
+        modseq = highest(lines)
+        truth = flags_of(ok(reader.cmd("t", "UID FETCH 1:* (FLAGS)"), "t"))
+        new = {uid: f for uid, f in truth.items() if uid not in cache}  # arrived: fetched by UID
+        cache.update(new)
+        assert cache == truth, (round_, lines)
+        reader.close()
+    writer.close()

@@ -1027,7 +1027,7 @@ def _modseq(cur: _Cursor, *, zero: bool) -> int:
 def _qresync(cur: _Cursor) -> Qresync:
     """``(uidvalidity modseq [known-uids [(seq-set uid-set)]])`` (RFC 7162 §3.2.5)."""
     cur.expect(b"(")
-    uidvalidity = cur.number("a UIDVALIDITY", nonzero=True)
+    uidvalidity = cur.number("the UIDVALIDITY", nonzero=True)
     cur.sp()
     modseq = _modseq(cur, zero=True)
     known = match = None
