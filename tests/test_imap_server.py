@@ -748,7 +748,7 @@ def test_namespace_id_enable(server: WaypostServer) -> None:
     assert lines[0] == b'* NAMESPACE (("" "/")) (("~" "/")) NIL'
     lines = raw.cmd("i", 'ID ("name" "pytest")')
     assert lines[0].startswith(b'* ID ("name" "Waypost" "version"')
-    lines = raw.cmd("e", "ENABLE CONDSTORE")
+    lines = raw.cmd("e", "ENABLE X-NOT-AN-EXTENSION")  # ignored (RFC 5161 §3.1)
     assert lines[0] == b"* ENABLED" and lines[-1].startswith(b"e OK")
     raw.cmd("s", "SELECT INBOX")
     assert tagged(raw.cmd("e2", "ENABLE UTF8=ACCEPT")).startswith(b"e2 BAD")

@@ -57,6 +57,7 @@ class FetchMessage:
     size: int
     raw: bytes | None = None
     parsed: mime.ParsedMessage | None = None
+    modseq: int = 0  # CONDSTORE (RFC 7162)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,20 +117,26 @@ def fetch(
     uid_command: bool = False,
     can_set_seen: bool = True,
     leaf_only: bool = False,
+    condstore: bool = False,
 ) -> FetchResult:
     """The ``* n FETCH (...)`` line for one message (UID first in UID FETCH).
     ``leaf_only``: BINARY of a multipart or message part is refused, as
-    IMAP4rev2 says (RFC 9051 §6.4.5); RFC 3516 gives its body undecoded."""
+    IMAP4rev2 says (RFC 9051 §6.4.5); RFC 3516 gives its body undecoded.
+    With ``condstore`` (RFC 7162 §3.1), a response that sets \\Seen carries
+    UID and MODSEQ (``msg.modseq`` is then the MODSEQ after the change)."""
     has_seen = any(f.lower() == "\\seen" for f in msg.flags)
     seen = can_set_seen and not has_seen and any(sets_seen(a) for a in atts)
     flags = [*msg.flags, SEEN] if seen else list(msg.flags)
     items: list[bytes] = []
-    if uid_command or any(a.name == "UID" for a in atts):
+    if uid_command or any(a.name == "UID" for a in atts) or (seen and condstore):
         items.append(b"UID %d" % msg.uid)
+    with_modseq = any(a.name == "MODSEQ" for a in atts) or (seen and condstore)
+    if with_modseq:
+        items.append(b"MODSEQ (%d)" % msg.modseq)
     flags_sent = False
     for att in atts:
         name = att.name
-        if name == "UID":
+        if name in ("UID", "MODSEQ"):
             continue
         if name == "FLAGS":
             items.append(b"FLAGS " + wire.flag_list(flags))

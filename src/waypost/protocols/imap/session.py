@@ -84,7 +84,7 @@ from typing import Any, TypeVar
 
 import waypost
 import waypost.protocols.imap.searching as searching
-from waypost.protocols.imap import appending, quota, rev2, wire
+from waypost.protocols.imap import appending, condstore, quota, rev2, wire
 from waypost.protocols.imap import fetch as fetching
 from waypost.protocols.imap.wire import (
     Command,
@@ -98,6 +98,7 @@ from waypost.protocols.listen import endpoints, is_loopback
 from waypost.services import auth
 from waypost.services.container import Services
 from waypost.services.login_guard import LoginGuard
+from waypost.services.mailaccess.condstore import reported
 from waypost.services.mailaccess.errors import (
     InvalidRights,
     MailboxError,
@@ -107,7 +108,7 @@ from waypost.services.mailaccess.errors import (
 )
 from waypost.services.mailaccess.index import MailboxKey
 from waypost.services.mailaccess.rights import Opened
-from waypost.services.mailaccess.service import FetchNeeds, MailAccess, MessageData, mailbox_key
+from waypost.services.mailaccess.service import FetchNeeds, MailAccess, mailbox_key
 from waypost.settings import ServerSettings
 
 log = logging.getLogger("waypost.imap")
@@ -127,18 +128,23 @@ CAPABILITIES = " ".join((
     quota.CAPABILITY,
     "UTF8=ACCEPT",
     "MULTIAPPEND CATENATE BINARY",
+    "CONDSTORE QRESYNC",
 ))
 """Advertised after login too; one line per group of extensions."""
 CAPABILITIES = rev2.advertise(CAPABILITIES)  # IMAP4rev2 once all it needs is above
 
-ENABLABLE: dict[str, tuple[str, ...]] = {"UTF8=ACCEPT": ()}
+ENABLABLE: dict[str, tuple[str, ...]] = {
+    "UTF8=ACCEPT": (),
+    "CONDSTORE": (),
+    "QRESYNC": ("CONDSTORE",),
+}
 """What ENABLE (RFC 5161) turns on: each name and what it implies besides
 itself (QRESYNC implies CONDSTORE, RFC 7162 §3.2.3). Only what is complete
 and advertised is listed; ENABLE ignores anything else."""
 if "IMAP4rev2" in CAPABILITIES.split():
     ENABLABLE["IMAP4REV2"] = ()
 NAMESPACE = b'* NAMESPACE (("" "/")) (("~" "/")) NIL\r\n'
-SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+SYSTEM_FLAGS = condstore.SYSTEM_FLAGS
 RECENT = "\\Recent"
 
 READ_CHUNK = 65536
@@ -327,6 +333,7 @@ class FetchBatch:
     done: int  # pairs handled (the rest needs another call)
     missing: int  # messages no longer there
     own: int | None  # MODSEQ of the \Seen this FETCH set
+    keywords: set[str]  # the keywords the lines show (announced first: RFC 3501 §7.2.6)
 
 
 def fetch_batch(
@@ -339,41 +346,51 @@ def fetch_batch(
     can_set_seen: bool,
     recent: Callable[[int], bool],
     leaf_only: bool = False,
+    with_modseq: bool = False,
 ) -> FetchBatch:
     """``* n FETCH`` lines for (message number, UID) ``pairs`` from the data
     the service reads (about :data:`~waypost.services.mailaccess.FETCH_BATCH_BYTES`
-    at a time), and the implicit ``\\Seen`` stored."""
+    at a time), and the implicit ``\\Seen``, stored before the lines are
+    written so that they carry its MODSEQ (RFC 7162 §3.1)."""
     needs = FetchNeeds(plan.raw, plan.header_only, plan.parsed)
     batch = ctx.mail.fetch(opened, pairs, needs)
+    own, after = None, {}
+    if can_set_seen and plan.seen:
+        unseen = [m for m in batch.messages if not any(f.lower() == "\\seen" for f in m.flags)]
+        before = {m.uid: m.modseq for m in unseen}
+        updates = ctx.mail.set_seen(opened, unseen)
+        after = {uid: modseq for uid, modseq, _ in updates}
+        own = max((m for uid, m, _ in updates if m != before.get(uid)), default=None)
     chunks: list[bytes] = []
-    seen: list[MessageData] = []
+    keywords: set[str] = set()
     for m in batch.messages:
         flags = (*m.flags, RECENT) if recent(m.uid) else m.flags
+        keywords.update(f for f in flags if f[:1] != "\\")
         result = fetching.fetch(
             atts,
             fetching.FetchMessage(
-                m.seq, m.uid, flags, m.internal_date, m.size, m.raw, m.parsed
+                m.seq, m.uid, flags, m.internal_date, m.size, m.raw, m.parsed,
+                after.get(m.uid, m.modseq),
             ),
             uid_command=uid_command,
-            can_set_seen=can_set_seen,
+            can_set_seen=can_set_seen and m.uid in after,
             leaf_only=leaf_only,
-        )
+            condstore=with_modseq,
+        )  # fmt: skip
         chunks.append(result.response)
-        if result.seen:
-            seen.append(m)
-    own = ctx.mail.mark_seen(opened, seen) if seen else None
-    return FetchBatch(chunks, batch.done, batch.missing, own)
+    return FetchBatch(chunks, batch.done, batch.missing, own, keywords)
 
 
 _METADATA = {
     "FLAGS": b"FLAGS %s",
     "RFC822.SIZE": b"RFC822.SIZE %d",
     "INTERNALDATE": b"INTERNALDATE %s",
+    "MODSEQ": b"MODSEQ (%d)",
 }
 
 
 def metadata_only(atts: Sequence[wire.FetchAtt]) -> bool:
-    """Only UID, FLAGS, RFC822.SIZE and INTERNALDATE: the index answers."""
+    """Only UID, FLAGS, RFC822.SIZE, INTERNALDATE and MODSEQ: the index answers."""
     return all(a.section is None and (a.name == "UID" or a.name in _METADATA) for a in atts)
 
 
@@ -384,13 +401,13 @@ def fetch_metadata(
     atts: Sequence[wire.FetchAtt],
     uid_command: bool,
     recent: Callable[[int], bool] | None,
-) -> tuple[list[bytes], int]:
+) -> tuple[list[bytes], int, set[str]]:
     """``* n FETCH`` lines formatted in one loop straight from the process's
     copy of the index (the 10,000-message ``FETCH 1:* (UID FLAGS
-    RFC822.SIZE)``); and how many of the messages no longer exist."""
+    RFC822.SIZE)``); how many of the messages no longer exist; the keywords shown."""
     with_uid = uid_command or any(a.name == "UID" for a in atts)
     names = [a.name for a in atts if a.name != "UID"]
-    kinds = [("FLAGS", "RFC822.SIZE", "INTERNALDATE").index(n) for n in names]
+    kinds = [("FLAGS", "RFC822.SIZE", "INTERNALDATE", "MODSEQ").index(n) for n in names]
     pieces = ([b"UID %d"] if with_uid else []) + [_METADATA[n] for n in names]
     form = b"* %d FETCH (" + b" ".join(pieces) + b")\r\n"
     shown: dict[tuple[str, ...], bytes] = {}
@@ -398,6 +415,7 @@ def fetch_metadata(
     missing = 0
     with ctx.mail.index(opened) as index:
         uids, flags, sizes, dates = index.uids, index.flags, index.sizes, index.dates
+        modseqs = index.modseqs
         count = len(uids)
         for seq, uid in pairs:
             i = seq - 1
@@ -419,10 +437,13 @@ def fetch_metadata(
                     values.append(text)
                 elif kind == 1:
                     values.append(sizes[i])
-                else:
+                elif kind == 2:
                     values.append(wire.internal_date(dates[i]))
+                else:
+                    values.append(modseqs[i])
             lines.append(form % tuple(values))
-    return lines, missing
+    keywords = {f for shown_flags in shown for f in shown_flags if f[:1] != "\\"}
+    return lines, missing, keywords
 
 
 # -- the session -------------------------------------------------------------------
@@ -685,14 +706,13 @@ class Session:
         if allow_expunge and sel.pending:
             self.report_expunged(sel.pending)
         new = [m for m in changes.new if m.uid >= sel.uidnext]
+        # keywords first: none may appear in FETCH FLAGS before * FLAGS (RFC 3501 §7.2.6)
+        condstore.announce_keywords(self, (f for m in (*new, *changes.changed) for f in m.flags))
         if new:
             if first is not None:
                 sel.recent.append((max(first, new[0].uid), changes.uidnext))
             for meta in new:
                 sel.uids.append(meta.uid)
-                for flag in meta.flags:
-                    if flag[:1] != "\\" and flag not in sel.keywords:
-                        sel.keywords.add(flag)
             self.send(b"* %d EXISTS\r\n" % len(sel.uids))
             if not self.rev2:
                 self.send(b"* %d RECENT\r\n" % sel.recent_count())
@@ -705,7 +725,8 @@ class Session:
             if seq is None:
                 continue
             flags = (*meta.flags, RECENT) if recent(meta.uid) else meta.flags
-            self.send(b"* %d FETCH (UID %d FLAGS %s)\r\n" % (seq, meta.uid, wire.flag_list(flags)))
+            modseq = meta.modseq if self.condstore else None
+            self.send(condstore.flags_line(seq, meta.uid, flags, modseq))
         sel.modseq = max(sel.modseq, changes.highestmodseq)
         sel.own.clear()
 
@@ -726,8 +747,7 @@ class Session:
                 positions.append(i)
         positions.sort()
         if positions:
-            lines = [b"* %d EXPUNGE\r\n" % (pos + 1 - n) for n, pos in enumerate(positions)]
-            self.send(b"".join(lines))
+            self.send(condstore.expunged_lines(uids, positions, self.qresync))
             drop = {uids[i] for i in positions}
             sel.uids = array("I", (u for u in uids if u not in drop))
             sel.pending -= drop
@@ -931,6 +951,16 @@ class Session:
         """Mailbox names are UTF-8 on the wire (RFC 6855 §3, RFC 9051 §5.1)."""
         return self.rev2 or "UTF8=ACCEPT" in self.enabled
 
+    @property
+    def condstore(self) -> bool:
+        """CONDSTORE (RFC 7162 §3.1) is on: FETCH responses carry MODSEQ."""
+        return "CONDSTORE" in self.enabled
+
+    @property
+    def qresync(self) -> bool:
+        """QRESYNC (RFC 7162 §3.2) is on: expunges are reported as VANISHED."""
+        return "QRESYNC" in self.enabled
+
     async def cmd_enable(self, command: Command) -> str:
         """RFC 5161: ``* ENABLED`` lists what this command newly turned on."""
         args: wire.Enable = command.args
@@ -950,10 +980,14 @@ class Session:
     async def cmd_select(self, command: Command) -> Reply:
         args: wire.Select = command.args
         examine = command.name == "EXAMINE"
+        if self.selected is not None and (self.qresync or self.rev2):
+            self.send(wire.untagged("OK [CLOSED] Previous mailbox closed"))  # RFC 7162 §3.2.11
         self._deselect()  # even when this SELECT fails (RFC 3501 §6.3.1)
         rev2.check_name(args.mailbox)
+        if args.qresync is not None and not self.qresync:
+            raise bad("The QRESYNC parameter needs ENABLE QRESYNC first (RFC 7162 §3.2.5)")
         if args.params:
-            raise bad(f"Unknown {command.name} parameter {args.params[0]}")
+            self.enabled.add("CONDSTORE")  # both parameters enable CONDSTORE (RFC 7162 §3.1)
         result = await self.ctx.run(self.ctx.mail.select, self.account, args.mailbox, examine)
         sel = Selected(
             result.opened,
@@ -981,9 +1015,13 @@ class Session:
             self.send(b"* OK [UNSEEN %d] First unseen message\r\n" % result.first_unseen)
         self.send(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % sel.uidvalidity)
         self.send(b"* OK [UIDNEXT %d] Predicted next UID\r\n" % sel.uidnext)
+        if self.condstore:
+            self.send(condstore.highestmodseq_line(sel.modseq))
         self.selected = sel
         self.state = State.SELECTED
         self.ctx.hub.subscribe(sel.key, self)
+        if args.qresync is not None:
+            await condstore.resync(self, args.qresync)
         if sel.read_only:
             return Reply(f"{command.name} completed", "READ-ONLY")
         return Reply(f"{command.name} completed", "READ-WRITE")
@@ -1057,6 +1095,8 @@ class Session:
 
     async def cmd_status(self, command: Command) -> str:
         args: wire.Status = command.args
+        if "HIGHESTMODSEQ" in args.items:
+            condstore.turn_on(self)  # RFC 7162 §3.1
         values = await self.ctx.run(self.ctx.mail.status, self.account, args.mailbox, args.items)
         self.send(wire.status_line(args.mailbox, values, utf8=self.utf8_names))
         return "STATUS completed"
@@ -1181,8 +1221,9 @@ class Session:
     async def cmd_check(self, command: Command) -> str:
         return "CHECK completed"
 
-    async def cmd_close(self, command: Command) -> str:
+    async def cmd_close(self, command: Command) -> Reply | str:
         sel = self.sel
+        gone: list[int] = []
         if not sel.examine and sel.uids:
             gone = await self.ctx.run(
                 self.ctx.mail.expunge, sel.opened, list(sel.uids), quiet=True
@@ -1190,13 +1231,16 @@ class Session:
             if gone:
                 self._publish(sel.key)
         self._deselect()
+        if self.condstore:
+            modseq = await condstore.closing_modseq(self, sel, bool(gone))
+            return Reply("CLOSE completed", f"HIGHESTMODSEQ {modseq}")
         return "CLOSE completed"
 
     async def cmd_unselect(self, command: Command) -> str:
         self._deselect()
         return "UNSELECT completed"
 
-    async def cmd_expunge(self, command: Command) -> str:
+    async def cmd_expunge(self, command: Command) -> Reply | str:
         sel = self.sel
         self._writable("EXPUNGE")
         args: wire.Expunge = command.args
@@ -1208,22 +1252,45 @@ class Session:
         if gone:
             self.report_expunged(gone)
             self._publish(sel.key)
-        return f"{'UID ' if command.uid else ''}EXPUNGE completed"
+        what = f"{'UID ' if command.uid else ''}EXPUNGE completed"
+        if self.condstore:  # the client's new HIGHESTMODSEQ, after everything reported
+            await self.sync(allow_expunge=True)
+            if self.selected is sel:
+                return Reply(what, f"HIGHESTMODSEQ {reported(sel.modseq)}")
+        return what
 
     async def cmd_fetch(self, command: Command) -> Reply | str:
         sel = self.sel
         args: wire.Fetch = command.args
         pairs = self.pairs(args.seqset, command.uid)
-        plan = fetching.plan(args.atts)
+        atts = args.atts
+        if args.vanished and not self.qresync:
+            raise bad("VANISHED needs ENABLE QRESYNC first (RFC 7162 §3.2.6)")
+        if args.changedsince is not None or any(a.name == "MODSEQ" for a in atts):
+            condstore.turn_on(self)  # RFC 7162 §3.1
+        if args.changedsince is not None:  # §3.1.4.1: only what changed, with MODSEQ
+            if not any(a.name == "MODSEQ" for a in atts):
+                atts = (*atts, wire.FetchAtt("MODSEQ"))
+            if args.vanished:
+                gone = await self.ctx.run(
+                    self.ctx.mail.vanished_since, sel.opened, args.changedsince, args.seqset,
+                    max(sel.uidnext - 1, 1),
+                )  # fmt: skip
+                self.send(wire.vanished_line(gone, earlier=True))
+            pairs = await self.ctx.run(
+                self.ctx.mail.changed_pairs, sel.opened, pairs, args.changedsince
+            )
+        plan = fetching.plan(atts)
         can_seen = plan.seen and not sel.examine and sel.opened.can("s")
         recent = sel.recent_test()
         missing = 0
         start = 0
-        if metadata_only(args.atts):
-            lines, missing = await self.ctx.run(
-                fetch_metadata, self.ctx, sel.opened, pairs, args.atts, command.uid,
+        if metadata_only(atts):
+            lines, missing, keywords = await self.ctx.run(
+                fetch_metadata, self.ctx, sel.opened, pairs, atts, command.uid,
                 recent if sel.recent else None,
             )  # fmt: skip
+            condstore.announce_keywords(self, keywords)
             self.send_all(lines)
             start = len(pairs)
         while start < len(pairs):
@@ -1234,12 +1301,13 @@ class Session:
                     self.ctx,
                     sel.opened,
                     batch,
-                    args.atts,
+                    atts,
                     plan,
                     command.uid,
                     can_seen,
                     recent,
                     leaf_only=self.rev2,  # RFC 9051 §6.4.5: BINARY of leaf parts only
+                    with_modseq=self.condstore,
                 )
             except fetching.FetchError as exc:
                 raise ImapError(exc.text, exc.code) from None
@@ -1249,6 +1317,7 @@ class Session:
             if result.own is not None:
                 self._publish(sel.key)
             missing += result.missing
+            condstore.announce_keywords(self, result.keywords)
             for chunk in result.chunks:
                 self.send(chunk)
             await self.flush()
@@ -1260,43 +1329,45 @@ class Session:
             )
         return f"{what} completed"
 
-    async def cmd_store(self, command: Command) -> str:
+    async def cmd_store(self, command: Command) -> Reply | str:
         sel = self.sel
         args: wire.Store = command.args
         self._writable("STORE")
+        if args.unchangedsince is not None:
+            condstore.turn_on(self)  # RFC 7162 §3.1
         pairs = self.pairs(args.seqset, command.uid)
         flags = self.ctx.mail.check_flags(sel.opened, args.flags, args.mode)
         what = f"{'UID ' if command.uid else ''}STORE completed"
         if not pairs:
             return what
         updates, own = await self.ctx.run(
-            self.ctx.mail.store_flags, sel.opened, [u for _, u in pairs], flags, args.mode
-        )
+            self.ctx.mail.store_flags, sel.opened, [u for _, u in pairs], flags, args.mode,
+            args.unchangedsince,
+        )  # fmt: skip
         self._own_change(own)
-        new_keywords = {f for f in flags if f[:1] != "\\"} - sel.keywords
-        if new_keywords:
-            sel.keywords |= new_keywords
-            self.send(
-                b"* FLAGS " + wire.flag_list([*SYSTEM_FLAGS, *sorted(sel.keywords)]) + b"\r\n"
-            )
-            self.send(
-                b"* OK [PERMANENTFLAGS "
-                + wire.flag_list(sel.permanent_flags())
-                + b"] Flags the user may change\r\n"
-            )
+        condstore.announce_keywords(self, (*flags, *(f for _, _, now in updates for f in now)))
         recent = sel.recent_test()
         seqs = {uid: seq for seq, uid in pairs}
-        for uid, _, now in updates if not args.silent else ():
+        with_modseq = self.condstore
+        lines = []
+        for uid, modseq, now in updates:
             seq = seqs.get(uid)
-            if seq is None:
-                continue
+            if seq is None or (args.silent and (not with_modseq or modseq != own)):
+                continue  # .SILENT: under CONDSTORE still UID and MODSEQ (§3.1.3)
             shown = (*now, RECENT) if recent(uid) else now
-            if command.uid:
-                self.send(b"* %d FETCH (FLAGS %s UID %d)\r\n" % (seq, wire.flag_list(shown), uid))
+            if with_modseq:
+                lines.append(condstore.flags_line(seq, uid, shown, modseq, silent=args.silent))
+            elif command.uid:
+                line = b"* %d FETCH (FLAGS %s UID %d)\r\n" % (seq, wire.flag_list(shown), uid)
+                lines.append(line)
             else:
-                self.send(b"* %d FETCH (FLAGS %s)\r\n" % (seq, wire.flag_list(shown)))
-        if updates:
+                lines.append(b"* %d FETCH (FLAGS %s)\r\n" % (seq, wire.flag_list(shown)))
+        self.send_all(lines)
+        if own is not None:
             self._publish(sel.key)
+        if updates.modified:  # RFC 7162 §3.1.3: what failed UNCHANGEDSINCE
+            numbers = updates.modified if command.uid else [seqs[u] for u in updates.modified]
+            return Reply(what, f"MODIFIED {wire.compact_set(numbers)}")
         return what
 
     async def cmd_copy(self, command: Command) -> Reply | str:
@@ -1337,6 +1408,9 @@ class Session:
             returns = ("ALL",)  # RFC 9051 §6.4.4: no RETURN means ALL, as ESEARCH
         save = returns is not None and "SAVE" in returns
         searching.check_key(args.key, self.rev2)
+        with_modseq = condstore.uses_modseq(args.key)
+        if with_modseq:
+            condstore.turn_on(self)  # RFC 7162 §3.1
         try:
             found = await self.ctx.run(
                 self.ctx.mail.search, sel.opened, sel.uids, args.key, tuple(sel.recent),
@@ -1346,14 +1420,26 @@ class Session:
             if save:
                 sel.saved = frozenset()  # RFC 5182 §2.1: a SEARCH that fails (NO) empties $
             raise
+        highest = None
+        if with_modseq and found:  # (MODSEQ n): the highest of what is returned (§3.1.5)
+            returned = found
+            if returns is not None and not {"ALL", "COUNT"} & set(returns):
+                returned = sorted({found[0], found[-1]})  # MIN and/or MAX only
+            uids = returned if command.uid else [sel.uids[n - 1] for n in returned]
+            highest = await self.ctx.run(self.ctx.mail.highest_modseq, sel.opened, uids)
         if returns is None:
-            self.send(wire.search_line(found))
+            line = wire.search_line(found)
+            if highest is not None:
+                line = line[:-2] + b" (MODSEQ %d)\r\n" % highest
+            self.send(line)
         else:
             if save:
                 uids = found if command.uid else [sel.uids[n - 1] for n in found]
                 sel.saved = searching.saved_result(uids, returns)
             if set(returns) != {"SAVE"}:  # SAVE alone: no ESEARCH (RFC 5182 §2.1)
                 items = searching.esearch_items(found, returns)
+                if highest is not None:
+                    items.append(("MODSEQ", highest))  # RFC 7162 §3.1.5
                 self.send(wire.esearch_line(command.tag, command.uid, items))
         return f"{'UID ' if command.uid else ''}SEARCH completed"
 

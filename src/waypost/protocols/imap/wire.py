@@ -486,11 +486,24 @@ class MailboxArgs:
 
 
 @dataclass(frozen=True, slots=True)
+class Qresync:
+    """The QRESYNC parameter of SELECT/EXAMINE (RFC 7162 §3.2.5): what the
+    client knew; ``seq_match`` is (known sequence set, their UIDs)."""
+
+    uidvalidity: int
+    modseq: int
+    known_uids: SequenceSet | None = None
+    seq_match: tuple[SequenceSet, SequenceSet] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Select:
-    """SELECT / EXAMINE; ``params`` are the atoms of an optional list (CONDSTORE ...)."""
+    """SELECT / EXAMINE; ``params`` are the names of the parameters given
+    (``CONDSTORE``, ``QRESYNC``: RFC 7162), ``qresync`` the latter's value."""
 
     mailbox: str
     params: tuple[str, ...] = ()
+    qresync: Qresync | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -571,8 +584,12 @@ class Append:
 
 @dataclass(frozen=True, slots=True)
 class Fetch:
+    """``changedsince``/``vanished``: the FETCH modifiers of RFC 7162 §3.1.4.1, §3.2.6."""
+
     seqset: SequenceSet
     atts: tuple[FetchAtt, ...]
+    changedsince: int | None = None
+    vanished: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -583,6 +600,7 @@ class Store:
     mode: str
     silent: bool
     flags: tuple[str, ...]
+    unchangedsince: int | None = None  # RFC 7162 §3.1.3
 
 
 @dataclass(frozen=True, slots=True)
@@ -963,6 +981,7 @@ STATUS_ITEMS = frozenset({
     "DELETED",  # RFC 9051 §6.3.11
     "DELETED-STORAGE",  # RFC 9208 §4.2
     "APPENDLIMIT",  # RFC 7889 §3.2
+    "HIGHESTMODSEQ",  # RFC 7162 §3.1.8
 })  # fmt: skip
 """The STATUS items the parser accepts; one per line so each extension adds its own."""
 LIST_SELECT = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
@@ -984,6 +1003,7 @@ _MACROS = {
 _SIMPLE_ATTS = frozenset((
     "ENVELOPE", "FLAGS", "INTERNALDATE", "RFC822", "RFC822.HEADER", "RFC822.SIZE", "RFC822.TEXT",
     "BODY", "BODYSTRUCTURE", "UID",
+    "MODSEQ",
 ))  # fmt: skip
 _SECTION_ATTS = {
     "BODY": ("BODY", False),
@@ -1036,10 +1056,24 @@ def _mailbox_only(cur: _Cursor, uid: bool) -> MailboxArgs:
 def _select(cur: _Cursor, uid: bool) -> Select:
     cur.sp()
     mailbox = _mailbox(cur)
-    params: tuple[str, ...] = ()
+    params: list[str] = []
+    qresync = None
     if cur.more():
-        params = tuple(_atom_list(cur, "SELECT parameter"))
-    return Select(mailbox, params)
+        cur.expect(b"(")
+        while cur.more() and cur.peek() != 0x29:
+            name = cur.keyword()
+            if name in params:
+                raise cur.error(f"SELECT parameter {name} given twice")
+            if name == "QRESYNC":
+                cur.sp()
+                qresync = _qresync(cur)
+            elif name != "CONDSTORE":
+                raise cur.error(f"Unknown SELECT parameter {name}")
+            params.append(name)
+            if cur.peek() not in (0x20, 0x29):
+                raise cur.error("Expected ')' after the SELECT parameters")
+        cur.expect(b")")
+    return Select(mailbox, tuple(params), qresync)
 
 
 def _create(cur: _Cursor, uid: bool) -> Create:
@@ -1120,6 +1154,88 @@ def _list(cur: _Cursor, uid: bool, *, lsub: bool = False) -> ListArgs:
 
 def _lsub(cur: _Cursor, uid: bool) -> ListArgs:
     return _list(cur, uid, lsub=True)
+
+
+# -- CONDSTORE / QRESYNC (RFC 7162) ---------------------------------------------
+
+MAX_MODSEQ = 2**63 - 1
+"""mod-sequence-value is a positive 63-bit number (RFC 7162 §7)."""
+
+
+def _modseq(cur: _Cursor, *, zero: bool) -> int:
+    """mod-sequence-value (``zero``: mod-sequence-valzer). CHANGEDSINCE and the
+    QRESYNC modseq also take 0 here, as Dovecot does: "everything"."""
+    m = cur.match(_NUMBER)
+    if m is None:
+        raise cur.error("Expected a mod-sequence")
+    n = int(m.group())
+    if n > MAX_MODSEQ or (n == 0 and not zero):
+        raise cur.error(f"Invalid mod-sequence {m.group().decode()}")
+    return n
+
+
+def _qresync(cur: _Cursor) -> Qresync:
+    """``(uidvalidity modseq [known-uids [(seq-set uid-set)]])`` (RFC 7162 §3.2.5)."""
+    cur.expect(b"(")
+    uidvalidity = cur.number("the UIDVALIDITY", nonzero=True)
+    cur.sp()
+    modseq = _modseq(cur, zero=True)
+    known = match = None
+    if _another(cur) and cur.peek() != 0x28:
+        known = _seqset(cur)
+        if known.saved:
+            raise cur.error("$ is not a UID set")
+        _another(cur)
+    if cur.peek() == 0x28:
+        cur.pos += 1
+        seqs = _seqset(cur)
+        cur.sp()
+        uids = _seqset(cur)
+        cur.expect(b")")
+        if seqs.saved or uids.saved or _count(seqs) != _count(uids):
+            raise cur.error("The sequence match data must pair as many numbers as UIDs")
+        match = (seqs, uids)
+    cur.expect(b")")
+    return Qresync(uidvalidity, modseq, known, match)
+
+
+def _another(cur: _Cursor) -> bool:
+    """A space and then another item of a parenthesised list (not its end)."""
+    if cur.peek() != 0x20:
+        return False
+    return cur.more() and cur.peek() != 0x29
+
+
+def _count(seqset: SequenceSet) -> int | None:
+    """How many numbers a set without ``*`` names (None with ``*``)."""
+    if any(None in r for r in seqset.ranges):
+        return None
+    return sum(abs(int(high or 0) - int(low or 0)) + 1 for low, high in seqset.ranges)
+
+
+def _fetch_modifiers(cur: _Cursor, uid: bool) -> tuple[int | None, bool]:
+    """``(CHANGEDSINCE n [VANISHED])`` after the FETCH items (RFC 7162 §3.1.4.1,
+    §3.2.6): VANISHED only in UID FETCH, and only with CHANGEDSINCE."""
+    cur.expect(b"(")
+    changedsince: int | None = None
+    vanished = False
+    while cur.more() and cur.peek() != 0x29:
+        word = cur.keyword()
+        if word == "CHANGEDSINCE" and changedsince is None:
+            cur.sp()
+            changedsince = _modseq(cur, zero=True)
+        elif word == "VANISHED" and not vanished:
+            if not uid:
+                raise cur.error("VANISHED is only allowed in UID FETCH")
+            vanished = True
+        else:
+            raise cur.error(f"Invalid FETCH modifier {word}")
+        if cur.peek() not in (0x20, 0x29):
+            raise cur.error("Expected ')' after the FETCH modifiers")
+    cur.expect(b")")
+    if changedsince is None:
+        raise cur.error("Expected CHANGEDSINCE in the FETCH modifiers")
+    return changedsince, vanished
 
 
 def _status_items(cur: _Cursor) -> list[str]:
@@ -1310,7 +1426,10 @@ def _fetch(cur: _Cursor, uid: bool) -> Fetch:
             atts = [FetchAtt(n) for n in _MACROS[word]]
         else:
             atts = _fetch_att(cur)
-    return Fetch(seqset, tuple(dict.fromkeys(atts)))
+    changedsince, vanished = None, False
+    if cur.peek() == 0x20 and cur.more() and cur.peek() == 0x28:
+        changedsince, vanished = _fetch_modifiers(cur, uid)
+    return Fetch(seqset, tuple(dict.fromkeys(atts)), changedsince, vanished)
 
 
 _STORE_ITEM = re.compile(r"([+-]?)FLAGS(\.SILENT)?")
@@ -1320,6 +1439,15 @@ def _store(cur: _Cursor, uid: bool) -> Store:
     cur.sp()
     seqset = _seqset(cur)
     cur.sp()
+    unchangedsince = None
+    if cur.peek() == 0x28:  # store-modifiers (RFC 7162 §3.1.3)
+        cur.pos += 1
+        if not cur.is_keyword(b"UNCHANGEDSINCE"):
+            raise cur.error("Unknown STORE modifier (expected UNCHANGEDSINCE)")
+        cur.sp()
+        unchangedsince = _modseq(cur, zero=True)
+        cur.expect(b")")
+        cur.sp()
     item = cur.atom("FLAGS, +FLAGS or -FLAGS").upper()
     m = _STORE_ITEM.fullmatch(item)
     if m is None:
@@ -1333,7 +1461,7 @@ def _store(cur: _Cursor, uid: bool) -> Store:
         while cur.next_item():
             found.append(_flag(cur))
         flags = tuple(dict.fromkeys(found))
-    return Store(seqset, mode, bool(m.group(2)), flags)
+    return Store(seqset, mode, bool(m.group(2)), flags, unchangedsince)
 
 
 def _copy(cur: _Cursor, uid: bool) -> Copy:
@@ -1361,6 +1489,7 @@ _SEARCH_ARGS = (
     | _SEARCH_DATES
     | {"LARGER", "SMALLER", "KEYWORD", "UNKEYWORD", "HEADER", "UID", "NOT", "OR"}
     | {"OLDER", "YOUNGER"}
+    | {"MODSEQ"}
 )
 SEARCH_RETURN = frozenset({"MIN", "MAX", "ALL", "COUNT", "SAVE"})
 """RFC 4731 §3.1 result options, and SAVE (RFC 5182 §2.1)."""
@@ -1423,6 +1552,8 @@ def _search_key(cur: _Cursor, depth: int) -> SearchKey:
         return SearchKey(word, (name.decode(), _search_string(cur)))
     if word == "UID":
         return SearchKey(word, (_seqset(cur),))
+    if word == "MODSEQ":
+        return SearchKey(word, (_search_modseq(cur),))
     if word == "NOT":
         return SearchKey(word, (_search_key(cur, depth + 1),))
     if word == "OR":
@@ -1430,6 +1561,25 @@ def _search_key(cur: _Cursor, depth: int) -> SearchKey:
         cur.sp()
         return SearchKey(word, (first, _search_key(cur, depth + 1)))
     raise AssertionError(word)
+
+
+_ENTRY_TYPES = frozenset({"PRIV", "SHARED", "ALL"})
+
+
+def _search_modseq(cur: _Cursor) -> int:
+    """``MODSEQ ["/flags/<flag>" priv|shared|all] n`` (RFC 7162 §3.1.5). The
+    entry is checked and then not used: Waypost keeps one MODSEQ per message,
+    never below any of its flags' (so the result is the superset the RFC
+    allows; Dovecot does the same)."""
+    if cur.at_string():
+        entry = cur.string("an entry name")
+        if not entry.lower().startswith(b"/flags/") or len(entry) == 7:
+            raise cur.error('Invalid MODSEQ entry name (expected "/flags/<flag>")')
+        cur.sp()
+        if cur.keyword() not in _ENTRY_TYPES:
+            raise cur.error("Invalid MODSEQ entry type (expected priv, shared or all)")
+        cur.sp()
+    return _modseq(cur, zero=True)
 
 
 def _search_string(cur: _Cursor) -> str:
@@ -1921,6 +2071,14 @@ def status_line(
         b"%s %s" % (k.encode(), b"NIL" if v is None else b"%d" % v) for k, v in items
     )
     return b"* STATUS " + mailbox(name, utf8=utf8) + b" (" + values + b")" + CRLF
+
+
+def vanished_line(uids: Iterable[int], *, earlier: bool = False) -> bytes:
+    """``* VANISHED [(EARLIER)] uid-set`` (RFC 7162 §3.2.10); b"" when none."""
+    text = compact_set(uids)
+    if not text:
+        return b""
+    return b"* VANISHED " + (b"(EARLIER) " if earlier else b"") + text.encode() + CRLF
 
 
 def search_line(numbers: Iterable[int]) -> bytes:

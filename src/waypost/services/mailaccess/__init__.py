@@ -30,8 +30,11 @@ writes it, ``opened`` an :class:`Opened` from :meth:`~MailAccess.select` or
 * ``search(opened, uids, SearchKey, recent, uid_command)`` -> numbers or
   UIDs (criteria are :class:`SearchKey` / :class:`SequenceSet`,
   ``criteria.py``; evaluation ``search.py``);
-* ``check_flags(opened, flags, mode)`` then ``store_flags(...)`` -> updates
-  and the MODSEQ of the change; ``expunge(opened, uids, quiet=)``;
+* ``check_flags(opened, flags, mode)`` then ``store_flags(..., unchanged_since)``
+  -> updates (``.modified``: refused by UNCHANGEDSINCE) and the MODSEQ of the
+  change; ``expunge(opened, uids, quiet=)``;
+* CONDSTORE/QRESYNC (``condstore.py``, RFC 7162): ``changed_pairs``,
+  ``highest_modseq``, ``current_modseq``, ``vanished_since``, ``resync``, ``set_seen``;
   ``copy(user, source, uids, name, move=)`` -> :class:`Copied`;
   ``append(user, name, data, flags, date)`` -> :class:`Appended` (durable);
   ``append_many(user, name, [(data, flags, date), ...])`` -> :class:`AppendedMany`

@@ -1,8 +1,8 @@
 """The process-wide copy of mailbox message indexes (one per recently used mailbox).
 
 Invariants: a :class:`MailboxIndex` holds, for one mailbox, its UIDs in
-ascending order and, at the same positions, flags, sizes and internal dates,
-in compact arrays (about 30 bytes a message), together with the UIDVALIDITY,
+ascending order and, at the same positions, flags, sizes, internal dates and
+MODSEQs, in compact arrays (about 40 bytes a message), together with the UIDVALIDITY,
 UIDNEXT and MODSEQ it is current as of. It is only read or changed under its
 own lock, and :meth:`IndexCache.current` brings it up to date with
 ``mail_changes_since`` before handing it out, so a reader never sees an
@@ -28,7 +28,7 @@ from waypost.services.mailaccess.flagsets import FlagSets
 
 SEEN = "\\Seen"
 INDEX_CACHE_MESSAGES = 500_000
-"""Messages whose index the process keeps in memory (about 30 bytes each)."""
+"""Messages whose index the process keeps in memory (about 40 bytes each)."""
 
 MailboxKey = tuple[str, str, str]
 """A mailbox as the process compares them: owner's domain and name in lower case, box name."""
@@ -41,15 +41,16 @@ def mailbox_key_of(ref: tuple[str, str, str]) -> MailboxKey:
 
 class MailboxIndex:
     """The process's copy of one mailbox's message index, kept current with
-    ``mail_changes_since``: UIDs, flags, sizes and internal dates in compact
-    arrays (about 30 bytes a message), shared by every session. SELECT copies
+    ``mail_changes_since``: UIDs, flags, sizes, internal dates and MODSEQs in
+    compact arrays (about 40 bytes a message), shared by every session. SELECT copies
     the UIDs from here, and metadata FETCH and SEARCH read it, instead of
     loading the whole index from the store each time.
 
     Use it only under :attr:`lock` (see :meth:`IndexCache.current`)."""
 
     __slots__ = (
-        "dates", "flags", "flagsets", "keywords", "lock", "modseq", "sizes", "uidnext", "uids",
+        "dates", "flags", "flagsets", "keywords", "lock", "modseq", "modseqs", "sizes", "uidnext",
+        "uids",
         "uidvalidity", "unseen",
     )  # fmt: skip
 
@@ -65,6 +66,9 @@ class MailboxIndex:
         self.unseen: int | None = None  # index of the first message without \Seen; -1: none
         self.keywords: frozenset[str] | None = None
         self.flagsets = FlagSets()  # per-flag bitmaps for SEARCH (flagsets.py)
+        # CONDSTORE (RFC 7162): each message's MODSEQ, at the positions of ``uids``,
+        # so FETCH MODSEQ, CHANGEDSINCE and SEARCH MODSEQ need no store read
+        self.modseqs: array[int] = array("Q")
 
     def __len__(self) -> int:
         return len(self.uids)
@@ -81,14 +85,17 @@ class MailboxIndex:
         flags: list[tuple[str, ...]] = []
         sizes: array[int] = array("q")
         dates: array[float] = array("d")
+        modseqs: array[int] = array("Q")
         for row in rows:
             if row.uid >= head.uidnext:
                 break  # arrived after the counters were read: comes as "new"
+            modseqs.append(row.modseq)
             uids.append(row.uid)
             flags.append(interned.setdefault(row.flags, row.flags))
             sizes.append(row.size)
             dates.append(row.internal_date)
         self.uids, self.flags, self.sizes, self.dates = uids, flags, sizes, dates
+        self.modseqs = modseqs
         self.uidvalidity, self.uidnext, self.modseq = (
             head.uidvalidity,
             head.uidnext,
@@ -121,11 +128,13 @@ class MailboxIndex:
                 self.flags = [self.flags[i] for i in keep]
                 self.sizes = array("q", (self.sizes[i] for i in keep))
                 self.dates = array("d", (self.dates[i] for i in keep))
+                self.modseqs = array("Q", (self.modseqs[i] for i in keep))
                 self.unseen = None
         for meta in changes.changed:
             i = self.position(meta.uid)
             if i is not None:
                 self.set_flags(i, interned.setdefault(meta.flags, meta.flags))
+                self.modseqs[i] = meta.modseq
                 self.unseen = self.keywords = None
         for meta in changes.new:
             if meta.uid >= self.uidnext or not self.uids or meta.uid > self.uids[-1]:
@@ -134,6 +143,7 @@ class MailboxIndex:
                 self.flagsets.changed(len(self.flags) - 1, (), meta.flags)
                 self.sizes.append(meta.size)
                 self.dates.append(meta.internal_date)
+                self.modseqs.append(meta.modseq)
                 self.unseen = self.keywords = None
         self.uidnext = max(self.uidnext, changes.uidnext)
         self.modseq = max(self.modseq, changes.highestmodseq)

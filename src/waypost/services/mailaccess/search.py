@@ -60,6 +60,7 @@ class SearchMessage(Protocol):
     flags: Collection[str]
     internal_date: float | datetime
     size: int
+    modseq: int
 
     def header(self, name: str) -> list[str]:
         """Decoded values of every field called ``name`` (none: ``[]``)."""
@@ -93,6 +94,8 @@ class LazyMessage:
     """A :class:`SearchMessage` that loads the message bytes on first need
     (``load``) and uses the cached parse if there is one (``parsed`` or a
     loader for it), else parses the bytes."""
+
+    modseq = 0  # set by whoever knows it (SEARCH MODSEQ)
 
     def __init__(
         self,
@@ -319,6 +322,9 @@ def compile_search(key: SearchKey, ctx: SearchContext) -> Predicate:
     if op == "SMALLER":
         n = key.args[0]
         return lambda m: m.size < n
+    if op == "MODSEQ":  # RFC 7162 §3.1.5: at least this MODSEQ
+        n = key.args[0]
+        return lambda m: m.modseq >= n
     if op == "SEQ":
         return _seq_test(key.args[0], ctx.messages, ctx.saved, uid=False)
     if op == "UID":

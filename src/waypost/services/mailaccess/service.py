@@ -31,6 +31,7 @@ from waypost.services.container import Services
 from waypost.services.mailaccess import flagsets
 from waypost.services.mailaccess import sort as sorting
 from waypost.services.mailaccess import thread as threads
+from waypost.services.mailaccess.condstore import CondstoreAccess
 from waypost.services.mailaccess.criteria import SearchKey
 from waypost.services.mailaccess.index import (
     INDEX_CACHE_MESSAGES,
@@ -62,6 +63,7 @@ from waypost.services.mailaccess.search import (
 from waypost.services.mailstore import Mailstore, split_account, summarize
 from waypost.storage.interface import (
     INBOX,
+    FlagUpdates,
     MailboxChanges,
     MailboxState,
     MailMessage,
@@ -84,6 +86,7 @@ STATUS_FROM_STATE: dict[str, Callable[[MailboxState], int]] = {
     "UIDVALIDITY": lambda s: s.uidvalidity,
     "UNSEEN": lambda s: s.unseen,
     "SIZE": lambda s: s.size,  # RFC 8438: octets, the RFC822.SIZE sum
+    "HIGHESTMODSEQ": lambda s: max(s.highestmodseq, 1),  # RFC 7162 §3.1.8: never 0
 }
 """STATUS items read from the mailbox counters (RFC 3501 §6.3.10, RFC 8438);
 a new counter item is one more entry here and in ``wire.STATUS_ITEMS``."""
@@ -209,12 +212,15 @@ def _in_ranges(ranges: Sequence[tuple[int, int]], uid: int) -> bool:
 class _Meta:
     """A message for SEARCH keys that need only metadata."""
 
-    __slots__ = ("flags", "internal_date", "seq", "size", "uid")
+    __slots__ = ("flags", "internal_date", "modseq", "seq", "size", "uid")
 
     flags: Collection[str]
     internal_date: float | datetime
 
-    def __init__(self, seq: int, uid: int, flags: Sequence[str], date: float, size: int) -> None:
+    def __init__(
+        self, seq: int, uid: int, flags: Sequence[str], date: float, size: int, modseq: int
+    ) -> None:
+        self.modseq = modseq
         self.seq = seq
         self.uid = uid
         self.flags = flags
@@ -234,7 +240,7 @@ class _Meta:
 # -- the service --------------------------------------------------------------------
 
 
-class MailAccess:
+class MailAccess(CondstoreAccess):
     """One per process (per protocol family): the rights, the index cache,
     the stored copies. Blocking: call from a worker thread."""
 
@@ -368,10 +374,8 @@ class MailAccess:
     def mark_seen(self, opened: Opened, seen: Sequence[MessageData]) -> int | None:
         """Set \\Seen on messages a fetch read (RFC 3501 §6.4.5), when the user
         holds ``s``; the MODSEQ of this change (None if nothing changed)."""
-        if not seen or not opened.can("s"):
-            return None
         before = {m.uid: m.modseq for m in seen}
-        updates = self._store.mail_set_flags(*opened.target.ref, list(before), [SEEN], "add")
+        updates = self.set_seen(opened, seen)
         return max((m for uid, m, _ in updates if m != before.get(uid)), default=None)
 
     # -- search ------------------------------------------------------------------------
@@ -414,7 +418,8 @@ class MailAccess:
                     flags = index.flags[i]
                     if is_recent(uid):
                         flags = (*flags, RECENT)
-                    if test(_Meta(seq, uid, flags, index.dates[i], index.sizes[i])):
+                    meta = _Meta(seq, uid, flags, index.dates[i], index.sizes[i], index.modseqs[i])
+                    if test(meta):
                         found.append(uid if uid_command else seq)
             return found
         header_only = cost == HEADER
@@ -563,7 +568,9 @@ class MailAccess:
         flags = (*row.flags, RECENT) if recent else row.flags
         if header_only:
             load = functools.partial(self._store.mail_header_bytes, row)
-            return LazyMessage(seq, row.uid, flags, row.internal_date, row.size, load)
+            lazy = LazyMessage(seq, row.uid, flags, row.internal_date, row.size, load)
+            lazy.modseq = row.modseq
+            return lazy
         holder: list[LazyMessage] = []
 
         def parsed() -> mime.ParsedMessage:
@@ -583,6 +590,7 @@ class MailAccess:
             parsed=parsed,
         )
         holder.append(message)
+        message.modseq = row.modseq
         return message
 
     # -- flags -------------------------------------------------------------------------
@@ -604,13 +612,20 @@ class MailAccess:
         return wanted
 
     def store_flags(
-        self, opened: Opened, uids: Sequence[int], flags: Sequence[str], mode: str
-    ) -> tuple[list[tuple[int, int, tuple[str, ...]]], int | None]:
+        self,
+        opened: Opened,
+        uids: Sequence[int],
+        flags: Sequence[str],
+        mode: str,
+        unchanged_since: int | None = None,
+    ) -> tuple[FlagUpdates, int | None]:
         """STORE (``mode``: ``add``, ``remove``, ``set``/``replace``), after
-        :meth:`check_flags`: ``(uid, modseq, flags now)`` of each message, and
-        the MODSEQ of this change (None if nothing changed). A replacing STORE
-        by a user who may change only some kinds of flags keeps the others,
-        message by message.
+        :meth:`check_flags`: ``(uid, modseq, flags now)`` of each message
+        (``.modified``: the UIDs that failed ``unchanged_since``, RFC 7162
+        §3.1.3, left as they were), and the MODSEQ of this change (None if
+        nothing changed). One store transaction, whatever the number of
+        messages. A replacing STORE by a user who may change only some kinds
+        of flags keeps the others, message by message.
 
         The process's copy of the index tells which messages really changed (a
         message left as it was keeps an older MODSEQ, possibly another
@@ -621,7 +636,9 @@ class MailAccess:
         mode = "replace" if mode == "set" else mode
         with self.indexes.current(mailbox_key(opened), ref) as index:
             if mode != "replace" or all(r in rights for r in "swd"):
-                updates = list(store.mail_set_flags(*ref, uids, flags, mode))
+                updates = store.mail_set_flags(
+                    *ref, uids, flags, mode, unchanged_since=unchanged_since
+                )
             else:
                 groups: dict[tuple[str, ...], list[int]] = {}
                 for uid in uids:
@@ -629,10 +646,16 @@ class MailAccess:
                     if i is not None:
                         kept = [f for f in index.flags[i] if _flag_class(f) not in rights]
                         groups.setdefault(tuple(normalize_flags([*flags, *kept])), []).append(uid)
-                updates = []
-                for new, group in groups.items():
-                    updates += store.mail_set_flags(*ref, group, new, "replace")
+                updates = FlagUpdates()
+                with store.transaction():  # one transaction for the whole STORE
+                    for new, group in groups.items():
+                        done = store.mail_set_flags(
+                            *ref, group, new, "replace", unchanged_since=unchanged_since
+                        )
+                        updates += done
+                        updates.modified += done.modified
                 updates.sort()
+                updates.modified.sort()
             changed: list[tuple[int | None, int, tuple[str, ...]]] = []
             for uid, modseq, now in updates:
                 i = index.position(uid)
@@ -642,9 +665,10 @@ class MailAccess:
             if own is not None and own == index.modseq + 1:
                 positions = [i for i, _, _ in changed]
                 if all(i is not None for i in positions):
-                    for (i, _, now) in changed:
+                    for i, modseq, now in changed:
                         assert i is not None
                         index.set_flags(i, now)
+                        index.modseqs[i] = modseq
                     index.modseq = own
                     index.unseen = index.keywords = None
         return updates, own
