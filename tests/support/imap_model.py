@@ -1,0 +1,892 @@
+"""A model-based checker of IMAP sessions under concurrency, and its client.
+
+:class:`Client` is a small asyncio IMAP client that hands *every* response
+(untagged ones included, literals inlined) to a :class:`SessionModel`, which
+keeps the session's view of its selected mailbox (message slots with UID and
+flags, the keywords the server announced, the pending command) and checks the
+order rules of RFC 3501 §7 / RFC 9051 §7 after each response. A
+:class:`World` shared by all sessions knows what is certain across sessions:
+the bytes of each message (by UIDVALIDITY and UID), which UIDs are expunged,
+which mailbox incarnations (UIDVALIDITY values) were deleted or renamed away,
+and the highest UID known to exist.
+
+Time is a counter of events in this process (a command sent, a response
+received); every cross-session rule compares a command's *send* event with
+the *receipt* of another command's completion, so only causally certain
+orderings are judged and a rule never depends on timing. Where the RFC
+allows several behaviours (a FETCH of a message expunged elsewhere may
+answer its data or ``NO``; a replaced mailbox may be reported with ``BYE`` or
+a ``NO``) every one of them is accepted.
+
+UIDVALIDITY values are treated as naming one mailbox incarnation
+server-wide (Waypost hands them out from one increasing counter, see
+``storage/sqlite/mail_store.py``), so a mailbox renamed keeps its identity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+STRICT_KEYWORDS = False
+"""RFC 3501 §7.2.6: FETCH FLAGS never lists a keyword no ``* FLAGS`` listed
+before. Off until the ``condstore`` branch (which fixes it) is merged; when
+off, breaches are collected in :attr:`World.deferred` instead of failing."""
+
+EXPUNGE_FORBIDDEN = frozenset({"FETCH", "STORE", "SEARCH"})
+"""RFC 3501 §7.4.1 (RFC 9051 §7.5.1): no EXPUNGE while these (or their UID forms) answer."""
+REPLACED_OK = frozenset({"SELECT", "EXAMINE", "UNSELECT", "CLOSE", "LOGOUT", "DELETE", "RENAME"})
+"""Commands that may complete OK in a session whose mailbox was replaced:
+they leave the mailbox (or do not use it)."""
+NAME_OPS = frozenset({"CREATE", "DELETE", "RENAME"})
+INF = float("inf")
+
+
+class Violation(AssertionError):
+    """A response the protocol does not allow."""
+
+
+# -- parsing responses ----------------------------------------------------------------
+
+
+@dataclass
+class Response:
+    """One server response: ``kind`` is ``tagged``, ``untagged`` or ``cont``."""
+
+    kind: str
+    line: str
+    tag: str = ""
+    status: str = ""  # OK NO BAD BYE PREAUTH (tagged or untagged)
+    code: str = ""  # the response code's name, e.g. UIDVALIDITY
+    code_args: list[Any] = field(default_factory=list)
+    text: str = ""
+    number: int | None = None  # * n EXISTS / EXPUNGE / FETCH / RECENT
+    name: str = ""  # EXISTS, FETCH, FLAGS, SEARCH, LIST, STATUS ...
+    data: list[Any] = field(default_factory=list)
+
+
+class Literal(bytes):
+    """A literal string of a response (kept apart from atoms)."""
+
+
+_ATOM_END = set(" ()")
+
+
+def tokens(text: str, literals: list[bytes]) -> list[Any]:
+    """Parenthesised lists as Python lists, quoted strings and literals as
+    :class:`Literal`, everything else as ``str`` atoms (``BODY[...]`` whole)."""
+    stack: list[list[Any]] = [[]]
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == " ":
+            i += 1
+        elif c == "(":
+            stack.append([])
+            i += 1
+        elif c == ")":
+            if len(stack) == 1:
+                raise Violation(f"unbalanced ')' in {text!r}")
+            done = stack.pop()
+            stack[-1].append(done)
+            i += 1
+        elif c == '"':
+            out = []
+            i += 1
+            while i < len(text) and text[i] != '"':
+                if text[i] == "\\":
+                    i += 1
+                out.append(text[i])
+                i += 1
+            i += 1
+            stack[-1].append(Literal("".join(out).encode("latin-1")))
+        elif c == "\x00":
+            end = text.index("\x00", i + 1)
+            stack[-1].append(Literal(literals[int(text[i + 1 : end])]))
+            i = end + 1
+        else:
+            start = i
+            depth = 0
+            while i < len(text) and (depth or text[i] not in _ATOM_END):
+                if text[i] == "[":
+                    depth += 1
+                elif text[i] == "]":
+                    depth -= 1
+                i += 1
+            stack[-1].append(text[start:i])
+    if len(stack) != 1:
+        raise Violation(f"unbalanced '(' in {text!r}")
+    return stack[0]
+
+
+_CODE = re.compile(r"^\[([^\]]*(?:\[[^\]]*\][^\]]*)*)\]\s?(.*)$", re.S)
+
+
+def _status_text(resp: Response, rest: str, literals: list[bytes]) -> None:
+    m = _CODE.match(rest)
+    if m:
+        parts = tokens(m.group(1), literals)
+        resp.code = str(parts[0]).upper() if parts else ""
+        resp.code_args = parts[1:]
+        resp.text = m.group(2)
+    else:
+        resp.text = rest
+
+
+def parse_response(text: str, literals: list[bytes] | None = None) -> Response:
+    """One response line (literals replaced by ``\\x00n\\x00`` markers)."""
+    literals = literals or []
+    if text.startswith("+"):
+        return Response("cont", text, text=text[2:])
+    tag, _, rest = text.partition(" ")
+    if tag != "*":
+        status, _, rest = rest.partition(" ")
+        resp = Response("tagged", text, tag=tag, status=status.upper())
+        _status_text(resp, rest, literals)
+        return resp
+    first, _, rest = rest.partition(" ")
+    resp = Response("untagged", text)
+    if first.isdigit():
+        resp.number = int(first)
+        name, _, rest = rest.partition(" ")
+        resp.name = name.upper()
+        resp.data = tokens(rest, literals)
+        return resp
+    word = first.upper()
+    if word in ("OK", "NO", "BAD", "BYE", "PREAUTH"):
+        resp.status = word
+        _status_text(resp, rest, literals)
+        return resp
+    resp.name = word
+    resp.data = tokens(rest, literals)
+    return resp
+
+
+def uid_set(text: str) -> list[int]:
+    """The numbers of a sequence set without ``*`` (APPENDUID, COPYUID)."""
+    out: list[int] = []
+    for part in str(text).split(","):
+        low, _, high = part.partition(":")
+        a, b = int(low), int(high or low)
+        out.extend(range(min(a, b), max(a, b) + 1))
+    return out
+
+
+def fetch_items(data: list[Any]) -> dict[str, Any]:
+    """``* n FETCH (NAME value ...)`` as a dict (names upper case; BODY[] kept)."""
+    items = data[0] if data and isinstance(data[0], list) else []
+    return {str(items[i]).upper(): items[i + 1] for i in range(0, len(items) - 1, 2)}
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# -- the shared, certain knowledge ------------------------------------------------------
+
+
+MailboxKey = tuple[str, str]
+"""(owner, mailbox name), INBOX upper case: the same mailbox whoever names it."""
+
+
+@dataclass
+class NameOp:
+    """A CREATE, DELETE or RENAME touching a mailbox name: sent and completed."""
+
+    sent: int
+    kind: str  # CREATE, DELETE, FROM (renamed away), INTO (renamed to)
+    done: float = INF
+
+
+class World:
+    """What every session's checks rely on (see the module doc)."""
+
+    def __init__(self) -> None:
+        self.clock = 0
+        self.bodies: dict[tuple[int, int], str] = {}
+        self.expunged: dict[tuple[int, int], int] = {}  # -> when it was known gone
+        self.retired: dict[int, int] = {}  # UIDVALIDITY deleted -> when
+        self.moved: dict[tuple[MailboxKey, int], list[NameOp]] = {}  # renamed away
+        self.seen_uids: dict[int, list[tuple[int, int]]] = {}  # V -> [(when, uid)]
+        self.observed: dict[MailboxKey, list[tuple[int, int, int]]] = {}  # (sent, done, V)
+        self.name_ops: dict[MailboxKey, list[NameOp]] = {}
+        self.violations: list[str] = []
+        self.deferred: list[str] = []
+        self.history: list[str] = []
+        self.stats: Counter[str] = Counter()
+        """How often each checked situation arose (a run that never met one proved nothing)."""
+        """Mailbox-level events (name operations, incarnations seen), for reports."""
+
+    def note(self, text: str) -> None:
+        self.history.append(f"{self.clock}: {text}")
+
+    def story(self, needle: str, limit: int = 40) -> str:
+        """The mailbox-level events mentioning ``needle``, the last ``limit``."""
+        found = [h for h in self.history if needle in h][-limit:]
+        return "\n      ".join(found)
+
+    def tick(self) -> int:
+        self.clock += 1
+        return self.clock
+
+    # -- facts ----------------------------------------------------------------------
+
+    def body(self, v: int, uid: int, h: str, where: str) -> str | None:
+        old = self.bodies.setdefault((v, uid), h)
+        if old != h:
+            return f"{where}: the bytes of UIDVALIDITY {v} UID {uid} changed"
+        return None
+
+    def gone(self, v: int, uid: int, when: int) -> None:
+        self.expunged.setdefault((v, uid), when)
+
+    def exists(self, v: int, uid: int, when: int) -> None:
+        self.seen_uids.setdefault(v, []).append((when, uid))
+
+    def floor(self, v: int, before: int) -> int:
+        """The highest UID of ``v`` known to exist before event ``before``."""
+        return max((u for when, u in self.seen_uids.get(v, ()) if when < before), default=0)
+
+    def observe(self, key: MailboxKey, v: int, sent: int, done: int) -> None:
+        self.observed.setdefault(key, []).append((sent, done, v))
+        self.note(f"{key[0]}/{key[1]} is UIDVALIDITY {v} (command sent at {sent})")
+
+    def incarnation(self, key: MailboxKey, sent: int, done: int) -> int | None:
+        """The UIDVALIDITY a DELETE or RENAME of ``key`` sent at ``sent`` and
+        completed at ``done`` certainly acted on: the latest observation
+        completed before it was sent, when no other name operation on ``key``
+        could have come between (else None: not certain)."""
+        before = [o for o in self.observed.get(key, ()) if o[1] < sent]
+        if not before:
+            return None
+        obs_sent, _, v = max(before, key=lambda o: o[1])
+        for op in self.name_ops.get(key, ()):
+            if op.sent == sent:
+                continue
+            if not (op.done < obs_sent or op.sent > done):
+                return None
+        return v
+
+    def name_op(self, key: MailboxKey, kind: str, sent: int) -> NameOp:
+        op = NameOp(sent, kind)
+        self.name_ops.setdefault(key, []).append(op)
+        return op
+
+    def replaced_since(self, key: MailboxKey, v: int, before: int) -> int | None:
+        """When the incarnation ``v`` at ``key`` was certainly deleted, or
+        renamed away and not (possibly) renamed back, before event ``before``."""
+        deleted = self.retired.get(v)
+        if deleted is not None and deleted < before:
+            return deleted
+        for move in self.moved.get((key, v), ()):
+            if move.done >= before:
+                continue
+            back = any(
+                op.kind == "INTO" and op.done > move.sent and op.sent < before
+                for op in self.name_ops.get(key, ())
+            )
+            if not back:
+                return int(move.done)
+        return None
+
+
+# -- one session ---------------------------------------------------------------------------
+
+
+@dataclass
+class Slot:
+    """A message of the view: its UID and flags once known; ``origin`` is the
+    event before which the server chose to show it (a SELECT's or the
+    announcing command's send)."""
+
+    origin: int
+    uid: int | None = None
+    flags: frozenset[str] | None = None
+
+
+@dataclass
+class View:
+    """The selected mailbox as the session was told."""
+
+    key: MailboxKey
+    examine: bool
+    since: int
+    v: int | None = None
+    uidnext: int = 0
+    slots: list[Slot] = field(default_factory=list)
+    keywords: set[str] = field(default_factory=set)
+    gone: set[int] = field(default_factory=set)
+
+    def uids(self) -> list[int | None]:
+        return [s.uid for s in self.slots]
+
+
+@dataclass
+class Command:
+    tag: str
+    name: str  # without UID
+    uid: bool
+    sent: int
+    text: str
+    key: MailboxKey | None = None  # the mailbox argument
+    key2: MailboxKey | None = None  # RENAME's new name
+    body: bytes | None = None  # APPEND's message
+    ops: list[NameOp] = field(default_factory=list)
+    source_uids: list[int] = field(default_factory=list)  # COPY/MOVE
+
+
+class SessionModel:
+    """One session's view, updated from its responses and checked on each."""
+
+    def __init__(self, world: World, label: str, resolve: Callable[[str], MailboxKey]) -> None:
+        self.world = world
+        self.label = label
+        self.resolve = resolve
+        self.view: View | None = None
+        self.command: Command | None = None
+        self.transcript: deque[str] = deque(maxlen=30)
+        self.closed = False
+
+    # -- reporting -----------------------------------------------------------------
+
+    def fail(self, text: str) -> None:
+        self.world.violations.append(
+            f"[{self.label}] {text}\n    last exchanges:\n      " + "\n      ".join(self.transcript)
+        )
+
+    def defer(self, text: str) -> None:
+        self.world.deferred.append(f"[{self.label}] {text}")
+
+    # -- commands --------------------------------------------------------------------
+
+    def begin(self, tag: str, text: str, body: bytes | None = None) -> Command:
+        """The session sends command ``text`` (without the tag)."""
+        world = self.world
+        words = text.split(" ")
+        uid = words[0].upper() == "UID"
+        name = words[1 if uid else 0].upper()
+        cmd = Command(tag, name, uid, world.tick(), text, body=body)
+        if name in ("SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "STATUS", "APPEND"):
+            cmd.key = self.resolve(_unquote(words[1]))
+        if name in ("COPY", "MOVE"):
+            cmd.key = self.resolve(_unquote(words[-1]))
+        if name == "RENAME":
+            cmd.key2 = self.resolve(_unquote(words[2]))
+        if name in NAME_OPS:
+            assert cmd.key is not None
+            kind = "FROM" if name == "RENAME" else name
+            cmd.ops = [world.name_op(cmd.key, kind, cmd.sent)]
+            if cmd.key2 is not None:
+                cmd.ops.append(world.name_op(cmd.key2, "INTO", cmd.sent))
+        if name in ("SELECT", "EXAMINE"):
+            assert cmd.key is not None
+            self.view = View(cmd.key, name == "EXAMINE", cmd.sent)
+        self.command = cmd
+        self.transcript.append(f"C: {tag} {text}")
+        return cmd
+
+    def receive(self, resp: Response) -> None:
+        self.world.tick()
+        self.transcript.append(f"S: {resp.line[:300]}")
+        if resp.kind == "tagged":
+            self._tagged(resp)
+        elif resp.kind == "untagged":
+            self.world.stats[f"* {resp.name or resp.status}"] += 1
+            self._untagged(resp)
+
+    # -- untagged ------------------------------------------------------------------
+
+    def _untagged(self, resp: Response) -> None:
+        cmd, view = self.command, self.view
+        if resp.status == "BYE":
+            self._bye(resp)
+            return
+        if resp.status in ("NO", "BAD"):
+            self.fail(f"unexpected untagged {resp.status}: {resp.line}")
+            return
+        if cmd is None and resp.status != "OK":
+            self.fail(f"untagged response with no command in progress: {resp.line}")
+        if resp.status == "OK":
+            self._untagged_ok(resp)
+            return
+        if resp.name in ("EXISTS", "EXPUNGE", "FETCH", "RECENT", "FLAGS", "SEARCH"):
+            if view is None:
+                self.fail(f"{resp.name} without a selected mailbox: {resp.line}")
+                return
+            stale = self._stale_for(cmd)
+            if stale is not None and resp.name != "FLAGS":
+                self.fail(
+                    f"served a replaced mailbox (UIDVALIDITY {view.v} of {view.key} replaced "
+                    f"at event {stale}, command sent at {cmd.sent if cmd else '?'}): {resp.line}"
+                )
+        handler = getattr(self, f"_on_{resp.name.lower()}", None)
+        if handler is not None:
+            handler(resp)
+
+    def _bye(self, resp: Response) -> None:
+        self.closed = True
+        cmd = self.command
+        if cmd is not None and cmd.name == "LOGOUT":
+            return
+        text = resp.text.lower()
+        if self.view is not None and ("deleted" in text or "replaced" in text):
+            self.world.stats["BYE for a replaced mailbox"] += 1
+            return  # RFC 3501 §2.3.1.1: a session on a replaced mailbox is ended
+        self.fail(f"unexpected BYE: {resp.line}")
+
+    def _untagged_ok(self, resp: Response) -> None:
+        view, cmd = self.view, self.command
+        code = resp.code
+        if code == "CLOSED":
+            if cmd is None or cmd.name not in ("DELETE", "RENAME", "SELECT", "EXAMINE"):
+                self.fail(f"[CLOSED] outside DELETE/RENAME/SELECT: {resp.line}")
+            if cmd is not None and cmd.name in ("DELETE", "RENAME"):
+                self.view = None
+            return
+        if code == "COPYUID" and cmd is not None and cmd.name == "MOVE":
+            self._copyuid(resp.code_args, cmd)
+            return
+        if view is None or cmd is None:
+            return
+        if code == "UIDVALIDITY" and cmd.name in ("SELECT", "EXAMINE"):
+            view.v = int(resp.code_args[0])
+            when = self.world.replaced_since(view.key, view.v, cmd.sent)
+            if when is not None:
+                self.fail(
+                    f"{cmd.name} of {view.key} answered UIDVALIDITY {view.v}, an incarnation "
+                    f"deleted or renamed away at event {when} (before the command, at "
+                    f"{cmd.sent}): UIDVALIDITY reused or an old index served"
+                )
+        elif code == "UIDNEXT" and cmd.name in ("SELECT", "EXAMINE"):
+            view.uidnext = int(resp.code_args[0])
+            if view.v is not None:
+                floor = self.world.floor(view.v, cmd.sent)
+                if view.uidnext <= floor:
+                    self.fail(
+                        f"UIDNEXT {view.uidnext} went back: UID {floor} of UIDVALIDITY "
+                        f"{view.v} was known to exist before {cmd.name}"
+                    )
+
+    def _on_flags(self, resp: Response) -> None:
+        assert self.view is not None
+        flags = resp.data[0] if resp.data and isinstance(resp.data[0], list) else []
+        self.view.keywords |= {str(f) for f in flags if not str(f).startswith("\\")}
+
+    def _on_recent(self, resp: Response) -> None:
+        assert self.view is not None
+        if resp.number is not None and resp.number > len(self.view.slots):
+            self.fail(f"RECENT {resp.number} is more than EXISTS {len(self.view.slots)}")
+
+    def _on_exists(self, resp: Response) -> None:
+        view, cmd = self.view, self.command
+        assert view is not None and resp.number is not None
+        n = resp.number
+        if n < len(view.slots):
+            self.fail(f"EXISTS went down from {len(view.slots)} to {n} without EXPUNGE")
+            return
+        origin = cmd.sent if cmd is not None else self.world.clock
+        view.slots.extend(Slot(origin) for _ in range(n - len(view.slots)))
+
+    def _on_expunge(self, resp: Response) -> None:
+        view, cmd = self.view, self.command
+        assert view is not None and resp.number is not None
+        if cmd is None:
+            self.fail(f"EXPUNGE with no command in progress (RFC 3501 §7.4.1): {resp.line}")
+        elif cmd.name in EXPUNGE_FORBIDDEN:
+            self.fail(
+                f"EXPUNGE during {'UID ' if cmd.uid else ''}{cmd.name} (RFC 3501 §7.4.1): "
+                f"{resp.line}"
+            )
+        n = resp.number
+        if not 1 <= n <= len(view.slots):
+            self.fail(f"EXPUNGE {n} outside the view of {len(view.slots)} messages")
+            return
+        slot = view.slots.pop(n - 1)
+        if slot.uid is not None and view.v is not None:
+            view.gone.add(slot.uid)
+            self.world.gone(view.v, slot.uid, self.world.clock)
+
+    def _on_search(self, resp: Response) -> None:
+        view, cmd = self.view, self.command
+        assert view is not None
+        numbers = [int(x) for x in resp.data if str(x).isdigit()]
+        if cmd is None or cmd.name != "SEARCH":
+            self.fail(f"SEARCH response outside SEARCH: {resp.line}")
+            return
+        if not cmd.uid:
+            bad = [n for n in numbers if not 1 <= n <= len(view.slots)]
+            if bad:
+                self.fail(f"SEARCH returned message numbers {bad} outside 1:{len(view.slots)}")
+            return
+        back = [u for u in numbers if u in view.gone]
+        if back:
+            self.fail(f"UID SEARCH returned UIDs {back} this session was told are expunged")
+        known = view.uids()
+        if None not in known:
+            extra = [u for u in numbers if u not in known]
+            if extra:
+                self.fail(f"UID SEARCH returned UIDs {extra} not in the view {known}")
+
+    def _on_fetch(self, resp: Response) -> None:
+        view, cmd = self.view, self.command
+        assert view is not None and resp.number is not None
+        n = resp.number
+        if not 1 <= n <= len(view.slots):
+            self.fail(f"FETCH {n} outside the view of {len(view.slots)} messages")
+            return
+        slot = view.slots[n - 1]
+        items = fetch_items(resp.data)
+        if "UID" in items:
+            self._slot_uid(n, int(items["UID"]))
+        if "FLAGS" in items:
+            flags = frozenset(str(f) for f in items["FLAGS"]) - {"\\Recent"}
+            unknown = sorted(f for f in flags if not f.startswith("\\") and f not in view.keywords)
+            if unknown:
+                text = (
+                    f"FETCH FLAGS lists keywords {unknown} no FLAGS response announced "
+                    f"(RFC 3501 §7.2.6): {resp.line}"
+                )
+                if STRICT_KEYWORDS:
+                    self.fail(text)
+                else:
+                    self.defer(text)
+            slot.flags = flags
+        elif cmd is not None and cmd.name == "FETCH" and "BODY[]" in items:
+            slot.flags = None  # BODY[] may have set \Seen without saying so yet
+        for name, value in items.items():
+            if name.startswith("BODY[") and name.endswith("]") and name in ("BODY[]",):
+                if slot.uid is None or view.v is None:
+                    self.fail(f"BODY[] of a message whose UID is unknown: {resp.line}")
+                    continue
+                if value is None or value == "NIL":
+                    continue
+                error = self.world.body(view.v, slot.uid, digest(bytes(value)), resp.line[:80])
+                if error:
+                    self.fail(error)
+
+    def _slot_uid(self, n: int, uid: int) -> None:
+        view = self.view
+        assert view is not None
+        slot = view.slots[n - 1]
+        if slot.uid is not None:
+            if slot.uid != uid:
+                self.fail(f"message {n} was UID {slot.uid}, now UID {uid}")
+            return
+        slots = view.slots
+        before = next((s.uid for s in reversed(slots[: n - 1]) if s.uid is not None), 0)
+        after = next((s.uid for s in slots[n:] if s.uid is not None), None)
+        if uid <= before or (after is not None and uid >= after):
+            self.fail(
+                f"UIDs not strictly increasing: message {n} has UID {uid} between "
+                f"{before} and {after}"
+            )
+        if uid in view.gone:
+            self.fail(f"UID {uid} came back after this session was told it was expunged")
+        if view.v is not None:
+            when = self.world.expunged.get((view.v, uid))
+            if when is not None and when < slot.origin:
+                self.fail(
+                    f"UID {uid} of UIDVALIDITY {view.v} resurrected: expunged at event "
+                    f"{when}, shown as a message from event {slot.origin} on"
+                )
+            if view.uidnext and slot.origin == view.since and uid >= view.uidnext:
+                self.fail(f"UID {uid} at SELECT is not below its UIDNEXT {view.uidnext}")
+            self.world.exists(view.v, uid, self.world.clock)
+        slot.uid = uid
+
+    # -- tagged ----------------------------------------------------------------------
+
+    def _tagged(self, resp: Response) -> None:
+        cmd = self.command
+        world = self.world
+        if cmd is None or resp.tag != cmd.tag:
+            self.fail(f"tagged response {resp.line!r} for no command in progress")
+            return
+        self.command = None
+        for op in cmd.ops:
+            op.done = world.clock
+        if cmd.ops:
+            world.note(f"[{self.label}] {cmd.text} (sent at {cmd.sent}): {resp.line}")
+        world.stats[f"{'UID ' if cmd.uid else ''}{cmd.name} {resp.status}"] += 1
+        if resp.status == "BAD":
+            self.fail(f"BAD for a well-formed command {cmd.text!r}: {resp.line}")
+        if resp.status == "NO" and resp.code in ("SERVERBUG", "UNAVAILABLE"):
+            self.fail(f"server failure: {resp.line}")
+        stale = self._stale_for(cmd)
+        if stale is not None:
+            world.stats["command on a replaced mailbox"] += 1
+        if resp.status == "OK" and stale is not None and cmd.name not in REPLACED_OK:
+            self.fail(
+                f"{cmd.name} completed OK on a mailbox replaced at event {stale} "
+                f"(command sent at {cmd.sent}): {resp.line}"
+            )
+        if resp.status != "OK":
+            if cmd.name in ("SELECT", "EXAMINE"):
+                self.view = None
+            return
+        handler = getattr(self, f"_done_{cmd.name.lower()}", None)
+        if handler is not None:
+            handler(cmd, resp)
+
+    def _stale_for(self, cmd: Command | None) -> int | None:
+        """When the view's mailbox was replaced, if ``cmd`` was sent after
+        that (it must then not be served from the old mailbox)."""
+        view = self.view
+        if view is None or view.v is None or cmd is None or cmd.name in ("SELECT", "EXAMINE"):
+            return None
+        return self.world.replaced_since(view.key, view.v, cmd.sent)
+
+    def _done_select(self, cmd: Command, resp: Response) -> None:
+        view = self.view
+        if view is None or view.v is None:
+            self.fail(f"{cmd.name} completed without UIDVALIDITY")
+            return
+        self.world.observe(view.key, view.v, cmd.sent, self.world.clock)
+
+    _done_examine = _done_select
+
+    def _done_append(self, cmd: Command, resp: Response) -> None:
+        if resp.code != "APPENDUID" or cmd.key is None or cmd.body is None:
+            return
+        v, uids = int(resp.code_args[0]), uid_set(resp.code_args[1])
+        when = self.world.replaced_since(cmd.key, v, cmd.sent)
+        if when is not None:
+            self.fail(f"APPEND into {cmd.key} answered UIDVALIDITY {v}, replaced at {when}")
+        self.world.observe(cmd.key, v, cmd.sent, self.world.clock)
+        for uid in uids:
+            self.world.exists(v, uid, self.world.clock)
+            if (v, uid) in self.world.expunged:
+                self.fail(f"APPEND reused UID {uid} of UIDVALIDITY {v}, expunged before")
+            error = self.world.body(v, uid, digest(cmd.body), "APPEND")
+            if error:
+                self.fail(error + " (a UID handed out twice)")
+
+    def _done_copy(self, cmd: Command, resp: Response) -> None:
+        if resp.code == "COPYUID":
+            self._copyuid(resp.code_args, cmd)
+
+    def _copyuid(self, args: list[Any], cmd: Command) -> None:
+        view = self.view
+        v = int(args[0])
+        sources, targets = uid_set(args[1]), uid_set(args[2])
+        if len(sources) != len(targets):
+            self.fail(f"COPYUID with {len(sources)} source and {len(targets)} target UIDs")
+            return
+        if cmd.key is not None:
+            self.world.observe(cmd.key, v, cmd.sent, self.world.clock + 1)
+        for src, dst in zip(sources, targets, strict=True):
+            self.world.exists(v, dst, self.world.clock)
+            if view is not None and view.v is not None:
+                h = self.world.bodies.get((view.v, src))
+                if h is not None:
+                    error = self.world.body(v, dst, h, f"{cmd.name} of UID {src}")
+                    if error:
+                        self.fail(error + " (a UID handed out twice)")
+
+    def _done_delete(self, cmd: Command, resp: Response) -> None:
+        world = self.world
+        assert cmd.key is not None
+        v = world.incarnation(cmd.key, cmd.sent, world.clock)
+        if v is not None:
+            world.retired.setdefault(v, world.clock)
+            world.note(f"UIDVALIDITY {v} retired: {cmd.key[0]}/{cmd.key[1]} deleted")
+
+    def _done_rename(self, cmd: Command, resp: Response) -> None:
+        world = self.world
+        assert cmd.key is not None and cmd.key2 is not None
+        v = world.incarnation(cmd.key, cmd.sent, world.clock)
+        if v is not None and cmd.key[1] != "INBOX":
+            world.moved.setdefault((cmd.key, v), []).append(cmd.ops[0])
+            world.note(f"UIDVALIDITY {v} moved away from {cmd.key[0]}/{cmd.key[1]}")
+            world.observe(cmd.key2, v, cmd.sent, world.clock)
+
+    def _done_status(self, cmd: Command, resp: Response) -> None:
+        pass  # checked from the untagged STATUS
+
+    def _on_status(self, resp: Response) -> None:
+        cmd = self.command
+        if cmd is None or cmd.key is None or len(resp.data) < 2:
+            return
+        values = resp.data[1]
+        got = {str(values[i]).upper(): int(values[i + 1]) for i in range(0, len(values) - 1, 2)}
+        v = got.get("UIDVALIDITY")
+        if v is None:
+            return
+        when = self.world.replaced_since(cmd.key, v, cmd.sent)
+        if when is not None:
+            self.fail(f"STATUS of {cmd.key} answered UIDVALIDITY {v}, replaced at {when}")
+        uidnext = got.get("UIDNEXT")
+        floor = self.world.floor(v, cmd.sent)
+        if uidnext is not None and uidnext <= floor:
+            self.fail(f"STATUS UIDNEXT {uidnext} went back: UID {floor} of {v} existed")
+        self.world.observe(cmd.key, v, cmd.sent, self.world.clock + 1)
+
+    def _on_list(self, resp: Response) -> None:
+        pass
+
+    # -- the end ---------------------------------------------------------------------
+
+    def compare(self, v: int, flags_by_uid: dict[int, frozenset[str]]) -> None:
+        """After quiescing: the view must equal a fresh SELECT's UIDs and flags."""
+        view = self.view
+        assert view is not None
+        if v != view.v:
+            self.fail(f"view of {view.key} has UIDVALIDITY {view.v}, the mailbox {v}, no BYE")
+            return
+        uids = view.uids()
+        fresh = sorted(flags_by_uid)
+        if uids != fresh:
+            self.fail(f"view of {view.key} has UIDs {uids}, a fresh SELECT {fresh}")
+            return
+        for slot in view.slots:
+            assert slot.uid is not None
+            want = flags_by_uid[slot.uid] - {"\\Recent"}
+            if slot.flags is not None and slot.flags != want:
+                self.fail(
+                    f"view of {view.key}: UID {slot.uid} has flags {sorted(slot.flags)}, "
+                    f"a fresh SELECT {sorted(want)}"
+                )
+
+
+def text_is_logout(model: SessionModel) -> bool:
+    return model.command is not None and model.command.name == "LOGOUT"
+
+
+def _unquote(word: str) -> str:
+    return word[1:-1] if len(word) >= 2 and word[0] == word[-1] == '"' else word
+
+
+# -- the client --------------------------------------------------------------------------
+
+
+class ConnectionEnded(Exception):
+    """The server closed the connection."""
+
+
+class Client:
+    """An IMAP client on asyncio streams that reads every response and gives
+    it to its :class:`SessionModel` (``timeout`` bounds every read)."""
+
+    def __init__(self, model: SessionModel, timeout: float = 60) -> None:
+        self.model = model
+        self.timeout = timeout
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.tags = 0
+
+    async def connect(self, port: int) -> None:
+        self.reader, self.writer = await asyncio.wait_for(
+            asyncio.open_connection("127.0.0.1", port), self.timeout
+        )
+        greeting = await self.read()
+        if greeting.status != "OK":
+            raise Violation(f"greeting {greeting.line!r}")
+
+    async def read(self, timeout: float | None = None) -> Response:
+        """One response, literals inlined (:class:`ConnectionEnded` at EOF)."""
+        assert self.reader is not None
+        limit = self.timeout if timeout is None else timeout
+        parts: list[str] = []
+        literals: list[bytes] = []
+        while True:
+            try:
+                line = await asyncio.wait_for(
+                    self.reader.readuntil(b"\r\n"), self.timeout if parts else limit
+                )
+            except asyncio.IncompleteReadError as exc:
+                raise ConnectionEnded(exc.partial.decode("latin-1")) from None
+            except ConnectionError as exc:
+                raise ConnectionEnded(str(exc)) from None
+            text = line[:-2].decode("latin-1")
+            m = re.search(r"\{(\d+)\}$", text)
+            if not m:
+                parts.append(text)
+                break
+            data = await asyncio.wait_for(self.reader.readexactly(int(m.group(1))), self.timeout)
+            parts.append(text[: m.start()] + f"\x00{len(literals)}\x00")
+            literals.append(data)
+        return parse_response("".join(parts), literals)
+
+    async def send(self, data: bytes) -> None:
+        assert self.writer is not None
+        self.writer.write(data)
+        await asyncio.wait_for(self.writer.drain(), self.timeout)
+
+    def next_tag(self) -> str:
+        self.tags += 1
+        return f"m{self.tags}"
+
+    async def command(self, text: str, body: bytes | None = None) -> Response:
+        """Send ``text`` (with ``body`` as a LITERAL+ literal after it) and read
+        to the tagged response, each response checked by the model."""
+        tag = self.next_tag()
+        self.model.begin(tag, text, body)
+        data = f"{tag} {text}".encode()
+        if body is not None:
+            data += b" {%d+}\r\n" % len(body) + body
+        await self.send(data + b"\r\n")
+        return await self.until(tag)
+
+    async def until(self, tag: str) -> Response:
+        while True:
+            resp = await self.read()
+            self.model.receive(resp)
+            if resp.kind == "tagged" and resp.tag == tag:
+                return resp
+            if resp.status == "BYE" and resp.kind == "untagged":
+                if self.model.closed and text_is_logout(self.model):
+                    continue  # LOGOUT: BYE, then the tagged OK
+                await self._drain_after_bye(tag)
+                raise ConnectionEnded(resp.line)
+
+    async def _drain_after_bye(self, tag: str) -> None:
+        """After BYE the server may still send the tagged answer; then EOF."""
+        try:
+            for _ in range(10):
+                resp = await self.read(timeout=10)
+                self.model.receive(resp)
+                if resp.kind == "tagged" and resp.tag == tag:
+                    return
+        except (ConnectionEnded, TimeoutError):
+            return
+
+    async def idle(self, seconds: float) -> Response:
+        """IDLE for ``seconds``, every response checked, then DONE."""
+        tag = self.next_tag()
+        self.model.begin(tag, "IDLE")
+        await self.send(f"{tag} IDLE\r\n".encode())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        started = False
+        while True:
+            left = deadline - loop.time()
+            if started and left <= 0:
+                break
+            try:
+                resp = await self.read(timeout=max(left, 0.01) if started else None)
+            except TimeoutError:
+                break
+            if resp.kind == "cont":
+                started = True
+                continue
+            self.model.receive(resp)
+            if resp.kind == "tagged":
+                return resp  # refused
+            if resp.status == "BYE":
+                raise ConnectionEnded(resp.line)
+        await self.send(b"DONE\r\n")
+        return await self.until(tag)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            try:
+                await asyncio.wait_for(self.writer.wait_closed(), 5)
+            except (TimeoutError, ConnectionError):
+                pass
+            self.writer = None

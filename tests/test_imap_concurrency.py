@@ -1,0 +1,506 @@
+"""Ten IMAP sessions at once on the same mailboxes, checked against a model.
+
+A real ``waypost serve`` on loopback; ten sessions (eight of one account, two
+of another that shares a mailbox with it through an ACL) run randomly chosen
+commands for a bounded time: APPEND, STORE (+/-FLAGS, system flags and
+keywords), EXPUNGE, UID EXPUNGE, COPY, MOVE, SELECT/EXAMINE, FETCH (FLAGS,
+UID, BODY[]), SEARCH, STATUS, NOOP, short IDLEs, and CREATE/DELETE/RENAME of
+mailboxes. Every response of every session goes through
+``tests/support/imap_model.py``, which checks the RFC 3501/9051 §7 rules on
+each session's view (see its module doc). At the end every session quiesces
+(NOOP) and its view is compared with a fresh EXAMINE + ``UID FETCH 1:*
+FLAGS``.
+
+The run is seeded: the seed is printed on failure and
+``WAYPOST_MODEL_SEED=<seed>`` replays the same choices (timing still varies).
+``WAYPOST_MODEL_SECONDS`` makes the run longer than its default 25 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections.abc import Iterator
+
+import pytest
+from tests.support import imap_model
+from tests.support.imap_model import (
+    Client,
+    ConnectionEnded,
+    MailboxKey,
+    Response,
+    SessionModel,
+    World,
+    parse_response,
+)
+from tests.support.server import WaypostServer
+
+PW = "model-pw-1234"
+DOMAIN = "race.dom"
+OWNER, SHARER = "racer", "sharer"
+SECONDS = float(os.environ.get("WAYPOST_MODEL_SECONDS", "25"))
+SESSIONS = 10
+SHARER_SESSIONS = 2
+FLAGS = ("\\Seen", "\\Flagged", "\\Answered", "\\Draft", "\\Deleted")
+KEYWORDS = ("$Label1", "$Label2", "Work", "Todo")
+CHURN = ("churn1", "churn2", "churn3")
+"""Mailboxes of the owner that sessions create, delete and rename."""
+OWNER_BOXES = ("INBOX", "box1", "box2", *CHURN, f"~{SHARER}/common")
+SHARER_BOXES = ("INBOX", "common", "box1")
+
+
+def resolver(user: str) -> imap_model.Callable[[str], MailboxKey]:
+    """The mailbox a name of ``user`` means: (owner, name)."""
+
+    def resolve(name: str) -> MailboxKey:
+        if name.startswith("~"):
+            owner, _, rest = name[1:].partition("/")
+            return (owner.partition("@")[0], rest)
+        return (user, "INBOX" if name.upper() == "INBOX" else name)
+
+    return resolve
+
+
+# -- the server ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WaypostServer]:
+    srv = WaypostServer(tmp_path_factory.mktemp("race") / "var", log_level="INFO").init()
+    srv.cli("domain", "add", DOMAIN)
+    for name in (OWNER, SHARER):
+        srv.cli("account", "add", f"{name}@{DOMAIN}", "--password", PW)
+    srv.start()
+    asyncio.run(_setup(srv.port("IMAPPort")))
+    yield srv
+    srv.stop()
+
+
+async def _setup(port: int) -> None:
+    world = World()
+    for user, commands in (
+        (OWNER, ["CREATE box1", "CREATE box2", "CREATE churn1"]),
+        (SHARER, ["CREATE common", "CREATE box1", f"SETACL common {OWNER} lrswipkxte"]),
+    ):
+        client = await _login(world, user, user, port)
+        for text in commands:
+            resp = await client.command(text)
+            assert resp.status == "OK", resp.line
+        await client.command("LOGOUT")
+        await client.close()
+    assert not world.violations, world.violations
+
+
+async def _login(world: World, label: str, user: str, port: int) -> Client:
+    client = Client(SessionModel(world, label, resolver(user)))
+    await client.connect(port)
+    resp = await client.command(f'LOGIN "{user}@{DOMAIN}" "{PW}"')
+    assert resp.status == "OK", resp.line
+    return client
+
+
+# -- one racing session ---------------------------------------------------------------------
+
+
+class Racer:
+    """One session choosing its next command at random from its view."""
+
+    def __init__(self, world: World, index: int, seed: int, port: int) -> None:
+        self.world = world
+        self.index = index
+        self.user = SHARER if index < SHARER_SESSIONS else OWNER
+        self.boxes = SHARER_BOXES if self.user == SHARER else OWNER_BOXES
+        self.rng = random.Random(f"{seed}-{index}")
+        self.port = port
+        self.client: Client | None = None
+        self.sent = 0
+        self.logins = 0
+
+    @property
+    def model(self) -> SessionModel:
+        assert self.client is not None
+        return self.client.model
+
+    async def run(self, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            if self.client is None:
+                self.logins += 1
+                self.client = await _login(
+                    self.world, f"s{self.index}.{self.logins}", self.user, self.port
+                )
+            try:
+                await self.step()
+            except ConnectionEnded:
+                await self.client.close()
+                self.client = None
+            self.sent += 1
+
+    async def step(self) -> None:
+        rng, client = self.rng, self.client
+        assert client is not None
+        view = client.model.view
+        if view is None and rng.random() < 0.6:
+            await self.select()
+            return
+        churn = 5 if self.user == OWNER else 0
+        if view is None:  # only what is valid in the authenticated state
+            choices = [self.append, self.select, self.noop, self.churn, self.status]
+            weights = [12, 5, 4, churn, 3]
+        else:
+            choices = [
+                self.append, self.store, self.expunge, self.copy, self.select, self.fetch,
+                self.search, self.noop, self.idle, self.churn, self.status,
+            ]  # fmt: skip
+            weights = [12, 16, 6, 8, 5, 14, 6, 4, 2, churn, 3]
+        choice = rng.choices(choices, weights=weights)[0]
+        await choice()
+
+    # -- sets -----------------------------------------------------------------------------
+
+    def seqset(self) -> str | None:
+        view = self.model.view
+        if view is None or not view.slots:
+            return None
+        n = len(view.slots)
+        a = self.rng.randint(1, n)
+        shape = self.rng.random()
+        if shape < 0.4:
+            return str(a)
+        if shape < 0.7:
+            return f"{a}:{min(n, a + self.rng.randint(0, 4))}"
+        if shape < 0.85:
+            return f"{a}:*"
+        return "1:*"
+
+    def uidset(self) -> str:
+        view = self.model.view
+        known = [s.uid for s in view.slots if s.uid is not None] if view else []
+        if known and self.rng.random() < 0.7:
+            picked = sorted(self.rng.sample(known, min(len(known), self.rng.randint(1, 3))))
+            return ",".join(str(u) for u in picked)
+        low = self.rng.randint(1, max(known, default=5) + 2)
+        return f"{low}:*" if self.rng.random() < 0.5 else f"{low}:{low + self.rng.randint(0, 5)}"
+
+    def target(self) -> str:
+        return self.rng.choice(self.boxes)
+
+    # -- commands ---------------------------------------------------------------------------
+
+    async def select(self) -> None:
+        verb = "EXAMINE" if self.rng.random() < 0.2 else "SELECT"
+        resp = await self.command(f"{verb} {self.target()}")
+        if resp.status == "OK" and self.model.view is not None and self.model.view.slots:
+            await self.command("UID FETCH 1:* (UID FLAGS)")
+
+    async def append(self) -> None:
+        flags = self.rng.sample(FLAGS[:4] + KEYWORDS, self.rng.randint(0, 2))
+        marker = f"{self.index}-{self.sent}-{self.rng.getrandbits(48):x}"
+        body = (
+            f"From: s{self.index}@{DOMAIN}\r\nSubject: race {marker}\r\n"
+            f"Message-ID: <{marker}@{DOMAIN}>\r\n\r\nbody {marker}\r\n"
+        ).encode()
+        flag_text = f" ({' '.join(flags)})" if flags else ""
+        await self.command(f"APPEND {self.target()}{flag_text}", body)
+
+    async def store(self) -> None:
+        mode = self.rng.choice(["+FLAGS", "-FLAGS", "+FLAGS", "FLAGS"])
+        silent = ".SILENT" if self.rng.random() < 0.15 else ""
+        flags = self.rng.sample(FLAGS + KEYWORDS, self.rng.randint(1, 3))
+        if self.rng.random() < 0.5:
+            where = f"UID STORE {self.uidset()}"
+        else:
+            seqs = self.seqset()
+            if seqs is None:
+                return
+            where = f"STORE {seqs}"
+        resp = await self.command(f"{where} {mode}{silent} ({' '.join(flags)})")
+        view = self.model.view
+        if silent and view is not None and resp.status == "OK":
+            for slot in view.slots:
+                slot.flags = None  # our own change is not echoed: flags unknown now
+
+    async def expunge(self) -> None:
+        if self.rng.random() < 0.5:
+            await self.command("EXPUNGE")
+        else:
+            await self.command(f"UID EXPUNGE {self.uidset()}")
+
+    async def copy(self) -> None:
+        """A few messages at a time (copying ``1:*`` would double the mailboxes)."""
+        verb = self.rng.choice(["COPY", "MOVE"])
+        view = self.model.view
+        if view is None or not view.slots:
+            return
+        if self.rng.random() < 0.5:
+            known = [s.uid for s in view.slots if s.uid is not None]
+            if known:
+                picked = sorted(self.rng.sample(known, min(len(known), self.rng.randint(1, 3))))
+                uids = ",".join(str(u) for u in picked)
+                await self.command(f"UID {verb} {uids} {self.target()}")
+        else:
+            n = len(view.slots)
+            a = self.rng.randint(1, n)
+            await self.command(f"{verb} {a}:{min(n, a + self.rng.randint(0, 2))} {self.target()}")
+
+    async def fetch(self) -> None:
+        items = self.rng.choice(
+            ["(UID FLAGS)", "(UID BODY.PEEK[])", "(UID FLAGS BODY.PEEK[])", "(UID BODY[])",
+             "(FLAGS)", "(UID RFC822.SIZE)"]
+        )  # fmt: skip
+        if self.rng.random() < 0.5:
+            await self.command(f"UID FETCH {self.uidset()} {items}")
+        else:
+            seqs = self.seqset()
+            if seqs is not None:
+                await self.command(f"FETCH {seqs} {items}")
+
+    async def search(self) -> None:
+        key = self.rng.choice(
+            ["ALL", "UNSEEN", "FLAGGED", "DELETED", "KEYWORD Work", "NOT SEEN", "SUBJECT race"]
+        )
+        await self.command(f"{'UID ' if self.rng.random() < 0.5 else ''}SEARCH {key}")
+
+    async def noop(self) -> None:
+        await self.command("NOOP")
+
+    async def idle(self) -> None:
+        assert self.client is not None
+        await self.client.idle(self.rng.uniform(0.1, 0.6))
+
+    async def status(self) -> None:
+        await self.command(f"STATUS {self.target()} (MESSAGES UIDNEXT UIDVALIDITY UNSEEN)")
+
+    async def churn(self) -> None:
+        op = self.rng.random()
+        name = self.rng.choice(CHURN)
+        if op < 0.4:
+            await self.command(f"CREATE {name}")
+        elif op < 0.7:
+            await self.command(f"DELETE {name}")
+        else:
+            await self.command(f"RENAME {name} {self.rng.choice(CHURN)}")
+
+    async def command(self, text: str, body: bytes | None = None) -> Response:
+        assert self.client is not None
+        return await self.client.command(text, body)
+
+    # -- the end ---------------------------------------------------------------------------
+
+    async def quiesce(self) -> None:
+        """NOOP, then learn the UIDs and flags the view does not know yet
+        (only for those messages, so the flags it tracked are still compared)."""
+        if self.client is None:
+            return
+        try:
+            await self.command("NOOP")
+            view = self.model.view
+            if view is None:
+                return
+            unknown = [str(i + 1) for i, s in enumerate(view.slots) if s.uid is None]
+            if unknown:
+                await self.command(f"FETCH {','.join(unknown)} (UID)")
+            unknown = [str(s.uid) for s in view.slots if s.flags is None]
+            if unknown:
+                await self.command(f"UID FETCH {','.join(unknown)} (FLAGS)")
+        except ConnectionEnded:
+            await self.client.close()
+            self.client = None
+
+
+async def fresh_look(world: World, user: str, name: str, port: int) -> tuple[int, dict]:
+    """UIDVALIDITY and every message's flags, as a new session sees them."""
+    client = await _login(world, "fresh", user, port)
+    try:
+        resp = await client.command(f"EXAMINE {name}")
+        view = client.model.view
+        if resp.status != "OK" or view is None or view.v is None:
+            return -1, {}
+        if view.slots:
+            await client.command("UID FETCH 1:* (FLAGS)")
+        flags = {s.uid: s.flags for s in view.slots}
+        await client.command("LOGOUT")
+        return view.v, flags
+    finally:
+        await client.close()
+
+
+async def race(port: int, seed: int, seconds: float) -> tuple[World, list[Racer]]:
+    world = World()
+    racers = [Racer(world, i, seed, port) for i in range(SESSIONS)]
+    deadline = time.monotonic() + seconds
+    await asyncio.gather(*(r.run(deadline) for r in racers))
+    for racer in racers:  # one after the other: nothing changes any more
+        await racer.quiesce()
+    for racer in racers:
+        view = racer.model.view if racer.client is not None else None
+        if view is None or view.v is None:
+            continue
+        owner, name = view.key
+        mailbox = name if owner == racer.user else f"~{owner}/{name}"
+        v, flags = await fresh_look(world, racer.user, mailbox, port)
+        if v == -1:
+            racer.model.fail(f"{mailbox} is gone, yet the session was not told")
+        else:
+            racer.model.compare(v, flags)
+    for racer in racers:
+        if racer.client is not None:
+            await racer.client.close()
+    return world, racers
+
+
+def test_ten_sessions_keep_every_view_consistent(server: WaypostServer) -> None:
+    seed = int(os.environ.get("WAYPOST_MODEL_SEED", "0")) or random.randrange(1, 2**31)
+    world, racers = asyncio.run(race(server.port("IMAPPort"), seed, SECONDS))
+    commands = sum(r.sent for r in racers)
+    replay = f"seed {seed}: replay with WAYPOST_MODEL_SEED={seed}"
+    assert not world.violations, (
+        f"{len(world.violations)} protocol violations in {commands} commands ({replay}):\n"
+        + "\n".join(world.violations[:5])
+    )
+    assert commands >= SESSIONS * 5, f"only {commands} commands ran ({replay})"
+    # the run exercised what it claims to (else the checks proved nothing)
+    assert len(world.bodies) >= 20, replay
+    assert world.expunged, replay
+    if world.deferred:  # RFC 3501 §7.2.6, see STRICT_KEYWORDS
+        print(f"{len(world.deferred)} keyword-before-FLAGS breaches (deferred):", world.deferred[0])
+
+
+# -- the checker itself -----------------------------------------------------------------------
+
+
+def transcript(model: SessionModel, lines: list[str | tuple[str, str]]) -> list[str]:
+    """Feed ``("C", command)`` and server lines to a model; its complaints."""
+    for line in lines:
+        if isinstance(line, tuple):
+            tag, _, text = line[1].partition(" ")
+            model.begin(tag, text)
+        else:
+            model.receive(parse_response(line))
+    return model.world.violations
+
+
+def selected(world: World | None = None) -> SessionModel:
+    model = SessionModel(world or World(), "unit", resolver(OWNER))
+    transcript(model, [
+        ("C", "a SELECT box1"), "* FLAGS (\\Seen \\Deleted Work)", "* 3 EXISTS",
+        "* OK [UIDVALIDITY 7] x", "* OK [UIDNEXT 9] x", "a OK [READ-WRITE] done",
+        ("C", "b UID FETCH 1:* (UID FLAGS)"), "* 1 FETCH (UID 2 FLAGS ())",
+        "* 2 FETCH (UID 5 FLAGS (\\Seen))", "* 3 FETCH (UID 8 FLAGS (Work))", "b OK done",
+    ])  # fmt: skip
+    assert not model.world.violations, model.world.violations
+    return model
+
+
+@pytest.mark.parametrize(
+    ("lines", "complaint"),
+    [
+        ([("C", "c FETCH 1 (UID)"), "* 2 EXPUNGE", "c OK"], "EXPUNGE during FETCH"),
+        ([("C", "c UID SEARCH ALL"), "* 1 EXPUNGE", "c OK"], "EXPUNGE during UID SEARCH"),
+        ([("C", "c NOOP"), "* 4 EXPUNGE", "c OK"], "outside the view"),
+        ([("C", "c NOOP"), "* 2 EXISTS", "c OK"], "EXISTS went down"),
+        ([("C", "c NOOP"), "* 4 EXISTS", "* 4 FETCH (UID 6)", "c OK"], "strictly increasing"),
+        ([("C", "c FETCH 2 (UID)"), "* 2 FETCH (UID 6)", "c OK"], "was UID 5, now UID 6"),
+        (
+            [("C", "c NOOP"), "* 2 EXPUNGE", "* 3 EXISTS", "* 3 FETCH (UID 5)", "c OK"],
+            "strictly increasing",
+        ),
+        (
+            [
+                ("C", "c NOOP"),
+                "* 2 EXPUNGE",
+                "* 3 EXISTS",
+                "* 3 FETCH (UID 9)",
+                "c OK",
+                ("C", "d UID SEARCH ALL"),
+                "* SEARCH 2 5 8 9",
+                "d OK",
+            ],
+            "told are expunged",
+        ),
+        ([("C", "c FETCH 9 (FLAGS)"), "c OK"], ""),
+        ([("C", "c FETCH 1 (UID)"), "* 5 FETCH (UID 2)", "c OK"], "outside the view"),
+        ([("C", "c FETCH 1 (UID)"), "c BAD no"], "BAD for a well-formed command"),
+        ([("C", "c FETCH 1 (UID)"), "c NO [SERVERBUG] oops"], "server failure"),
+        ([("C", "c NOOP"), "* BYE shutting down"], "unexpected BYE"),
+        ([("C", "c SEARCH ALL"), "* SEARCH 1 4", "c OK"], "outside 1:3"),
+    ],
+)
+def test_the_checker_complains_about_a_wrong_transcript(lines: list, complaint: str) -> None:
+    model = selected()
+    found = transcript(model, lines)
+    if complaint:
+        assert any(complaint in v for v in found), found
+    else:
+        assert not found
+
+
+def test_the_checker_accepts_what_the_rfc_allows() -> None:
+    model = selected()
+    assert not transcript(model, [
+        ("C", "c FETCH 1 (UID FLAGS)"), "* 1 FETCH (UID 2 FLAGS (\\Seen))",
+        "* 4 EXISTS", "c NO [EXPUNGEISSUED] some are gone",
+        ("C", "d NOOP"), "* 1 EXPUNGE", "* 3 FETCH (UID 9 FLAGS ())", "d OK",
+        ("C", "e IDLE"), "* 1 EXPUNGE", "* 3 EXISTS", "e OK",
+    ])  # fmt: skip
+    assert [s.uid for s in model.view.slots] == [8, 9, None]
+
+
+def test_the_checker_sees_bytes_change_and_uids_resurrected() -> None:
+    world = World()
+    one, two = selected(world), selected(world)
+    # literals come from the client's reader; here the body is a quoted string
+    transcript(one, [("C", "c FETCH 1 (UID BODY[])"), '* 1 FETCH (UID 2 BODY[] "abc")', "c OK"])
+    transcript(two, [("C", "c FETCH 1 (UID BODY[])"), '* 1 FETCH (UID 2 BODY[] "abd")', "c OK"])
+    assert any("bytes of UIDVALIDITY 7 UID 2 changed" in v for v in world.violations)
+    world.violations.clear()
+    transcript(one, [("C", "d EXPUNGE"), "* 1 EXPUNGE", "d OK"])
+    three = SessionModel(world, "three", resolver(OWNER))
+    transcript(three, [
+        ("C", "a SELECT box1"), "* 3 EXISTS", "* OK [UIDVALIDITY 7] x", "a OK",
+        ("C", "b FETCH 1:* (UID)"), "* 1 FETCH (UID 2)", "b OK",
+    ])  # fmt: skip
+    assert any("UID 2 of UIDVALIDITY 7 resurrected" in v for v in world.violations)
+
+
+def test_the_checker_sees_a_replaced_mailbox_served() -> None:
+    world = World()
+    one = selected(world)
+    two = SessionModel(world, "two", resolver(OWNER))
+    transcript(two, [("C", "x DELETE box1"), "x OK", ("C", "y CREATE box1"), "y OK"])
+    assert world.retired == {7: world.retired[7]}
+    transcript(one, [("C", "c FETCH 1 (UID FLAGS)"), "* 1 FETCH (UID 2 FLAGS ())", "c OK"])
+    assert any("served a replaced mailbox" in v for v in world.violations)
+    world.violations.clear()
+    three = SessionModel(world, "three", resolver(OWNER))
+    transcript(three, [("C", "a SELECT box1"), "* 0 EXISTS", "* OK [UIDVALIDITY 7] x", "a OK"])
+    assert any("UIDVALIDITY reused" in v for v in world.violations)
+    world.violations.clear()
+    transcript(three, [("C", "a SELECT box1"), "* OK [UIDVALIDITY 8] x", "* OK [UIDNEXT 1] x"])
+    assert not world.violations
+    # a BYE for the replaced mailbox is what the RFC allows
+    transcript(one, [("C", "d NOOP"), "* BYE Selected mailbox was deleted"])
+    assert not world.violations
+
+
+def test_the_checker_keyword_rule_is_deferred_until_switched_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lines = [("C", "c NOOP"), "* 1 FETCH (FLAGS (Todo))", "c OK"]
+    model = selected()
+    assert not transcript(model, lines) and model.world.deferred
+    monkeypatch.setattr(imap_model, "STRICT_KEYWORDS", True)
+    model = selected()
+    assert any("RFC 3501 §7.2.6" in v for v in transcript(model, lines))
+
+
+def test_the_checker_parses_literals_and_codes() -> None:
+    resp = parse_response("* 1 FETCH (UID 4 BODY[] \x000\x00 FLAGS (\\Seen))", [b"hi\r\n"])
+    assert imap_model.fetch_items(resp.data) == {
+        "UID": "4", "BODY[]": b"hi\r\n", "FLAGS": ["\\Seen"]
+    }  # fmt: skip
+    ok = parse_response("a OK [COPYUID 9 1:3,5 10:13] done")
+    assert (ok.code, ok.code_args, ok.text) == ("COPYUID", ["9", "1:3,5", "10:13"], "done")
+    assert imap_model.uid_set("1:3,5") == [1, 2, 3, 5]
+    assert parse_response("* OK [PERMANENTFLAGS (\\Seen \\*)] x").code_args == [["\\Seen", "\\*"]]
