@@ -23,6 +23,7 @@ import os
 import random
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from tests.support import imap_model
@@ -365,6 +366,121 @@ def test_ten_sessions_keep_every_view_consistent(server: WaypostServer) -> None:
     assert world.expunged, replay
     if world.deferred:  # RFC 3501 §7.2.6, see STRICT_KEYWORDS
         print(f"{len(world.deferred)} keyword-before-FLAGS breaches (deferred):", world.deferred[0])
+
+
+# -- regressions the checker found ----------------------------------------------------------
+
+
+REPLACED_COMMANDS = (
+    "FETCH 1:2 (UID FLAGS)",
+    "UID FETCH 1:* (FLAGS BODY.PEEK[])",
+    "SEARCH ALL",
+    "UID SEARCH FLAGGED",
+    "UID STORE 1 +FLAGS (\\Deleted)",
+    "STORE 1:2 FLAGS (\\Seen)",
+    "FETCH 1 (BODY[])",
+    "COPY 1 INBOX",
+    "UID MOVE 1:2 INBOX",
+    "UID EXPUNGE 1:*",
+    "CLOSE",
+)
+
+
+@pytest.mark.parametrize("command", REPLACED_COMMANDS)
+def test_a_replaced_mailbox_is_never_served_nor_changed(
+    server: WaypostServer, command: str
+) -> None:
+    """A session whose selected mailbox was deleted and created again under
+    the same name by another session is told (BYE; CLOSE just leaves it), and
+    its next command neither reads nor changes the new mailbox (RFC 3501 §2.3.1.1): before the
+    fix FETCH answered the new mailbox's messages under the old UIDs, STORE
+    flagged them, COPY copied them and CLOSE expunged them."""
+    asyncio.run(_replaced(server.port("IMAPPort"), command))
+
+
+async def _replaced(port: int, command: str) -> None:
+    world = World()
+    name = "reborn" + str(abs(hash(command)) % 10**8)
+    a = await _login(world, "a", OWNER, port)
+    b = await _login(world, "b", OWNER, port)
+    assert (await b.command(f"CREATE {name}")).status == "OK"
+    for i in range(3):
+        old = f"Subject: old {i}\r\n\r\nold\r\n".encode()
+        assert (await b.command(f"APPEND {name} (\\Deleted)", old)).status == "OK"
+    assert (await a.command(f"SELECT {name}")).status == "OK"
+    assert (await a.command("UID FETCH 1:* (UID FLAGS)")).status == "OK"
+    inbox_before = await fresh_look(world, OWNER, "INBOX", port)
+    assert (await b.command(f"DELETE {name}")).status == "OK"
+    assert (await b.command(f"CREATE {name}")).status == "OK"
+    for i in range(2):
+        new = f"Subject: new {i}\r\n\r\nnew\r\n".encode()
+        assert (await b.command(f"APPEND {name} (\\Flagged \\Deleted)", new)).status == "OK"
+    a.model.transcript.clear()
+    if command == "CLOSE":  # leaves the mailbox: nothing to expunge, OK (RFC 3501 §6.4.2)
+        assert (await a.command(command)).status == "OK"
+    else:
+        with pytest.raises(ConnectionEnded, match="BYE"):
+            await a.command(command)
+    served = [t for t in a.model.transcript if t.startswith(("S: * 1 ", "S: * 2 ", "S: * SEARCH"))]
+    assert not served, a.model.transcript
+    assert not world.violations, world.violations
+    await a.close()
+    _, flags = await fresh_look(world, OWNER, name, port)
+    assert sorted(flags) == [1, 2]
+    assert set(flags.values()) == {frozenset({"\\Flagged", "\\Deleted"})}
+    assert await fresh_look(world, OWNER, "INBOX", port) == inbox_before
+    await b.command("LOGOUT")
+    await b.close()
+
+
+def test_the_service_refuses_the_old_incarnation_of_a_mailbox(tmp_path: Path) -> None:
+    """The mail-access service and the store pin a selection to its
+    UIDVALIDITY: after DELETE + CREATE every call on the old selection is
+    NoSuchMailbox, and the new mailbox is untouched."""
+    from waypost.services.container import open_services
+    from waypost.services.mailaccess.criteria import SearchKey
+    from waypost.services.mailaccess.errors import NoSuchMailbox
+    from waypost.services.mailaccess.service import FetchNeeds, MailAccess
+
+    svc = open_services(tmp_path / "var", create=True)
+    try:
+        svc.directory.init_server("main.dom")
+        svc.directory.create_account("alice", "pw-reborn-1")
+        user = "alice@main.dom"
+        mail = MailAccess(svc)
+        mail.ensure_inbox(user)
+        mail.create(user, "Box")
+        mail.append(user, "Box", b"Subject: old\r\n\r\nold\r\n", ["\\Deleted"])
+        old = mail.select(user, "Box", examine=False)
+        mail.delete(user, "Box")
+        mail.create(user, "Box")
+        uid = mail.append(user, "Box", b"Subject: new\r\n\r\nnew\r\n", ["\\Deleted"]).uid
+        opened, uids = old.opened, list(old.uids)
+        calls = [
+            lambda: mail.fetch(opened, [(1, uids[0])], FetchNeeds(raw=True)),
+            lambda: mail.store_flags(opened, uids, ["\\Seen"], "add"),
+            lambda: mail.expunge(opened, uids),
+            lambda: mail.copy(user, opened, uids, "INBOX"),
+            lambda: mail.copy(user, opened, uids, "INBOX", move=True),
+            lambda: mail.search(opened, uids, SearchKey("ALL"), lambda u: False, True),
+            lambda: mail.search(
+                opened, uids, SearchKey("SUBJECT", ("old",)), lambda u: False, True
+            ),
+        ]
+        for call in calls:
+            with pytest.raises(NoSuchMailbox):
+                call()
+        with pytest.raises(NoSuchMailbox), mail.index(opened):
+            pass
+        assert mail.expunge(opened, uids, quiet=True) == []  # CLOSE: nothing to expunge
+        now = mail.select(user, "Box", examine=True)
+        assert list(now.uids) == [uid] and now.uidvalidity != old.uidvalidity
+        assert mail.status(user, "INBOX", ["MESSAGES"]) == [("MESSAGES", 0)]
+        assert mail.search(now.opened, now.uids, SearchKey("DELETED"), lambda u: False, True) == [
+            uid
+        ]
+    finally:
+        svc.close()
 
 
 # -- the checker itself -----------------------------------------------------------------------

@@ -555,8 +555,11 @@ class Store(Protocol):
     # messages. ``uids`` None = every message of the mailbox.
     def mail_messages(self, domain: str, account: str, mailbox: str) -> list[MailMessage]: ...
     def mail_message(self, domain: str, account: str, mailbox: str, uid: int) -> MailMessage: ...
+    # ``uidvalidity`` (here and below): only that incarnation of the mailbox,
+    # else NoSuchMailbox (a selected mailbox replaced meanwhile, RFC 3501 §2.3.1.1)
     def mail_fetch(
         self, domain: str, account: str, mailbox: str, uids: Sequence[int] | None,
+        *, uidvalidity: int | None = None,
     ) -> list[MailMessage]: ...
     def mail_index(self, domain: str, account: str, mailbox: str) -> list[MessageMeta]: ...
     def mail_mailbox_state(self, domain: str, account: str, mailbox: str) -> MailboxState: ...
@@ -566,10 +569,12 @@ class Store(Protocol):
     def mail_set_flags(
         self, domain: str, account: str, mailbox: str, uids: Sequence[int] | None,
         flags: Sequence[str], mode: str, *, unchanged_since: int | None = None,
+        uidvalidity: int | None = None,
     ) -> FlagUpdates: ...
     # removes messages flagged \Deleted (among ``uids`` when given); logs them
     def mail_expunge(
         self, domain: str, account: str, mailbox: str, uids: Sequence[int] | None = None,
+        *, uidvalidity: int | None = None,
     ) -> list[int]: ...
     # removes the messages whatever their flags (POP3 DELE, administrators)
     def mail_delete(self, domain: str, account: str, mailbox: str, uids: Sequence[int]) -> int: ...
@@ -577,11 +582,11 @@ class Store(Protocol):
     # kept; returns (source UID, new UID) pairs in UID order (UIDPLUS)
     def mail_copy(
         self, domain: str, account: str, mailbox: str, uids: Sequence[int] | None,
-        dst_domain: str, dst_account: str, dst_mailbox: str,
+        dst_domain: str, dst_account: str, dst_mailbox: str, *, uidvalidity: int | None = None,
     ) -> list[tuple[int, int]]: ...
     def mail_move(
         self, domain: str, account: str, mailbox: str, uids: Sequence[int] | None,
-        dst_domain: str, dst_account: str, dst_mailbox: str,
+        dst_domain: str, dst_account: str, dst_mailbox: str, *, uidvalidity: int | None = None,
     ) -> list[tuple[int, int]]: ...
     # IMAP APPEND: body blob and row durable on return; (UIDVALIDITY, UID)
     def mail_append(

@@ -21,7 +21,7 @@ import functools
 import logging
 from array import array
 from collections.abc import Callable, Collection, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import waypost.services.mailaccess.errors as errors
@@ -255,6 +255,7 @@ class MailAccess:
             keywords = set(index.keyword_set())
             first_unseen = index.first_unseen() + 1
             uidvalidity, uidnext, modseq = index.uidvalidity, index.uidnext, index.modseq
+        opened = replace(opened, uidvalidity=uidvalidity)  # this incarnation only
         recent_first = uidnext
         if state.recent:
             if examine:
@@ -283,7 +284,18 @@ class MailAccess:
         """The process's copy of the mailbox's index, current and locked while
         in use: read it (metadata FETCH formats straight from its arrays), do
         not change it, and do not block inside."""
+        with self._current(opened) as index:
+            yield index
+
+    @contextlib.contextmanager
+    def _current(self, opened: Opened) -> Iterator[MailboxIndex]:
+        """The index of the selected mailbox, refused (NoSuchMailbox) when the
+        name now holds another incarnation than the one selected."""
         with self.indexes.current(mailbox_key(opened), opened.target.ref) as index:
+            if opened.uidvalidity is not None and index.uidvalidity != opened.uidvalidity:
+                raise errors.NoSuchMailbox(
+                    f"{opened.name!r} was deleted or replaced since it was selected"
+                )
             yield index
 
     # -- fetch -------------------------------------------------------------------------
@@ -298,7 +310,9 @@ class MailAccess:
         store = self._store
         ref = opened.target.ref
         uids = [uid for _, uid in pairs]
-        by_uid = {row.uid: row for row in store.mail_fetch(*ref, uids)}
+        by_uid = {
+            row.uid: row for row in store.mail_fetch(*ref, uids, uidvalidity=opened.uidvalidity)
+        }
         cached = store.mail_structures(*ref, uids) if needs.parsed else {}
         messages: list[MessageData] = []
         parsed_now: list[tuple[int, str]] = []
@@ -349,7 +363,9 @@ class MailAccess:
         if not seen or not opened.can("s"):
             return None
         before = {m.uid: m.modseq for m in seen}
-        updates = self._store.mail_set_flags(*opened.target.ref, list(before), [SEEN], "add")
+        updates = self._store.mail_set_flags(
+            *opened.target.ref, list(before), [SEEN], "add", uidvalidity=opened.uidvalidity
+        )
         return max((m for uid, m, _ in updates if m != before.get(uid)), default=None)
 
     # -- search ------------------------------------------------------------------------
@@ -373,7 +389,7 @@ class MailAccess:
         found: list[int] = []
         cost = search_cost(key)
         if cost == META:
-            with self.indexes.current(mailbox_key_of(ref), ref) as index:
+            with self._current(opened) as index:
                 for seq, uid in enumerate(uids, 1):
                     i = index.position(uid)
                     if i is None:
@@ -387,7 +403,10 @@ class MailAccess:
         header_only = cost == HEADER
         for start in range(0, len(uids), SEARCH_BATCH):
             chunk = list(uids[start : start + SEARCH_BATCH])
-            rows = {row.uid: row for row in store.mail_fetch(*ref, chunk)}
+            rows = {
+                row.uid: row
+                for row in store.mail_fetch(*ref, chunk, uidvalidity=opened.uidvalidity)
+            }
             cached = {} if header_only else store.mail_structures(*ref, chunk)
             parsed_now: list[tuple[int, str]] = []
             for offset, uid in enumerate(chunk):
@@ -480,9 +499,10 @@ class MailAccess:
         ref = opened.target.ref
         rights = opened.rights
         mode = "replace" if mode == "set" else mode
-        with self.indexes.current(mailbox_key(opened), ref) as index:
+        pinned = opened.uidvalidity
+        with self._current(opened) as index:
             if mode != "replace" or all(r in rights for r in "swd"):
-                updates = list(store.mail_set_flags(*ref, uids, flags, mode))
+                updates = list(store.mail_set_flags(*ref, uids, flags, mode, uidvalidity=pinned))
             else:
                 groups: dict[tuple[str, ...], list[int]] = {}
                 for uid in uids:
@@ -492,7 +512,7 @@ class MailAccess:
                         groups.setdefault(tuple(normalize_flags([*flags, *kept])), []).append(uid)
                 updates = []
                 for new, group in groups.items():
-                    updates += store.mail_set_flags(*ref, group, new, "replace")
+                    updates += store.mail_set_flags(*ref, group, new, "replace", uidvalidity=pinned)
                 updates.sort()
             changed: list[tuple[int | None, int, tuple[str, ...]]] = []
             for uid, modseq, now in updates:
@@ -530,7 +550,8 @@ class MailAccess:
     def expunge(self, opened: Opened, uids: Sequence[int], *, quiet: bool = False) -> list[int]:
         """Remove the messages among ``uids`` that carry \\Deleted; the UIDs
         removed. Needs ``d`` (:class:`NoPermission`; with ``quiet``, as CLOSE
-        does, nothing happens without it)."""
+        does, nothing happens without it, nor when the selected mailbox was
+        deleted or replaced meanwhile: CLOSE still leaves it, RFC 3501 §6.4.2)."""
         if not opened.can("d"):
             if quiet:
                 return []
@@ -539,7 +560,15 @@ class MailAccess:
             )
         if not uids:
             return []
-        return list(self._store.mail_expunge(*opened.target.ref, list(uids)))
+        try:
+            gone = self._store.mail_expunge(
+                *opened.target.ref, list(uids), uidvalidity=opened.uidvalidity
+            )
+        except errors.NoSuchMailbox:
+            if quiet:
+                return []
+            raise
+        return list(gone)
 
     def copy(
         self, user: str, source: Opened, uids: Sequence[int], name: str, *, move: bool = False
@@ -554,7 +583,11 @@ class MailAccess:
             )
         dest = self._open_target(user, name)
         op = self._store.mail_move if move else self._store.mail_copy
-        pairs = list(op(*source.target.ref, uids, *dest.target.ref)) if uids else []
+        pairs = (
+            list(op(*source.target.ref, uids, *dest.target.ref, uidvalidity=source.uidvalidity))
+            if uids
+            else []
+        )
         self._strip_flags(dest, [new for _, new in pairs])
         uidvalidity = self._store.mail_mailbox_state(*dest.target.ref).uidvalidity
         return Copied(pairs, uidvalidity, mailbox_key(dest))
