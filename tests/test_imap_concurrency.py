@@ -44,6 +44,10 @@ OWNER, SHARER = "racer", "sharer"
 SECONDS = float(os.environ.get("WAYPOST_MODEL_SECONDS", "25"))
 SESSIONS = 10
 SHARER_SESSIONS = 2
+THINK = 0.2
+"""Share of commands after which a session pauses (10-100 ms), as a user reading
+does: so other sessions change its mailbox between two of its commands, not
+only while one runs (the window in which a replaced mailbox could be served)."""
 FLAGS = ("\\Seen", "\\Flagged", "\\Answered", "\\Draft", "\\Deleted")
 KEYWORDS = ("$Label1", "$Label2", "Work", "Todo")
 CHURN = ("churn1", "churn2", "churn3")
@@ -94,11 +98,14 @@ async def _setup(port: int) -> None:
     assert not world.violations, world.violations
 
 
-async def _login(world: World, label: str, user: str, port: int) -> Client:
+async def _login(world: World, label: str, user: str, port: int, *, rev2: bool = False) -> Client:
+    """A logged-in session; with ``rev2``, IMAP4rev2 enabled when the server offers it."""
     client = Client(SessionModel(world, label, resolver(user)))
     await client.connect(port)
     resp = await client.command(f'LOGIN "{user}@{DOMAIN}" "{PW}"')
     assert resp.status == "OK", resp.line
+    if rev2 and resp.code == "CAPABILITY" and "IMAP4rev2" in resp.code_args:
+        assert (await client.command("ENABLE IMAP4rev2")).status == "OK"
     return client
 
 
@@ -129,7 +136,11 @@ class Racer:
             if self.client is None:
                 self.logins += 1
                 self.client = await _login(
-                    self.world, f"s{self.index}.{self.logins}", self.user, self.port
+                    self.world,
+                    f"s{self.index}.{self.logins}",
+                    self.user,
+                    self.port,
+                    rev2=self.index % 3 == 2,  # a third of the sessions, once offered
                 )
             try:
                 await self.step()
@@ -137,6 +148,8 @@ class Racer:
                 await self.client.close()
                 self.client = None
             self.sent += 1
+            if self.rng.random() < THINK:  # a user reading: other sessions move on meanwhile
+                await asyncio.sleep(self.rng.uniform(0.01, 0.1))
 
     async def step(self) -> None:
         rng, client = self.rng, self.client
@@ -145,7 +158,7 @@ class Racer:
         if view is None and rng.random() < 0.6:
             await self.select()
             return
-        churn = 5 if self.user == OWNER else 0
+        churn = 8 if self.user == OWNER else 0
         if view is None:  # only what is valid in the authenticated state
             choices = [self.append, self.select, self.noop, self.churn, self.status]
             weights = [12, 5, 4, churn, 3]
@@ -585,7 +598,7 @@ def test_the_checker_sees_a_replaced_mailbox_served() -> None:
     one = selected(world)
     two = SessionModel(world, "two", resolver(OWNER))
     transcript(two, [("C", "x DELETE box1"), "x OK", ("C", "y CREATE box1"), "y OK"])
-    assert world.retired == {7: world.retired[7]}
+    assert world.last_seen[(OWNER, "box1")][None].done > world.first_seen[((OWNER, "box1"), 7)]
     transcript(one, [("C", "c FETCH 1 (UID FLAGS)"), "* 1 FETCH (UID 2 FLAGS ())", "c OK"])
     assert any("served a replaced mailbox" in v for v in world.violations)
     world.violations.clear()
@@ -598,6 +611,36 @@ def test_the_checker_sees_a_replaced_mailbox_served() -> None:
     # a BYE for the replaced mailbox is what the RFC allows
     transcript(one, [("C", "d NOOP"), "* BYE Selected mailbox was deleted"])
     assert not world.violations
+
+
+def test_the_checker_sees_uidnext_go_back_and_recent_under_rev2() -> None:
+    model = selected()
+    transcript(model, [
+        ("C", "c SELECT box1"), "* 3 EXISTS", "* OK [UIDVALIDITY 7] x", "* OK [UIDNEXT 8] x",
+        "c OK",
+    ])  # fmt: skip
+    assert any("UIDNEXT 8 went back" in v for v in model.world.violations)
+    model = selected()
+    transcript(model, [("C", "c STATUS box1 (UIDNEXT UIDVALIDITY)"),
+                       "* STATUS box1 (UIDNEXT 8 UIDVALIDITY 7)", "c OK"])  # fmt: skip
+    assert any("STATUS UIDNEXT 8 went back" in v for v in model.world.violations)
+    model = selected()
+    transcript(model, [("C", "c ENABLE IMAP4rev2"), "* ENABLED IMAP4rev2", "c OK",
+                       ("C", "d NOOP"), "* 1 RECENT", "d OK"])  # fmt: skip
+    assert any("RECENT after ENABLE IMAP4rev2" in v for v in model.world.violations)
+
+
+def test_the_checker_accepts_a_mailbox_renamed_back() -> None:
+    """An incarnation gone from a name may come back by RENAME: then serving it is right."""
+    world = World()
+    one = selected(world)
+    two = SessionModel(world, "two", resolver(OWNER))
+    transcript(two, [("C", "x RENAME box1 box9"), "x OK", ("C", "y RENAME box9 box1"), "y OK"])
+    transcript(one, [("C", "c FETCH 1 (UID FLAGS)"), "* 1 FETCH (UID 2 FLAGS ())", "c OK"])
+    assert not world.violations
+    transcript(two, [("C", "z RENAME box1 box9"), "z OK"])
+    transcript(one, [("C", "d FETCH 1 (UID FLAGS)"), "* 1 FETCH (UID 2 FLAGS ())", "d OK"])
+    assert any("served a replaced mailbox" in v for v in world.violations)
 
 
 def test_the_checker_keyword_rule_is_deferred_until_switched_on(

@@ -7,8 +7,11 @@ flags, the keywords the server announced, the pending command) and checks the
 order rules of RFC 3501 §7 / RFC 9051 §7 after each response. A
 :class:`World` shared by all sessions knows what is certain across sessions:
 the bytes of each message (by UIDVALIDITY and UID), which UIDs are expunged,
-which mailbox incarnations (UIDVALIDITY values) were deleted or renamed away,
-and the highest UID known to exist.
+which mailbox incarnation (UIDVALIDITY) or none each look at a name found,
+the RENAMEs to each name, and the highest UID known to exist. An
+incarnation seen at a name and later found gone from it can come back only
+through a RENAME to that name: unless one could have run in between, a
+command sent after that must not be served from it (§2.3.1.1).
 
 Time is a counter of events in this process (a command sent, a response
 received); every cross-session rule compares a command's *send* event with
@@ -28,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+from bisect import bisect_left
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +48,16 @@ REPLACED_OK = frozenset({"SELECT", "EXAMINE", "UNSELECT", "CLOSE", "LOGOUT", "DE
 """Commands that may complete OK in a session whose mailbox was replaced:
 they leave the mailbox (or do not use it)."""
 NAME_OPS = frozenset({"CREATE", "DELETE", "RENAME"})
+UNTAGGED = frozenset({
+    "EXISTS", "EXPUNGE", "FETCH", "RECENT", "FLAGS", "SEARCH", "LIST", "LSUB", "STATUS",
+    "CAPABILITY", "ENABLED", "ID", "NAMESPACE", "ACL", "MYRIGHTS", "LISTRIGHTS", "ESEARCH",
+    "VANISHED", "SORT", "THREAD", "QUOTA", "QUOTAROOT",
+})  # fmt: skip
+"""The untagged responses a client may meet (RFC 3501 §7 and the extensions)."""
+ABSENT = frozenset({"NONEXISTENT", "TRYCREATE"})
+"""Codes that say the command's mailbox is not there (RFC 5530)."""
+LOOKS = frozenset({"SELECT", "EXAMINE", "STATUS", "APPEND", "DELETE", "RENAME"})
+"""Commands whose NO with an :data:`ABSENT` code is about their first mailbox argument."""
 INF = float("inf")
 
 
@@ -195,11 +209,20 @@ MailboxKey = tuple[str, str]
 
 
 @dataclass
-class NameOp:
-    """A CREATE, DELETE or RENAME touching a mailbox name: sent and completed."""
+class Observation:
+    """What a command saw of a mailbox name: incarnation ``v`` (None: no
+    mailbox there), at some instant between ``sent`` and ``done``."""
 
     sent: int
-    kind: str  # CREATE, DELETE, FROM (renamed away), INTO (renamed to)
+    done: int
+    v: int | None
+
+
+@dataclass
+class RenameInto:
+    """A RENAME to a name (the only way an incarnation can come back to it)."""
+
+    sent: int
     done: float = INF
 
 
@@ -210,17 +233,16 @@ class World:
         self.clock = 0
         self.bodies: dict[tuple[int, int], str] = {}
         self.expunged: dict[tuple[int, int], int] = {}  # -> when it was known gone
-        self.retired: dict[int, int] = {}  # UIDVALIDITY deleted -> when
-        self.moved: dict[tuple[MailboxKey, int], list[NameOp]] = {}  # renamed away
-        self.seen_uids: dict[int, list[tuple[int, int]]] = {}  # V -> [(when, uid)]
-        self.observed: dict[MailboxKey, list[tuple[int, int, int]]] = {}  # (sent, done, V)
-        self.name_ops: dict[MailboxKey, list[NameOp]] = {}
+        self.highest: dict[int, tuple[list[int], list[int]]] = {}  # V -> (whens, max UIDs)
+        self.first_seen: dict[tuple[MailboxKey, int], int] = {}  # -> done of the first look
+        self.last_seen: dict[MailboxKey, dict[int | None, Observation]] = {}
+        self.renames_into: dict[MailboxKey, list[RenameInto]] = {}
         self.violations: list[str] = []
         self.deferred: list[str] = []
         self.history: list[str] = []
+        """Mailbox-level events (name operations, incarnations seen), for reports."""
         self.stats: Counter[str] = Counter()
         """How often each checked situation arose (a run that never met one proved nothing)."""
-        """Mailbox-level events (name operations, incarnations seen), for reports."""
 
     def note(self, text: str) -> None:
         self.history.append(f"{self.clock}: {text}")
@@ -234,7 +256,7 @@ class World:
         self.clock += 1
         return self.clock
 
-    # -- facts ----------------------------------------------------------------------
+    # -- messages -------------------------------------------------------------------
 
     def body(self, v: int, uid: int, h: str, where: str) -> str | None:
         old = self.bodies.setdefault((v, uid), h)
@@ -246,53 +268,55 @@ class World:
         self.expunged.setdefault((v, uid), when)
 
     def exists(self, v: int, uid: int, when: int) -> None:
-        self.seen_uids.setdefault(v, []).append((when, uid))
+        whens, highs = self.highest.setdefault(v, ([], []))
+        if not highs or uid > highs[-1]:
+            whens.append(when)
+            highs.append(uid)
 
     def floor(self, v: int, before: int) -> int:
         """The highest UID of ``v`` known to exist before event ``before``."""
-        return max((u for when, u in self.seen_uids.get(v, ()) if when < before), default=0)
+        whens, highs = self.highest.get(v, ([], []))
+        i = bisect_left(whens, before)
+        return highs[i - 1] if i else 0
 
-    def observe(self, key: MailboxKey, v: int, sent: int, done: int) -> None:
-        self.observed.setdefault(key, []).append((sent, done, v))
-        self.note(f"{key[0]}/{key[1]} is UIDVALIDITY {v} (command sent at {sent})")
+    # -- mailbox incarnations -------------------------------------------------------------
 
-    def incarnation(self, key: MailboxKey, sent: int, done: int) -> int | None:
-        """The UIDVALIDITY a DELETE or RENAME of ``key`` sent at ``sent`` and
-        completed at ``done`` certainly acted on: the latest observation
-        completed before it was sent, when no other name operation on ``key``
-        could have come between (else None: not certain)."""
-        before = [o for o in self.observed.get(key, ()) if o[1] < sent]
-        if not before:
-            return None
-        obs_sent, _, v = max(before, key=lambda o: o[1])
-        for op in self.name_ops.get(key, ()):
-            if op.sent == sent:
-                continue
-            if not (op.done < obs_sent or op.sent > done):
-                return None
-        return v
+    def observe(self, key: MailboxKey, v: int | None, sent: int, done: int) -> None:
+        if v is not None:
+            self.first_seen.setdefault((key, v), done)
+        latest = self.last_seen.setdefault(key, {})
+        if v not in latest or latest[v].sent < sent:
+            latest[v] = Observation(sent, done, v)
+        what = "no mailbox" if v is None else f"UIDVALIDITY {v}"
+        self.note(f"{key[0]}/{key[1]} is {what} (command sent at {sent})")
 
-    def name_op(self, key: MailboxKey, kind: str, sent: int) -> NameOp:
-        op = NameOp(sent, kind)
-        self.name_ops.setdefault(key, []).append(op)
+    def rename_into(self, key: MailboxKey, sent: int) -> RenameInto:
+        op = RenameInto(sent)
+        self.renames_into.setdefault(key, []).append(op)
         return op
 
-    def replaced_since(self, key: MailboxKey, v: int, before: int) -> int | None:
-        """When the incarnation ``v`` at ``key`` was certainly deleted, or
-        renamed away and not (possibly) renamed back, before event ``before``."""
-        deleted = self.retired.get(v)
-        if deleted is not None and deleted < before:
-            return deleted
-        for move in self.moved.get((key, v), ()):
-            if move.done >= before:
-                continue
-            back = any(
-                op.kind == "INTO" and op.done > move.sent and op.sent < before
-                for op in self.name_ops.get(key, ())
-            )
-            if not back:
-                return int(move.done)
-        return None
+    def evidence(self, key: MailboxKey, v: int, before: int) -> Observation | None:
+        """The latest look, completed before event ``before``, that found
+        another incarnation (or none) at ``key`` after ``v`` had been seen
+        there: from then on ``v`` is not at ``key`` unless renamed back."""
+        first = self.first_seen.get((key, v))
+        if first is None:
+            return None
+        found = [
+            o
+            for o in self.last_seen.get(key, {}).values()
+            if o.v != v and first < o.sent and o.done < before
+        ]
+        return max(found, key=lambda o: o.sent) if found else None
+
+    def replaced(self, key: MailboxKey, seen: Observation | None, now: int) -> bool:
+        """``seen`` (from :meth:`evidence`) still holds at event ``now``: no
+        RENAME to ``key`` could have run between that look and now."""
+        if seen is None:
+            return False
+        return not any(
+            op.done > seen.sent and op.sent < now for op in self.renames_into.get(key, ())
+        )
 
 
 # -- one session ---------------------------------------------------------------------------
@@ -336,8 +360,8 @@ class Command:
     key: MailboxKey | None = None  # the mailbox argument
     key2: MailboxKey | None = None  # RENAME's new name
     body: bytes | None = None  # APPEND's message
-    ops: list[NameOp] = field(default_factory=list)
-    source_uids: list[int] = field(default_factory=list)  # COPY/MOVE
+    into: RenameInto | None = None
+    evidence: Observation | None = None  # that the selected mailbox was replaced
 
 
 class SessionModel:
@@ -351,6 +375,8 @@ class SessionModel:
         self.command: Command | None = None
         self.transcript: deque[str] = deque(maxlen=30)
         self.closed = False
+        self.rev2 = False
+        """ENABLE IMAP4rev2 answered: RFC 9051's rules (no RECENT; ESEARCH for SEARCH)."""
 
     # -- reporting -----------------------------------------------------------------
 
@@ -377,15 +403,13 @@ class SessionModel:
             cmd.key = self.resolve(_unquote(words[-1]))
         if name == "RENAME":
             cmd.key2 = self.resolve(_unquote(words[2]))
-        if name in NAME_OPS:
-            assert cmd.key is not None
-            kind = "FROM" if name == "RENAME" else name
-            cmd.ops = [world.name_op(cmd.key, kind, cmd.sent)]
-            if cmd.key2 is not None:
-                cmd.ops.append(world.name_op(cmd.key2, "INTO", cmd.sent))
+            cmd.into = world.rename_into(cmd.key2, cmd.sent)
+        view = self.view
         if name in ("SELECT", "EXAMINE"):
             assert cmd.key is not None
             self.view = View(cmd.key, name == "EXAMINE", cmd.sent)
+        elif view is not None and view.v is not None:
+            cmd.evidence = world.evidence(view.key, view.v, cmd.sent)
         self.command = cmd
         self.transcript.append(f"C: {tag} {text}")
         return cmd
@@ -398,6 +422,15 @@ class SessionModel:
         elif resp.kind == "untagged":
             self.world.stats[f"* {resp.name or resp.status}"] += 1
             self._untagged(resp)
+
+    def ended(self) -> None:
+        """The connection is gone: whatever command was running has run or never will."""
+        self.closed = True
+        cmd, self.command = self.command, None
+        if cmd is not None and cmd.into is not None:
+            cmd.into.done = self.world.clock
+        if cmd is not None and self._stale_for(cmd) is not None:
+            self.world.stats["command on a replaced mailbox"] += 1
 
     # -- untagged ------------------------------------------------------------------
 
@@ -414,12 +447,16 @@ class SessionModel:
         if resp.status == "OK":
             self._untagged_ok(resp)
             return
-        if resp.name in ("EXISTS", "EXPUNGE", "FETCH", "RECENT", "FLAGS", "SEARCH"):
+        if resp.name not in UNTAGGED:
+            self.fail(f"not an IMAP response: {resp.line}")
+            return
+        if resp.name in ("EXISTS", "EXPUNGE", "FETCH", "RECENT", "FLAGS", "SEARCH", "ESEARCH"):
             if view is None:
                 self.fail(f"{resp.name} without a selected mailbox: {resp.line}")
                 return
             stale = self._stale_for(cmd)
-            if stale is not None and resp.name != "FLAGS":
+            empty = resp.name == "SEARCH" and not resp.data and not view.slots  # tells nothing
+            if stale is not None and resp.name != "FLAGS" and not empty:
                 self.fail(
                     f"served a replaced mailbox (UIDVALIDITY {view.v} of {view.key} replaced "
                     f"at event {stale}, command sent at {cmd.sent if cmd else '?'}): {resp.line}"
@@ -455,11 +492,12 @@ class SessionModel:
             return
         if code == "UIDVALIDITY" and cmd.name in ("SELECT", "EXAMINE"):
             view.v = int(resp.code_args[0])
-            when = self.world.replaced_since(view.key, view.v, cmd.sent)
-            if when is not None:
+            seen = self.world.evidence(view.key, view.v, cmd.sent)
+            if self.world.replaced(view.key, seen, self.world.clock):
+                assert seen is not None
                 self.fail(
                     f"{cmd.name} of {view.key} answered UIDVALIDITY {view.v}, an incarnation "
-                    f"deleted or renamed away at event {when} (before the command, at "
+                    f"gone from that name at event {seen.done} (before the command, at "
                     f"{cmd.sent}): UIDVALIDITY reused or an old index served"
                 )
         elif code == "UIDNEXT" and cmd.name in ("SELECT", "EXAMINE"):
@@ -471,14 +509,21 @@ class SessionModel:
                         f"UIDNEXT {view.uidnext} went back: UID {floor} of UIDVALIDITY "
                         f"{view.v} was known to exist before {cmd.name}"
                     )
+                self.world.exists(view.v, view.uidnext - 1, self.world.clock)  # never lower
 
     def _on_flags(self, resp: Response) -> None:
         assert self.view is not None
         flags = resp.data[0] if resp.data and isinstance(resp.data[0], list) else []
         self.view.keywords |= {str(f) for f in flags if not str(f).startswith("\\")}
 
+    def _on_enabled(self, resp: Response) -> None:
+        if any(str(x).upper() == "IMAP4REV2" for x in resp.data):
+            self.rev2 = True
+
     def _on_recent(self, resp: Response) -> None:
         assert self.view is not None
+        if self.rev2:
+            self.fail(f"RECENT after ENABLE IMAP4rev2 (RFC 9051 has none): {resp.line}")
         if resp.number is not None and resp.number > len(self.view.slots):
             self.fail(f"RECENT {resp.number} is more than EXISTS {len(self.view.slots)}")
 
@@ -608,10 +653,12 @@ class SessionModel:
             self.fail(f"tagged response {resp.line!r} for no command in progress")
             return
         self.command = None
-        for op in cmd.ops:
-            op.done = world.clock
-        if cmd.ops:
+        if cmd.into is not None:
+            cmd.into.done = world.clock
+        if cmd.name in NAME_OPS:
             world.note(f"[{self.label}] {cmd.text} (sent at {cmd.sent}): {resp.line}")
+        if cmd.key is not None and cmd.name in LOOKS and resp.code in ABSENT:
+            world.observe(cmd.key, None, cmd.sent, world.clock)
         world.stats[f"{'UID ' if cmd.uid else ''}{cmd.name} {resp.status}"] += 1
         if resp.status == "BAD":
             self.fail(f"BAD for a well-formed command {cmd.text!r}: {resp.line}")
@@ -637,9 +684,11 @@ class SessionModel:
         """When the view's mailbox was replaced, if ``cmd`` was sent after
         that (it must then not be served from the old mailbox)."""
         view = self.view
-        if view is None or view.v is None or cmd is None or cmd.name in ("SELECT", "EXAMINE"):
+        if view is None or cmd is None or cmd.evidence is None:
             return None
-        return self.world.replaced_since(view.key, view.v, cmd.sent)
+        if not self.world.replaced(view.key, cmd.evidence, self.world.clock):
+            return None
+        return cmd.evidence.done
 
     def _done_select(self, cmd: Command, resp: Response) -> None:
         view = self.view
@@ -654,9 +703,10 @@ class SessionModel:
         if resp.code != "APPENDUID" or cmd.key is None or cmd.body is None:
             return
         v, uids = int(resp.code_args[0]), uid_set(resp.code_args[1])
-        when = self.world.replaced_since(cmd.key, v, cmd.sent)
-        if when is not None:
-            self.fail(f"APPEND into {cmd.key} answered UIDVALIDITY {v}, replaced at {when}")
+        if self.world.replaced(
+            cmd.key, self.world.evidence(cmd.key, v, cmd.sent), self.world.clock
+        ):
+            self.fail(f"APPEND into {cmd.key} answered UIDVALIDITY {v}, gone from that name")
         self.world.observe(cmd.key, v, cmd.sent, self.world.clock)
         for uid in uids:
             self.world.exists(v, uid, self.world.clock)
@@ -678,7 +728,7 @@ class SessionModel:
             self.fail(f"COPYUID with {len(sources)} source and {len(targets)} target UIDs")
             return
         if cmd.key is not None:
-            self.world.observe(cmd.key, v, cmd.sent, self.world.clock + 1)
+            self.world.observe(cmd.key, v, cmd.sent, self.world.clock)
         for src, dst in zip(sources, targets, strict=True):
             self.world.exists(v, dst, self.world.clock)
             if view is not None and view.v is not None:
@@ -689,21 +739,11 @@ class SessionModel:
                         self.fail(error + " (a UID handed out twice)")
 
     def _done_delete(self, cmd: Command, resp: Response) -> None:
-        world = self.world
         assert cmd.key is not None
-        v = world.incarnation(cmd.key, cmd.sent, world.clock)
-        if v is not None:
-            world.retired.setdefault(v, world.clock)
-            world.note(f"UIDVALIDITY {v} retired: {cmd.key[0]}/{cmd.key[1]} deleted")
+        if cmd.key[1] != "INBOX":  # RENAME INBOX leaves an empty INBOX behind
+            self.world.observe(cmd.key, None, cmd.sent, self.world.clock)
 
-    def _done_rename(self, cmd: Command, resp: Response) -> None:
-        world = self.world
-        assert cmd.key is not None and cmd.key2 is not None
-        v = world.incarnation(cmd.key, cmd.sent, world.clock)
-        if v is not None and cmd.key[1] != "INBOX":
-            world.moved.setdefault((cmd.key, v), []).append(cmd.ops[0])
-            world.note(f"UIDVALIDITY {v} moved away from {cmd.key[0]}/{cmd.key[1]}")
-            world.observe(cmd.key2, v, cmd.sent, world.clock)
+    _done_rename = _done_delete
 
     def _done_status(self, cmd: Command, resp: Response) -> None:
         pass  # checked from the untagged STATUS
@@ -717,14 +757,17 @@ class SessionModel:
         v = got.get("UIDVALIDITY")
         if v is None:
             return
-        when = self.world.replaced_since(cmd.key, v, cmd.sent)
-        if when is not None:
-            self.fail(f"STATUS of {cmd.key} answered UIDVALIDITY {v}, replaced at {when}")
+        if self.world.replaced(
+            cmd.key, self.world.evidence(cmd.key, v, cmd.sent), self.world.clock
+        ):
+            self.fail(f"STATUS of {cmd.key} answered UIDVALIDITY {v}, gone from that name")
         uidnext = got.get("UIDNEXT")
         floor = self.world.floor(v, cmd.sent)
         if uidnext is not None and uidnext <= floor:
             self.fail(f"STATUS UIDNEXT {uidnext} went back: UID {floor} of {v} existed")
-        self.world.observe(cmd.key, v, cmd.sent, self.world.clock + 1)
+        if uidnext is not None:
+            self.world.exists(v, uidnext - 1, self.world.clock)  # never lower from now on
+        self.world.observe(cmd.key, v, cmd.sent, self.world.clock)
 
     def _on_list(self, resp: Response) -> None:
         pass
@@ -799,8 +842,10 @@ class Client:
                     self.reader.readuntil(b"\r\n"), self.timeout if parts else limit
                 )
             except asyncio.IncompleteReadError as exc:
+                self.model.ended()
                 raise ConnectionEnded(exc.partial.decode("latin-1")) from None
             except ConnectionError as exc:
+                self.model.ended()
                 raise ConnectionEnded(str(exc)) from None
             text = line[:-2].decode("latin-1")
             m = re.search(r"\{(\d+)\}$", text)
@@ -842,6 +887,7 @@ class Client:
                 if self.model.closed and text_is_logout(self.model):
                     continue  # LOGOUT: BYE, then the tagged OK
                 await self._drain_after_bye(tag)
+                self.model.ended()
                 raise ConnectionEnded(resp.line)
 
     async def _drain_after_bye(self, tag: str) -> None:
@@ -878,6 +924,7 @@ class Client:
             if resp.kind == "tagged":
                 return resp  # refused
             if resp.status == "BYE":
+                self.model.ended()
                 raise ConnectionEnded(resp.line)
         await self.send(b"DONE\r\n")
         return await self.until(tag)
