@@ -496,6 +496,68 @@ def test_the_service_refuses_the_old_incarnation_of_a_mailbox(tmp_path: Path) ->
         svc.close()
 
 
+@pytest.fixture
+def mail(tmp_path: Path) -> Iterator[tuple]:
+    """The mail-access service on a real store, one account with a mailbox Box."""
+    from waypost.services.container import open_services
+    from waypost.services.mailaccess.service import MailAccess
+
+    svc = open_services(tmp_path / "var", create=True)
+    try:
+        svc.directory.init_server("main.dom")
+        svc.directory.create_account("alice", "pw-recent-1")
+        access = MailAccess(svc)
+        access.ensure_inbox("alice@main.dom")
+        access.create("alice@main.dom", "Box")
+        yield svc, access, "alice@main.dom"
+    finally:
+        svc.close()
+
+
+def test_recent_is_claimed_only_up_to_what_the_view_holds(
+    mail: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the checker as ``* -1 RECENT``: between a session's read of
+    the changes and its claim of \\Recent, another session claimed newer
+    messages, so the claim's first UID lay beyond the view's UIDNEXT and the
+    view's recent range ran backwards. And a claim took messages the view had
+    not seen yet, so they were \\Recent for no session (RFC 3501 §2.3.2)."""
+    svc, access, user = mail
+    store = svc.store
+    msg = b"Subject: r\r\n\r\nr\r\n"
+    access.append(user, "Box", msg)
+    a = access.select(user, "Box", examine=False)
+    access.append(user, "Box", msg)  # UID 2: new for a
+    real = store.mail_changes_since
+    racing = True
+
+    def then_another_session(*args: object, **kwargs: object) -> object:
+        found = real(*args, **kwargs)
+        if racing:  # lands between a's read of the changes and its claim
+            access.append(user, "Box", msg)  # UID 3
+            store.mail_claim_recent(*a.opened.target.ref)  # b claims UIDs 2 and 3
+        return found
+
+    monkeypatch.setattr(store, "mail_changes_since", then_another_session)
+    changes, first = access.poll(a.opened, a.modseq, a.uidnext, True)
+    assert [m.uid for m in changes.new] == [2] and changes.uidnext == 3
+    assert first is not None and first <= changes.uidnext  # 2 and 3 are b's: none for a
+    racing = False
+    access.append(user, "Box", msg)  # UID 4, and UID 5 arrives between read and claim
+
+    def then_delivery(*args: object, **kwargs: object) -> object:
+        found = real(*args, **kwargs)
+        access.append(user, "Box", msg)
+        return found
+
+    monkeypatch.setattr(store, "mail_changes_since", then_delivery)
+    changes, first = access.poll(a.opened, changes.highestmodseq, changes.uidnext, True)
+    assert [m.uid for m in changes.new] == [3, 4] and first == 4
+    monkeypatch.setattr(store, "mail_changes_since", real)
+    changes, first = access.poll(a.opened, changes.highestmodseq, changes.uidnext, True)
+    assert [m.uid for m in changes.new] == [5] and first == 5  # still a's to claim
+
+
 # -- the checker itself -----------------------------------------------------------------------
 
 

@@ -564,8 +564,11 @@ class Store(Protocol):
     def mail_index(self, domain: str, account: str, mailbox: str) -> list[MessageMeta]: ...
     def mail_mailbox_state(self, domain: str, account: str, mailbox: str) -> MailboxState: ...
     # \Recent (RFC 3501): the first UID that is recent for the calling session;
-    # later sessions no longer see those messages as recent.
-    def mail_claim_recent(self, domain: str, account: str, mailbox: str) -> int: ...
+    # later sessions no longer see those messages as recent. With ``upto``, only
+    # the UIDs below it are claimed (those the session's view holds).
+    def mail_claim_recent(
+        self, domain: str, account: str, mailbox: str, *, upto: int | None = None,
+    ) -> int: ...
     def mail_set_flags(
         self, domain: str, account: str, mailbox: str, uids: Sequence[int] | None,
         flags: Sequence[str], mode: str, *, unchanged_since: int | None = None,

@@ -261,7 +261,7 @@ class MailAccess:
             if examine:
                 recent_first = uids[max(0, len(uids) - state.recent)] if uids else uidnext
             else:
-                recent_first = self._store.mail_claim_recent(*ref)
+                recent_first = self._store.mail_claim_recent(*ref, upto=uidnext)
         return Selection(
             opened, key, uidvalidity, uidnext, modseq, uids, keywords, first_unseen, recent_first
         )
@@ -276,7 +276,11 @@ class MailAccess:
         changes = self._store.mail_changes_since(*ref, modseq, uidnext=uidnext)
         first = None
         if claim and changes.new:
-            first = self._store.mail_claim_recent(*ref)
+            # Claim only what these changes report, and never past their UIDNEXT:
+            # another session may have claimed newer messages meanwhile, and a
+            # first UID beyond the view made the session announce "* -1 RECENT".
+            claimed = self._store.mail_claim_recent(*ref, upto=changes.uidnext)
+            first = min(claimed, changes.uidnext)
         return changes, first
 
     @contextlib.contextmanager

@@ -826,12 +826,18 @@ class MailStoreMixin:
             return MailboxState(uidvalidity=v, uidnext=n, highestmodseq=h, messages=count,
                                 unseen=unseen, recent=recent, size=size)
 
-    def mail_claim_recent(self, domain: str, account: str, mailbox: str) -> int:
+    def mail_claim_recent(
+        self, domain: str, account: str, mailbox: str, *, upto: int | None = None,
+    ) -> int:
         with self._txn() as conn:
             box = _box(conn, domain, account, mailbox)
             first = conn.execute("SELECT recent_uid FROM mailboxes WHERE id = ?",
                                  (box.id,)).fetchone()[0]
-            conn.execute("UPDATE mailboxes SET recent_uid = uidnext WHERE id = ?", (box.id,))
+            if upto is None:
+                conn.execute("UPDATE mailboxes SET recent_uid = uidnext WHERE id = ?", (box.id,))
+            else:  # never claim what the caller's view does not hold yet
+                conn.execute("UPDATE mailboxes SET recent_uid = MAX(recent_uid, MIN(uidnext, ?))"
+                             " WHERE id = ?", (upto, box.id))
             return int(first)
 
     def mail_set_flags(
