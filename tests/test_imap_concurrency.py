@@ -22,7 +22,7 @@ import asyncio
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -56,7 +56,7 @@ OWNER_BOXES = ("INBOX", "box1", "box2", *CHURN, f"~{SHARER}/common")
 SHARER_BOXES = ("INBOX", "common", "box1")
 
 
-def resolver(user: str) -> imap_model.Callable[[str], MailboxKey]:
+def resolver(user: str) -> Callable[[str], MailboxKey]:
     """The mailbox a name of ``user`` means: (owner, name)."""
 
     def resolve(name: str) -> MailboxKey:
@@ -556,6 +556,41 @@ def test_recent_is_claimed_only_up_to_what_the_view_holds(
     monkeypatch.setattr(store, "mail_changes_since", real)
     changes, first = access.poll(a.opened, changes.highestmodseq, changes.uidnext, True)
     assert [m.uid for m in changes.new] == [5] and first == 5  # still a's to claim
+
+
+def test_a_target_deleted_meanwhile_is_trycreate(
+    mail: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the checker as ``NO [NONEXISTENT]`` for APPEND: a DELETE by
+    another session between the rights check and the store's append (or
+    copy) still means "create it and try again" (RFC 3501 §6.3.11, §6.4.7)."""
+    from waypost.services.mailaccess.errors import TryCreate
+
+    svc, access, user = mail
+    store = svc.store
+    msg = b"Subject: t\r\n\r\nt\r\n"
+
+    def after_a_delete(real: Callable[..., object]) -> Callable[..., object]:
+        def run(*args: object, **kwargs: object) -> object:
+            access.delete(user, "Box")  # lands after the rights check
+            return real(*args, **kwargs)
+
+        return run
+
+    monkeypatch.setattr(store, "mail_append", after_a_delete(store.mail_append))
+    with pytest.raises(TryCreate):
+        access.append(user, "Box", msg)
+    monkeypatch.undo()
+    access.create(user, "Box")
+    access.append(user, "INBOX", msg)
+    sel = access.select(user, "INBOX", examine=False)
+    for move, op in ((False, "mail_copy"), (True, "mail_move")):
+        monkeypatch.setattr(store, op, after_a_delete(getattr(store, op)))
+        with pytest.raises(TryCreate):
+            access.copy(user, sel.opened, list(sel.uids), "Box", move=move)
+        monkeypatch.undo()
+        access.create(user, "Box")
+    assert access.status(user, "INBOX", ["MESSAGES"]) == [("MESSAGES", 1)]
 
 
 # -- the checker itself -----------------------------------------------------------------------

@@ -664,6 +664,8 @@ class SessionModel:
             self.fail(f"BAD for a well-formed command {cmd.text!r}: {resp.line}")
         if resp.status == "NO" and resp.code in ("SERVERBUG", "UNAVAILABLE"):
             self.fail(f"server failure: {resp.line}")
+        if cmd.name == "APPEND" and resp.status == "NO" and resp.code == "NONEXISTENT":
+            self.fail(f"APPEND to a missing mailbox without [TRYCREATE] (§6.3.11): {resp.line}")
         stale = self._stale_for(cmd)
         if stale is not None:
             world.stats["command on a replaced mailbox"] += 1

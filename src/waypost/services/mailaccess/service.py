@@ -578,7 +578,8 @@ class MailAccess:
         self, user: str, source: Opened, uids: Sequence[int], name: str, *, move: bool = False
     ) -> Copied:
         """COPY or MOVE (RFC 3501 §6.4.7, RFC 6851): needs ``i`` on the target
-        (:class:`TryCreate` if it does not exist), MOVE also ``d`` on the
+        (:class:`TryCreate` if it does not exist, also when it is deleted
+        while the command runs), MOVE also ``d`` on the
         source; the copies lose the flags the user may not set there."""
         if move and not source.can("d"):
             raise errors.NoPermission(
@@ -587,11 +588,15 @@ class MailAccess:
             )
         dest = self._open_target(user, name)
         op = self._store.mail_move if move else self._store.mail_copy
-        pairs = (
-            list(op(*source.target.ref, uids, *dest.target.ref, uidvalidity=source.uidvalidity))
-            if uids
-            else []
-        )
+        try:
+            pairs = (
+                list(op(*source.target.ref, uids, *dest.target.ref, uidvalidity=source.uidvalidity))
+                if uids
+                else []
+            )
+        except errors.NoSuchMailbox:
+            self._open_target(user, name)  # the target was deleted meanwhile: TRYCREATE
+            raise  # else the source is gone (the selected mailbox was replaced)
         self._strip_flags(dest, [new for _, new in pairs])
         uidvalidity = self._store.mail_mailbox_state(*dest.target.ref).uidvalidity
         return Copied(pairs, uidvalidity, mailbox_key(dest))
@@ -610,9 +615,14 @@ class MailAccess:
         opened = self._open_target(user, name)
         allowed = opened.permitted_flags(normalize_flags(flags))
         when = date.timestamp() if date is not None else None
-        uidvalidity, uid = self.mailstore.append_new(
-            *opened.target.ref, data, flags=allowed, date=when
-        )
+        try:
+            uidvalidity, uid = self.mailstore.append_new(
+                *opened.target.ref, data, flags=allowed, date=when
+            )
+        except errors.TryCreate:
+            raise
+        except errors.NoSuchMailbox:  # deleted since the rights check: TRYCREATE all the same
+            raise errors.TryCreate(f"no mailbox {name!r}; create it first") from None
         return Appended(uidvalidity, uid, mailbox_key(opened))
 
     def _open_target(self, user: str, name: str) -> Opened:
