@@ -159,6 +159,7 @@ class Racer:
             await self.select()
             return
         churn = 8 if self.user == OWNER else 0
+        writes = 0 if view is not None and view.examine else 1  # EXAMINE: no STORE, EXPUNGE
         if view is None:  # only what is valid in the authenticated state
             choices = [self.append, self.select, self.noop, self.churn, self.status]
             weights = [12, 5, 4, churn, 3]
@@ -167,7 +168,7 @@ class Racer:
                 self.append, self.store, self.expunge, self.copy, self.select, self.fetch,
                 self.search, self.noop, self.idle, self.churn, self.status,
             ]  # fmt: skip
-            weights = [12, 16, 6, 8, 5, 14, 6, 4, 2, churn, 3]
+            weights = [12, 16 * writes, 6 * writes, 8, 5, 14, 6, 4, 2, churn, 3]
         choice = rng.choices(choices, weights=weights)[0]
         await choice()
 
@@ -651,6 +652,26 @@ def selected(world: World | None = None) -> SessionModel:
         ([("C", "c FETCH 1 (UID)"), "c NO [SERVERBUG] oops"], "server failure"),
         ([("C", "c NOOP"), "* BYE shutting down"], "unexpected BYE"),
         ([("C", "c SEARCH ALL"), "* SEARCH 1 4", "c OK"], "outside 1:3"),
+        ([("C", "c STORE 1 +FLAGS (\\Seen)"), "* 1 FETCH (FLAGS ())", "c OK"], "without them"),
+        ([("C", "c STORE 2 -FLAGS (\\Seen)"), "* 2 FETCH (FLAGS (\\Seen))", "c OK"], "with some"),
+        (
+            [("C", "c UID STORE 2 FLAGS (Work)"), "* 1 FETCH (FLAGS (Work \\Seen))", "c OK"],
+            "answered otherwise",
+        ),
+        (  # not a message of the STORE: another session's change
+            [("C", "c STORE 2:* +FLAGS (\\Seen)"), "* 1 FETCH (FLAGS ())", "c OK"],
+            "",
+        ),
+        (  # the first answer is the STORE's; a later one another session's change
+            [
+                ("C", "c UID STORE 2 FLAGS (Work)"),
+                "* 1 FETCH (FLAGS (Work))",
+                "* 1 FETCH (FLAGS (Work \\Seen))",
+                "c OK",
+            ],
+            "",
+        ),
+        ([("C", "c STORE 1 +FLAGS.SILENT (\\Seen)"), "* 1 FETCH (FLAGS ())", "c OK"], ""),
     ],
 )
 def test_the_checker_complains_about_a_wrong_transcript(lines: list, complaint: str) -> None:

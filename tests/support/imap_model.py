@@ -362,6 +362,24 @@ class Command:
     body: bytes | None = None  # APPEND's message
     into: RenameInto | None = None
     evidence: Observation | None = None  # that the selected mailbox was replaced
+    store: tuple[str, frozenset[str]] | None = None  # STORE's mode and flags (not .SILENT)
+    targets: list[tuple[int, float]] = field(default_factory=list)  # its set, * unbounded
+    answered: set[int] = field(default_factory=set)  # messages its FETCH reported
+
+
+_STORE = re.compile(r"STORE (\S+) ([+-]?)FLAGS \((.*)\)$", re.I)
+
+
+def ranges(text: str) -> list[tuple[int, float]]:
+    """A sequence set as ranges; ``*`` is unbounded (RFC 3501 §9 seq-range)."""
+    out: list[tuple[int, float]] = []
+    for part in text.split(","):
+        low, _, high = part.partition(":")
+        a = INF if low == "*" else int(low)
+        b = a if not high else INF if high == "*" else int(high)
+        lo, hi = min(a, b), max(a, b)
+        out.append((int(lo) if lo != INF else 2**32, hi))
+    return out
 
 
 class SessionModel:
@@ -404,6 +422,10 @@ class SessionModel:
         if name == "RENAME":
             cmd.key2 = self.resolve(_unquote(words[2]))
             cmd.into = world.rename_into(cmd.key2, cmd.sent)
+        store = _STORE.search(text) if name == "STORE" else None
+        if store:
+            cmd.store = (store.group(2), frozenset(store.group(3).lower().split()))
+            cmd.targets = ranges(store.group(1))
         view = self.view
         if name in ("SELECT", "EXAMINE"):
             assert cmd.key is not None
@@ -590,6 +612,11 @@ class SessionModel:
             self._slot_uid(n, int(items["UID"]))
         if "FLAGS" in items:
             flags = frozenset(str(f) for f in items["FLAGS"]) - {"\\Recent"}
+            if cmd is not None and cmd.store is not None and n not in cmd.answered:
+                key = slot.uid if cmd.uid else n
+                if key is not None and any(lo <= key <= hi for lo, hi in cmd.targets):
+                    cmd.answered.add(n)
+                    self._stored(cmd.store, flags, resp)
             unknown = sorted(f for f in flags if not f.startswith("\\") and f not in view.keywords)
             if unknown:
                 text = (
@@ -613,6 +640,20 @@ class SessionModel:
                 error = self.world.body(view.v, slot.uid, digest(bytes(value)), resp.line[:80])
                 if error:
                     self.fail(error)
+
+    def _stored(
+        self, store: tuple[str, frozenset[str]], flags: frozenset[str], resp: Response
+    ) -> None:
+        """The first FETCH of a message in a STORE's answer shows the result of
+        that STORE (RFC 3501 §6.4.6; the sessions here hold every right)."""
+        mode, wanted = store
+        now = {f.lower() for f in flags}
+        if mode == "+" and not wanted <= now:
+            self.fail(f"STORE +FLAGS {sorted(wanted)} answered without them: {resp.line}")
+        elif mode == "-" and wanted & now:
+            self.fail(f"STORE -FLAGS {sorted(wanted)} answered with some: {resp.line}")
+        elif mode == "" and wanted != now:
+            self.fail(f"STORE FLAGS {sorted(wanted)} answered otherwise: {resp.line}")
 
     def _slot_uid(self, n: int, uid: int) -> None:
         view = self.view
