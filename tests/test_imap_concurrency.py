@@ -748,6 +748,23 @@ def test_the_checker_sees_uidnext_go_back_and_recent_under_rev2() -> None:
     assert any("RECENT after ENABLE IMAP4rev2" in v for v in model.world.violations)
 
 
+def test_the_checker_sees_sizes_change_and_uids_handed_out_again() -> None:
+    model = selected()
+    transcript(model, [
+        ("C", "c FETCH 1 (UID RFC822.SIZE)"), "* 1 FETCH (UID 2 RFC822.SIZE 10)", "c OK",
+        ("C", "d FETCH 1 (UID BODY[])"), '* 1 FETCH (UID 2 BODY[] "abc")', "d OK",
+    ])  # fmt: skip
+    assert any("was 10 bytes, now 3" in v for v in model.world.violations)
+    model = selected()
+    model.begin("e", "APPEND box1", b"x")
+    model.receive(parse_response("e OK [APPENDUID 7 5] done"))
+    model.begin("f", "COPY 1 box1")
+    model.receive(parse_response("f OK [COPYUID 7 2 8] done"))
+    found = model.world.violations
+    assert any("APPEND: new UID 5 of UIDVALIDITY 7 is not above UID 8" in v for v in found)
+    assert any("COPY: new UID 8" in v for v in found)
+
+
 def test_the_checker_accepts_a_mailbox_renamed_back() -> None:
     """An incarnation gone from a name may come back by RENAME: then serving it is right."""
     world = World()

@@ -232,6 +232,7 @@ class World:
     def __init__(self) -> None:
         self.clock = 0
         self.bodies: dict[tuple[int, int], str] = {}
+        self.sizes: dict[tuple[int, int], int] = {}
         self.expunged: dict[tuple[int, int], int] = {}  # -> when it was known gone
         self.highest: dict[int, tuple[list[int], list[int]]] = {}  # V -> (whens, max UIDs)
         self.first_seen: dict[tuple[MailboxKey, int], int] = {}  # -> done of the first look
@@ -262,6 +263,20 @@ class World:
         old = self.bodies.setdefault((v, uid), h)
         if old != h:
             return f"{where}: the bytes of UIDVALIDITY {v} UID {uid} changed"
+        return None
+
+    def size(self, v: int, uid: int, size: int, where: str) -> str | None:
+        old = self.sizes.setdefault((v, uid), size)
+        if old != size:
+            return f"{where}: UIDVALIDITY {v} UID {uid} was {old} bytes, now {size}"
+        return None
+
+    def new_uid(self, v: int, uid: int, sent: int) -> str | None:
+        """A UID handed out by a command sent at ``sent`` is above every UID
+        known before (RFC 3501 §2.3.1.1: strictly ascending, never reused)."""
+        floor = self.floor(v, sent)
+        if uid <= floor or (v, uid) in self.expunged:
+            return f"new UID {uid} of UIDVALIDITY {v} is not above UID {floor} known before"
         return None
 
     def gone(self, v: int, uid: int, when: int) -> None:
@@ -630,14 +645,20 @@ class SessionModel:
             slot.flags = flags
         elif cmd is not None and cmd.name == "FETCH" and "BODY[]" in items:
             slot.flags = None  # BODY[] may have set \Seen without saying so yet
-        for name, value in items.items():
-            if name.startswith("BODY[") and name.endswith("]") and name in ("BODY[]",):
-                if slot.uid is None or view.v is None:
-                    self.fail(f"BODY[] of a message whose UID is unknown: {resp.line}")
-                    continue
-                if value is None or value == "NIL":
-                    continue
-                error = self.world.body(view.v, slot.uid, digest(bytes(value)), resp.line[:80])
+        for name in ("BODY[]", "RFC822.SIZE"):
+            value = items.get(name)
+            if value is None or value == "NIL":
+                continue
+            if slot.uid is None or view.v is None:
+                self.fail(f"{name} of a message whose UID is unknown: {resp.line}")
+                continue
+            if name == "BODY[]":
+                data = bytes(value)
+                errors = [self.world.body(view.v, slot.uid, digest(data), resp.line[:80])]
+                errors.append(self.world.size(view.v, slot.uid, len(data), "BODY[]"))
+            else:
+                errors = [self.world.size(view.v, slot.uid, int(value), "RFC822.SIZE")]
+            for error in errors:
                 if error:
                     self.fail(error)
 
@@ -752,12 +773,15 @@ class SessionModel:
             self.fail(f"APPEND into {cmd.key} answered UIDVALIDITY {v}, gone from that name")
         self.world.observe(cmd.key, v, cmd.sent, self.world.clock)
         for uid in uids:
+            errors = [
+                self.world.new_uid(v, uid, cmd.sent),
+                self.world.body(v, uid, digest(cmd.body), "APPEND"),
+                self.world.size(v, uid, len(cmd.body), "APPEND"),
+            ]
             self.world.exists(v, uid, self.world.clock)
-            if (v, uid) in self.world.expunged:
-                self.fail(f"APPEND reused UID {uid} of UIDVALIDITY {v}, expunged before")
-            error = self.world.body(v, uid, digest(cmd.body), "APPEND")
-            if error:
-                self.fail(error + " (a UID handed out twice)")
+            for error in errors:
+                if error:
+                    self.fail(f"APPEND: {error}")
 
     def _done_copy(self, cmd: Command, resp: Response) -> None:
         if resp.code == "COPYUID":
@@ -773,6 +797,9 @@ class SessionModel:
         if cmd.key is not None:
             self.world.observe(cmd.key, v, cmd.sent, self.world.clock)
         for src, dst in zip(sources, targets, strict=True):
+            error = self.world.new_uid(v, dst, cmd.sent)
+            if error:
+                self.fail(f"{cmd.name}: {error}")
             self.world.exists(v, dst, self.world.clock)
             if view is not None and view.v is not None:
                 h = self.world.bodies.get((view.v, src))
