@@ -23,7 +23,6 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from tests.support import imap_model
@@ -37,6 +36,11 @@ from tests.support.imap_model import (
     parse_response,
 )
 from tests.support.server import WaypostServer
+
+from waypost.services.container import Services
+from waypost.services.mailaccess.criteria import SearchKey
+from waypost.services.mailaccess.errors import NoSuchMailbox, TryCreate
+from waypost.services.mailaccess.service import FetchNeeds, MailAccess
 
 PW = "model-pw-1234"
 DOMAIN = "race.dom"
@@ -447,76 +451,53 @@ async def _replaced(port: int, command: str) -> None:
     await b.close()
 
 
-def test_the_service_refuses_the_old_incarnation_of_a_mailbox(tmp_path: Path) -> None:
+@pytest.fixture
+def mail(svc: Services) -> tuple[Services, MailAccess, str]:
+    """The mail-access service on the shared services world, with alice's mailbox Box."""
+    user = "alice@main.dom"
+    access = MailAccess(svc)
+    access.ensure_inbox(user)
+    access.create(user, "Box")
+    return svc, access, user
+
+
+def test_the_service_refuses_the_old_incarnation_of_a_mailbox(
+    mail: tuple[Services, MailAccess, str],
+) -> None:
     """The mail-access service and the store pin a selection to its
     UIDVALIDITY: after DELETE + CREATE every call on the old selection is
     NoSuchMailbox, and the new mailbox is untouched."""
-    from waypost.services.container import open_services
-    from waypost.services.mailaccess.criteria import SearchKey
-    from waypost.services.mailaccess.errors import NoSuchMailbox
-    from waypost.services.mailaccess.service import FetchNeeds, MailAccess
 
-    svc = open_services(tmp_path / "var", create=True)
-    try:
-        svc.directory.init_server("main.dom")
-        svc.directory.create_account("alice", "pw-reborn-1")
-        user = "alice@main.dom"
-        mail = MailAccess(svc)
-        mail.ensure_inbox(user)
-        mail.create(user, "Box")
-        mail.append(user, "Box", b"Subject: old\r\n\r\nold\r\n", ["\\Deleted"])
-        old = mail.select(user, "Box", examine=False)
-        mail.delete(user, "Box")
-        mail.create(user, "Box")
-        uid = mail.append(user, "Box", b"Subject: new\r\n\r\nnew\r\n", ["\\Deleted"]).uid
-        opened, uids = old.opened, list(old.uids)
-        calls = [
-            lambda: mail.fetch(opened, [(1, uids[0])], FetchNeeds(raw=True)),
-            lambda: mail.store_flags(opened, uids, ["\\Seen"], "add"),
-            lambda: mail.expunge(opened, uids),
-            lambda: mail.copy(user, opened, uids, "INBOX"),
-            lambda: mail.copy(user, opened, uids, "INBOX", move=True),
-            lambda: mail.search(opened, uids, SearchKey("ALL"), lambda u: False, True),
-            lambda: mail.search(
-                opened, uids, SearchKey("SUBJECT", ("old",)), lambda u: False, True
-            ),
-        ]
-        for call in calls:
-            with pytest.raises(NoSuchMailbox):
-                call()
-        with pytest.raises(NoSuchMailbox), mail.index(opened):
-            pass
-        assert mail.expunge(opened, uids, quiet=True) == []  # CLOSE: nothing to expunge
-        now = mail.select(user, "Box", examine=True)
-        assert list(now.uids) == [uid] and now.uidvalidity != old.uidvalidity
-        assert mail.status(user, "INBOX", ["MESSAGES"]) == [("MESSAGES", 0)]
-        assert mail.search(now.opened, now.uids, SearchKey("DELETED"), lambda u: False, True) == [
-            uid
-        ]
-    finally:
-        svc.close()
-
-
-@pytest.fixture
-def mail(tmp_path: Path) -> Iterator[tuple]:
-    """The mail-access service on a real store, one account with a mailbox Box."""
-    from waypost.services.container import open_services
-    from waypost.services.mailaccess.service import MailAccess
-
-    svc = open_services(tmp_path / "var", create=True)
-    try:
-        svc.directory.init_server("main.dom")
-        svc.directory.create_account("alice", "pw-recent-1")
-        access = MailAccess(svc)
-        access.ensure_inbox("alice@main.dom")
-        access.create("alice@main.dom", "Box")
-        yield svc, access, "alice@main.dom"
-    finally:
-        svc.close()
+    _, access, user = mail
+    access.append(user, "Box", b"Subject: old\r\n\r\nold\r\n", ["\\Deleted"])
+    old = access.select(user, "Box", examine=False)
+    access.delete(user, "Box")
+    access.create(user, "Box")
+    uid = access.append(user, "Box", b"Subject: new\r\n\r\nnew\r\n", ["\\Deleted"]).uid
+    opened, uids = old.opened, list(old.uids)
+    calls = [
+        lambda: access.fetch(opened, [(1, uids[0])], FetchNeeds(raw=True)),
+        lambda: access.store_flags(opened, uids, ["\\Seen"], "add"),
+        lambda: access.expunge(opened, uids),
+        lambda: access.copy(user, opened, uids, "INBOX"),
+        lambda: access.copy(user, opened, uids, "INBOX", move=True),
+        lambda: access.search(opened, uids, SearchKey("ALL"), lambda u: False, True),
+        lambda: access.search(opened, uids, SearchKey("SUBJECT", ("old",)), lambda u: False, True),
+    ]
+    for call in calls:
+        with pytest.raises(NoSuchMailbox):
+            call()
+    with pytest.raises(NoSuchMailbox), access.index(opened):
+        pass
+    assert access.expunge(opened, uids, quiet=True) == []  # CLOSE: nothing to expunge
+    now = access.select(user, "Box", examine=True)
+    assert list(now.uids) == [uid] and now.uidvalidity != old.uidvalidity
+    assert access.status(user, "INBOX", ["MESSAGES"]) == [("MESSAGES", 0)]
+    assert access.search(now.opened, now.uids, SearchKey("DELETED"), lambda u: False, True) == [uid]
 
 
 def test_recent_is_claimed_only_up_to_what_the_view_holds(
-    mail: tuple, monkeypatch: pytest.MonkeyPatch
+    mail: tuple[Services, MailAccess, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Found by the checker as ``* -1 RECENT``: between a session's read of
     the changes and its claim of \\Recent, another session claimed newer
@@ -560,12 +541,11 @@ def test_recent_is_claimed_only_up_to_what_the_view_holds(
 
 
 def test_a_target_deleted_meanwhile_is_trycreate(
-    mail: tuple, monkeypatch: pytest.MonkeyPatch
+    mail: tuple[Services, MailAccess, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Found by the checker as ``NO [NONEXISTENT]`` for APPEND: a DELETE by
     another session between the rights check and the store's append (or
     copy) still means "create it and try again" (RFC 3501 §6.3.11, §6.4.7)."""
-    from waypost.services.mailaccess.errors import TryCreate
 
     svc, access, user = mail
     store = svc.store
