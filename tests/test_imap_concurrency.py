@@ -371,9 +371,12 @@ async def race(port: int, seed: int, seconds: float) -> tuple[World, list[Racer]
 
 def test_ten_sessions_keep_every_view_consistent(server: WaypostServer) -> None:
     seed = int(os.environ.get("WAYPOST_MODEL_SEED", "0")) or random.randrange(1, 2**31)
-    world, racers = asyncio.run(race(server.port("IMAPPort"), seed, SECONDS))
-    commands = sum(r.sent for r in racers)
     replay = f"seed {seed}: replay with WAYPOST_MODEL_SEED={seed}"
+    try:
+        world, racers = asyncio.run(race(server.port("IMAPPort"), seed, SECONDS))
+    except Exception as exc:  # a hang (read timeout), a response that does not parse
+        raise AssertionError(f"the run failed ({replay}): {exc!r}") from exc
+    commands = sum(r.sent for r in racers)
     assert not world.violations, (
         f"{len(world.violations)} protocol violations in {commands} commands ({replay}):\n"
         + "\n".join(world.violations[:5])

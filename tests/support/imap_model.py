@@ -460,6 +460,10 @@ class SessionModel:
             self.world.stats[f"* {resp.name or resp.status}"] += 1
             self._untagged(resp)
 
+    @property
+    def logging_out(self) -> bool:
+        return self.command is not None and self.command.name == "LOGOUT"
+
     def ended(self) -> None:
         """The connection is gone: whatever command was running has run or never will."""
         self.closed = True
@@ -815,9 +819,6 @@ class SessionModel:
 
     _done_rename = _done_delete
 
-    def _done_status(self, cmd: Command, resp: Response) -> None:
-        pass  # checked from the untagged STATUS
-
     def _on_status(self, resp: Response) -> None:
         cmd = self.command
         if cmd is None or cmd.key is None or len(resp.data) < 2:
@@ -838,9 +839,6 @@ class SessionModel:
         if uidnext is not None:
             self.world.exists(v, uidnext - 1, self.world.clock)  # never lower from now on
         self.world.observe(cmd.key, v, cmd.sent, self.world.clock)
-
-    def _on_list(self, resp: Response) -> None:
-        pass
 
     # -- the end ---------------------------------------------------------------------
 
@@ -864,10 +862,6 @@ class SessionModel:
                     f"view of {view.key}: UID {slot.uid} has flags {sorted(slot.flags)}, "
                     f"a fresh SELECT {sorted(want)}"
                 )
-
-
-def text_is_logout(model: SessionModel) -> bool:
-    return model.command is not None and model.command.name == "LOGOUT"
 
 
 def _unquote(word: str) -> str:
@@ -954,7 +948,7 @@ class Client:
             if resp.kind == "tagged" and resp.tag == tag:
                 return resp
             if resp.status == "BYE" and resp.kind == "untagged":
-                if self.model.closed and text_is_logout(self.model):
+                if self.model.logging_out:
                     continue  # LOGOUT: BYE, then the tagged OK
                 await self._drain_after_bye(tag)
                 self.model.ended()
