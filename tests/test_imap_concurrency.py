@@ -282,6 +282,9 @@ class Racer:
         await self.command(f"{'UID ' if self.rng.random() < 0.5 else ''}SEARCH {key}")
 
     async def noop(self) -> None:
+        """NOOP, after listening a moment with no command in progress."""
+        assert self.client is not None
+        await self.client.unsolicited(0.05)
         await self.command("NOOP")
 
     async def idle(self) -> None:
@@ -421,7 +424,7 @@ def test_a_replaced_mailbox_is_never_served_nor_changed(
 
 async def _replaced(port: int, command: str) -> None:
     world = World()
-    name = "reborn" + str(abs(hash(command)) % 10**8)
+    name = f"reborn{REPLACED_COMMANDS.index(command)}"
     a = await _login(world, "a", OWNER, port)
     b = await _login(world, "b", OWNER, port)
     assert (await b.command(f"CREATE {name}")).status == "OK"
@@ -635,6 +638,8 @@ def selected(world: World | None = None) -> SessionModel:
         ([("C", "c FETCH 1 (UID)"), "c NO [SERVERBUG] oops"], "server failure"),
         ([("C", "c NOOP"), "* BYE shutting down"], "unexpected BYE"),
         ([("C", "c SEARCH ALL"), "* SEARCH 1 4", "c OK"], "outside 1:3"),
+        ([("C", "c NOOP"), "c OK", "* 1 EXPUNGE"], "no command in progress"),
+        ([("C", "c NOOP"), "c OK", "* 4 EXISTS", "* 1 FETCH (FLAGS ())"], ""),
         ([("C", "c STORE 1 +FLAGS (\\Seen)"), "* 1 FETCH (FLAGS ())", "c OK"], "without them"),
         ([("C", "c STORE 2 -FLAGS (\\Seen)"), "* 2 FETCH (FLAGS (\\Seen))", "c OK"], "with some"),
         (

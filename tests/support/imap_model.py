@@ -483,8 +483,6 @@ class SessionModel:
         if resp.status in ("NO", "BAD"):
             self.fail(f"unexpected untagged {resp.status}: {resp.line}")
             return
-        if cmd is None and resp.status != "OK":
-            self.fail(f"untagged response with no command in progress: {resp.line}")
         if resp.status == "OK":
             self._untagged_ok(resp)
             return
@@ -964,6 +962,21 @@ class Client:
                     return
         except (ConnectionEnded, TimeoutError):
             return
+
+    async def unsolicited(self, seconds: float) -> None:
+        """Read what the server sends with no command in progress, for
+        ``seconds`` (it may send anything but EXPUNGE then, RFC 3501 §7.4.1)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while (left := deadline - loop.time()) > 0:
+            try:
+                resp = await self.read(timeout=left)
+            except TimeoutError:
+                return
+            self.model.receive(resp)
+            if resp.status == "BYE":
+                self.model.ended()
+                raise ConnectionEnded(resp.line)
 
     async def idle(self, seconds: float) -> Response:
         """IDLE for ``seconds``, every response checked, then DONE."""
