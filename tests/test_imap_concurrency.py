@@ -82,9 +82,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WaypostServer]:
     for name in (OWNER, SHARER):
         srv.cli("account", "add", f"{name}@{DOMAIN}", "--password", PW)
     srv.start()
-    asyncio.run(_setup(srv.port("IMAPPort")))
-    yield srv
-    srv.stop()
+    try:
+        asyncio.run(_setup(srv.port("IMAPPort")))
+        yield srv
+    finally:  # also when the set-up fails: no server left behind
+        srv.stop()
 
 
 async def _setup(port: int) -> None:
