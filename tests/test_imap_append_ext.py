@@ -231,7 +231,11 @@ def test_multiappend_into_the_selected_mailbox_and_shared_ones(server: WaypostSe
     # into the selected mailbox: EXISTS before the tagged OK
     raw.cmd("s", "SELECT INBOX")
     lines = raw.cmd("h", b"APPEND INBOX " + two_messages)
-    assert lines[0] == b"* 2 EXISTS" and tagged(lines).startswith(b"h OK [APPENDUID "), lines
+    assert b"* 2 EXISTS" in lines and tagged(lines).startswith(b"h OK [APPENDUID "), lines
+    # the new keyword is announced before anything could show it (RFC 3501 §7.2.6)
+    assert lines.index(b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Kw)") < lines.index(
+        b"* 2 EXISTS"
+    ), lines
     raw.close()
     owner.close()
 

@@ -580,23 +580,31 @@ class Store(Protocol):
     # messages. ``uids`` None = every message of the mailbox.
     def mail_messages(self, domain: str, account: str, mailbox: str) -> list[MailMessage]: ...
     def mail_message(self, domain: str, account: str, mailbox: str, uid: int) -> MailMessage: ...
+    # ``uidvalidity`` (here and below): only that incarnation of the mailbox,
+    # else NoSuchMailbox (a selected mailbox replaced meanwhile, RFC 3501 §2.3.1.1)
     def mail_fetch(
         self, domain: str, account: str, mailbox: str, uids: Sequence[int] | None,
+        *, uidvalidity: int | None = None,
     ) -> list[MailMessage]: ...
     def mail_index(self, domain: str, account: str, mailbox: str) -> list[MessageMeta]: ...
     def mail_mailbox_state(self, domain: str, account: str, mailbox: str) -> MailboxState: ...
     # octets of all the account's messages (RFC822.SIZE sum), O(1): quota
     def mail_usage(self, domain: str, account: str) -> int: ...
     # \Recent (RFC 3501): the first UID that is recent for the calling session;
-    # later sessions no longer see those messages as recent.
-    def mail_claim_recent(self, domain: str, account: str, mailbox: str) -> int: ...
+    # later sessions no longer see those messages as recent. With ``upto``, only
+    # the UIDs below it are claimed (those the session's view holds).
+    def mail_claim_recent(
+        self, domain: str, account: str, mailbox: str, *, upto: int | None = None,
+    ) -> int: ...
     def mail_set_flags(
         self, domain: str, account: str, mailbox: str, uids: Sequence[int] | None,
         flags: Sequence[str], mode: str, *, unchanged_since: int | None = None,
+        uidvalidity: int | None = None,
     ) -> FlagUpdates: ...
     # removes messages flagged \Deleted (among ``uids`` when given); logs them
     def mail_expunge(
         self, domain: str, account: str, mailbox: str, uids: Sequence[int] | None = None,
+        *, uidvalidity: int | None = None,
     ) -> list[int]: ...
     # removes the messages whatever their flags (POP3 DELE, administrators)
     def mail_delete(self, domain: str, account: str, mailbox: str, uids: Sequence[int]) -> int: ...
@@ -607,10 +615,12 @@ class Store(Protocol):
     def mail_copy(
         self, domain: str, account: str, mailbox: str, uids: Sequence[int] | None,
         dst_domain: str, dst_account: str, dst_mailbox: str, *, max_usage: int | None = None,
+        uidvalidity: int | None = None,
     ) -> list[tuple[int, int]]: ...
     def mail_move(
         self, domain: str, account: str, mailbox: str, uids: Sequence[int] | None,
         dst_domain: str, dst_account: str, dst_mailbox: str, *, max_usage: int | None = None,
+        uidvalidity: int | None = None,
     ) -> list[tuple[int, int]]: ...
     # IMAP APPEND: body blob and row durable on return; (UIDVALIDITY, UID)
     def mail_append(

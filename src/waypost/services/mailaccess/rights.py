@@ -173,12 +173,15 @@ class Target:
 
 @dataclass(frozen=True, slots=True)
 class Opened:
-    """A mailbox a user may open, with his rights (CGP letters)."""
+    """A mailbox a user may open, with his rights (CGP letters). Once
+    selected, ``uidvalidity`` pins the incarnation: the service then refuses
+    (NoSuchMailbox) to act on a mailbox created or renamed under the same name."""
 
     name: str  # as the user wrote it
     target: Target
     rights: str
     entry: MailboxEntry
+    uidvalidity: int | None = None
 
     def can(self, right: str) -> bool:
         """``right``: a CGP letter or an RFC 4314 one (``t``, ``e``, ``k``, ``x``)."""

@@ -22,7 +22,7 @@ import logging
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Collection, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import waypost.services.mailaccess.errors as errors
@@ -283,12 +283,13 @@ class MailAccess(CondstoreAccess):
             keywords = set(index.keyword_set())
             first_unseen = index.first_unseen() + 1
             uidvalidity, uidnext, modseq = index.uidvalidity, index.uidnext, index.modseq
+        opened = replace(opened, uidvalidity=uidvalidity)  # this incarnation only
         recent_first = uidnext
         if state.recent:
             if examine:
                 recent_first = uids[max(0, len(uids) - state.recent)] if uids else uidnext
             else:
-                recent_first = self._store.mail_claim_recent(*ref)
+                recent_first = self._store.mail_claim_recent(*ref, upto=uidnext)
         return Selection(
             opened, key, uidvalidity, uidnext, modseq, uids, keywords, first_unseen, recent_first
         )
@@ -303,7 +304,11 @@ class MailAccess(CondstoreAccess):
         changes = self._store.mail_changes_since(*ref, modseq, uidnext=uidnext)
         first = None
         if claim and changes.new:
-            first = self._store.mail_claim_recent(*ref)
+            # Claim only what these changes report, and never past their UIDNEXT:
+            # another session may have claimed newer messages meanwhile, and a
+            # first UID beyond the view made the session announce "* -1 RECENT".
+            claimed = self._store.mail_claim_recent(*ref, upto=changes.uidnext)
+            first = min(claimed, changes.uidnext)
         return changes, first
 
     @contextlib.contextmanager
@@ -311,7 +316,18 @@ class MailAccess(CondstoreAccess):
         """The process's copy of the mailbox's index, current and locked while
         in use: read it (metadata FETCH formats straight from its arrays), do
         not change it, and do not block inside."""
+        with self._current(opened) as index:
+            yield index
+
+    @contextlib.contextmanager
+    def _current(self, opened: Opened) -> Iterator[MailboxIndex]:
+        """The index of the selected mailbox, refused (NoSuchMailbox) when the
+        name now holds another incarnation than the one selected."""
         with self.indexes.current(mailbox_key(opened), opened.target.ref) as index:
+            if opened.uidvalidity is not None and index.uidvalidity != opened.uidvalidity:
+                raise errors.NoSuchMailbox(
+                    f"{opened.name!r} was deleted or replaced since it was selected"
+                )
             yield index
 
     # -- fetch -------------------------------------------------------------------------
@@ -326,7 +342,9 @@ class MailAccess(CondstoreAccess):
         store = self._store
         ref = opened.target.ref
         uids = [uid for _, uid in pairs]
-        by_uid = {row.uid: row for row in store.mail_fetch(*ref, uids)}
+        by_uid = {
+            row.uid: row for row in store.mail_fetch(*ref, uids, uidvalidity=opened.uidvalidity)
+        }
         cached = store.mail_structures(*ref, uids) if needs.parsed else {}
         messages: list[MessageData] = []
         parsed_now: list[tuple[int, str]] = []
@@ -407,7 +425,7 @@ class MailAccess(CondstoreAccess):
         found: list[int] = []
         cost = search_cost(key)
         if cost == META:
-            with self.indexes.current(mailbox_key_of(ref), ref) as index:
+            with self._current(opened) as index:
                 hits = self._search_bitmaps(index, uids, key, ranges, saved, uid_command)
                 if hits is not None:
                     return hits
@@ -425,7 +443,10 @@ class MailAccess(CondstoreAccess):
         header_only = cost == HEADER
         for start in range(0, len(uids), SEARCH_BATCH):
             chunk = list(uids[start : start + SEARCH_BATCH])
-            rows = {row.uid: row for row in store.mail_fetch(*ref, chunk)}
+            rows = {
+                row.uid: row
+                for row in store.mail_fetch(*ref, chunk, uidvalidity=opened.uidvalidity)
+            }
             cached = {} if header_only else store.mail_structures(*ref, chunk)
             parsed_now: list[tuple[int, str]] = []
             for offset, uid in enumerate(chunk):
@@ -634,10 +655,11 @@ class MailAccess(CondstoreAccess):
         ref = opened.target.ref
         rights = opened.rights
         mode = "replace" if mode == "set" else mode
-        with self.indexes.current(mailbox_key(opened), ref) as index:
+        pinned = opened.uidvalidity
+        with self._current(opened) as index:
             if mode != "replace" or all(r in rights for r in "swd"):
                 updates = store.mail_set_flags(
-                    *ref, uids, flags, mode, unchanged_since=unchanged_since
+                    *ref, uids, flags, mode, unchanged_since=unchanged_since, uidvalidity=pinned
                 )
             else:
                 groups: dict[tuple[str, ...], list[int]] = {}
@@ -650,8 +672,9 @@ class MailAccess(CondstoreAccess):
                 with store.transaction():  # one transaction for the whole STORE
                     for new, group in groups.items():
                         done = store.mail_set_flags(
-                            *ref, group, new, "replace", unchanged_since=unchanged_since
-                        )
+                            *ref, group, new, "replace", unchanged_since=unchanged_since,
+                            uidvalidity=pinned,
+                        )  # fmt: skip
                         updates += done
                         updates.modified += done.modified
                 updates.sort()
@@ -693,7 +716,8 @@ class MailAccess(CondstoreAccess):
     def expunge(self, opened: Opened, uids: Sequence[int], *, quiet: bool = False) -> list[int]:
         """Remove the messages among ``uids`` that carry \\Deleted; the UIDs
         removed. Needs ``d`` (:class:`NoPermission`; with ``quiet``, as CLOSE
-        does, nothing happens without it)."""
+        does, nothing happens without it, nor when the selected mailbox was
+        deleted or replaced meanwhile: CLOSE still leaves it, RFC 3501 §6.4.2)."""
         if not opened.can("d"):
             if quiet:
                 return []
@@ -702,13 +726,22 @@ class MailAccess(CondstoreAccess):
             )
         if not uids:
             return []
-        return list(self._store.mail_expunge(*opened.target.ref, list(uids)))
+        try:
+            gone = self._store.mail_expunge(
+                *opened.target.ref, list(uids), uidvalidity=opened.uidvalidity
+            )
+        except errors.NoSuchMailbox:
+            if quiet:
+                return []
+            raise
+        return list(gone)
 
     def copy(
         self, user: str, source: Opened, uids: Sequence[int], name: str, *, move: bool = False
     ) -> Copied:
         """COPY or MOVE (RFC 3501 §6.4.7, RFC 6851): needs ``i`` on the target
-        (:class:`TryCreate` if it does not exist), MOVE also ``d`` on the
+        (:class:`TryCreate` if it does not exist, also when it is deleted
+        while the command runs), MOVE also ``d`` on the
         source; the copies lose the flags the user may not set there."""
         if move and not source.can("d"):
             raise errors.NoPermission(
@@ -719,8 +752,15 @@ class MailAccess(CondstoreAccess):
         limit = self._check_copy_quota(source, uids, dest, move=move)
         op = self._store.mail_move if move else self._store.mail_copy
         pairs: list[tuple[int, int]] = []
-        if uids:
-            pairs = list(op(*source.target.ref, uids, *dest.target.ref, max_usage=limit))
+        try:
+            if uids:
+                pairs = list(op(
+                    *source.target.ref, uids, *dest.target.ref, max_usage=limit,
+                    uidvalidity=source.uidvalidity,
+                ))  # fmt: skip
+        except errors.NoSuchMailbox:
+            self._open_target(user, name)  # the target was deleted meanwhile: TRYCREATE
+            raise  # else the source is gone (the selected mailbox was replaced)
         self._strip_flags(dest, [new for _, new in pairs])
         uidvalidity = self._store.mail_mailbox_state(*dest.target.ref).uidvalidity
         return Copied(pairs, uidvalidity, mailbox_key(dest))
@@ -757,7 +797,14 @@ class MailAccess(CondstoreAccess):
             )
             for data, flags, date in messages
         ]
-        uidvalidity, uids = self.mailstore.append_many(*opened.target.ref, items, max_usage=limit)
+        try:
+            uidvalidity, uids = self.mailstore.append_many(
+                *opened.target.ref, items, max_usage=limit
+            )
+        except errors.TryCreate:
+            raise
+        except errors.NoSuchMailbox:  # deleted since the rights check: TRYCREATE all the same
+            raise errors.TryCreate(f"no mailbox {name!r}; create it first") from None
         return AppendedMany(uidvalidity, uids, mailbox_key(opened))
 
     def _check_copy_quota(

@@ -160,10 +160,18 @@ def find_mailbox(conn: sqlite3.Connection, owner: int, name: str) -> Box | None:
 
 
 def _box(conn: sqlite3.Connection, domain: str, account: str, name: str,
-         *, selectable: bool = True) -> Box:
+         *, selectable: bool = True, uidvalidity: int | None = None) -> Box:
+    """The mailbox ``name``; with ``uidvalidity``, only that incarnation of it:
+    a session's selected mailbox that was deleted and created again (or
+    renamed away) is gone for it, in the same transaction as the change it
+    asks for (RFC 3501 §2.3.1.1)."""
     box = find_mailbox(conn, account_id(conn, domain, account), name)
     if box is None:
         raise NoSuchMailbox(f"no mailbox {name!r} in {account}@{domain}")
+    if uidvalidity is not None and box.uidvalidity != uidvalidity:
+        raise NoSuchMailbox(
+            f"mailbox {name!r} in {account}@{domain} was replaced (UIDVALIDITY "
+            f"{box.uidvalidity}, not {uidvalidity})")
     if selectable and not box.selectable:
         raise NoSuchMailbox(
             f"{box.name!r} in {account}@{domain} only holds sub-mailboxes (\\Noselect)")
@@ -815,9 +823,11 @@ class MailStoreMixin:
 
     def mail_fetch(
         self, domain: str, account: str, mailbox: str, uids: Sequence[int] | None,
+        *, uidvalidity: int | None = None,
     ) -> list[MailMessage]:
         with self._read() as conn:
-            return messages(conn, _box(conn, domain, account, mailbox).id, uids=uids)
+            box = _box(conn, domain, account, mailbox, uidvalidity=uidvalidity)
+            return messages(conn, box.id, uids=uids)
 
     def mail_index(self, domain: str, account: str, mailbox: str) -> list[MessageMeta]:
         with self._read() as conn:
@@ -838,27 +848,36 @@ class MailStoreMixin:
         with self._read() as conn:
             return _usage(conn, domain, account)
 
-    def mail_claim_recent(self, domain: str, account: str, mailbox: str) -> int:
+    def mail_claim_recent(
+        self, domain: str, account: str, mailbox: str, *, upto: int | None = None,
+    ) -> int:
         with self._txn() as conn:
             box = _box(conn, domain, account, mailbox)
             first = conn.execute("SELECT recent_uid FROM mailboxes WHERE id = ?",
                                  (box.id,)).fetchone()[0]
-            conn.execute("UPDATE mailboxes SET recent_uid = uidnext WHERE id = ?", (box.id,))
+            if upto is None:
+                conn.execute("UPDATE mailboxes SET recent_uid = uidnext WHERE id = ?", (box.id,))
+            else:  # never claim what the caller's view does not hold yet
+                conn.execute("UPDATE mailboxes SET recent_uid = MAX(recent_uid, MIN(uidnext, ?))"
+                             " WHERE id = ?", (upto, box.id))
             return int(first)
 
     def mail_set_flags(
         self, domain: str, account: str, mailbox: str, uids: Sequence[int] | None,
         flags: Sequence[str], mode: str, *, unchanged_since: int | None = None,
+        uidvalidity: int | None = None,
     ) -> FlagUpdates:
         with self._txn() as conn:
-            box = _box(conn, domain, account, mailbox)
+            box = _box(conn, domain, account, mailbox, uidvalidity=uidvalidity)
             return set_flags(conn, box, uids, flags, mode, unchanged_since)
 
     def mail_expunge(
         self, domain: str, account: str, mailbox: str, uids: Sequence[int] | None = None,
+        *, uidvalidity: int | None = None,
     ) -> list[int]:
         with self._txn() as conn:
-            return _remove(conn, _box(conn, domain, account, mailbox), _DELETED, uids)
+            box = _box(conn, domain, account, mailbox, uidvalidity=uidvalidity)
+            return _remove(conn, box, _DELETED, uids)
 
     def mail_delete(self, domain: str, account: str, mailbox: str, uids: Sequence[int]) -> int:
         with self._txn() as conn:
@@ -868,9 +887,10 @@ class MailStoreMixin:
     def mail_copy(
         self, domain: str, account: str, mailbox: str, uids: Sequence[int] | None,
         dst_domain: str, dst_account: str, dst_mailbox: str, *, max_usage: int | None = None,
+        uidvalidity: int | None = None,
     ) -> list[tuple[int, int]]:
         with self._txn() as conn:
-            src = _box(conn, domain, account, mailbox)
+            src = _box(conn, domain, account, mailbox, uidvalidity=uidvalidity)
             dst = _box(conn, dst_domain, dst_account, dst_mailbox)
             pairs = copy_messages(conn, src, uids, dst)
             _within(conn, dst_domain, dst_account, max_usage)
@@ -879,9 +899,10 @@ class MailStoreMixin:
     def mail_move(
         self, domain: str, account: str, mailbox: str, uids: Sequence[int] | None,
         dst_domain: str, dst_account: str, dst_mailbox: str, *, max_usage: int | None = None,
+        uidvalidity: int | None = None,
     ) -> list[tuple[int, int]]:
         with self._txn() as conn:  # copy and remove: one transaction (RFC 6851 §3.3)
-            src = _box(conn, domain, account, mailbox)
+            src = _box(conn, domain, account, mailbox, uidvalidity=uidvalidity)
             pairs = copy_messages(conn, src, uids, _box(conn, dst_domain, dst_account, dst_mailbox))
             _remove(conn, src, "", [s for s, _ in pairs])
             _within(conn, dst_domain, dst_account, max_usage)
