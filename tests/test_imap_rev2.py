@@ -6,10 +6,6 @@ the same commands in an IMAP4rev1 session on the same mailboxes give the
 rev1 answers, unchanged. Mailbox names that are valid astrings but name no
 mailbox (invalid modified UTF-7, control characters) are answered NO with
 the right RFC 5530 code, and a failing SELECT deselects.
-
-The server runs with ``WAYPOST_TEST_IMAP4REV2=1`` (``rev2.FORCE_ENV``): on a
-branch where some capability of ``rev2.REV2_REQUIRES`` is still missing,
-IMAP4rev2 is otherwise not offered (``test_rev2_advertised_only_when_complete``).
 """
 
 from __future__ import annotations
@@ -29,7 +25,7 @@ MESSAGE = b"From: a@example.com\r\nSubject: hello\r\n\r\nbody\r\n"
 _tags = itertools.count(1)
 
 
-server = server_fixture(DOMAIN, USERS, PW, force_rev2=True)
+server = server_fixture(DOMAIN, USERS, PW)
 
 
 def connect(server: WaypostServer, user: str, *, as_rev2: bool) -> ImapLines:
@@ -52,19 +48,17 @@ def tagged(lines: list[bytes]) -> bytes:
 def test_rev2_advertised_only_when_complete() -> None:
     full = " ".join(("IMAP4rev1", *rev2.REV2_REQUIRES))
     assert rev2.missing(full) == []
-    assert rev2.advertise(full, force=False).split()[-1] == "IMAP4rev2"
+    assert rev2.advertise(full).split()[-1] == "IMAP4rev2"
     for cap in rev2.REV2_REQUIRES:
         partial = " ".join(c for c in full.split() if c != cap)
         assert rev2.missing(partial) == [cap]
-        assert "IMAP4rev2" not in rev2.advertise(partial, force=False).split()
+        assert "IMAP4rev2" not in rev2.advertise(partial).split()
     # LITERAL+ is a superset of LITERAL- (RFC 7888 §5)
     plus = full.replace("LITERAL-", "LITERAL+")
-    assert "IMAP4rev2" in rev2.advertise(plus, force=False).split()
-    assert "IMAP4rev2" in rev2.advertise("IMAP4rev1", force=True).split()
-    # this process was started without the test switch: the real rule
-    advertised = "IMAP4rev2" in session.CAPABILITIES.split()
-    assert advertised == (rev2.missing(session.CAPABILITIES) == [])
-    assert ("IMAP4REV2" in session.ENABLABLE) == advertised
+    assert "IMAP4rev2" in rev2.advertise(plus).split()
+    # the server's own capabilities hold every one of them: rev2 is offered
+    assert rev2.missing(session.CAPABILITIES) == []
+    assert "IMAP4rev2" in session.CAPABILITIES.split() and "IMAP4REV2" in session.ENABLABLE
 
 
 def test_capability_and_enable(server: WaypostServer) -> None:
@@ -265,3 +259,64 @@ def test_shared_mailbox_with_utf8_name(server: WaypostServer) -> None:
     ]
     for imap in (owner, reader, rev1):
         imap.close()
+
+
+# -- the other extensions' rev2 behaviour, end to end ---------------------------------
+
+
+def test_rev2_search_answers_esearch_and_has_no_recent(server: WaypostServer) -> None:
+    """RFC 9051 §6.4.4: SEARCH without RETURN is ``RETURN (ALL)``, answered
+    with ESEARCH; RECENT, NEW and OLD are gone from rev2's grammar."""
+    port = server.port("IMAPPort")
+    rev1 = login(port, f"fay@{DOMAIN}", PW)
+    for _ in range(3):
+        rev1.ok("a", f"APPEND INBOX {{{len(MESSAGE)}+}}\r\n".encode() + MESSAGE)
+    rev1.ok("s", "SELECT INBOX")
+    rev1.ok("f", "STORE 2 +FLAGS (\\Seen)")
+    assert rev1.ok("x", "SEARCH UNSEEN") == [b"* SEARCH 1 3"]
+    assert rev1.ok("y", "SEARCH RECENT")[0].startswith(b"* SEARCH")
+    imap = login(port, f"fay@{DOMAIN}", PW, enable="IMAP4rev2")
+    imap.ok("s", "EXAMINE INBOX")
+    assert imap.ok("x", "SEARCH UNSEEN") == [b'* ESEARCH (TAG "x") ALL 1,3']
+    assert imap.ok("u", "UID SEARCH UNSEEN") == [b'* ESEARCH (TAG "u") UID ALL 1,3']
+    assert imap.ok("n", "SEARCH SEEN UNSEEN") == [b'* ESEARCH (TAG "n")']
+    for key in ("RECENT", "NEW", "OLD"):
+        assert tagged(imap.run("r", f"SEARCH {key}")).startswith(b"r BAD"), key
+    imap.close()
+    rev1.close()
+
+
+def test_rev2_reselect_says_closed(server: WaypostServer) -> None:
+    """RFC 9051 §6.3.2: SELECT while a mailbox is selected closes it with
+    ``* OK [CLOSED]`` before the new mailbox's responses; rev1 has no such line."""
+    port = server.port("IMAPPort")
+    imap = login(port, f"eve@{DOMAIN}", PW, enable="IMAP4rev2")
+    imap.ok("c", 'CREATE "Other"')
+    imap.ok("s1", "SELECT INBOX")
+    lines = imap.ok("s2", 'SELECT "Other"')
+    assert lines[0].startswith(b"* OK [CLOSED]"), lines
+    imap.close()
+    rev1 = login(port, f"eve@{DOMAIN}", PW)
+    rev1.ok("s1", "SELECT INBOX")
+    assert not any(b"[CLOSED]" in line for line in rev1.ok("s2", 'SELECT "Other"'))
+    rev1.close()
+
+
+def test_rev2_plain_list_marks_missing_levels_nonexistent(server: WaypostServer) -> None:
+    """RFC 9051 §6.3.9: a level "%" shows only because a visible child is
+    under it is ``\\NonExistent`` in a rev2 plain LIST; rev1 keeps ``\\Noselect``."""
+    port = server.port("IMAPPort")
+    owner = login(port, f"dan@{DOMAIN}", PW)
+    owner.ok("c", 'CREATE "Hidden/Shown"')
+    owner.ok("a", f'SETACL "Hidden/Shown" cat@{DOMAIN} lr')
+    owner.close()
+    rev1 = login(port, f"cat@{DOMAIN}", PW)
+    assert rev1.ok("l", 'LIST "" "~dan/H%"') == [
+        b'* LIST (\\Noselect \\HasChildren) "/" "~dan/Hidden"'
+    ]
+    rev1.close()
+    imap = login(port, f"cat@{DOMAIN}", PW, enable="IMAP4rev2")
+    assert imap.ok("l", 'LIST "" "~dan/H%"') == [
+        b'* LIST (\\NonExistent \\HasChildren) "/" "~dan/Hidden"'
+    ]
+    imap.close()

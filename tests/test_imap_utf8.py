@@ -32,7 +32,7 @@ USERS = ("uma", "vic", "wes", "xia", "zoe")
 SUBJECT = "Grüße aus Zürich"
 
 
-server = server_fixture(DOMAIN, USERS, PW, force_rev2=False)
+server = server_fixture(DOMAIN, USERS, PW)
 
 
 def connect(server: WaypostServer, user: str, *, utf8: bool) -> ImapLines:

@@ -12,8 +12,6 @@ from pathlib import Path
 import pytest
 from tests.support.server import WaypostServer
 
-from waypost.protocols.imap import rev2
-
 TIMEOUT = 15
 _LITERAL = re.compile(rb"\{(\d+)\}$")
 
@@ -67,32 +65,26 @@ class ImapLines:
 
 
 def start_server(
-    data: Path, domain: str, users: Iterable[str], password: str, *, force_rev2: bool
+    data: Path, domain: str, users: Iterable[str], password: str
 ) -> WaypostServer:
-    """A started ``waypost serve`` with ``users`` in ``domain``; ``force_rev2``
-    sets ``WAYPOST_TEST_IMAP4REV2=1`` for it (``rev2.FORCE_ENV``), else unsets it."""
+    """A started ``waypost serve`` with ``users`` in ``domain``."""
     srv = WaypostServer(data).init()
     srv.cli("domain", "add", domain)
     for name in users:
         srv.cli("account", "add", f"{name}@{domain}", "--password", password)
-    with pytest.MonkeyPatch.context() as mp:
-        if force_rev2:
-            mp.setenv(rev2.FORCE_ENV, "1")
-        else:
-            mp.delenv(rev2.FORCE_ENV, raising=False)
-        srv.start()
+    srv.start()
     return srv
 
 
 def server_fixture(
-    domain: str, users: Iterable[str], password: str, *, force_rev2: bool
+    domain: str, users: Iterable[str], password: str
 ) -> Callable[[pytest.TempPathFactory], Iterator[WaypostServer]]:
     """A module-scoped ``server`` fixture around :func:`start_server`."""
 
     @pytest.fixture(scope="module")
     def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WaypostServer]:
         data = tmp_path_factory.mktemp(domain.split(".")[0]) / "var"
-        srv = start_server(data, domain, users, password, force_rev2=force_rev2)
+        srv = start_server(data, domain, users, password)
         yield srv
         srv.stop()
 

@@ -31,8 +31,7 @@ UNAUTHENTICATE (RFC 8437) is optional in rev2 and not offered.
 **Advertisement.** ``IMAP4rev2`` is advertised, and ``ENABLE IMAP4rev2``
 honoured, only when every capability in :data:`REV2_REQUIRES` is advertised
 (:func:`advertise`), so the server never claims rev2 while a folded-in
-extension is missing. The environment variable ``WAYPOST_TEST_IMAP4REV2=1``
-turns it on regardless, for the tests of this module's behaviour only.
+extension is missing.
 
 **Invalid names.** A name that is a valid astring but cannot name a mailbox
 (invalid modified UTF-7; see ``wire.InvalidName``) is refused here, before
@@ -47,7 +46,6 @@ failing SELECT does.
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
 
 from waypost.protocols.imap import wire
@@ -65,21 +63,15 @@ REV2_REQUIRES = (
 SUPERSETS = {"LITERAL-": "LITERAL+"}
 """A capability that is satisfied by another one advertised (RFC 7888 §5)."""
 
-FORCE_ENV = "WAYPOST_TEST_IMAP4REV2"
-
-
 def missing(capabilities: str) -> list[str]:
     """What :data:`REV2_REQUIRES` lacks in a CAPABILITY string."""
     have = set(capabilities.upper().split())
     return [cap for cap in REV2_REQUIRES if cap not in have and SUPERSETS.get(cap, cap) not in have]
 
 
-def advertise(capabilities: str, *, force: bool | None = None) -> str:
-    """``capabilities`` with ``IMAP4rev2`` added when nothing is
-    :func:`missing` (or when forced: ``WAYPOST_TEST_IMAP4REV2=1``)."""
-    if force is None:
-        force = os.environ.get(FORCE_ENV) == "1"
-    if missing(capabilities) and not force:
+def advertise(capabilities: str) -> str:
+    """``capabilities`` with ``IMAP4rev2`` added when nothing is :func:`missing`."""
+    if missing(capabilities):
         return capabilities
     return capabilities + " IMAP4rev2"
 

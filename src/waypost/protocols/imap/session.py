@@ -1,4 +1,5 @@
-"""The IMAP4rev1 server side (RFC 3501): one :class:`Session` per connection.
+"""The IMAP server side (RFC 3501, and RFC 9051 per session after ``ENABLE
+IMAP4rev2``): one :class:`Session` per connection.
 
 States: not authenticated -> authenticated -> selected -> logout. Framing and
 parsing are ``wire.py`` (a :class:`~waypost.protocols.imap.wire.CommandReader`
@@ -6,19 +7,28 @@ bounds lines and literals, so bad input is one ``BAD``/``NO`` and the
 connection goes on); FETCH items are formatted by ``fetch.py``. Everything
 about mailboxes (which mailbox a name means, the rights, the index, message
 data, SEARCH evaluation, flags, copy/move, append, expunge, status, list,
-ACL) is asked of the mail-access service
+ACL, quota) is asked of the mail-access service
 (:class:`~waypost.services.mailaccess.MailAccess`); this module only turns
 its data into responses and its errors (with their RFC 5530 codes) into
 ``NO``/``BAD``. It never reaches the store.
 
-Extensions: LITERAL+, SASL-IR, ID, ENABLE, IDLE, NAMESPACE, UIDPLUS, MOVE,
-SPECIAL-USE, UNSELECT, ACL (RFC 4314, ``RIGHTS=texk``), CHILDREN and
-LIST-EXTENDED (``LIST (SUBSCRIBED)``, ``RETURN (SUBSCRIBED CHILDREN
-SPECIAL-USE STATUS (...))``); MULTIAPPEND, CATENATE, APPENDLIMIT and APPEND
-of literal8 / UTF8 data (``appending.py``), BINARY (``fetch.py``); ESEARCH,
-SEARCHRES, WITHIN, SORT (with SORT=DISPLAY) and
-THREAD=ORDEREDSUBJECT/REFERENCES (``searching.py``, the service's
-``search``/``sort``/``thread``).
+Extensions (each advertised only when complete), and where they live:
+
+* LITERAL+, SASL-IR, ID, ENABLE, IDLE, NAMESPACE, UIDPLUS, MOVE, SPECIAL-USE,
+  UNSELECT, ACL (RFC 4314, ``RIGHTS=texk``): here.
+* CHILDREN, LIST-EXTENDED (complete: RECURSIVEMATCH, REMOTE, CHILDINFO),
+  LIST-STATUS, STATUS=SIZE and the DELETED / DELETED-STORAGE items: the
+  service's ``listing.py``; QUOTA (RFC 9208, the account's MaxAccountSize):
+  ``quota.py`` here and in the service.
+* MULTIAPPEND, CATENATE, APPENDLIMIT, APPEND of literal8 and UTF8 data:
+  ``appending.py``; BINARY: ``fetch.py``.
+* ESEARCH, SEARCHRES, WITHIN, SORT (and SORT=DISPLAY),
+  THREAD=ORDEREDSUBJECT/REFERENCES: ``searching.py`` and the service's
+  ``search``/``sort``/``thread`` (flag keys from per-flag bitmaps).
+* CONDSTORE and QRESYNC (RFC 7162, VANISHED, [CLOSED]): ``condstore.py``.
+* UTF8=ACCEPT (RFC 6855) and IMAP4rev2 (RFC 9051): ``rev2.py``; IMAP4rev2 is
+  advertised because every extension it folds in is (``rev2.REV2_REQUIRES``),
+  and a session that does not ENABLE it gets the IMAP4rev1 answers.
 
 **The session's view** of the selected mailbox is its UIDs in an ``array``
 (message number n is ``uids[n - 1]``), the MODSEQ it has seen and the
