@@ -14,8 +14,10 @@ from __future__ import annotations
 import imaplib
 import itertools
 import re
+import smtplib
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -465,5 +467,40 @@ def test_a_message_expunged_over_imap_after_login_is_an_error(server: WaypostSer
         imap.logout()
         assert pop.command("RETR 2") == b"-ERR Message was removed by another session\r\n"
         assert unstuff(pop.multi("RETR 3")[1]) == mail[2]
+    finally:
+        pop.quit()
+
+
+def test_a_large_delivered_message_with_prefix_and_omitted_ranges_streams_as_imap_sees_it(
+    server: WaypostServer,
+) -> None:
+    """Delivery stores a Return-Path prefix and omits the sender's own
+    Return-Path from the blob: the pieces of a streamed RETR must add up to
+    the same bytes IMAP serves whole."""
+    body = big_message(700 * 1024)
+    message = b"Return-Path: <forged@elsewhere.test>\r\n" + body
+    with smtplib.SMTP("127.0.0.1", server.smtp, timeout=TIMEOUT) as smtp:
+        smtp.sendmail("real@sender.test", [f"s9@{DOMAIN}"], message)
+    imap = imaplib.IMAP4("127.0.0.1", server.port("IMAPPort"), timeout=TIMEOUT)
+    try:
+        imap.login(f"s9@{DOMAIN}", PW)
+        for _ in range(200):  # delivery is asynchronous: wait for it, bounded
+            _, data = imap.select("INBOX")
+            if data != [b"0"]:
+                break
+            time.sleep(0.1)
+        _, data = imap.fetch("1", "(BODY.PEEK[])")
+        stored = next(part[1] for part in data if isinstance(part, tuple))
+    finally:
+        imap.logout()
+    assert stored.startswith(b"Return-Path: <real@sender.test>\r\n")
+    assert b"forged@elsewhere.test" not in stored
+    assert len(stored) > STREAM_OVER
+    pop = Pop(server, "s9")
+    try:
+        status, retr = pop.multi("RETR 1")
+        assert status == b"+OK %d octets\r\n" % len(stored)
+        assert unstuff(retr) == stored
+        assert pop.multi("TOP 1 4")[1] == stuff(top_reference(stored, 4))
     finally:
         pop.quit()

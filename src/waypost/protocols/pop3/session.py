@@ -48,6 +48,7 @@ with :data:`STREAM_CHUNK` this bounds what a session holds in memory."""
 READ_AHEAD_COUNT = 256
 STREAM_CHUNK = 256 * 1024
 """A large message is read and sent in pieces of this size."""
+TOP_FOLLOWS = ok("Top of message follows").to_bytes()
 
 
 class State(Enum):
@@ -347,7 +348,7 @@ class Session:
         number = wire.parse_number(arg)
         entry = self.drop.get(number)
         stored = await self._stored(number, entry)
-        await self._send_message(ok(f"{entry.size} octets"), stored, None)
+        await self._send_message(b"+OK %d octets\r\n" % entry.size, stored, None)
 
     async def cmd_top(self, command: Command) -> None:
         number_arg, count = command.args(2, 2, "TOP message-number lines")
@@ -355,7 +356,7 @@ class Session:
         entry = self.drop.get(number)
         lines = wire.parse_count(count)
         stored = await self._stored(number, entry)
-        await self._send_message(ok("Top of message follows"), stored, TopCutter(lines))
+        await self._send_message(TOP_FOLLOWS, stored, TopCutter(lines))
 
     async def _stored(self, number: int, entry: Entry) -> Stored:
         """The message, from what was read ahead or, with the messages after
@@ -378,16 +379,16 @@ class Session:
                 raise Pop3Error("Message was removed by another session")
         return stored
 
-    async def _send_message(self, status: Response, stored: Stored, cut: TopCutter | None) -> None:
+    async def _send_message(self, status: bytes, stored: Stored, cut: TopCutter | None) -> None:
         """The status line and the message (dot-stuffed, cut by TOP), in one
-        write when it is small; a large one in pieces read one after the other."""
+        write when it is small (drained before the next command is read); a
+        large one in pieces read one after the other."""
         stuffer = DotStuffer()
         if stored.data is not None:
             data = stored.data if cut is None else cut.feed(stored.data)
-            self.writer.write(b"".join((status.to_bytes(), stuffer.feed(data), stuffer.end())))
-            await self.writer.drain()
+            self.writer.write(b"".join((status, stuffer.feed(data), stuffer.end())))
             return
-        self.writer.write(status.to_bytes())
+        self.writer.write(status)
         pos = 0
         while pos < stored.size and not (cut and cut.done):
             try:
