@@ -25,6 +25,7 @@ from typing import BinaryIO
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.support.pop3 import RawPop3
 from tests.support.server import WaypostServer
 
 from waypost.protocols.pop3 import session as pop3_session
@@ -213,54 +214,12 @@ def append(server: WaypostServer, account: str, messages: list[bytes]) -> None:
         sock.sendall(b"z LOGOUT\r\n")
 
 
-class Pop:
-    """A raw POP3 client: each response read exactly as the server sent it."""
+class Pop(RawPop3):
+    """A raw POP3 session of ``account``, logged in."""
 
     def __init__(self, server: WaypostServer, account: str) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", server.port("POP3Port")), TIMEOUT)
-        self.buf = b""
-        assert self.status().startswith(b"+OK")
-        assert self.command(f"USER {account}@{DOMAIN}").startswith(b"+OK")
-        assert self.command(f"PASS {PW}").startswith(b"+OK")
-
-    def _fill(self) -> None:
-        chunk = self.sock.recv(1 << 20)
-        if not chunk:
-            raise AssertionError("POP3 connection closed")
-        self.buf += chunk
-
-    def status(self) -> bytes:
-        while (end := self.buf.find(b"\r\n")) < 0:
-            self._fill()
-        line, self.buf = self.buf[: end + 2], self.buf[end + 2 :]
-        return line
-
-    def command(self, text: str) -> bytes:
-        self.sock.sendall(text.encode() + b"\r\n")
-        return self.status()
-
-    def multi(self, text: str) -> tuple[bytes, bytes]:
-        """(status line, body with its final ``.`` line, still stuffed)."""
-        status = self.command(text)
-        assert status.startswith(b"+OK"), status
-        searched = 0
-        while True:
-            if self.buf.startswith(b".\r\n"):
-                end = 0
-                break
-            end = self.buf.find(b"\r\n.\r\n", searched)
-            if end >= 0:
-                end += 2
-                break
-            searched = max(0, len(self.buf) - 4)
-            self._fill()
-        body, self.buf = self.buf[: end + 3], self.buf[end + 3 :]
-        return status, body
-
-    def quit(self) -> bytes:
-        reply = self.command("QUIT")
-        self.sock.close()
-        return reply
+        super().__init__(server.port("POP3Port"), TIMEOUT)
+        self.login(f"{account}@{DOMAIN}", PW)
 
 
 ODD = [

@@ -90,6 +90,10 @@ class TopCutter:
     def feed(self, chunk: bytes) -> bytes:
         """What of ``chunk`` belongs to the answer."""
         pos, end = 0, len(chunk)
+        if self._header and not self._pending:  # at a line start: skip the header in C
+            found = _empty_line_end(chunk)
+            if found is not None:
+                pos, self._header = found, False
         while pos < end:
             if not self._header and self._left <= 0:
                 self.done = True
@@ -113,3 +117,18 @@ class TopCutter:
         if not self._header and self._left <= 0:
             self.done = True
         return chunk
+
+
+def _empty_line_end(chunk: bytes) -> int | None:
+    """Where the first empty line of ``chunk`` (which starts at a line start)
+    ends, found with a few ``find`` calls; None when there is none."""
+    if chunk[:1] == b"\n":
+        return 1
+    if chunk[:2] == b"\r\n":
+        return 2
+    crlf = chunk.find(b"\r\n\r\n")
+    stop = len(chunk) if crlf < 0 else crlf + 4
+    lf = chunk.find(b"\n\n", 0, stop)  # an LF-only empty line
+    mixed = chunk.find(b"\n\r\n", 0, stop)  # a CRLF empty line (also the one at crlf + 1)
+    ends = ([lf + 2] if lf >= 0 else []) + ([mixed + 3] if mixed >= 0 else [])
+    return min(ends) if ends else None
