@@ -11,6 +11,7 @@ works on its own accounts.
 
 from __future__ import annotations
 
+import asyncio
 import imaplib
 import itertools
 import re
@@ -27,6 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.support.pop3 import RawPop3
 from tests.support.server import WaypostServer
+from tests.test_pop3_server import StubOffice, run_session
 
 from waypost.protocols.pop3 import session as pop3_session
 from waypost.protocols.pop3 import wire
@@ -463,3 +465,26 @@ def test_a_large_delivered_message_with_prefix_and_omitted_ranges_streams_as_ima
         assert pop.multi("TOP 1 4")[1] == stuff(top_reference(stored, 4))
     finally:
         pop.quit()
+
+
+def test_the_idle_timer_restarts_with_every_command() -> None:
+    """The idle timeout is one re-arming timer per session: a client that
+    pauses shorter than the timeout between commands is kept however long
+    the session lasts; one that then stays silent is told and dropped."""
+    office = StubOffice(POP3IdleTimeout="1")
+
+    async def script(line, cmd, reader) -> None:  # type: ignore[no-untyped-def]
+        assert (await line()).startswith("+OK")
+        started = time.monotonic()
+        for _ in range(5):  # 2.5 s in all, over twice the timeout
+            await asyncio.sleep(0.5)  # the client's pause is what is tested
+            assert await cmd("CAPA") == "+OK Capability list follows"
+            while await line() != ".":
+                pass
+        assert time.monotonic() - started > 2
+        quiet = time.monotonic()
+        assert await line() == "-ERR Idle for too long, closing connection (no messages deleted)"
+        assert await reader.read() == b""
+        assert 0.9 <= time.monotonic() - quiet < 5
+
+    run_session(office, script)
