@@ -46,8 +46,6 @@ clients retrieve one message after the other, and one worker-thread round
 trip per batch instead of per message is most of POP3's speed. Together
 with :data:`STREAM_CHUNK` this bounds what a session holds in memory."""
 READ_AHEAD_COUNT = 256
-READ_AHEAD_LOW = 8
-"""Messages left of what was read ahead when the next batch is started."""
 STREAM_CHUNK = 256 * 1024
 """A large message is read and sent in pieces of this size."""
 TOP_FOLLOWS = ok("Top of message follows").to_bytes()
@@ -92,8 +90,6 @@ class Session:
         self.user: str | None = None  # after USER, before PASS
         self.maildrop: Maildrop | None = None
         self.ahead: dict[int, Stored] = {}  # messages read ahead, by UID
-        self._ahead_end = 0  # the last message number of the batch read
-        self._next: asyncio.Future[tuple[dict[int, Stored], int]] | None = None
         self._reading_since: float | None = None  # loop time the wait for input began
         self._idle_out = False
         self._task: asyncio.Task | None = None
@@ -193,8 +189,6 @@ class Session:
         finally:
             if self._watchdog is not None:
                 self._watchdog.cancel()
-            if self._next is not None:
-                self._next.cancel()
             # Without QUIT there is no UPDATE state: nothing is deleted.
             if self.maildrop is not None and self.state is not State.UPDATE:
                 self.office.locks.release(self.maildrop.account)
@@ -394,45 +388,23 @@ class Session:
     async def _stored(self, number: int, entry: Entry) -> Stored:
         """The message, from what was read ahead or, with the messages after
         it (up to :data:`READ_AHEAD` octets), in one worker-thread round trip.
-        When what was read ahead runs low, the next batch is read in the
-        background (one batch at a time), so a client that retrieves one
-        message after the other seldom waits for the store. A message
-        removed after it was read ahead is still sent: it was there when it
-        was read (as if RETR had come a moment earlier)."""
+        A message removed after it was read ahead is still sent: it was
+        there when it was read (as if RETR had come a moment earlier)."""
         stored = self.ahead.pop(entry.uid, None)
-        if stored is None and self._next is not None:
-            pending, self._next = self._next, None
-            with contextlib.suppress(Exception):  # a failed read ahead is read again below
-                self.ahead, self._ahead_end = await pending
-            stored = self.ahead.pop(entry.uid, None)
         if stored is None:
-            uids, self._ahead_end = self._batch(number)
+            uids, budget = [entry.uid], READ_AHEAD - entry.size
+            for following in self.drop.entries[number : number + READ_AHEAD_COUNT]:
+                if following.deleted:
+                    continue
+                if following.size > budget:
+                    break
+                uids.append(following.uid)
+                budget -= following.size
             self.ahead = await self.office.fetch(self.drop.account, uids)
             stored = self.ahead.pop(entry.uid, None)
             if stored is None:
                 raise Pop3Error("Message was removed by another session")
-        more = self._ahead_end < len(self.drop.entries)
-        if more and self._next is None and len(self.ahead) <= READ_AHEAD_LOW:
-            uids, end = self._batch(self._ahead_end + 1)
-            self._next = asyncio.ensure_future(self._read_ahead(uids, end))
         return stored
-
-    def _batch(self, number: int) -> tuple[list[int], int]:
-        """The UIDs of the live messages from ``number`` on, up to
-        :data:`READ_AHEAD` octets (at least one), and the last number taken."""
-        uids: list[int] = []
-        budget, last = READ_AHEAD, number - 1
-        for entry in self.drop.entries[number - 1 : number - 1 + READ_AHEAD_COUNT]:
-            if uids and entry.size > budget:
-                break
-            last += 1
-            if not entry.deleted:
-                uids.append(entry.uid)
-                budget -= entry.size
-        return uids, last
-
-    async def _read_ahead(self, uids: list[int], end: int) -> tuple[dict[int, Stored], int]:
-        return await self.office.fetch(self.drop.account, uids), end
 
     async def _send_message(self, status: bytes, stored: Stored, cut: TopCutter | None) -> None:
         """The status line and the message (dot-stuffed, cut by TOP), in one
