@@ -12,6 +12,7 @@ works on its own accounts.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import imaplib
 import itertools
 import re
@@ -175,7 +176,7 @@ def test_top_cutter_for_any_bytes_and_any_chunking(
 
 # -- over real sockets ----------------------------------------------------------------
 
-ACCOUNTS = [f"s{i}" for i in range(20)]
+ACCOUNTS = [f"s{i}" for i in range(21)]
 
 
 @pytest.fixture(scope="module")
@@ -488,3 +489,31 @@ def test_the_idle_timer_restarts_with_every_command() -> None:
         assert 0.9 <= time.monotonic() - quiet < 5
 
     run_session(office, script)
+
+
+def test_a_message_that_breaks_off_while_streamed_ends_the_connection_without_the_dot(
+    server: WaypostServer,
+) -> None:
+    """+OK has gone out when the body goes missing half-way (its blob file
+    removed under the server): an -ERR now would read as message text, so
+    the server closes the connection and the client never sees the final
+    ``.`` line (RFC 1939 §3), and deletes nothing."""
+    message = big_message(12 * 1024 * 1024)
+    append(server, "s20", [message])
+    blob = server.data / "blobs" / hashlib.sha256(message).hexdigest()[:2]
+    blob = blob / hashlib.sha256(message).hexdigest()
+    assert blob.exists()
+    pop = Pop(server, "s20")
+    pop.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    pop.sock.sendall(b"RETR 1\r\n")
+    got = pop.sock.recv(65536)  # the server is now streaming and soon blocked on the socket
+    assert got.startswith(b"+OK %d octets\r\n" % len(message))
+    blob.unlink()
+    for _ in range(100_000):  # bounded: 12 MB in pieces of at least a byte... until EOF
+        chunk = pop.sock.recv(1 << 20)
+        if not chunk:
+            break
+        got += chunk
+    pop.sock.close()
+    assert 0 < len(got) < len(message)
+    assert not got.endswith(b"\r\n.\r\n")

@@ -62,8 +62,13 @@ class PostOffice:
         """Check a login name (through the Router: aliases, ``user%domain``)
         and password, under the login guard."""
         return await auth.guarded_login(
-            self.services, self.guard, self.settings, ip, login,
-            lambda: auth.authenticate(self.services, login, password), service="POP3",
+            self.services,
+            self.guard,
+            self.settings,
+            ip,
+            login,
+            lambda: auth.authenticate(self.services, login, password),
+            service="POP3",
         )
 
     async def login_apop(self, ip: str, login: str, timestamp: str, digest: str) -> Attempt:
@@ -80,8 +85,13 @@ class PostOffice:
             return account
 
         return await auth.guarded_login(
-            self.services, self.guard, self.settings, ip, login,
-            lambda: asyncio.to_thread(check), service="POP3",
+            self.services,
+            self.guard,
+            self.settings,
+            ip,
+            login,
+            lambda: asyncio.to_thread(check),
+            service="POP3",
         )
 
     async def enabled(self, account: str) -> bool:
