@@ -20,7 +20,13 @@ from waypost.protocols.pop3.wire import Pop3Error
 from waypost.services import auth
 from waypost.services.container import Services
 from waypost.services.login_guard import Attempt, LoginGuard
-from waypost.services.mailaccess.maildrop import Maildrop, MaildropLocks, Maildrops, MessageGone
+from waypost.services.mailaccess.maildrop import (
+    Maildrop,
+    MaildropLocks,
+    Maildrops,
+    MessageGone,
+    Stored,
+)
 from waypost.settings import ServerSettings
 
 log = logging.getLogger("waypost.pop3")
@@ -56,8 +62,13 @@ class PostOffice:
         """Check a login name (through the Router: aliases, ``user%domain``)
         and password, under the login guard."""
         return await auth.guarded_login(
-            self.services, self.guard, self.settings, ip, login,
-            lambda: auth.authenticate(self.services, login, password), service="POP3",
+            self.services,
+            self.guard,
+            self.settings,
+            ip,
+            login,
+            lambda: auth.authenticate(self.services, login, password),
+            service="POP3",
         )
 
     async def login_apop(self, ip: str, login: str, timestamp: str, digest: str) -> Attempt:
@@ -65,6 +76,7 @@ class PostOffice:
         accounts that keep a sealed copy of their password (PasswordEncryption
         ``argon2+cram-md5``, see ``services/sealed.py``) can pass; for the
         others it fails like a wrong password."""
+
         def check() -> str | None:
             account = auth.login_account(self.services, login)
             secret = self.services.directory.cram_secret(account) if account else None
@@ -73,8 +85,13 @@ class PostOffice:
             return account
 
         return await auth.guarded_login(
-            self.services, self.guard, self.settings, ip, login,
-            lambda: asyncio.to_thread(check), service="POP3",
+            self.services,
+            self.guard,
+            self.settings,
+            ip,
+            login,
+            lambda: asyncio.to_thread(check),
+            service="POP3",
         )
 
     async def enabled(self, account: str) -> bool:
@@ -83,9 +100,14 @@ class PostOffice:
     async def open(self, account: str) -> Maildrop:
         return await asyncio.to_thread(self.maildrops.open, account)
 
-    async def read(self, account: str, uid: int) -> bytes:
+    async def fetch(self, account: str, uids: Sequence[int]) -> dict[int, Stored]:
+        """Several messages in one worker-thread round trip (see Maildrops.fetch)."""
+        return await asyncio.to_thread(self.maildrops.fetch, account, uids)
+
+    async def read_range(self, stored: Stored, start: int, size: int) -> bytes:
+        """A piece of a large message (it is streamed, never read whole)."""
         try:
-            return await asyncio.to_thread(self.maildrops.read, account, uid)
+            return await asyncio.to_thread(self.maildrops.read_range, stored.row, start, size)
         except MessageGone as exc:
             raise Pop3Error(str(exc)) from None
 

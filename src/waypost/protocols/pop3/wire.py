@@ -10,8 +10,8 @@ the exact ``-ERR`` line) back, so every parsing rule is testable on its own:
 * responses: ``+OK`` / ``-ERR`` with the RFC 2449 / RFC 3206 response codes
   (``[AUTH]``, ``[IN-USE]``, ``[SYS/TEMP]``, ...);
 * multi-line responses: CRLF line ends, dot-stuffing and the final
-  ``.``, produced in bounded chunks so a large message never needs a second
-  full copy in memory;
+  ``.`` (:mod:`~waypost.protocols.pop3.stuffing`, which works on chunks
+  cut anywhere, so a large message is streamed, never held whole);
 * TOP: the header plus the first *n* body lines, also for broken messages
   (no blank line: all header; a blank first line: no header);
 * SASL PLAIN (RFC 4616) and the APOP digest (RFC 1939 §7).
@@ -28,6 +28,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from waypost.protocols import lines
+from waypost.protocols.pop3.stuffing import DotStuffer, TopCutter
 
 MAX_COMMAND = 255
 """Longest command line in octets, CRLF included (RFC 2449 §4)."""
@@ -187,31 +188,16 @@ class LineBuffer(lines.LineBuffer):
 # Multi-line responses
 
 
-_BARE_LF = re.compile(rb"(?<!\r)\n")
-_DOT_LINE = re.compile(rb"(?m)^\.")
-
-
-def _stuff(segment: bytes) -> bytes:
-    """CRLF line ends and dot-stuffing for a segment that starts a line."""
-    return _DOT_LINE.sub(b"..", _BARE_LF.sub(b"\r\n", segment))
-
-
 def multiline(data: bytes, chunk: int = CHUNK) -> Iterator[bytes]:
     """The body of a multi-line response: ``data`` with CRLF line ends,
-    dot-stuffed, ending in CRLF and the terminating ``.`` line.
-
-    Pieces end at line boundaries (so dot-stuffing never straddles two), and
-    each is about ``chunk`` octets: the caller writes and drains between them.
-    """
-    pos, end = 0, len(data)
-    while pos < end:
-        cut = data.find(b"\n", min(pos + chunk, end) - 1)
-        stop = end if cut < 0 else cut + 1
-        yield _stuff(data[pos:stop])
-        pos = stop
-    if data and not data.endswith(b"\n"):
-        yield CRLF
-    yield MULTILINE_END
+    dot-stuffed, ending in CRLF and the terminating ``.`` line, in pieces of
+    about ``chunk`` octets (the caller writes and drains between them).
+    The stuffing is :class:`~waypost.protocols.pop3.stuffing.DotStuffer`'s."""
+    stuffer = DotStuffer()
+    view = memoryview(data)
+    for pos in range(0, len(data), chunk):
+        yield stuffer.feed(bytes(view[pos : pos + chunk]))
+    yield stuffer.end()
 
 
 def multiline_lines(lines: Iterable[str]) -> bytes:
@@ -221,26 +207,9 @@ def multiline_lines(lines: Iterable[str]) -> bytes:
 
 
 def top(message: bytes, lines: int) -> bytes:
-    """The header, the blank line after it and the first ``lines`` body lines.
-
-    A message without a blank line is all header (its body is empty); one
-    that starts with a blank line has an empty header. Mixed CRLF/LF line
-    ends are both accepted as line ends.
-    """
-    pos, end = 0, len(message)
-    while pos < end:  # the header: up to and including the first empty line
-        nl = message.find(b"\n", pos)
-        stop = end if nl < 0 else nl + 1
-        empty = message[pos:stop] in (b"\n", b"\r\n")
-        pos = stop
-        if empty:
-            break
-    for _ in range(lines):
-        if pos >= end:
-            break
-        nl = message.find(b"\n", pos)
-        pos = end if nl < 0 else nl + 1
-    return message[:pos]
+    """The header, the blank line after it and the first ``lines`` body lines
+    (see :class:`~waypost.protocols.pop3.stuffing.TopCutter`)."""
+    return TopCutter(lines).feed(message)
 
 
 # --------------------------------------------------------------------------

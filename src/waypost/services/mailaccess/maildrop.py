@@ -13,6 +13,16 @@ maildrop in the process (:class:`MaildropLocks`, RFC 1939 §4). A refused
 request is a :class:`MaildropError` (its text is for the client; the
 protocol writes it). :class:`Maildrop` is pure; :class:`Maildrops` blocks
 on the store: call it from a worker thread.
+
+Speed (issue 12): the snapshot at login is the UIDs and sizes of the
+process-wide index (:mod:`~waypost.services.mailaccess.index`, one cheap
+change query when it is current) rather than every row of INBOX; message
+bytes are read in batches (:meth:`Maildrops.fetch`: one query for the
+rows of many messages, which also tells which were removed, then their
+blob files), so a client that retrieves one message after the other costs
+one worker-thread round trip per batch, not per message. A message larger
+than :data:`STREAM_OVER` is not read whole: :meth:`Maildrops.read_range`
+reads it piece by piece.
 """
 
 from __future__ import annotations
@@ -22,8 +32,12 @@ from dataclasses import dataclass
 
 from waypost.services.container import Services
 from waypost.services.mailaccess.errors import NotFound
-from waypost.services.mailstore import Mailstore
-from waypost.storage.interface import INBOX
+from waypost.services.mailaccess.index import IndexCache, mailbox_key_of
+from waypost.services.mailstore import Mailstore, split_account
+from waypost.storage.interface import INBOX, MailMessage
+
+STREAM_OVER = 256 * 1024
+"""Messages larger than this are streamed in pieces instead of read whole."""
 
 
 class MaildropError(Exception):
@@ -67,6 +81,18 @@ class Maildrop:
     def unique_id(self, entry: Entry) -> str:
         return f"{self.uidvalidity}.{entry.uid}"
 
+    def listing(self, number: int | None = None) -> bytes:
+        """LIST lines (``number size`` CRLF) of one message or of every live one."""
+        return b"".join(b"%d %d\r\n" % (n, e.size) for n, e in self._chosen(number))
+
+    def unique_ids(self, number: int | None = None) -> bytes:
+        """UIDL lines (``number id`` CRLF, the id as :meth:`unique_id`)."""
+        v = self.uidvalidity
+        return b"".join(b"%d %d.%d\r\n" % (n, v, e.uid) for n, e in self._chosen(number))
+
+    def _chosen(self, number: int | None) -> list[tuple[int, Entry]]:
+        return self.live() if number is None else [(number, self.get(number))]
+
     def delete(self, number: int) -> None:
         self.get(number).deleted = True
 
@@ -96,6 +122,18 @@ class MaildropLocks:
         self._held.discard(account.lower())
 
 
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """One message of a :meth:`Maildrops.fetch`: its bytes when it is small
+    (``data``), else ``None`` and the ``row`` to stream it from with
+    :meth:`Maildrops.read_range`."""
+
+    uid: int
+    size: int
+    data: bytes | None
+    row: MailMessage
+
+
 class Maildrops:
     """The maildrops of a process: snapshots, message bytes, the QUIT deletion
     and the locks (shared by every POP3 port)."""
@@ -104,6 +142,7 @@ class Maildrops:
         self._store = services.store
         self.mailstore = Mailstore(services.store)
         self.locks = locks if locks is not None else MaildropLocks()
+        self.indexes = IndexCache(services.store)
 
     def version(self) -> int:
         """The store's change counter: a cheap test whether settings changed."""
@@ -112,12 +151,65 @@ class Maildrops:
     def open(self, account: str) -> Maildrop:
         """INBOX as it is now (empty when there is no INBOX yet: the first
         delivery creates it)."""
+        ref = (*split_account(account), INBOX)
         try:
-            info = self.mailstore.mailbox(account, INBOX)
-            messages = self.mailstore.list_messages(account, INBOX)
+            with self.indexes.current(mailbox_key_of(ref), ref) as index:
+                pairs = zip(index.uids, index.sizes, strict=True)
+                return Maildrop(account, index.uidvalidity, [Entry(u, n) for u, n in pairs])
         except NotFound:
             return Maildrop(account, 0, [])
-        return Maildrop(account, info.uidvalidity, [Entry(m.uid, m.size) for m in messages])
+
+    def fetch(self, account: str, uids: Sequence[int]) -> dict[int, Stored]:
+        """The messages of ``uids`` that are still there (one query), the
+        small ones read whole. A UID missing from the answer was removed
+        (by an IMAP client, say) since the snapshot."""
+        if not uids:
+            return {}
+        domain, name = split_account(account)
+        try:
+            rows = self._store.mail_fetch(domain, name, INBOX, uids)
+        except NotFound:  # INBOX went away: every message with it
+            return {}
+        found = {}
+        for row in rows:
+            data = None
+            if row.size <= STREAM_OVER:
+                try:
+                    data = self.read_range(row, 0, row.size)
+                except MessageGone:  # removed, and its body collected, since the query
+                    continue
+            found[row.uid] = Stored(row.uid, row.size, data, row)
+        return found
+
+    def read_range(self, row: MailMessage, start: int, size: int) -> bytes:
+        """Octets ``start`` to ``start + size`` of a stored message (``prefix``
+        + blob without the ``omit`` ranges, as :func:`~waypost.services.
+        mailstore.assemble` builds it whole), reading only those of the blob."""
+        if not row.omit and start == 0 and size >= row.size:  # a whole message: one read
+            try:
+                return row.prefix + self._store.blob_read(row.blob, 0, size - len(row.prefix))
+            except NotFound:
+                raise MessageGone("Message was removed by another session") from None
+        out = [row.prefix[start : start + size]]
+        got = len(out[0])
+        offset = max(0, start - len(row.prefix))  # in the message without its prefix
+        for begin, end in _kept(row.omit):
+            if got >= size:
+                break
+            if end is not None and offset >= end - begin:
+                offset -= end - begin
+                continue
+            want = size - got if end is None else min(size - got, end - begin - offset)
+            try:
+                piece = self._store.blob_read(row.blob, begin + offset, want)
+            except NotFound:
+                raise MessageGone("Message was removed by another session") from None
+            out.append(piece)
+            got += len(piece)
+            offset = 0
+            if len(piece) < want:
+                break  # the end of the blob
+        return b"".join(out)
 
     def read(self, account: str, uid: int) -> bytes:
         try:
@@ -133,3 +225,15 @@ class Maildrops:
             return self.mailstore.delete_messages(account, INBOX, uids)
         except NotFound:  # the account or INBOX went away meanwhile: nothing to remove
             return 0
+
+
+def _kept(omit: Sequence[tuple[int, int]]) -> list[tuple[int, int | None]]:
+    """The blob ranges a stored message keeps, in order (the last open-ended)."""
+    kept: list[tuple[int, int | None]] = []
+    pos = 0
+    for start, end in sorted(omit):
+        if start > pos:
+            kept.append((pos, start))
+        pos = max(pos, end)
+    kept.append((pos, None))
+    return kept

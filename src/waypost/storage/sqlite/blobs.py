@@ -56,6 +56,7 @@ def blob_key(data: bytes) -> str:
 class BlobFiles:
     def __init__(self, data_dir: Path) -> None:
         self.root = Path(data_dir) / BLOB_DIR
+        self._root = str(self.root)
         # Serialises "exists -> touch" in put against "stale -> unlink" in the
         # collector, so a reused blob is never deleted under a new reference.
         # Striped by key, so writers of different bodies do not queue.
@@ -148,6 +149,33 @@ class BlobFiles:
             raise NotFound(f"message body {key} is missing") from None
         except OSError as exc:
             raise StoreError(f"cannot read message body {key}: {exc}") from exc
+
+    def read(self, key: str, offset: int, size: int) -> bytes:
+        """``size`` octets of a body from ``offset`` (fewer at its end): a
+        large body is streamed in pieces without ever being read whole.
+        Plain ``os`` calls: POP3 reads thousands of small bodies a second."""
+        if not _KEY.match(key):
+            raise StoreError(f"invalid blob key {key!r}")
+        try:
+            fd = os.open(os.path.join(self._root, key[:2], key), os.O_RDONLY)
+        except FileNotFoundError:
+            raise NotFound(f"message body {key} is missing") from None
+        except OSError as exc:
+            raise StoreError(f"cannot read message body {key}: {exc}") from exc
+        try:
+            parts = []
+            while size > 0:
+                piece = os.pread(fd, size, offset)
+                if not piece:
+                    break
+                parts.append(piece)
+                size -= len(piece)
+                offset += len(piece)
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+        except OSError as exc:
+            raise StoreError(f"cannot read message body {key}: {exc}") from exc
+        finally:
+            os.close(fd)
 
     def remove_if_stale(
         self, key: str, grace: float, is_referenced: Callable[[str], bool]

@@ -430,6 +430,9 @@ class SqliteStore(MailStoreMixin, FileStoreMixin):
     def blob_get(self, key: str) -> bytes:
         return self.blobs.get(key)
 
+    def blob_read(self, key: str, offset: int, size: int) -> bytes:
+        return self.blobs.read(key, offset, size)
+
     def blob_gc(self, grace: float, *, full: bool = False) -> int:
         """Delete unreferenced blobs untouched for ``grace`` seconds.
 
