@@ -15,33 +15,13 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.support.imap import Raw, append_cmd, connect, highest, modseqs, ok, serve
 from tests.support.server import WaypostServer
-from tests.test_imap_server import PW, Raw, append_cmd
 
 from waypost.protocols.imap import wire
 
 DOMAIN = "cs.dom"
 USERS = ("amy", "bea", "cal", "deb", "eli", "fay", "gil", "hal", "ida")
-
-
-def serve(
-    factory: pytest.TempPathFactory, domain: str, users: tuple[str, ...]
-) -> Iterator[WaypostServer]:
-    """A server for one test module, with these accounts (also used by the
-    QRESYNC and keyword tests)."""
-    srv = WaypostServer(factory.mktemp("imap-" + domain) / "var").init()
-    srv.cli("domain", "add", domain)
-    for name in users:
-        srv.cli("account", "add", f"{name}@{domain}", "--password", PW)
-    srv.start()
-    yield srv
-    srv.stop()
-
-
-def connect(server: WaypostServer, login: str) -> Raw:
-    raw = Raw(server.port("IMAPPort"))
-    raw.login(login)
-    return raw
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +33,6 @@ def session(server: WaypostServer, user: str) -> Raw:
     return connect(server, f"{user}@{DOMAIN}")
 
 
-def ok(lines: list[bytes], tag: str) -> list[bytes]:
-    assert lines[-1].startswith(tag.encode() + b" OK"), lines
-    return lines[:-1]
-
-
 def filled(server: WaypostServer, user: str, count: int) -> Raw:
     raw = session(server, user)
     for i in range(count):
@@ -65,27 +40,6 @@ def filled(server: WaypostServer, user: str, count: int) -> Raw:
     ok(raw.cmd("r", "SELECT INBOX"), "r")  # claims \Recent: the tests compare exact FLAGS
     ok(raw.cmd("r2", "UNSELECT"), "r2")
     return raw
-
-
-def highest(lines: list[bytes]) -> int:
-    found = [re.search(rb"\[HIGHESTMODSEQ (\d+)\]", line) for line in lines]
-    values = [int(m.group(1)) for m in found if m]
-    assert len(values) == 1, lines
-    return values[0]
-
-
-def modseqs(lines: list[bytes]) -> dict[int, int]:
-    """UID -> MODSEQ of the FETCH responses."""
-    out = {}
-    for line in lines:
-        m = re.match(rb"\* \d+ FETCH \(.*?UID (\d+).*?MODSEQ \((\d+)\)", line) or re.match(
-            rb"\* \d+ FETCH \(.*?MODSEQ \((\d+)\).*?UID (\d+)", line
-        )
-        if m and b"UID" in line[: line.index(b"MODSEQ")]:
-            out[int(m.group(1))] = int(m.group(2))
-        elif m:
-            out[int(m.group(2))] = int(m.group(1))
-    return out
 
 
 def test_advertised_and_enabled(server: WaypostServer) -> None:

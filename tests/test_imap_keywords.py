@@ -13,9 +13,8 @@ import re
 from collections.abc import Iterator
 
 import pytest
+from tests.support.imap import Raw, append_cmd, connect, serve, tagged
 from tests.support.server import WaypostServer
-from tests.test_imap_condstore import connect, serve
-from tests.test_imap_server import Raw, append_cmd, tagged
 
 DOMAIN = "kw.dom"
 USERS = ("ann", "ben", "cid", "dan", "eve")

@@ -15,9 +15,8 @@ import re
 from collections.abc import Iterator
 
 import pytest
+from tests.support.imap import Raw, append_cmd, connect, highest, modseqs, ok, serve
 from tests.support.server import WaypostServer
-from tests.test_imap_condstore import connect, highest, modseqs, ok, serve
-from tests.test_imap_server import Raw, append_cmd
 
 DOMAIN = "qr.dom"
 USERS = ("ada", "bo", "cy", "di", "ed", "flo")

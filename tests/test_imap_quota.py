@@ -18,8 +18,8 @@ import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.support.imap import Raw, append_cmd, tagged
 from tests.support.server import WaypostServer
-from tests.test_imap_server import Raw, append_cmd, tagged
 
 from waypost.protocols.imap import wire
 from waypost.services.container import open_services

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 from imapclient import IMAPClient
 from imapclient.response_types import BodyData
-from tests.support.imap import Raw, tagged
+from tests.support.imap import Raw, append_cmd, tagged
 from tests.support.messages import MIXED, NESTED, crlf
 from tests.support.server import WaypostServer
 
@@ -103,11 +103,6 @@ class IMAPFrom(imaplib.IMAP4):
         return socket.create_connection(
             (self.host, self.port), timeout, source_address=(self.source, 0)
         )
-
-
-def append_cmd(mailbox: str, message: bytes = b"Subject: x\r\n\r\nbody\r\n") -> bytes:
-    """APPEND with a LITERAL+ literal (the caller adds the final CRLF)."""
-    return b"APPEND %s {%d+}\r\n" % (mailbox.encode(), len(message)) + message
 
 
 # -- the server -----------------------------------------------------------------------------

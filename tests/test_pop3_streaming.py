@@ -28,8 +28,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.support.pop3 import RawPop3
+from tests.support.pop3_session import StubOffice, run_session
 from tests.support.server import WaypostServer
-from tests.test_pop3_server import StubOffice, run_session
 
 from waypost.protocols.pop3 import session as pop3_session
 from waypost.protocols.pop3 import wire

@@ -17,8 +17,8 @@ import smtplib
 from collections.abc import Iterator
 
 import pytest
+from tests.support.imap import Raw
 from tests.support.server import WaypostServer
-from tests.test_imap_server import Raw
 
 PW = "qdeliv-pw-1234"
 DOMAIN = "qdeliv.dom"

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import re
 import socket
+from collections.abc import Iterator
+
+import pytest
+from tests.support.server import WaypostServer
 
 PW = "imap-pw-1234"
 """The password the IMAP tests give their accounts."""
@@ -82,3 +86,59 @@ class Raw:
 
 def tagged(lines: list[bytes]) -> bytes:
     return lines[-1]
+
+
+def append_cmd(mailbox: str, message: bytes = b"Subject: x\r\n\r\nbody\r\n") -> bytes:
+    """APPEND with a LITERAL+ literal (the caller adds the final CRLF)."""
+    return b"APPEND %s {%d+}\r\n" % (mailbox.encode(), len(message)) + message
+
+
+
+# -- CONDSTORE / QRESYNC test modules ---------------------------------------------
+
+
+def serve(
+    factory: pytest.TempPathFactory, domain: str, users: tuple[str, ...]
+) -> Iterator[WaypostServer]:
+    """A server for one test module, with these accounts (also used by the
+    QRESYNC and keyword tests)."""
+    srv = WaypostServer(factory.mktemp("imap-" + domain) / "var").init()
+    srv.cli("domain", "add", domain)
+    for name in users:
+        srv.cli("account", "add", f"{name}@{domain}", "--password", PW)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def connect(server: WaypostServer, login: str) -> Raw:
+    raw = Raw(server.port("IMAPPort"))
+    raw.login(login)
+    return raw
+
+
+def ok(lines: list[bytes], tag: str) -> list[bytes]:
+    assert lines[-1].startswith(tag.encode() + b" OK"), lines
+    return lines[:-1]
+
+
+def highest(lines: list[bytes]) -> int:
+    found = [re.search(rb"\[HIGHESTMODSEQ (\d+)\]", line) for line in lines]
+    values = [int(m.group(1)) for m in found if m]
+    assert len(values) == 1, lines
+    return values[0]
+
+
+def modseqs(lines: list[bytes]) -> dict[int, int]:
+    """UID -> MODSEQ of the FETCH responses."""
+    out = {}
+    for line in lines:
+        m = re.match(rb"\* \d+ FETCH \(.*?UID (\d+).*?MODSEQ \((\d+)\)", line) or re.match(
+            rb"\* \d+ FETCH \(.*?MODSEQ \((\d+)\).*?UID (\d+)", line
+        )
+        if m and b"UID" in line[: line.index(b"MODSEQ")]:
+            out[int(m.group(1))] = int(m.group(2))
+        elif m:
+            out[int(m.group(2))] = int(m.group(1))
+    return out
+
