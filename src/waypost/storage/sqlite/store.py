@@ -291,43 +291,29 @@ class SqliteStore(MailStoreMixin, FileStoreMixin):
             raise StoreError("the store is closed")
         conn = getattr(self._readers, "conn", None)
         if conn is None:
-            try:
-                conn = sqlite3.connect(
-                    self.db_path,
-                    isolation_level=None,
-                    check_same_thread=False,
-                    timeout=BUSY_TIMEOUT_MS / 1000,
-                )
-                conn.execute("PRAGMA query_only = ON")
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot open {self.db_path}: {exc}") from exc
-            self._readers.conn = conn
+            conn = self._readers.conn = self._open_reader()
+            conn.execute("PRAGMA query_only = ON")
             with self._version_lock:
                 self._reader_conns.append(conn)
+        with _read_on(conn) as conn:
+            yield conn
+
+    def _open_reader(self) -> sqlite3.Connection:
+        """Another connection to the database, for reads beside the main one."""
         try:
-            conn.execute("BEGIN")
-            try:
-                yield conn
-            finally:
-                conn.execute("COMMIT")
+            return sqlite3.connect(
+                self.db_path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+            )
         except sqlite3.Error as exc:
-            raise StoreError(f"database error: {exc}") from exc
+            raise StoreError(f"cannot open {self.db_path}: {exc}") from exc
 
     @contextmanager
     def _main_read(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            conn = self.conn
-            try:
-                if self._outer:
-                    yield conn
-                    return
-                conn.execute("BEGIN")
-                try:
-                    yield conn
-                finally:
-                    conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise StoreError(f"database error: {exc}") from exc
+        with self._lock, _read_on(self.conn, joined=self._outer) as conn:
+            yield conn
 
     def _write(self) -> AbstractContextManager[sqlite3.Connection]:
         """One committed change of the Directory, settings or Router table."""
@@ -349,10 +335,7 @@ class SqliteStore(MailStoreMixin, FileStoreMixin):
             if self._version_conn is None:
                 if self._conn is None:
                     raise StoreError("the store is closed")
-                self._version_conn = sqlite3.connect(
-                    self.db_path, isolation_level=None, check_same_thread=False,
-                    timeout=BUSY_TIMEOUT_MS / 1000,
-                )
+                self._version_conn = self._open_reader()
             try:
                 row = self._version_conn.execute("SELECT change_counter FROM meta").fetchone()
             except sqlite3.Error as exc:
@@ -639,7 +622,24 @@ class SqliteStore(MailStoreMixin, FileStoreMixin):
             return queue_store.schedule(conn, now, module, queue, release)
 
 
+@contextmanager
+def _read_on(conn: sqlite3.Connection, *, joined: bool = False) -> Iterator[sqlite3.Connection]:
+    """A read transaction on ``conn`` (``joined``: inside one already open)."""
+    try:
+        if joined:
+            yield conn
+            return
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        raise StoreError(f"database error: {exc}") from exc
+
+
 # -- helpers (called with the lock held) ----------------------------------
+
 
 _DOMAIN_COLS = "id, name, is_main, settings, account_defaults, template"
 _OBJECT_COLS = "o.name, o.kind, o.data, o.secret"
