@@ -1118,10 +1118,6 @@ def main() -> int:
             rows += measure_ops(targets, f"{n:,}: ", messages, args.repeat)
         del boxes
 
-        if args.only != "ops":
-            appended = [[m.data for m in mix[k::CLIENTS]] for k in range(CLIENTS)]
-            rows += measure_rates(servers, appended, args.duration, args.repeat)
-
         if args.connections and args.only != "rates":
             rss: dict[str, list[float]] = {}
             pss: dict[str, list[float]] = {}
@@ -1141,6 +1137,10 @@ def main() -> int:
                       f"PSS +{p / 1024:.1f} MB", flush=True)  # fmt: skip
             rows.append(Row(f"memory, {args.connections:,} idle logins (RSS)", "MB", rss))
             rows.append(Row(f"memory, {args.connections:,} idle logins (PSS)", "MB", pss))
+
+        if args.only != "ops":  # after the memory rows: this grows both servers' memory
+            appended = [[m.data for m in mix[k::CLIENTS]] for k in range(CLIENTS)]
+            rows += measure_rates(servers, appended, args.duration, args.repeat)
     finally:
         waypost.stop()
         dovecot.stop()
