@@ -162,9 +162,38 @@ def test_reader_connections_are_closed_with_the_store(tmp_path: Path) -> None:
     store.get_settings()  # on this thread's reader connection
     finish.set()
     thread.join(WAIT)
-    readers = list(store._reader_conns)
+    readers = [conn for _thread, conn in store._reader_conns]
     assert readers
     store.close()
     for conn in readers:
         with pytest.raises(Exception, match="closed"):
             conn.execute("SELECT 1")
+
+
+def test_the_reader_of_an_ended_thread_is_closed(store: SqliteStore) -> None:
+    """Reader connections do not pile up when threads come and go."""
+
+    def read_while_busy() -> None:
+        inside, finish = threading.Event(), threading.Event()
+
+        def writer() -> None:
+            with store.transaction():
+                inside.set()
+                assert finish.wait(WAIT)
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        assert inside.wait(WAIT)
+        reader = threading.Thread(target=store.get_settings)
+        reader.start()
+        reader.join(WAIT)
+        finish.set()
+        thread.join(WAIT)
+
+    read_while_busy()
+    (first,) = [conn for _thread, conn in store._reader_conns]
+    read_while_busy()  # another thread: the first one's reader is closed
+    assert [conn for _thread, conn in store._reader_conns] != [first]
+    assert len(store._reader_conns) == 1
+    with pytest.raises(Exception, match="closed"):
+        first.execute("SELECT 1")

@@ -67,7 +67,8 @@ class SqliteStore(MailStoreMixin, FileStoreMixin):
         self._version_conn: sqlite3.Connection | None = None
         self._version_seen: tuple[int, float] = (-1, -VERSION_TTL)
         self._readers = threading.local()  # see _read(); .changing: in _change()
-        self._reader_conns: list[sqlite3.Connection] = []  # under _version_lock
+        # (thread, its reader connection), under _version_lock
+        self._reader_conns: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._durable = threading.Condition()  # the group commit (see _make_durable)
         self._commits = 0  # commits that must be durable, and of those
         self._synced = 0  # how many are known to be on disk
@@ -111,7 +112,7 @@ class SqliteStore(MailStoreMixin, FileStoreMixin):
             if self._version_conn is not None:
                 self._version_conn.close()
                 self._version_conn = None
-            for conn in self._reader_conns:
+            for _thread, conn in self._reader_conns:
                 conn.close()
             self._reader_conns.clear()
         with self._durable:
@@ -293,8 +294,14 @@ class SqliteStore(MailStoreMixin, FileStoreMixin):
         if conn is None:
             conn = self._readers.conn = self._open_reader()
             conn.execute("PRAGMA query_only = ON")
-            with self._version_lock:
-                self._reader_conns.append(conn)
+            with self._version_lock:  # and close those of threads that ended
+                for thread, old in self._reader_conns:
+                    if not thread.is_alive():
+                        old.close()
+                self._reader_conns = [
+                    (thread, old) for thread, old in self._reader_conns if thread.is_alive()
+                ]
+                self._reader_conns.append((threading.current_thread(), conn))
         with _read_on(conn) as conn:
             yield conn
 
