@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -100,13 +101,15 @@ def test_concurrent_changes_share_flushes(
     assert store.get_settings() == {"warm": "up"} | {f"key{i}": str(i) for i in range(THREADS)}
 
 
-def test_a_read_does_not_wait_behind_another_threads_change(store: SqliteStore) -> None:
-    store.set_setting("colour", "red")
+@contextmanager
+def held(store: SqliteStore, change: Callable[[], object] = lambda: None) -> Iterator[None]:
+    """Another thread holds the store in an open transaction (making
+    ``change`` in it) while the block runs, then commits."""
     inside, finish = threading.Event(), threading.Event()
 
     def writer() -> None:
         with store.transaction():
-            store.set_setting("colour", "blue")
+            change()
             inside.set()
             assert finish.wait(WAIT)
 
@@ -114,15 +117,21 @@ def test_a_read_does_not_wait_behind_another_threads_change(store: SqliteStore) 
     thread.start()
     try:
         assert inside.wait(WAIT)
+        yield
+    finally:
+        finish.set()
+        thread.join(WAIT)
+
+
+def test_a_read_does_not_wait_behind_another_threads_change(store: SqliteStore) -> None:
+    store.set_setting("colour", "red")
+    with held(store, lambda: store.set_setting("colour", "blue")):
         seen: list[dict[str, str]] = []
         reader = threading.Thread(target=lambda: seen.append(store.get_settings()))
         reader.start()
         reader.join(WAIT)  # returns while the writer still holds the store
         assert not reader.is_alive()
         assert seen == [{"colour": "red"}]  # never the uncommitted change
-    finally:
-        finish.set()
-        thread.join(WAIT)
     assert store.get_settings() == {"colour": "blue"}
 
 
@@ -149,19 +158,8 @@ def test_a_read_does_not_see_a_change_before_it_is_flushed(
 
 def test_reader_connections_are_closed_with_the_store(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path)
-    inside, finish = threading.Event(), threading.Event()
-
-    def writer() -> None:
-        with store.transaction():
-            inside.set()
-            assert finish.wait(WAIT)
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    assert inside.wait(WAIT)
-    store.get_settings()  # on this thread's reader connection
-    finish.set()
-    thread.join(WAIT)
+    with held(store):
+        store.get_settings()  # on this thread's reader connection
     readers = [conn for _thread, conn in store._reader_conns]
     assert readers
     store.close()
@@ -174,21 +172,10 @@ def test_the_reader_of_an_ended_thread_is_closed(store: SqliteStore) -> None:
     """Reader connections do not pile up when threads come and go."""
 
     def read_while_busy() -> None:
-        inside, finish = threading.Event(), threading.Event()
-
-        def writer() -> None:
-            with store.transaction():
-                inside.set()
-                assert finish.wait(WAIT)
-
-        thread = threading.Thread(target=writer)
-        thread.start()
-        assert inside.wait(WAIT)
-        reader = threading.Thread(target=store.get_settings)
-        reader.start()
-        reader.join(WAIT)
-        finish.set()
-        thread.join(WAIT)
+        with held(store):
+            reader = threading.Thread(target=store.get_settings)
+            reader.start()
+            reader.join(WAIT)
 
     read_while_busy()
     (first,) = [conn for _thread, conn in store._reader_conns]
