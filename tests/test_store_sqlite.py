@@ -61,7 +61,9 @@ def test_postgresql_urls_are_not_supported_yet(tmp_path: Path) -> None:
 def test_wal_and_durability_pragmas(store: SqliteStore) -> None:
     conn = store.conn
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    # NORMAL: the store flushes the WAL itself after each durable commit
+    # (group commit, tests/test_store_group_commit.py)
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1
     assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
 

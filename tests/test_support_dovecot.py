@@ -65,3 +65,36 @@ def test_dovecot_serves_the_maildir(tmp_path: Path) -> None:
         dovecot.stop()
     assert len(pids) > 3 and not any(running(pid) for pid in pids)  # master, log, auth, ...
     assert not dovecot.root.exists()
+
+
+def test_dovecot_with_argon2id_passwords_and_keywords(tmp_path: Path) -> None:
+    """As bench/imap.py runs it: ARGON2ID in the passwd-file, the auth cache
+    on, and Maildir keyword letters named in ``dovecot-keywords``."""
+    dovecot = DovecotInstance(
+        tmp_path, free_port(), users={"carol": "secret-1"}, scheme="ARGON2ID",
+        extra="auth_cache_size = 1M\nauth_cache_ttl = 60 secs\n",
+    )  # fmt: skip
+    try:
+        dovecot.prepare()
+        assert (dovecot.root / "users").read_text().startswith("carol:{ARGON2ID}$argon2id$")
+        assert "secret-1" not in (dovecot.root / "users").read_text()
+        letters = dovecot.set_keywords(["$Junk", "Work"])
+        assert letters == "ab"
+        dovecot.add_message(message(1), "Sa")
+        dovecot.add_message(message(2), "b")
+        dovecot.start()
+        for _ in range(2):  # the second login is answered from the cache
+            with imaplib.IMAP4("127.0.0.1", dovecot.port, timeout=30) as imap:
+                assert imap.login("carol", "secret-1")[0] == "OK"
+                assert imap.select("INBOX")[0] == "OK"
+                typ, data = imap.uid("SEARCH", "KEYWORD", "$Junk")
+                assert typ == "OK" and data[0].split() == [b"1"]
+                typ, data = imap.fetch("2", "(FLAGS)")
+                assert typ == "OK" and b"Work)" in data[0] and b"$Junk" not in data[0]
+        with (
+            imaplib.IMAP4("127.0.0.1", dovecot.port, timeout=30) as other,
+            pytest.raises(imaplib.IMAP4.error),
+        ):
+            other.login("carol", "secret-2")
+    finally:
+        dovecot.stop()

@@ -22,6 +22,10 @@ too long for Dovecot's UNIX sockets, the instance works in a fresh
 directory under the system temporary directory instead; :attr:`root` says
 where. That directory (or ``tmp/dovecot-PORT``) is removed by :meth:`stop`.
 
+Passwords are kept in the PLAIN scheme unless ``scheme`` names another
+(``"ARGON2ID"``: hashed once per user by ``doveadm pw``, as Waypost hashes
+its own); ``extra`` configuration (an auth cache, say) is appended.
+
 Messages are placed straight into the Maildir (``cur/``, with Dovecot's
 ``,S=size,W=vsize`` name fields and ``:2,FLAGS``), owned by the mail user;
 Dovecot indexes them when a client first opens the mailbox.
@@ -51,6 +55,7 @@ from pathlib import Path
 
 DOVECOT = "/usr/sbin/dovecot"
 IMAP_BINARY = "/usr/lib/dovecot/imap"
+DOVEADM = "/usr/bin/doveadm"
 PACKAGE = "dovecot-imapd"
 MAIL_USER = "mail"  # owner of the Maildirs; IMAP processes run as this user
 SYSTEM_USERS = ("dovecot", "dovenull")  # default_internal_user, default_login_user
@@ -155,7 +160,8 @@ def _raise_fd_limit() -> None:
 class DovecotInstance:
     """One private Dovecot serving plain IMAP on ``127.0.0.1:port``.
 
-    ``users`` maps user names to passwords (PLAIN in the passwd-file);
+    ``users`` maps user names to passwords (in the passwd-file, hashed in
+    ``scheme``, PLAIN by default);
     ``connections``: how many simultaneous IMAP sessions it must allow
     (per user and IP, and IMAP processes); ``extra``: more configuration
     text appended to the file.
@@ -171,12 +177,14 @@ class DovecotInstance:
         users: dict[str, str] | None = None,
         connections: int = 100,
         extra: str = "",
+        scheme: str = "PLAIN",
         keep: bool = False,
     ) -> None:
         self.port = port or free_port()
         self.users = dict(users or {"bench": "bench-password"})
         self.connections = connections
         self.extra = extra
+        self.scheme = scheme
         self.keep = keep
         tmp = Path(tmp)
         wanted = tmp / f"dovecot-{self.port}"
@@ -219,7 +227,7 @@ class DovecotInstance:
                 (box / sub).mkdir(exist_ok=True)
                 os.chown(box / sub, mail.pw_uid, mail.pw_gid)
         users = self.root / "users"
-        users.write_text("".join(f"{u}:{{PLAIN}}{p}::::::\n" for u, p in self.users.items()))
+        users.write_text("".join(f"{u}:{self.hashed(p)}::::::\n" for u, p in self.users.items()))
         users.chmod(0o644)
         limit = max(1000, 2 * self.connections + 200)
         self.config.write_text(
@@ -237,6 +245,27 @@ class DovecotInstance:
         )
         return self
 
+    def hashed(self, password: str) -> str:
+        """``{SCHEME}...`` as the passwd-file keeps it (``doveadm pw`` unless PLAIN)."""
+        if self.scheme == "PLAIN":
+            return f"{{PLAIN}}{password}"
+        done = subprocess.run(
+            [DOVEADM, "pw", "-s", self.scheme, "-p", password],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        return done.stdout.strip()
+
+    def set_keywords(self, keywords: list[str], user: str | None = None) -> str:
+        """Name Maildir keyword letters (``a`` is ``keywords[0]``, ``b`` the next
+        ...) in the Maildir's ``dovecot-keywords``; returns the letters in order."""
+        box = self.maildir(user)
+        if not (box / "cur").is_dir():
+            self.prepare()
+        (box / "dovecot-keywords").write_text(
+            "".join(f"{i} {name}\n" for i, name in enumerate(keywords))
+        )
+        return "abcdefghijklmnopqrstuvwxyz"[: len(keywords)]
+
     def add_message(
         self,
         data: bytes,
@@ -249,8 +278,9 @@ class DovecotInstance:
         """Put one message into a Maildir's ``cur/`` as a delivery agent would:
         LF line ends on disk, ``S=`` (file size) and ``W=`` (size with CRLF,
         Dovecot's RFC822.SIZE) in the name, Maildir flag letters (``"S"``,
-        ``"FS"``...) after ``:2,``. The file's time (``when``) is the
-        INTERNALDATE; names sort in the order of the calls, and so do UIDs."""
+        ``"FS"``, keywords ``"a"``... see :meth:`set_keywords`) after ``:2,``.
+        The file's time (``when``) is the INTERNALDATE; names sort in the
+        order of the calls, and so do UIDs."""
         box = self.maildir(user)
         if not (box / "cur").is_dir():
             self.prepare()

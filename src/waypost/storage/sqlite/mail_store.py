@@ -851,7 +851,9 @@ class MailStoreMixin:
     def mail_claim_recent(
         self, domain: str, account: str, mailbox: str, *, upto: int | None = None,
     ) -> int:
-        with self._txn() as conn:
+        # Not synced (no flush to wait for on every poll that sees new mail):
+        # a crash can only make a message \Recent once more (RFC 3501 §2.3.2).
+        with self._txn(sync=False) as conn:
             box = _box(conn, domain, account, mailbox)
             first = conn.execute("SELECT recent_uid FROM mailboxes WHERE id = ?",
                                  (box.id,)).fetchone()[0]
