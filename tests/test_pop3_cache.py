@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from tests.support.server import WaypostServer
 from tests.test_pop3_streaming import DOMAIN, PW, TIMEOUT, Pop, append, top_reference
 
-from waypost.protocols.pop3.stuffing import stuff
+from waypost.protocols.pop3.stuffing import TopCutter, stuff, top_of_plain
 from waypost.services.mailaccess.maildrop import BodyCache, is_plain
 from waypost.storage.interface import MailMessage
 
@@ -147,3 +147,15 @@ def test_a_message_removed_by_imap_is_refused_though_its_body_is_cached(
         assert pop.multi("RETR 2")[1] == stuff(kept)
     finally:
         pop.quit()
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.sampled_from([b"", b"\r", b"a", b"a.b", b"Subject: x", b" ", b"\r\r"])).map(
+        lambda lines: b"".join(line + b"\r\n" for line in lines)
+    ),
+    st.integers(0, 6),
+)
+def test_top_of_a_plain_message_is_the_cutters(data: bytes, lines: int) -> None:
+    assert is_plain(data)
+    assert top_of_plain(data, lines) == TopCutter(lines).feed(data)

@@ -29,7 +29,7 @@ from enum import Enum
 from waypost.protocols.listen import endpoints, is_loopback
 from waypost.protocols.pop3 import wire
 from waypost.protocols.pop3.office import PostOffice
-from waypost.protocols.pop3.stuffing import END, DotStuffer, TopCutter
+from waypost.protocols.pop3.stuffing import END, DotStuffer, TopCutter, top_of_plain
 from waypost.protocols.pop3.wire import Command, Pop3Error, Response, err, ok
 from waypost.services import auth
 from waypost.services.login_guard import Attempt
@@ -411,11 +411,12 @@ class Session:
         write when it is small (drained before the next command is read); a
         large one in pieces read one after the other."""
         if stored.data is not None:
-            data = stored.data if cut is None else cut.feed(stored.data)
             if stored.plain:  # CRLF lines, none starting with ".": sent as it is
                 # (TOP cuts after a line end, so its part is plain too)
+                data = stored.data if cut is None else top_of_plain(stored.data, cut.lines)
                 self.writer.write(b"".join((status, data, END)))
                 return
+            data = stored.data if cut is None else cut.feed(stored.data)
             stuffer = DotStuffer()
             self.writer.write(b"".join((status, stuffer.feed(data), stuffer.end())))
             return

@@ -79,9 +79,10 @@ class TopCutter:
     line is ``\\n`` or ``\\r\\n``). Feed chunks of any size; :attr:`done`
     is true once nothing more will be taken."""
 
-    __slots__ = ("_first", "_header", "_left", "_pending", "done")
+    __slots__ = ("_first", "_header", "_left", "_pending", "done", "lines")
 
     def __init__(self, lines: int) -> None:
+        self.lines = lines
         self._header = True
         self._left = lines
         self._pending = 0  # octets of the current line seen in earlier chunks
@@ -118,6 +119,26 @@ class TopCutter:
         if not self._header and self._left <= 0:
             self.done = True
         return chunk
+
+
+def top_of_plain(data: bytes, lines: int) -> bytes:
+    """What :class:`TopCutter` takes of a whole message of CRLF lines only
+    (``maildrop.is_plain``): there every ``\\n`` ends a line and follows a
+    ``\\r``, so the header ends at the first ``\\r\\n\\r\\n`` and each
+    body line at the next ``\\n``: one ``find`` per line, no state."""
+    if data[:2] == CRLF:
+        pos = 2
+    else:
+        pos = data.find(b"\r\n\r\n")
+        if pos < 0:  # no empty line: all header
+            return data
+        pos += 4
+    for _ in range(lines):
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            return data
+        pos = nl + 1
+    return data[:pos]
 
 
 def _empty_line_end(chunk: bytes) -> int | None:
