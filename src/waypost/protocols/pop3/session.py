@@ -40,7 +40,7 @@ log = logging.getLogger("waypost.pop3")
 READ_CHUNK = 65536
 MAX_ERRORS = 50
 """``-ERR`` answers after which a session is closed."""
-READ_AHEAD = 512 * 1024
+READ_AHEAD = 1024 * 1024
 """Octets of the following messages read together with the one asked for:
 clients retrieve one message after the other, and one worker-thread round
 trip per batch instead of per message is most of POP3's speed. Together
@@ -131,7 +131,8 @@ class Session:
                 raise Pop3Error(f"{what} too long ({limit} octets at most)")
             if isinstance(line, bytes):
                 return line
-            await self.writer.drain()
+            if self.writer.transport.get_write_buffer_size():  # else nothing to wait for
+                await self.writer.drain()
             self._reading_since = self._loop.time()
             try:
                 chunk = await self.reader.read(READ_CHUNK)
