@@ -11,19 +11,16 @@ is refused although its body is still cached.
 from __future__ import annotations
 
 import imaplib
-from collections.abc import Iterator
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests import test_pop3_streaming
 from tests.support.server import WaypostServer
 from tests.test_pop3_streaming import DOMAIN, PW, TIMEOUT, Pop, append, top_reference
 
 from waypost.protocols.pop3.stuffing import TopCutter, stuff, top_of_plain
 from waypost.services.mailaccess.maildrop import BodyCache, is_plain
 from waypost.storage.interface import MailMessage
-
-ACCOUNTS = ("c0", "c1", "c2", "c3")
 
 # -- the pure part --------------------------------------------------------------------
 
@@ -85,16 +82,7 @@ def test_a_cache_of_size_zero_keeps_nothing() -> None:
 # -- over the wire --------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WaypostServer]:
-    srv = WaypostServer(tmp_path_factory.mktemp("pop3cache") / "var", log_level="INFO").init()
-    srv.cli("domain", "add", DOMAIN)
-    for name in ACCOUNTS:
-        srv.cli("account", "add", f"{name}@{DOMAIN}", "--password", PW)
-    srv.start()
-    yield srv
-    srv.stop()
-
+server = test_pop3_streaming.server  # its module fixture: a server of our own, accounts s0..s20
 
 MESSAGES = [
     b"Subject: plain\r\n\r\nline 1\r\nline 2\r\nline 3\r\n",
@@ -105,9 +93,9 @@ MESSAGES = [
 
 
 def test_cached_bodies_are_sent_byte_exact_to_every_copy(server: WaypostServer) -> None:
-    append(server, "c0", MESSAGES)
-    append(server, "c1", MESSAGES)  # the same blobs: c1 reads what c0 cached
-    for account in ("c0", "c1", "c0"):  # c0 again: a second session, all from the cache
+    append(server, "s0", MESSAGES)
+    append(server, "s1", MESSAGES)  # the same blobs: s1 reads what s0 cached
+    for account in ("s0", "s1", "s0"):  # s0 again: a second session, all from the cache
         pop = Pop(server, account)
         try:
             for n, message in enumerate(MESSAGES, 1):
@@ -126,17 +114,17 @@ def test_a_message_removed_by_imap_is_refused_though_its_body_is_cached(
 ) -> None:
     message = b"Subject: going\r\n\r\nsoon gone\r\n"
     kept = b"Subject: staying\r\n\r\nstill here\r\n"
-    append(server, "c2", [message, kept])
-    first = Pop(server, "c2")
+    append(server, "s2", [message, kept])
+    first = Pop(server, "s2")
     try:
         assert first.multi("RETR 1")[1] == stuff(message)  # now cached
     finally:
         first.quit()
-    pop = Pop(server, "c2")  # the snapshot has both messages
+    pop = Pop(server, "s2")  # the snapshot has both messages
     try:
         imap = imaplib.IMAP4("127.0.0.1", server.port("IMAPPort"), timeout=TIMEOUT)
         try:
-            imap.login(f"c2@{DOMAIN}", PW)
+            imap.login(f"s2@{DOMAIN}", PW)
             imap.select("INBOX")
             imap.store("1", "+FLAGS.SILENT", r"(\Deleted)")
             imap.expunge()
