@@ -72,6 +72,17 @@ def test_the_cache_keeps_to_its_budget_least_recently_used_out_first() -> None:
     assert cache.key(row("a", 10, b"Return-Path: <x@y>\r\n")) != keys[0]
 
 
+def test_a_smaller_budget_applies_at_once() -> None:
+    cache = BodyCache(None)  # "unlimited"
+    keys = [cache.key(row(name, 10)) for name in "abc"]
+    for key in keys:
+        cache.put(key, b"z" * 8 + b"\r\n")
+    assert cache.held == 30
+    cache.resize(15)  # the oldest two go
+    assert cache.held == 10 and cache.get(keys[2]) is not None
+    assert cache.get(keys[0]) is None and cache.get(keys[1]) is None
+
+
 def test_a_cache_of_size_zero_keeps_nothing() -> None:
     cache = BodyCache(0)
     key = cache.key(row("a", 3))

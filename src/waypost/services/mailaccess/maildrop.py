@@ -174,11 +174,23 @@ class BodyCache:
     in all (least recently used out first), with their :func:`is_plain`
     verdict. Shared by the worker threads of every session: one lock."""
 
-    def __init__(self, budget: int) -> None:
-        self.budget = max(0, budget)
+    def __init__(self, budget: int | None) -> None:
         self.held = 0
         self._entries: OrderedDict[CacheKey, tuple[bytes, bool]] = OrderedDict()
         self._lock = threading.Lock()
+        self.resize(budget)
+
+    def resize(self, budget: int | None) -> None:
+        """A new budget (``None``: "unlimited"), applied at once: a changed
+        ``POP3MessageCache`` needs no restart."""
+        with self._lock:
+            self.budget = sys.maxsize if budget is None else max(0, budget)
+            self._trim()
+
+    def _trim(self) -> None:
+        while self.held > self.budget:
+            _, (dropped, _plain) = self._entries.popitem(last=False)
+            self.held -= len(dropped)
 
     @staticmethod
     def key(row: MailMessage) -> CacheKey:
@@ -201,9 +213,7 @@ class BodyCache:
                 self.held -= len(old[0])
             self._entries[key] = entry
             self.held += len(data)
-            while self.held > self.budget:
-                _, (dropped, _plain) = self._entries.popitem(last=False)
-                self.held -= len(dropped)
+            self._trim()
         return entry
 
 
@@ -216,8 +226,7 @@ class Maildrops:
         self.mailstore = Mailstore(services.store)
         self.locks = locks if locks is not None else MaildropLocks()
         self.indexes = IndexCache(services.store)
-        budget = services.settings().size("POP3MessageCache")  # None: "unlimited"
-        self.cache = BodyCache(sys.maxsize if budget is None else budget)
+        self.cache = BodyCache(services.settings().size("POP3MessageCache"))
 
     def version(self) -> int:
         """The store's change counter: a cheap test whether settings changed."""
