@@ -237,6 +237,8 @@ SETTINGS: tuple[Setting, ...] = (
             _as(parse_bool)),
     Setting("POP3IdleTimeout", "600", "seconds an idle POP3 client is kept (RFC 1939: "
             "at least 600)", _as(parse_int)),
+    Setting("POP3MessageCache", "32M", "octets of recently retrieved small messages POP3 "
+            "keeps in memory, shared by all sessions (0 = none)", _as(parse_size)),
     Setting("IMAPMaxLiteral", "50M", "largest IMAP literal (the largest APPEND); larger ones "
             "are refused with NO [TOOBIG]", _as(parse_size)),
     Setting("IMAPMaxLine", "64K", "longest IMAP command line in octets", _as(parse_size)),

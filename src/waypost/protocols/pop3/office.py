@@ -56,6 +56,7 @@ class PostOffice:
         if version != self._version:
             self.settings = self.services.settings()
             self.hostname = self.settings.text("MainDomain")
+            self.maildrops.cache.resize(self.settings.size("POP3MessageCache"))
         return version
 
     async def login(self, ip: str, login: str, password: str) -> Attempt:

@@ -29,7 +29,7 @@ from enum import Enum
 from waypost.protocols.listen import endpoints, is_loopback
 from waypost.protocols.pop3 import wire
 from waypost.protocols.pop3.office import PostOffice
-from waypost.protocols.pop3.stuffing import DotStuffer, TopCutter
+from waypost.protocols.pop3.stuffing import END, DotStuffer, TopCutter, top_of_plain
 from waypost.protocols.pop3.wire import Command, Pop3Error, Response, err, ok
 from waypost.services import auth
 from waypost.services.login_guard import Attempt
@@ -40,7 +40,7 @@ log = logging.getLogger("waypost.pop3")
 READ_CHUNK = 65536
 MAX_ERRORS = 50
 """``-ERR`` answers after which a session is closed."""
-READ_AHEAD = 512 * 1024
+READ_AHEAD = 1024 * 1024
 """Octets of the following messages read together with the one asked for:
 clients retrieve one message after the other, and one worker-thread round
 trip per batch instead of per message is most of POP3's speed. Together
@@ -131,7 +131,8 @@ class Session:
                 raise Pop3Error(f"{what} too long ({limit} octets at most)")
             if isinstance(line, bytes):
                 return line
-            await self.writer.drain()
+            if self.writer.transport.get_write_buffer_size():  # else nothing to wait for
+                await self.writer.drain()
             self._reading_since = self._loop.time()
             try:
                 chunk = await self.reader.read(READ_CHUNK)
@@ -410,11 +411,17 @@ class Session:
         """The status line and the message (dot-stuffed, cut by TOP), in one
         write when it is small (drained before the next command is read); a
         large one in pieces read one after the other."""
-        stuffer = DotStuffer()
         if stored.data is not None:
+            if stored.plain:  # CRLF lines, none starting with ".": sent as it is
+                # (TOP cuts after a line end, so its part is plain too)
+                data = stored.data if cut is None else top_of_plain(stored.data, cut.lines)
+                self.writer.write(b"".join((status, data, END)))
+                return
             data = stored.data if cut is None else cut.feed(stored.data)
+            stuffer = DotStuffer()
             self.writer.write(b"".join((status, stuffer.feed(data), stuffer.end())))
             return
+        stuffer = DotStuffer()
         self.writer.write(status)
         pos = 0
         while pos < stored.size and not (cut and cut.done):

@@ -23,10 +23,25 @@ blob files), so a client that retrieves one message after the other costs
 one worker-thread round trip per batch, not per message. A message larger
 than :data:`STREAM_OVER` is not read whole: :meth:`Maildrops.read_range`
 reads it piece by piece.
+
+The bytes of small messages are kept in a process-wide :class:`BodyCache`
+(``POP3MessageCache`` octets at most, least recently used out first), keyed
+by what makes a stored message (blob key, prefix, omitted ranges: a blob
+never changes, so an entry can never be stale). A second RETR, a TOP after a
+RETR, or another account's copy of the same delivery reads nothing; whether
+a message was removed is still asked of the store on every batch, so a
+cached body is never served for a message that is gone. Dovecot relies on
+the page cache for the same effect; here it also saves the per-message file
+open and the dot-stuffing check (:attr:`Stored.plain`, computed once per
+cached body).
 """
 
 from __future__ import annotations
 
+import re
+import sys
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -38,6 +53,7 @@ from waypost.storage.interface import INBOX, MailMessage
 
 STREAM_OVER = 256 * 1024
 """Messages larger than this are streamed in pieces instead of read whole."""
+_DOT_LINE = re.compile(rb"\n\.")  # sre finds it in C with a memchr skip: ~3x ``in``
 
 
 class MaildropError(Exception):
@@ -126,12 +142,79 @@ class MaildropLocks:
 class Stored:
     """One message of a :meth:`Maildrops.fetch`: its bytes when it is small
     (``data``), else ``None`` and the ``row`` to stream it from with
-    :meth:`Maildrops.read_range`."""
+    :meth:`Maildrops.read_range`. ``plain``: ``data`` is CRLF lines only,
+    none starting with ``.`` (see :func:`is_plain`)."""
 
     uid: int
     size: int
     data: bytes | None
     row: MailMessage
+    plain: bool = False
+
+
+def is_plain(data: bytes) -> bool:
+    """Whether a message goes on the wire as it is, in a POP3 multi-line
+    response (RFC 1939 §3) or SMTP DATA (RFC 5321 §4.5.2): every line ends in
+    CRLF (the last one too) and none starts with ``.``. Three passes in C."""
+    if not data:
+        return True
+    return (
+        data[-1:] == b"\n"
+        and data[:1] != b"."
+        and data.count(b"\n") == data.count(b"\r\n")
+        and _DOT_LINE.search(data) is None
+    )
+
+
+CacheKey = tuple[str, bytes, tuple[tuple[int, int], ...]]
+
+
+class BodyCache:
+    """The bytes of recently read small messages, at most ``budget`` octets
+    in all (least recently used out first), with their :func:`is_plain`
+    verdict. Shared by the worker threads of every session: one lock."""
+
+    def __init__(self, budget: int | None) -> None:
+        self.held = 0
+        self._entries: OrderedDict[CacheKey, tuple[bytes, bool]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.resize(budget)
+
+    def resize(self, budget: int | None) -> None:
+        """A new budget (``None``: "unlimited"), applied at once: a changed
+        ``POP3MessageCache`` needs no restart."""
+        with self._lock:
+            self.budget = sys.maxsize if budget is None else max(0, budget)
+            self._trim()
+
+    def _trim(self) -> None:
+        while self.held > self.budget:
+            _, (dropped, _plain) = self._entries.popitem(last=False)
+            self.held -= len(dropped)
+
+    @staticmethod
+    def key(row: MailMessage) -> CacheKey:
+        return (row.blob, row.prefix, row.omit)
+
+    def get(self, key: CacheKey) -> tuple[bytes, bool] | None:
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+            return found
+
+    def put(self, key: CacheKey, data: bytes) -> tuple[bytes, bool]:
+        entry = (data, is_plain(data))
+        if len(data) > self.budget:
+            return entry
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self.held -= len(old[0])
+            self._entries[key] = entry
+            self.held += len(data)
+            self._trim()
+        return entry
 
 
 class Maildrops:
@@ -143,6 +226,7 @@ class Maildrops:
         self.mailstore = Mailstore(services.store)
         self.locks = locks if locks is not None else MaildropLocks()
         self.indexes = IndexCache(services.store)
+        self.cache = BodyCache(services.settings().size("POP3MessageCache"))
 
     def version(self) -> int:
         """The store's change counter: a cheap test whether settings changed."""
@@ -171,14 +255,19 @@ class Maildrops:
         except NotFound:  # INBOX went away: every message with it
             return {}
         found = {}
+        cache = self.cache
         for row in rows:
-            data = None
-            if row.size <= STREAM_OVER:
+            if row.size > STREAM_OVER:
+                found[row.uid] = Stored(row.uid, row.size, None, row)
+                continue
+            key = cache.key(row)
+            entry = cache.get(key)
+            if entry is None:
                 try:
-                    data = self.read_range(row, 0, row.size)
+                    entry = cache.put(key, self.read_range(row, 0, row.size))
                 except MessageGone:  # removed, and its body collected, since the query
                     continue
-            found[row.uid] = Stored(row.uid, row.size, data, row)
+            found[row.uid] = Stored(row.uid, row.size, entry[0], row, entry[1])
         return found
 
     def read_range(self, row: MailMessage, start: int, size: int) -> bytes:
