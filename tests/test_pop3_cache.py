@@ -11,12 +11,13 @@ is refused although its body is still cached.
 from __future__ import annotations
 
 import imaplib
+from collections.abc import Iterator
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests import test_pop3_streaming
+from tests.support.pop3_stream import DOMAIN, PW, TIMEOUT, Pop, append, serve, top_reference
 from tests.support.server import WaypostServer
-from tests.test_pop3_streaming import DOMAIN, PW, TIMEOUT, Pop, append, top_reference
 
 from waypost.protocols.pop3.stuffing import TopCutter, stuff, top_of_plain
 from waypost.services.mailaccess.maildrop import BodyCache, is_plain
@@ -93,7 +94,9 @@ def test_a_cache_of_size_zero_keeps_nothing() -> None:
 # -- over the wire --------------------------------------------------------------------
 
 
-server = test_pop3_streaming.server  # its module fixture: a server of our own, accounts s0..s20
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WaypostServer]:
+    yield from serve(tmp_path_factory, [f"s{i}" for i in range(3)])
 
 MESSAGES = [
     b"Subject: plain\r\n\r\nline 1\r\nline 2\r\nline 3\r\n",

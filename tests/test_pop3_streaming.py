@@ -22,13 +22,12 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.support.pop3 import RawPop3
 from tests.support.pop3_session import StubOffice, run_session
+from tests.support.pop3_stream import DOMAIN, PW, TIMEOUT, Pop, append, serve, top_reference
 from tests.support.server import WaypostServer
 
 from waypost.protocols.pop3 import session as pop3_session
@@ -36,10 +35,7 @@ from waypost.protocols.pop3 import wire
 from waypost.protocols.pop3.stuffing import DotStuffer, TopCutter, stuff
 from waypost.services.mailaccess.maildrop import STREAM_OVER
 
-PW = "stream-pw-1234"
-DOMAIN = "stream.dom"
 CHUNK = pop3_session.STREAM_CHUNK
-TIMEOUT = 60
 
 # -- references -----------------------------------------------------------------------
 
@@ -62,22 +58,6 @@ def unstuff(body: bytes) -> bytes:
     lines = content[:-2].split(b"\r\n")
     assert b"." not in lines, "a line that is just '.' would end the response early"
     return b"".join((ln[1:] if ln[:1] == b"." else ln) + b"\r\n" for ln in lines)
-
-
-def top_reference(message: bytes, lines: int) -> bytes:
-    """TOP line by line: up to and including the first empty line, then ``lines`` more."""
-    parts = re.findall(rb"[^\n]*\n|[^\n]+$", message)
-    out, header = [], True
-    for part in parts:
-        if header:
-            out.append(part)
-            header = part not in (b"\n", b"\r\n")
-        elif lines > 0:
-            out.append(part)
-            lines -= 1
-        else:
-            break
-    return b"".join(out)
 
 
 def fed(data: bytes, cuts: list[int]) -> list[bytes]:
@@ -181,48 +161,7 @@ ACCOUNTS = [f"s{i}" for i in range(21)]
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WaypostServer]:
-    srv = WaypostServer(tmp_path_factory.mktemp("pop3stream") / "var", log_level="INFO").init()
-    srv.cli("domain", "add", DOMAIN)
-    for name in ACCOUNTS:
-        srv.cli("account", "add", f"{name}@{DOMAIN}", "--password", PW)
-    srv.start()
-    yield srv
-    srv.stop()
-
-
-def _tagged(f: BinaryIO, tag: bytes) -> bytes:
-    for _ in range(10000):
-        line = f.readline()
-        if not line:
-            raise AssertionError("IMAP connection closed")
-        if line.startswith(tag + b" "):
-            assert line.startswith(tag + b" OK"), line
-            return line
-    raise AssertionError("no tagged response")
-
-
-def append(server: WaypostServer, account: str, messages: list[bytes]) -> None:
-    """Store ``messages`` exactly as given (raw IMAP APPEND with literals)."""
-    with socket.create_connection(("127.0.0.1", server.port("IMAPPort")), TIMEOUT) as sock:
-        f: BinaryIO = sock.makefile("rb")
-        assert f.readline().startswith(b"* OK")
-        sock.sendall(b'a LOGIN "%s@%s" "%s"\r\n' % (account.encode(), DOMAIN.encode(), PW.encode()))
-        _tagged(f, b"a")
-        for i, message in enumerate(messages):
-            tag = b"b%d" % i
-            sock.sendall(tag + b" APPEND INBOX {%d}\r\n" % len(message))
-            assert f.readline().startswith(b"+")
-            sock.sendall(message + b"\r\n")
-            _tagged(f, tag)
-        sock.sendall(b"z LOGOUT\r\n")
-
-
-class Pop(RawPop3):
-    """A raw POP3 session of ``account``, logged in."""
-
-    def __init__(self, server: WaypostServer, account: str) -> None:
-        super().__init__(server.port("POP3Port"), TIMEOUT)
-        self.login(f"{account}@{DOMAIN}", PW)
+    yield from serve(tmp_path_factory, ACCOUNTS)
 
 
 ODD = [
