@@ -515,9 +515,12 @@ class MailAccess(CondstoreAccess):
             data = self._sort_data(opened, cache, found, {sorting.THREAD})
             build = threads.ordered_subject if algorithm == "ORDEREDSUBJECT" else threads.references
             forest = cache.remember(question, build(data))
-        return sortkeys.renumber(
-            forest, (lambda uid: uid) if uid_command else (lambda uid: bisect_left(uids, uid) + 1)
-        )
+        if uid_command:
+            return (
+                forest  # shared with the cache: never changed in place (wire.thread_line reads it)
+            )
+        seqs = {uid: seq for seq, uid in enumerate(uids, 1)}
+        return sortkeys.renumber(forest, seqs.__getitem__)
 
     def _sort_found(
         self,

@@ -151,7 +151,12 @@ def _merge_subjects(root: _Node) -> None:
             or (held.message is not None and held.reply and not node.reply)
         ):
             subjects[subject] = node
-    for node in list(root.children):  # (5C) merge into it
+    tops = root.children  # (5C) merge into it; the tops are detached meanwhile,
+    for node in tops:  # so that no link has to remove them from the root's long list
+        node.parent = None
+    gone: set[int] = set()
+    replaced: dict[int, _Node] = {}  # a held top -> the dummy that took its place
+    for node in tops:
         first = node.first().message
         if first is None:
             continue
@@ -159,21 +164,26 @@ def _merge_subjects(root: _Node) -> None:
         held = subjects.get(subject)
         if not subject or held is None or held is node:
             continue
+        gone.add(id(node))
         if held.message is None and node.message is None:
             for child in list(node.children):
                 held.link(child)
-            root.children.remove(node)
         elif held.message is None or (node.reply and not held.reply):
             held.link(node)
         else:
             dummy = _Node()
-            dummy.parent = root
-            root.children[root.children.index(held)] = dummy
-            held.parent = None
+            replaced[id(held)] = dummy
             dummy.children.append(held)
             held.parent = dummy
             dummy.link(node)
             subjects[subject] = dummy
+    root.children = [
+        replaced.get(id(node), node)
+        for node in tops
+        if id(node) in replaced or id(node) not in gone
+    ]
+    for node in root.children:
+        node.parent = root
 
 
 def _tree(top: _Node) -> Tree:
