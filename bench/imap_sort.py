@@ -20,7 +20,14 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
+
+from tests.support.dovecot import (  # noqa: E402
+    DovecotInstance,
+    dovecot_missing_reason,
+    free_port,
+)
+from tests.support.server import WaypostServer  # noqa: E402
 
 from imap import (  # noqa: E402
     DOMAIN,
@@ -32,12 +39,6 @@ from imap import (  # noqa: E402
     load_waypost,
     wait_imap,
 )
-from tests.support.dovecot import (  # noqa: E402
-    DovecotInstance,
-    dovecot_missing_reason,
-    free_port,
-)
-from tests.support.server import WaypostServer  # noqa: E402
 
 COMMANDS = (
     "UID SORT (DATE) UTF-8 FLAGGED",
