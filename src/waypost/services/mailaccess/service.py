@@ -534,7 +534,12 @@ class MailAccess(CondstoreAccess):
         """The UIDs ``key`` finds and the mailbox's key cache."""
         found = self.search(opened, uids, key, recent, True, saved=saved, now=now)
         with self._current(opened) as index:
-            return sortkeys.of(index), found
+            return sortkeys.of(index, self._sort_cache_limit), found
+
+    @functools.cached_property
+    def _sort_cache_limit(self) -> int:
+        """The server setting ``SortCacheMessages``, read once per MailAccess."""
+        return max(0, self.services.settings().number("SortCacheMessages"))
 
     def _sort_data(
         self, opened: Opened, cache: sortkeys.SortKeys, found: Sequence[int], needs: set[str]

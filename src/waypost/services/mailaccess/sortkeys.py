@@ -19,8 +19,9 @@ Kept current with the index it hangs on (``MailboxIndex.sortkeys``): a new
 UIDVALIDITY drops everything (UIDs may be reused), expunged messages are
 dropped once the cache holds a quarter more messages than the mailbox, and
 the cache goes with the index when the index cache evicts it. Bounded by
-:data:`SORT_CACHE_MESSAGES` per mailbox (about :data:`BYTES_PER_MESSAGE`
-bytes each): beyond it the cache starts again empty.
+the server setting ``SortCacheMessages`` (default :data:`SORT_CACHE_MESSAGES`)
+per mailbox, about :data:`BYTES_PER_MESSAGE` bytes each: beyond it the cache
+starts again empty.
 
 Thread-safe: its own lock guards it; the head reads happen outside it.
 """
@@ -34,10 +35,14 @@ from typing import Any
 
 from waypost.services.mailaccess import sort as sorting
 
-SORT_CACHE_MESSAGES = 200_000
-"""Messages per mailbox whose keys are kept."""
-BYTES_PER_MESSAGE = 700
-"""Measured (tracemalloc) for typical mail: the SortData, its strings and tuples."""
+SORT_CACHE_MESSAGES = 100_000
+"""Messages per mailbox whose keys are kept: the default of the server
+setting ``SortCacheMessages``. The index cache bounds how many mailboxes
+are held (their caches go with their indexes)."""
+BYTES_PER_MESSAGE = 950
+"""Measured with tracemalloc on ``bench/imap.py``'s generated mail: the
+SortData, its strings and tuples, the dictionary and set slots (so about
+95 MB for a full 100,000-message cache)."""
 KEEP_ANSWERS = 8
 """Answers kept per mailbox (each up to one UID per message)."""
 COMPLETE = None
@@ -107,12 +112,13 @@ class SortKeys:
                     self.complete.add(keys.number)
 
 
-def of(index: Any) -> SortKeys:
+def of(index: Any, limit: int = SORT_CACHE_MESSAGES) -> SortKeys:
     """The index's cache, new when there is none or the mailbox was replaced
-    (another UIDVALIDITY). Call under the index's lock."""
+    (another UIDVALIDITY), held to ``limit`` messages. Call under the index's lock."""
     cache = index.sortkeys
     if cache is None or cache.uidvalidity != index.uidvalidity:
-        cache = index.sortkeys = SortKeys(index.uidvalidity)
+        cache = index.sortkeys = SortKeys(index.uidvalidity, limit)
+    cache.limit = limit
     return cache
 
 
