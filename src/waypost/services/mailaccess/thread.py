@@ -15,7 +15,7 @@ deep cannot exhaust the stack.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from itertools import groupby
 
 from waypost.services.mailaccess.sort import SortData, base_subject
@@ -45,16 +45,13 @@ class _Node:
         self.children: list[_Node] = []
         self.reply = False
 
-    def ancestors(self) -> Iterator[_Node]:
-        node: _Node | None = self
-        while node is not None:
-            yield node
-            node = node.parent
-
     def link(self, child: _Node) -> None:
         """Make ``child`` a child of this node, unless that makes a loop."""
-        if any(node is child for node in self.ancestors()):
-            return
+        node: _Node | None = self
+        while node is not None:  # not an ancestor of this node: no loop
+            if node is child:
+                return
+            node = node.parent
         if child.parent is not None:
             child.parent.children.remove(child)
         child.parent = self
@@ -79,11 +76,11 @@ def references(messages: Sequence[SortData]) -> list[Tree]:
         mid = m.message_id
         if not mid or (mid in table and table[mid].message is not None):
             mid = f"\x00{m.seq}"  # (1A) none, or a duplicate: unique
-        node = table.setdefault(mid, _Node())
+        node = table.get(mid) or table.setdefault(mid, _Node())  # no _Node made per lookup
         node.message = m
         parent: _Node | None = None
         for ref in m.references:  # (1B) each reference the parent of the next
-            ref_node = table.setdefault(ref, _Node())
+            ref_node = table.get(ref) or table.setdefault(ref, _Node())
             if parent is not None and ref_node.parent is None:
                 parent.link(ref_node)
             parent = ref_node
