@@ -515,10 +515,8 @@ class MailAccess(CondstoreAccess):
             data = self._sort_data(opened, cache, found, {sorting.THREAD})
             build = threads.ordered_subject if algorithm == "ORDEREDSUBJECT" else threads.references
             forest = cache.remember(question, build(data))
-        if uid_command:
-            return (
-                forest  # shared with the cache: never changed in place (wire.thread_line reads it)
-            )
+        if uid_command:  # the cached forest itself: wire.thread_line only reads it
+            return forest
         seqs = {uid: seq for seq, uid in enumerate(uids, 1)}
         return sortkeys.renumber(forest, seqs.__getitem__)
 
