@@ -30,8 +30,9 @@ _CASEMAP = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWX
 
 
 def casemap(text: str) -> str:
-    """``i;ascii-casemap``: only ASCII letters fold (RFC 4790 §9.2)."""
-    return text.translate(_CASEMAP)
+    """``i;ascii-casemap``: only ASCII letters fold (RFC 4790 §9.2). On ASCII
+    text that is ``str.upper`` (in C, no table lookup per character)."""
+    return text.upper() if text.isascii() else text.translate(_CASEMAP)
 
 
 @dataclass(frozen=True, slots=True)
