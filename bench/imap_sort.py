@@ -83,10 +83,13 @@ def main() -> int:
     dovecot = DovecotInstance(workdir, free_port(), users={"bench": PASSWORD}, connections=50)
     try:
         messages = generate(args.messages, args.seed)
-        load_dovecot(dovecot, messages)
+        dovecot.prepare()
+        load_dovecot(dovecot, "bench", messages)
+        dovecot.chown_mail()
         dovecot.start()
         waypost.init()
-        print("Waypost:", load_waypost(waypost.data, f"bench@{DOMAIN}", messages, 50), flush=True)
+        for line in load_waypost(waypost.data, {f"bench@{DOMAIN}": messages}, [], 50):
+            print("Waypost:", line, flush=True)
         waypost.start()
         targets = [
             Target("waypost", waypost.port("IMAPPort"), f"bench@{DOMAIN}", lambda: [], 600),
