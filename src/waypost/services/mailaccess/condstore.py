@@ -129,10 +129,7 @@ class CondstoreAccess:
         if not seen or not opened.can("s"):
             return FlagUpdates()
         result: FlagUpdates = self._store.mail_set_flags(
-            *opened.target.ref,
-            [m.uid for m in seen],
-            [SEEN],
-            "add",
+            *opened.target.ref, [m.uid for m in seen], [SEEN], "add",
             uidvalidity=opened.uidvalidity,
         )
         return result

@@ -35,8 +35,7 @@ def check_name(name: str) -> str:
         raise InvalidMailboxName("a mailbox name must not be empty")
     if name.startswith("~"):
         raise InvalidMailboxName(
-            f"{name!r}: a name starting with ~ is another user's mailbox (~owner/name)"
-        )
+            f"{name!r}: a name starting with ~ is another user's mailbox (~owner/name)")
     if name.startswith("/") or name.endswith("/") or "//" in name:
         raise InvalidMailboxName(f"{name!r}: a level of the name is empty")
     bad = next((c for c in name if c in "*%" or _control(c)), None)

@@ -59,17 +59,8 @@ from waypost.services.names import DirectoryError
 from waypost.storage.interface import ACL_RIGHTS, MailboxEntry, canonical_mailbox
 
 __all__ = [
-    "ALL_RIGHTS",
-    "LISTRIGHTS_OPTIONAL",
-    "WIRE_ALL",
-    "ListEntry",
-    "MailboxAccess",
-    "Opened",
-    "Target",
-    "compile_pattern",
-    "parse_rights",
-    "to_stored",
-    "to_wire",
+    "ALL_RIGHTS", "LISTRIGHTS_OPTIONAL", "WIRE_ALL", "ListEntry", "MailboxAccess", "Opened",
+    "Target", "compile_pattern", "parse_rights", "to_stored", "to_wire",
 ]
 
 ALL_RIGHTS = ACL_RIGHTS  # "lrswipcda"
@@ -78,33 +69,11 @@ WIRE_ALL = "lrswipkxcteda"
 LISTRIGHTS_OPTIONAL = ("l", "r", "s", "w", "i", "p", "kxc", "ted", "a")
 """LISTRIGHTS for a non-owner: nothing required, these groups optional."""
 
-_TO_STORED = {
-    "l": "l",
-    "r": "r",
-    "s": "s",
-    "w": "w",
-    "i": "i",
-    "p": "p",
-    "a": "a",
-    "k": "c",
-    "x": "c",
-    "c": "c",
-    "t": "d",
-    "e": "d",
-    "d": "d",
-}
+_TO_STORED = {"l": "l", "r": "r", "s": "s", "w": "w", "i": "i", "p": "p", "a": "a",
+              "k": "c", "x": "c", "c": "c", "t": "d", "e": "d", "d": "d"}
 _TO_WIRE = {"c": "kxc", "d": "ted"}
-RIGHT_NAMES = {
-    "l": "Lookup",
-    "r": "Read",
-    "s": "Seen",
-    "w": "Write",
-    "i": "Insert",
-    "p": "Post",
-    "c": "Create",
-    "d": "Delete",
-    "a": "Administer",
-}
+RIGHT_NAMES = {"l": "Lookup", "r": "Read", "s": "Seen", "w": "Write", "i": "Insert",
+               "p": "Post", "c": "Create", "d": "Delete", "a": "Administer"}
 _GROUP_DEPTH = 5
 
 
@@ -280,8 +249,7 @@ def _require(rights: str, need: str, name: str) -> None:
             if "l" not in rights:
                 raise errors.NoSuchMailbox(f"no mailbox {name!r}")
             raise errors.NoPermission(
-                right, f"no {RIGHT_NAMES[right]} right ({to_wire(right)}) on {name!r}"
-            )
+                right, f"no {RIGHT_NAMES[right]} right ({to_wire(right)}) on {name!r}")
 
 
 # -- the service ---------------------------------------------------------------------
@@ -305,14 +273,8 @@ class MailboxAccess:
         aliases = None if name.startswith("~") else self.store.mail_aliases(domain, account)
         return self._resolve(domain, account, name, aliases or {}, ())
 
-    def _resolve(
-        self,
-        domain: str,
-        account: str,
-        name: str,
-        aliases: Mapping[str, str],
-        seen: tuple[str, ...],
-    ) -> Target:
+    def _resolve(self, domain: str, account: str, name: str, aliases: Mapping[str, str],
+                 seen: tuple[str, ...]) -> Target:
         if not name:
             raise errors.NoSuchMailbox("a mailbox name must not be empty")
         if name.startswith("~"):
@@ -328,7 +290,7 @@ class MailboxAccess:
             if name == alias or name.startswith(alias + "/"):
                 if alias in seen:
                     raise AliasLoop(f"mailbox aliases loop: {' -> '.join((*seen, alias))}")
-                real = target + name[len(alias) :]
+                real = target + name[len(alias):]
                 resolved = self._resolve(domain, account, real, aliases, (*seen, alias))
                 return resolved if seen else replace(resolved, is_alias_of=real)
         return Target(domain, account, name)
@@ -349,10 +311,8 @@ class MailboxAccess:
     def privileged(self, user: str, target: Target) -> bool:
         """The owner, or an administrator whose scope covers the owner's domain."""
         domain, account = self._user(user)
-        if (domain.lower(), account.lower()) == (
-            target.owner_domain.lower(),
-            target.owner_account.lower(),
-        ):
+        if (domain.lower(), account.lower()) == (target.owner_domain.lower(),
+                                                 target.owner_account.lower()):
             return True
         return self.is_admin_for(user, target.owner_domain)
 
@@ -386,7 +346,7 @@ class MailboxAccess:
         if ident == "anyone":
             return True
         if ident.startswith("anyone@"):
-            other = ident[len("anyone@") :]
+            other = ident[len("anyone@"):]
             return domain.lower() == (self._domain(other) if other else owner_domain.lower())
         if ident.startswith("#"):
             group = ident[1:] if "@" in ident else f"{ident[1:]}@{owner_domain}"
@@ -474,9 +434,8 @@ class MailboxAccess:
         if not self.privileged(user, target):
             self._parent_needs(user, target, name)
         box = check_name(target.mailbox_name) + ("/" if directory_only else "")
-        self.store.mail_create_mailbox(
-            target.owner_domain, target.owner_account, box, special_use=special_use
-        )
+        self.store.mail_create_mailbox(target.owner_domain, target.owner_account, box,
+                                       special_use=special_use)
         return target
 
     def delete(self, user: str, name: str) -> None:
@@ -502,9 +461,8 @@ class MailboxAccess:
             self._may_remove(user, source, old)
             self._parent_needs(user, dest, new)
         new_name = check_rename(source.mailbox_name, dest.mailbox_name)
-        self.store.mail_rename_mailbox(
-            source.owner_domain, source.owner_account, source.mailbox_name, new_name
-        )
+        self.store.mail_rename_mailbox(source.owner_domain, source.owner_account,
+                                       source.mailbox_name, new_name)
         return dest
 
     def _may_remove(self, user: str, target: Target, name: str) -> None:
@@ -516,9 +474,8 @@ class MailboxAccess:
     def _parent_needs(self, user: str, target: Target, name: str) -> None:
         parent = target.mailbox_name.rpartition("/")[0]
         if not parent:
-            raise errors.NoPermission(
-                "c", f"only the owner creates and removes top-level mailboxes of {target.owner}"
-            )
+            raise errors.NoPermission("c", f"only the owner creates and removes top-level mailboxes"
+                                    f" of {target.owner}")
         try:
             acl = self.store.mail_get_acl(target.owner_domain, target.owner_account, parent)
         except errors.NotFound:
@@ -543,10 +500,8 @@ class MailboxAccess:
 
     def _own(self, user: str) -> list[ListEntry]:
         domain, account = self._user(user)
-        entries = [
-            ListEntry(e.name, e.attributes(), Target(domain, account, e.name))
-            for e in self.store.mail_folders(domain, account)
-        ]
+        entries = [ListEntry(e.name, e.attributes(), Target(domain, account, e.name))
+                   for e in self.store.mail_folders(domain, account)]
         aliases = self.store.mail_aliases(domain, account)
         trees: dict[tuple[str, str], list[MailboxEntry]] = {}
         for alias in aliases:
@@ -565,12 +520,11 @@ class MailboxAccess:
                 if entry.name == target.mailbox_name:
                     shown = alias
                 elif entry.name.startswith(target.mailbox_name + "/"):
-                    shown = alias + entry.name[len(target.mailbox_name) :]
+                    shown = alias + entry.name[len(target.mailbox_name):]
                 else:
                     continue
-                entries.append(
-                    ListEntry(shown, entry.attributes(), replace(target, mailbox_name=entry.name))
-                )
+                entries.append(ListEntry(shown, entry.attributes(),
+                                         replace(target, mailbox_name=entry.name)))
         return entries
 
     def _foreign(self, user: str, pattern: str) -> list[ListEntry]:
@@ -582,14 +536,9 @@ class MailboxAccess:
                 tree = self.store.mail_folders(target.owner_domain, target.owner_account)
             except errors.NotFound:
                 return []
-            return [
-                ListEntry(
-                    f"~{owner_pattern}/{e.name}",
-                    e.attributes(),
-                    replace(target, mailbox_name=e.name),
-                )
-                for e in self._visible(user, target, tree)
-            ]
+            return [ListEntry(f"~{owner_pattern}/{e.name}", e.attributes(),
+                              replace(target, mailbox_name=e.name))
+                    for e in self._visible(user, target, tree)]
         # a wildcard in the owner part: every account (of the user's domain unless
         # the pattern names domains) that shares something with the user
         _, at, domain_part = owner_pattern.partition("@")
@@ -608,11 +557,8 @@ class MailboxAccess:
                 if not everywhere and self.is_admin_for(user, domain):
                     batches.append(self.store.mail_domain_folders(domain, shared_only=False))
             else:
-                batches.append(
-                    self.store.mail_domain_folders(
-                        wanted, shared_only=not self.is_admin_for(user, wanted)
-                    )
-                )
+                batches.append(self.store.mail_domain_folders(
+                    wanted, shared_only=not self.is_admin_for(user, wanted)))
         trees: dict[tuple[str, str], dict[str, MailboxEntry]] = {}
         for batch in batches:
             for odomain, oaccount, entry in batch:
@@ -623,10 +569,9 @@ class MailboxAccess:
         for (odomain, oaccount), folders in trees.items():
             target = Target(odomain, oaccount, "")
             shown = f"~{oaccount}@{odomain}" if at else f"~{oaccount}"
-            result += [
-                ListEntry(f"{shown}/{e.name}", e.attributes(), replace(target, mailbox_name=e.name))
-                for e in self._visible(user, target, list(folders.values()))
-            ]
+            result += [ListEntry(f"{shown}/{e.name}", e.attributes(),
+                                 replace(target, mailbox_name=e.name))
+                       for e in self._visible(user, target, list(folders.values()))]
         return result
 
     def _visible(self, user: str, target: Target, tree: list[MailboxEntry]) -> list[MailboxEntry]:
@@ -649,9 +594,8 @@ class MailboxAccess:
     def unsubscribe(self, user: str, name: str) -> bool:
         return self.store.mail_unsubscribe(*self._user(user), name)
 
-    def list_subscribed(
-        self, user: str, reference: str, pattern: str, *, extended: bool = False
-    ) -> list[ListEntry]:
+    def list_subscribed(self, user: str, reference: str, pattern: str, *,
+                        extended: bool = False) -> list[ListEntry]:
         """LSUB, or with ``extended`` LIST (SUBSCRIBED): the subscribed names the
         pattern matches, with the attributes of the mailbox now; a name that is
         gone (or not visible to the user) is ``\\Noselect`` (LSUB) or
@@ -671,10 +615,8 @@ class MailboxAccess:
                 target = self._resolve(domain, account, name, aliases, ())
                 if target.owner.lower() not in trees:
                     tree = self.store.mail_folders(target.owner_domain, target.owner_account)
-                    trees[target.owner.lower()] = {
-                        e.name: e
-                        for e in self._visible(user, replace(target, mailbox_name=""), tree)
-                    }
+                    trees[target.owner.lower()] = {e.name: e for e in self._visible(
+                        user, replace(target, mailbox_name=""), tree)}
                 entry = trees[target.owner.lower()].get(target.mailbox_name)
             except (errors.NotFound, errors.StoreError):
                 entry = None
@@ -745,9 +687,8 @@ class MailboxAccess:
         return False
 
 
-def _matching(
-    entries: list[ListEntry], matcher: re.Pattern[str], *, synthesize: bool
-) -> list[ListEntry]:
+def _matching(entries: list[ListEntry], matcher: re.Pattern[str], *,
+              synthesize: bool) -> list[ListEntry]:
     """The entries the pattern matches, plus the levels above visible names that
     it matches but that are not names themselves (RFC 3501 ``%`` rule), as
     ``\\Noselect \\HasChildren``."""
