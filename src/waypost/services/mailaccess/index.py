@@ -49,7 +49,8 @@ class MailboxIndex:
     Use it only under :attr:`lock` (see :meth:`IndexCache.current`)."""
 
     __slots__ = (
-        "dates", "flags", "flagsets", "keywords", "lock", "modseq", "modseqs", "sizes", "uidnext",
+        "dates", "flags", "flagsets", "keywords", "lock", "modseq", "modseqs", "sizes", "sortkeys",
+        "uidnext",
         "uids",
         "uidvalidity", "unseen",
     )  # fmt: skip
@@ -69,6 +70,7 @@ class MailboxIndex:
         # CONDSTORE (RFC 7162): each message's MODSEQ, at the positions of ``uids``,
         # so FETCH MODSEQ, CHANGEDSINCE and SEARCH MODSEQ need no store read
         self.modseqs: array[int] = array("Q")
+        self.sortkeys: Any = None  # SORT/THREAD keys and answers (sortkeys.py)
 
     def __len__(self) -> int:
         return len(self.uids)

@@ -28,7 +28,7 @@ from datetime import datetime
 import waypost.services.mailaccess.errors as errors
 from waypost import mime
 from waypost.services.container import Services
-from waypost.services.mailaccess import flagsets
+from waypost.services.mailaccess import flagsets, sortkeys
 from waypost.services.mailaccess import sort as sorting
 from waypost.services.mailaccess import thread as threads
 from waypost.services.mailaccess.condstore import CondstoreAccess
@@ -482,11 +482,17 @@ class MailAccess(CondstoreAccess):
         now: float = 0.0,
     ) -> list[int]:
         """SORT (RFC 5256 §3): the messages ``key`` finds (as :meth:`search`),
-        ordered by ``criteria`` (``sort.py``)."""
-        data = self._sort_data(
-            opened, uids, key, recent, uid_command, saved, now, {name for name, _ in criteria}
-        )
-        return sorting.sort(data, criteria)
+        ordered by ``criteria`` (``sort.py``), with the mailbox's cached keys
+        and answers (``sortkeys.py``)."""
+        cache, found = self._sort_found(opened, uids, key, recent, saved, now)
+        question = ("SORT", tuple(criteria), tuple(found))
+        answer: list[int] | None = cache.known(question)
+        if answer is None:
+            data = self._sort_data(opened, cache, found, {name for name, _ in criteria})
+            answer = cache.remember(question, sorting.sort(data, criteria))
+        if uid_command:
+            return list(answer)
+        return [bisect_left(uids, uid) + 1 for uid in answer]
 
     def thread(
         self,
@@ -501,50 +507,66 @@ class MailAccess(CondstoreAccess):
         now: float = 0.0,
     ) -> list[threads.Tree]:
         """THREAD (RFC 5256 §3) with ``ORDEREDSUBJECT`` or ``REFERENCES``
-        over the messages ``key`` finds (``thread.py``)."""
-        data = self._sort_data(opened, uids, key, recent, uid_command, saved, now, {sorting.THREAD})
-        if algorithm == "ORDEREDSUBJECT":
-            return threads.ordered_subject(data)
-        return threads.references(data)
+        over the messages ``key`` finds (``thread.py``), cached as SORT is."""
+        cache, found = self._sort_found(opened, uids, key, recent, saved, now)
+        question = ("THREAD", algorithm, tuple(found))
+        forest: list[threads.Tree] | None = cache.known(question)
+        if forest is None:
+            data = self._sort_data(opened, cache, found, {sorting.THREAD})
+            build = threads.ordered_subject if algorithm == "ORDEREDSUBJECT" else threads.references
+            forest = cache.remember(question, build(data))
+        if uid_command:  # the cached forest itself: wire.thread_line only reads it
+            return forest
+        seqs = {uid: seq for seq, uid in enumerate(uids, 1)}
+        return sortkeys.renumber(forest, seqs.__getitem__)
 
-    def _sort_data(
+    def _sort_found(
         self,
         opened: Opened,
         uids: Sequence[int],
         key: SearchKey,
         recent: Sequence[tuple[int, int]],
-        uid_command: bool,
         saved: Collection[int],
         now: float,
-        needs: set[str],
-    ) -> list[sorting.SortData]:
-        """What SORT and THREAD read of each message found (``needs``: the sort
-        keys, or THREAD): metadata and the stored summary, and the head (one
-        blob read each) when the summary lacks a key (TO, CC, THREAD's
-        References) or the message has none."""
-        heads = not needs <= sorting.SUMMARY_KEYS
+    ) -> tuple[sortkeys.SortKeys, list[int]]:
+        """The UIDs ``key`` finds and the mailbox's key cache."""
         found = self.search(opened, uids, key, recent, True, saved=saved, now=now)
+        with self._current(opened) as index:
+            return sortkeys.of(index, self._sort_cache_limit), found
+
+    @functools.cached_property
+    def _sort_cache_limit(self) -> int:
+        """The server setting ``SortCacheMessages``, read once per MailAccess."""
+        return max(0, self.services.settings().number("SortCacheMessages"))
+
+    def _sort_data(
+        self, opened: Opened, cache: sortkeys.SortKeys, found: Sequence[int], needs: set[str]
+    ) -> list[sorting.SortData]:
+        """The keys of the messages ``found`` (``needs``: the sort keys, or
+        THREAD), numbered by UID: from the cache, else read (and cached) from
+        the stored summary, or from the head (one blob read each) when the
+        summary lacks a key (TO, CC, THREAD's References) or the message has none."""
+        heads = not needs <= sorting.SUMMARY_KEYS
         ref = opened.target.ref
         data: list[sorting.SortData] = []
         for start in range(0, len(found), SEARCH_BATCH):
-            for row in self._store.mail_fetch(*ref, found[start : start + SEARCH_BATCH]):
-                seq = bisect_left(uids, row.uid) + 1
-                number = row.uid if uid_command else seq
-                if not heads and row.summary:
-                    data.append(
-                        sorting.from_summary(
-                            number, seq, row.internal_date, row.size, row.summary, needs
-                        )
-                    )
-                    continue
-                head = b""
-                try:
-                    head = self._store.mail_header_bytes(row)
-                except errors.NotFound:
-                    log.error("message UID %d of %s: its body is missing", row.uid, ref)
-                data.append(
-                    sorting.from_header(number, seq, row.internal_date, row.size, head, needs)
-                )
+            have, missing = cache.lookup(found[start : start + SEARCH_BATCH], not heads)
+            data += have
+            if not missing:
+                continue
+            read: list[tuple[sorting.SortData, bool]] = []
+            for row in self._store.mail_fetch(*ref, missing):
+                head = None
+                if heads or not row.summary:
+                    head = b""
+                    try:
+                        head = self._store.mail_header_bytes(row)
+                    except errors.NotFound:
+                        log.error("message UID %d of %s: its body is missing", row.uid, ref)
+                read.append(sortkeys.entry(row.uid, row.internal_date, row.size, row.summary, head))
+            data += [keys for keys, _ in read]
+            with self._current(opened) as index:
+                cache.add(read, index.uids)
         return data
 
     @staticmethod

@@ -15,7 +15,7 @@ deep cannot exhaust the stack.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from itertools import groupby
 
 from waypost.services.mailaccess.sort import SortData, base_subject
@@ -45,16 +45,13 @@ class _Node:
         self.children: list[_Node] = []
         self.reply = False
 
-    def ancestors(self) -> Iterator[_Node]:
-        node: _Node | None = self
-        while node is not None:
-            yield node
-            node = node.parent
-
     def link(self, child: _Node) -> None:
         """Make ``child`` a child of this node, unless that makes a loop."""
-        if any(node is child for node in self.ancestors()):
-            return
+        node: _Node | None = self
+        while node is not None:  # not an ancestor of this node: no loop
+            if node is child:
+                return
+            node = node.parent
         if child.parent is not None:
             child.parent.children.remove(child)
         child.parent = self
@@ -79,11 +76,11 @@ def references(messages: Sequence[SortData]) -> list[Tree]:
         mid = m.message_id
         if not mid or (mid in table and table[mid].message is not None):
             mid = f"\x00{m.seq}"  # (1A) none, or a duplicate: unique
-        node = table.setdefault(mid, _Node())
+        node = table.get(mid) or table.setdefault(mid, _Node())  # no _Node made per lookup
         node.message = m
         parent: _Node | None = None
         for ref in m.references:  # (1B) each reference the parent of the next
-            ref_node = table.setdefault(ref, _Node())
+            ref_node = table.get(ref) or table.setdefault(ref, _Node())
             if parent is not None and ref_node.parent is None:
                 parent.link(ref_node)
             parent = ref_node
@@ -151,7 +148,12 @@ def _merge_subjects(root: _Node) -> None:
             or (held.message is not None and held.reply and not node.reply)
         ):
             subjects[subject] = node
-    for node in list(root.children):  # (5C) merge into it
+    tops = root.children  # (5C) merge into it; the tops are detached meanwhile,
+    for node in tops:  # so that no link has to remove them from the root's long list
+        node.parent = None
+    gone: set[int] = set()
+    replaced: dict[int, _Node] = {}  # a held top -> the dummy that took its place
+    for node in tops:
         first = node.first().message
         if first is None:
             continue
@@ -159,21 +161,26 @@ def _merge_subjects(root: _Node) -> None:
         held = subjects.get(subject)
         if not subject or held is None or held is node:
             continue
+        gone.add(id(node))
         if held.message is None and node.message is None:
             for child in list(node.children):
                 held.link(child)
-            root.children.remove(node)
         elif held.message is None or (node.reply and not held.reply):
             held.link(node)
         else:
             dummy = _Node()
-            dummy.parent = root
-            root.children[root.children.index(held)] = dummy
-            held.parent = None
+            replaced[id(held)] = dummy
             dummy.children.append(held)
             held.parent = dummy
             dummy.link(node)
             subjects[subject] = dummy
+    root.children = [
+        replaced.get(id(node), node)
+        for node in tops
+        if id(node) in replaced or id(node) not in gone
+    ]
+    for node in root.children:
+        node.parent = root
 
 
 def _tree(top: _Node) -> Tree:
