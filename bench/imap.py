@@ -546,8 +546,10 @@ def check(target: Target, messages: list[Message]) -> str:
     client = target.login()
     try:
         count = exists(client.command("SELECT INBOX"))
-        listing = client.command("FETCH 1:* (UID FLAGS RFC822.SIZE)")
-        bodies = client.command(f"FETCH 1:{last} BODY.PEEK[]")
+        # only the FETCH responses: Dovecot also sends "* OK Searched n%" and
+        # "* OK Indexing" progress lines on a large mailbox
+        listing = _fetches(client.command("FETCH 1:* (UID FLAGS RFC822.SIZE)"))
+        bodies = _fetches(client.command(f"FETCH 1:{last} BODY.PEEK[]"))
         found = client.command(f'SEARCH TEXT "{HIT_WORD}"')
         target.uids = [int(_field(rb"UID (\d+)", r)) for r in listing]
         flag_hits = {key: _numbers(client.command(f"UID SEARCH {key}")) for key in FLAG_SEARCHES}
@@ -580,6 +582,11 @@ def check(target: Target, messages: list[Message]) -> str:
         + ": "
         + ("as loaded" if not problems else "MISMATCH: " + "; ".join(problems))
     )
+
+
+def _fetches(responses: list[bytes]) -> list[bytes]:
+    """The untagged ``* n FETCH`` responses among ``responses``."""
+    return [r for r in responses if re.match(rb"\* \d+ FETCH ", r)]
 
 
 def _numbers(responses: list[bytes]) -> list[int]:
