@@ -422,6 +422,35 @@ def test_a_replaced_mailbox_is_never_served_nor_changed(
     asyncio.run(_replaced(server.port("IMAPPort"), command))
 
 
+@pytest.mark.parametrize("command", ["SEARCH SUBJECT old", "UID SEARCH ALL", "SORT (DATE) UTF-8 ALL"])
+def test_an_empty_view_of_a_replaced_mailbox_is_not_answered(
+    server: WaypostServer, command: str
+) -> None:
+    """The same with nothing in the view: no ``* SEARCH``/``* SORT`` for a
+    mailbox that was replaced, but BYE (the model-based run found an empty
+    ``* ESEARCH`` answered for the new incarnation, seed 1116405773)."""
+    asyncio.run(_replaced_empty(server.port("IMAPPort"), command))
+
+
+async def _replaced_empty(port: int, command: str) -> None:
+    world = World()
+    name = f"hollow{len(command)}{command[:4].strip().lower()}"
+    a = await _login(world, "a", OWNER, port)
+    b = await _login(world, "b", OWNER, port)
+    assert (await b.command(f"CREATE {name}")).status == "OK"
+    assert (await a.command(f"SELECT {name}")).status == "OK"
+    assert (await b.command(f"DELETE {name}")).status == "OK"
+    assert (await b.command(f"CREATE {name}")).status == "OK"
+    a.model.transcript.clear()
+    with pytest.raises(ConnectionEnded, match="BYE"):
+        await a.command(command)
+    served = [t for t in a.model.transcript if t.startswith(("S: * SEARCH", "S: * SORT"))]
+    assert not served, a.model.transcript
+    await a.close()
+    await b.command("LOGOUT")
+    await b.close()
+
+
 async def _replaced(port: int, command: str) -> None:
     world = World()
     name = f"reborn{REPLACED_COMMANDS.index(command)}"

@@ -440,6 +440,9 @@ class MailAccess(CondstoreAccess):
                     if test(meta):
                         found.append(uid if uid_command else seq)
             return found
+        if not uids:  # nothing to read, but never an answer for a replaced mailbox
+            with self._current(opened):
+                return found
         header_only = cost == HEADER
         for start in range(0, len(uids), SEARCH_BATCH):
             chunk = list(uids[start : start + SEARCH_BATCH])
