@@ -820,12 +820,13 @@ def _open(sock: socket.socket) -> bool:
         sock.setblocking(True)
 
 
-def wait_imap(port: int, timeout: float) -> bool:
+def wait_greeting(port: int, timeout: float, greeting: bytes = b"* OK") -> bool:
+    """Whether a server on ``port`` says ``greeting`` within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
-                if sock.recv(512).startswith(b"* OK"):
+                if sock.recv(512).startswith(greeting):
                     return True
         except OSError:
             pass
@@ -1097,7 +1098,7 @@ def main() -> int:
         servers: list[tuple[str, int, Callable[[str], str]]] = [
             ("dovecot", dovecot.port, lambda user: user),
         ]
-        if wait_imap(waypost_port, 15):
+        if wait_greeting(waypost_port, 15):
             servers.insert(0, ("waypost", waypost_port, lambda user: f"{user}@{DOMAIN}"))
         else:
             why_not = f"nothing answers IMAP on port {waypost_port}"

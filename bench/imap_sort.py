@@ -38,7 +38,7 @@ from imap import (  # noqa: E402
     generate,
     load_dovecot,
     load_waypost,
-    wait_imap,
+    wait_greeting,
 )
 
 COMMANDS = (
@@ -95,7 +95,7 @@ def main() -> int:
             Target("waypost", waypost.port("IMAPPort"), f"bench@{DOMAIN}", lambda: [], 600),
             Target("dovecot", dovecot.port, "bench", lambda: [], 600),
         ]
-        if not wait_imap(targets[0].port, 15):
+        if not wait_greeting(targets[0].port, 15):
             print("Waypost: no IMAP listener")
             return 1
         for target in targets:  # Dovecot may interleave "* OK Searched n%" on large ones

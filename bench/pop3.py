@@ -44,7 +44,6 @@ import hashlib
 import multiprocessing as mp
 import random
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -320,19 +319,6 @@ def check(target: Target, messages: list[bytes]) -> str:
             + ("as loaded" if not problems else "MISMATCH: " + "; ".join(problems)))  # fmt: skip
 
 
-def wait_pop3(port: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
-                if sock.recv(512).startswith(b"+OK"):
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.1)
-    return False
-
-
 # -- report ---------------------------------------------------------------------------
 
 
@@ -437,7 +423,7 @@ def main() -> int:
 
         targets = [Target("dovecot", pop3_port, names, dovecot.pids, args.timeout)]
         wport = waypost.port("POP3Port")
-        if wait_pop3(wport, 15):
+        if imap_bench.wait_greeting(wport, 15, b"+OK"):
             targets.insert(0, Target(
                 "waypost", wport, [f"{n}@{DOMAIN}" for n in names],
                 lambda: [waypost.proc.pid, *descendants(waypost.proc.pid)] if waypost.proc
@@ -445,7 +431,7 @@ def main() -> int:
             ))  # fmt: skip
         else:
             why_not = f"nothing answers POP3 on port {wport}"
-        if not wait_pop3(pop3_port, 15):
+        if not imap_bench.wait_greeting(pop3_port, 15, b"+OK"):
             print(f"Dovecot: nothing answers POP3 on port {pop3_port}\n{dovecot.log()}")
             targets.pop()
 
