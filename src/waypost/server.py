@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from waypost import tls
+from waypost import logformat, tls
 from waypost.protocols.listen import Listener
 from waypost.services.container import Services, open_services
 
@@ -101,11 +101,11 @@ class Server:
         self.listeners.clear()
 
 
-def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def setup_logging(level: str = "INFO", log_format: str = "text") -> None:
+    """Log to stderr, as text lines or JSON objects (``logformat.py``)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logformat.formatter(log_format))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
 
 
 async def _run(server: Server, ready: Callable[[Server], None]) -> None:

@@ -45,9 +45,12 @@ def free_offset() -> int:
 
 
 class WaypostServer:
-    def __init__(self, data: Path, domain: str = "main.dom", log_level: str = "DEBUG") -> None:
+    def __init__(self, data: Path, domain: str = "main.dom", log_level: str = "DEBUG",
+                 serve_args: tuple[str, ...] = ()) -> None:
         self.data = data
         self.log_level = log_level
+        self.serve_args = serve_args
+        """More ``waypost serve`` options, e.g. ``("--log-format", "json")``."""
         self.domain = domain
         self.offset = free_offset()
         self.proc: subprocess.Popen[str] | None = None
@@ -132,6 +135,7 @@ class WaypostServer:
                 str(self.offset),
                 "--log-level",
                 self.log_level,
+                *self.serve_args,
             ],
             stdout=subprocess.PIPE,
             stderr=log,

@@ -45,7 +45,8 @@ def list_() -> None:
 @data_option
 @click.argument("message_id", metavar="ID")
 def show(message_id: str) -> None:
-    """One message: envelope, client, and every recipient's state."""
+    """One message: envelope, client, every recipient's state and its history
+    (each attempt, or look at a held queue: time, status, relay, reply)."""
     with services() as svc:
         policy = QueuePolicy.from_settings(svc.settings())
         m = svc.store.queue_get(message_id)
@@ -64,6 +65,11 @@ def show(message_id: str) -> None:
     table(["recipient", "route", "state", "attempts", "last error"],
           [(r.address, _route(r), _state(r, policy), r.attempts, r.last_error or None)
            for r in m.recipients])
+    history = [(r.address, _when(h.at), h.status, h.relay or None, h.reply)
+               for r in m.recipients for h in r.history]
+    if history:
+        line()
+        table(["recipient", "time", "status", "relay", "reply"], history)
 
 
 @queue_group.command("flush")

@@ -7,6 +7,7 @@ import click
 from waypost import server as server_mod
 from waypost.cli.common import data_dir, data_option, friendly_errors
 from waypost.cli.output import fail
+from waypost.logformat import FORMATS
 from waypost.storage.open import store_exists
 
 
@@ -17,13 +18,15 @@ from waypost.storage.open import store_exists
               help="added to every listener's port (tests, non-root users)")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
-def serve(listen: str, port_offset: int, log_level: str) -> None:
+@click.option("--log-format", default="text", show_default=True, type=click.Choice(FORMATS),
+              help="text lines, or one JSON object per line (fields as keys)")
+def serve(listen: str, port_offset: int, log_level: str, log_format: str) -> None:
     """Start every listener; stop cleanly on SIGINT or SIGTERM."""
 
     target = data_dir()
     if not store_exists(target):
         fail(f"no Waypost data in {target}; run `waypost init --domain NAME` first")
-    server_mod.setup_logging(log_level)
+    server_mod.setup_logging(log_level, log_format)
 
     def ready(server: server_mod.Server) -> None:
         click.echo(f"Waypost serving data in {target} (Main Domain "

@@ -97,6 +97,18 @@ class NewQueueMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueAttempt:
+    """One delivery attempt (or look at a held queue) of a queue recipient,
+    as ``waypost queue show`` lists it: when, ``sent``/``deferred``/
+    ``bounced``/``held``, the reply (remote or local), and the relay."""
+
+    at: float
+    status: str
+    reply: str
+    relay: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class QueuedRecipient:
     key: int
     message_id: str
@@ -113,6 +125,7 @@ class QueuedRecipient:
     next_attempt: float
     last_error: str
     released: bool  # one attempt requested even though its queue is held
+    history: tuple[QueueAttempt, ...] = ()  # filled by queue_get only, oldest first
 
     @property
     def pending(self) -> bool:
@@ -140,7 +153,8 @@ class RecipientUpdate:
     """A change of one queue recipient; applied only while it is pending.
 
     ``state`` None keeps the state (a held recipient rescheduled for its
-    next check); ``attempted`` counts an attempt and clears ``released``.
+    next check); ``attempted`` counts an attempt and clears ``released``;
+    ``history`` is added to the recipient's history with the change.
     """
 
     key: int
@@ -148,6 +162,7 @@ class RecipientUpdate:
     error: str | None = None
     next_attempt: float | None = None
     attempted: bool = True
+    history: QueueAttempt | None = None
 
 
 # -- mailstore -----------------------------------------------------------------

@@ -44,6 +44,7 @@ class Outcome:
     enhanced: str = ""
     text: str = ""
     remote: str = ""  # host that answered
+    relay: str = ""  # where, as the delivery log names it: host[address]:port
 
 
 OUTBOUND_PARAMS = ("SIZE", "BODY", "SMTPUTF8", "RET", "ENVID")

@@ -192,7 +192,8 @@ async def _deliver(
             last = opened
             continue
         try:
-            failure = await _send_all(opened, pending, settled, _label(target))
+            failure = await _send_all(opened, pending, settled, _label(target),
+                                      relay=_where(target))
         finally:
             await opened.quit()
         if failure is not None:
@@ -228,7 +229,7 @@ async def _deliver_over(
         failure = _failure_from(exc, remote)
     else:
         try:
-            failure = await _send_all(client, list(messages), settled, remote)
+            failure = await _send_all(client, list(messages), settled, remote, relay=remote)
         finally:
             await client.quit()
     last = failure or _Failure(451, "4.4.2", "session ended early", remote)
@@ -249,9 +250,10 @@ class _Failure:
     enhanced: str
     text: str
     remote: str
+    relay: str = ""
 
     def outcome(self, key: int, status: str) -> Outcome:
-        return Outcome(key, status, self.code, self.enhanced, self.text, self.remote)
+        return Outcome(key, status, self.code, self.enhanced, self.text, self.remote, self.relay)
 
 
 def _label(target: Target) -> str:
@@ -283,13 +285,15 @@ async def _open(
             )
         except TLSFailed as exc:
             if not starttls:
-                return _Failure(451, "4.7.5", f"{_where(target)}: {exc}", target.host)
+                return _Failure(451, "4.7.5", f"{_where(target)}: {exc}", target.host,
+                                _where(target))
             log.info("%s: %s; retrying without STARTTLS", _where(target), exc)
             starttls = False
         except TransportError as exc:
             failure = _failure_from(exc, target.host)
             return _Failure(
-                failure.code, failure.enhanced, f"{_where(target)}: {failure.text}", failure.remote
+                failure.code, failure.enhanced, f"{_where(target)}: {failure.text}", failure.remote,
+                _where(target),
             )
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -319,10 +323,13 @@ async def _send_all(
     messages: Sequence[OutboundMessage],
     settled: dict[int, Outcome],
     remote: str,
+    *,
+    relay: str = "",
 ) -> _Failure | None:
     """Send each message's unsettled recipients over ``client``, recording
     final answers in ``settled``. Returns the failure that ended the session
-    early (the rest stays unsettled for the next target), else None."""
+    early (the rest stays unsettled for the next target), else None.
+    ``relay`` (``host[address]:port``) goes into each outcome for the log."""
     for msg in messages:
         rcpts = [r for r in msg.recipients if r.key not in settled]
         if not rcpts:
@@ -350,13 +357,13 @@ async def _send_all(
                 [_rcpt_params(r) for r in sendable],
             )
         except SessionBroken as exc:
-            return _Failure(451, "4.4.2", f"session with {remote} broken: {exc}", remote)
+            return _Failure(451, "4.4.2", f"session with {remote} broken: {exc}", remote, relay)
         gone: Reply | None = None
         for r, reply in zip(sendable, finals, strict=True):
             if client.closed and reply.transient:
                 gone = reply  # 421: the host is closing; try the next one
                 continue
-            settled[r.key] = _outcome(r.key, reply, remote)
+            settled[r.key] = _outcome(r.key, reply, remote, relay)
         if gone is not None or client.closed:
             reply = gone or Reply(451, "4.4.2", "connection closed")
             return _Failure(
@@ -364,11 +371,12 @@ async def _send_all(
                 reply.enhanced or "4.4.2",
                 f"{remote} closed the session: {_reply_text(reply)}",
                 remote,
+                relay,
             )
     return None
 
 
-def _outcome(key: int, reply: Reply, remote: str) -> Outcome:
+def _outcome(key: int, reply: Reply, remote: str, relay: str = "") -> Outcome:
     status = DELIVERED if reply.positive else DEFERRED if reply.transient else FAILED
     if reply.intermediate:  # e.g. a 354 where a final answer belonged: not delivered
         status = DEFERRED
@@ -379,6 +387,7 @@ def _outcome(key: int, reply: Reply, remote: str) -> Outcome:
         reply.enhanced or _default_enhanced(reply.code),
         " ".join(reply.lines).strip(),
         remote,
+        relay,
     )
 
 

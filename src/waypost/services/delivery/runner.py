@@ -19,7 +19,9 @@ What each module does with its group:
   note, never bounced for it.
 
 Outcomes: *failed* bounces now; *deferred* retries with backoff and bounces
-after the expiry (smtp.md §2.3). A DSN is submitted together with the
+after the expiry (smtp.md §2.3). Every outcome, and every look at a held
+queue, is logged (one line, ``deliverylog.py``) and kept in the recipient's
+history in the same update that applies it. A DSN is submitted together with the
 failures it reports (one transaction) and never for a null sender.
 Forwarders, groups and aliases were expanded by the Router at RCPT time:
 queue rows hold final routes, so nothing is re-routed here.
@@ -37,6 +39,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from waypost.services.container import Services
+from waypost.services.delivery.deliverylog import logged
 from waypost.services.delivery.dsn import DSNRecipient, build_dsn
 from waypost.services.delivery.local import LocalDelivery
 from waypost.services.delivery.outbound import (
@@ -220,8 +223,10 @@ class DeliveryRunner:
                     outcomes.append(Outcome(r.key, "failed", 0, EXPIRED,
                                             f"held mail for {queue} was never collected"))
                 else:
+                    note = Outcome(r.key, "held", text=f"{queue_label('SMTP', queue)} is held"
+                                   " (HoldMailForDomains): waiting for ETRN, ATRN or a release")
                     parked.append(RecipientUpdate(r.key, None, next_attempt=min(
-                        expiry, now + HOLD_RECHECK), attempted=False))
+                        expiry, now + HOLD_RECHECK), attempted=False, history=logged(m, r, note)))
             rest = tuple(r for r in m.recipients if r.key not in waiting_keys)
             if rest:
                 ready.append(dataclasses.replace(m, recipients=rest))
@@ -338,10 +343,12 @@ class DeliveryRunner:
                 o = by_key.get(r.key) or Outcome(r.key, "deferred", 451, "4.3.0",
                                                  "no result from the delivery module")
                 if o.status == "delivered":
+                    history = logged(m, r, o)
                     if r.module != "LOCAL":
                         # local delivery settled these in the transaction that
                         # stored them; settling again could hit a reused key
-                        updates.append(RecipientUpdate(r.key, "delivered", error=""))
+                        updates.append(RecipientUpdate(r.key, "delivered", error="",
+                                                       history=history))
                 elif o.status == "failed":
                     failed.append((r, o))
                 elif now >= policy.expires(m.created, policy.held(r.module, r.queue)):
@@ -349,11 +356,10 @@ class DeliveryRunner:
                         o, status="failed", enhanced=EXPIRED,
                         text=f"delivery time expired; last error: {describe(o)}")))
                 else:
-                    log.info("deferred %s to %s: %s", m.id, queue_label(r.module, r.queue),
-                             describe(o))
                     updates.append(RecipientUpdate(
                         r.key, "deferred", error=describe(o),
-                        next_attempt=now + policy.backoff(r.attempts + 1)))
+                        next_attempt=now + policy.backoff(r.attempts + 1),
+                        history=logged(m, r, o)))
             if failed:
                 failures.append((m, failed))
         await self.queue.settle(updates)
@@ -364,10 +370,8 @@ class DeliveryRunner:
         self, message: QueuedMessage, failed: Sequence[tuple[QueuedRecipient, Outcome]]
     ) -> None:
         """Mark recipients failed and report them to the sender in one commit."""
-        updates = [RecipientUpdate(r.key, "failed", error=describe(o)) for r, o in failed]
-        for r, o in failed:
-            log.info("failed %s to %s (%s): %s", message.id, r.address,
-                     queue_label(r.module, r.queue), describe(o))
+        updates = [RecipientUpdate(r.key, "failed", error=describe(o),
+                                   history=logged(message, r, o)) for r, o in failed]
         report = [(r, o) for r, o in failed if _wants_failure_report(r.notify)]
         if not report:
             await self.queue.settle(updates)
@@ -452,7 +456,8 @@ def _each(
 
 
 def _park(messages: Sequence[QueuedMessage], note: str, until: float) -> list[RecipientUpdate]:
-    return [RecipientUpdate(r.key, "deferred", error=note, next_attempt=until, attempted=False)
+    return [RecipientUpdate(r.key, "deferred", error=note, next_attempt=until, attempted=False,
+                            history=logged(m, r, Outcome(r.key, "deferred", text=note)))
             for m in messages for r in m.recipients]
 
 

@@ -314,6 +314,22 @@ MIGRATIONS: list[Migration] = [
         END;
         """,
     ),
+    (
+        8,
+        "queue: each recipient's delivery history (waypost queue show)",
+        """
+        -- one row per attempt or held look; goes with its recipient row
+        CREATE TABLE queue_history (
+            id INTEGER PRIMARY KEY,
+            recipient_id INTEGER NOT NULL REFERENCES queue_recipients (id) ON DELETE CASCADE,
+            at REAL NOT NULL,
+            status TEXT NOT NULL,
+            reply TEXT NOT NULL DEFAULT '',
+            relay TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX queue_history_recipient ON queue_history (recipient_id);
+        """,
+    ),
 ]
 
 

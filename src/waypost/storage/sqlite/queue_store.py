@@ -9,6 +9,7 @@ the transaction that makes its last recipient final.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -18,6 +19,7 @@ from waypost.storage.interface import (
     PENDING,
     NewQueueMessage,
     NotFound,
+    QueueAttempt,
     QueuedMessage,
     QueuedRecipient,
     RecipientUpdate,
@@ -59,6 +61,10 @@ def settle(conn: sqlite3.Connection, updates: Sequence[RecipientUpdate]) -> None
         ).fetchone()
         if row is not None:
             touched.add(row[0])
+            if u.history is not None:
+                h = u.history
+                conn.execute("INSERT INTO queue_history (recipient_id, at, status, reply, relay)"
+                             " VALUES (?, ?, ?, ?, ?)", (u.key, h.at, h.status, h.reply, h.relay))
     for message_id in touched:
         conn.execute(
             "DELETE FROM queue_messages WHERE id = ? AND NOT EXISTS (SELECT 1 FROM"
@@ -103,7 +109,17 @@ def one(conn: sqlite3.Connection, message_id: str) -> QueuedMessage:
         f"SELECT {_RCPT_COLS} FROM queue_recipients WHERE message_id = ? ORDER BY id",
         (message_id,),
     ).fetchall()
-    found = _messages(conn, [_recipient(r) for r in rows], ensure=[message_id])
+    history: dict[int, list[QueueAttempt]] = {}
+    for key, at, status, reply, relay in conn.execute(
+        "SELECT h.recipient_id, h.at, h.status, h.reply, h.relay FROM queue_history h"
+        " JOIN queue_recipients r ON r.id = h.recipient_id WHERE r.message_id = ?"
+        " ORDER BY h.id", (message_id,),
+    ):
+        history.setdefault(key, []).append(QueueAttempt(at, status, reply, relay))
+    recipients = [_recipient(r) for r in rows]
+    recipients = [dataclasses.replace(r, history=tuple(history.get(r.key, ())))
+                  for r in recipients]
+    found = _messages(conn, recipients, ensure=[message_id])
     if not found:
         raise NotFound(f"no queued message {message_id!r}")
     return found[0]
