@@ -9,6 +9,8 @@ is changed, so ``waypost serve`` stops printing a password that no longer works.
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from waypost.cli.common import pairs, services
@@ -17,12 +19,14 @@ from waypost.cli.table import effective_settings
 from waypost.services import preferences
 from waypost.services.container import Services
 from waypost.services.passwords import generate_password
+from waypost.services.sealed import CRAM_MODE
 
 
-def add(svc: Services, address: str, password: str | None) -> None:
+def add(svc: Services, address: str, password: str | None, odmr: bool = False) -> None:
     generated = password is None
     password = password or generate_password()
-    name = svc.directory.create_account(address, password=password)
+    settings = {"PasswordEncryption": CRAM_MODE} if odmr else None
+    name = svc.directory.create_account(address, password=password, settings=settings)
     line(f"account {name} created")
     if generated:
         line(f"password: {password}")
@@ -38,17 +42,31 @@ def show(svc: Services, address: str) -> None:
         ("account", f"{record.name}@{record.domain}"),
         ("aliases", aliases),
         ("rights", svc.directory.get_rights(address)),
-        ("password", "set (argon2)" if record.secret else "not set"),
+        ("password", _password_state(record)),
     ])
     line()
     effective_settings(effective, stored)
 
 
-def passwd(address: str, password: str | None) -> None:
-    """Asks before opening the store, so the store is not held open while a person types."""
+def _password_state(record: Any) -> str:
+    """How the password is kept (``record``: the Directory's account record)."""
+    if not record.secret:
+        return "not set"
+    if record.data.get("Sealed", {}).get("CRAM-MD5"):
+        return "set (argon2, and sealed for CRAM-MD5/ODMR)"
+    return "set (argon2; no CRAM-MD5/ODMR: see `waypost account passwd --odmr`)"
+
+
+def passwd(address: str, password: str | None, odmr: bool = False) -> None:
+    """Asks before opening the store, so the store is not held open while a person types.
+    ``odmr``: the account also keeps the password sealed for CRAM-MD5 (RFC 2645
+    makes CRAM-MD5 the ODMR login; the sealed copy can only be made from the
+    password itself, hence here and at ``add``)."""
     if password is None:
         password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
     with services() as svc:
+        if odmr:
+            svc.directory.set_account_settings(address, {"PasswordEncryption": CRAM_MODE})
         svc.directory.set_password(address, password)
         initial = svc.data_dir / "initial-postmaster-password"
         name = address.split("@")[0].lower()

@@ -39,6 +39,8 @@ from waypost.services.directory import Directory
 
 ADDRESS = Arg("address")
 PAIRS = Arg("values", "pairs")
+ODMR = Opt("--odmr", "also keep the password sealed for CRAM-MD5, which ODMR (ATRN, "
+           "fetchmail) needs: sets PasswordEncryption argon2+cram-md5", is_flag=True)
 
 
 def _real_name(record: Record) -> object:
@@ -96,7 +98,7 @@ NOUNS = (
     Noun("account", "Accounts (name@domain, or name alone for the Main Domain).", [
         Verb("add", "Create an account from its domain's Account Template.", [ADDRESS],
              account.add, [Opt("--password", "initial password (a random one is generated "
-                               "and printed when omitted)")]),
+                               "and printed when omitted)"), ODMR]),
         change("remove", "Delete account ADDRESS and its aliases.",
                Directory.delete_account, [ADDRESS], "account {address} removed"),
         change("rename", "Rename account OLD to NEW in its domain; its aliases follow it.",
@@ -111,7 +113,8 @@ NOUNS = (
                  "address", Directory.set_account_settings,
                  Directory.effective_account_settings),
         Verb("passwd", "Set an account's password.", [ADDRESS], account.passwd,
-             [Opt("--password", "the new password (prompted for when omitted)")], opens=False),
+             [Opt("--password", "the new password (prompted for when omitted)"), ODMR],
+             opens=False),
         Verb("rights", "Show an account's administrator rights, or replace them with RIGHTS.",
              [ADDRESS, Arg("rights", "many")], account.rights,
              [Opt("--clear", "remove every right", is_flag=True)]),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 from collections.abc import Awaitable, Callable
 
 from waypost.services.container import Services
@@ -19,6 +20,8 @@ from waypost.settings import ServerSettings, lookup
 from waypost.storage.interface import NotFound
 
 DEFAULT_CACHE_TIME = lookup("LoginCacheTime").default
+
+log = logging.getLogger("waypost.auth")
 
 
 def qualify_login(services: Services, login: str, server_ip: str | None) -> str:
@@ -90,6 +93,10 @@ def check_cram_md5(services: Services, login: str, challenge: str, digest: str) 
     account = login_account(services, login)
     secret = services.directory.cram_secret(account) if account else None
     if secret is None:
+        if account:  # the administrator's fix, never the password or digest
+            log.warning("CRAM-MD5 login of %s refused: the account keeps no reversible secret"
+                        " (PasswordEncryption is not argon2+cram-md5); give it one with"
+                        " `waypost account passwd %s --odmr`", account, account)
         return None
     expected = hmac.new(secret.encode("utf-8"), challenge.encode("utf-8"), "md5").hexdigest()
     return account if hmac.compare_digest(expected, digest.strip().lower()) else None

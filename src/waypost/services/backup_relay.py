@@ -10,6 +10,7 @@ the queue; the turn-around itself is the delivery runner's.
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from waypost.services.container import Services
@@ -74,9 +75,16 @@ def _queues(messages: list[QueuedMessage]) -> dict[str, list[str]]:
 
 
 class BackupRelay:
-    def __init__(self, services: Services, queue: Queue) -> None:
+    def __init__(self, services: Services, queue: Queue,
+                 relays_for: Callable[[str], Awaitable[bool]] | None = None) -> None:
         self.services = services
         self.queue = queue
+        self._relays_for = relays_for
+
+    async def relays_for(self, node: str) -> bool:
+        """Whether we relay for ``node`` (the RCPT TO decision for an untrusted
+        client, Relay to All Hosts We Backup included); False without a judge."""
+        return self._relays_for is not None and await self._relays_for(node)
 
     def _entries(self) -> list[HoldEntry]:
         return hold_entries(self.services.settings().text("HoldMailForDomains"))
@@ -88,9 +96,13 @@ class BackupRelay:
     async def etrn(self, node: str) -> Verdict:
         """RFC 1985: ``node``, ``@domain`` (with subdomains) or ``#queue``.
 
-        Only held queues may be started: ETRN exists for the customers this
-        server holds mail for, and it delivers to the node's registered
-        destination, never over this connection.
+        A queue may be started when it is held (Hold Mail for Domains), or
+        when we relay for the node (a ``Relay:`` record, Relay to All Hosts
+        We Backup): RFC 1985 and the How To make holding optional, and
+        Postfix likewise flushes its relay domains. Any other node is
+        refused with ``459`` (not ours to relay), so ETRN never lets a
+        stranger hurry mail for domains we merely send to. Delivery goes
+        to the node's registered destination, never over this connection.
         """
         arg = node.strip()
         if not arg or " " in arg:
@@ -98,11 +110,14 @@ class BackupRelay:
         pending = _queues(await self.queue.db(self.services.store.queue_list))
         if arg.startswith("@"):
             domain = arg[1:].lower().rstrip(".")
-            names = [q for q in pending if _in_domain(_host(q), domain) and self._held(q)]
+            ours = (self._held(domain) or any(e.matches(f"x.{domain}") for e in self._entries())
+                    or await self.relays_for(domain))
+            names = [q for q in pending if _in_domain(_host(q), domain)
+                     and (ours or self._held(q))]
             if not names:
-                if self._held(domain) or any(e.matches(f"x.{domain}") for e in self._entries()):
+                if ours:
                     return Verdict(251, "2.0.0", f"OK, no messages waiting for node {arg}")
-                return Verdict(459, "4.7.1", f"Node {arg} not allowed: not a held domain")
+                return Verdict(459, "4.7.1", f"Node {arg} not allowed: not a domain we relay for")
             count = 0
             for name in names:
                 count += await self.queue.release(f"SMTP({name})")
@@ -114,11 +129,12 @@ class BackupRelay:
             name = arg.lower().rstrip(".")
             matching = [q for q, domains in pending.items()
                         if q.lower() == name or name in domains]
-        matching = [q for q in matching if self._held(q)]
+        relayed = self._held(name) or await self.relays_for(name)
+        matching = [q for q in matching if relayed or self._held(q)]
         if not matching:
-            if self._held(name):
+            if relayed:
                 return Verdict(251, "2.0.0", f"OK, no messages waiting for node {arg}")
-            return Verdict(459, "4.7.1", f"Node {arg} not allowed: not a held queue")
+            return Verdict(459, "4.7.1", f"Node {arg} not allowed: not a domain we relay for")
         for queue_name in matching:
             await self.queue.release(f"SMTP({queue_name})")
         return Verdict(250, "2.0.0", f"Queuing for node {arg} started")

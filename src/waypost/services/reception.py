@@ -15,13 +15,14 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from waypost.services import auth
+from waypost.services.backup_mx import allow_backup, backup_domain, we_back_up
 from waypost.services.backup_relay import BackupRelay
 from waypost.services.container import Services
-from waypost.services.delivery.dns import DNSError, Resolver
+from waypost.services.delivery.dns import Resolver
 from waypost.services.login_guard import shared_guard
 from waypost.services.message import Submission
 from waypost.services.queue import Queue
-from waypost.services.router.route import ErrorKind, RouteResult, route
+from waypost.services.router.route import RouteResult, route
 from waypost.services.router.table import CompiledTable, Kind
 from waypost.services.router.view import DirectorySnapshot
 from waypost.services.rules.enqueue import Enqueuer
@@ -42,7 +43,7 @@ class Reception:
         self.services = services
         self.queue = queue
         self.turner = turner
-        self.backup = BackupRelay(services, queue)
+        self.backup = BackupRelay(services, queue, relays_for=self.relays_for)
         self.settings: ServerSettings = services.settings()
         self.trust = ClientTrust(self.settings)
         self.enqueuer = Enqueuer(services, queue, is_client=self.trust.is_trusted,
@@ -78,37 +79,27 @@ class Reception:
         assert self._routing is not None
         table, snap = self._routing
         result = route(address, Kind.MAIL, trusted, table, snap)
-        error = result.error
-        if (error is not None and error.kind is ErrorKind.RELAY_DENIED
-                and error.denied_route is not None
-                and self.settings.flag("RelayToAllHostsWeBackup")):
-            domain = error.denied_route.address.rpartition("@")[2]
-            if domain and await self.we_back_up(domain):
-                result.error = None
-                result.routes = [error.denied_route]
+        domain = backup_domain(result, self.settings)
+        if domain and await self.we_back_up(domain):
+            allow_backup(result)
         return result
 
     async def we_back_up(self, domain: str) -> bool:
-        """"Relay to All Hosts We Backup" (smtp.md §5): the domain's MX list
-        names this server, by one of its domain names or addresses. Answers
-        are cached by the resolver for their TTL; a DNS failure means no."""
+        """"Relay to All Hosts We Backup" (smtp.md §5, ``backup_mx.py``)."""
         if self._resolver is None:
             self._resolver = await asyncio.to_thread(
                 Resolver, self.settings.items("DNSServers"))
         if self._routing is None:
             await self.refresh()
         assert self._routing is not None
-        snap = self._routing[1]
-        own_ips = set(snap.own_ips) | {"127.0.0.1"}
-        try:
-            for _pref, host in await self._resolver.mx_hosts(domain):
-                if snap.real_domain(host) is not None:
-                    return True
-                if own_ips & set(await self._resolver.addresses(host)):
-                    return True
-        except DNSError:
-            return False
-        return False
+        return await we_back_up(self._resolver, self._routing[1], domain)
+
+    async def relays_for(self, domain: str) -> bool:
+        """Whether an untrusted client may send mail for ``domain`` through us
+        to a remote host: the relaying decision of RCPT TO (ETRN asks)."""
+        result = await self.route_recipient(f"postmaster@{domain}", False)
+        return result.error is None and bool(result.routes) and all(
+            r.remote for r in result.routes)
 
     async def authenticate(self, ip: str, login: str, password: str) -> str | None:
         attempt = await auth.guarded_login(
