@@ -69,6 +69,17 @@ def log_line(server: WaypostServer, pattern: str) -> re.Match[str]:
     return server.wait_for(lambda: regex.search(server.logs()), what=pattern)
 
 
+def relay_line(server: WaypostServer, qid: str, rcpt: str, port: int, dsn: str, status: str,
+               reply: str) -> None:
+    """Wait for the line of ``rcpt`` relayed to the sink with ``status``; check
+    every field (``reply`` is a regex)."""
+    to = re.escape(rcpt)
+    line = log_line(server, rf"{qid}: to=<{to}>, .*status={status} .*").group(0)
+    assert re.search(
+        rf"{qid}: to=<{to}>, route=SMTP\(127\.0\.0\.1:{port}\), relay=\[127\.0\.0\.1\]:{port},"
+        rf" {DELAY}, dsn={re.escape(dsn)}, status={status} \({reply}\)$", line), line
+
+
 def show(server: WaypostServer, queue_id: str) -> str:
     return server.cli("queue", "show", queue_id).stdout
 
@@ -83,15 +94,22 @@ def test_local_delivery_is_logged(server: WaypostServer) -> None:
     assert "body local-1" not in server.logs()  # never a body
 
 
+def test_local_delivery_in_queue_history(server: WaypostServer) -> None:
+    """The local copy's row stays while a held recipient keeps the message queued."""
+    qid = send(server, "someone@client.example", ["bob@main.dom", "dan@held.test"], "local-2")
+    log_line(server, rf"{qid}: to=<bob@main\.dom>, .*status=sent")
+    log_line(server, rf"{qid}: to=<dan@held\.test>, .*status=held")
+    history = show(server, qid)
+    assert re.search(r"bob@main\.dom\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\s+sent\s+local\s+"
+                     r"250 2\.0\.0 delivered", history), history
+    assert re.search(r"bob@main\.dom\s+LOCAL\(bob@main\.dom\)\s+delivered", history), history
+
+
 def test_relay_accepted_is_logged(server: WaypostServer, sink: SMTPSink) -> None:
     qid = send(server, "someone@client.example", ["ann@sink.test"], "relay-1")
-    line = log_line(server, rf"waypost\.delivery\.log: {qid}: .*")
-    port = sink.port
-    assert re.fullmatch(
-        rf"waypost\.delivery\.log: {qid}: to=<ann@sink\.test>,"
-        rf" route=SMTP\(127\.0\.0\.1:{port}\), relay=\[127\.0\.0\.1\]:{port}, {DELAY},"
-        r" dsn=2\.0\.0, status=sent \(250 2\.0\.0 Ok: queued as \d+\)", line.group(0)
-    ), line.group(0)
+    relay_line(server, qid, "ann@sink.test", sink.port, "2.0.0", "sent",
+               r"250 2\.0\.0 Ok: queued as \d+")
+    assert re.search(rf"INFO waypost\.delivery\.log: {qid}: to=<ann@sink\.test>", server.logs())
     assert any(m.rcpts == ["ann@sink.test"] for m in sink.messages)
 
 
@@ -101,11 +119,8 @@ def test_relay_deferred_then_accepted_and_history(server: WaypostServer, sink: S
     # the held recipient keeps the message in the queue, so its history stays visible
     qid = send(server, "someone@client.example", ["later@sink.test", "carl@held.test"], "defer-1")
     port = sink.port
-    deferred = log_line(server, rf"{qid}: to=<later@sink\.test>, .*status=deferred .*")
-    assert re.search(
-        rf"{qid}: to=<later@sink\.test>, route=SMTP\(127\.0\.0\.1:{port}\),"
-        rf" relay=\[127\.0\.0\.1\]:{port}, {DELAY}, dsn=4\.3\.0,"
-        r" status=deferred \(451 4\.3\.0 try again later\)$", deferred.group(0)), deferred.group(0)
+    relay_line(server, qid, "later@sink.test", port, "4.3.0", "deferred",
+               r"451 4\.3\.0 try again later")
     held = log_line(server, rf"{qid}: to=<carl@held\.test>, .*")
     assert re.search(
         rf"{qid}: to=<carl@held\.test>, route=SMTP\(held\.test\), relay=none, {DELAY},"
@@ -129,12 +144,8 @@ def test_relay_deferred_then_accepted_and_history(server: WaypostServer, sink: S
 def test_relay_refused_is_bounced_and_logged(server: WaypostServer, sink: SMTPSink) -> None:
     sink.rcpt_replies["nobody@sink.test"] = Reply(550, "5.1.1", "no such user here")
     qid = send(server, "bob@main.dom", ["nobody@sink.test"], "bounce-1")
-    port = sink.port
-    line = log_line(server, rf"{qid}: to=<nobody@sink\.test>, .*")
-    assert re.search(
-        rf"{qid}: to=<nobody@sink\.test>, route=SMTP\(127\.0\.0\.1:{port}\),"
-        rf" relay=\[127\.0\.0\.1\]:{port}, {DELAY}, dsn=5\.1\.1,"
-        r" status=bounced \(550 5\.1\.1 no such user here\)$", line.group(0)), line.group(0)
+    relay_line(server, qid, "nobody@sink.test", sink.port, "5.1.1", "bounced",
+               r"550 5\.1\.1 no such user here")
     # the DSN to the local sender is a delivery too
     log_line(server, r": to=<bob@main\.dom>, route=LOCAL\(bob@main\.dom\), relay=local, .*"
                      r"status=sent")

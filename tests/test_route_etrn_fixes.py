@@ -15,8 +15,13 @@ from __future__ import annotations
 
 import base64
 import hmac
+import os
+import re
+import shutil
 import smtplib
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from tests.support.dns_server import TestDNSServer
@@ -191,3 +196,32 @@ def test_cram_md5_without_secret_is_logged_with_the_reason(server: WaypostServer
     # the fix the log names works
     server.cli("account", "passwd", "plain", "--odmr", "--password", "plain-pw-2")
     assert cram_login(server, "plain", "plain-pw-2")[0] == 235
+
+
+def test_fetchmail_odmr_with_an_odmr_account(server: WaypostServer, tmp_path: Path) -> None:
+    """The customer's real software: fetchmail speaks ODMR with CRAM-MD5 only."""
+    fetchmail = shutil.which("fetchmail")
+    if fetchmail is None:
+        pytest.skip("fetchmail not installed (Debian package fetchmail)")
+    # an account named like its held domain may turn it (smtp.md §6.3 (a))
+    server.cli("account", "add", "held.test", "--odmr", "--password", "held-pw-1")
+    with smtplib.SMTP("127.0.0.1", server.smtp, timeout=30) as client:
+        client.sendmail("someone@client.example", ["dora@held.test"],
+                        b"Subject: odmr-1\r\n\r\nhello\r\n")
+    server.wait_for(lambda: "to=<dora@held.test>" in server.logs(), what="held")
+    with SMTPSink("127.0.0.1", 0, hostname="customer.test") as customer:
+        config = tmp_path / "odmrrc"
+        config.write_text(f"poll 127.0.0.1 service {server.smtp} protocol ODMR\n"
+                          f'  user "held.test" password "held-pw-1" fetchdomains held.test\n'
+                          f'  smtphost "127.0.0.1/{customer.port}"\n')
+        config.chmod(0o600)
+        run = subprocess.run(
+            [fetchmail, "-f", str(config), "--nosyslog", "-v", "--pidfile",
+             str(tmp_path / "pid")], capture_output=True, text=True, timeout=120,
+            env=dict(os.environ, HOME=str(tmp_path), FETCHMAILHOME=str(tmp_path)))
+        said = run.stdout + run.stderr
+        assert "CRAM-MD5" in said, said
+        server.wait_for(lambda: customer.messages, what="mail over ODMR")
+        assert customer.messages[0].rcpts == ["dora@held.test"]
+    server.wait_for(lambda: re.search(r"to=<dora@held\.test>, .*status=sent", server.logs()),
+                    what="the ATRN delivery logged")

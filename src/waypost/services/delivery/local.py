@@ -51,6 +51,7 @@ import logging
 import time
 from collections.abc import Sequence
 
+from waypost.services.delivery.deliverylog import record
 from waypost.services.delivery.outbound import Outcome
 from waypost.services.mail_events import MailEvents
 from waypost.services.mailaccess.quota import Quotas
@@ -182,7 +183,9 @@ class LocalDelivery:
 
     async def _stored(self, account: str, planned: Planned) -> list[Outcome]:
         copies = [c for _, cs in planned for c in cs]
-        settle = [RecipientUpdate(r.key, "delivered", error="")
+        now = time.time()  # the history row goes in with the copies (the runner logs the line)
+        settle = [RecipientUpdate(r.key, "delivered", error="",
+                                  history=record(m, r, Outcome(r.key, *_DELIVERED)).attempt(now))
                   for m, _ in planned for r in m.recipients]
         try:
             uids = await self.db(self.mail.deliver, copies, settle)
@@ -203,7 +206,10 @@ class LocalDelivery:
                 self.events.publish((copy.domain, copy.account, copy.mailbox))
                 log.info("delivered to LOCAL(%s)%s uid %d", account,
                          "" if copy.mailbox == INBOX else f"#{copy.mailbox}", uid)
-        return [o for m, _ in planned for o in _all(m, "delivered", 250, "2.0.0", "delivered")]
+        return [o for m, _ in planned for o in _all(m, *_DELIVERED)]
+
+
+_DELIVERED = ("delivered", 250, "2.0.0", "delivered")  # status, code, enhanced, text
 
 
 def _all(
