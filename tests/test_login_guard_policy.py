@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from waypost.services import login_guard
-from waypost.services.login_guard import LoginGuard
+from waypost.services.login_guard import LoginGuard, Ticket
 from waypost.settings import ServerSettings
 
 
@@ -200,3 +202,51 @@ def test_configure_from_settings() -> None:
     guard.configure(ServerSettings.from_store({}))
     assert (guard.limit, guard.window, guard.lockout, guard.address_limit,
             guard.account_limit, guard.max_delay) == (5, 300.0, 300.0, 30, 30, 8.0)
+
+
+# -- property: any interleaving -------------------------------------------------------------
+
+IPS = ["10.5.0.1", "10.5.0.2", "10.5.0.3"]
+NAMES = ["kim@d", "lee@d"]
+OPS = st.lists(st.one_of(
+    st.tuples(st.just("begin"), st.sampled_from(IPS), st.sampled_from(NAMES)),
+    st.tuples(st.just("finish"), st.integers(0, 50), st.booleans()),
+    st.tuples(st.just("tick"), st.floats(0, 50)),
+), max_size=80)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=OPS, limit=st.integers(1, 4))
+def test_no_interleaving_gets_more_guesses_or_locks_out_a_clean_pair(
+        ops: list[tuple], limit: int) -> None:
+    """Whatever the order of reservations, outcomes and time: a pair never has
+    more than ``limit`` failures within one window since its last success, and
+    a pair with no failure since ``max(window, lock-out)`` and nothing in flight
+    is never refused, whatever other pairs, addresses or accounts did."""
+    clock = Clock()
+    guard = LoginGuard(limit, 60, 90, address_limit=2, account_limit=2, clock=clock,
+                       sleep=clock.sleep)
+    held: list[Ticket] = []
+    failed: dict[tuple[str, str], list[float]] = {}
+    for op in ops:
+        if op[0] == "tick":
+            clock.now += op[1]
+        elif op[0] == "begin":
+            pair = (op[1], op[2])
+            times = failed.get(pair, [])
+            clean = (not any(t > clock.now - 90 for t in times)
+                     and not any((t.ip, t.account) == pair for t in held))
+            ticket = guard.begin(*pair)
+            assert ticket.allowed or not clean, (pair, times, clock.now)
+            if ticket.allowed:
+                held.append(ticket)
+        elif held:
+            ticket = held.pop(op[1] % len(held))
+            pair = (ticket.ip, ticket.account)
+            guard.finish(ticket, success=op[2])
+            if op[2]:
+                failed[pair] = []
+            else:
+                failed.setdefault(pair, []).append(clock.now)
+                recent = [t for t in failed[pair] if t > clock.now - 60]
+                assert len(recent) <= limit, (pair, failed[pair])
