@@ -84,7 +84,8 @@ def test_attempts_in_flight_count_until_they_succeed() -> None:
     first = guard.begin("10.0.0.1", "bob@d")
     second = guard.begin("10.0.0.1", "bob@d")
     assert first.allowed and second.allowed
-    assert not guard.begin("10.0.0.1", "bob@d").allowed  # two in flight: the limit
+    refused = guard.begin("10.0.0.1", "bob@d")  # two in flight: the limit
+    assert not refused.allowed and refused.why == "0 failures and 2 attempts in flight"
     assert guard.locked("10.0.0.1", "bob@d") and not guard.locked("10.0.0.2", "bob@d")
     assert guard.finish(first, success=True) == (0.0, False)
     assert guard.begin("10.0.0.1", "bob@d").allowed  # one in flight, no failures

@@ -86,13 +86,15 @@ class Attempt:
 @dataclass(frozen=True, slots=True)
 class Ticket:
     """A reserved login attempt (:meth:`LoginGuard.begin`): ``allowed`` says
-    whether the password may be verified at all, ``wait`` how long to wait
-    before verifying it (the address or account is past its ceiling)."""
+    whether the password may be verified at all (``why`` not, for the log),
+    ``wait`` how long to wait before verifying it (the address or account
+    is past its ceiling)."""
 
     ip: str
     account: str
     allowed: bool
     wait: float = 0.0
+    why: str = ""
 
 
 class LoginGuard:
@@ -195,7 +197,10 @@ class LoginGuard:
             self._prune(now)
             pair = self._get(pair_key, now)
             if self._refuses(pair, now):
-                return Ticket(ip, account, allowed=False)
+                why = ("locked out after repeated failures" if pair.locked_until > now
+                       else f"{len(pair.failures)} failures and {pair.pending} attempts "
+                            "in flight")
+                return Ticket(ip, account, allowed=False, why=why)
             pair.pending += 1
             over = (
                 0 < self.address_limit <= self._count(ip_key, now)
@@ -278,12 +283,7 @@ class LoginGuard:
         """
         ticket = self.begin(ip, login)
         if not ticket.allowed:
-            log.warning(
-                "%s login as %r from %s refused: locked out after repeated failures",
-                service,
-                login,
-                ip,
-            )
+            log.warning("%s login as %r from %s refused: %s", service, login, ip, ticket.why)
             await self.sleep(self.locked_delay)
             return Attempt(None, locked=True)
         account: str | None = None
