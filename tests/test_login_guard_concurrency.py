@@ -7,7 +7,9 @@ protocol's). The verifications the server actually ran are counted from
 its DEBUG log (``password verification for ...``). Then the right password:
 from 127.0.0.3 it logs in at once everywhere, from 127.0.0.2 it is refused
 with the reply of a wrong one (though the credentials cache knows it),
-until the lock-out, short here, is over.
+until the lock-out, short here, is over. And from ten addresses at once,
+guessing one account: each address gets its guesses, the account is slowed
+past its ceiling, and its owner still logs in from elsewhere.
 
 The policy itself, with an injected clock: ``test_login_guard_policy.py``.
 """
@@ -34,6 +36,7 @@ CONNECTIONS = 50
 GUESSES = 200
 TIMEOUT = 120.0
 USERS = {"SMTP": "sam", "IMAP": "ivy", "POP3": "pat", "WebUser": "wes"}
+BOTS = [f"127.0.1.{n}" for n in range(1, 11)]
 
 FAILED = {
     "SMTP": "535 5.7.8 Authentication credentials invalid",
@@ -231,3 +234,46 @@ def test_parallel_guessing_gets_limit_guesses_and_locks_out_only_the_guesser(
         time.sleep(1)
         got = login_all(server, ATTACKER)
     assert got == SUCCEEDED
+
+
+@pytest.fixture(scope="module")
+def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WaypostServer]:
+    """Long windows (nothing expires during the test), a low account ceiling."""
+    srv = WaypostServer(tmp_path_factory.mktemp("guard-ceiling") / "var").init()
+    srv.cli("account", "add", f"dora@{srv.domain}", "--password", PW)
+    for name, value in (("LoginFailureLimit", LIMIT), ("LoginFailureWindow", 3600),
+                        ("LoginLockout", 3600), ("LoginFailureMaxDelay", 1),
+                        ("LoginAccountFailureLimit", 10)):
+        srv.cli("settings", "set", name, str(value))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def test_guessing_from_many_addresses_slows_the_account_but_never_locks_it_out(
+        slow_server: WaypostServer) -> None:
+    server = slow_server
+    account = f"dora@{server.domain}"
+
+    async def botnet() -> list[list[str]]:
+        return await asyncio.gather(*(
+            imap(server, bot, account, [f"wrong-{bot}-{i}" for i in range(LIMIT + 1)])
+            for bot in BOTS))
+
+    for replies in asyncio.run(botnet()):
+        assert replies == [FAILED["IMAP"]] * (LIMIT + 1)
+    logs = server.logs()
+    for bot in BOTS:  # each address got its LIMIT guesses, no more
+        assert logs.count(f"IMAP password verification for {account!r} from {bot}\n") == LIMIT
+    # 50 failures, past LoginAccountFailureLimit: slowed, yet the owner gets in on
+    # every protocol from an address that did not fail.
+    assert re.search(rf"IMAP login as {re.escape(repr(account))} from 127\.0\.1\.\d+ slowed 1\.0 s",
+                     logs)
+
+    async def owner() -> list[list[str]]:
+        return await asyncio.gather(*(CLIENTS[proto](server, OTHER, account, [PW])
+                                      for proto in USERS))
+
+    assert [replies[0] for replies in asyncio.run(owner())] == list(SUCCEEDED.values())
+    # A bot's address stays locked out for this account, with the usual reply.
+    assert asyncio.run(imap(server, BOTS[0], account, [PW])) == [FAILED["IMAP"]]
