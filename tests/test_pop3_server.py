@@ -1,7 +1,7 @@
 """The POP3 server over real sockets: logins, the maildrop, UPDATE, bad input, guessing.
 
 One server for the module. Every test connects from its own loopback
-address (127.0.0.N), so the per-IP lock-out of the guessing test cannot
+address (127.0.0.N), so the (account, IP) lock-out of the guessing test cannot
 touch the others, and works on its own account where it changes a maildrop.
 """
 
