@@ -180,15 +180,20 @@ def test_account_key_is_case_insensitive_and_limit_zero_never_locks() -> None:
     assert guard.locked("10.0.2.1", "IVAN@d") and not guard.locked("10.0.2.2", "ivan@d")
 
 
-def test_pruning_keeps_attempts_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pruning_keeps_attempts_in_flight_and_lock_outs(monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
     monkeypatch.setattr(login_guard, "MAX_TRACKED", 7)
-    guard = make_guard(Clock(), limit=1)
-    held = guard.begin("10.0.3.1", "judy@d")
-    for n in range(10):
+    guard = make_guard(Clock(), limit=2)
+    for _ in range(2):
+        run_attempt(guard, "10.0.3.99", "kate@d", None)  # locked out: kept while others go
+    held = [guard.begin("10.0.3.1", "judy@d") for _ in range(2)]
+    for n in range(10):  # one failure each: nothing locked, all prunable
         run_attempt(guard, f"10.0.3.{n + 2}", f"u{n}@d", None)
     assert len(guard._records) <= 7
     assert not guard.begin("10.0.3.1", "judy@d").allowed  # still reserved
-    guard.finish(held, success=True)
+    assert guard.locked("10.0.3.99", "kate@d")
+    for ticket in held:
+        guard.finish(ticket, success=True)
     assert guard.begin("10.0.3.1", "judy@d").allowed
 
 

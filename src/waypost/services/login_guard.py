@@ -259,8 +259,11 @@ class LoginGuard:
             self._expire(rec, now)
             if not rec.failures and not rec.pending and rec.locked_until <= now:
                 del self._records[key]
-        # Still full: the oldest first (insertion order), never one in flight.
-        for key in [k for k, rec in self._records.items() if not rec.pending]:
+        # Still full: the oldest first (insertion order), never one in flight,
+        # and lock-outs last, so spraying new names does not lift them cheaply.
+        candidates = [k for k, rec in self._records.items() if not rec.pending]
+        candidates.sort(key=lambda k: self._records[k].locked_until > now)  # stable
+        for key in candidates:
             if len(self._records) <= room:
                 break
             del self._records[key]
