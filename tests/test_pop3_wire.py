@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 
 import pytest
 
 from waypost.protocols.pop3 import wire
 from waypost.protocols.pop3.wire import Pop3Error
-from waypost.services.login_guard import LoginGuard
-from waypost.settings import ServerSettings
 
 # -- responses ---------------------------------------------------------------
 
@@ -200,98 +197,3 @@ def test_apop_digest_rfc1939_example() -> None:
     assert wire.apop_timestamp(1, "2.3", "h.dom") == "<1.2.3@h.dom>"
     assert wire.is_md5_hex(digest) and wire.is_md5_hex(digest.upper())
     assert not wire.is_md5_hex(digest[:-1]) and not wire.is_md5_hex("g" * 32)
-
-
-# -- login guard -----------------------------------------------------------------
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-
-
-def make_guard(clock: Clock, limit: int = 3) -> LoginGuard:
-    return LoginGuard(limit, 60, 120, base_delay=0.5, max_delay=4, clock=clock, sleep=clock.sleep)
-
-
-def run_attempt(guard: LoginGuard, ip: str, login: str, result: str | None):
-    async def verify() -> str | None:
-        verify.called = True  # type: ignore[attr-defined]
-        return result
-
-    verify.called = False  # type: ignore[attr-defined]
-    attempt = asyncio.run(guard.attempt(ip, login, verify, service="TEST"))
-    return attempt, verify.called  # type: ignore[attr-defined]
-
-
-def test_guard_slows_failures_and_locks_out() -> None:
-    clock = Clock()
-    guard = make_guard(clock)
-    for _ in range(3):
-        attempt, _ = run_attempt(guard, "10.0.0.1", "carol@d", None)
-        assert attempt.account is None and not attempt.locked
-    assert clock.slept == [0.5, 1.0, 2.0]
-    # Locked: even the right password is refused, without being checked.
-    attempt, called = run_attempt(guard, "10.0.0.2", "carol@d", "carol@d")
-    assert attempt.account is None and attempt.locked and not called
-    # ... and the IP is locked for other logins too.
-    attempt, called = run_attempt(guard, "10.0.0.1", "alice@d", "alice@d")
-    assert attempt.locked and not called
-    assert clock.slept[3:] == [2.0, 2.0]
-    # Other IPs and logins are not affected.
-    attempt, _ = run_attempt(guard, "10.0.0.2", "alice@d", "alice@d")
-    assert attempt.account == "alice@d"
-    clock.now += 121
-    attempt, _ = run_attempt(guard, "10.0.0.1", "carol@d", "carol@d")
-    assert attempt.account == "carol@d"
-
-
-def test_guard_window_and_success_reset() -> None:
-    clock = Clock()
-    guard = make_guard(clock)
-    run_attempt(guard, "10.0.0.1", "bob@d", None)
-    run_attempt(guard, "10.0.0.2", "bob@d", None)
-    clock.now += 61  # both failures fall out of the window
-    run_attempt(guard, "10.0.0.3", "bob@d", None)
-    assert not guard.locked("10.0.0.4", "bob@d")
-    run_attempt(guard, "10.0.0.3", "bob@d", "bob@d")  # success clears the login's count
-    run_attempt(guard, "10.0.0.5", "bob@d", None)
-    run_attempt(guard, "10.0.0.6", "bob@d", None)
-    assert not guard.locked("10.0.0.7", "bob@d")
-    # The IP's failures are not cleared by a success with some other login.
-    run_attempt(guard, "10.0.0.3", "x@d", None)
-    assert not guard.locked("10.0.0.3", "y@d")
-    run_attempt(guard, "10.0.0.3", "z@d", None)  # the IP's third failure within the window
-    assert guard.locked("10.0.0.3", "y@d")
-
-
-def test_guard_login_key_is_case_insensitive_and_limit_zero_never_locks() -> None:
-    clock = Clock()
-    guard = make_guard(clock, limit=0)
-    for i in range(10):
-        run_attempt(guard, f"10.0.1.{i}", "Dave@D", None)
-    assert not guard.locked("10.0.1.0", "dave@d")
-    assert clock.slept[-1] == 4  # capped
-    guard = make_guard(clock, limit=2)
-    run_attempt(guard, "10.0.2.1", "Dave@D", None)
-    run_attempt(guard, "10.0.2.2", "dave@d", None)
-    assert guard.locked("10.0.2.3", "DAVE@d")
-
-
-def test_guard_configure_from_settings() -> None:
-    guard = LoginGuard()
-    guard.configure(
-        ServerSettings.from_store(
-            {"LoginFailureLimit": "3", "LoginFailureWindow": "10", "LoginLockout": "20"}
-        )
-    )
-    assert (guard.limit, guard.window, guard.lockout) == (3, 10.0, 20.0)
-    guard.configure(ServerSettings.from_store({}))
-    assert (guard.limit, guard.window, guard.lockout) == (5, 300.0, 300.0)

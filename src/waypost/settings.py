@@ -229,12 +229,21 @@ SETTINGS: tuple[Setting, ...] = (
             "it is bounced (7 days)", _as(parse_int)),
     Setting("LoginCacheTime", "300", "seconds a verified password is remembered (as a keyed "
             "hash) so the next logins skip argon2; 0 = verify every login", _as(parse_int)),
-    Setting("LoginFailureLimit", "5", "failed logins (per login name and per client IP) "
-            "within LoginFailureWindow that start a lock-out; 0 = never lock out",
-            _as(parse_int)),
+    Setting("LoginFailureLimit", "5", "failed logins per (account, client IP) within "
+            "LoginFailureWindow that lock that account out from that IP (others are not "
+            "locked out); 0 = never lock out", _as(parse_int)),
     Setting("LoginFailureWindow", "300", "seconds over which failed logins are counted",
             _as(parse_int)),
-    Setting("LoginLockout", "300", "seconds a login name and client IP stay locked out",
+    Setting("LoginLockout", "300", "seconds an (account, client IP) pair stays locked out",
+            _as(parse_int)),
+    Setting("LoginAddressFailureLimit", "30", "failed logins from one client IP (all "
+            "accounts) within LoginFailureWindow after which its logins are slowed by "
+            "LoginFailureMaxDelay (never locked out); 0 = never", _as(parse_int)),
+    Setting("LoginAccountFailureLimit", "30", "failed logins to one account (all client "
+            "IPs) within LoginFailureWindow after which its logins are slowed by "
+            "LoginFailureMaxDelay (never locked out); 0 = never", _as(parse_int)),
+    Setting("LoginFailureMaxDelay", "8", "longest delay, seconds, of the reply to a failed "
+            "or refused login (the delay doubles from 0.5 s with every failure)",
             _as(parse_int)),
     Setting("POP3APOP", "NO", "offer APOP (a timestamp in the POP3 greeting)",
             _as(parse_bool)),

@@ -117,10 +117,11 @@ async def guarded_login(
     *,
     service: str,
 ) -> Attempt:
-    """One login under the login guard, for every protocol: failures are
-    counted per client IP and per account (so an account's aliases share a
-    counter), replies to failures are slowed, lock-outs refuse even the
-    right password."""
+    """One login under the login guard, for every protocol: the attempt is
+    reserved before ``verify`` runs (``login_guard.py``); failures lock out
+    the (account, client IP) pair, keyed by the account so its aliases share
+    a counter, and only slow the IP and the account elsewhere. ``verify``
+    holds the credentials cache, so a locked-out pair never reaches it."""
     guard.configure(settings)
     account = await asyncio.to_thread(login_account, services, login)
     return await guard.attempt(ip, account or login, verify, service=service)

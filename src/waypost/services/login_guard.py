@@ -1,28 +1,59 @@
 """Protection against password guessing, shared by every login service.
 
-Failures are counted per client IP and per login within a sliding window
-(``LoginFailureWindow`` seconds). Each failure slows its reply, more with
-every failure (``base_delay`` doubling up to ``max_delay``), so one
-connection cannot guess fast. After ``LoginFailureLimit`` failures the
-login *and* the IP are locked out for ``LoginLockout`` seconds, so many
-parallel connections cannot guess either: during a lock-out the password is
-not even checked, and a correct one gets the same refusal as a wrong one
-(so the lock-out does not become an oracle).
+One guard per process (:func:`shared_guard`) serves SMTP AUTH (and so
+ATRN/ODMR), POP3, IMAP, the web login, WebDAV and whatever logs in next
+(SIP): failures on one protocol count for all. Passwords are never seen
+here, let alone logged. State is in memory; a restart forgets it, which is
+acceptable for a rate limit.
 
-The login key should be the account a name routes to, when it routes to
-one, so that ``alice``, ``alice%domain.dom`` and an alias share one counter;
-:meth:`LoginGuard.attempt` takes it from the caller for that reason.
+Policy (issue 13 point 2). Three counters of failures within
+``LoginFailureWindow`` seconds, each with its own job:
 
-One guard per process (:func:`shared_guard`) serves POP3, SMTP AUTH and
-IMAP alike: failures on one protocol count for all. State is in memory; a
-restart forgets it, which is acceptable for a rate limit. Passwords are
-never seen here, let alone logged.
+* **(account, client IP)** locks out. A login *reserves* a slot under one
+  lock before its password is verified, and an attempt in flight counts as
+  a failure until it succeeds; a login is refused unverified when the
+  pair's failures plus attempts in flight reach ``LoginFailureLimit``. So
+  N parallel connections get no more guesses than one sequential client:
+  at most ``LoginFailureLimit`` wrong passwords are verified per pair and
+  window, whatever the concurrency. Reaching the limit locks the pair out
+  for ``LoginLockout`` seconds (and, since failures are a sliding window,
+  at least until they leave the window). During a lock-out the right
+  password is refused too, with the reply of a wrong one, unverified
+  (no oracle); the credentials cache sits inside the verification, after
+  the guard, so a cached password is refused as well. A success clears
+  the pair's failures.
+* **client IP (all accounts)** and **account (all client IPs)** only slow:
+  past ``LoginAddressFailureLimit`` (or ``LoginAccountFailureLimit``)
+  failures, every login from that address (or to that account) waits
+  ``LoginFailureMaxDelay`` seconds before its password is verified,
+  success or not. They never refuse: a lock-out per account (as before,
+  and as naive fail2ban jails on the user name do) lets anyone lock a user
+  out on purpose from anywhere, and one per address locks out a whole NAT
+  for one misconfigured phone. This is Dovecot's ``auth_penalty``
+  reasoning (slow the source, do not deny the user) combined with a
+  fail2ban-style ban that is narrowed to the pair that failed.
+* Every failure's reply is delayed ``0.5 s`` doubling per failure of the
+  pair or of the address (the larger), capped at ``LoginFailureMaxDelay``;
+  a refusal waits as long as the failure that caused the lock-out would,
+  so timing does not tell a refusal from a wrong password either.
+
+An attempt that does not end in success (a wrong password, an error, a
+client that hung up while its password was checked) counts as a failure:
+the verification may have run all the same.
+
+The account key should be the account a name routes to, when it routes to
+one, so that ``alice``, ``alice%domain.dom`` and an alias share one
+counter; :meth:`LoginGuard.attempt` takes it from the caller for that
+reason. Every verification the guard lets through is logged at DEBUG
+(``password verification for ...``, never with the password), so the
+number of guesses an attacker got can be counted from the log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -39,6 +70,7 @@ MAX_TRACKED = 100_000
 @dataclass
 class _Record:
     failures: deque[float] = field(default_factory=deque)
+    pending: int = 0
     locked_until: float = 0.0
 
 
@@ -51,11 +83,27 @@ class Attempt:
     locked: bool = False
 
 
-class LoginGuard:
-    """Failure counters and lock-outs per IP and per login.
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """A reserved login attempt (:meth:`LoginGuard.begin`): ``allowed`` says
+    whether the password may be verified at all (``why`` not, for the log),
+    ``wait`` how long to wait before verifying it (the address or account
+    is past its ceiling)."""
 
-    ``limit`` 0 disables lock-outs (replies are still slowed). ``clock`` and
-    ``sleep`` are injectable so tests need not wait.
+    ip: str
+    account: str
+    allowed: bool
+    wait: float = 0.0
+    why: str = ""
+
+
+class LoginGuard:
+    """Failure counters per (account, IP), per IP and per account.
+
+    ``limit`` 0 disables lock-outs (replies are still slowed); ``address_limit``
+    and ``account_limit`` 0 disable the slowing ceilings. ``clock`` and
+    ``sleep`` are injectable so tests need not wait. Thread-safe: the
+    counters are changed under one lock only.
     """
 
     def __init__(
@@ -64,6 +112,8 @@ class LoginGuard:
         window: float = 300.0,
         lockout: float = 300.0,
         *,
+        address_limit: int = 30,
+        account_limit: int = 30,
         base_delay: float = 0.5,
         max_delay: float = 8.0,
         clock: Callable[[], float] = time.monotonic,
@@ -72,55 +122,117 @@ class LoginGuard:
         self.limit = limit
         self.window = window
         self.lockout = lockout
+        self.address_limit = address_limit
+        self.account_limit = account_limit
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.clock = clock
         self.sleep = sleep
-        self._records: dict[str, _Record] = {}
+        self._lock = threading.Lock()
+        self._records: dict[tuple[str, ...], _Record] = {}
 
     def configure(self, settings: ServerSettings) -> None:
-        """Take ``LoginFailureLimit``/``Window``/``LoginLockout`` from the settings
-        (called per login, so a changed setting applies at once)."""
+        """Take the ``Login*`` limits from the settings (called per login, so
+        a changed setting applies at once)."""
         self.limit = settings.number("LoginFailureLimit")
         self.window = float(settings.number("LoginFailureWindow"))
         self.lockout = float(settings.number("LoginLockout"))
+        self.address_limit = settings.number("LoginAddressFailureLimit")
+        self.account_limit = settings.number("LoginAccountFailureLimit")
+        self.max_delay = float(settings.number("LoginFailureMaxDelay"))
 
     # -- the pure part -------------------------------------------------------
 
     @staticmethod
-    def _keys(ip: str, login: str) -> tuple[str, str]:
-        return f"ip:{ip}", f"login:{login.strip().lower()}"
+    def _keys(ip: str, account: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+        """The (account, IP), IP and account keys."""
+        name = account.strip().lower()
+        return ("pair", name, ip), ("ip", ip), ("account", name)
 
-    def locked(self, ip: str, login: str) -> bool:
-        """Is this IP or this login locked out now?"""
-        now = self.clock()
-        return any(
-            (rec := self._records.get(key)) is not None and rec.locked_until > now
-            for key in self._keys(ip, login)
-        )
+    def _get(self, key: tuple[str, ...], now: float) -> _Record:
+        rec = self._records.get(key)
+        if rec is None:
+            rec = self._records[key] = _Record()
+        self._expire(rec, now)
+        return rec
 
-    def failure(self, ip: str, login: str) -> tuple[float, bool]:
-        """Count one failure: (seconds to delay the reply, a lock-out began)."""
+    def _count(self, key: tuple[str, ...], now: float) -> int:
+        rec = self._records.get(key)
+        if rec is None:
+            return 0
+        self._expire(rec, now)
+        return len(rec.failures)
+
+    def locked(self, ip: str, account: str) -> bool:
+        """Would a login to ``account`` from ``ip`` be refused unverified now?"""
+        pair = self._keys(ip, account)[0]
         now = self.clock()
-        worst, locked_now = 0, False
-        for key in self._keys(ip, login):
-            rec = self._records.get(key)
+        with self._lock:
+            rec = self._records.get(pair)
             if rec is None:
-                self._prune(now)
-                rec = self._records[key] = _Record()
+                return False
             self._expire(rec, now)
-            rec.failures.append(now)
-            worst = max(worst, len(rec.failures))
-            if self.limit and len(rec.failures) >= self.limit and rec.locked_until <= now:
-                rec.locked_until = now + self.lockout
-                rec.failures.clear()  # a fresh count once the lock-out is over
-                locked_now = True
-        return self.delay(worst), locked_now
+            return self._refuses(rec, now)
 
-    def success(self, ip: str, login: str) -> None:
-        """A correct login clears that login's failures. The IP's stay until
-        they expire: one known password must not reset guessing at others."""
-        self._records.pop(self._keys(ip, login)[1], None)
+    def _refuses(self, rec: _Record, now: float) -> bool:
+        if not self.limit:
+            return False
+        return rec.locked_until > now or len(rec.failures) + rec.pending >= self.limit
+
+    def failures(self, ip: str, account: str) -> tuple[int, int, int]:
+        """Failures within the window: of the pair, the IP and the account."""
+        now = self.clock()
+        with self._lock:
+            pair, address, name = (self._count(key, now) for key in self._keys(ip, account))
+            return pair, address, name
+
+    def begin(self, ip: str, account: str) -> Ticket:
+        """Reserve an attempt before verifying its password: refused while the
+        pair is locked out or its failures and attempts in flight reach the
+        limit; slowed past the IP's or the account's ceiling. An allowed
+        ticket must be given back to :meth:`finish`."""
+        pair_key, ip_key, account_key = self._keys(ip, account)
+        now = self.clock()
+        with self._lock:
+            self._prune(now)
+            pair = self._get(pair_key, now)
+            if self._refuses(pair, now):
+                why = ("locked out after repeated failures" if pair.locked_until > now
+                       else f"{len(pair.failures)} failures and {pair.pending} attempts "
+                            "in flight")
+                return Ticket(ip, account, allowed=False, why=why)
+            pair.pending += 1
+            over = (
+                0 < self.address_limit <= self._count(ip_key, now)
+                or 0 < self.account_limit <= self._count(account_key, now)
+            )
+            return Ticket(ip, account, allowed=True, wait=self.max_delay if over else 0.0)
+
+    def finish(self, ticket: Ticket, success: bool) -> tuple[float, bool]:
+        """Give back an allowed ticket: a success clears the pair's failures;
+        anything else counts one failure for the pair, the IP and the
+        account. Returns (seconds to delay the reply, a lock-out began)."""
+        keys = self._keys(ticket.ip, ticket.account)
+        now = self.clock()
+        with self._lock:
+            self._prune(now)
+            pair = self._get(keys[0], now)
+            pair.pending = max(pair.pending - 1, 0)
+            if success:
+                pair.failures.clear()
+                pair.locked_until = 0.0
+                if not pair.pending:
+                    del self._records[keys[0]]
+                return 0.0, False
+            counts = []
+            for key in keys:
+                rec = self._get(key, now)
+                rec.failures.append(now)
+                counts.append(len(rec.failures))
+            locked_now = bool(self.limit) and counts[0] >= self.limit and pair.locked_until <= now
+            if locked_now:
+                pair.locked_until = now + self.lockout
+            return self.delay(max(counts[0], counts[1])), locked_now
 
     def delay(self, failures: int) -> float:
         """Reply delay after ``failures`` failures: doubling, capped."""
@@ -138,14 +250,23 @@ class LoginGuard:
             rec.failures.popleft()
 
     def _prune(self, now: float) -> None:
-        if len(self._records) < MAX_TRACKED:
+        """Room for the three records of one login (called first, under the
+        lock, so no record in use is dropped afterwards)."""
+        room = MAX_TRACKED - 3
+        if len(self._records) <= room:
             return
         for key, rec in list(self._records.items()):
             self._expire(rec, now)
-            if not rec.failures and rec.locked_until <= now:
+            if not rec.failures and not rec.pending and rec.locked_until <= now:
                 del self._records[key]
-        while len(self._records) >= MAX_TRACKED:  # oldest first (insertion order)
-            del self._records[next(iter(self._records))]
+        # Still full: the oldest first (insertion order), never one in flight,
+        # and lock-outs last, so spraying new names does not lift them cheaply.
+        candidates = [k for k, rec in self._records.items() if not rec.pending]
+        candidates.sort(key=lambda k: self._records[k].locked_until > now)  # stable
+        for key in candidates:
+            if len(self._records) <= room:
+                break
+            del self._records[key]
 
     # -- the protocol-facing part ---------------------------------------------
 
@@ -157,29 +278,33 @@ class LoginGuard:
         *,
         service: str,
     ) -> Attempt:
-        """Check a login: refuse during a lock-out, else run ``verify`` (which
-        returns the account or None), count a failure and sleep its delay.
+        """Check a login: reserve it, refuse it unverified during a lock-out,
+        else run ``verify`` (which returns the account or None), count the
+        outcome and sleep the failure's delay.
 
-        ``login`` is the counter key (the account when the name routes to one).
+        ``login`` is the account key (the account when the name routes to one).
         """
-        if self.locked(ip, login):
-            log.warning(
-                "%s login as %r from %s refused: locked out after repeated failures",
-                service,
-                login,
-                ip,
-            )
+        ticket = self.begin(ip, login)
+        if not ticket.allowed:
+            log.warning("%s login as %r from %s refused: %s", service, login, ip, ticket.why)
             await self.sleep(self.locked_delay)
             return Attempt(None, locked=True)
-        account = await verify()
+        account: str | None = None
+        try:
+            if ticket.wait:
+                log.info("%s login as %r from %s slowed %.1f s: many failures of the "
+                         "address or the account", service, login, ip, ticket.wait)
+                await self.sleep(ticket.wait)
+            log.debug("%s password verification for %r from %s", service, login, ip)
+            account = await verify()
+        finally:
+            delay, locked_now = self.finish(ticket, account is not None)
         if account is not None:
-            self.success(ip, login)
             return Attempt(account)
-        delay, locked_now = self.failure(ip, login)
         log.info("%s login as %r from %s failed (reply delayed %.1f s)", service, login, ip, delay)
         if locked_now:
             log.warning(
-                "%s: %r and %s locked out for %d s after %d failures within %d s",
+                "%s: %r from %s locked out for %d s after %d failures within %d s",
                 service,
                 login,
                 ip,
