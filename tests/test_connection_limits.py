@@ -16,6 +16,7 @@ import poplib
 import re
 import smtplib
 import socket
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -82,25 +83,32 @@ def expect_refused(server: WaypostServer, port: Port, source: str, scope: str) -
 
 
 def open_admitted(server: WaypostServer, port: Port, source: str, scope: str,
-                  attempts: int = 30) -> Conn:
+                  within: float = 60.0) -> Conn:
     """A connection the server admits. A slot is freed when the server has
     seen a close, which a client cannot wait for, so each refused attempt
-    (the exact refusal, a positive signal) is followed by another: bounded."""
-    for _ in range(attempts):
+    (the exact refusal, a positive signal) is followed by another, bounded
+    in number and time."""
+    deadline = time.monotonic() + within
+    for _ in range(2000):
         conn = open_conn(server.port(port.setting), port, source)
         if admitted(conn, port):
             return conn
         assert conn.first == refusal(port, scope), (port.name, source, conn.first)
         conn.close()
-    raise AssertionError(f"{port.name}: no slot for {source} in {attempts} attempts")
+        if time.monotonic() > deadline:
+            break
+    raise AssertionError(f"{port.name}: no slot for {source} within {within} s")
 
 
 def open_many(server: WaypostServer, port: Port, sources: list[str]) -> list[Conn]:
     conns: list[Conn] = []
-    for source in sources:
-        conn = open_conn(server.port(port.setting), port, source)
-        conns.append(conn)
-        assert admitted(conn, port), (port.name, source, conn.first)
+    try:
+        for source in sources:
+            conns.append(open_conn(server.port(port.setting), port, source))
+            assert admitted(conns[-1], port), (port.name, source, conns[-1].first)
+    except BaseException:
+        close_all(conns)
+        raise
     return conns
 
 
