@@ -176,7 +176,8 @@ class RefusalLog:
 
     The caller gives the time (``time.monotonic()``), which keeps this pure.
     Entries older than ``interval`` are dropped once ``max_entries`` is
-    reached, so a flood from many addresses stays bounded in memory.
+    reached, so memory follows the addresses refused in the last interval,
+    not every address ever refused.
     """
 
     def __init__(self, interval: float = REFUSAL_LOG_INTERVAL, max_entries: int = 10_000) -> None:
