@@ -190,6 +190,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MaxRecipients", "1000", "recipients accepted per message", _as(parse_int)),
     Setting("MaxLineLength", "1000", "longest command or text line in octets", _as(parse_int)),
     Setting("MaxConnections", "500", "simultaneous connections per listener", _as(parse_int)),
+    Setting("MaxConnectionsPerAddress", "30", "simultaneous connections per listener from one "
+            "client address (IPv4-mapped IPv6 counts as IPv4); 0 = no limit", _as(parse_int)),
+    Setting("MaxConnectionsPerNetwork", "100", "simultaneous connections per listener from "
+            "one IPv4 /24 or IPv6 /64 (trusted clients not counted); 0 = no limit",
+            _as(parse_int)),
+    Setting("MaxConnectionsPerTrustedAddress", "250", "simultaneous connections per listener "
+            "from one ClientIPAddresses address; 0 = no limit (exempt)", _as(parse_int)),
     Setting("SortCacheMessages", "100000",
             "messages per mailbox whose SORT/THREAD keys are kept (about 950 bytes each)",
             _as(parse_int)),

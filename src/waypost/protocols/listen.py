@@ -1,8 +1,10 @@
-"""What every TCP listener shares: binding, the connection limit, closing.
+"""What every TCP listener shares: binding, the connection limits, closing.
 
-A protocol gives a session runner and the bytes to send when the limit is
-reached; this module accepts, counts, and on shutdown cancels the sessions
-still running before the socket closes.
+A protocol gives a session runner and the bytes to send when a limit is
+reached (its own refusal: SMTP 421, POP3 -ERR, IMAP BYE); this module
+accepts, counts in a :class:`~waypost.protocols.connlimits.ConnectionTable`
+(per address, per network, per listener), and on shutdown cancels the
+sessions still running before the socket closes.
 
 Invariant: this module knows nothing of ``server.py``, which imports the
 listeners. What a listener needs from the process that starts it is the
@@ -15,13 +17,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from waypost.protocols.connlimits import ConnectionLimits, ConnectionTable, Refusal, RefusalLog
 from waypost.services.container import Services
 
 SessionRunner = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+RefusalReply = Callable[[Refusal], bytes]
+
+_refusals = RefusalLog()
+"""Process-wide, so a flood on every port still logs once a minute per address."""
 
 
 @dataclass
@@ -61,20 +69,23 @@ async def listen(
     port_setting: str,
     run: SessionRunner,
     *,
-    limit: int,
-    busy_reply: bytes,
+    limits: ConnectionLimits,
+    refuse: RefusalReply,
     implicit_tls: bool = False,
     log: logging.Logger,
     stream_limit: int = 2**16,
 ) -> Listener:
-    """Bind ``name`` on its port and run ``run`` for every connection, at most
-    ``limit`` at a time (the next ones get ``busy_reply`` and are closed)."""
+    """Bind ``name`` on its port and run ``run`` for every connection the
+    ``limits`` admit (the others get ``refuse(refusal)`` and are closed)."""
     active: set[asyncio.Task[None]] = set()
+    table = ConnectionTable(limits)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        if len(active) >= limit:
-            writer.write(busy_reply)
+        ticket = table.admit(endpoints(writer)[0])
+        if isinstance(ticket, Refusal):
+            log_refusal(log, name, ticket)
+            writer.write(refuse(ticket))
             writer.close()
             return
         if task is not None:
@@ -85,6 +96,7 @@ async def listen(
             log.exception("%s session failed", name)
             writer.close()
         finally:
+            table.release(ticket)
             if task is not None:
                 active.discard(task)
 
@@ -103,6 +115,15 @@ async def listen(
         await srv.wait_closed()
 
     return Listener(name, server.listen, port, close)
+
+
+def log_refusal(log: logging.Logger, listener: str, refusal: Refusal) -> None:
+    """One INFO line per refused address a minute at most (see RefusalLog)."""
+    refused = _refusals.note(refusal.address, time.monotonic())
+    if refused is not None:
+        scope = refusal.scope.name.lower()
+        log.info("%s: refused %s: over the %s connection limit (%d); %d refused since the "
+                 "last line about it", listener, refusal.address, scope, refusal.limit, refused)
 
 
 def endpoints(writer: asyncio.StreamWriter) -> tuple[str, str]:

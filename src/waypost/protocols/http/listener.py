@@ -6,7 +6,8 @@ event loop. HTTP/1.1 keep-alive is aiohttp's (``KEEPALIVE`` seconds idle);
 header lines and fields are bounded by aiohttp's parser, bodies by
 ``WebUserMaxRequest``. The login guard is the process-wide one, so failed
 web logins count with IMAP, POP3 and SMTP AUTH. Idle sessions are swept
-every ``SWEEP`` seconds (lookups check the timeout too).
+every ``SWEEP`` seconds (lookups check the timeout too). Connections are
+admitted by ``admission.serve`` (per-address limits, 503 when over).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Protocol
 
 from aiohttp import web
 
+from waypost.protocols.connlimits import ConnectionLimits
+from waypost.protocols.http.admission import serve
 from waypost.protocols.http.webuser import WebUser, build_app
 from waypost.protocols.listen import ListenContext, Listener
 from waypost.services.login_guard import shared_guard
@@ -55,6 +58,7 @@ async def start_webuser(server: WebContext) -> list[Listener]:
 
     sweeper = asyncio.create_task(sweep())
     listeners: list[Listener] = []
+    servers: list[asyncio.Server] = []
     closed = False
 
     async def close() -> None:
@@ -65,17 +69,21 @@ async def start_webuser(server: WebContext) -> list[Listener]:
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
+        for srv in servers:
+            srv.close()
         await runner.cleanup()
         webuser.close()
 
+    limits = ConnectionLimits.from_settings(webuser.settings)
+    assert runner.server is not None
     for name, port_setting, secure in MODES:
         if secure and server.tls is None:
             log.warning("%s not started: no TLS context", name)
             continue
         port = server.port(port_setting)
-        site = web.TCPSite(runner, server.listen, port, reuse_address=True,
-                           ssl_context=server.tls if secure else None)
-        await site.start()
+        servers.append(await serve(runner.server, server.listen, port, limits=limits,
+                                   ssl_context=server.tls if secure else None, name=name,
+                                   log=log))
         log.info("%s listening on %s:%d", name, server.listen, port)
         listeners.append(Listener(name, server.listen, port, close))
     return listeners

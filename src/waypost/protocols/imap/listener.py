@@ -5,7 +5,8 @@ thread pool every session's blocking work runs in, the in-process change
 :class:`~waypost.protocols.imap.session.Hub` (a session in IDLE on port 993
 wakes when one on port 143 changes its mailbox), the mail-access service and the
 process-wide login guard, so password guessing is counted across IMAP, POP3
-and SMTP. ``MaxConnections`` limits each listener.
+and SMTP. ``MaxConnections`` and the per-address limits (``connlimits``)
+apply to each listener.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from waypost.protocols.connlimits import ConnectionLimits, Refusal
 from waypost.protocols.imap import wire
 from waypost.protocols.imap.session import ImapContext, Session
 from waypost.protocols.listen import ListenContext, Listener, listen
@@ -26,8 +28,12 @@ MODES = (("IMAP", "IMAPPort", False), ("IMAPS", "IMAPSPort", True))
 async def start_imap(server: ListenContext) -> list[Listener]:
     ctx = ImapContext(server.services, shared_guard(), tls=server.tls)
     await ctx.refresh()
-    limit = ctx.settings.number("MaxConnections")
-    busy = wire.untagged("BYE [UNAVAILABLE] Too many connections, try later")
+    limits = ConnectionLimits.from_settings(ctx.settings)
+
+    def refuse(refusal: Refusal) -> bytes:
+        """RFC 5530 §3: UNAVAILABLE, a temporary refusal."""
+        return wire.untagged(f"BYE [UNAVAILABLE] {refusal.text}")
+
     listeners: list[Listener] = []
     for name, port_setting, implicit in MODES:
 
@@ -39,7 +45,7 @@ async def start_imap(server: ListenContext) -> list[Listener]:
 
         listeners.append(
             await listen(
-                server, name, port_setting, run, limit=limit, busy_reply=busy,
+                server, name, port_setting, run, limits=limits, refuse=refuse,
                 implicit_tls=implicit, log=log,
             )
         )  # fmt: skip

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from waypost.protocols.connlimits import ConnectionLimits, Refusal
 from waypost.protocols.listen import ListenContext, Listener, listen
 from waypost.protocols.pop3 import wire
 from waypost.protocols.pop3.office import PostOffice
@@ -25,8 +26,12 @@ MODES = (("POP3", "POP3Port", False), ("POP3S", "POP3SPort", True))
 async def start_pop3(server: ListenContext) -> list[Listener]:
     office = PostOffice(server.services, shared_guard(), MaildropLocks())
     await office.refresh()
-    limit = office.settings.number("MaxConnections")
-    busy = wire.err("Too many connections, try later", wire.SYS_TEMP).to_bytes()
+    limits = ConnectionLimits.from_settings(office.settings)
+
+    def refuse(refusal: Refusal) -> bytes:
+        """RFC 3206 §4: SYS/TEMP, try again later (IN-USE is for a locked maildrop)."""
+        return wire.err(refusal.text, wire.SYS_TEMP).to_bytes()
+
     listeners: list[Listener] = []
     for name, port_setting, implicit in MODES:
         config = ListenerConfig(tls=server.tls, implicit_tls=implicit)
@@ -36,6 +41,6 @@ async def start_pop3(server: ListenContext) -> list[Listener]:
             await office.refresh()
             await Session(office, config, reader, writer).run()
 
-        listeners.append(await listen(server, name, port_setting, run, limit=limit,
-                                      busy_reply=busy, implicit_tls=implicit, log=log))
+        listeners.append(await listen(server, name, port_setting, run, limits=limits,
+                                      refuse=refuse, implicit_tls=implicit, log=log))
     return listeners

@@ -10,6 +10,7 @@ import asyncio
 import logging
 from typing import Protocol
 
+from waypost.protocols.connlimits import ConnectionLimits, Refusal
 from waypost.protocols.listen import ListenContext, Listener, listen
 from waypost.protocols.smtp.session import ListenerConfig, Session
 from waypost.protocols.smtp.wire import Reply
@@ -40,8 +41,12 @@ async def start_smtp(server: SMTPContext) -> list[Listener]:
     reception = Reception(server.services, server.queue, server.delivery)
     await reception.refresh()
     hostname = reception.main_domain
-    limit = reception.settings.number("MaxConnections")
-    busy = Reply(421, "4.7.0", "Too many connections, try later").to_bytes()
+    limits = ConnectionLimits.from_settings(reception.settings)
+
+    def refuse(refusal: Refusal) -> bytes:
+        """RFC 5321 §3.8: 421 with the server's name, then close."""
+        return Reply(421, "4.7.0", f"{hostname} {refusal.text}").to_bytes()
+
     listeners: list[Listener] = []
     for name, port_setting, mode in MODES:
         config = ListenerConfig(mode=mode, tls=server.tls, hostname=hostname)
@@ -50,7 +55,7 @@ async def start_smtp(server: SMTPContext) -> list[Listener]:
                       config: ListenerConfig = config) -> None:
             await Session(reception, config, reader, writer).run()
 
-        listeners.append(await listen(server, name, port_setting, run, limit=limit,
-                                      busy_reply=busy, implicit_tls=mode == "smtps", log=log,
+        listeners.append(await listen(server, name, port_setting, run, limits=limits,
+                                      refuse=refuse, implicit_tls=mode == "smtps", log=log,
                                       stream_limit=2**20))
     return listeners
