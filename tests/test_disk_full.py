@@ -29,6 +29,7 @@ from waypost.storage.interface import StorageFull
 
 DOMAIN = "full.dom"
 USER = f"fay@{DOMAIN}"
+READER = f"rita@{DOMAIN}"
 PW = "full-pw-1234"
 TIMEOUT_S = 30
 FULL = (452, b"4.3.1 Insufficient system storage")
@@ -40,7 +41,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WaypostServer]:
     with mounted(tmp_path_factory.mktemp("diskfull") / "var", "16m") as data:
         srv = WaypostServer(data).init()
         srv.cli("domain", "add", DOMAIN)
-        srv.cli("account", "add", USER, "--password", PW)
+        for account in (USER, READER):
+            srv.cli("account", "add", account, "--password", PW)
         srv.start()
         try:
             yield srv
@@ -49,18 +51,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WaypostServer]:
 
 
 def message(tag: str, size: int = 0) -> bytes:
-    text = f"From: a@remote.example\r\nTo: {USER}\r\nMessage-ID: <{tag}@test>\r\n" \
+    text = f"From: a@remote.example\r\nTo: undisclosed-recipients:;\r\nMessage-ID: <{tag}@test>\r\n" \
            f"Subject: {tag}\r\n\r\nbody of {tag}\r\n"
     return text.encode() + b"x" * size + (b"\r\n" if size else b"")
 
 
-def send(srv: WaypostServer, tag: str) -> tuple[int, bytes]:
+def send(srv: WaypostServer, tag: str, to: str = USER) -> tuple[int, bytes]:
     """MAIL, RCPT, DATA (no SIZE parameter); the first reply that is not 250."""
     with smtplib.SMTP("127.0.0.1", srv.smtp, timeout=TIMEOUT_S) as client:
         client.ehlo("client.example")
         code, text = client.mail("a@remote.example")
         assert code == 250, text
-        code, text = client.rcpt(USER)
+        code, text = client.rcpt(to)
         if code != 250:
             return code, text
         return client.data(message(tag))
@@ -75,17 +77,17 @@ def send_big(srv: WaypostServer, tag: str, size: int) -> tuple[int, bytes]:
         return client.data(message(tag, size))
 
 
-def imap_login(srv: WaypostServer) -> imaplib.IMAP4:
+def imap_login(srv: WaypostServer, user: str = USER) -> imaplib.IMAP4:
     client = imaplib.IMAP4("127.0.0.1", srv.port("IMAPPort"), timeout=TIMEOUT_S)
-    client.login(USER, PW)
+    client.login(user, PW)
     return client
 
 
-def inbox_ids(srv: WaypostServer) -> list[str]:
+def inbox_ids(srv: WaypostServer, user: str = USER, readonly: bool = True) -> list[str]:
     """Message-IDs of every message in the INBOX, read over IMAP (repeats kept)."""
-    client = imap_login(srv)
+    client = imap_login(srv, user)
     try:
-        typ, data = client.select("INBOX", readonly=True)
+        typ, data = client.select("INBOX", readonly=readonly)
         assert typ == "OK", data
         if int(data[0]) == 0:
             return []
@@ -117,8 +119,8 @@ def append(srv: WaypostServer, tag: str) -> tuple[str, list[bytes]]:
         client.logout()
 
 
-def delivered(srv: WaypostServer, *tags: str) -> bool:
-    ids = inbox_ids(srv)
+def delivered(srv: WaypostServer, *tags: str, user: str = USER) -> bool:
+    ids = inbox_ids(srv, user)
     return all(tag in ids for tag in tags)
 
 
@@ -185,6 +187,53 @@ def test_a_body_that_does_not_fit_gets_452_at_the_end_of_data_and_leaves_nothing
     server.wait_for(lambda: delivered(server, "fits"), what="the small message delivered")
     ids = inbox_ids(server)
     assert ids.count("fits") == 1 and "too-big" not in ids
+    assert "Traceback" not in server.logs()
+
+
+def test_what_readers_change_on_a_full_disk_is_refused_cleanly_or_done_whole(
+    server: WaypostServer,
+) -> None:
+    """SELECT (read-write) and FETCH work; flag changes and POP3's deletions
+    need a database write, which SQLite may still fit in its log: either
+    done, or refused with the protocol's temporary error, never half done."""
+    for tag in ("r1", "r2"):
+        assert send(server, tag, READER)[0] == 250
+    server.wait_for(lambda: delivered(server, "r1", "r2", user=READER),
+                    what="the reader's messages")
+    filler = fill(server.data)
+    try:
+        assert sorted(inbox_ids(server, READER, readonly=False)) == ["r1", "r2"]
+        client = imap_login(server, READER)
+        try:
+            assert client.select("INBOX")[0] == "OK"
+            typ, data = client.store("1", "+FLAGS", "(\\Flagged)")
+            assert typ == "OK" or data[0].startswith(b"[OVERQUOTA]"), (typ, data)
+            flagged = typ == "OK"
+        finally:
+            client.logout()
+        pop = poplib.POP3("127.0.0.1", server.port("POP3Port"), timeout=TIMEOUT_S)
+        pop.user(READER)
+        pop.pass_(PW)
+        pop.dele(2)
+        try:
+            answer = pop.quit()
+            removed = True
+        except poplib.error_proto as exc:
+            assert exc.args[0].startswith(b"-ERR [SYS/TEMP]"), exc
+            removed = False
+        else:
+            assert answer.startswith(b"+OK"), answer
+    finally:
+        filler.unlink()
+    ids = inbox_ids(server, READER)
+    assert sorted(ids) == (["r1"] if removed else ["r1", "r2"])
+    client = imap_login(server, READER)
+    try:
+        client.select("INBOX", readonly=True)
+        typ, data = client.fetch("1", "(FLAGS)")
+        assert typ == "OK" and (b"\\Flagged" in data[0]) == flagged, data
+    finally:
+        client.logout()
     assert "Traceback" not in server.logs()
 
 

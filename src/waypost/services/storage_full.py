@@ -71,7 +71,7 @@ class FullNotice:
     def cleared(self) -> None:
         """A write succeeded: the episode, if any, is over."""
         if self._since is not None:
-            self.log.warning("the data directory has space again after %.0f s",
+            self.log.info("the data directory has space again after %.0f s",
                              self.clock() - self._since)
             self._since = None
 

@@ -156,8 +156,8 @@ class DeliveryRunner:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def tick(self) -> None:
-        if time.monotonic() < self._full_until:
-            return
+        if time.monotonic() < self._full_until and self.queue.full_notice.full:
+            return  # paused, unless a submission found space meanwhile
         if self._unsettled:  # first what was delivered while the disk was full
             updates, self._unsettled = self._unsettled, []
             try:
