@@ -17,9 +17,10 @@ directory gets, all at once:
   the newest message -- both only read (no DELE, no STORE), so every
   message they see stays where the count looks for it;
 * and, every ``--kill-every`` seconds on average (0: never), ``kill -9`` of
-  the server followed by a restart on the same ports; ``--min-kills`` makes
-  the load go on past ``--seconds`` (up to four times it) until that many
-  kills happened, so a slow machine still gets them.
+  the server followed by a restart on the same ports. The load goes on past
+  ``--seconds`` (up to three times it) until ``--min-kills`` kills happened
+  and every kind of client got through at least once, so a slow machine
+  still gets a real run.
 
 At the end the server is killed once more, restarted, left to empty its
 queue, stopped cleanly and started again (the final clean restart); then
@@ -38,7 +39,9 @@ duplicated and the load got going (some messages acknowledged).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import imaplib
+import itertools
 import poplib
 import random
 import re
@@ -48,6 +51,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,77 +106,86 @@ def message(name: str, rng: random.Random) -> bytes:
             f"body of {name}\r\n").encode() + filler
 
 
-def sender(port: int, worker: int, stop: threading.Event, tally: Tally) -> None:
-    rng = random.Random(worker)
-    n = 0
+def reconnecting(who: str, errors: tuple[type[BaseException], ...],
+                 session: Callable[[], None], stop: threading.Event, tally: Tally) -> None:
+    """Run ``session`` (one connection) again and again until ``stop``; a
+    refused or broken connection (the server was killed) is counted."""
     while not stop.is_set():
         try:
-            with smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT_S) as client:
-                client.ehlo("client.example")
-                while not stop.is_set():
-                    name = f"soak-w{worker}-n{n}"
-                    n += 1  # never reused, whatever the answer
-                    with tally.lock:
-                        tally.attempted += 1
-                    client.sendmail("load@client.example", [USER], message(name, rng))
-                    with tally.lock:
-                        tally.acked.append(name)
-        except (OSError, smtplib.SMTPException):
-            tally.error("smtp")
+            session()
+        except errors:
+            tally.error(who)
             stop.wait(RETRY_PAUSE)
+
+
+def sender(port: int, worker: int, stop: threading.Event, tally: Tally) -> None:
+    rng = random.Random(worker)
+    names = (f"soak-w{worker}-n{n}" for n in itertools.count())  # never reused
+
+    def session() -> None:
+        with smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT_S) as client:
+            client.ehlo("client.example")
+            while not stop.is_set():
+                name = next(names)
+                with tally.lock:
+                    tally.attempted += 1
+                client.sendmail("load@client.example", [USER], message(name, rng))
+                with tally.lock:
+                    tally.acked.append(name)
+
+    reconnecting("smtp", (OSError, smtplib.SMTPException), session, stop, tally)
+
+
+def newest_ids(client: imaplib.IMAP4, last: int | None = None) -> list[str]:
+    """EXAMINE the INBOX; the soak Message-IDs of its ``last`` messages (None: all)."""
+    typ, data = client.select("INBOX", readonly=True)
+    if typ != "OK":
+        raise imaplib.IMAP4.error(f"EXAMINE: {data!r}")
+    count = int(data[0] or 0)
+    if not count:
+        return []
+    first = 1 if last is None else max(1, count - last + 1)
+    typ, data = client.fetch(f"{first}:*", "(BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+    if typ != "OK":
+        raise imaplib.IMAP4.error(f"FETCH: {data!r}")
+    return [m.decode() for part in data if isinstance(part, tuple)
+            for m in _ID.findall(part[1])]
 
 
 def imap_reader(port: int, stop: threading.Event, tally: Tally) -> None:
-    while not stop.is_set():
+    def session() -> None:
+        client = imaplib.IMAP4("127.0.0.1", port, timeout=TIMEOUT_S)
         try:
-            client = imaplib.IMAP4("127.0.0.1", port, timeout=TIMEOUT_S)
-            try:
-                client.login(USER, PASSWORD)
-                while not stop.is_set():
-                    typ, data = client.select("INBOX", readonly=True)
-                    if typ != "OK":
-                        raise imaplib.IMAP4.error(f"EXAMINE: {data!r}")
-                    count = int(data[0] or 0)
-                    if count:
-                        first = max(1, count - 9)
-                        typ, data = client.fetch(
-                            f"{first}:*", "(BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
-                        if typ != "OK":
-                            raise imaplib.IMAP4.error(f"FETCH: {data!r}")
-                    with tally.lock:
-                        tally.imap_reads += 1
-                    stop.wait(0.05)
-            finally:
-                try:
-                    client.logout()
-                except (OSError, imaplib.IMAP4.error):
-                    pass
-        except (OSError, imaplib.IMAP4.error, ValueError):
-            tally.error("imap")
-            stop.wait(RETRY_PAUSE)
+            client.login(USER, PASSWORD)
+            while not stop.is_set():
+                newest_ids(client, 10)
+                with tally.lock:
+                    tally.imap_reads += 1
+                stop.wait(0.05)
+        finally:
+            with contextlib.suppress(OSError, imaplib.IMAP4.error):
+                client.logout()
+
+    reconnecting("imap", (OSError, imaplib.IMAP4.error, ValueError), session, stop, tally)
 
 
 def pop3_reader(port: int, stop: threading.Event, tally: Tally) -> None:
-    while not stop.is_set():
+    def session() -> None:
+        client = poplib.POP3("127.0.0.1", port, timeout=TIMEOUT_S)
         try:
-            client = poplib.POP3("127.0.0.1", port, timeout=TIMEOUT_S)
-            try:
-                client.user(USER)
-                client.pass_(PASSWORD)
-                count, _ = client.stat()
-                if count:
-                    client.retr(count)
-                with tally.lock:
-                    tally.pop3_reads += 1
-            finally:
-                try:
-                    client.quit()  # no DELE was sent: nothing is removed
-                except (OSError, poplib.error_proto):
-                    pass
-            stop.wait(0.05)
-        except (OSError, poplib.error_proto):
-            tally.error("pop3")
-            stop.wait(RETRY_PAUSE)
+            client.user(USER)
+            client.pass_(PASSWORD)
+            count, _ = client.stat()
+            if count:
+                client.retr(count)
+            with tally.lock:
+                tally.pop3_reads += 1
+        finally:
+            with contextlib.suppress(OSError, poplib.error_proto):
+                client.quit()  # no DELE was sent: nothing is removed
+        stop.wait(0.05)
+
+    reconnecting("pop3", (OSError, poplib.error_proto), session, stop, tally)
 
 
 def start(server: WaypostServer, attempts: int = 5) -> None:
@@ -192,19 +205,7 @@ def present_ids(server: WaypostServer) -> list[str]:
     client = imaplib.IMAP4("127.0.0.1", server.port("IMAPPort"), timeout=60)
     try:
         client.login(USER, PASSWORD)
-        typ, data = client.select("INBOX", readonly=True)
-        if typ != "OK":
-            raise RuntimeError(f"EXAMINE failed: {data!r}")
-        if not int(data[0] or 0):
-            return []
-        typ, data = client.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
-        if typ != "OK":
-            raise RuntimeError(f"FETCH failed: {data!r}")
-        ids = []
-        for part in data:
-            if isinstance(part, tuple):
-                ids += [m.decode() for m in _ID.findall(part[1])]
-        return ids
+        return newest_ids(client)
     finally:
         client.logout()
 
@@ -253,14 +254,20 @@ def soak(args: argparse.Namespace) -> int:
         rng = random.Random(args.seed)
         began = time.monotonic()
         deadline = began + args.seconds
-        # --min-kills may run past --seconds (a slow machine restarts slowly), never
-        # past four times it
-        hard_stop = began + 4 * args.seconds
+        # a slow machine may need more than --seconds for --min-kills kills and
+        # a first read of each kind; never more than three times it
+        hard_stop = began + 3 * args.seconds
+
+        def short() -> bool:
+            with tally.lock:
+                return (kills < args.min_kills or not tally.acked
+                        or bool(args.imap and not tally.imap_reads)
+                        or bool(args.pop3 and not tally.pop3_reads))
+
         try:
-            while time.monotonic() < hard_stop and (
-                    time.monotonic() < deadline or kills < args.min_kills):
+            while time.monotonic() < hard_stop and (time.monotonic() < deadline or short()):
                 wait = rng.uniform(0.5, 1.5) * args.kill_every if args.kill_every else 1.0
-                if kills >= args.min_kills:
+                if not short():
                     wait = min(wait, deadline - time.monotonic())
                 time.sleep(max(0.0, wait))
                 if not args.kill_every or (time.monotonic() >= deadline

@@ -310,3 +310,28 @@ def test_relayed_mail_is_recorded_after_a_full_disk_and_never_relayed_twice(
             await queue.close()
 
     run(go)
+
+
+def test_a_submission_the_database_cannot_take_is_refused_whole(full_world: Services) -> None:
+    """The body is already on disk (the same bytes, so no new blob), but the
+    queue rows cannot be committed: SQLITE_FULL, nothing half queued."""
+    svc = full_world
+
+    async def go() -> None:
+        queue, _runner = await harness(svc)
+        try:
+            await queue.submit(submission(svc, "alice@main.dom"))
+            filler = fill(Path(svc.store.data_dir))
+            try:
+                with pytest.raises(StorageFull, match="database"):
+                    await queue.submit(submission(svc, "alice@main.dom"))
+                assert len(svc.store.queue_list()) == 1
+            finally:
+                filler.unlink()
+            await queue.submit(submission(svc, "alice@main.dom"))
+            assert len(svc.store.queue_list()) == 2
+            assert not queue.full_notice.full
+        finally:
+            await queue.close()
+
+    run(go)
