@@ -5,7 +5,8 @@ storage`` at RCPT (not enough free space) or at the end of DATA (the body
 did not fit), IMAP APPEND answers ``NO [OVERQUOTA]``, reading mail over POP3
 and IMAP keeps working, local delivery and the relay queue defer and retry,
 nothing acknowledged is lost or stored twice, no traceback is logged, and
-the server takes mail again by itself once space returns.
+the server takes mail again by itself once space returns. A server started
+on a full disk stops with one line that says so.
 """
 
 from __future__ import annotations
@@ -235,6 +236,25 @@ def test_what_readers_change_on_a_full_disk_is_refused_cleanly_or_done_whole(
     finally:
         client.logout()
     assert "Traceback" not in server.logs()
+
+
+def test_a_server_started_on_a_full_disk_says_why_and_starts_once_space_returns(
+    tmp_path: Path,
+) -> None:
+    """SQLite cannot create its shared-memory file on a full disk: the server
+    stops with one line naming the cause, not a traceback."""
+    with mounted(tmp_path / "var", "16m") as data:
+        srv = WaypostServer(data).init()
+        filler = fill(data)
+        try:
+            with pytest.raises(RuntimeError) as failed:
+                srv.start(timeout=60)
+        finally:
+            filler.unlink()
+        assert "the file system of the data directory is full" in str(failed.value)
+        assert "Traceback" not in str(failed.value)
+        srv.start()
+        assert srv.stop() == 0
 
 
 # -- delivery while the disk is full (the real queue, runner and store, in-process) --

@@ -18,6 +18,9 @@ Choices (where the RFCs leave one):
   (RFC 5530 has no "disk full" code; ``SERVERBUG`` would call it a bug).
 * Delivery defers a recipient it cannot store without counting an attempt,
   and pauses for ``StorageFullRetry`` seconds instead of retrying every tick.
+* A server started on a disk that is already full cannot open its database
+  (SQLite must create its ``-shm`` and ``-wal`` files): it stops with one
+  line saying the file system is full. A running server keeps running.
 * The log gets one warning when the disk fills, then one line a minute with
   the number of refused writes, and one line when space returns: never a
   traceback per refused message.

@@ -86,7 +86,7 @@ class SqliteStore(MailStoreMixin, FileStoreMixin):
                 timeout=BUSY_TIMEOUT_MS / 1000,
             )
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open {self.db_path}: {exc}") from exc
+            raise self._open_error(exc) from exc
         self._conn: sqlite3.Connection | None = conn
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -98,12 +98,21 @@ class SqliteStore(MailStoreMixin, FileStoreMixin):
             migrate(conn)
         except sqlite3.Error as exc:
             conn.close()
-            raise StoreError(f"cannot open {self.db_path}: {exc}") from exc
+            raise self._open_error(exc) from exc
         except BaseException:
             conn.close()
             raise
 
     # -- plumbing ---------------------------------------------------------
+
+    def _open_error(self, exc: sqlite3.Error) -> StoreError:
+        """SQLite says "disk I/O error" when it cannot create its ``-shm`` or
+        ``-wal`` file on a full disk: say what the operator must fix."""
+        with contextlib.suppress(OSError):
+            if is_full(exc) or free_space(self.data_dir) == 0:
+                return StorageFull(f"cannot open {self.db_path}: {exc} "
+                                   "(the file system of the data directory is full)")
+        return StoreError(f"cannot open {self.db_path}: {exc}")
 
     def close(self) -> None:
         with self._lock:
@@ -323,7 +332,7 @@ class SqliteStore(MailStoreMixin, FileStoreMixin):
                 timeout=BUSY_TIMEOUT_MS / 1000,
             )
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open {self.db_path}: {exc}") from exc
+            raise self._open_error(exc) from exc
 
     @contextmanager
     def _main_read(self) -> Iterator[sqlite3.Connection]:
