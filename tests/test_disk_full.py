@@ -177,6 +177,11 @@ def test_a_body_that_does_not_fit_gets_452_at_the_end_of_data_and_leaves_nothing
     try:
         before = free(server.data)
         assert before >= 2 * 1024 * 1024  # above StorageMinFree: RCPT says 250
+        # a declared SIZE that does not fit is refused at RCPT, before the body
+        with smtplib.SMTP("127.0.0.1", server.smtp, timeout=TIMEOUT_S) as client:
+            client.ehlo("client.example")
+            assert client.mail("a@remote.example", [f"SIZE={before}"])[0] == 250
+            assert client.rcpt(USER) == FULL
         # no SIZE parameter: the server learns the size only from the body
         code, text = send_big(server, "too-big", 2 * room)
         assert (code, text) == FULL
