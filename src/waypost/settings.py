@@ -234,6 +234,10 @@ SETTINGS: tuple[Setting, ...] = (
             "MaxAccountSize is retried before it is bounced (1 day)", _as(parse_int)),
     Setting("HeldQueueLifetime", "604800", "seconds mail for a held domain is kept before "
             "it is bounced (7 days)", _as(parse_int)),
+    Setting("StorageMinFree", "1M", "free space the data directory must keep: SMTP answers "
+            "452 4.3.1 at RCPT below it (plus the declared SIZE)", _as(parse_size)),
+    Setting("StorageFullRetry", "30", "seconds delivery waits before trying again after the "
+            "data directory was full", _as(parse_int)),
     Setting("LoginCacheTime", "300", "seconds a verified password is remembered (as a keyed "
             "hash) so the next logins skip argon2; 0 = verify every login", _as(parse_int)),
     Setting("LoginFailureLimit", "5", "failed logins per (account, client IP) within "

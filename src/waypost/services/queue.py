@@ -15,7 +15,9 @@ Whether an SMTP queue is *held* (Hold Mail for Domains, smtp.md §6.1) is
 decided from the current settings, not stored, so changing the setting
 holds or frees mail already queued; a release grants each held recipient one
 attempt (ETRN semantics: after a failure it is held again). Retry and
-expiry follow smtp.md §2.3 (:class:`QueuePolicy`).
+expiry follow smtp.md §2.3 (:class:`QueuePolicy`). A full disk
+(:class:`StorageFull`) fails the submissions of the batch it hit, with
+nothing committed, and is logged once per episode (``storage_full.py``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from typing import Any, TypeVar
 from waypost.services.container import Services
 from waypost.services.message import Submission, new_message_id
 from waypost.services.router.route import Route
+from waypost.services.storage_full import FullNotice
 from waypost.settings import ServerSettings, SettingError, split_list
 from waypost.storage.interface import (
     NewQueueMessage,
@@ -41,6 +44,7 @@ from waypost.storage.interface import (
     QueuedMessage,
     QueuedRecipient,
     RecipientUpdate,
+    StorageFull,
     Store,
 )
 
@@ -187,6 +191,7 @@ class Queue:
         self._wake = asyncio.Event()
         self._committer: asyncio.Task[None] | None = None
         self._closing = False
+        self.full_notice = FullNotice(log)  # a full disk, logged once per episode
 
     # -- running blocking work off the loop --------------------------------
 
@@ -224,7 +229,11 @@ class Queue:
             raise ValueError("a message needs at least one recipient")
         message_id = sub.params.get("QueueID") or new_message_id()
         # the blob's directory entry is synced once per batch by the committer
-        blob = await self.files(self.store.blob_put, sub.body, sync_dir=False)
+        try:
+            blob = await self.files(self.store.blob_put, sub.body, sync_dir=False)
+        except StorageFull as exc:
+            self.full_notice.refused("message body", exc)
+            raise
         row = NewQueueMessage(
             id=message_id, mail_from=sub.mail_from, blob=blob, size=len(sub.body),
             created=time.time(), params=dict(sub.params), client_ip=sub.client_ip,
@@ -271,6 +280,11 @@ class Queue:
                 await self.db(self.store.queue_commit, [m for p in batch for m in p.add],
                               [u for p in batch for u in p.settle])
             except Exception as exc:
+                if isinstance(exc, StorageFull):  # the others would fail alike
+                    self.full_notice.refused("queue commit", exc)
+                    for entry in batch:
+                        _finish(entry.done, exc)
+                    continue
                 if len(batch) == 1:
                     _finish(batch[0].done, exc)
                     continue
@@ -283,8 +297,21 @@ class Queue:
                     else:
                         _finish(entry.done, None)
             else:
+                self.full_notice.cleared()
                 for entry in batch:
                     _finish(entry.done, None)
+
+    async def has_room(self, size: int) -> bool:
+        """Whether ``size`` more octets fit where the store keeps data (a
+        ``statvfs``, off the loop). When it cannot tell, the write decides."""
+        try:
+            free = await self.files(self.store.free_space)
+        except OSError:
+            return True
+        if free < size:
+            self.full_notice.refused("free space", f"{free} octets, {size} needed")
+            return False
+        return True
 
     # -- what administrators (CLI, ETRN) do ----------------------------------
 

@@ -74,6 +74,12 @@ class Reception:
         """ClientIPAddresses as of the last refresh (no I/O: the session asks on the loop)."""
         return self.trust.is_trusted(ip)
 
+    async def has_room(self, size: int | None) -> bool:
+        """Whether the data directory has room for a message of the declared
+        ``size`` over ``StorageMinFree`` (``storage_full.py``)."""
+        floor = self.settings.size("StorageMinFree") or 0
+        return await self.queue.has_room(floor + (size or 0))
+
     async def route_recipient(self, address: str, trusted: bool) -> RouteResult:
         await self.refresh()
         assert self._routing is not None

@@ -202,6 +202,16 @@ class OverQuota(MailboxError):
     code = "OVERQUOTA"
 
 
+class StorageFull(MailboxError):
+    """The file system of the data directory is full (``ENOSPC``, ``EDQUOT``,
+    SQLite's ``SQLITE_FULL``): nothing was written, and the same request
+    succeeds once space returns. SMTP answers ``452 4.3.1`` (RFC 3463),
+    delivery defers; IMAP answers ``NO [OVERQUOTA]`` as Dovecot does for a
+    full disk (RFC 5530 has no code for it; ``SERVERBUG`` would call it a bug)."""
+
+    code = "OVERQUOTA"
+
+
 class CannotDelete(MailboxError):
     """INBOX, or a \\Noselect name that still has sub-mailboxes (RFC 3501)."""
 
@@ -497,6 +507,8 @@ class Store(Protocol):
     # message and no mailbox message names, untouched for ``grace`` seconds
     # (``full`` also sweeps files never committed, e.g. after a crash).
     def blob_put(self, data: bytes, *, sync_dir: bool = True) -> str: ...
+    # octets free for new data where the store keeps it (a full disk: 0)
+    def free_space(self) -> int: ...
     # makes the names of blobs put with sync_dir=False durable (one call per batch)
     def blob_sync(self) -> None: ...
     def blob_get(self, key: str) -> bytes: ...

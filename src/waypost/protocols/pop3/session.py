@@ -34,6 +34,7 @@ from waypost.protocols.pop3.wire import Command, Pop3Error, Response, err, ok
 from waypost.services import auth
 from waypost.services.login_guard import Attempt
 from waypost.services.mailaccess.maildrop import Entry, Maildrop, MaildropError, Stored
+from waypost.services.storage_full import StorageFull
 
 log = logging.getLogger("waypost.pop3")
 
@@ -467,8 +468,11 @@ class Session:
         uids = drop.deleted_uids()
         try:
             removed = await self.office.delete(drop.account, uids)
-        except Exception:
-            log.exception("POP3 UPDATE of %s failed", drop.account)
+        except Exception as exc:
+            if isinstance(exc, StorageFull):  # nothing removed; no traceback per client
+                log.warning("POP3 UPDATE of %s: %s", drop.account, exc)
+            else:
+                log.exception("POP3 UPDATE of %s failed", drop.account)
             self.send(err("Some deleted messages were not removed", wire.SYS_TEMP))
             return
         finally:

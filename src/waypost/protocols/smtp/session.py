@@ -25,6 +25,7 @@ from waypost.services import auth
 from waypost.services.message import Recipient, Submission, new_message_id, one_line
 from waypost.services.reception import Reception
 from waypost.services.rules.enqueue import RuleRejected
+from waypost.services.storage_full import SMTP_REPLY, StorageFull
 from waypost.services.submission import RecipientRefused, received_header, routed
 
 log = logging.getLogger("waypost.smtp")
@@ -290,6 +291,8 @@ class Session:
         )
         if self.tx.rcpt_count >= self.max_rcpts:
             raise CommandError(Reply(452, "4.5.3", "Too many recipients"))
+        if not await self.reception.has_room(self.tx.mail_from.params.size):
+            raise CommandError(Reply(*SMTP_REPLY))  # no room: try later (storage_full.py)
         result = await self.reception.route_recipient(rcpt.address, self.trusted)
         orcpt = rcpt.params.orcpt[1] if rcpt.params.orcpt else None
         try:
@@ -345,6 +348,8 @@ class Session:
                      mail_from.address, self.client_ip, exc.rule, exc.text)
             text = one_line(exc.text, 400) or "Message rejected"
             raise CommandError(Reply(554, "5.7.1", text)) from None
+        except StorageFull:  # nothing was stored; the queue logged it
+            raise CommandError(Reply(*SMTP_REPLY)) from None
         except Exception:
             log.exception("could not queue a message from %s", self.client_ip)
             raise CommandError(

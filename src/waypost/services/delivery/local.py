@@ -36,6 +36,10 @@ backoff, and bounced (``552 4.2.2`` as a permanent failure) once it has
 waited the setting ``OverQuotaLifetime`` (one day, [waypost]). The copies of one run
 count against each other, so a batch never overshoots the limit.
 
+A full disk (:class:`StorageFull`) stores nothing and defers the whole batch
+with ``452 4.3.1``; the runner retries it once space returns
+(``storage_full.py``).
+
 Every copy, with or without rules, is built by the message's
 ``mailstore.StoredCopies``. :class:`LocalDelivery` is one service, built
 once by the delivery runner with its dependencies (the mail store
@@ -57,6 +61,7 @@ from waypost.services.mail_events import MailEvents
 from waypost.services.mailaccess.quota import Quotas
 from waypost.services.mailstore import Mailstore, StoredCopies
 from waypost.services.rules.delivery import DeliveryRules, Offload
+from waypost.services.storage_full import SMTP_REPLY
 from waypost.services.trust import ClientTrust
 from waypost.settings import ServerSettings
 from waypost.storage.interface import (
@@ -65,6 +70,7 @@ from waypost.storage.interface import (
     NotFound,
     QueuedMessage,
     RecipientUpdate,
+    StorageFull,
     StoreError,
 )
 
@@ -193,6 +199,10 @@ class LocalDelivery:
             log.warning("LOCAL(%s): %s", account, exc)
             return [o for m, _ in planned
                     for o in _all(m, "failed", 550, "5.1.1", f"unknown user account: {exc}")]
+        except StorageFull as exc:  # the others would fail alike: all wait for space
+            log.debug("LOCAL(%s): %s", account, exc)  # the runner logs the episode
+            return [o for m, _ in planned
+                    for o in _all(m, "deferred", *SMTP_REPLY[:2], f"{SMTP_REPLY[2]}: {exc}")]
         except StoreError as exc:
             if len(planned) > 1:  # find the one that fails; deliver the others
                 outcomes = []

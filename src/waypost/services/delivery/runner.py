@@ -23,6 +23,10 @@ after the expiry (smtp.md §2.3). Every outcome, and every look at a held
 queue, is logged (one line, ``deliverylog.py``) and kept in the recipient's
 history in the same update that applies it. A DSN is submitted together with the
 failures it reports (one transaction) and never for a null sender.
+A full disk (:class:`StorageFull`) pauses every delivery for
+``StorageFullRetry`` seconds; recipients deferred for it lose no attempt,
+and outcomes that could not be recorded are kept and recorded first, so a
+relayed message is not relayed again (``storage_full.py``).
 Forwarders, groups and aliases were expanded by the Router at RCPT time:
 queue rows hold final routes, so nothing is re-routed here.
 """
@@ -56,8 +60,15 @@ from waypost.services.message import Recipient, Submission
 from waypost.services.queue import Queue, QueuePolicy, queue_label
 from waypost.services.rules.delivery import DeliveryRules
 from waypost.services.rules.enqueue import Enqueuer
+from waypost.services.storage_full import SMTP_REPLY
 from waypost.services.trust import ClientTrust
-from waypost.storage.interface import QueuedMessage, QueuedRecipient, RecipientUpdate, StoreError
+from waypost.storage.interface import (
+    QueuedMessage,
+    QueuedRecipient,
+    RecipientUpdate,
+    StorageFull,
+    StoreError,
+)
 
 log = logging.getLogger("waypost.delivery")
 
@@ -69,6 +80,7 @@ FULL_GC_INTERVAL = 86400.0
 MAX_GROUPS = 32  # queues delivered at the same time
 SMTP_CHUNK = 20  # messages handed to the relay per call (bodies are in memory)
 EXPIRED = "5.4.7"  # RFC 3463: delivery time expired
+FULL_RETRY = 30.0  # StorageFullRetry when there are no settings (tests)
 
 
 def local_delivery(services: Services, queue: Queue) -> LocalDelivery:
@@ -107,6 +119,8 @@ class DeliveryRunner:
         self._policy: QueuePolicy | None = None  # as of the last tick
         self._last_gc = time.time()
         self._last_full_gc = 0.0
+        self._full_until = 0.0  # monotonic: no delivery before (the disk was full)
+        self._unsettled: list[RecipientUpdate] = []  # outcomes a full disk kept from the queue
 
     # -- the loop ---------------------------------------------------------------
 
@@ -118,6 +132,8 @@ class DeliveryRunner:
                 try:
                     await self.tick()
                     await self._collect_garbage()
+                except StorageFull as exc:
+                    self._disk_full("delivery", exc)
                 except Exception:
                     log.exception("delivery runner tick failed")
                 if first:  # from here on a submission wakes the loop (a sign for observers)
@@ -143,6 +159,16 @@ class DeliveryRunner:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def tick(self) -> None:
+        if time.monotonic() < self._full_until and self.queue.full_notice.full:
+            return  # paused, unless a submission found space meanwhile
+        if self._unsettled:  # first what was delivered while the disk was full
+            updates, self._unsettled = self._unsettled, []
+            try:
+                await self.queue.settle(updates)
+            except StorageFull as exc:
+                self._unsettled = updates + self._unsettled
+                self._disk_full("settling delivered mail", exc)
+                return
         policy = await self.queue.refresh_policy()
         self.local.use_settings(self.queue.settings)
         if self._policy is not None and policy.hold != self._policy.hold:
@@ -173,6 +199,8 @@ class DeliveryRunner:
             async with self._limit:
                 outcomes, parked = await self._deliver(module, queue, messages, policy)
                 await self._apply(messages, outcomes, parked, policy)
+        except StorageFull as exc:  # nothing to record it in: retried after the pause
+            self._disk_full(f"delivery to {queue_label(module, queue)}", exc)
         except Exception as exc:
             log.exception("delivery to %s failed", queue_label(module, queue))
             now = time.time()
@@ -351,6 +379,11 @@ class DeliveryRunner:
                                                        history=history))
                 elif o.status == "failed":
                     failed.append((r, o))
+                elif o.enhanced == SMTP_REPLY[1]:  # a full disk: not the recipient's fault
+                    self._disk_full(f"delivery of {m.id}", o.text)
+                    updates.append(RecipientUpdate(
+                        r.key, "deferred", error=describe(o),
+                        next_attempt=now + self._full_retry(), attempted=False))
                 elif now >= policy.expires(m.created, policy.held(r.module, r.queue)):
                     failed.append((r, dataclasses.replace(
                         o, status="failed", enhanced=EXPIRED,
@@ -362,7 +395,12 @@ class DeliveryRunner:
                         history=logged(m, r, o)))
             if failed:
                 failures.append((m, failed))
-        await self.queue.settle(updates)
+        try:
+            await self.queue.settle(updates)
+        except StorageFull as exc:  # kept, so what was relayed is not relayed again
+            self._unsettled += updates
+            self._disk_full("settling delivered mail", exc)
+            return
         for m, failed in failures:
             await self.bounce(m, failed)
 
@@ -408,6 +446,15 @@ class DeliveryRunner:
         )
         dsn_id = await self.queue.submit(dsn, settle=updates)
         log.info("returned %s to <%s> as %s", message.id, message.mail_from, dsn_id)
+
+    def _full_retry(self) -> float:
+        settings = self.queue.settings
+        return float(settings.number("StorageFullRetry")) if settings else FULL_RETRY
+
+    def _disk_full(self, what: str, exc: object) -> None:
+        """Pause every delivery for StorageFullRetry seconds (``storage_full.py``)."""
+        self._full_until = time.monotonic() + self._full_retry()
+        self.queue.full_notice.refused(what, exc)
 
     async def _collect_garbage(self) -> None:
         now = time.time()

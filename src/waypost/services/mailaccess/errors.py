@@ -21,13 +21,14 @@ from waypost.storage.interface import (
     NoSuchMailbox,
     NotFound,
     OverQuota,
+    StorageFull,
     StoreError,
 )
 
 __all__ = [
     "CannotDelete", "InvalidMailboxName", "InvalidRights", "MailboxError", "MailboxExists",
     "MailboxHasChildren", "NoPermission", "NoSuchMailbox", "NotFound", "OverQuota",
-    "StoreError", "TryCreate",
+    "StorageFull", "StoreError", "TryCreate",
 ]  # fmt: skip
 
 

@@ -286,10 +286,9 @@ class MailAccess(CondstoreAccess):
         opened = replace(opened, uidvalidity=uidvalidity)  # this incarnation only
         recent_first = uidnext
         if state.recent:
-            if examine:
-                recent_first = uids[max(0, len(uids) - state.recent)] if uids else uidnext
-            else:
-                recent_first = self._store.mail_claim_recent(*ref, upto=uidnext)
+            shown = uids[max(0, len(uids) - state.recent)] if uids else uidnext
+            claimed = None if examine else self._claim_recent(ref, uidnext)
+            recent_first = shown if claimed is None else claimed
         return Selection(
             opened, key, uidvalidity, uidnext, modseq, uids, keywords, first_unseen, recent_first
         )
@@ -307,9 +306,18 @@ class MailAccess(CondstoreAccess):
             # Claim only what these changes report, and never past their UIDNEXT:
             # another session may have claimed newer messages meanwhile, and a
             # first UID beyond the view made the session announce "* -1 RECENT".
-            claimed = self._store.mail_claim_recent(*ref, upto=changes.uidnext)
-            first = min(claimed, changes.uidnext)
+            claimed = self._claim_recent(ref, changes.uidnext)
+            first = None if claimed is None else min(claimed, changes.uidnext)
         return changes, first
+
+    def _claim_recent(self, ref: tuple[str, str, str], upto: int) -> int | None:
+        """Claim \\Recent up to ``upto``: the first UID claimed, or None when
+        the disk is full -- reading goes on, the messages only stay \\Recent
+        for the next session too (storage_full.py: reading keeps working)."""
+        try:
+            return self._store.mail_claim_recent(*ref, upto=upto)
+        except errors.StorageFull:
+            return None
 
     @contextlib.contextmanager
     def index(self, opened: Opened) -> Iterator[MailboxIndex]:

@@ -12,6 +12,9 @@ queueing on one directory. A blob that already
 exists is not written again; its modification time is refreshed instead,
 which is what keeps the collector away from it (see :meth:`BlobFiles.remove_if_stale`).
 
+A full disk (``ENOSPC``) raises :class:`StorageFull` and leaves no partial
+file behind: the caller defers, and the same put succeeds once space returns.
+
 Files carry no reference count: the database rows that name a blob are the
 references, and the collector deletes a file only when no row names it and
 the file has not been touched for a grace period.
@@ -31,8 +34,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from waypost.storage.durable import fsync_dir
-from waypost.storage.interface import NotFound, StoreError
+from waypost.storage.durable import FULL_ERRNOS, fsync_dir, is_full
+from waypost.storage.interface import NotFound, StorageFull, StoreError
 
 BLOB_DIR = "blobs"
 _KEY = re.compile(r"^[0-9a-f]{64}$")
@@ -87,9 +90,9 @@ class BlobFiles:
                     return key
             except FileNotFoundError:
                 pass
-        self._ensure_dir(path.parent)
         tmp = path.parent / f".{key}.{os.getpid()}.{threading.get_ident()}.tmp"
         try:
+            self._ensure_dir(path.parent)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
                 view = memoryview(data)
@@ -102,7 +105,9 @@ class BlobFiles:
             os.replace(tmp, path)
         except OSError as exc:
             with contextlib.suppress(OSError):
-                tmp.unlink()
+                tmp.unlink()  # a partial body must not hold on to the little room left
+            if is_full(exc):
+                raise StorageFull(f"cannot write message body: {exc.strerror}") from exc
             raise StoreError(f"cannot write message body {path}: {exc}") from exc
         if sync_dir:
             fsync_dir(path.parent)
@@ -131,7 +136,8 @@ class BlobFiles:
             if error not in (errno.ENOSYS, errno.EPERM):
                 with self._pending_lock:
                     self._unsynced |= pending
-                raise StoreError(f"cannot sync message bodies: {os.strerror(error)}")
+                kind = StorageFull if error in FULL_ERRNOS else StoreError
+                raise kind(f"cannot sync message bodies: {os.strerror(error)}")
         for path in pending:
             with contextlib.suppress(FileNotFoundError):
                 fd = os.open(path, os.O_RDONLY)

@@ -17,6 +17,7 @@ mailstore tables live in ``queue_store.py`` and ``mail_store.py``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -29,7 +30,7 @@ from typing import Any
 
 import waypost.storage.sqlite.mail_store as mail_store
 import waypost.storage.sqlite.queue_store as queue_store
-from waypost.storage.durable import fsync_dir
+from waypost.storage.durable import free_space, fsync_dir, is_full
 from waypost.storage.interface import (
     INBOX,
     AlreadyExists,
@@ -39,6 +40,7 @@ from waypost.storage.interface import (
     ObjectRecord,
     QueuedMessage,
     RecipientUpdate,
+    StorageFull,
     StoreError,
 )
 from waypost.storage.sqlite.blobs import BlobFiles
@@ -84,7 +86,7 @@ class SqliteStore(MailStoreMixin, FileStoreMixin):
                 timeout=BUSY_TIMEOUT_MS / 1000,
             )
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open {self.db_path}: {exc}") from exc
+            raise self._open_error(exc) from exc
         self._conn: sqlite3.Connection | None = conn
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -96,12 +98,21 @@ class SqliteStore(MailStoreMixin, FileStoreMixin):
             migrate(conn)
         except sqlite3.Error as exc:
             conn.close()
-            raise StoreError(f"cannot open {self.db_path}: {exc}") from exc
+            raise self._open_error(exc) from exc
         except BaseException:
             conn.close()
             raise
 
     # -- plumbing ---------------------------------------------------------
+
+    def _open_error(self, exc: sqlite3.Error) -> StoreError:
+        """SQLite says "disk I/O error" when it cannot create its ``-shm`` or
+        ``-wal`` file on a full disk: say what the operator must fix."""
+        with contextlib.suppress(OSError):
+            if is_full(exc) or free_space(self.data_dir) == 0:
+                return StorageFull(f"cannot open {self.db_path}: {exc} "
+                                   "(the file system of the data directory is full)")
+        return StoreError(f"cannot open {self.db_path}: {exc}")
 
     def close(self) -> None:
         with self._lock:
@@ -151,7 +162,7 @@ class SqliteStore(MailStoreMixin, FileStoreMixin):
                 try:
                     yield conn
                 except sqlite3.Error as exc:
-                    raise StoreError(f"database error: {exc}") from exc
+                    raise db_error(exc) from exc
                 return
             self._readers.changing = True
             try:
@@ -166,9 +177,11 @@ class SqliteStore(MailStoreMixin, FileStoreMixin):
                     self._version_seen = (-1, -VERSION_TTL)  # our own change shows at once
             except BaseException as exc:
                 if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                    # SQLITE_FULL may have rolled it back already (then this fails harmlessly)
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.Error):
-                    raise StoreError(f"database error: {exc}") from exc
+                    raise db_error(exc) from exc
                 raise
             finally:
                 self._readers.changing = False
@@ -232,10 +245,14 @@ class SqliteStore(MailStoreMixin, FileStoreMixin):
         if self._wal_fd is not None and os.fstat(self._wal_fd).st_ino != inode:
             os.close(self._wal_fd)
             self._wal_fd = None
-        if self._wal_fd is None:
-            self._wal_fd = os.open(wal, os.O_RDONLY | os.O_CLOEXEC)
-            fsync_dir(self.db_path.parent)  # a new WAL's name is durable too
-        os.fdatasync(self._wal_fd)
+        try:
+            if self._wal_fd is None:
+                self._wal_fd = os.open(wal, os.O_RDONLY | os.O_CLOEXEC)
+                fsync_dir(self.db_path.parent)  # a new WAL's name is durable too
+            os.fdatasync(self._wal_fd)
+        except OSError as exc:  # not durable: the caller must not acknowledge it
+            kind = StorageFull if is_full(exc) else StoreError
+            raise kind(f"cannot flush the database log: {exc.strerror}") from exc
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -315,7 +332,7 @@ class SqliteStore(MailStoreMixin, FileStoreMixin):
                 timeout=BUSY_TIMEOUT_MS / 1000,
             )
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open {self.db_path}: {exc}") from exc
+            raise self._open_error(exc) from exc
 
     @contextmanager
     def _main_read(self) -> Iterator[sqlite3.Connection]:
@@ -346,7 +363,7 @@ class SqliteStore(MailStoreMixin, FileStoreMixin):
             try:
                 row = self._version_conn.execute("SELECT change_counter FROM meta").fetchone()
             except sqlite3.Error as exc:
-                raise StoreError(f"database error: {exc}") from exc
+                raise db_error(exc) from exc
             self._version_seen = (int(row[0]), self.clock())
             return int(row[0])
 
@@ -551,6 +568,9 @@ class SqliteStore(MailStoreMixin, FileStoreMixin):
     def blob_put(self, data: bytes, *, sync_dir: bool = True) -> str:
         return self.blobs.put(data, sync_dir=sync_dir)
 
+    def free_space(self) -> int:
+        return free_space(self.data_dir)
+
     def blob_sync(self) -> None:
         self.blobs.sync()
 
@@ -645,7 +665,15 @@ def _read_on(conn: sqlite3.Connection, *, joined: bool = False) -> Iterator[sqli
         finally:
             conn.execute("COMMIT")
     except sqlite3.Error as exc:
-        raise StoreError(f"database error: {exc}") from exc
+        raise db_error(exc) from exc
+
+
+def db_error(exc: sqlite3.Error) -> StoreError:
+    """The store's error for a failed SQLite call: :class:`StorageFull` for
+    ``SQLITE_FULL`` (a full disk; the transaction is rolled back whole)."""
+    if is_full(exc):
+        return StorageFull(f"database error: {exc}")
+    return StoreError(f"database error: {exc}")
 
 
 # -- helpers (called with the lock held) ----------------------------------
