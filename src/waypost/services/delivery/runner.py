@@ -383,7 +383,8 @@ class DeliveryRunner:
                     self._disk_full(f"delivery of {m.id}", o.text)
                     updates.append(RecipientUpdate(
                         r.key, "deferred", error=describe(o),
-                        next_attempt=now + self._full_retry(), attempted=False))
+                        next_attempt=now + self._full_retry(), attempted=False,
+                        history=logged(m, r, o)))
                 elif now >= policy.expires(m.created, policy.held(r.module, r.queue)):
                     failed.append((r, dataclasses.replace(
                         o, status="failed", enhanced=EXPIRED,
