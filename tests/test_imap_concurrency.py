@@ -34,6 +34,7 @@ from tests.support.imap_model import (
     SessionModel,
     World,
     parse_response,
+    transcript,
 )
 from tests.support.server import WaypostServer
 
@@ -610,17 +611,6 @@ def test_a_target_deleted_meanwhile_is_trycreate(
 
 
 # -- the checker itself -----------------------------------------------------------------------
-
-
-def transcript(model: SessionModel, lines: list[str | tuple[str, str]]) -> list[str]:
-    """Feed ``("C", command)`` and server lines to a model; its complaints."""
-    for line in lines:
-        if isinstance(line, tuple):
-            tag, _, text = line[1].partition(" ")
-            model.begin(tag, text)
-        else:
-            model.receive(parse_response(line))
-    return model.world.violations
 
 
 def selected(world: World | None = None) -> SessionModel:
