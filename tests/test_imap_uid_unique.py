@@ -213,6 +213,20 @@ def test_the_checker_sees_copyuid_name_the_wrong_incarnation() -> None:
     assert "COPY: new UID 9 of UIDVALIDITY 7 is not above UID 10 known before" in found
 
 
+def test_the_checker_sees_copyuid_name_an_incarnation_gone_from_the_name() -> None:
+    """COPYUID naming a UIDVALIDITY that another session's DELETE + CREATE had
+    replaced before the COPY was sent (as APPENDUID already was checked)."""
+    world = World()
+    _on_box1(world, "one")  # box1 is UIDVALIDITY 7
+    two = SessionModel(world, "two", lambda name: (USER, name))
+    transcript(two, [
+        ("C", "x DELETE box1"), "x OK", ("C", "y CREATE box1"), "y OK",
+        ("C", "a SELECT box2"), "* 1 EXISTS", "* OK [UIDVALIDITY 11] x", "a OK",
+    ])  # fmt: skip
+    [found] = transcript(two, [("C", "c COPY 1 box1"), "c OK [COPYUID 7 1 9] done"])
+    assert "COPY into ('copier', 'box1') answered UIDVALIDITY 7, gone from that name" in found
+
+
 # -- the same over the wire -------------------------------------------------------------------
 
 

@@ -844,6 +844,11 @@ class SessionModel:
             self.fail(f"COPYUID with {len(sources)} source and {len(targets)} target UIDs")
             return
         if cmd.key is not None:
+            seen = self.world.evidence(cmd.key, v, cmd.sent)
+            if self.world.replaced(cmd.key, seen, self.world.clock):
+                self.fail(
+                    f"{cmd.name} into {cmd.key} answered UIDVALIDITY {v}, gone from that name"
+                )
             self.world.observe(cmd.key, v, cmd.sent, self.world.clock)
         for src, dst in zip(sources, targets, strict=True):
             error = self.world.new_uid(v, dst, cmd.sent)
