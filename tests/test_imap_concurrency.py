@@ -5,7 +5,7 @@ of another that shares a mailbox with it through an ACL) run randomly chosen
 commands for a bounded time: APPEND, STORE (+/-FLAGS, system flags and
 keywords), EXPUNGE, UID EXPUNGE, COPY, MOVE, SELECT/EXAMINE, FETCH (FLAGS,
 UID, BODY[]), SEARCH, STATUS, NOOP, short IDLEs, and CREATE/DELETE/RENAME of
-mailboxes. Every response of every session goes through
+mailboxes (RENAME INBOX too). Every response of every session goes through
 ``tests/support/imap_model.py``, which checks the RFC 3501/9051 §7 rules on
 each session's view (see its module doc). At the end every session quiesces
 (NOOP) and its view is compared with a fresh EXAMINE + ``UID FETCH 1:*
@@ -34,6 +34,7 @@ from tests.support.imap_model import (
     SessionModel,
     World,
     parse_response,
+    transcript,
 )
 from tests.support.server import WaypostServer
 
@@ -303,8 +304,9 @@ class Racer:
             await self.command(f"CREATE {name}")
         elif op < 0.7:
             await self.command(f"DELETE {name}")
-        else:
-            await self.command(f"RENAME {name} {self.rng.choice(CHURN)}")
+        else:  # now and then RENAME INBOX: its messages move, INBOX stays (RFC 3501 §6.3.5)
+            source = "INBOX" if op >= 0.96 else name  # as many draws as before
+            await self.command(f"RENAME {source} {self.rng.choice(CHURN)}")
 
     async def command(self, text: str, body: bytes | None = None) -> Response:
         assert self.client is not None
@@ -610,17 +612,6 @@ def test_a_target_deleted_meanwhile_is_trycreate(
 
 
 # -- the checker itself -----------------------------------------------------------------------
-
-
-def transcript(model: SessionModel, lines: list[str | tuple[str, str]]) -> list[str]:
-    """Feed ``("C", command)`` and server lines to a model; its complaints."""
-    for line in lines:
-        if isinstance(line, tuple):
-            tag, _, text = line[1].partition(" ")
-            model.begin(tag, text)
-        else:
-            model.receive(parse_response(line))
-    return model.world.violations
 
 
 def selected(world: World | None = None) -> SessionModel:

@@ -11,7 +11,15 @@ which mailbox incarnation (UIDVALIDITY) or none each look at a name found,
 the RENAMEs to each name, and the highest UID known to exist. An
 incarnation seen at a name and later found gone from it can come back only
 through a RENAME to that name: unless one could have run in between, a
-command sent after that must not be served from it (§2.3.1.1).
+command sent after that must not be served from it (§2.3.1.1). A UID a
+COPY/MOVE/APPEND hands out must be above every UID of its UIDVALIDITY known
+(or known expunged) *before the command was sent*: another session may meet
+the new message, and expunge it, before this one reads the tagged OK.
+
+A violation carries the session's last exchanges; one about a new UID also
+names the session and command that made the older UID known (or saw it
+expunged) and shows those sessions' exchanges interleaved from then on, and
+the mailbox-level events (:attr:`World.log`, :attr:`World.history`).
 
 Time is a counter of events in this process (a command sent, a response
 received); every cross-session rule compares a command's *send* event with
@@ -230,6 +238,11 @@ class World:
         self.sizes: dict[tuple[int, int], int] = {}
         self.expunged: dict[tuple[int, int], int] = {}  # -> when it was known gone
         self.highest: dict[int, tuple[list[int], list[int]]] = {}  # V -> (whens, max UIDs)
+        self.known_by: dict[tuple[int, int], str] = {}
+        self.gone_by: dict[tuple[int, int], str] = {}
+        """Who first made a UID known to exist, or expunged: for reports."""
+        self.log: deque[tuple[int, str, str]] = deque(maxlen=50_000)
+        """Every session's exchanges, interleaved: (event, session, line), for reports."""
         self.first_seen: dict[tuple[MailboxKey, int], int] = {}  # -> done of the first look
         self.last_seen: dict[MailboxKey, dict[int | None, Observation]] = {}
         self.renames_into: dict[MailboxKey, list[RenameInto]] = {}
@@ -241,6 +254,14 @@ class World:
 
     def note(self, text: str) -> None:
         self.history.append(f"{self.clock}: {text}")
+
+    def excerpt(self, since: int, labels: set[str], limit: int = 120) -> str:
+        """The exchanges of the sessions ``labels`` from event ``since`` on,
+        interleaved as this process saw them (the last ``limit``)."""
+        found = [
+            f"{t} [{who}] {line}" for t, who, line in self.log if t >= since and who in labels
+        ][-limit:]
+        return "\n      ".join(found)
 
     def story(self, needle: str, limit: int = 40) -> str:
         """The mailbox-level events mentioning ``needle``, the last ``limit``."""
@@ -267,20 +288,36 @@ class World:
 
     def new_uid(self, v: int, uid: int, sent: int) -> str | None:
         """A UID handed out by a command sent at ``sent`` is above every UID
-        known before (RFC 3501 §2.3.1.1: strictly ascending, never reused)."""
+        known before (RFC 3501 §2.3.1.1: strictly ascending, never reused).
+
+        Only what was known *before the send* counts: another session may
+        meet the new message (EXISTS, FETCH) and even expunge it between the
+        commit and this session's reading of the tagged OK that names it."""
         floor = self.floor(v, sent)
-        if uid <= floor or (v, uid) in self.expunged:
-            return f"new UID {uid} of UIDVALIDITY {v} is not above UID {floor} known before"
-        return None
+        expunged = self.expunged.get((v, uid))
+        if uid > floor and (expunged is None or expunged > sent):
+            return None
+        text = (
+            f"new UID {uid} of UIDVALIDITY {v} is not above UID {floor} known before "
+            f"(the command sent at event {sent})"
+        )
+        if floor:
+            text += f"; UID {floor} {self.known_by.get((v, floor), '?')}"
+        if expunged is not None:
+            text += f"; UID {uid} {self.gone_by.get((v, uid), '?')}"
+        return text
 
-    def gone(self, v: int, uid: int, when: int) -> None:
-        self.expunged.setdefault((v, uid), when)
+    def gone(self, v: int, uid: int, when: int, who: str = "") -> None:
+        if (v, uid) not in self.expunged:
+            self.expunged[(v, uid)] = when
+            self.gone_by[(v, uid)] = f"known expunged at event {when} by {who or '?'}"
 
-    def exists(self, v: int, uid: int, when: int) -> None:
+    def exists(self, v: int, uid: int, when: int, who: str = "") -> None:
         whens, highs = self.highest.setdefault(v, ([], []))
         if not highs or uid > highs[-1]:
             whens.append(when)
             highs.append(uid)
+            self.known_by.setdefault((v, uid), f"known at event {when} by {who or '?'}")
 
     def floor(self, v: int, before: int) -> int:
         """The highest UID of ``v`` known to exist before event ``before``."""
@@ -407,10 +444,28 @@ class SessionModel:
 
     # -- reporting -----------------------------------------------------------------
 
-    def fail(self, text: str) -> None:
-        self.world.violations.append(
-            f"[{self.label}] {text}\n    last exchanges:\n      " + "\n      ".join(self.transcript)
-        )
+    def fail(self, text: str, since: int | None = None) -> None:
+        """Record a violation with this session's last exchanges; with
+        ``since``, also every session's exchanges named in ``text`` (``[label]``)
+        from that event on, interleaved, and the mailbox-level events."""
+        tail = "\n      ".join(self.transcript)
+        report = f"[{self.label}] {text}\n    last exchanges:\n      {tail}"
+        if since is not None:
+            labels = {self.label, *re.findall(r"\[([^\]\s]+)\]", text)}
+            first = min([since, *(int(t) for t in re.findall(r"at event (\d+)", text))])
+            report += (
+                f"\n    sessions {sorted(labels)} from event {first}:\n      "
+                + self.world.excerpt(first, labels)
+                + "\n    mailbox events:\n      "
+                + self.world.story("/")
+            )
+        self.world.violations.append(report)
+
+    def _who(self, what: str, cmd: Command | None = None) -> str:
+        """This session and its command, for the world's reports."""
+        cmd = cmd or self.command
+        doing = f"{cmd.tag} {cmd.text} (sent at {cmd.sent})" if cmd else "no command"
+        return f"[{self.label}] {doing}: {what[:80]}"
 
     # -- commands --------------------------------------------------------------------
 
@@ -440,11 +495,13 @@ class SessionModel:
             cmd.evidence = world.evidence(view.key, view.v, cmd.sent)
         self.command = cmd
         self.transcript.append(f"C: {tag} {text}")
+        world.log.append((cmd.sent, self.label, f"C: {tag} {text}"))
         return cmd
 
     def receive(self, resp: Response) -> None:
-        self.world.tick()
+        now = self.world.tick()
         self.transcript.append(f"S: {resp.line[:300]}")
+        self.world.log.append((now, self.label, f"S: {resp.line[:300]}"))
         if resp.kind == "tagged":
             self._tagged(resp)
         elif resp.kind == "untagged":
@@ -539,7 +596,9 @@ class SessionModel:
                         f"UIDNEXT {view.uidnext} went back: UID {floor} of UIDVALIDITY "
                         f"{view.v} was known to exist before {cmd.name}"
                     )
-                self.world.exists(view.v, view.uidnext - 1, self.world.clock)  # never lower
+                self.world.exists(  # never lower
+                    view.v, view.uidnext - 1, self.world.clock, self._who(f"UIDNEXT {view.uidnext}")
+                )
 
     def _on_flags(self, resp: Response) -> None:
         assert self.view is not None
@@ -584,7 +643,7 @@ class SessionModel:
         slot = view.slots.pop(n - 1)
         if slot.uid is not None and view.v is not None:
             view.gone.add(slot.uid)
-            self.world.gone(view.v, slot.uid, self.world.clock)
+            self.world.gone(view.v, slot.uid, self.world.clock, self._who(resp.line))
 
     def _on_search(self, resp: Response) -> None:
         view, cmd = self.view, self.command
@@ -693,7 +752,7 @@ class SessionModel:
                 )
             if view.uidnext and slot.origin == view.since and uid >= view.uidnext:
                 self.fail(f"UID {uid} at SELECT is not below its UIDNEXT {view.uidnext}")
-            self.world.exists(view.v, uid, self.world.clock)
+            self.world.exists(view.v, uid, self.world.clock, self._who(f"message {n}"))
         slot.uid = uid
 
     # -- tagged ----------------------------------------------------------------------
@@ -768,10 +827,10 @@ class SessionModel:
                 self.world.body(v, uid, digest(cmd.body), "APPEND"),
                 self.world.size(v, uid, len(cmd.body), "APPEND"),
             ]
-            self.world.exists(v, uid, self.world.clock)
+            self.world.exists(v, uid, self.world.clock, self._who(resp.line, cmd))
             for error in errors:
                 if error:
-                    self.fail(f"APPEND: {error}")
+                    self.fail(f"APPEND: {error} (into {cmd.key})", cmd.sent)
 
     def _done_copy(self, cmd: Command, resp: Response) -> None:
         if resp.code == "COPYUID":
@@ -785,12 +844,17 @@ class SessionModel:
             self.fail(f"COPYUID with {len(sources)} source and {len(targets)} target UIDs")
             return
         if cmd.key is not None:
+            seen = self.world.evidence(cmd.key, v, cmd.sent)
+            if self.world.replaced(cmd.key, seen, self.world.clock):
+                self.fail(
+                    f"{cmd.name} into {cmd.key} answered UIDVALIDITY {v}, gone from that name"
+                )
             self.world.observe(cmd.key, v, cmd.sent, self.world.clock)
         for src, dst in zip(sources, targets, strict=True):
             error = self.world.new_uid(v, dst, cmd.sent)
             if error:
-                self.fail(f"{cmd.name}: {error}")
-            self.world.exists(v, dst, self.world.clock)
+                self.fail(f"{cmd.name}: {error} (into {cmd.key})", cmd.sent)
+            self.world.exists(v, dst, self.world.clock, self._who(f"COPYUID {v} {src} {dst}", cmd))
             if view is not None and view.v is not None:
                 h = self.world.bodies.get((view.v, src))
                 if h is not None:
@@ -823,7 +887,9 @@ class SessionModel:
         if uidnext is not None and uidnext <= floor:
             self.fail(f"STATUS UIDNEXT {uidnext} went back: UID {floor} of {v} existed")
         if uidnext is not None:
-            self.world.exists(v, uidnext - 1, self.world.clock)  # never lower from now on
+            self.world.exists(  # never lower from now on
+                v, uidnext - 1, self.world.clock, self._who(f"STATUS UIDNEXT {uidnext}")
+            )
         self.world.observe(cmd.key, v, cmd.sent, self.world.clock)
 
     # -- the end ---------------------------------------------------------------------
@@ -848,6 +914,18 @@ class SessionModel:
                     f"view of {view.key}: UID {slot.uid} has flags {sorted(slot.flags)}, "
                     f"a fresh SELECT {sorted(want)}"
                 )
+
+
+def transcript(model: SessionModel, lines: list[str | tuple[str, str]]) -> list[str]:
+    """Feed ``("C", "tag command")`` and server lines to a model, as unit
+    tests of the checker do; the world's complaints."""
+    for line in lines:
+        if isinstance(line, tuple):
+            tag, _, text = line[1].partition(" ")
+            model.begin(tag, text)
+        else:
+            model.receive(parse_response(line))
+    return model.world.violations
 
 
 def _unquote(word: str) -> str:

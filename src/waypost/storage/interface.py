@@ -363,6 +363,21 @@ class FlagUpdates(list[tuple[int, int, tuple[str, ...]]]):
         self.modified = list(modified)
 
 
+class CopiedUids(list[tuple[int, int]]):
+    """Result of ``mail_copy``/``mail_move``: ``(source UID, new UID)`` pairs in
+    UID order, and ``uidvalidity``, the target's, read in the transaction that
+    made the copies. Read afterwards, it could name another incarnation: a
+    RENAME (or DELETE + CREATE) of the target name landing in between made
+    COPYUID pair the new UIDs with the wrong UIDVALIDITY (RFC 4315 §3; found by
+    the model-based checker as UIDs of one UIDVALIDITY going backwards)."""
+
+    uidvalidity: int
+
+    def __init__(self, pairs: Sequence[tuple[int, int]], uidvalidity: int) -> None:
+        super().__init__(pairs)
+        self.uidvalidity = uidvalidity
+
+
 @dataclass(frozen=True, slots=True)
 class MailboxChanges:
     """What changed in a mailbox after ``since`` (a MODSEQ the session saw):
@@ -638,19 +653,20 @@ class Store(Protocol):
     # removes the messages whatever their flags (POP3 DELE, administrators)
     def mail_delete(self, domain: str, account: str, mailbox: str, uids: Sequence[int]) -> int: ...
     # new rows over the same blobs (no byte copy), flags and internal date
-    # kept; returns (source UID, new UID) pairs in UID order (UIDPLUS).
+    # kept; returns (source UID, new UID) pairs in UID order (UIDPLUS) with
+    # the target's UIDVALIDITY of that transaction (CopiedUids).
     # ``max_usage`` (copy, move, append): OverQuota, nothing written, when the
     # target account's usage would end above it (checked in the transaction)
     def mail_copy(
         self, domain: str, account: str, mailbox: str, uids: Sequence[int] | None,
         dst_domain: str, dst_account: str, dst_mailbox: str, *, max_usage: int | None = None,
         uidvalidity: int | None = None,
-    ) -> list[tuple[int, int]]: ...
+    ) -> CopiedUids: ...
     def mail_move(
         self, domain: str, account: str, mailbox: str, uids: Sequence[int] | None,
         dst_domain: str, dst_account: str, dst_mailbox: str, *, max_usage: int | None = None,
         uidvalidity: int | None = None,
-    ) -> list[tuple[int, int]]: ...
+    ) -> CopiedUids: ...
     # IMAP APPEND: body blob and row durable on return; (UIDVALIDITY, UID)
     def mail_append(
         self, domain: str, account: str, mailbox: str, data: bytes, *,

@@ -731,18 +731,21 @@ class MailAccess(CondstoreAccess):
 
     def _strip_flags(self, opened: Opened, uids: Sequence[int]) -> None:
         """After COPY/MOVE into a mailbox where the user may not set every flag:
-        drop those the copies must not carry (APPEND never sets them)."""
+        drop those the copies must not carry (APPEND never sets them). Only in
+        the incarnation that received them (``opened.uidvalidity``): the
+        target replaced meanwhile, the new one's messages are not touched."""
         rights = opened.rights
         if all(r in rights for r in "swd") or not uids:
             return
-        ref = opened.target.ref
+        ref, pin = opened.target.ref, opened.uidvalidity
         groups: dict[tuple[str, ...], list[int]] = {}
-        for row in self._store.mail_fetch(*ref, uids):
-            allowed = tuple(f for f in row.flags if _flag_class(f) in rights)
-            if allowed != row.flags:
-                groups.setdefault(allowed, []).append(row.uid)
-        for flags, group in groups.items():
-            self._store.mail_set_flags(*ref, group, flags, "replace")
+        with contextlib.suppress(errors.NoSuchMailbox):
+            for row in self._store.mail_fetch(*ref, uids, uidvalidity=pin):
+                allowed = tuple(f for f in row.flags if _flag_class(f) in rights)
+                if allowed != row.flags:
+                    groups.setdefault(allowed, []).append(row.uid)
+            for flags, group in groups.items():
+                self._store.mail_set_flags(*ref, group, flags, "replace", uidvalidity=pin)
 
     # -- expunge, copy, move, append -------------------------------------------------------
 
@@ -784,19 +787,23 @@ class MailAccess(CondstoreAccess):
         dest = self._open_target(user, name)
         limit = self._check_copy_quota(source, uids, dest, move=move)
         op = self._store.mail_move if move else self._store.mail_copy
-        pairs: list[tuple[int, int]] = []
+        if not uids:  # nothing to copy: no COPYUID will name the target
+            uidvalidity = self._store.mail_mailbox_state(*dest.target.ref).uidvalidity
+            return Copied([], uidvalidity, mailbox_key(dest))
         try:
-            if uids:
-                pairs = list(op(
-                    *source.target.ref, uids, *dest.target.ref, max_usage=limit,
-                    uidvalidity=source.uidvalidity,
-                ))  # fmt: skip
+            copied = op(
+                *source.target.ref, uids, *dest.target.ref, max_usage=limit,
+                uidvalidity=source.uidvalidity,
+            )  # fmt: skip
         except errors.NoSuchMailbox:
             self._open_target(user, name)  # the target was deleted meanwhile: TRYCREATE
-            raise  # else the source is gone (the selected mailbox was replaced)
-        self._strip_flags(dest, [new for _, new in pairs])
-        uidvalidity = self._store.mail_mailbox_state(*dest.target.ref).uidvalidity
-        return Copied(pairs, uidvalidity, mailbox_key(dest))
+            if self._is_current(source):  # it was, and is back already (RENAME): the same
+                raise errors.TryCreate(f"no mailbox {name!r}; create it first") from None
+            raise  # the source is gone (the selected mailbox was replaced)
+        # the target's UIDVALIDITY as the copy's transaction saw it: the name
+        # may hold another incarnation by now (RFC 4315 §3, see CopiedUids)
+        self._strip_flags(replace(dest, uidvalidity=copied.uidvalidity), [n for _, n in copied])
+        return Copied(list(copied), copied.uidvalidity, mailbox_key(dest))
 
     def append(
         self,
@@ -852,6 +859,14 @@ class MailAccess(CondstoreAccess):
         wanted = set(uids)
         adding = sum(m.size for m in self._store.mail_index(*source.target.ref) if m.uid in wanted)
         return self.quotas.check(*owner, adding)
+
+    def _is_current(self, opened: Opened) -> bool:
+        """The incarnation ``opened`` pinned is still at its name."""
+        try:
+            state = self._store.mail_mailbox_state(*opened.target.ref)
+        except errors.NotFound:
+            return False
+        return opened.uidvalidity is None or state.uidvalidity == opened.uidvalidity
 
     def _open_target(self, user: str, name: str) -> Opened:
         try:

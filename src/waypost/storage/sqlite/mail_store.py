@@ -42,6 +42,7 @@ from waypost.storage.interface import (
     INBOX,
     SPECIAL_USES,
     CannotDelete,
+    CopiedUids,
     FlagUpdates,
     InvalidMailboxName,
     MailboxChanges,
@@ -890,25 +891,26 @@ class MailStoreMixin:
         self, domain: str, account: str, mailbox: str, uids: Sequence[int] | None,
         dst_domain: str, dst_account: str, dst_mailbox: str, *, max_usage: int | None = None,
         uidvalidity: int | None = None,
-    ) -> list[tuple[int, int]]:
+    ) -> CopiedUids:
         with self._txn() as conn:
             src = _box(conn, domain, account, mailbox, uidvalidity=uidvalidity)
             dst = _box(conn, dst_domain, dst_account, dst_mailbox)
             pairs = copy_messages(conn, src, uids, dst)
             _within(conn, dst_domain, dst_account, max_usage)
-            return pairs
+            return CopiedUids(pairs, dst.uidvalidity)
 
     def mail_move(
         self, domain: str, account: str, mailbox: str, uids: Sequence[int] | None,
         dst_domain: str, dst_account: str, dst_mailbox: str, *, max_usage: int | None = None,
         uidvalidity: int | None = None,
-    ) -> list[tuple[int, int]]:
+    ) -> CopiedUids:
         with self._txn() as conn:  # copy and remove: one transaction (RFC 6851 §3.3)
             src = _box(conn, domain, account, mailbox, uidvalidity=uidvalidity)
-            pairs = copy_messages(conn, src, uids, _box(conn, dst_domain, dst_account, dst_mailbox))
+            dst = _box(conn, dst_domain, dst_account, dst_mailbox)
+            pairs = copy_messages(conn, src, uids, dst)
             _remove(conn, src, "", [s for s, _ in pairs])
             _within(conn, dst_domain, dst_account, max_usage)
-            return pairs
+            return CopiedUids(pairs, dst.uidvalidity)
 
     def mail_append(
         self, domain: str, account: str, mailbox: str, data: bytes, *,
