@@ -33,6 +33,7 @@ import ssl
 import time
 from dataclasses import dataclass, field
 
+from waypost.protocols import hangup
 from waypost.protocols.listen import endpoints, is_loopback
 from waypost.protocols.smtp import wire
 from waypost.protocols.smtp.wire import CommandError, Reply
@@ -113,7 +114,7 @@ class Session:
     # -- I/O ---------------------------------------------------------------
 
     def send(self, reply: Reply) -> None:
-        self.writer.write(reply.to_bytes())
+        hangup.write(self.writer, reply.to_bytes())
 
     async def read_chunk(self) -> bytes:
         try:
