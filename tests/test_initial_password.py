@@ -7,7 +7,7 @@ from __future__ import annotations
 import smtplib
 from pathlib import Path
 
-from support.server import WaypostServer
+from tests.support.server import WaypostServer
 
 
 def _files_containing(root: Path, needle: bytes) -> list[Path]:

@@ -15,10 +15,11 @@ with CRLF). Postfix 3.9's default ``normal`` only normalises; its stricter
 An authenticated client is not exempt (Postfix exempts none either): the
 rule is about what reaches the queue, not who sent it. A NUL octet is
 refused from everyone (``554 5.6.0``): RFC 5321 §2.3.8 and RFC 5322 text
-hold none and this server offers no BINARYMIME. Command lines ending in a
-bare LF are accepted as if they ended in CRLF, as Postfix's ``normal`` mode
-does: a command line cannot end DATA, so this opens no smuggling; a bare CR
-inside a command is a syntax error (``wire.parse_command``).
+hold none, and this server offers neither BINARYMIME nor CHUNKING (no BDAT,
+so DATA is the only way in). Command lines ending in a bare LF are accepted
+as if they ended in CRLF, as Postfix's ``normal`` mode does: a command line
+cannot end DATA, so this opens no smuggling; a bare CR inside a command is
+a syntax error (``wire.parse_command``).
 """
 
 from __future__ import annotations
