@@ -27,16 +27,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WaypostServer]:
     srv = WaypostServer(tmp_path_factory.mktemp("hangup") / "var").init()
     srv.cli("account", "add", USER, "--password", PASSWORD)
     srv.start()
-    body = b"".join(b"%05d the quick brown fox jumps over the lazy dog again and again\r\n" % i
-                    for i in range(LINES))
-    with imaplib.IMAP4("127.0.0.1", srv.port("IMAPPort"), timeout=60) as client:
-        client.login(USER, PASSWORD)
-        for n in range(MESSAGES):
-            message = f"Subject: big {n}\r\nFrom: a@b.example\r\n\r\n".encode() + body
-            status, _ = client.append("INBOX", None, None, message)
-            assert status == "OK"
-    yield srv
-    srv.stop()
+    try:  # stopped even when filling the mailbox fails
+        body = b"".join(b"%05d the quick brown fox jumps over the lazy dog again and again\r\n"
+                        % i for i in range(LINES))
+        with imaplib.IMAP4("127.0.0.1", srv.port("IMAPPort"), timeout=60) as client:
+            client.login(USER, PASSWORD)
+            for n in range(MESSAGES):
+                message = f"Subject: big {n}\r\nFrom: a@b.example\r\n\r\n".encode() + body
+                status, _ = client.append("INBOX", None, None, message)
+                assert status == "OK"
+        yield srv
+    finally:
+        srv.stop()
 
 
 def connect(port: int, tls: bool) -> socket.socket:
