@@ -3,7 +3,10 @@
 :func:`components` names the background services and the protocol
 listeners; each gets the :class:`Server` (services, listen address, port
 offset, TLS context, queue) and listeners return what they bound. ``serve`` runs until SIGINT or
-SIGTERM, then closes every listener and the store.
+SIGTERM, then closes every listener and the store. SIGHUP reloads the TLS
+certificate and key (settings TLSCertificate/TLSKey): new handshakes use the
+new pair, open sessions go on; a pair that does not load is logged and the
+old one stays (``tls.ServerTLS``).
 
 Invariants: this is the top layer. It wires what the layers below may not
 import: the protocols' SMTP client becomes the delivery relay's transport
@@ -27,6 +30,7 @@ from typing import Any
 from waypost import logformat, tls
 from waypost.protocols.listen import Listener
 from waypost.services.container import Services, open_services
+from waypost.tls import ServerTLS
 
 __all__ = ["Listener", "Server", "serve", "setup_logging"]
 
@@ -66,13 +70,16 @@ class Server:
     queue: Any = None
     delivery: Any = None
     tls: ssl.SSLContext | None = None
+    certificate: ServerTLS | None = None
+    _reloads: set[asyncio.Task[None]] = field(default_factory=set)
 
     def port(self, setting: str) -> int:
         """A port setting plus the offset (tests and non-root users shift every port)."""
         return self.services.settings().number(setting) + self.port_offset
 
     async def start(self) -> None:
-        self.tls = await asyncio.to_thread(self._tls_context)
+        self.certificate = ServerTLS(await asyncio.to_thread(self._tls_context))
+        self.tls = self.certificate.context
         starters, factories = components()
         for starter in starters:
             await starter(self)
@@ -82,12 +89,29 @@ class Server:
     def _tls_context(self) -> ssl.SSLContext:
         """The configured certificate, or a self-signed one made on first start."""
         settings = self.services.settings()
-        cert, key = settings.text("TLSCertificate"), settings.text("TLSKey")
-        if not cert:
-            cert_path, key_path = tls.ensure_certificate(
-                self.services.data_dir, self.services.directory.main_domain())
-            cert, key = str(cert_path), str(key_path)
-        return tls.server_context(cert, key or cert)
+        files = tls.certificate_files(
+            self.services.data_dir, settings.text("TLSCertificate"), settings.text("TLSKey"),
+            self.services.directory.main_domain())
+        assert files is not None  # create=True
+        log.info("TLS certificate %s, key %s", *files)
+        return tls.server_context(*files)
+
+    def reload_tls(self) -> None:
+        """SIGHUP: load the configured pair anew (off the loop), then swap it in."""
+        task = asyncio.get_running_loop().create_task(self._reload_tls())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def _reload_tls(self) -> None:
+        if self.certificate is None:
+            return
+        try:
+            context = await asyncio.to_thread(self._tls_context)
+        except Exception as exc:  # a bad file must not take the listeners down
+            log.error("TLS certificate not reloaded (the old one stays in use): %s", exc)
+            return
+        self.certificate.use(context)
+        log.info("TLS certificate reloaded")
 
     async def stop(self) -> None:
         for task in self.background:
@@ -113,6 +137,7 @@ async def _run(server: Server, ready: Callable[[Server], None]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, server.reload_tls)
     await server.start()
     ready(server)
     await stop.wait()

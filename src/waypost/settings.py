@@ -201,6 +201,9 @@ SETTINGS: tuple[Setting, ...] = (
             "messages per mailbox whose SORT/THREAD keys are kept (about 950 bytes each)",
             _as(parse_int)),
     Setting("SMTPIdleTimeout", "300", "seconds an idle SMTP client is kept", _as(parse_int)),
+    Setting("SMTPForbidBareNewline", "YES", "refuse a message holding a bare CR or LF "
+            "(554 5.5.2, SMTP smuggling) from clients outside ClientIPAddresses; NO accepts "
+            "it and rewrites them as CRLF", _as(parse_bool)),
     Setting("TLSCertificate", "", "PEM certificate file; empty = self-signed in DATA/tls"),
     Setting("TLSKey", "", "PEM private key file for TLSCertificate"),
     Setting("SMTPPort", "25", "SMTP (MX) listener", _as(parse_port)),

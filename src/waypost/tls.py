@@ -9,8 +9,22 @@ Outbound SMTP uses STARTTLS opportunistically and does not verify the peer
 (RFC 7435): an unverified encrypted session is still better than plain text,
 and refusing unverifiable peers would stop mail to most of the Internet.
 
+Listeners (issue 13 point 10): TLS 1.2 with AEAD suites only (ECDHE with
+AES-GCM or ChaCha20-Poly1305, Mozilla's "intermediate" list without DHE) and
+TLS 1.3, whose suites are all AEAD; no CBC suite, so no Lucky13/POODLE
+class of padding oracle. The certificate and key are the settings
+TLSCertificate/TLSKey (paths), else the self-signed pair. :class:`ServerTLS`
+is the one context every listener holds; :meth:`ServerTLS.use` swaps the
+certificate behind it (SIGHUP) without touching open sessions: each new
+handshake is moved to the current context in the ``sni_callback``, which
+OpenSSL runs for every ClientHello, with or without SNI. A fresh context is
+swapped in rather than the live one reloaded, because loading an RSA pair
+into a context that holds an ECDSA one keeps both, and a bad pair would
+leave it half changed.
+
 Call :func:`ensure_certificate` before the event loop starts or in a worker
-thread: key generation and file writes block.
+thread: key generation and file writes block; so do :func:`server_context`
+and :func:`describe` (file reads).
 """
 
 from __future__ import annotations
@@ -120,12 +134,81 @@ def ensure_certificate(
     return cert_path, key_path
 
 
+SERVER_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL"
+"""TLS 1.2 suites our listeners offer: forward secret and AEAD only."""
+
+
 def server_context(cert: str | os.PathLike[str], key: str | os.PathLike[str]) -> ssl.SSLContext:
     """Context for our listeners (STARTTLS and implicit-TLS ports)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(SERVER_CIPHERS)
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_RENEGOTIATION
     ctx.load_cert_chain(os.fspath(cert), os.fspath(key))
     return ctx
+
+
+def certificate_files(data_dir: str | os.PathLike[str], cert: str, key: str,
+                      server_name: str | None = None, *, create: bool = True
+                      ) -> tuple[Path, Path] | None:
+    """The pair in use: the TLSCertificate/TLSKey settings (``cert``, ``key``;
+    an empty key means the key is in the certificate file), else the
+    self-signed pair in ``DATA/tls`` (made when missing if ``create``; None
+    when it is missing and not ``create``)."""
+    if cert:
+        return Path(cert), Path(key or cert)
+    if not create:
+        tls_dir = Path(data_dir) / "tls"
+        pair = tls_dir / CERT_FILE, tls_dir / KEY_FILE
+        return pair if all(p.exists() for p in pair) else None
+    return ensure_certificate(data_dir, server_name)
+
+
+class ServerTLS:
+    """The context all listeners share, with a certificate that can change.
+
+    ``context`` is handed to every listener once; :meth:`use` makes a new
+    context (new certificate) serve every handshake from then on. Sessions
+    already encrypted keep theirs: OpenSSL copied the pair into them.
+    """
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self.context = context
+        self._current = context
+        context.sni_callback = self._pick
+
+    def use(self, context: ssl.SSLContext) -> None:
+        """Serve new handshakes from ``context`` (call on the event loop)."""
+        self._current = context
+
+    def _pick(self, conn: ssl.SSLObject | ssl.SSLSocket, _name: str | None,
+              ctx: ssl.SSLContext) -> None:
+        if self._current is not ctx:
+            conn.context = self._current
+
+
+def describe(cert: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """What an administrator checks of a certificate file: subject, names,
+    validity, issuer, fingerprint (the first certificate of a chain file)."""
+    parsed = x509.load_pem_x509_certificate(Path(cert).read_bytes())
+    try:
+        san = parsed.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = [f"DNS:{n}" for n in san.get_values_for_type(x509.DNSName)]
+        names += [f"IP:{a}" for a in san.get_values_for_type(x509.IPAddress)]
+    except x509.ExtensionNotFound:
+        names = []
+    expires = parsed.not_valid_after_utc
+    days = (expires - dt.datetime.now(dt.UTC)).days
+    return [
+        ("file", os.fspath(cert)),
+        ("subject", parsed.subject.rfc4514_string()),
+        ("names", ", ".join(names) or "(none)"),
+        ("not before", parsed.not_valid_before_utc.strftime("%Y-%m-%d %H:%M:%S UTC")),
+        ("expires", expires.strftime("%Y-%m-%d %H:%M:%S UTC")
+         + (f" (in {days} days)" if days >= 0 else " (EXPIRED)")),
+        ("issuer", parsed.issuer.rfc4514_string()),
+        ("SHA-256", parsed.fingerprint(hashes.SHA256()).hex(":").upper()),
+    ]
 
 
 def client_context(verify: bool, cafile: str | os.PathLike[str] | None = None) -> ssl.SSLContext:

@@ -3,8 +3,9 @@ password, show, change a password, administrator rights, WebUser preferences.
 
 The command lines (arguments, options, help) are in the table, ``cli/directory.py``.
 Invariants: a generated password is printed once, right after the account is
-made; the initial postmaster password file goes away when postmaster's password
-is changed, so ``waypost serve`` stops printing a password that no longer works.
+made; the plain-text initial postmaster password file that data directories
+from before issue 13 may still hold goes away when postmaster's password is
+changed (``waypost init`` no longer writes it).
 """
 
 from __future__ import annotations

@@ -1,4 +1,10 @@
-"""``waypost init``: a new data directory with its Main Domain and postmaster."""
+"""``waypost init``: a new data directory with its Main Domain and postmaster.
+
+Invariant: the generated postmaster password is printed here, once, on the
+terminal that ran ``init`` (``make run`` runs ``init`` on first start) and is
+written nowhere else: not to a file in the data directory, not to the server
+log, not by ``waypost serve`` (issue 13 point 4). Only its argon2 hash is kept.
+"""
 
 from __future__ import annotations
 
@@ -19,9 +25,6 @@ def init(domain: str) -> None:
         fail(f"{target} already holds Waypost data; refusing to overwrite it")
     with services(create=True) as svc:
         password = svc.directory.init_server(domain)
-        initial = svc.data_dir / "initial-postmaster-password"
-        initial.write_text(password + "\n")
-        initial.chmod(0o600)
         keyvalues(
             [
                 ("data directory", str(target)),
@@ -30,8 +33,8 @@ def init(domain: str) -> None:
                 ("password", password),
             ]
         )
-        click.echo("Keep this password: it is shown once here and by `waypost serve` until "
-                   "it is changed with `waypost account passwd postmaster`.")
+        click.echo("Keep this password: it is shown only this once (change it with "
+                   "`waypost account passwd postmaster`).")
 
 
 COMMANDS = [init]

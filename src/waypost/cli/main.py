@@ -19,6 +19,7 @@ from waypost.cli import (
     rules,
     serve,
     skin,
+    tls,
 )
 from waypost.cli import router as router_cmd
 from waypost.cli import settings as settings_cmd
@@ -33,7 +34,7 @@ def cli() -> None:
 
 
 for module in (init, serve, directory, router_cmd, route, settings_cmd, queue, mailbox, rules,
-               skin, files):
+               skin, files, tls):
     for command in module.COMMANDS:
         cli.add_command(command)
 

@@ -1,4 +1,8 @@
-"""``waypost serve``: run the server in the foreground."""
+"""``waypost serve``: run the server in the foreground.
+
+The banner names the data directory and the listeners; it never shows a
+password (``waypost init`` prints the initial one, once).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ from waypost.cli.common import data_dir, data_option, friendly_errors
 from waypost.cli.output import fail
 from waypost.logformat import FORMATS
 from waypost.storage.open import store_exists
+
+LEGACY_PASSWORD_FILE = "initial-postmaster-password"
 
 
 @click.command()
@@ -35,10 +41,11 @@ def serve(listen: str, port_offset: int, log_level: str, log_format: str) -> Non
             click.echo(f"  {listener.name:<12} {listener.host}:{listener.port}")
         if not server.listeners:
             click.echo("  (no protocol listeners configured)")
-        initial = target / "initial-postmaster-password"
-        if initial.exists():
-            click.echo(f"  postmaster password: {initial.read_text().strip()}  "
-                       f"(until changed with `waypost account passwd postmaster`)")
+        if (target / LEGACY_PASSWORD_FILE).exists():
+            # Data directories made before issue 13 keep the initial password in
+            # plain text; name the file (never its content) so it gets removed.
+            click.echo(f"  warning: {target / LEGACY_PASSWORD_FILE} holds a plain-text "
+                       "password; change it with `waypost account passwd postmaster`")
         click.echo("Press Ctrl-C to stop.", nl=True)
 
     with friendly_errors():

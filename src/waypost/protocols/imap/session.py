@@ -94,6 +94,7 @@ from typing import Any, TypeVar
 
 import waypost
 import waypost.protocols.imap.searching as searching
+from waypost.protocols import hangup
 from waypost.protocols.imap import appending, condstore, quota, rev2, wire
 from waypost.protocols.imap import fetch as fetching
 from waypost.protocols.imap.wire import (
@@ -518,15 +519,16 @@ class Session:
 
     def _write(self) -> None:
         if self.out:
-            self.writer.write(b"".join(self.out) if len(self.out) > 1 else self.out[0])
+            out = self.out
             self.out = []
             self.out_size = 0
+            hangup.write(self.writer, b"".join(out) if len(out) > 1 else out[0])
 
     def send_all(self, lines: list[bytes]) -> None:
         """Many responses, written in chunks of about :data:`WRITE_CHUNK`."""
         self._write()
         for start in range(0, len(lines), 512):
-            self.writer.write(b"".join(lines[start : start + 512]))
+            hangup.write(self.writer, b"".join(lines[start : start + 512]))
 
     async def flush(self) -> None:
         self._write()

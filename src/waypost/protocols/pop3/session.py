@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
 
+from waypost.protocols import hangup
 from waypost.protocols.listen import endpoints, is_loopback
 from waypost.protocols.pop3 import wire
 from waypost.protocols.pop3.office import PostOffice
@@ -121,7 +122,7 @@ class Session:
     def send(self, response: Response) -> None:
         if not response.ok:
             self.errors += 1
-        self.writer.write(response.to_bytes())
+        hangup.write(self.writer, response.to_bytes())
 
     async def read_line(self, limit: int, what: str = "Command line") -> bytes | None:
         """The next line, None at end of input or idle timeout; an over-long
@@ -171,7 +172,7 @@ class Session:
             greeting = f"Waypost POP3 server ready on {self.office.hostname}"
             if self.apop:
                 greeting += f" {self.timestamp}"
-            self.writer.write(ok(greeting).to_bytes())
+            hangup.write(self.writer, ok(greeting).to_bytes())
             while not self.closing:
                 try:
                     line = await self.read_line(wire.MAX_COMMAND)
@@ -231,7 +232,7 @@ class Session:
                 caps += ["USER", "SASL PLAIN"]
         caps.append("IMPLEMENTATION Waypost")
         self.send(ok("Capability list follows"))
-        self.writer.write(wire.multiline_lines(caps))
+        hangup.write(self.writer, wire.multiline_lines(caps))
 
     async def cmd_stls(self, command: Command) -> None:
         command.args(0, 0, "STLS")
@@ -242,7 +243,7 @@ class Session:
             # TLS session (CVE-2011-0411 class): refuse it.
             self.lines.clear()
             raise Pop3Error("No commands may follow STLS in the same packet")
-        self.writer.write(ok("Begin TLS negotiation").to_bytes())
+        hangup.write(self.writer, ok("Begin TLS negotiation").to_bytes())
         await self.writer.drain()
         await self.writer.start_tls(self.config.tls)
         self.tls = True
@@ -266,7 +267,7 @@ class Session:
     async def cmd_auth(self, command: Command) -> None:
         if not command.arg:  # RFC 1734 style listing, used by some clients
             self.send(ok("SASL mechanisms follow"))
-            self.writer.write(wire.multiline_lines(["PLAIN"] if self.login_allowed else []))
+            hangup.write(self.writer, wire.multiline_lines(["PLAIN"] if self.login_allowed else []))
             return
         mechanism, *initial = command.args(1, 2, "AUTH mechanism [initial-response]")
         if mechanism.upper() != "PLAIN":
@@ -280,7 +281,7 @@ class Session:
 
     async def _continuation(self) -> str:
         """The client's answer to an empty ``+`` challenge; ``*`` cancels."""
-        self.writer.write(b"+ \r\n")
+        hangup.write(self.writer, b"+ \r\n")
         line = await self.read_line(wire.MAX_SASL_LINE, "AUTH response")
         if line is None:
             raise ConnectionError("connection closed or idle during AUTH")
@@ -370,7 +371,7 @@ class Session:
             return
         count, size = self.drop.stat()
         status = ok(f"{count} messages ({size} octets)").to_bytes()
-        self.writer.write(b"".join((status, lines(None), wire.MULTILINE_END)))
+        hangup.write(self.writer, b"".join((status, lines(None), wire.MULTILINE_END)))
 
     async def cmd_retr(self, command: Command) -> None:
         (arg,) = command.args(1, 1, "RETR message-number")
@@ -416,14 +417,14 @@ class Session:
             if stored.plain:  # CRLF lines, none starting with ".": sent as it is
                 # (TOP cuts after a line end, so its part is plain too)
                 data = stored.data if cut is None else top_of_plain(stored.data, cut.lines)
-                self.writer.write(b"".join((status, data, END)))
+                hangup.write(self.writer, b"".join((status, data, END)))
                 return
             data = stored.data if cut is None else cut.feed(stored.data)
             stuffer = DotStuffer()
-            self.writer.write(b"".join((status, stuffer.feed(data), stuffer.end())))
+            hangup.write(self.writer, b"".join((status, stuffer.feed(data), stuffer.end())))
             return
         stuffer = DotStuffer()
-        self.writer.write(status)
+        hangup.write(self.writer, status)
         pos = 0
         while pos < stored.size and not (cut and cut.done):
             try:
@@ -437,9 +438,9 @@ class Session:
             if not piece:
                 break
             pos += len(piece)
-            self.writer.write(stuffer.feed(piece if cut is None else cut.feed(piece)))
+            hangup.write(self.writer, stuffer.feed(piece if cut is None else cut.feed(piece)))
             await self.writer.drain()
-        self.writer.write(stuffer.end())
+        hangup.write(self.writer, stuffer.end())
 
     async def cmd_dele(self, command: Command) -> None:
         (arg,) = command.args(1, 1, "DELE message-number")

@@ -4,6 +4,22 @@ The session parses with ``wire.py`` and asks :class:`Reception` every
 question that needs a decision (trust, routes, logins, the queue). A
 message is answered 250 only after ``Reception.submit`` returned, i.e. after
 the queue made it durable.
+
+Line ends (SMTP smuggling, 2023): DATA ends only at CRLF.CRLF (``wire``).
+A message holding a bare CR or LF is refused after its end with ``554 5.5.2``
+and not queued, unless the client is in ClientIPAddresses (as Postfix's
+``smtpd_forbid_bare_newline_exclusions = $mynetworks``) or the setting
+SMTPForbidBareNewline is NO; then the old behaviour holds (accepted, stored
+with CRLF). Postfix 3.9's default ``normal`` only normalises; its stricter
+``reject`` mode refuses (with 550): we refuse, with 554 (transaction failed).
+An authenticated client is not exempt (Postfix exempts none either): the
+rule is about what reaches the queue, not who sent it. A NUL octet is
+refused from everyone (``554 5.6.0``): RFC 5321 §2.3.8 and RFC 5322 text
+hold none, and this server offers neither BINARYMIME nor CHUNKING (no BDAT,
+so DATA is the only way in). Command lines ending in a bare LF are accepted
+as if they ended in CRLF, as Postfix's ``normal`` mode does: a command line
+cannot end DATA, so this opens no smuggling; a bare CR inside a command is
+a syntax error (``wire.parse_command``).
 """
 
 from __future__ import annotations
@@ -18,6 +34,7 @@ import ssl
 import time
 from dataclasses import dataclass, field
 
+from waypost.protocols import hangup
 from waypost.protocols.listen import endpoints, is_loopback
 from waypost.protocols.smtp import wire
 from waypost.protocols.smtp.wire import CommandError, Reply
@@ -99,7 +116,7 @@ class Session:
     # -- I/O ---------------------------------------------------------------
 
     def send(self, reply: Reply) -> None:
-        self.writer.write(reply.to_bytes())
+        hangup.write(self.writer, reply.to_bytes())
 
     async def read_chunk(self) -> bytes:
         try:
@@ -328,6 +345,11 @@ class Session:
         self.tx.reset()
         if reader.oversized:
             raise CommandError(Reply(552, "5.3.4", "Message size exceeds fixed maximum"))
+        refusal = self._content_refusal(reader)
+        if refusal is not None:
+            log.info("message from <%s> (client %s) refused: %s", mail_from.address,
+                     self.client_ip, refusal.text)
+            raise CommandError(refusal)
         queue_id = new_message_id()
         submission = Submission(
             mail_from=mail_from.address,
@@ -364,6 +386,20 @@ class Session:
             self.client_ip,
         )
         self.send(Reply(250, "2.0.0", f"OK queued as {stored_id}"))
+
+    def _content_refusal(self, reader: wire.DataReader) -> Reply | None:
+        """Why a complete DATA body may not be queued (see the module docstring)."""
+        if reader.nul:
+            return Reply(554, "5.6.0", "Error: NUL character received in message content")
+        if not reader.has_bare_newlines:
+            return None
+        if not self.reception.settings.flag("SMTPForbidBareNewline"):  # as of RCPT's refresh
+            return None
+        if self.reception.is_trusted_ip(self.client_ip):
+            return None
+        kinds = " and ".join(k for k, n in (("<CR>", reader.bare_cr), ("<LF>", reader.bare_lf))
+                             if n)
+        return Reply(554, "5.5.2", f"Error: bare {kinds} received")
 
     def _protocol(self) -> str:
         name = "ESMTP" if self.esmtp else "SMTP"

@@ -539,8 +539,9 @@ class DataReader:
     friends are body content, never a terminator, so a message cannot smuggle
     a second one past us (SMTP smuggling, 2023). Lines are CRLF-delimited;
     a lone CR or LF inside a line is counted in ``bare_cr`` / ``bare_lf``
-    and, with ``normalize=True``, stored as CRLF. The session decides whether
-    to reject such a message or keep the normalised copy.
+    and, with ``normalize=True``, stored as CRLF; NUL octets are counted in
+    ``nul``. The session decides whether to reject such a message or keep the
+    normalised copy.
 
     Dot-stuffing is undone (a leading ``.`` is dropped from every line).
     ``size`` counts the stored octets even after ``max_size`` is exceeded;
@@ -570,6 +571,7 @@ class DataReader:
         self.long_lines = 0
         self.bare_lf = 0
         self.bare_cr = 0
+        self.nul = 0
         self.done = False
         self.leftover = b""
         self._buf = bytearray()
@@ -638,6 +640,7 @@ class DataReader:
         lf, cr = seg.count(b"\n") - crlf, seg.count(b"\r") - crlf
         self.bare_lf += lf
         self.bare_cr += cr
+        self.nul += seg.count(b"\0")
         if self._bol and seg.startswith(b"."):
             seg = seg[1:]
         seg = seg.replace(b"\r\n.", b"\r\n")
@@ -657,6 +660,7 @@ class DataReader:
         lf, cr = piece.count(b"\n"), piece.count(b"\r")
         self.bare_lf += lf
         self.bare_cr += cr
+        self.nul += piece.count(b"\0")
         if self._bol and piece.startswith(b"."):
             piece = piece[1:]
         self._bol = False
