@@ -60,10 +60,13 @@ def test_parallel_attempts_get_no_more_guesses_than_one_client() -> None:
 
         tasks = [asyncio.create_task(guard.attempt("10.0.0.1", "carol@d", wrong, service="T"))
                  for _ in range(50)]
-        for _ in range(10_000):
-            if len(verified) == 5 and sum(t.done() for t in tasks) == 45:
+        for _ in range(10_000):  # the other 45 wait for those in flight
+            if len(verified) == 5:
                 break
             await asyncio.sleep(0)
+        for _ in range(100):
+            await asyncio.sleep(0)
+        assert len(verified) == 5 and not any(t.done() for t in tasks)
         gate.set()
         return await asyncio.gather(*tasks)
 
@@ -77,6 +80,37 @@ def test_parallel_attempts_get_no_more_guesses_than_one_client() -> None:
     # ... but not from another address, nor another account from this one.
     assert run_attempt(guard, "10.0.0.2", "carol@d", "carol@d")[0].account == "carol@d"
     assert run_attempt(guard, "10.0.0.1", "alice@d", "alice@d")[0].account == "alice@d"
+
+
+def test_parallel_logins_with_the_right_password_all_get_in() -> None:
+    """A client opening many connections at once (Thunderbird, a webmail)
+    with the right password: those beyond the limit wait for the ones in
+    flight instead of being refused, and every one logs in."""
+    guard = make_guard(Clock(), limit=3)
+    verified = []
+
+    async def scenario() -> list[login_guard.Attempt]:
+        async def right() -> str | None:
+            verified.append(1)
+            await asyncio.sleep(0.01)
+            return "dave@d"
+
+        return await asyncio.gather(*(guard.attempt("10.0.0.1", "dave@d", right, service="T")
+                                      for _ in range(20)))
+
+    results = asyncio.run(scenario())
+    assert [r.account for r in results] == ["dave@d"] * 20 and len(verified) == 20
+    assert guard.failures("10.0.0.1", "dave@d") == (0, 0, 0)
+
+
+def test_a_busy_refusal_is_not_a_lock_out() -> None:
+    guard = make_guard(Clock(), limit=1)
+    first = guard.begin("10.0.0.1", "erin@d")
+    busy = guard.begin("10.0.0.1", "erin@d")
+    assert first.allowed and not busy.allowed and busy.busy
+    guard.finish(first, success=False)  # the one failure allowed: now locked
+    locked = guard.begin("10.0.0.1", "erin@d")
+    assert not locked.allowed and not locked.busy
 
 
 def test_attempts_in_flight_count_until_they_succeed() -> None:

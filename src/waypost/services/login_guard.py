@@ -12,8 +12,13 @@ Policy (issue 13 point 2). Three counters of failures within
 * **(account, client IP)** locks out. A login *reserves* a slot under one
   lock before its password is verified, and an attempt in flight counts as
   a failure until it succeeds; a login is refused unverified when the
-  pair's failures plus attempts in flight reach ``LoginFailureLimit``. So
-  N parallel connections get no more guesses than one sequential client:
+  pair's failures reach ``LoginFailureLimit``. A login that would take the
+  failures plus attempts in flight past the limit *waits* (up to
+  ``BUSY_WAIT`` seconds) until an attempt in flight ends, then asks again:
+  a mail client opening ten connections at once with the right password
+  gets all ten in (the first success clears the pair), while N parallel
+  connections with wrong passwords get no more guesses than one sequential
+  client:
   at most ``LoginFailureLimit`` wrong passwords are verified per pair and
   window, whatever the concurrency. Reaching the limit locks the pair out
   for ``LoginLockout`` seconds (and, since failures are a sliding window,
@@ -65,6 +70,8 @@ log = logging.getLogger("waypost.login")
 
 MAX_TRACKED = 100_000
 """Keys tracked at most; spraying random logins cannot grow memory forever."""
+BUSY_WAIT = 30.0
+"""Seconds a login waits at most for the pair's attempts in flight to end."""
 
 
 @dataclass
@@ -72,6 +79,7 @@ class _Record:
     failures: deque[float] = field(default_factory=deque)
     pending: int = 0
     locked_until: float = 0.0
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)  # see begin()
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,13 +96,15 @@ class Ticket:
     """A reserved login attempt (:meth:`LoginGuard.begin`): ``allowed`` says
     whether the password may be verified at all (``why`` not, for the log),
     ``wait`` how long to wait before verifying it (the address or account
-    is past its ceiling)."""
+    is past its ceiling); ``busy`` when it was refused only because of the
+    pair's attempts in flight, so asking again once they end may succeed."""
 
     ip: str
     account: str
     allowed: bool
     wait: float = 0.0
     why: str = ""
+    busy: bool = False
 
 
 class LoginGuard:
@@ -186,21 +196,27 @@ class LoginGuard:
             pair, address, name = (self._count(key, now) for key in self._keys(ip, account))
             return pair, address, name
 
-    def begin(self, ip: str, account: str) -> Ticket:
+    def begin(self, ip: str, account: str, waiter: asyncio.Future[None] | None = None
+              ) -> Ticket:  # fmt: skip
         """Reserve an attempt before verifying its password: refused while the
         pair is locked out or its failures and attempts in flight reach the
         limit; slowed past the IP's or the account's ceiling. An allowed
-        ticket must be given back to :meth:`finish`."""
+        ticket must be given back to :meth:`finish`. A ``busy`` refusal
+        registers ``waiter``, under the same lock, to be woken when an
+        attempt in flight ends (so no wake-up is missed in between)."""
         pair_key, ip_key, account_key = self._keys(ip, account)
         now = self.clock()
         with self._lock:
             self._prune(now)
             pair = self._get(pair_key, now)
             if self._refuses(pair, now):
-                why = ("locked out after repeated failures" if pair.locked_until > now
+                locked = pair.locked_until > now or len(pair.failures) >= self.limit
+                why = ("locked out after repeated failures" if locked
                        else f"{len(pair.failures)} failures and {pair.pending} attempts "
                             "in flight")
-                return Ticket(ip, account, allowed=False, why=why)
+                if not locked and waiter is not None:
+                    pair.waiters.append(waiter)
+                return Ticket(ip, account, allowed=False, why=why, busy=not locked)
             pair.pending += 1
             over = (
                 0 < self.address_limit <= self._count(ip_key, now)
@@ -218,6 +234,9 @@ class LoginGuard:
             self._prune(now)
             pair = self._get(keys[0], now)
             pair.pending = max(pair.pending - 1, 0)
+            waiters, pair.waiters = pair.waiters, []
+            for waiter in waiters:  # they ask again (from their own loop's thread)
+                waiter.get_loop().call_soon_threadsafe(_wake, waiter)
             if success:
                 pair.failures.clear()
                 pair.locked_until = 0.0
@@ -284,7 +303,7 @@ class LoginGuard:
 
         ``login`` is the account key (the account when the name routes to one).
         """
-        ticket = self.begin(ip, login)
+        ticket = await self._begin_waiting(ip, login)
         if not ticket.allowed:
             log.warning("%s login as %r from %s refused: %s", service, login, ip, ticket.why)
             await self.sleep(self.locked_delay)
@@ -314,6 +333,28 @@ class LoginGuard:
             )
         await self.sleep(delay)
         return Attempt(None)
+
+
+    async def _begin_waiting(self, ip: str, login: str) -> Ticket:
+        """:meth:`begin`, waiting up to ``BUSY_WAIT`` seconds while the refusal
+        is only for attempts in flight (each one that ends wakes us)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + BUSY_WAIT
+        while True:
+            waiter: asyncio.Future[None] = loop.create_future()
+            ticket = self.begin(ip, login, waiter)
+            left = deadline - loop.time()
+            if ticket.allowed or not ticket.busy or left <= 0:
+                return ticket
+            try:
+                await asyncio.wait_for(waiter, left)
+            except TimeoutError:
+                return ticket
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 _shared: LoginGuard | None = None
