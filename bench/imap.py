@@ -41,9 +41,15 @@ not wait on each other's mailbox locks in either server), in rounds: LOGIN,
 SELECT INBOX, ``FETCH <last 5> (FLAGS BODY.PEEK[])``, ``STORE <last 5>
 +FLAGS (\\Flagged)`` (``-FLAGS`` every other round), ``APPEND`` one message
 (a synchronizing literal), ``STORE 1 +FLAGS.SILENT (\\Deleted)``, EXPUNGE,
-LOGOUT; and the same with the session kept open (LOGIN and SELECT once).
-Commands completed per second, per command and in total; the mean latency
-per command is printed as the run goes. Every account logs in once before
+LOGOUT; and the same with the session kept open (LOGIN and SELECT once,
+before the timed run starts).
+A client keeps its message count from the untagged EXISTS and EXPUNGE it
+receives, as a real one must (the EXPUNGE also removes the mix's own
+``\\Deleted`` messages). Commands completed per second, per command and in
+total; the mean latency per command is printed as the run goes. A command
+that fails is printed as an ERROR, listed again under the table, and makes
+the verdict INVALID (a client reconnects after one, so the rate would measure
+reconnections). Every account logs in once before
 (both servers' credential caches are warm). Each run is ``--duration``
 seconds, the servers taking turns, ``--repeat`` times.
 
@@ -131,6 +137,10 @@ MAILDIR_LETTERS = {"\\Flagged": "F", "\\Answered": "R", "\\Seen": "S", "\\Delete
 CLIENTS = 10  # concurrent clients of the login and mixed workloads
 MIX_MESSAGES = 100  # in each mixed-workload client's INBOX
 MIX_FETCH = 5  # the last messages fetched and stored per round
+LOGIN_LEAD = 15.0
+"""Seconds the kept-open clients have to log in before the clock starts (10
+argon2 logins at once on a loaded machine took Dovecot 4 s, which counted
+against its rate when they were inside the timed run)."""
 LOGIN_USER = "login"
 
 
@@ -442,6 +452,19 @@ def exists(responses: list[bytes]) -> int:
     return int(found[-1].split()[1]) if found else -1
 
 
+def track(count: int, responses: list[bytes]) -> int:
+    """The selected mailbox's message count after ``responses``, as a client
+    must keep it (RFC 3501 §7.3.1, §7.4.1): ``* N EXISTS`` sets it, each
+    ``* N EXPUNGE`` lowers it by one. An EXPUNGE can remove more than the
+    message the round marked (another ``\\Deleted`` message of the mix)."""
+    for response in responses:
+        if response.endswith(b" EXISTS\r\n"):
+            count = int(response.split()[1])
+        elif response.endswith(b" EXPUNGE\r\n"):
+            count -= 1
+    return count
+
+
 @dataclass
 class Target:
     name: str
@@ -684,8 +707,16 @@ def mixed_client(port: int, user: str, keep_open: bool, appended: list[bytes],
     ``keep_open``: one session for the whole run; else one per round."""
     tally = Tally()
     rounds = itertools.count()
-    _sleep_until(start_at)
     client: Client | None = None
+    if keep_open:  # log in before the clock starts: the rate is of the commands after
+        try:
+            client = Client(port, timeout)
+            client.command(f'LOGIN "{user}" "{PASSWORD}"')
+            n = exists(client.command("SELECT INBOX"))
+        except (ImapError, OSError) as exc:
+            tally.errors.append(str(exc)[:200])
+            client = None
+    _sleep_until(start_at)
     while time.time() < stop_at and len(tally.errors) < 20:
         try:
             if client is None:
@@ -704,8 +735,9 @@ def mixed_client(port: int, user: str, keep_open: bool, appended: list[bytes],
                 ("EXPUNGE", "EXPUNGE", None),
             ]
             for name, text, literal in commands:
-                tally.timed(name, stop_at,
-                            lambda c=client, t=text, lit=literal: c.command(t, lit))  # fmt: skip
+                call = lambda c=client, t=text, lit=literal: c.command(t, lit)  # noqa: E731
+                responses = tally.timed(name, stop_at, call)
+                n = track(n, responses)
             if not keep_open:
                 tally.timed("LOGOUT", stop_at, lambda c=client: c.command("LOGOUT"))
                 client.sock.close()
@@ -722,10 +754,11 @@ def mixed_client(port: int, user: str, keep_open: bool, appended: list[bytes],
     return tally
 
 
-def concurrent(work: Callable[..., Tally], jobs: list[tuple[object, ...]], duration: float
-               ) -> Tally:  # fmt: skip
-    """Run ``work(*job, start_at, stop_at, timeout)`` in one process per job."""
-    start_at = time.time() + 1.0  # time for the processes to start
+def concurrent(work: Callable[..., Tally], jobs: list[tuple[object, ...]], duration: float,
+               lead: float = 1.0) -> Tally:  # fmt: skip
+    """Run ``work(*job, start_at, stop_at, timeout)`` in one process per job,
+    ``lead`` seconds after now (time for the processes to start, and log in)."""
+    start_at = time.time() + lead
     stop_at = start_at + duration
     total = Tally()
     context = multiprocessing.get_context("fork")
@@ -845,6 +878,7 @@ class Row:
     name: str
     unit: str
     values: dict[str, list[float]]
+    errors: dict[str, int] = field(default_factory=dict)  # failed commands per server
 
     def median(self, target: str) -> float | None:
         values = self.values.get(target)
@@ -900,12 +934,18 @@ def report(rows: list[Row], why_not: str | None, repeat: int) -> None:
         shown = f"{ratio:.2f}" if ratio is not None else "n/a"
         print(f"| {row.name} | {row.text('waypost')} | {row.text('dovecot')} | {shown} |")
     print()
+    failed = [f"{r.name} ({', '.join(f'{n} {t}' for t, n in r.errors.items())})"
+              for r in rows if r.errors]  # fmt: skip
+    if failed:  # a rate with failed commands measures reconnections, not the server
+        print(f"ERRORS: commands failed, these rates are not comparable: {'; '.join(failed)}")
     if why_not:
         print(f"verdict: Waypost not measured ({why_not}); target not judged")
         return
     missing = [r.name for r in rows if r.met is None]
     missed = [f"{r.name} ({r.ratio:.2f}x)" for r in rows if r.met is False]
-    if missed:
+    if failed:
+        print("verdict: INVALID run, commands failed (see ERRORS above)")
+    elif missed:
         print(f"verdict: target MISSED (times and memory at most {TARGET:g}x Dovecot's, "
               f"rates at least {TARGET:g}x): {', '.join(missed)}")  # fmt: skip
     elif missing:
@@ -991,15 +1031,19 @@ def measure_rates(servers: list[tuple[str, int, Callable[[str], str]]], mixes: l
     rows = []
     for kind, work, jobs, commands in kinds:
         rates: dict[str, dict[str, list[float]]] = {c: {} for c in (*commands, "total")}
+        errors: dict[str, int] = {}
         for _ in range(repeat):
             for name, port, user in servers:
-                tally = concurrent(work, [(port, *job) for job in jobs(user)], duration)
+                lead = LOGIN_LEAD if kind.endswith("kept open") else 1.0
+                tally = concurrent(work, [(port, *job) for job in jobs(user)], duration, lead)
                 total = sum(tally.counts.get(c, 0) for c in commands)
                 for command in commands:
                     rates[command].setdefault(name, []).append(
                         tally.counts.get(command, 0) / duration
                     )
                 rates["total"].setdefault(name, []).append(total / duration)
+                if tally.errors:
+                    errors[name] = errors.get(name, 0) + len(tally.errors)
                 latency = ", ".join(
                     f"{c} {tally.counts.get(c, 0) / duration:.0f}/s "
                     f"{1000 * tally.seconds.get(c, 0) / max(tally.counts.get(c, 0), 1):.1f} ms"
@@ -1009,11 +1053,11 @@ def measure_rates(servers: list[tuple[str, int, Callable[[str], str]]], mixes: l
                       + (f"; {len(tally.errors)} ERRORS: {tally.errors[:3]}"
                          if tally.errors else ""), flush=True)  # fmt: skip
         if kind == "logins":
-            rows.append(Row(f"LOGIN/s, {CLIENTS} clients", "/s", rates["LOGIN"]))
+            rows.append(Row(f"LOGIN/s, {CLIENTS} clients", "/s", rates["LOGIN"], errors))
             continue
         for command in (*commands, "total"):
             label = "commands" if command == "total" else command
-            rows.append(Row(f"{kind}: {label}/s", "/s", rates[command]))
+            rows.append(Row(f"{kind}: {label}/s", "/s", rates[command], errors))
     return rows
 
 

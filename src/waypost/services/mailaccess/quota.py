@@ -41,6 +41,8 @@ from waypost.settings import SettingError, parse_size
 RESOURCE = "STORAGE"
 UNIT = 1024
 """RFC 9208 §5.1: STORAGE is counted in units of 1024 octets."""
+LIMITS_KEPT = 10_000
+"""Accounts whose limit :class:`Quotas` remembers (all forgotten when full)."""
 
 
 def parse_limit(value: object) -> int | None:
@@ -72,10 +74,24 @@ class Quotas:
     def __init__(self, services: Services) -> None:
         self.directory = services.directory
         self.store = services.store
+        self._limits: dict[tuple[str, str], tuple[int, int | None]] = {}
 
     def limit(self, domain: str, account: str) -> int | None:
+        """The account's limit, remembered per store version: every APPEND asks,
+        and the effective settings are several Directory reads. Any Directory
+        or settings change moves the version (``Store.version``), so a new
+        limit counts from the next check, as the Directory's own snapshot does."""
+        key = (domain.lower(), account.lower())
+        version = self.store.version()
+        known = self._limits.get(key)
+        if known is not None and known[0] == version:
+            return known[1]
         settings = self.directory.effective_account_settings(f"{account}@{domain}")
-        return parse_limit(settings.get("MaxAccountSize"))
+        limit = parse_limit(settings.get("MaxAccountSize"))
+        if len(self._limits) >= LIMITS_KEPT:
+            self._limits.clear()
+        self._limits[key] = (version, limit)
+        return limit
 
     def usage(self, domain: str, account: str) -> int:
         return self.store.mail_usage(domain, account)

@@ -140,16 +140,26 @@ def _subtree(name: str) -> tuple[str, str]:
 # -- lookups -----------------------------------------------------------------
 
 
+_ACCOUNT_ID = (
+    "SELECT o.id FROM objects o JOIN domains d ON d.id = o.domain_id"
+    " WHERE o.name_lower = ? AND o.kind = 'account' AND (d.name_lower = ? OR d.id ="
+    " (SELECT domain_id FROM domain_aliases WHERE alias_lower = ?))"
+)
+
+
 def account_id(conn: sqlite3.Connection, domain: str, account: str) -> int:
-    row = conn.execute(
-        "SELECT o.id FROM objects o JOIN domains d ON d.id = o.domain_id"
-        " WHERE o.name_lower = ? AND o.kind = 'account' AND (d.name_lower = ? OR d.id ="
-        " (SELECT domain_id FROM domain_aliases WHERE alias_lower = ?))",
-        (account.lower(), domain.lower(), domain.lower()),
-    ).fetchone()
+    row = conn.execute(_ACCOUNT_ID, (account.lower(), domain.lower(), domain.lower())).fetchone()
     if row is None:
         raise NotFound(f"no account {account}@{domain}")
     return int(row[0])
+
+
+_BOX_OF_ACCOUNT = (
+    f"SELECT {_BOX_COLS} FROM mailboxes WHERE account_id = ({_ACCOUNT_ID}) AND name = ?"
+)
+"""One statement for what account_id() and find_mailbox() ask (nearly every
+mail call names its mailbox by owner and name; each statement is a GIL
+release and reacquire under busy sessions)."""
 
 
 def find_mailbox(conn: sqlite3.Connection, owner: int, name: str) -> Box | None:
@@ -166,9 +176,12 @@ def _box(conn: sqlite3.Connection, domain: str, account: str, name: str,
     a session's selected mailbox that was deleted and created again (or
     renamed away) is gone for it, in the same transaction as the change it
     asks for (RFC 3501 §2.3.1.1)."""
-    box = find_mailbox(conn, account_id(conn, domain, account), name)
-    if box is None:
+    row = conn.execute(_BOX_OF_ACCOUNT, (account.lower(), domain.lower(), domain.lower(),
+                                         canonical_mailbox(name))).fetchone()
+    if row is None:  # which one is missing, the account or the mailbox
+        account_id(conn, domain, account)
         raise NoSuchMailbox(f"no mailbox {name!r} in {account}@{domain}")
+    box = Box(*row)
     if uidvalidity is not None and box.uidvalidity != uidvalidity:
         raise NoSuchMailbox(
             f"mailbox {name!r} in {account}@{domain} was replaced (UIDVALIDITY "
