@@ -1022,7 +1022,8 @@ def _no_args(cur: _Cursor, uid: bool) -> None:
 
 # [waypost] LOGIN user names may carry ``%`` unquoted (``user%domain``, the
 # CGP login form): Python's imaplib and other simple clients send it so.
-_LOGIN_USER = re.compile(rb"[\x21\x23-\x27\x2b-\x5b\x5e-\x7a\x7c-\x7e]+")
+# Otherwise astring chars, "]" included (RFC 3501 §9; found by the fuzz target).
+_LOGIN_USER = re.compile(rb"[\x21\x23-\x27\x2b-\x5b\x5d-\x7a\x7c-\x7e]+")
 
 
 def _login(cur: _Cursor, uid: bool) -> Login:
