@@ -15,6 +15,11 @@ against a real ``waypost serve`` over real sockets.
   though ``]`` is an ASTRING-CHAR (RFC 3501 §9), so the serialiser's own
   atoms did not parse back (``tests/fuzz/test_fuzz_imap.py``, the astring
   round trip). Now such a login is checked like any other.
+* A size setting of more than 4300 digits (``MaxAccountSize`` of an account
+  is stored as typed) made ``int()`` raise a bare ValueError where callers
+  expect SettingError: IMAP GETQUOTAROOT failed. Now such a size is
+  unreadable, which the quota code already reads as 0
+  (``tests/fuzz/test_fuzz_misc.py::test_setting_values``).
 """
 
 from __future__ import annotations
@@ -70,6 +75,8 @@ class Web:
 def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
     data = tmp_path_factory.mktemp("fuzzregress") / "var"
     server = WaypostServer(data).init()
+    server.cli("account", "add", "carol", "--password", PASSWORD)
+    server.cli("account", "set", "carol", "MaxAccountSize", "9" * 5000)
     svc = open_services(data)
     try:
         svc.directory.create_account("alice", PASSWORD)
@@ -130,5 +137,16 @@ def test_an_imap_user_name_with_a_bracket_is_a_login_not_a_syntax_error(web: Web
         assert c.cmd("a1", "LOGIN ali]ce wrong")[-1].startswith(b"a1 NO ")
         assert c.cmd("a2", "LOGIN ]alice] " + PASSWORD)[-1].startswith(b"a2 NO ")
         assert c.cmd("a3", "LOGIN alice " + PASSWORD)[-1].startswith(b"a3 OK ")
+    finally:
+        c.sock.close()
+
+
+def test_an_account_size_of_5000_digits_is_read_as_no_room(web: Web) -> None:
+    c = RawImap(web.server.port("IMAPPort"))
+    try:
+        assert c.cmd("a1", "LOGIN carol " + PASSWORD)[-1].startswith(b"a1 OK ")
+        lines = c.cmd("a2", "GETQUOTAROOT INBOX")
+        assert lines[-1].startswith(b"a2 OK "), lines
+        assert b'* QUOTA "" (STORAGE 0 0)' in lines, lines
     finally:
         c.sock.close()
