@@ -203,3 +203,40 @@ def test_flag_lists_round_trip(flags: list[str]) -> None:
     command = wire.parse(b"a STORE 1 FLAGS " + wire.flag_list(flags))
     assert sorted(map(str.lower, command.args.flags)) == sorted(  # type: ignore[union-attr]
         {f.lower() for f in flags})
+
+
+# -- FETCH attributes ------------------------------------------------------------
+
+FETCH_PIECES = st.sampled_from([
+    "FLAGS", "UID", "ENVELOPE", "BODYSTRUCTURE", "BODY", "RFC822", "RFC822.SIZE", "RFC822.HEADER",
+    "RFC822.TEXT", "INTERNALDATE", "MODSEQ", "ALL", "FAST", "FULL", "BINARY.SIZE[1]",
+    "BODY[]", "BODY.PEEK[", "BODY[", "BINARY[", "BINARY.PEEK[", "1", "2", "0", ".", "]",
+    "HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", " (", "FROM", "X-A", ")", "TEXT", "MIME",
+    "<0.10>", "<5.0>", "<4294967295.1>", "<1>", " ", "(", "\"",
+])  # fmt: skip
+
+
+def fetch_att_text(att: wire.FetchAtt) -> str:
+    """A parsed FETCH item written back (Section's own ``str``)."""
+    name = att.name + (".PEEK" if att.peek and att.name in ("BODY", "BINARY") else "")
+    if att.section is not None:
+        name += f"[{att.section}]"
+    if att.partial is not None:
+        name += f"<{att.partial[0]}.{att.partial[1]}>"
+    return name
+
+
+@TARGET
+@given(st.lists(FETCH_PIECES, min_size=1, max_size=12).map("".join))
+def test_fetch_attributes_round_trip(atts: str) -> None:
+    try:
+        command = wire.parse(f"a FETCH 1:* ({atts})".encode())
+    except ParseError as exc:
+        check_error(exc)
+        return
+    parsed = command.args.atts  # type: ignore[union-attr]
+    again = wire.parse(f"a FETCH 1:* ({' '.join(map(fetch_att_text, parsed))})".encode())
+    assert again.args.atts == parsed  # type: ignore[union-attr]
+    for att in parsed:
+        if att.section is not None:
+            assert all(n >= 1 for n in att.section.part)
