@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 from hypothesis import given
+from tests.support.fuzz import TARGET, seed_ids, seeds, text_mutants
 
 import waypost.web
-from tests.support.fuzz import TARGET, seed_ids, seeds, text_mutants
 from waypost.web.wssp import STRINGS_KEY, compile_page
 
 QUIET = logging.getLogger("tests.fuzz.wssp")
