@@ -24,7 +24,6 @@ against a real ``waypost serve`` over real sockets.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +32,7 @@ import httpx
 import pytest
 from tests.support.imap_raw import RawImap
 from tests.support.server import WaypostServer
+from tests.support.webuser import login_session
 
 from waypost.services.container import open_services
 from waypost.services.mailaccess.service import MailAccess
@@ -61,14 +61,7 @@ class Web:
         return httpx.Client(base_url=self.server.url(), follow_redirects=False, timeout=30)
 
     def session(self, c: httpx.Client) -> str:
-        """Log in through the form; the session's URL prefix."""
-        page = c.get("/")
-        token = re.search(r'name="csrfToken" value="([^"]+)"', page.text)
-        assert page.status_code == 200 and token, page.text[:300]
-        done = c.post("/login", data={"Username": "alice", "Password": PASSWORD,
-                                      "csrfToken": token.group(1)})
-        assert done.status_code == 303, done.text[:300]
-        return str(done.headers["location"]).rsplit("/", 1)[0] + "/"
+        return login_session(c, "alice", PASSWORD)
 
 
 @pytest.fixture(scope="module")
