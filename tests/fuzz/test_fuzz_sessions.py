@@ -1,0 +1,190 @@
+"""Fuzz targets for the sessions behind the parsers: mutated IMAP commands
+(logged in, INBOX selected) and SMTP commands (after EHLO) sent to a real
+``waypost serve`` over sockets, seeded with the IMAP and SMTP corpora.
+
+Property: every command gets a well-formed answer (IMAP: untagged, ``+`` or
+tagged lines, the tagged one ``OK``/``NO``/``BAD``, never ``NO
+[SERVERBUG]``; SMTP: replies that parse, never ``451 4.3.0``), and the
+server logs no traceback. A command that leaves the connection waiting
+(IDLE, AUTHENTICATE, STARTTLS, LOGOUT, a literal) is answered and the
+client reconnects. The wire parsers have their own targets
+(``test_fuzz_imap.py``, ``test_fuzz_smtp.py``); these check that the
+sessions turn every parse error into the protocol's own answer.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import given
+from tests.support.fuzz import TARGET, mutants, seeds
+from tests.support.imap_raw import RawImap
+from tests.support.server import WaypostServer
+
+from waypost.protocols.smtp.wire import parse_reply_line
+from waypost.services.container import open_services
+from waypost.services.mailaccess.service import MailAccess
+
+PASSWORD = "session-fuzz-1"
+USER = "alice@main.dom"
+TIMEOUT = 20
+IMAP_COMMANDS = [line.partition(b" ")[2] for line in seeds("imap/commands.lines")]
+SMTP_COMMANDS = [line.rstrip(b"\r\n") for line in seeds("smtp/commands.lines")]
+TOKENS = [" ", "(", ")", "[", "]", "<", ">", '"', "\\", "*", ":", ",", "$", "0", "1",
+          "4294967296", "{3}", "{3+}", "NIL", "UID ", "\x00", "\xff", "é", "@", "="]
+_LITERAL_AT_END = re.compile(rb"~?\{\d*\+?\}$")
+_tags = itertools.count(1)
+
+
+@dataclass
+class World:
+    server: WaypostServer
+    log_seen: int = 0
+    conns: dict[str, object] = field(default_factory=dict)
+
+    def new_log(self) -> str:
+        """What the server logged since the last call."""
+        with open(self.server.log, "rb") as f:
+            f.seek(self.log_seen)
+            data = f.read()
+        self.log_seen += len(data)
+        return data.decode("utf-8", "replace")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    data = tmp_path_factory.mktemp("sessionfuzz") / "var"
+    server = WaypostServer(data, log_level="INFO").init()
+    svc = open_services(data)
+    try:
+        svc.directory.create_account("alice", PASSWORD)
+        svc.set_setting("LoginFailureLimit", "0")
+        access = MailAccess(svc)
+        access.ensure_inbox(USER)
+        for data_ in seeds("mime")[:12]:
+            access.append(USER, "INBOX", data_ or b"\r\n")
+    finally:
+        svc.close()
+    server.start()
+    try:
+        yield World(server)
+    finally:
+        server.stop()
+
+
+def one_line(data: bytes) -> bytes:
+    """A single command line that leaves no literal open (the server would wait)."""
+    line = data.replace(b"\r", b" ").replace(b"\n", b" ")
+    return line + b" x" if _LITERAL_AT_END.search(line) else line
+
+
+def no_traceback(world: World) -> None:
+    log = world.new_log()
+    assert "Traceback" not in log, log[-3000:]
+
+
+# -- IMAP ------------------------------------------------------------------------
+
+
+def imap(world: World) -> RawImap:
+    conn = world.conns.get("imap")
+    if conn is None:
+        conn = RawImap(world.server.port("IMAPPort"), TIMEOUT)
+        conn.login(USER, PASSWORD)
+        assert conn.cmd("S", "SELECT INBOX")[-1].startswith(b"S OK")
+        world.conns["imap"] = conn
+    assert isinstance(conn, RawImap)
+    return conn
+
+
+def imap_exchange(world: World, payload: bytes) -> None:
+    conn = imap(world)
+    tag = f"fz{next(_tags)}".encode()
+    try:
+        conn.sock.sendall(tag + b" " + one_line(payload) + b"\r\n")
+        for _ in range(100_000):
+            line = conn.line()
+            assert b"SERVERBUG" not in line, line
+            assert line[:1] in (b"*", b"+") or line.startswith(tag + b" "), line
+            if line.startswith(tag + b" "):
+                assert line.split(b" ")[1] in (b"OK", b"NO", b"BAD"), line
+                return
+            if line.startswith((b"+", b"* BYE")):
+                break  # IDLE, AUTHENTICATE or LOGOUT: start afresh
+    except ConnectionError:
+        pass  # STARTTLS (we speak no TLS), LOGOUT, too many errors
+    conn.close()
+    del world.conns["imap"]
+
+
+@TARGET
+@given(mutants(IMAP_COMMANDS, TOKENS))
+def test_imap_session(world: World, payload: bytes) -> None:
+    imap_exchange(world, payload)
+    no_traceback(world)
+
+
+# -- SMTP ------------------------------------------------------------------------
+
+
+class Smtp:
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), TIMEOUT)
+        self.file = self.sock.makefile("rb")
+        assert self.reply()[0] == 220
+        self.sock.sendall(b"EHLO fuzz.example\r\n")
+        assert self.reply()[0] == 250
+
+    def reply(self) -> tuple[int, list[str]]:
+        texts: list[str] = []
+        for _ in range(1000):
+            line = self.file.readline(2000)
+            if not line:
+                raise ConnectionError("closed")
+            code, last, text = parse_reply_line(line)
+            texts.append(text)
+            if last:
+                return code, texts
+        raise AssertionError("endless reply")
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+def smtp_exchange(world: World, payload: bytes) -> None:
+    conn = world.conns.get("smtp")
+    if conn is None:
+        conn = world.conns["smtp"] = Smtp(world.server.smtp)
+    assert isinstance(conn, Smtp)
+    line = one_line(payload)
+    if line.upper().startswith(b"BDAT"):
+        line = b"X" + line  # a chunk of n octets would follow
+    try:
+        conn.sock.sendall(line + b"\r\n")
+        code, texts = conn.reply()
+        if code == 354:  # DATA: an empty message ends it
+            conn.sock.sendall(b".\r\n")
+            code, texts = conn.reply()
+        elif code == 334:  # AUTH: cancel (RFC 4954 §4)
+            conn.sock.sendall(b"*\r\n")
+            code, texts = conn.reply()
+        assert not (code == 451 and texts[0].startswith("4.3.0")), texts
+        if code not in (221, 421) and not line.upper().startswith(b"STARTTLS"):
+            return
+    except (ConnectionError, OSError):
+        pass  # QUIT, STARTTLS, too many errors: start afresh
+    conn.close()
+    del world.conns["smtp"]
+
+
+@TARGET
+@given(mutants(SMTP_COMMANDS, TOKENS))
+def test_smtp_session(world: World, payload: bytes) -> None:
+    smtp_exchange(world, payload)
+    no_traceback(world)
