@@ -20,11 +20,17 @@ against a real ``waypost serve`` over real sockets.
   expect SettingError: IMAP GETQUOTAROOT failed. Now such a size is
   unreadable, which the quota code already reads as 0
   (``tests/fuzz/test_fuzz_misc.py::test_setting_values``).
+* The rules text parser recursed once per ``(``: a few thousand nested
+  parentheses ended ``waypost rules set`` with a RecursionError traceback,
+  and a ``#`` number of 5000 digits with int()'s bare ValueError. Both are
+  now the parser's own error, with line and column
+  (``tests/fuzz/test_fuzz_rules.py::test_rule_sets``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -143,3 +149,15 @@ def test_an_account_size_of_5000_digits_is_read_as_no_room(web: Web) -> None:
         assert b'* QUOTA "" (STORAGE 0 0)' in lines, lines
     finally:
         c.sock.close()
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("(" * 3000 + ")" * 3000, "line 1, column 101: nested deeper than 100 levels"),
+    ("( #" + "9" * 5000 + ", a, (), () )", "line 1, column 3: number too long"),
+])
+def test_hostile_rule_text_is_refused_with_its_place(tmp_path: Path, text: str,
+                                                     reason: str) -> None:
+    server = WaypostServer(tmp_path / "var").init()
+    done = server.cli("rules", "set", "-", input=text, check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-500:]
+    assert done.stderr.strip() == f"error: rules not changed: {reason}"

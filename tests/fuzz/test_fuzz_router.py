@@ -104,3 +104,11 @@ def test_routing_never_raises(world: DirectorySnapshot, text: str, address: str,
     result = route(address, kind, trusted, table, world, explain=True)
     assert result.routes or result.error is not None
     assert not (result.routes and result.error)
+
+
+def test_a_source_route_hop_holding_an_at_sign_is_not_an_address() -> None:
+    """Found by test_addresses: ``<@m@main.dom:john@domain.dom>`` gave the
+    domain ``m@main.dom``, which its canonical form did not parse back to."""
+    with pytest.raises(AddressError, match="'@' inside a hop"):
+        parse_address("<@m@main.dom:john@domain.dom>")
+    assert parse_address("<@a.example,@b.example:x@y.example>").domain == "a.example"
