@@ -1,10 +1,12 @@
 """Fuzz targets for the sessions behind the parsers: mutated IMAP commands
-(logged in, INBOX selected) and SMTP commands (after EHLO) sent to a real
-``waypost serve`` over sockets, seeded with the IMAP and SMTP corpora.
+(logged in, INBOX selected), SMTP commands (after EHLO) and POP3 commands
+(logged in) sent to a real ``waypost serve`` over sockets, seeded with the
+wire corpora.
 
 Property: every command gets a well-formed answer (IMAP: untagged, ``+`` or
 tagged lines, the tagged one ``OK``/``NO``/``BAD``, never ``NO
-[SERVERBUG]``; SMTP: replies that parse, never ``451 4.3.0``), and the
+[SERVERBUG]``; SMTP: replies that parse, never ``451 4.3.0``; POP3:
+``+OK``/``-ERR`` lines and whole multi-line answers, never ``[SYS/TEMP]``), and the
 server logs no traceback. A command that leaves the connection waiting
 (IDLE, AUTHENTICATE, STARTTLS, LOGOUT, a literal) is answered and the
 client reconnects. The wire parsers have their own targets
@@ -35,6 +37,7 @@ USER = "alice@main.dom"
 TIMEOUT = 20
 IMAP_COMMANDS = [line.partition(b" ")[2] for line in seeds("imap/commands.lines")]
 SMTP_COMMANDS = [line.rstrip(b"\r\n") for line in seeds("smtp/commands.lines")]
+POP3_COMMANDS = [line.rstrip(b"\r\n") for line in seeds("pop3/commands.lines")]
 TOKENS = [" ", "(", ")", "[", "]", "<", ">", '"', "\\", "*", ":", ",", "$", "0", "1",
           "4294967296", "{3}", "{3+}", "NIL", "UID ", "\x00", "\xff", "é", "@", "="]
 _LITERAL_AT_END = re.compile(rb"~?\{\d*\+?\}$")
@@ -187,4 +190,69 @@ def smtp_exchange(world: World, payload: bytes) -> None:
 @given(mutants(SMTP_COMMANDS, TOKENS))
 def test_smtp_session(world: World, payload: bytes) -> None:
     smtp_exchange(world, payload)
+    no_traceback(world)
+
+
+# -- POP3 ------------------------------------------------------------------------
+
+
+class Pop3:
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), TIMEOUT)
+        self.file = self.sock.makefile("rb")
+        assert self.line().startswith(b"+OK")
+        for command in (f"USER {USER}", f"PASS {PASSWORD}"):
+            self.sock.sendall(command.encode() + b"\r\n")
+            assert self.line().startswith(b"+OK")
+
+    def line(self) -> bytes:
+        line = self.file.readline(100_000)
+        if not line.endswith(b"\r\n"):
+            raise ConnectionError(f"closed or cut: {line[:80]!r}")
+        return line
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+def multiline(command: bytes) -> bool:
+    """Whether +OK to this command starts a multi-line answer (RFC 1939, 2449)."""
+    verb, _, arg = command.partition(b" ")
+    verb = verb.upper()
+    return verb in (b"CAPA", b"RETR", b"TOP") or (verb in (b"LIST", b"UIDL")
+                                                  and not arg.strip(b" "))
+
+
+def pop3_exchange(world: World, payload: bytes) -> None:
+    conn = world.conns.get("pop3")
+    if conn is None:
+        conn = world.conns["pop3"] = Pop3(world.server.port("POP3Port"))
+    assert isinstance(conn, Pop3)
+    line = one_line(payload)
+    if line.upper().startswith((b"DELE", b"QUIT")):
+        line = b"X" + line  # keep the messages and the session for the next examples
+    try:
+        conn.sock.sendall(line + b"\r\n")
+        status = conn.line()
+        if status.startswith(b"+ "):  # AUTH: cancel (RFC 5034 §4)
+            conn.sock.sendall(b"*\r\n")
+            status = conn.line()
+        assert status.startswith((b"+OK", b"-ERR")) and b"SYS/TEMP" not in status, status
+        if status.startswith(b"+OK") and multiline(line):
+            for _ in range(1_000_000):
+                if conn.line() == b".\r\n":
+                    break
+        if not line.upper().startswith(b"STLS"):
+            return
+    except ConnectionError:
+        pass  # STLS, too many errors: start afresh
+    conn.close()
+    del world.conns["pop3"]
+
+
+@TARGET
+@given(mutants(POP3_COMMANDS, TOKENS))
+def test_pop3_session(world: World, payload: bytes) -> None:
+    pop3_exchange(world, payload)
     no_traceback(world)
