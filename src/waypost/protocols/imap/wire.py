@@ -1266,7 +1266,12 @@ def parse_date_time(data: bytes) -> datetime:
     if month is None or int(zm) > 59:
         raise ValueError("Invalid date-time")
     offset = timedelta(hours=int(zh), minutes=int(zm)) * (-1 if sign == b"-" else 1)
-    return datetime(int(year), month, int(day), int(hh), int(mm), int(ss), tzinfo=timezone(offset))
+    when = datetime(int(year), month, int(day), int(hh), int(mm), int(ss), tzinfo=timezone(offset))
+    try:  # stored as an instant and written back in UTC: it must be a UTC date too
+        when.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("Invalid date-time (out of range in UTC)") from None
+    return when
 
 
 def _append(cur: _Cursor, uid: bool) -> Append:
