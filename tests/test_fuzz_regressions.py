@@ -25,6 +25,11 @@ against a real ``waypost serve`` over real sockets.
   and a ``#`` number of 5000 digits with int()'s bare ValueError. Both are
   now the parser's own error, with line and column
   (``tests/fuzz/test_fuzz_rules.py::test_rule_sets``).
+* IMAP APPEND took a date-time whose UTC instant is past 9999 or before
+  year 1 (``"31-Dec-9999 23:59:59 -2359"``); the message's INTERNALDATE
+  could then never be written, and every FETCH naming it (``FETCH 1:*
+  FAST``, as clients sync) answered NO [SERVERBUG]. Now APPEND answers BAD
+  (``tests/fuzz/test_fuzz_imap.py::test_date_times``, storing round trip).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.support.imap_raw import RawImap
+from tests.support.imap_raw import RawImap, append_command
 from tests.support.server import WaypostServer
 from tests.support.webuser import login_session
 
@@ -161,3 +166,21 @@ def test_hostile_rule_text_is_refused_with_its_place(tmp_path: Path, text: str,
     done = server.cli("rules", "set", "-", input=text, check=False)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-500:]
     assert done.stderr.strip() == f"error: rules not changed: {reason}"
+
+
+@pytest.mark.parametrize("when", ["31-Dec-9999 23:59:59 -2359", "01-Jan-0001 00:00:00 +0001"])
+def test_an_append_date_outside_the_utc_calendar_is_refused(web: Web, when: str) -> None:
+    c = RawImap(web.server.port("IMAPPort"))
+    try:
+        assert c.cmd("a1", "LOGIN alice " + PASSWORD)[-1].startswith(b"a1 OK ")
+        box = f"Dates{when[-4:]}"
+        assert c.cmd("a2", f"CREATE {box}")[-1].startswith(b"a2 OK ")
+        message = b"Subject: when\r\n\r\nx\r\n"
+        command = append_command(box, message).replace(b"() {", f'() "{when}" {{'.encode())
+        assert c.cmd("a3", command)[-1].startswith(b"a3 BAD Invalid date-time")
+        assert c.cmd("a4", append_command(box, message))[-1].startswith(b"a4 OK ")
+        assert c.cmd("a5", f"SELECT {box}")[-1].startswith(b"a5 OK ")
+        fetched = c.cmd("a6", "FETCH 1:* FAST")
+        assert fetched[-1].startswith(b"a6 OK ") and len(fetched) == 2, fetched
+    finally:
+        c.sock.close()

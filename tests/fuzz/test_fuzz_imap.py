@@ -13,6 +13,8 @@ written.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -169,6 +171,9 @@ def check_date(data: bytes) -> None:
     except ValueError:
         return
     assert wire.parse_date_time(wire.internal_date(when)) == when
+    # APPEND stores the instant; FETCH INTERNALDATE writes it back from there.
+    stored = wire.parse_date_time(wire.internal_date(when.timestamp()))
+    assert stored == when and stored.utcoffset() == timedelta(0)
 
 
 @pytest.mark.parametrize("data", DATES, ids=seed_ids(DATES))
