@@ -28,6 +28,7 @@ def load_target(spec: str) -> Any:
     if module_spec is None or module_spec.loader is None or not name:
         raise SystemExit(f"expected FILE::TEST, got {spec!r}")
     module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module.__name__] = module  # dataclasses look their module up
     module_spec.loader.exec_module(module)
     return getattr(module, name)
 

@@ -8,8 +8,9 @@ tagged lines, the tagged one ``OK``/``NO``/``BAD``, never ``NO
 [SERVERBUG]``; SMTP: replies that parse, never ``451 4.3.0``; POP3:
 ``+OK``/``-ERR`` lines and whole multi-line answers, never ``[SYS/TEMP]``), and the
 server logs no traceback. A command that leaves the connection waiting
-(IDLE, AUTHENTICATE, STARTTLS, LOGOUT, a literal) is answered and the
-client reconnects. The wire parsers have their own targets
+(IDLE, AUTHENTICATE, STARTTLS, LOGOUT) is answered and the client
+reconnects; IMAP literals are sent as complete LITERAL+ literals, so APPEND
+and CATENATE are fuzzed too. The wire parsers have their own targets
 (``test_fuzz_imap.py``, ``test_fuzz_smtp.py``); these check that the
 sessions turn every parse error into the protocol's own answer.
 """
@@ -86,6 +87,30 @@ def one_line(data: bytes) -> bytes:
     return line + b" x" if _LITERAL_AT_END.search(line) else line
 
 
+_LITERAL = re.compile(rb"(~?)\{(\d{1,5})\+?\}$")
+
+
+def with_literals(data: bytes) -> bytes:
+    """One IMAP command whose literals are all LITERAL+ (RFC 7888) and
+    complete, so the server never waits for us: line ends elsewhere become
+    spaces, short literal data is padded, and the command ends in CRLF."""
+    out = bytearray()
+    pos = 0
+    for _ in range(len(data) + 1):
+        newline = data.find(b"\n", pos)
+        end = len(data) if newline < 0 else newline
+        line = data[pos:end].rstrip(b"\r").replace(b"\r", b" ")
+        m = _LITERAL.search(line)
+        if m is None or newline < 0:
+            rest = data[end:].replace(b"\r", b" ").replace(b"\n", b" ")
+            return bytes(out + one_line(line + rest))
+        size = int(m.group(2))
+        literal = data[newline + 1 : newline + 1 + size].ljust(size, b"x")
+        out += line[: m.start()] + b"%s{%d+}\r\n" % (m.group(1), size) + literal
+        pos = newline + 1 + size
+    return bytes(out)
+
+
 def no_traceback(world: World) -> None:
     log = world.new_log()
     assert "Traceback" not in log, log[-3000:]
@@ -109,7 +134,7 @@ def imap_exchange(world: World, payload: bytes) -> None:
     conn = imap(world)
     tag = f"fz{next(_tags)}".encode()
     try:
-        conn.sock.sendall(tag + b" " + one_line(payload) + b"\r\n")
+        conn.sock.sendall(tag + b" " + with_literals(payload) + b"\r\n")
         for _ in range(100_000):
             line = conn.line()
             assert b"SERVERBUG" not in line, line
