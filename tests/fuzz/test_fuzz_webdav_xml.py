@@ -74,3 +74,12 @@ def test_body_seeds(client: httpx.Client, body: bytes) -> None:
 @given(METHODS, mutants(BODIES, TOKENS))
 def test_bodies(client: httpx.Client, target: tuple[str, str], body: bytes) -> None:
     check(client, *target, body)
+
+
+@pytest.mark.parametrize("encoding", ["proputf-8", "rot13", "base64"])
+def test_an_unknown_xml_encoding_is_a_bad_request(client: httpx.Client, encoding: str) -> None:
+    """Found by test_bodies: expat's LookupError for the encoding named in
+    the XML declaration answered 500."""
+    body = f'<?xml version="1.0" encoding="{encoding}"?><D:propfind xmlns:D="DAV:"/>'.encode()
+    answer = client.request("PROPFIND", "/~alice/docs/", content=body, headers={"Depth": "0"})
+    assert answer.status_code == 400, answer.text[:300]
