@@ -146,8 +146,7 @@ def imap_exchange(world: World, payload: bytes) -> None:
                 break  # IDLE, AUTHENTICATE or LOGOUT: start afresh
     except ConnectionError:
         pass  # STARTTLS (we speak no TLS), LOGOUT, too many errors
-    conn.close()
-    del world.conns["imap"]
+    forget(world, "imap")
 
 
 @TARGET
@@ -160,10 +159,27 @@ def test_imap_session(world: World, payload: bytes) -> None:
 # -- SMTP ------------------------------------------------------------------------
 
 
-class Smtp:
+class Lines:
+    """A line-based client connection (SMTP, POP3) with a read timeout."""
+
     def __init__(self, port: int) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), TIMEOUT)
         self.file = self.sock.makefile("rb")
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+def forget(world: World, name: str) -> None:
+    """Close a connection that is done with; the next example opens another."""
+    conn = world.conns.pop(name)
+    conn.close()  # type: ignore[attr-defined]
+
+
+class Smtp(Lines):
+    def __init__(self, port: int) -> None:
+        super().__init__(port)
         assert self.reply()[0] == 220
         self.sock.sendall(b"EHLO fuzz.example\r\n")
         assert self.reply()[0] == 250
@@ -179,10 +195,6 @@ class Smtp:
             if last:
                 return code, texts
         raise AssertionError("endless reply")
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
 
 
 def smtp_exchange(world: World, payload: bytes) -> None:
@@ -207,8 +219,7 @@ def smtp_exchange(world: World, payload: bytes) -> None:
             return
     except (ConnectionError, OSError):
         pass  # QUIT, STARTTLS, too many errors: start afresh
-    conn.close()
-    del world.conns["smtp"]
+    forget(world, "smtp")
 
 
 @TARGET
@@ -221,10 +232,9 @@ def test_smtp_session(world: World, payload: bytes) -> None:
 # -- POP3 ------------------------------------------------------------------------
 
 
-class Pop3:
+class Pop3(Lines):
     def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), TIMEOUT)
-        self.file = self.sock.makefile("rb")
+        super().__init__(port)
         assert self.line().startswith(b"+OK")
         for command in (f"USER {USER}", f"PASS {PASSWORD}"):
             self.sock.sendall(command.encode() + b"\r\n")
@@ -235,10 +245,6 @@ class Pop3:
         if not line.endswith(b"\r\n"):
             raise ConnectionError(f"closed or cut: {line[:80]!r}")
         return line
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
 
 
 def multiline(command: bytes) -> bool:
@@ -272,8 +278,7 @@ def pop3_exchange(world: World, payload: bytes) -> None:
             return
     except ConnectionError:
         pass  # STLS, too many errors: start afresh
-    conn.close()
-    del world.conns["pop3"]
+    forget(world, "pop3")
 
 
 @TARGET
