@@ -6,7 +6,7 @@ CATENATE), date-times and the string serialisers.
 Properties: any bytes frame into the same events however they are cut into
 chunks; every framed command parses or is refused with :class:`ParseError`
 whose response is one ``tag BAD`` line (``NO`` only for an unsupported
-charset or an over-limit literal), never another exception; sequence sets,
+charset, an over-limit literal or an unknown special use), never another exception; sequence sets,
 date-times and strings written by the serialisers parse back to what was
 written.
 """
@@ -43,7 +43,8 @@ def check_error(exc: ParseError) -> None:
     assert response.endswith(b"\r\n") and response.count(b"\n") == 1
     assert response.startswith(f"{exc.tag or '*'} {exc.status}".encode())
     if exc.status == "NO":
-        assert (exc.code or "").startswith(("BADCHARSET", "TOOBIG")), exc.code
+        # RFC 6855 §3 / 5182, RFC 7888 §4, RFC 6154 §5.1
+        assert (exc.code or "").startswith(("BADCHARSET", "TOOBIG", "USEATTR")), exc.code
     else:
         assert exc.status == "BAD"
 
