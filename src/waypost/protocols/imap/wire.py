@@ -421,6 +421,8 @@ class CommandReader:
         if self._discard:
             return  # the command was rejected already
         tag = self._tag if self._lines else _tag_of(head)
+        if tag is not None and len(tag) >= self.max_line:
+            tag = None  # may not have ended yet when the line is cut off: "* BAD"
         events.append(Rejected(tag, f"Command line too long (at most {self.max_line} octets)"))
 
     def _reset(self) -> None:
