@@ -246,3 +246,11 @@ def test_fetch_attributes_round_trip(atts: str) -> None:
     for att in parsed:
         if att.section is not None:
             assert all(n >= 1 for n in att.section.part)
+
+
+def test_a_tag_longer_than_a_line_is_answered_untagged_however_it_arrives() -> None:
+    """Found by test_framing_cuts_anywhere: a tag longer than the line limit
+    was cut short in the BAD when the line arrived in pieces."""
+    line = b"a" * 130 + b" CAPABILITY\r\n"
+    assert frame([line]) == frame([line[:121], line[121:]]) == [
+        Rejected(None, "Command line too long (at most 120 octets)")]
