@@ -8,7 +8,7 @@ DOMAIN ?= demo.waypost.test
 PORT_OFFSET ?= $(shell [ "$$(id -u)" = 0 ] && echo 0 || echo 10000)
 LISTEN ?= 127.0.0.1
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench fuzz clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,25 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache --no-logo
+
+# The long fuzz pass (tests/fuzz, README "Testing"): FUZZ_EXAMPLES per target,
+# repeated with fresh random seeds until FUZZ_SECONDS have passed (0: once).
+# ATHERIS=FILE::TEST runs that one target coverage-guided with atheris instead.
+FUZZ_EXAMPLES ?= 5000
+FUZZ_SECONDS ?= 0
+ATHERIS ?=
+fuzz: $(BIN)/.installed
+ifeq ($(ATHERIS),)
+	end=$$(( $$(date +%s) + $(FUZZ_SECONDS) )); \
+	while :; do \
+	  HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q \
+	    tests/fuzz $(wildcard tests/test_*_fuzz.py) || exit 1; \
+	  [ $$(date +%s) -lt $$end ] || break; \
+	done
+else
+	$(BIN)/python -m pip install -q -e '.[fuzz]'
+	$(BIN)/python -m tests.fuzz.atheris_run $(ATHERIS) -max_total_time=$(or $(filter-out 0,$(FUZZ_SECONDS)),600)
+endif
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/router.py

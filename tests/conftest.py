@@ -7,13 +7,24 @@ no test module imports another.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from waypost.services import passwords
 
 pytest_plugins = ["tests.support.fixtures"]
+
+# Hypothesis profiles (tests/support/fuzz.py): "waypost" is the bounded pass of
+# `make test` (hypothesis' own 100 examples per target); "fuzz" the long pass
+# of `make fuzz` (FUZZ_EXAMPLES per target). Chosen by HYPOTHESIS_PROFILE or
+# pytest's --hypothesis-profile. Tests that set max_examples keep theirs.
+settings.register_profile("waypost", deadline=None, print_blob=True)
+settings.register_profile("fuzz", deadline=None, print_blob=True,
+                          max_examples=int(os.environ.get("FUZZ_EXAMPLES", "5000")))
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "waypost"))
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

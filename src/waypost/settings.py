@@ -34,7 +34,7 @@ def parse_size(value: str) -> int | None:
     if value.strip().lower() == "unlimited":
         return None
     m = _SIZE.match(value)
-    if not m:
+    if not m or len(m.group(1)) > 30:  # int() refuses 4300 digits with a bare ValueError
         raise SettingError(f"expected a size such as 10M, 512K or unlimited, got {value!r}")
     scale = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[m.group(2).lower()]
     return int(m.group(1)) * scale

@@ -179,17 +179,21 @@ def address_text(addresses: Sequence[mime.Address] | None) -> str:
 
 
 def date_text(value: str | None, fallback: float) -> str:
-    """``YYYY-MM-DD HH:MM`` (UTC) of the Date header, else of the arrival."""
+    """``YYYY-MM-DD HH:MM`` (UTC) of the Date header, else of the arrival.
+
+    A Date header anyone can write must not fail the page: a year past
+    9999 or an offset that moves the time past 9999 or before year 1 raises
+    OverflowError (found by tests/fuzz/test_fuzz_misc.py)."""
     when: datetime | None = None
     if value:
         try:
             when = parsedate_to_datetime(mime.decode_header(value))
-        except (TypeError, ValueError, IndexError):
+            if when.tzinfo is not None:
+                when = when.astimezone(UTC)
+        except (TypeError, ValueError, IndexError, OverflowError):
             when = None
     if when is None:
         when = datetime.fromtimestamp(fallback, UTC)
-    elif when.tzinfo is not None:
-        when = when.astimezone(UTC)
     return when.strftime("%Y-%m-%d %H:%M")
 
 

@@ -176,7 +176,7 @@ def not_modified(request: web.Request, etag: str, mtime: datetime) -> bool:
     if ims:
         try:
             since = parsedate_to_datetime(ims)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # a year past 9999 overflows
             return False
         if since.tzinfo is None:
             since = since.replace(tzinfo=UTC)

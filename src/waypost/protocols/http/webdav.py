@@ -448,9 +448,9 @@ async def read_xml(app: WebUser, request: web.Request) -> ET.Element | None:
             raise DavError(413, "Request Entity Too Large")
     if not data.strip():
         return None
-    try:
+    try:  # LookupError: the XML declaration names an unknown encoding (found by fuzzing)
         root = SafeET.fromstring(bytes(data), forbid_dtd=True)
-    except (DefusedXmlException, ET.ParseError, ValueError):
+    except (DefusedXmlException, ET.ParseError, ValueError, LookupError):
         raise DavError(400, "Bad Request: the XML body is malformed or uses a DTD") from None
     return root
 

@@ -421,6 +421,8 @@ class CommandReader:
         if self._discard:
             return  # the command was rejected already
         tag = self._tag if self._lines else _tag_of(head)
+        if tag is not None and len(tag) >= self.max_line:
+            tag = None  # may not have ended yet when the line is cut off: "* BAD"
         events.append(Rejected(tag, f"Command line too long (at most {self.max_line} octets)"))
 
     def _reset(self) -> None:
@@ -1022,7 +1024,8 @@ def _no_args(cur: _Cursor, uid: bool) -> None:
 
 # [waypost] LOGIN user names may carry ``%`` unquoted (``user%domain``, the
 # CGP login form): Python's imaplib and other simple clients send it so.
-_LOGIN_USER = re.compile(rb"[\x21\x23-\x27\x2b-\x5b\x5e-\x7a\x7c-\x7e]+")
+# Otherwise astring chars, "]" included (RFC 3501 §9; found by the fuzz target).
+_LOGIN_USER = re.compile(rb"[\x21\x23-\x27\x2b-\x5b\x5d-\x7a\x7c-\x7e]+")
 
 
 def _login(cur: _Cursor, uid: bool) -> Login:
@@ -1265,7 +1268,12 @@ def parse_date_time(data: bytes) -> datetime:
     if month is None or int(zm) > 59:
         raise ValueError("Invalid date-time")
     offset = timedelta(hours=int(zh), minutes=int(zm)) * (-1 if sign == b"-" else 1)
-    return datetime(int(year), month, int(day), int(hh), int(mm), int(ss), tzinfo=timezone(offset))
+    when = datetime(int(year), month, int(day), int(hh), int(mm), int(ss), tzinfo=timezone(offset))
+    try:  # stored as an instant and written back in UTC: it must be a UTC date too
+        when.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("Invalid date-time (out of range in UTC)") from None
+    return when
 
 
 def _append(cur: _Cursor, uid: bool) -> Append:

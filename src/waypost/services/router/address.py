@@ -124,6 +124,8 @@ def parse_address(text: str) -> Address:
         hops = [h.strip().lstrip("@") for h in route.split(",")]
         if any(not h for h in hops):
             raise AddressError(f"empty hop in source route {text!r}")
+        if any("@" in h for h in hops):  # a hop is a domain (RFC 5321 §4.1.2 A-d-l)
+            raise AddressError(f"'@' inside a hop of source route {text!r}")
         final = parse_address(rest)
         local = final.canonical() if final.domain else final.local
         # Later hops are deeper inside the percent form: @a,@b:x@y -> x%y%b @ a.

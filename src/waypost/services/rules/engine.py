@@ -112,9 +112,9 @@ def parse_header(block: str) -> list[tuple[str, str, str]]:
         if not line:
             continue
         if line[0] in " \t":
-            if fields:
+            if fields and line.strip():  # a blank folded line adds nothing (no trailing space)
                 low, name, value = fields[-1]
-                fields[-1] = (low, name, value + " " + line.strip())
+                fields[-1] = (low, name, f"{value} {line.strip()}".lstrip())
             continue
         name, colon, value = line.partition(":")
         if not colon or not name.strip():

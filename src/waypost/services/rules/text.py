@@ -66,10 +66,17 @@ class SyntaxProblem(ValueError):
         self.column = column
 
 
+MAX_NESTING = 100
+"""Deepest nesting of arrays and dictionaries read (a rule set needs 4): the
+parser recurses, and deeper text would exhaust Python's stack (found by
+tests/fuzz/test_fuzz_rules.py)."""
+
+
 class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
         self.pos = 0
+        self.depth = 0
 
     def place(self, pos: int | None = None) -> tuple[int, int]:
         pos = self.pos if pos is None else pos
@@ -114,10 +121,13 @@ class _Parser:
         start = self.pos
         line, column = self.place()
         ch = self.text[self.pos]
-        if ch == "(":
-            return Node(self.array(), line, column)
-        if ch == "{":
-            return Node(self.dictionary(), line, column)
+        if ch in "({":
+            if self.depth >= MAX_NESTING:
+                raise self.fail(f"nested deeper than {MAX_NESTING} levels")
+            self.depth += 1
+            node = Node(self.array() if ch == "(" else self.dictionary(), line, column)
+            self.depth -= 1
+            return node
         if ch == '"':
             return Node(self.quoted(), line, column)
         if ch == "[":
@@ -139,6 +149,8 @@ class _Parser:
         self.pos = m.end()
         word = m.group()
         if re.fullmatch(r"#-?\d+", word):
+            if len(word) > 20:  # int() refuses 4300 digits with a bare ValueError
+                raise self.fail("number too long", start)
             return Node(int(word[1:]), line, column)
         return Node(word, line, column)
 
