@@ -210,6 +210,29 @@ def test_one_address_cannot_shut_out_another(server: WaypostServer, port: Port) 
         close_all(conns)
 
 
+@pytest.mark.parametrize("port", [p for p in PORTS if p.tls], ids=lambda p: p.name)
+def test_connections_that_never_start_tls_count_from_the_accept(
+        server: WaypostServer, port: Port) -> None:
+    """The flood moved to an implicit-TLS port: sockets that never send a
+    ClientHello take their own address's slots (counted at accept, not after
+    a handshake that never comes), and nobody else's."""
+    flood = "127.0.8.2"
+    number = server.port(port.setting)
+    silent = [socket.create_connection(("127.0.0.1", number), TIMEOUT, source_address=(flood, 0))
+              for _ in range(PER_ADDRESS)]
+    conns: list[Conn] = []
+    try:
+        expect_refused(server, port, flood, ADDRESS)  # accepted in order: after the silent ones
+        log_in(server, port, "127.0.8.3")
+        silent.pop().close()
+        conns.append(open_admitted(server, port, flood, ADDRESS))
+        expect_refused(server, port, flood, ADDRESS)
+    finally:
+        close_all(conns)
+        for sock in silent:
+            sock.close()
+
+
 @pytest.mark.parametrize("port", PORTS, ids=lambda p: p.name)
 def test_one_network_cannot_shut_out_another(server: WaypostServer, port: Port) -> None:
     # 3 + 2 connections from two addresses of 127.0.5.0/24 fill it.

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import resource
 import signal
 import ssl
 from collections.abc import Awaitable, Callable
@@ -145,6 +146,24 @@ async def _run(server: Server, ready: Callable[[Server], None]) -> None:
     await server.stop()
 
 
+FILE_LIMIT = 65536
+"""Descriptors the server asks for at start, within the hard limit."""
+
+
+def raise_file_limit() -> None:
+    """Lift the soft descriptor limit (often 1024) towards the hard one: every
+    connection is a descriptor, and the connection limits (MaxConnections,
+    per listener) are meant to refuse a flood before the process runs out."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = FILE_LIMIT if hard == resource.RLIM_INFINITY else min(FILE_LIMIT, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as exc:  # pragma: no cover - a container's policy
+            log.warning("could not raise the open-file limit from %d: %s", soft, exc)
+    log.info("open-file limit %d", resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+
+
 def serve(
     data_dir: Path,
     *,
@@ -153,6 +172,7 @@ def serve(
     ready: Callable[[Server], None] = lambda server: None,
 ) -> None:
     """Run the server until SIGINT/SIGTERM."""
+    raise_file_limit()
     services = open_services(data_dir)
     server = Server(services, listen=listen, port_offset=port_offset)
     try:

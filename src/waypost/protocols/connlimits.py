@@ -23,11 +23,9 @@ Choices, where no RFC decides:
 * ``0`` means no limit for the per-address and per-network settings;
   ``MaxConnections`` keeps its old meaning. Limits are read when the
   listener starts.
-* On implicit-TLS ports a connection is counted once its handshake is done
-  (the event loop calls back only then); one that never finishes it is
-  dropped by the loop's handshake timeout (60 s) uncounted. Counting from
-  the TCP accept would need ``start_tls`` after admission, which loses the
-  ClientHello under uvloop (it resumes reading after ``connection_made``).
+* On implicit-TLS ports a connection is counted from its TCP accept, before
+  the handshake (``listen.TLSAcceptor``), so sockets that never send a
+  ClientHello use up their own address's slots and nobody else's.
 
 Invariants: pure (no I/O, no clock of its own, no asyncio), so it runs on
 the event loop at accept; every :class:`Ticket` from :meth:`admit` is

@@ -6,23 +6,48 @@ accepts, counts in a :class:`~waypost.protocols.connlimits.ConnectionTable`
 (per address, per network, per listener), and on shutdown cancels the
 sessions still running before the socket closes.
 
+Implicit-TLS ports (:class:`TLSAcceptor`, also used by the web listeners)
+count a connection from its TCP accept, not from the end of its handshake:
+asyncio's ``create_server(ssl=...)`` calls back only after the handshake, so
+one address could otherwise hold any number of connections that never send
+a ClientHello (each a file descriptor until the loop's 60 s handshake
+timeout), the flood of issue 13 point 1 moved to port 993. The acceptor
+accepts itself, asks the table at once, and only then hands the socket to
+the loop with ``connect_accepted_socket(ssl=...)``; starting TLS on a stream
+after admission instead loses the ClientHello under uvloop. A refused
+client still gets its protocol's refusal over TLS, so it can read why, but
+at most ``REFUSAL_HANDSHAKES`` such handshakes run at once per listener,
+each for at most ``REFUSAL_HANDSHAKE_SECONDS``; beyond that a refused
+socket is closed at once.
+
 Invariant: this module knows nothing of ``server.py``, which imports the
 listeners. What a listener needs from the process that starts it is the
 :class:`ListenContext` declared here (``server.Server`` is one); what it gives
-back is a list of :class:`Listener`.
+back is a list of :class:`Listener`. Every admitted connection's ticket is
+released exactly once (:class:`Claim`); an accept error (EMFILE) never stops
+a listener.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Protocol
+from functools import partial
+from typing import Any, Protocol
 
-from waypost.protocols.connlimits import ConnectionLimits, ConnectionTable, Refusal, RefusalLog
+from waypost.protocols.connlimits import (
+    ConnectionLimits,
+    ConnectionTable,
+    Refusal,
+    RefusalLog,
+    Ticket,
+)
 from waypost.services.container import Services
 
 SessionRunner = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -80,14 +105,9 @@ async def listen(
     active: set[asyncio.Task[None]] = set()
     table = ConnectionTable(limits)
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def session(claim: Claim, reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        ticket = table.admit(endpoints(writer)[0])
-        if isinstance(ticket, Refusal):
-            log_refusal(log, name, ticket)
-            writer.write(refuse(ticket))
-            writer.close()
-            return
         if task is not None:
             active.add(task)
         try:
@@ -96,15 +116,32 @@ async def listen(
             log.exception("%s session failed", name)
             writer.close()
         finally:
-            table.release(ticket)
+            claim.release()
             if task is not None:
                 active.discard(task)
 
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        ticket = table.admit(endpoints(writer)[0])
+        if isinstance(ticket, Refusal):
+            log_refusal(log, name, ticket)
+            writer.write(refuse(ticket))
+            writer.close()
+            return
+        await session(Claim(table, ticket), reader, writer)
+
+    def admitted(claim: Claim) -> asyncio.BaseProtocol:
+        reader = asyncio.StreamReader(limit=stream_limit)
+        return asyncio.StreamReaderProtocol(reader, partial(session, claim))
+
     port = server.port(port_setting)
-    ssl_ctx: ssl.SSLContext | None = server.tls if implicit_tls else None
-    srv = await asyncio.start_server(
-        handle, server.listen, port, ssl=ssl_ctx, limit=stream_limit, reuse_address=True
-    )
+    srv: asyncio.Server | TLSAcceptor
+    if implicit_tls and server.tls is not None:
+        srv = await TLSAcceptor.start(
+            server.listen, port, server.tls, table, name=name, log=log,
+            admitted=admitted, refused=lambda refusal: _Refuser(refuse(refusal)))
+    else:
+        srv = await asyncio.start_server(
+            handle, server.listen, port, limit=stream_limit, reuse_address=True)
     log.info("%s listening on %s:%d", name, server.listen, port)
 
     async def close() -> None:
@@ -115,6 +152,166 @@ async def listen(
         await srv.wait_closed()
 
     return Listener(name, server.listen, port, close)
+
+
+REFUSAL_HANDSHAKES = 64
+"""TLS handshakes at once per listener only to tell refused clients why."""
+
+REFUSAL_HANDSHAKE_SECONDS = 5.0
+"""How long a refused client may take over its handshake."""
+
+
+class Claim:
+    """An admitted connection's ticket, released once by whoever ends the
+    connection first: the session, or the acceptor when the handshake fails."""
+
+    __slots__ = ("_table", "_ticket")
+
+    def __init__(self, table: ConnectionTable, ticket: Ticket) -> None:
+        self._table = table
+        self._ticket: Ticket | None = ticket
+
+    def release(self) -> None:
+        if self._ticket is not None:
+            ticket, self._ticket = self._ticket, None
+            self._table.release(ticket)
+
+
+class _Refuser(asyncio.Protocol):
+    """Says the refusal once the handshake is done, then closes."""
+
+    def __init__(self, reply: bytes) -> None:
+        self.reply = reply
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        writer: Any = transport  # uvloop's transports are no asyncio subclasses
+        writer.write(self.reply)
+        writer.close()
+
+
+def bind(host: str, port: int, backlog: int = 511) -> list[socket.socket]:
+    """Listening sockets for every address ``host`` names (as asyncio binds
+    them: SO_REUSEADDR, IPv6 sockets IPv6-only), non-blocking."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                               flags=socket.AI_PASSIVE)
+    socks: list[socket.socket] = []
+    seen: set[tuple[int, Any]] = set()
+    try:
+        for family, kind, proto, _, address in infos:
+            if (family, address) in seen:
+                continue
+            seen.add((family, address))
+            sock = socket.socket(family, kind, proto)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(backlog)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
+class TLSAcceptor:
+    """An implicit-TLS listener that admits at TCP accept (see the module
+    docstring); ``close``/``wait_closed`` as an ``asyncio.Server``."""
+
+    def __init__(self, socks: list[socket.socket], context: ssl.SSLContext,
+                 table: ConnectionTable, *, name: str, log: logging.Logger,
+                 admitted: Callable[[Claim], asyncio.BaseProtocol],
+                 refused: Callable[[Refusal], asyncio.BaseProtocol]) -> None:
+        self.socks = socks
+        self.context = context
+        self.table = table
+        self.name = name
+        self.log = log
+        self.admitted = admitted
+        self.refused = refused
+        self.refusing = 0
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    async def start(cls, host: str, port: int, context: ssl.SSLContext,
+                    table: ConnectionTable, *, name: str, log: logging.Logger,
+                    admitted: Callable[[Claim], asyncio.BaseProtocol],
+                    refused: Callable[[Refusal], asyncio.BaseProtocol]) -> TLSAcceptor:
+        acceptor = cls(bind(host, port), context, table, name=name, log=log,
+                       admitted=admitted, refused=refused)
+        for sock in acceptor.socks:
+            acceptor._spawn(acceptor._accept(sock))
+        return acceptor
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _accept(self, listening: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, address = await loop.sock_accept(listening)
+            except (ConnectionAbortedError, InterruptedError):
+                continue
+            except OSError as exc:  # EMFILE, ENFILE, ENOBUFS: wait, keep listening
+                self.log.warning("%s: accept failed: %s", self.name, exc)
+                await asyncio.sleep(0.1)
+                continue
+            peer = address[0] if isinstance(address, tuple) else str(address)
+            decision = self.table.admit(peer)
+            if isinstance(decision, Refusal):
+                log_refusal(self.log, self.name, decision)
+                if self.refusing >= REFUSAL_HANDSHAKES:
+                    conn.close()
+                else:
+                    self._spawn(self._refuse(conn, decision))
+            else:
+                self._spawn(self._open(conn, Claim(self.table, decision)))
+
+    async def _open(self, conn: socket.socket, claim: Claim) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.connect_accepted_socket(lambda: self.admitted(claim), conn,
+                                               ssl=self.context)
+        except BaseException as exc:  # the handshake failed, timed out or was cancelled
+            claim.release()
+            conn.close()
+            if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
+                raise
+            self.log.debug("%s: TLS handshake failed: %s", self.name, exc)
+
+    async def _refuse(self, conn: socket.socket, refusal: Refusal) -> None:
+        loop = asyncio.get_running_loop()
+        self.refusing += 1
+        try:
+            await loop.connect_accepted_socket(
+                lambda: self.refused(refusal), conn, ssl=self.context,
+                ssl_handshake_timeout=REFUSAL_HANDSHAKE_SECONDS)
+        except Exception as exc:
+            conn.close()
+            self.log.debug("%s: TLS handshake of a refused client failed: %s", self.name, exc)
+        finally:
+            self.refusing -= 1
+
+    def close(self) -> None:
+        """Stop accepting and cancel the handshakes in progress; admitted
+        sessions are their owner's to end."""
+        for task in list(self.tasks):
+            task.cancel()
+        # After the cancelled accepts have let go of their sockets' readers.
+        asyncio.get_running_loop().call_soon(self._close_sockets)
+
+    def _close_sockets(self) -> None:
+        for sock in self.socks:
+            sock.close()
+
+    async def wait_closed(self) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*list(self.tasks), return_exceptions=True)
 
 
 def log_refusal(log: logging.Logger, listener: str, refusal: Refusal) -> None:

@@ -14,6 +14,8 @@ the client has read the answer (its request still unread in our socket),
 so the connection lingers, discarding input, until the client's request
 head has arrived, ``LINGER_BYTES`` were read, or ``LINGER_SECONDS`` passed.
 Refused connections are not counted, but each lingers for a bounded time.
+On HTTPS the decision is made at TCP accept, before the handshake
+(:class:`~waypost.protocols.listen.TLSAcceptor`), and handed in.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from waypost.protocols.connlimits import ConnectionLimits, ConnectionTable, Refusal, Ticket
-from waypost.protocols.listen import log_refusal
+from waypost.protocols.listen import Claim, TLSAcceptor, log_refusal
 
 RETRY_AFTER = 60
 LINGER_SECONDS = 5.0
@@ -49,36 +51,41 @@ class Admission(asyncio.Protocol):
     does the rest) or refused (a 503, then a bounded linger)."""
 
     def __init__(self, table: ConnectionTable, factory: Callable[[], Any], name: str,
-                 log: logging.Logger) -> None:
+                 log: logging.Logger, decided: Claim | Refusal | None = None) -> None:
         self.table = table
         self.factory = factory
         self.name = name
         self.log = log
+        self.decided = decided
         self.inner: Any = None
-        self.ticket: Ticket | None = None
+        self.claim: Claim | None = None
         self.refused: asyncio.Transport | None = None
         self.seen = b""
         self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        peer = transport.get_extra_info("peername") or ("0.0.0.0", 0)
-        admitted = self.table.admit(peer[0])
-        if isinstance(admitted, Ticket):
-            self.ticket = admitted
+        admitted = self.decided
+        if admitted is None:
+            peer = transport.get_extra_info("peername") or ("0.0.0.0", 0)
+            decision = self.table.admit(peer[0])
+            admitted = Claim(self.table, decision) if isinstance(decision, Ticket) else decision
+        if isinstance(admitted, Claim):
+            self.claim = admitted
             self.inner = self.factory()
             self.inner.connection_made(transport)
             return
         self.refused = cast(asyncio.Transport, transport)  # uvloop's is no subclass
-        log_refusal(self.log, self.name, admitted)
+        if self.decided is None:  # the acceptor logged its own
+            log_refusal(self.log, self.name, admitted)
         self.refused.write(refusal_response(admitted))
         self.timer = asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.close)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.timer is not None:
             self.timer.cancel()
-        if self.ticket is not None:
-            self.table.release(self.ticket)
-            self.ticket = None
+        if self.claim is not None:
+            self.claim.release()
+            self.claim = None
             self.inner.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -106,12 +113,17 @@ class Admission(asyncio.Protocol):
 
 async def serve(factory: Callable[[], Any], host: str, port: int, *, limits: ConnectionLimits,
                 ssl_context: ssl.SSLContext | None, name: str,
-                log: logging.Logger) -> asyncio.Server:
+                log: logging.Logger) -> asyncio.Server | TLSAcceptor:
     """Bind ``host:port`` for aiohttp's ``web.Server`` ``factory``, one
     :class:`ConnectionTable` for this listener."""
     table = ConnectionTable(limits)
+    if ssl_context is not None:
+        return await TLSAcceptor.start(
+            host, port, ssl_context, table, name=name, log=log,
+            admitted=lambda claim: Admission(table, factory, name, log, claim),
+            refused=lambda refusal: Admission(table, factory, name, log, refusal))
     loop = asyncio.get_running_loop()
     return await loop.create_server(
         lambda: Admission(table, factory, name, log), host, port,
-        ssl=ssl_context, reuse_address=True,
+        reuse_address=True,
     )

@@ -22,7 +22,7 @@ from aiohttp import web
 from waypost.protocols.connlimits import ConnectionLimits
 from waypost.protocols.http.admission import serve
 from waypost.protocols.http.webuser import WebUser, build_app
-from waypost.protocols.listen import ListenContext, Listener
+from waypost.protocols.listen import ListenContext, Listener, TLSAcceptor
 from waypost.services.login_guard import shared_guard
 from waypost.services.queue import Queue
 from waypost.services.reception import Reception
@@ -58,7 +58,7 @@ async def start_webuser(server: WebContext) -> list[Listener]:
 
     sweeper = asyncio.create_task(sweep())
     listeners: list[Listener] = []
-    servers: list[asyncio.Server] = []
+    servers: list[asyncio.Server | TLSAcceptor] = []
     closed = False
 
     async def close() -> None:
