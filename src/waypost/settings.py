@@ -153,6 +153,21 @@ def _check_header_name(value: str) -> str:
     return value
 
 
+def _limit_size(value: str) -> int:
+    """A size that must be bounded and above 0 (a protocol limit)."""
+    size = parse_size(value)
+    if not size:
+        raise SettingError(f"expected a size above 0 such as 16K, got {value!r}")
+    return size
+
+
+def _limit_count(value: str) -> int:
+    number = parse_int(value)
+    if not number:
+        raise SettingError(f"expected a number above 0, got {value!r}")
+    return number
+
+
 def _as(check: Callable[[str], object]) -> Callable[[str], str]:
     def validate(value: str) -> str:
         check(value)
@@ -273,6 +288,13 @@ SETTINGS: tuple[Setting, ...] = (
             "NO [TOOBIG]", _as(parse_size)),
     Setting("IMAPIdleTimeout", "1800", "seconds an idle IMAP client is kept, also in IDLE "
             "(RFC 3501: at least 30 minutes)", _as(parse_int)),
+    # SIP (protocols/sip)
+    Setting("SIPMaxHeaderSize", "16K", "largest SIP header section in octets (more: 513 "
+            "Message Too Large)", _as(_limit_size)),
+    Setting("SIPMaxHeaders", "100", "most header fields in one SIP message (more: 513)",
+            _as(_limit_count)),
+    Setting("SIPMaxBodySize", "64K", "largest SIP message body in octets (more: 413 Request "
+            "Entity Too Large)", _as(_limit_size)),
 )
 
 BY_NAME: dict[str, Setting] = {s.name.lower(): s for s in SETTINGS}
