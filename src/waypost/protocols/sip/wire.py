@@ -281,7 +281,7 @@ def _read_head(data: bytes, limits: SipLimits) -> _Head:
     lengths: list[str] = []
     for name, value in fields:
         if _CTL.search(value):
-            errors.append(bad(f"Control character in {name} header field"))
+            errors.append(bad(f"Control character in {name[:40]} header field"))
         elif name.lower() in ("content-length", "l"):
             lengths.append(value)
         else:
