@@ -6,8 +6,9 @@ and the fuzzers share one parser.
   cuts messages out of a TCP/TLS byte stream.
 * Bad input raises :class:`SipError`: the status and reason to answer with,
   or ``drop`` (a garbled response, §18.1.2; a datagram that is not a
-  request). Its ``message`` holds what could be read, so a 400 can still
-  carry the request's Via, From, To, Call-ID and CSeq (:func:`response_for`).
+  request). Its ``headers`` hold what could be read, so a 400 can still
+  carry the request's Via, From, To, Call-ID and CSeq
+  (:func:`error_response`); :func:`response_for` answers a good request.
 
 Choices where RFC 3261 leaves one:
 
@@ -20,7 +21,8 @@ Choices where RFC 3261 leaves one:
 * The request line is exactly ``Method SP Request-URI SP SIP-Version``:
   extra, trailing or embedded spaces and ``<...>`` around the URI are a 400
   (RFC 4475 §3.1.2.7-3.1.2.10, which allows either reading); ``SIP/x.y``
-  other than 2.0 is ``505 Version Not Supported`` (§8.2.2.1 ... §21.5.6).
+  other than 2.0 is ``505 Version Not Supported`` (§21.5.6); a Request-URI
+  with ``?headers`` is a 400 (§19.1.1, RFC 4475 §3.1.2.11).
 * Header sections must be UTF-8 without control characters but HTAB
   (§7.3.1 TEXT-UTF8), otherwise 400; also inside a quoted-pair, which RFC
   4475 §3.1.1.2 would allow (a raw BEL or NUL in a display name): no phone
@@ -38,11 +40,14 @@ Choices where RFC 3261 leaves one:
   proxy that changes a body can never forward a stale length.
 * Limits (:class:`SipLimits`): a header section too large or with too
   many fields is ``513 Message Too Large``; a body too large is ``413
-  Request Entity Too Large`` (§21.4.11, §21.5.14). On a stream both lose
+  Request Entity Too Large`` (§21.4.11, §21.5.7). On a stream both lose
   the framing (``fatal``), as does a missing or unreadable Content-Length.
 * Typed views (Via, To, From, CSeq, Contact, Max-Forwards, Expires) are
   read on demand from the header fields, so a proxy edits the fields and
-  never a stale copy; they raise :class:`SipError` (400).
+  never a stale copy; they raise :class:`SipError` (400). Scalars beyond
+  their grammar's range (Max-Forwards over 255, CSeq, Expires and
+  ``expires`` from 2**32) are a 400, the stricter reading RFC 4475
+  §3.1.2.4 allows, rather than a silent default.
 """
 
 from __future__ import annotations
@@ -448,8 +453,9 @@ class StreamFramer:
             if end + 4 > self.limits.max_header_bytes:
                 self._break(SipError(513, "Message Too Large"), None)
             head = _read_head(bytes(buf[: end + 4]), self.limits)
-            if head.length is None:
-                self._break(bad("Missing Content-Length header field"), head)
+            if head.length is None:  # unreadable (not UTF-8), or no Content-Length
+                unread = head.error if head.headers is None else None
+                self._break(unread or bad("Missing Content-Length header field"), head)
             if head.length is not None and head.length < 0:
                 self._break(head.error or bad("Malformed Content-Length"), head)
             if (head.length or 0) > self.limits.max_body_bytes:
