@@ -74,18 +74,25 @@ def canonical_name(name: str) -> str:
     return _SPELLING.get(lower, name)
 
 
+def _key(name: str) -> str:
+    """What names are compared by: the canonical name in lower case."""
+    lower = name.lower()
+    return COMPACT[lower].lower() if lower in COMPACT else lower
+
+
 class Headers:
-    """The header fields of a message in order (several of one name kept)."""
+    """The header fields of a message in order (several of one name kept).
+    Each field is kept with its comparison key, computed once."""
 
     __slots__ = ("_fields",)
 
     def __init__(self, fields: Iterable[tuple[str, str]] = ()) -> None:
-        self._fields: list[tuple[str, str]] = []
+        self._fields: list[tuple[str, str, str]] = []  # (key, name, value)
         for name, value in fields:
             self.add(name, value)
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
-        return iter(list(self._fields))
+        return iter([(n, v) for _, n, v in self._fields])
 
     def __len__(self) -> int:
         return len(self._fields)
@@ -96,7 +103,7 @@ class Headers:
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return f"Headers({self._fields!r})"
+        return f"Headers({list(self)!r})"
 
     def copy(self) -> Headers:
         new = Headers()
@@ -105,28 +112,28 @@ class Headers:
 
     def fields(self, name: str) -> list[str]:
         """Every field value of ``name`` (one per header line), in order."""
-        key = canonical_name(name).lower()
-        return [v for n, v in self._fields if n.lower() == key]
+        key = _key(name)
+        return [v for k, _, v in self._fields if k == key]
 
     def values(self, name: str) -> list[str]:
         """Every value of ``name`` in order: comma lists split (§7.3.1)."""
         found = self.fields(name)
-        if canonical_name(name).lower() not in LIST_HEADERS:
+        if _key(name) not in LIST_HEADERS:
             return found
         return [part for value in found for part in split_commas(value)]
 
     def get(self, name: str) -> str | None:
-        found = self.fields(name)
-        return found[0] if found else None
+        key = _key(name)
+        return next((v for k, _, v in self._fields if k == key), None)
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and bool(self.fields(name))
+        return isinstance(name, str) and self.get(name) is not None
 
     def add(self, name: str, value: str, *, first: bool = False) -> None:
         """Append (or with ``first``, put before every other) a field."""
         if not TOKEN.fullmatch(name) or "\r" in value or "\n" in value:
             raise ValueError(f"not a header field: {name!r}")
-        item = (canonical_name(name), value.strip(WSP))
+        item = (_key(name), canonical_name(name), value.strip(WSP))
         if first:
             self._fields.insert(0, item)
         else:
@@ -134,15 +141,15 @@ class Headers:
 
     def remove(self, name: str) -> int:
         """Drop every field of ``name``; how many there were."""
-        key = canonical_name(name).lower()
+        key = _key(name)
         before = len(self._fields)
-        self._fields = [(n, v) for n, v in self._fields if n.lower() != key]
+        self._fields = [f for f in self._fields if f[0] != key]
         return before - len(self._fields)
 
     def set(self, name: str, value: str) -> None:
         """One field of ``name`` with ``value``, where the first one was."""
-        key = canonical_name(name).lower()
-        at = next((i for i, (n, _) in enumerate(self._fields) if n.lower() == key), None)
+        key = _key(name)
+        at = next((i for i, f in enumerate(self._fields) if f[0] == key), None)
         self.remove(name)
         self.add(name, value)
         if at is not None:
@@ -151,15 +158,15 @@ class Headers:
     def pop_first_value(self, name: str) -> str | None:
         """Remove and return the first value of a list header (a proxy removes
         its own Via this way, §16.7 step 3, whether or not it shares a field)."""
-        key = canonical_name(name).lower()
-        for i, (n, v) in enumerate(self._fields):
-            if n.lower() != key:
+        key = _key(name)
+        for i, (k, n, v) in enumerate(self._fields):
+            if k != key:
                 continue
             parts = split_commas(v)
             if len(parts) <= 1:
                 del self._fields[i]
             else:
-                self._fields[i] = (n, ", ".join(parts[1:]))
+                self._fields[i] = (k, n, ", ".join(parts[1:]))
             return parts[0] if parts else ""
         return None
 
