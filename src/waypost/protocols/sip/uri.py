@@ -1,7 +1,8 @@
 """SIP and SIPS URIs (RFC 3261 §19.1) and the other URIs a header may hold.
 
 Every component is kept as written (escapes included), so ``str()`` gives
-the URI back byte for byte; :meth:`SipUri.__eq__` is the comparison of
+the URI back byte for byte (but the scheme in lower case and the port
+without leading zeros); :meth:`SipUri.__eq__` is the comparison of
 §19.1.4 (escapes undone, userinfo case-sensitive, the rest not; a ``user``,
 ``ttl``, ``method`` or ``maddr`` parameter in one URI only makes them
 differ, any other one-sided parameter is ignored; headers must all match).
