@@ -89,7 +89,9 @@ _CTL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 @dataclass(frozen=True, slots=True)
 class SipLimits:
-    """Sizes a peer may not exceed (the ``SIPMax...`` settings)."""
+    """Sizes a peer may not exceed (the ``SIPMax...`` settings, whose
+    defaults these are: a SIP header section rarely passes 2K, an SDP body
+    4K)."""
 
     max_header_bytes: int = 16 * 1024
     max_headers: int = 100
@@ -98,9 +100,10 @@ class SipLimits:
     @classmethod
     def from_settings(cls, settings: ServerSettings) -> SipLimits:
         return cls(
-            max_header_bytes=settings.size("SIPMaxHeaderSize") or 0,
+            # the settings refuse "unlimited" and 0
+            max_header_bytes=settings.size("SIPMaxHeaderSize") or 1,
             max_headers=settings.number("SIPMaxHeaders"),
-            max_body_bytes=settings.size("SIPMaxBodySize") or 0,
+            max_body_bytes=settings.size("SIPMaxBodySize") or 1,
         )
 
 
@@ -120,7 +123,10 @@ class SipMessage:
 
     def to_bytes(self) -> bytes:
         """The message with CRLF line ends and its true Content-Length."""
-        lines = [self.start_line(), *(f"{n}: {v}" for n, v in self.headers)]
+        start = self.start_line()
+        if "\r" in start or "\n" in start:  # header values are checked by Headers.add
+            raise ValueError(f"not a SIP start line: {start!r}")
+        lines = [start, *(f"{n}: {v}" for n, v in self.headers)]
         lines.append(f"Content-Length: {len(self.body)}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + self.body
 
@@ -223,7 +229,7 @@ class SipResponse(SipMessage):
 class KeepAlive(enum.Enum):
     """RFC 5626 §3.5.1 keep-alives between messages on a stream."""
 
-    PING = "ping"  # CRLFCRLF from a client: answer with PONG's bytes
+    PING = "ping"  # CRLFCRLF from a client: answer with a CRLF
     PONG = "pong"  # a single CRLF
 
     @property
