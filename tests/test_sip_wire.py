@@ -437,6 +437,22 @@ def test_via_parameters() -> None:
     assert not parse_via("SIP/2.0/TCP h").has_rport
 
 
+def test_a_server_stamps_received_and_rport() -> None:
+    """§18.2.1 and RFC 3581 §4."""
+    same = parse_via("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKa")
+    assert same.received_from("192.0.2.1", 5060) == same
+    assert str(same.received_from("198.51.100.7", 5060)) == (
+        "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKa;received=198.51.100.7")
+    named = parse_via("SIP/2.0/TCP pc33.example.org;branch=z9hG4bKb")
+    assert named.received_from("192.0.2.1", 41000).received == "192.0.2.1"
+    nat = parse_via("SIP/2.0/UDP 10.0.0.5:5060;rport;branch=z9hG4bKc")
+    assert str(nat.received_from("203.0.113.9", 61000)) == (
+        "SIP/2.0/UDP 10.0.0.5:5060;rport=61000;branch=z9hG4bKc;received=203.0.113.9")
+    v6 = parse_via("SIP/2.0/UDP [2001:db8::9];rport;branch=z9hG4bKd")
+    stamped = v6.received_from("2001:db8:0::9", 5062)
+    assert (stamped.rport, stamped.received) == (5062, "2001:db8:0::9")
+
+
 def test_name_addr_round_trips() -> None:
     value = parse_name_addr('"A \\"quoted\\" name" <sip:a@example.com;transport=tcp>;tag=x;expires=60;q=0.5',
                             "Contact")

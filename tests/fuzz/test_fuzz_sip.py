@@ -5,7 +5,7 @@ name-addrs (seeds in ``corpus/sip``).
 Properties: any input parses or is refused with :class:`SipError`, never
 another exception, and the refusal is one the RFC names (400, 413, 416,
 505, 513) or a silent drop; the typed views of what parses (Via, To, From,
-CSeq, Contact, Route, Expires) also raise nothing else; what parses
+CSeq, Contact, Route, Expires, the stamped Via) also raise nothing else; what parses
 re-serialises to bytes that parse to an equal message (and a refusal's
 answer does too); a stream cut anywhere frames the same messages,
 keep-alives and errors as the stream whole; a URI or name-addr that parses
@@ -21,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from tests.support.fuzz import TARGET, cut, mutants, seed_ids, seeds
 
-from waypost.protocols.sip.headers import parse_name_addr
+from waypost.protocols.sip.headers import parse_name_addr, parse_via
 from waypost.protocols.sip.syntax import SipError
 from waypost.protocols.sip.uri import SipUri, parse_uri
 from waypost.protocols.sip.wire import (
@@ -90,12 +90,18 @@ def read_views(message: SipMessage) -> None:
     views = (lambda: message.vias, lambda: message.to, lambda: message.from_,
              lambda: message.cseq, lambda: message.call_id, lambda: message.max_forwards,
              lambda: message.expires, lambda: message.name_addrs("Route"),
-             lambda: [(c.q, c.expires) for c in message.contacts.addresses])
+             lambda: [(c.q, c.expires) for c in message.contacts.addresses], lambda: stamp(message))
     for view in views:
         try:
             view()
         except SipError as exc:
             check_error(exc)
+
+
+def stamp(message: SipMessage) -> None:
+    """The Via a server stamps (§18.2.1, RFC 3581) parses back the same."""
+    via = message.top_via.received_from("2001:db8::1", 5060)
+    assert parse_via(str(via)) == via
 
 
 def check_datagram(data: bytes) -> None:

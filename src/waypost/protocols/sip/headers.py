@@ -316,6 +316,23 @@ class Via:
         return Via(self.transport, self.host, self.port, self.params.replaced(name, value),
                    self.protocol, self.version)
 
+    def received_from(self, address: str, port: int) -> Via:
+        """This Via as a server stamps it on a request from ``address``:
+        ``received`` when the sent-by host is a name or another address
+        (§18.2.1), and with ``rport`` asked for, its value and ``received``
+        in any case (RFC 3581 §4)."""
+        host = self.host.removeprefix("[").removesuffix("]")
+        try:
+            same = ipaddress.ip_address(host) == ipaddress.ip_address(address)
+        except ValueError:
+            same = False
+        via = self
+        if self.has_rport:
+            via = via.with_param("rport", str(port))
+        if not same or self.has_rport:
+            via = via.with_param("received", address)
+        return via
+
 
 def parse_via(text: str) -> Via:
     match = _SENT_PROTOCOL.match(text.strip(WSP))
