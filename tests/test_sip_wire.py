@@ -345,6 +345,26 @@ def test_contact_errors_are_read_on_demand() -> None:
         assert (info.value.status, info.value.reason) == (400, reason)
 
 
+def test_contact_parameters_belong_where_the_angle_brackets_say() -> None:
+    """RFC 4475 §3.3.13-15: without <> a ;param is the contact's, inside <>
+    the URI's; an escaped header inside <> is fine."""
+    msg = request(message("REGISTER sip:example.com SIP/2.0", CSeq="1 REGISTER", extra=(
+        "Contact: sip:+19725552222@gw1.example.net;unknownparam;expires=60",
+        "m: <sip:+19725552222@gw1.example.net;unknownparam>;expires=70",
+        "Contact: <sip:user@example.com?Route=%3Csip:sip.example.com%3E>")))
+    bare, angled, escaped = msg.contacts.addresses
+    assert isinstance(bare.uri, SipUri) and not bare.uri.params and bare.expires == 60
+    assert bare.params.has("unknownparam")
+    assert isinstance(angled.uri, SipUri) and angled.uri.params.has("unknownparam")
+    assert not angled.params.has("unknownparam") and angled.expires == 70
+    assert isinstance(escaped.uri, SipUri)
+    assert escaped.uri.headers == (("Route", "%3Csip:sip.example.com%3E"),)
+    assert not msg.contacts.star
+    star = request(message("REGISTER sip:example.com SIP/2.0", CSeq="2 REGISTER",
+                           extra=("Contact: *", "Expires: 0")))
+    assert star.contacts.star and star.contacts.addresses == () and star.expires == 0
+
+
 def test_expires_header() -> None:
     assert request(message(extra=("Expires: 3600",))).expires == 3600
     assert request(message()).expires is None
