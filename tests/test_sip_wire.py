@@ -706,7 +706,7 @@ def test_branches_and_tags_are_fresh() -> None:
 # -- the module stays pure -----------------------------------------------------------------
 
 WIRE_MODULES = ("wire", "headers", "uri", "syntax")  # transaction.py and session.py may do I/O
-PURE = {"__future__", "dataclasses", "enum", "ipaddress", "re", "secrets", "typing",
+PURE = {"__future__", "copy", "dataclasses", "enum", "ipaddress", "re", "secrets", "typing",
         "collections.abc", "urllib.parse"}
 
 
@@ -734,3 +734,7 @@ def test_messages_compare_by_their_bytes() -> None:
     assert a == b and isinstance(a, SipMessage)
     b.headers.add("X-More", "1")
     assert a != b
+    c = a.copy()
+    assert c == a and type(c) is type(a)
+    c.headers.add("Via", "SIP/2.0/UDP proxy.example.com;branch=z9hG4bKfork", first=True)
+    assert len(c.vias) == 2 and len(a.vias) == 1

@@ -52,11 +52,12 @@ Choices where RFC 3261 leaves one:
 
 from __future__ import annotations
 
+import copy
 import enum
 import re
 import secrets
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, Self
 
 from waypost.protocols.sip.headers import (
     Contacts,
@@ -132,6 +133,12 @@ class SipMessage:
 
     def __bytes__(self) -> bytes:
         return self.to_bytes()
+
+    def copy(self) -> Self:
+        """A copy whose header fields change apart (a proxy forks one per branch)."""
+        new = copy.copy(self)
+        new.headers = self.headers.copy()
+        return new
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SipMessage):
