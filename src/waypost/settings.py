@@ -273,6 +273,17 @@ SETTINGS: tuple[Setting, ...] = (
             "NO [TOOBIG]", _as(parse_size)),
     Setting("IMAPIdleTimeout", "1800", "seconds an idle IMAP client is kept, also in IDLE "
             "(RFC 3501: at least 30 minutes)", _as(parse_int)),
+    # SIP registrar and digest authentication (services/signals/)
+    Setting("SIPNonceLifetime", "300", "seconds a SIP digest nonce is accepted; an older one "
+            "gets a new challenge with stale=true", _as(parse_int)),
+    Setting("SIPDefaultExpires", "3600", "seconds a SIP registration lasts when the REGISTER "
+            "names no expiry", _as(parse_int)),
+    Setting("SIPMinExpires", "60", "shortest SIP registration accepted (shorter: 423 Interval "
+            "Too Brief)", _as(parse_int)),
+    Setting("SIPMaxExpires", "7200", "longest SIP registration granted (longer ones are "
+            "shortened)", _as(parse_int)),
+    Setting("SIPMaxRegistrations", "10", "SIP contacts one account may have registered at "
+            "once (more: 403)", _as(parse_int)),
 )
 
 BY_NAME: dict[str, Setting] = {s.name.lower(): s for s in SETTINGS}
