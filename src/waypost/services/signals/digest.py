@@ -130,7 +130,10 @@ def parse_credentials(value: str) -> Credentials:
     §25.1 auth-param: token or quoted-string with ``\\`` escapes). Names are
     case-insensitive and may appear once."""
     text = value.strip(_SPACE)
-    scheme, _, rest = text.partition(" ")
+    end = 0
+    while end < len(text) and text[end] not in _SPACE:
+        end += 1
+    scheme, rest = text[:end], text[end:]
     if scheme.lower() != "digest":
         raise DigestError("not Digest credentials")
     params: dict[str, str] = {}
