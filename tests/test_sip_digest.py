@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from tests.support.clock import FakeClock
 from tests.support.directory import PASSWORDS
-from tests.support.sip_world import ALICE, open_sip_world
+from tests.support.sip_world import ALICE, sip_world
 
 from waypost.services.container import Services
 from waypost.services.login_guard import LoginGuard
@@ -110,11 +110,8 @@ async def no_wait(_seconds: float) -> None:
 
 @pytest.fixture
 def svc(tmp_path: Path) -> Iterator[Services]:
-    services = open_sip_world(tmp_path / "var")
-    try:
+    with sip_world(tmp_path / "var") as services:
         yield services
-    finally:
-        services.close()
 
 
 class Phone:
@@ -198,9 +195,15 @@ def test_an_old_nonce_is_stale_only_when_the_answer_is_right(svc: Services,
     clock.advance(2)
     assert book.check(phone.nonce, REALM, 300)[0] is NonceState.STALE
     stale = check(svc, guard, book, phone.header())
-    assert (stale.verdict, stale.account) == (Verdict.STALE, ALICE)
+    assert (stale.verdict, stale.account) == (Verdict.STALE, None)
     wrong = check(svc, guard, book, phone.header(password="guess"))
     assert (wrong.verdict, wrong.account) == (Verdict.REFUSED, None)
+    # a right answer to an old nonce (maybe a captured one) never clears failures
+    assert guard.failures(IP, ALICE)[0] == 2
+    for _ in range(3):
+        assert check(svc, guard, book, phone.header()).verdict is Verdict.STALE
+    assert guard.locked(IP, ALICE)
+    guard = LoginGuard(sleep=no_wait)
     svc.set_setting("SIPNonceLifetime", "600")
     assert check(svc, guard, book, phone.header()).verdict is Verdict.OK
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.support.sip_world import ALICE, JOHN, open_sip_world, request
+from tests.support.sip_world import ALICE, JOHN, open_sip_world, request, sip_world
 
 from waypost.services.container import Services, open_services
 from waypost.services.signals.registrar import (
@@ -28,11 +28,8 @@ SOFT = "sip:alice@192.0.2.8:5070;transport=tcp"
 
 @pytest.fixture
 def svc(tmp_path: Path) -> Iterator[Services]:
-    services = open_sip_world(tmp_path / "var")
-    try:
+    with sip_world(tmp_path / "var") as services:
         yield services
-    finally:
-        services.close()
 
 
 def contacts(outcome: RegisterOutcome) -> dict[str, int]:
@@ -105,6 +102,10 @@ def test_too_brief_is_423_with_min_expires_and_changes_nothing(svc: Services) ->
     assert svc.store.sip_bindings(now=0) == []
     svc.set_setting("SIPMinExpires", "300")
     assert register(svc, request(DESK, expires=200), now=NOW).min_expires == 300
+    # RFC 3261 §10.3 step 7: an hour or more is never "too brief"
+    svc.set_setting("SIPMinExpires", "5000")
+    assert register(svc, request(DESK, expires=3599), now=NOW).status == 423
+    assert contacts(register(svc, request(DESK, expires=3600), now=NOW)) == {DESK: 3600}
 
 
 def test_too_long_is_shortened_to_the_maximum(svc: Services) -> None:
@@ -180,6 +181,7 @@ def test_instance_and_reg_id_identify_the_binding(svc: Services) -> None:
     out = register(svc, request(Contact("sip:alice@198.51.100.4:40000", **phone), cseq=2),
                    now=NOW)
     assert contacts(out) == {"sip:alice@198.51.100.4:40000": 3600}
+    assert (out.bindings[0].instance, out.bindings[0].reg_id) == (phone["instance"], 1)
 
 
 def test_a_request_without_contacts_lists_the_bindings(svc: Services) -> None:

@@ -5,6 +5,8 @@ which SIP digest needs), and a REGISTER builder over plain values."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.support.directory import PASSWORDS, build_spec_fixture
@@ -25,6 +27,16 @@ def open_sip_world(data: Path) -> Services:
         svc.directory.set_account_settings(account, {
             "PasswordEncryption": "argon2+cram-md5", "Password": PASSWORDS[account]})
     return svc
+
+
+@contextmanager
+def sip_world(data: Path) -> Iterator[Services]:
+    """:func:`open_sip_world`, closed at the end (a test's fixture)."""
+    svc = open_sip_world(data)
+    try:
+        yield svc
+    finally:
+        svc.close()
 
 
 def request(*contacts: str | Contact, to: str = f"sip:{ALICE}", account: str = ALICE,

@@ -18,7 +18,10 @@ Invariants and choices:
   they die with the process (a phone simply answers the next 401). A
   signed nonce older than ``SIPNonceLifetime`` is *stale*: when the
   response is otherwise right the client gets a new challenge with
-  ``stale=true`` (RFC 7616 §3.3), else the reply of a wrong password.
+  ``stale=true`` (RFC 7616 §3.3), else the reply of a wrong password. Either
+  way it counts as a failed login for the guard: a right answer to an old
+  nonce may be a captured request replayed, and a success would clear the
+  pair's failures (a phone's next answer, to a fresh nonce, clears it).
 * **Never reused** (RFC 7616 §3.4: ``nc`` increases): the highest ``nc``
   accepted per nonce is kept; a request with an ``nc`` not above it is a
   replay and refused unverified. The table is bounded (:data:`MAX_NONCES`):
@@ -328,6 +331,9 @@ class Verdict(Enum):
 
 @dataclass(frozen=True, slots=True)
 class DigestResult:
+    """``account`` only with :attr:`Verdict.OK`; ``why`` is for the log,
+    never for the client (a lock-out answers like a wrong password)."""
+
     verdict: Verdict
     account: str | None = None
     why: str = ""
@@ -428,18 +434,24 @@ async def verify(services: Services, guard: LoginGuard, nonces: NonceBook,
                     creds.username, request.ip, nc)
         return DigestResult(Verdict.REFUSED, why="replayed nonce count")
     login = login_name(creds.username, request.realm)
+    stale: list[str] = []
 
     async def run() -> str | None:
         account = await asyncio.to_thread(check_response, services, login, request)
-        if account is None or state is NonceState.STALE:
-            return account
+        if account is not None and state is NonceState.STALE:
+            # A right answer to an old nonce may be a captured request played
+            # again: it must not clear the guard's failures, so it counts as one.
+            stale.append(account)
+            return None
+        if account is None:
+            return None
         return account if nonces.use(creds.nonce, nc, issued) else None
 
     attempt = await auth.guarded_login(services, guard, settings, request.ip, login, run,
                                        service="sip")
+    if stale:
+        return DigestResult(Verdict.STALE, why="stale nonce")
     if attempt.account is None:
         return DigestResult(Verdict.REFUSED, why="locked out" if attempt.locked else
                             "wrong credentials")
-    if state is NonceState.STALE:
-        return DigestResult(Verdict.STALE, attempt.account, why="stale nonce")
     return DigestResult(Verdict.OK, attempt.account)

@@ -15,7 +15,8 @@ Invariants and choices:
   AccessModes do not allow SIP, is ``403 Forbidden`` (step 4).
 * ``Contact: *`` only with ``Expires: 0`` and alone, else ``400`` (step 6).
 * Expiry: the contact's ``expires`` parameter, else the ``Expires`` header,
-  else ``SIPDefaultExpires``; a non-zero value under ``SIPMinExpires`` is
+  else ``SIPDefaultExpires``; a non-zero value under ``SIPMinExpires`` (and
+  under one hour, which the RFC sets as the ceiling of that refusal) is
   ``423 Interval Too Brief`` with ``Min-Expires``; values over
   ``SIPMaxExpires`` are shortened to it (a registrar may shorten, never
   lengthen); 0 removes the binding.
@@ -52,6 +53,8 @@ from waypost.storage.interface import NotFound, SipBinding, SipBindingChanges
 
 MAX_EXPIRES = 2**32 - 1
 """RFC 3261 §20.19: larger Expires values are taken as this one."""
+BRIEF_CEILING = 3600
+"""§10.3 step 7: only an interval under one hour may be refused as too brief."""
 MAX_TEXT = 256
 """Octets of a User-Agent kept with a binding."""
 _QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?", re.ASCII)
@@ -88,11 +91,14 @@ class RegisterRequest:
 
 @dataclass(frozen=True, slots=True)
 class Current:
-    """A binding for the 200's Contact header: ``expires`` in seconds from now."""
+    """A binding for the 200's Contact header: ``expires`` in seconds from now;
+    ``instance`` and ``reg_id`` to echo as the phone sent them (RFC 5626 §6)."""
 
     contact: str
     expires: int
     q: int | None = None
+    instance: str | None = None
+    reg_id: int | None = None
 
     @property
     def q_text(self) -> str | None:
@@ -175,8 +181,8 @@ def _binding_key(contact: Contact) -> str:
 
 
 def current(bindings: list[SipBinding], now: float) -> tuple[Current, ...]:
-    return tuple(Current(b.contact, max(1, math.ceil(b.expires - now)), b.q)
-                 for b in bindings if b.expires > now)
+    return tuple(Current(b.contact, max(1, math.ceil(b.expires - now)), b.q, b.instance,
+                         b.reg_id) for b in bindings if b.expires > now)
 
 
 # -- the registrar ------------------------------------------------------------
@@ -245,7 +251,7 @@ def _plan(request: RegisterRequest, low: int, high: int, default: int) -> _Plan:
         if expires < 0:
             raise _Refused(_fail(400, "Bad Request"))
         expires = min(expires, MAX_EXPIRES)
-        if 0 < expires < low:
+        if 0 < expires < min(low, BRIEF_CEILING):
             raise _Refused(_fail(423, "Interval Too Brief", min_expires=low))
         try:
             q = parse_q(contact.q) if contact.q is not None else None
