@@ -6,6 +6,7 @@ and bindings that follow their account and survive a restart."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from waypost.services.container import Services, open_services
 from waypost.services.signals.registrar import (
     Contact,
     RegisterOutcome,
+    challenge_realm,
     register,
     registrations,
     target_account,
@@ -64,6 +66,16 @@ def test_a_to_that_is_not_one_local_account_is_404(svc: Services, to: str) -> No
     assert (out.status, out.reason) == (404, "Not Found")
     assert target_account(svc, to) is None
     assert svc.store.sip_bindings(now=0) == []
+
+
+def test_the_challenge_realm_is_the_domain_of_the_to(svc: Services) -> None:
+    svc.directory.add_domain_alias("domain.dom", "sip.domain.dom")
+    assert challenge_realm(svc, "sip:ali%domain.dom@main.dom") == "domain.dom"
+    assert challenge_realm(svc, "sip:john@main.dom") == "main.dom"
+    # unknown names of our domains are challenged like known ones (no enumeration)
+    assert challenge_realm(svc, "sip:nobody@Domain.Dom") == "domain.dom"
+    assert challenge_realm(svc, "sip:nobody@sip.domain.dom:5060") == "domain.dom"
+    assert challenge_realm(svc, "sip:bob@friend.com") is None
 
 
 def test_another_users_to_is_403(svc: Services) -> None:
@@ -152,6 +164,15 @@ def test_q_is_kept_and_checked(svc: Services) -> None:
         out = register(svc, request(Contact(DESK, q=bad), cseq=2), now=NOW)
         assert out.status == 400, bad
     assert [b.q for b in registrations(svc, ALICE, now=NOW)] == [1000, 500]
+
+
+def test_concurrent_registers_never_pass_the_limit_together(svc: Services) -> None:
+    svc.set_setting("SIPMaxRegistrations", "3")
+    phones = [request(f"sip:alice@192.0.2.{n}", call_id=f"phone-{n}") for n in range(12)]
+    with ThreadPoolExecutor(6) as pool:
+        statuses = list(pool.map(lambda r: register(svc, r, now=NOW).status, phones))
+    assert sorted(statuses) == [200] * 3 + [403] * 9
+    assert len(registrations(svc, ALICE, now=NOW)) == 3
 
 
 def test_bad_contact_uri_or_negative_expiry_is_400(svc: Services) -> None:

@@ -198,6 +198,21 @@ def target_account(services: Services, to: str) -> str | None:
     return result.routes[0].queue
 
 
+def challenge_realm(services: Services, to: str) -> str | None:
+    """The realm a REGISTER for ``to`` is challenged with (realm = domain,
+    sip.md §4): the domain of the account the To routes to; else the To's
+    own domain when it is one of ours, so an unknown name is challenged like
+    a known one and the 401 tells nobody which names exist; None when the
+    domain is not ours either (404 at once). Blocking: run in a worker thread."""
+    account = target_account(services, to)
+    if account is not None:
+        return account.rpartition("@")[2]
+    host = aor(to).rpartition("@")[2].lower().rstrip(".")
+    snap = services.router.current()[1]
+    host = snap.domain_aliases.get(host, host)
+    return host if host in snap.domains else None
+
+
 def register(services: Services, request: RegisterRequest, *, now: float | None = None
              ) -> RegisterOutcome:
     """Steps 4-8 of RFC 3261 §10.3. Blocking: run in a worker thread."""
