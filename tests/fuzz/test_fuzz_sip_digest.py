@@ -4,7 +4,7 @@ q values (``services/signals/registrar.py``).
 
 Properties: credentials parse or are refused with :class:`DigestError`,
 never another exception, and what parses re-parses unchanged from its
-parameters written back; a URI key is refused with ValueError or is a
+parameters written back; a nonce we did not issue is forged, never an error; a URI key is refused with ValueError or is a
 fixed point (keying it again gives it back); ``aor`` never raises; a q value
 is refused or lies in 0..1000 and reads back from its own text.
 """
@@ -15,11 +15,18 @@ import pytest
 from hypothesis import given
 from tests.support.fuzz import TARGET, seed_ids, text_mutants, text_seeds
 
-from waypost.services.signals.digest import DigestError, parse_credentials, quote
+from waypost.services.signals.digest import (
+    DigestError,
+    NonceBook,
+    NonceState,
+    parse_credentials,
+    quote,
+)
 from waypost.services.signals.registrar import aor, format_q, parse_q, uri_key
 
 CREDENTIALS = text_seeds("sip/credentials.lines")
 URIS = text_seeds("sip/uris.lines")
+BOOK = NonceBook()
 TOKENS = ['"', "\\", ",", "=", " ", "\r\n", "\t", "Digest ", "username=", "nc=", ";", "@",
           ":", "?", "<", ">", "[", "]", "sip:", "é", "\x00"]
 
@@ -31,6 +38,7 @@ def check_credentials(text: str) -> None:
         return
     again = "Digest " + ", ".join(f"{k}={quote(v)}" for k, v in creds.params.items())
     assert parse_credentials(again) == creds
+    assert BOOK.check(creds.nonce, creds.realm, 300)[0] is NonceState.FORGED
 
 
 def check_uri(text: str) -> None:

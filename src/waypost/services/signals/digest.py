@@ -29,7 +29,8 @@ Invariants and choices:
   newest one dropped counts as stale from then on, so forgetting a nonce
   never lets its old counts be replayed. The count is recorded only once
   the response verified, under a lock, so two copies of one request racing
-  each other get in once.
+  each other get in once, and only a client that knows a password can
+  fill the table.
 * **Passwords**: accounts keep argon2 hashes only; digest needs the
   password itself, which exists only for accounts whose
   ``PasswordEncryption`` is ``argon2+cram-md5`` (``services/sealed.py``),
