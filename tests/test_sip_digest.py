@@ -21,8 +21,6 @@ from waypost.services.signals.digest import (
     DigestError,
     DigestRequest,
     DigestResult,
-    NonceBook,
-    NonceState,
     Verdict,
     challenges,
     parse_credentials,
@@ -30,6 +28,7 @@ from waypost.services.signals.digest import (
     response_for,
     verify,
 )
+from waypost.services.signals.nonces import NonceBook, NonceState
 
 REALM = "domain.dom"
 URI = "sip:domain.dom"

@@ -17,11 +17,10 @@ from tests.support.fuzz import TARGET, seed_ids, text_mutants, text_seeds
 
 from waypost.services.signals.digest import (
     DigestError,
-    NonceBook,
-    NonceState,
     parse_credentials,
     quote,
 )
+from waypost.services.signals.nonces import NonceBook, NonceState
 from waypost.services.signals.registrar import aor, format_q, parse_q, uri_key
 
 CREDENTIALS = text_seeds("sip/credentials.lines")
