@@ -192,8 +192,15 @@ def test_limit_of_bindings_per_account(svc: Services) -> None:
     out = register(svc, request(Contact(DESK, expires=0), "sip:alice@192.0.2.9", cseq=4),
                    now=NOW)
     assert out.status == 200 and len(out.bindings) == 2
+    # removed and added again in one request: still the same two
+    nine = "sip:alice@192.0.2.9"
+    out = register(svc, request(Contact(nine, expires=0), nine, cseq=5), now=NOW)
+    assert out.status == 200 and len(out.bindings) == 2
+    out = register(svc, request(Contact(nine, expires=0), nine, "sip:alice@192.0.2.10",
+                                cseq=6), now=NOW)
+    assert out.status == 403 and len(registrations(svc, ALICE, now=NOW)) == 2
     svc.set_setting("SIPMaxRegistrations", "1")  # lowered: refreshes still work
-    assert register(svc, request(SOFT, cseq=5), now=NOW).status == 200
+    assert register(svc, request(SOFT, cseq=7), now=NOW).status == 200
 
 
 def test_instance_and_reg_id_identify_the_binding(svc: Services) -> None:

@@ -303,7 +303,8 @@ def _changes(request: RegisterRequest, plan: _Plan, existing: list[SipBinding], 
             instance=contact.instance, reg_id=contact.reg_id, transport=request.transport,
             address=request.address, port=request.port,
             user_agent=request.user_agent[:MAX_TEXT])
-    count = len(existing) - len(remove) + sum(1 for key in put if key not in by_key)
+    gone = set(remove)
+    count = len({b.key for b in existing if b.id not in gone} | put.keys())
     if count > limit and count > len(existing):
         raise _Refused(_fail(403, "Too Many Registrations"))
     return SipBindingChanges(remove=tuple(remove), put=tuple(put.values()))
