@@ -26,13 +26,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WaypostServer]:
     yield srv
 
 
-def add(data: Path, *contacts: Contact, cseq: int, expires: int = 3600) -> None:
+def add(data: Path, *contacts: Contact, cseq: int, expires: int = 3600,
+        address: str = "192.0.2.7") -> None:
     svc = open_services(data)
     try:
         out = register(svc, RegisterRequest(
             to="sip:alice@domain.dom", call_id="cli-test", cseq=cseq, contacts=contacts,
             account="alice@domain.dom", expires=expires, transport="UDP",
-            address="192.0.2.7", port=5062, user_agent="Linphone/5.2"))
+            address=address, port=5062, user_agent="Linphone/5.2"))
         assert out.status == 200, out
     finally:
         svc.close()
@@ -52,6 +53,9 @@ def test_registrations_empty_then_listed_by_any_name(server: WaypostServer) -> N
     assert desk[:2] == ["alice@domain.dom", DESK] and desk[3] == "0.5"
     assert desk[2].startswith(("59m", "1h00m")) and soft[2].startswith(("9m", "10m"))
     assert server.cli("sip", "registrations", "ali%domain.dom").stdout == "\n".join(out) + "\n"
+    server.cli("sip", "unregister", "alice@domain.dom")
+    add(server.data, Contact("sip:alice@[2001:db8::7]:5062"), cseq=2, address="2001:db8::7")
+    assert "UDP [2001:db8::7]:5062" in server.cli("sip", "registrations").stdout
     server.cli("sip", "unregister", "alice@domain.dom")
 
 

@@ -31,7 +31,7 @@ def registrations_cmd(account: str | None) -> None:
         bindings = registrations(svc, account, now=now)
     rows = [(f"{b.account}@{b.domain}", b.contact, _left(b.expires - now),
              format_q(b.q) if b.q is not None else None,
-             f"{b.transport} {b.address}:{b.port}".strip() if b.address else None,
+             _source(b.transport, b.address, b.port) if b.address else None,
              b.user_agent or None) for b in bindings]
     table(["account", "contact", "expires in", "q", "source", "user agent"], rows,
           empty=f"no registrations{f' of {account}' if account else ''}")
@@ -48,6 +48,11 @@ def unregister_cmd(account: str, contact: str | None) -> None:
     if contact is not None and not count:
         fail(f"{contact} is not registered for {account}")
     line(f"{count} registration(s) removed")
+
+
+def _source(transport: str, address: str, port: int) -> str:
+    host = f"[{address}]" if ":" in address else address
+    return f"{transport} {host}:{port}".strip()
 
 
 def _left(seconds: float) -> str:
