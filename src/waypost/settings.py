@@ -295,6 +295,17 @@ SETTINGS: tuple[Setting, ...] = (
             _as(_limit_count)),
     Setting("SIPMaxBodySize", "64K", "largest SIP message body in octets (more: 413 Request "
             "Entity Too Large)", _as(_limit_size)),
+    # SIP registrar and digest authentication (services/signals/)
+    Setting("SIPNonceLifetime", "300", "seconds a SIP digest nonce is accepted; an older one "
+            "gets a new challenge with stale=true", _as(parse_int)),
+    Setting("SIPDefaultExpires", "3600", "seconds a SIP registration lasts when the REGISTER "
+            "names no expiry", _as(parse_int)),
+    Setting("SIPMinExpires", "60", "shortest SIP registration accepted (shorter: 423 Interval "
+            "Too Brief)", _as(parse_int)),
+    Setting("SIPMaxExpires", "7200", "longest SIP registration granted (longer ones are "
+            "shortened)", _as(parse_int)),
+    Setting("SIPMaxRegistrations", "10", "SIP contacts one account may have registered at "
+            "once (more: 403)", _as(parse_int)),
 )
 
 BY_NAME: dict[str, Setting] = {s.name.lower(): s for s in SETTINGS}

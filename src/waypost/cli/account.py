@@ -54,8 +54,8 @@ def _password_state(record: Any) -> str:
     if not record.secret:
         return "not set"
     if record.data.get("Sealed", {}).get("CRAM-MD5"):
-        return "set (argon2, and sealed for CRAM-MD5/ODMR)"
-    return "set (argon2; no CRAM-MD5/ODMR: see `waypost account passwd --odmr`)"
+        return "set (argon2, and sealed for CRAM-MD5/ODMR and SIP digest)"
+    return "set (argon2; no CRAM-MD5/ODMR or SIP digest: see `waypost account passwd --odmr`)"
 
 
 def passwd(address: str, password: str | None, odmr: bool = False) -> None:

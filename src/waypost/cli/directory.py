@@ -39,8 +39,9 @@ from waypost.services.directory import Directory
 
 ADDRESS = Arg("address")
 PAIRS = Arg("values", "pairs")
-ODMR = Opt("--odmr", "also keep the password sealed for CRAM-MD5, which ODMR (ATRN, "
-           "fetchmail) needs: sets PasswordEncryption argon2+cram-md5", is_flag=True)
+ODMR = Opt("--odmr", "also keep the password sealed for CRAM-MD5 and SIP digest, which ODMR "
+           "(ATRN, fetchmail) and SIP phones need: sets PasswordEncryption argon2+cram-md5",
+           is_flag=True)
 
 
 def _real_name(record: Record) -> object:

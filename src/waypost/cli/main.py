@@ -18,6 +18,7 @@ from waypost.cli import (
     route,
     rules,
     serve,
+    sip,
     skin,
     tls,
 )
@@ -34,7 +35,7 @@ def cli() -> None:
 
 
 for module in (init, serve, directory, router_cmd, route, settings_cmd, queue, mailbox, rules,
-               skin, files, tls):
+               skin, files, tls, sip):
     for command in module.COMMANDS:
         cli.add_command(command)
 

@@ -14,7 +14,7 @@ case-insensitively and keep the spelling they were created with.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,6 +163,47 @@ class RecipientUpdate:
     next_attempt: float | None = None
     attempted: bool = True
     history: QueueAttempt | None = None
+
+
+# -- SIP registrations -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SipBinding:
+    """One registered contact of an account (RFC 3261 §10.3).
+
+    ``key`` is the binding's identity, chosen by the registrar; ``expires``
+    and ``registered`` are wall-clock times (``time.time()``), so they mean
+    the same after a restart; ``q`` is in thousandths (None: not given).
+    ``id`` 0 is a binding not stored yet; ``domain``/``account`` name the
+    owner as it is called now (filled by the store when it reads).
+    """
+
+    key: str
+    contact: str
+    expires: float
+    call_id: str
+    cseq: int
+    registered: float
+    q: int | None = None
+    instance: str | None = None
+    reg_id: int | None = None
+    transport: str = ""
+    address: str = ""
+    port: int = 0
+    user_agent: str = ""
+    id: int = 0
+    domain: str = ""
+    account: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SipBindingChanges:
+    """What one REGISTER does to an account's bindings: ``remove`` by id,
+    then ``put`` (a binding whose key exists replaces that row)."""
+
+    remove: tuple[int, ...] = ()
+    put: tuple[SipBinding, ...] = ()
 
 
 # -- mailstore -----------------------------------------------------------------
@@ -515,6 +556,21 @@ class Store(Protocol):
     ) -> None: ...
     def rename_object(self, domain: str, old: str, new: str) -> None: ...
     def delete_object(self, domain: str, name: str) -> None: ...
+
+    # -- SIP registrations (services/signals/registrar.py decides) ------------
+    # Bindings not yet expired at ``now``, of one account or of all (``domain``
+    # and ``account`` None), by account, then q (highest first; none = 1), then age.
+    def sip_bindings(
+        self, domain: str | None = None, account: str | None = None, *, now: float,
+    ) -> list[SipBinding]: ...
+    # ONE durable transaction: drop every binding expired at ``now`` (all
+    # accounts), give the account's current ones to ``decide``, apply what it
+    # returns; an exception from ``decide`` rolls everything back. Returns the
+    # account's bindings after the change (NotFound: no such account).
+    def sip_change_bindings(
+        self, domain: str, account: str, now: float,
+        decide: Callable[[list[SipBinding]], SipBindingChanges],
+    ) -> list[SipBinding]: ...
 
     # -- message bodies: immutable blobs named by their SHA-256 -------------
     # blob_put is durable when it returns (file and directory synced); an

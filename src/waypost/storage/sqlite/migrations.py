@@ -330,6 +330,35 @@ MIGRATIONS: list[Migration] = [
         CREATE INDEX queue_history_recipient ON queue_history (recipient_id);
         """,
     ),
+    (
+        9,
+        "SIP registrations: the contact bindings of each account (RFC 3261 section 10)",
+        """
+        -- one row per registered contact; owned by the account row, so a renamed
+        -- account keeps its phones and a deleted one loses them. ``key`` is the
+        -- binding's identity chosen by the registrar (the contact URI compared
+        -- as RFC 3261 19.1.4 says, or +sip.instance and reg-id, RFC 5626).
+        CREATE TABLE sip_bindings (
+            id INTEGER PRIMARY KEY,
+            account_id INTEGER NOT NULL REFERENCES objects (id) ON DELETE CASCADE,
+            key TEXT NOT NULL,
+            contact TEXT NOT NULL,
+            expires REAL NOT NULL,
+            q INTEGER,
+            call_id TEXT NOT NULL,
+            cseq INTEGER NOT NULL,
+            instance TEXT,
+            reg_id INTEGER,
+            transport TEXT NOT NULL DEFAULT '',
+            address TEXT NOT NULL DEFAULT '',
+            port INTEGER NOT NULL DEFAULT 0,
+            user_agent TEXT NOT NULL DEFAULT '',
+            registered REAL NOT NULL,
+            UNIQUE (account_id, key)
+        );
+        CREATE INDEX sip_bindings_expires ON sip_bindings (expires);
+        """,
+    ),
 ]
 
 

@@ -11,8 +11,9 @@ Directory, settings and Router changes also bump the change counter read by
 server) see the change too; queue and mailstore changes do not (they are not
 configuration, and would make every service rebuild its snapshot per message).
 
-Message bodies are files beside the database (``blobs.py``); the queue and
-mailstore tables live in ``queue_store.py`` and ``mail_store.py``.
+Message bodies are files beside the database (``blobs.py``); the queue,
+mailstore and SIP registration tables live in ``queue_store.py``,
+``mail_store.py`` and ``sip_store.py``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from waypost.storage.sqlite.blobs import BlobFiles
 from waypost.storage.sqlite.files import FileStoreMixin, FileTrees
 from waypost.storage.sqlite.mail_store import MailStoreMixin
 from waypost.storage.sqlite.migrations import migrate
+from waypost.storage.sqlite.sip_store import SipStoreMixin
 
 DB_NAME = "waypost.db"
 BUSY_TIMEOUT_MS = 5000
@@ -55,7 +57,7 @@ BUSY_TIMEOUT_MS = 5000
 VERSION_TTL = 0.02
 
 
-class SqliteStore(MailStoreMixin, FileStoreMixin):
+class SqliteStore(MailStoreMixin, FileStoreMixin, SipStoreMixin):
     """:class:`waypost.storage.interface.Store` over ``DATA/waypost.db``."""
 
     def __init__(self, data_dir: Path, db_path: Path | None = None,
