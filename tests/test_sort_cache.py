@@ -252,3 +252,44 @@ def test_renumber_keeps_the_shape() -> None:
         (1, [(None, [(2, []), (3, [(4, [])])])]),
         (5, []),
     ]
+
+
+CRITERIA = st.lists(
+    st.tuples(st.sampled_from(sorted(sorting.KEYS)), st.booleans()), min_size=1, max_size=3
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    heads=st.lists(st.tuples(st.integers(0, 6), st.integers(0, 3), st.integers(0, 3),
+                             st.integers(0, 3), st.integers(0, 4)), min_size=0, max_size=40),
+    gone=st.sets(st.integers(1, 40), max_size=10),
+    new=st.integers(0, 8),
+    criteria=CRITERIA,
+)  # fmt: skip
+def test_a_merged_sort_order_is_the_full_sort(
+    heads: list[tuple[int, int, int, int, int]], gone: set[int], new: int,
+    criteria: list[tuple[str, bool]],
+) -> None:
+    """What a SORT after a change answers from the last order (sortkeys.difference,
+    sorting.merged) is what sorting everything again gives, ties included."""
+    data = [
+        sorting.from_header(uid, uid, float(uid % 3), size + uid % 2,
+                            message_bytes(uid, s, f, t, d, -1).split(b"\r\n\r\n")[0])
+        for uid, (s, f, t, d, size) in enumerate(heads, 1)
+    ]  # fmt: skip
+    before, added = data[: len(data) - min(new, len(data))], data[len(data) - min(new, len(data)):]
+    after = [m for m in before if m.number not in gone] + added
+    change = sortkeys.difference(tuple(m.number for m in before), tuple(m.number for m in after))
+    assert change is not None  # small changes are merged
+    assert change[0] == {m.number for m in before} - {m.number for m in after}
+    assert change[1] == [m.number for m in added]
+    merged = sorting.merged(sorting.ordered(before, criteria), change[0], added, criteria)
+    assert [m.number for m in merged] == sorting.sort(after, criteria)
+
+
+def test_a_large_change_is_sorted_again() -> None:
+    before = tuple(range(1, 1001))
+    assert sortkeys.difference(before, (*before, 1001)) == (set(), [1001])
+    assert sortkeys.difference(before, before[500:]) is None  # half the mailbox went
+    assert sortkeys.difference(before, (*before, *range(2000, 2200))) is None

@@ -499,11 +499,28 @@ class MailAccess(CondstoreAccess):
         question = ("SORT", tuple(criteria), tuple(found))
         answer: list[int] | None = cache.known(question)
         if answer is None:
-            data = self._sort_data(opened, cache, found, {name for name, _ in criteria})
-            answer = cache.remember(question, sorting.sort(data, criteria))
+            order = self._sort_order(opened, cache, question[2], tuple(criteria))
+            answer = cache.remember(question, [m.number for m in order])
         if uid_command:
             return list(answer)
         return [bisect_left(uids, uid) + 1 for uid in answer]
+
+    def _sort_order(self, opened: Opened, cache: sortkeys.SortKeys, found: tuple[int, ...],
+                    criteria: tuple[tuple[str, bool], ...]) -> list[sorting.SortData]:  # fmt: skip
+        """The keys of ``found`` in SORT order: the last order for the same
+        criteria with the few messages that came and went since merged in
+        (``sorting.merged``), else every message sorted."""
+        needs = {name for name, _ in criteria}
+        last = cache.last_order(criteria)
+        change = sortkeys.difference(last[0], found) if last is not None else None
+        if last is not None and change is not None:
+            gone, added = change
+            new = self._sort_data(opened, cache, added, needs) if added else []
+            order = sorting.merged(last[1], gone, new, criteria)
+        else:
+            order = sorting.ordered(self._sort_data(opened, cache, found, needs), criteria)
+        cache.keep_order(criteria, found, order)
+        return order
 
     def thread(
         self,

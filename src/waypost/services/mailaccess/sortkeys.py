@@ -44,7 +44,11 @@ BYTES_PER_MESSAGE = 950
 SortData, its strings and tuples, the dictionary and set slots (so about
 95 MB for a full 100,000-message cache)."""
 KEEP_ANSWERS = 8
-"""Answers kept per mailbox (each up to one UID per message)."""
+"""Answers kept per mailbox (each up to one UID per message); as many SORT
+orders (one reference per message each) are kept for :func:`difference`."""
+MERGE_LIMIT = 64
+"""Changed messages (new plus gone) up to which a SORT order is updated in
+place rather than sorted again (also up to an eighth of the mailbox)."""
 COMPLETE = None
 """``needs`` for a cache entry: every key parsed."""
 
@@ -52,7 +56,7 @@ COMPLETE = None
 class SortKeys:
     """The keys and answers of one mailbox (see the module doc)."""
 
-    __slots__ = ("answers", "complete", "entries", "limit", "lock", "uidvalidity")
+    __slots__ = ("answers", "complete", "entries", "limit", "lock", "orders", "uidvalidity")
 
     def __init__(self, uidvalidity: int, limit: int = SORT_CACHE_MESSAGES) -> None:
         self.lock = threading.Lock()
@@ -61,6 +65,9 @@ class SortKeys:
         self.entries: dict[int, sorting.SortData] = {}
         self.complete: set[int] = set()  # entries parsed from the head, not the summary
         self.answers: OrderedDict[Hashable, Any] = OrderedDict()
+        # SORT criteria -> (the UIDs sorted, their keys in SORT order); never changed in place
+        self.orders: OrderedDict[Hashable, tuple[tuple[int, ...], list[sorting.SortData]]] = (
+            OrderedDict())
 
     def known(self, question: Hashable) -> Any:
         """A remembered answer, None if there is none."""
@@ -75,6 +82,24 @@ class SortKeys:
             while len(self.answers) > KEEP_ANSWERS:
                 self.answers.popitem(last=False)
         return answer
+
+    def last_order(
+        self, criteria: Hashable
+    ) -> tuple[tuple[int, ...], list[sorting.SortData]] | None:
+        """The last SORT order computed for ``criteria``: (the UIDs it sorted,
+        their keys in order). The caller must not change the list."""
+        with self.lock:
+            if (kept := self.orders.get(criteria)) is not None:
+                self.orders.move_to_end(criteria)
+            return kept
+
+    def keep_order(self, criteria: Hashable, found: tuple[int, ...],
+                   order: list[sorting.SortData]) -> None:  # fmt: skip
+        with self.lock:
+            self.orders[criteria] = (found, order)
+            self.orders.move_to_end(criteria)
+            while len(self.orders) > KEEP_ANSWERS:
+                self.orders.popitem(last=False)
 
     def lookup(
         self, uids: Sequence[int], summary_will_do: bool
@@ -129,6 +154,24 @@ def entry(
     if head is not None:
         return sorting.from_header(uid, uid, arrival, size, head, COMPLETE), True
     return sorting.from_summary(uid, uid, arrival, size, summary or {}, COMPLETE), False
+
+
+def difference(before: tuple[int, ...], after: tuple[int, ...]
+               ) -> tuple[set[int], list[int]] | None:  # fmt: skip
+    """(the UIDs gone, the UIDs new) from ``before`` to ``after`` (both in
+    UID order), None when so much changed that sorting again is cheaper.
+    New mail only (the usual change) is found with one tuple comparison."""
+    count = len(before)
+    if len(after) >= count and after[:count] == before:
+        gone: set[int] = set()
+        added = list(after[count:])
+    else:
+        was, now = set(before), set(after)
+        gone = was - now
+        added = [uid for uid in after if uid not in was]
+    if len(gone) + len(added) > max(MERGE_LIMIT, len(after) // 8):
+        return None
+    return gone, added
 
 
 def renumber(tree: list[Any], number: Callable[[int], int]) -> list[Any]:
