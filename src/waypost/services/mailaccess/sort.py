@@ -217,8 +217,7 @@ def merged(order: Sequence[SortData], gone: Collection[int], added: Sequence[Sor
     """``order`` (in SORT order by ``criteria``) without the messages whose
     ``number`` is in ``gone`` and with ``added`` where :func:`ordered` would
     put them: what a busy mailbox needs after one new message, at the cost
-    of a binary search per new message instead of sorting everything again
-    (Dovecot keeps its sort order current the same way)."""
+    of a binary search per new message instead of sorting everything again."""
     out = [m for m in order if m.number not in gone] if gone else list(order)
     key = functools.cmp_to_key(_comparer(criteria))
     for m in sorted(added, key=lambda m: m.seq):
