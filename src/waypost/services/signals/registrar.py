@@ -151,9 +151,12 @@ def uri_key(uri: str) -> str:
     rest, _, headers = rest.partition("?")
     main, *params = rest.split(";")
     user, at, host = main.rpartition("@")
+    host = host.strip()
     if not host:
         raise ValueError(f"invalid contact URI {uri!r}")
-    sorted_params = ";".join(sorted(p.lower() for p in params if p))
+    # Whitespace around a parameter is not part of it (the URI was
+    # stripped as a whole, so a last parameter lost its own already).
+    sorted_params = ";".join(sorted(p.strip().lower() for p in params if p.strip()))
     return (f"{scheme.lower()}:{user}{at}{host.lower()}"
             + (f";{sorted_params}" if sorted_params else "") + (f"?{headers}" if headers else ""))
 
