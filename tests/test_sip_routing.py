@@ -326,6 +326,7 @@ def test_a_phone_registering_with_port_and_escapes_reaches_its_account(svc: Serv
     ("sip:bob@sipfriend.com", "untrusted", "error: relaying prohibited"),
     ("sip:nobody@domain.dom", "untrusted", "error: unknown user account nobody@domain.dom"),
     ("sip:fwd@domain.dom", "untrusted", "SIP(friend.com)bob@friend.com"),
+    ("sip:domain.dom", "untrusted", "error: invalid address: a SIP URI without a user part"),
 ])
 def test_waypost_route_kind_signal_agrees_with_decide(
         svc: Services, uri: str, source: str, line: str) -> None:
@@ -343,5 +344,7 @@ def test_waypost_route_kind_signal_agrees_with_decide(
             f"sip:{address}", host, int(port) if port else None)
     elif "relaying" in line:
         assert decision == FORBIDDEN
+    elif "without a user part" in line:
+        assert decision == Itself()  # decide() answers what the Router cannot show
     else:
         assert decision == NOT_FOUND
