@@ -121,6 +121,19 @@ def test_a_group_forks_to_the_registrations_of_its_local_members(svc: Services) 
     assert ask(svc, "sip:desk@domain.dom") == Local(ALICE, ("sip:john@192.0.2.20", DESK))
 
 
+def test_a_group_without_local_contacts_goes_to_its_remote_member(svc: Services) -> None:
+    svc.directory.create_group("desk@domain.dom", ["john@domain.dom", "bob@far.example"])
+    assert ask(svc, "sip:desk@domain.dom") == Remote(
+        "sip:bob@far.example", "far.example", None, None)
+    registered(svc, "sip:john@192.0.2.20", account=JOHN)
+    assert ask(svc, "sip:desk@domain.dom") == Local(JOHN, ("sip:john@192.0.2.20",))
+
+
+def test_a_group_of_unregistered_accounts_is_temporarily_unavailable(svc: Services) -> None:
+    svc.directory.create_group("desk@domain.dom", ["john@domain.dom", "alice@domain.dom"])
+    assert ask(svc, "sip:desk@domain.dom") == UNAVAILABLE
+
+
 # -- unknown names --------------------------------------------------------------------
 
 
@@ -247,6 +260,13 @@ def test_a_local_user_calling_out_is_challenged_for_the_accounts_domain(
 def test_a_local_user_calling_a_local_user_is_not_challenged(svc: Services) -> None:
     registered(svc, DESK)
     assert ask(svc, "sip:alice@domain.dom", sender=f"sip:{JOHN}") == Local(ALICE, (DESK,))
+
+
+def test_a_local_user_calling_a_group_that_rings_locally_is_not_challenged(
+        svc: Services) -> None:
+    svc.directory.create_group("desk@domain.dom", ["alice@domain.dom", "bob@far.example"])
+    registered(svc, DESK)
+    assert ask(svc, "sip:desk@domain.dom", sender=f"sip:{JOHN}") == Local(ALICE, (DESK,))
 
 
 @pytest.mark.parametrize("method", ["ACK", "CANCEL"])

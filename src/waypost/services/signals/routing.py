@@ -65,7 +65,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from waypost.services.container import Services
-from waypost.services.router.address import ip_literal, sip_target, strip_sip_uri
+from waypost.services.router.address import SipTarget, ip_literal, sip_target, strip_sip_uri
 from waypost.services.router.route import ALWAYS_OWN_IPS, ErrorKind, Route, RouteResult
 from waypost.services.trust import ClientTrust
 from waypost.storage.interface import NotFound, SipBinding, Store
@@ -170,23 +170,33 @@ def decide(services: Services, request: SignalRequest) -> Decision:
     trusted = request.authenticated is not None or _TRUST.trusted(services, request.source_ip)
     address = target.address() if target.user is not None else f"{NO_USER}@{target.host}"
     result = services.router.route(address, "signal", trusted=trusted)
-    remote = _remote_of(result)
-    if (remote is not None and request.authenticated is None
+    decision = _decision(services, request.request_uri, target, result)
+    relayed = isinstance(decision, Remote) or (
+        decision == FORBIDDEN and result.error is not None
+        and result.error.kind is ErrorKind.RELAY_DENIED)
+    if (relayed and request.authenticated is None
             and request.method.upper() not in _UNCHALLENGED):
         realm = _local_from_domain(services, request.from_uri)
         if realm is not None:
             return Refuse(407, "Proxy Authentication Required", realm=realm)
+    return decision
+
+
+def _decision(services: Services, uri: str, target: SipTarget, result: RouteResult
+              ) -> Decision:
+    """The Router's result for the URI as a decision, before any challenge."""
+    transport = target.param("transport")
     if result.error is not None and not result.routes:
         if target.user is None and result.error.kind is ErrorKind.UNKNOWN_USER:
             return Itself()
         return _refusal(result)
     if target.user is None:
+        remote = next((r for r in result.routes if r.module == "SIP"), None)
         if remote is None:
             return Itself()
-        return _remote(request.request_uri, target.scheme, None, target.host, target.port,
-                       target.param("transport"), remote)
-    return _final(services, request.request_uri, target.scheme, target.user, target.host,
-                  target.port, target.param("transport"), result)
+        return _remote(uri, target.scheme, None, target.host, target.port, transport, remote)
+    return _final(services, uri, target.scheme, target.user, target.host, target.port,
+                  transport, result)
 
 
 def _names_this_server(services: Services, host: str) -> bool:
@@ -198,23 +208,10 @@ def _names_this_server(services: Services, host: str) -> bool:
     return snap.real_domain(host) is not None
 
 
-def _remote_of(result: RouteResult) -> Route | None:
-    """The remote route the result ends in (allowed or refused for relaying)."""
-    for route in result.routes:
-        if route.module == "SIP":
-            return route
-    if result.error is not None and result.error.denied_route is not None:
-        return result.error.denied_route
-    return None
-
-
 def local_account(services: Services, uri: str) -> str | None:
     """The one local account a SIP URI (or plain address) routes to as a
     signal, or None. Blocking."""
-    try:
-        address = strip_sip_uri(uri)
-    except ValueError:
-        return None
+    address = strip_sip_uri(uri)
     if not address or "@" not in address:
         return None
     result = services.router.route(address, "signal", trusted=True)
@@ -255,12 +252,10 @@ def _final(services: Services, uri: str, scheme: str, user: str, host: str, port
         bindings.sort(key=lambda b: (-(b.q if b.q is not None else _DEFAULT_Q), -b.registered))
         contacts = tuple(dict.fromkeys(b.contact for b in bindings))
         return Local(_owner(accounts, bindings), contacts)
-    if first_remote is not None and not accounts:
+    if first_remote is not None:
         return _remote(uri, scheme, user, host, port, transport, first_remote)
     if accounts:
         return UNAVAILABLE
-    if first_remote is not None:
-        return _remote(uri, scheme, user, host, port, transport, first_remote)
     return NOT_FOUND  # DISCARD(): SignalToUnknown = Discarded
 
 
