@@ -24,10 +24,11 @@ Invariants:
 Choices where the specs are silent:
 
 * **407 before relaying out.** A request that is not authenticated, whose
-  From routes (as a signal) to a local account and whose final route is
-  remote is refused with ``407`` whatever its source address, so nobody
-  calls out under a local user's name without that user's password (the
-  Kamailio default configuration does the same). The realm is the domain of
+  From routes (as a signal) to a local account and that would be relayed
+  out (a :class:`Remote`, or the 403 of relaying) is refused with ``407``
+  whatever its source address, so nobody calls out under a local user's
+  name without that user's password (the Kamailio default configuration
+  does the same). The realm is the domain of
   that account (the From domain, after aliases: the realm the digest
   verification uses). ACK and CANCEL are never challenged (RFC 3261 §22.1).
 * **Contact order.** Highest ``q`` first; a contact registered without
@@ -41,16 +42,18 @@ Choices where the specs are silent:
   address, the Request-URI is sent as it came (port, ``transport=`` and
   other parameters kept: RFC 3261 §16.6 step 1); after a rewrite it is
   ``scheme:user@host`` of the routed address (the host part restored as
-  sip.md §3 says), its port and transport from the route.
+  sip.md §3 says), its port the route's (a ``host.port._via``), no
+  ``transport``.
 * **A URI without a user part**: naming a server domain, a domain alias or
   one of this server's addresses it is :class:`Itself`; another host is
   routed like an address in that domain (so ``Signal:`` domain records
   apply) and ends :class:`Remote`, or :class:`Itself` when the records make
-  it local. An own IP address with any port is this server (the Router's
-  rule, router.md §1.3); reach a peer on loopback through a ``._via``
+  it local. An own IP address with any port is this server, with or
+  without a user (the Router's rule, router.md §1.3: ``sip:bob@127.0.0.1:5070``
+  is Main Domain ``bob``); reach a peer on loopback through a ``._via``
   record.
 * **Statuses**: a scheme other than ``sip``/``sips`` ``416``; a URI with no
-  host ``400``; unknown names, unknown domains, unqualified names, mailing
+  host or an empty user part ``400``; unknown names, unknown domains, unqualified names, mailing
   lists and ``SignalToUnknown`` = ``Discarded`` ``404`` (router.md §7.3:
   Discarded is 404 without logging); no live registration ``480``; a
   routing loop in the Router table ``500``.
