@@ -11,6 +11,7 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.support.dns_server import TestDNSServer
@@ -20,7 +21,7 @@ from waypost.services.container import Services
 from waypost.services.delivery.dns import Resolver, srv_order
 from waypost.services.signals.nexthop import Hop, NextHopError, resolve
 
-ZONE = {
+ZONE: dict[str, dict[str, Any]] = {
     "_sip._udp.friend.com": {"SRV": [(10, 0, 5070, "sip1.friend.com")]},
     "friend.com": {"A": ["127.0.0.9"]},
     "sip1.friend.com": {"A": ["127.0.0.2"]},
