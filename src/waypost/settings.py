@@ -306,6 +306,13 @@ SETTINGS: tuple[Setting, ...] = (
             "shortened)", _as(parse_int)),
     Setting("SIPMaxRegistrations", "10", "SIP contacts one account may have registered at "
             "once (more: 403)", _as(parse_int)),
+    # SIP routing and next hop (siproute: services/signals/routing.py, nexthop.py)
+    Setting("SIPDefaultRemotePort", "5060", "port for SIP A/AAAA targets over UDP or TCP "
+            "without an explicit port or SRV record", _as(parse_port)),
+    Setting("SIPDefaultRemoteTLSPort", "5061", "port for SIP A/AAAA targets over TLS without "
+            "an explicit port or SRV record", _as(parse_port)),
+    Setting("SIPDNSTimeout", "5", "seconds one SIP next-hop lookup (SRV and A/AAAA together) "
+            "may take before the request gets 503", _as(_limit_count)),
 )
 
 BY_NAME: dict[str, Setting] = {s.name.lower(): s for s in SETTINGS}

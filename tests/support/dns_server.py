@@ -6,6 +6,7 @@ Configured from a dict of names to records::
         "otherserver.dom": {"MX": [(10, "mx.otherserver.dom")]},
         "mx.otherserver.dom": {"A": ["127.0.0.2"]},
         "sip.dom": {"SRV": [(10, 5, 5060, "pbx.sip.dom")], "TXT": ["v=spf1 -all"]},
+        "_sip._udp.none.dom": {"SRV": [(0, 0, 0, ".")]},   # "." : no such service
         "alias.dom": {"CNAME": "mx.otherserver.dom"},
         "broken.dom": {"RCODE": "SERVFAIL"},   # every query fails this way
         "slow.dom": {"DROP": True},            # never answered (client times out)
@@ -45,7 +46,7 @@ def _rdata(rtype: str, value: Any) -> Any:
         return MX(exchange if exchange == "." else exchange + ".", pref)
     if rtype == "SRV":
         prio, weight, port, target = value
-        return SRV(prio, weight, port, target + ".")
+        return SRV(prio, weight, port, "." if target == "." else target + ".")
     if rtype == "TXT":
         return TXT(value)
     if rtype == "CNAME":

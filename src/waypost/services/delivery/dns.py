@@ -8,6 +8,9 @@ The queue name of a route ``SMTP(queue)address`` decides how hosts are found:
   ``:25`` is the documented way to bypass MX);
 * ``[a.b.c.d]``, ``a.b.c.d:port``, ``[IPv6:…]`` or a bare IP -- that address.
 
+SIP's next hop (``services/signals/nexthop.py``) asks the same resolver for
+SRV records (:meth:`Resolver.srv_records`, RFC 2782 order).
+
 Failures come in two kinds the queue treats differently: a
 :class:`PermanentDNSError` bounces (NXDOMAIN, no address records, null MX,
 MX loop), a :class:`TemporaryDNSError` retries (SERVFAIL, timeout). The
@@ -216,6 +219,20 @@ class Resolver:
         out = [(r.preference, _exchange(r)) for r in records or []]
         return sorted(out)
 
+    async def srv_records(self, name: str) -> list[tuple[int, int, int, str]]:
+        """``(priority, weight, port, target)`` of the SRV records of ``name``
+        (``_sip._udp.example.com``) in the order to try them (RFC 2782:
+        lowest priority first, within one priority a weighted random
+        order); ``[]`` when there are none or the name does not exist.
+        Targets lower-case without the dot; ``"."`` (the service is not
+        offered) is kept for the caller to see. Temporary failures raise."""
+        try:
+            records = await self._query(name, "SRV")
+        except PermanentDNSError:
+            return []
+        found = [(r.priority, r.weight, r.port, _target(r)) for r in records or []]
+        return srv_order(found)
+
     # -- smtp.md §2.1 --------------------------------------------------------
 
     async def resolve_targets(
@@ -297,6 +314,34 @@ class Resolver:
 def _exchange(record: Any) -> str:
     name = record.exchange.to_text(omit_final_dot=True).lower()
     return name or "."
+
+
+def _target(record: Any) -> str:
+    name = record.target.to_text(omit_final_dot=True).lower()
+    return name or "."
+
+
+def srv_order(records: list[tuple[int, int, int, str]], rng: random.Random | None = None
+              ) -> list[tuple[int, int, int, str]]:
+    """RFC 2782 ordering: by priority; inside one priority repeatedly pick a
+    record with probability proportional to its weight (weight-0 records
+    first in the running sum, so they are chosen only rarely when others
+    have weight), until none is left."""
+    pick = rng or random
+    out: list[tuple[int, int, int, str]] = []
+    for priority in sorted({r[0] for r in records}):
+        group = [r for r in records if r[0] == priority]
+        group.sort(key=lambda r: r[1] != 0)  # weight 0 at the beginning (stable)
+        while group:
+            total = sum(r[1] for r in group)
+            chosen = pick.randint(0, total)
+            running = 0
+            for index, record in enumerate(group):
+                running += record[1]
+                if running >= chosen:
+                    out.append(group.pop(index))
+                    break
+    return out
 
 
 def _shuffled(mx: list[tuple[int, str]]) -> list[tuple[int, str]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
 
 
 class AddressError(ValueError):
@@ -75,18 +76,112 @@ def to_percent(local: str) -> str:
     return local.replace("@", "%")
 
 
+@dataclass(frozen=True, slots=True)
+class SipTarget:
+    """The parts of a ``sip:``/``sips:``/``tel:`` URI that routing reads.
+
+    ``user`` has its %-escapes undone (None: the URI has no user part);
+    ``host`` is as written, lower case, IPv6 references with brackets;
+    ``params`` maps lower-case URI parameter names to their values
+    (``""`` for a flag such as ``lr``)."""
+
+    scheme: str
+    user: str | None
+    host: str
+    port: int | None = None
+    params: tuple[tuple[str, str], ...] = ()
+
+    def param(self, name: str) -> str | None:
+        for key, value in self.params:
+            if key == name:
+                return value
+        return None
+
+    def address(self) -> str:
+        """``user@host`` (the host alone without a user): the routing address."""
+        return f"{self.user}@{self.host}" if self.user is not None else self.host
+
+
+def unescape_user(text: str) -> str:
+    """Undo RFC 3261 §19.1.2 %-escapes of a user part.
+
+    A phone that writes CGP's ``user%domain`` form raw (``bob%abc.com``) is
+    not escaping anything, so the text is kept as written when undoing the
+    escapes would not give valid UTF-8 without control characters."""
+    if "%" not in text:
+        return text
+    try:
+        out = unquote_to_bytes(text).decode("utf-8")
+    except UnicodeDecodeError:
+        return text
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in out):
+        return text
+    return out
+
+
+def sip_target(text: str) -> SipTarget | None:
+    """Parse a ``sip:``, ``sips:`` or ``tel:`` URI (RFC 3261 §19.1.1,
+    RFC 3966) for routing; None when ``text`` has none of these schemes
+    (``host`` is empty when the URI has none). A name-addr's display name,
+    brackets and header parameters are dropped; the password, port,
+    parameters and headers are split off (a phone's
+    ``sip:alice:pw@domain.dom:5060;transport=tcp`` is ``alice@domain.dom``)."""
+    text = text.strip()
+    start = text.find("<")
+    end = text.find(">", start + 1)
+    if start >= 0 and end > start:  # a name-addr: "Alice" <sip:...>;tag=x
+        text = text[start + 1 : end].strip()
+    scheme, colon, rest = text.partition(":")
+    scheme = scheme.lower()
+    if not colon or scheme not in ("sip", "sips", "tel"):
+        return None
+    if scheme == "tel":
+        number, _, params = rest.partition(";")
+        return SipTarget("tel", unescape_user(number) or None, "", None, _params(params))
+    # The user part may hold ';', '?' and '/' (RFC 4475 §3.1.1.9), never '@':
+    # everything before the one '@' is the userinfo.
+    userinfo, at, hostpart = rest.rpartition("@")
+    user: str | None = None
+    if at:
+        user = unescape_user(userinfo.partition(":")[0])
+    hostpart, _, _headers = hostpart.partition("?")
+    hostport, _, params = hostpart.partition(";")
+    host, port = _host_port(hostport)
+    return SipTarget(scheme, user, host.lower(), port, _params(params))
+
+
+def _host_port(text: str) -> tuple[str, int | None]:
+    """``host[:port]``; an IPv6 reference keeps its brackets; a bad port is dropped."""
+    if text.startswith("[") and "]" in text:
+        end = text.index("]")
+        host, port_text = text[: end + 1], text[end + 2 :]
+    else:
+        host, _sep, port_text = text.partition(":")
+    if port_text.isdigit() and 0 < int(port_text) < 65536:
+        return host, int(port_text)
+    return host, None
+
+
+def _params(text: str) -> tuple[tuple[str, str], ...]:
+    out: list[tuple[str, str]] = []
+    for item in text.split(";"):
+        if item:
+            name, _, value = item.partition("=")
+            out.append((name.strip().lower(), value.strip()))
+    return tuple(out)
+
+
 def strip_sip_uri(text: str) -> str:
-    """``sip:bob@host;transport=udp?x=y`` -> ``bob@host`` for signal routing."""
-    lowered = text.lower()
-    for scheme in ("sips:", "sip:", "tel:"):
-        if lowered.startswith(scheme):
-            text = text[len(scheme) :]
-            break
-    for sep in (";", "?"):
-        cut = text.find(sep)
-        if cut >= 0:
-            text = text[:cut]
-    return text
+    """The address a SIP URI is routed as (the one helper for the Router and
+    the registrar's address of record): ``sip:bob:pw@host:5060;transport=udp?x=y``
+    -> ``bob@host``, %-escapes of the user part undone. Text that is not a
+    ``sip:``/``sips:``/``tel:`` URI is returned as it is (a plain address)."""
+    target = sip_target(text)
+    if target is None:
+        return text
+    if target.scheme == "tel":
+        return target.user or ""
+    return target.address()
 
 
 def _check_characters(text: str) -> None:

@@ -20,6 +20,7 @@ from waypost.services.router.address import (
     normalise_domain,
     parse_address,
     resplit,
+    sip_target,
     strip_sip_uri,
 )
 from waypost.services.router.table import CompiledTable, Kind
@@ -167,6 +168,12 @@ def route(
     ctx = _Ctx(kind, trusted, table, snap, trace, max_steps)
     text = strip_sip_uri(address) if kind is Kind.SIGNAL else address
     result = RouteResult()
+    if kind is Kind.SIGNAL and _hostonly_uri(address):
+        # ``sip:host`` names a server, not an address: routing it as the
+        # local part ``host`` of the Main Domain would be a wrong answer.
+        result.error = RouteError(ErrorKind.BAD_ADDRESS,
+                                  "invalid address: a SIP URI without a user part", address)
+        return result
     try:
         addr = parse_address(text)
     except AddressError as exc:
@@ -185,6 +192,11 @@ def route(
         trace.add("result: " + "; ".join(result.lines()))
     result.steps = trace.lines
     return result
+
+
+def _hostonly_uri(text: str) -> bool:
+    target = sip_target(text)
+    return target is not None and target.scheme != "tel" and target.user is None
 
 
 def _normalise(ctx: _Ctx, addr: Address, depth: int) -> Address:

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from waypost.services.auth import login_account
 from waypost.services.container import Services
 from waypost.services.names import DirectoryError
+from waypost.services.router.address import sip_target, strip_sip_uri
 from waypost.storage.interface import NotFound, SipBinding, SipBindingChanges
 
 MAX_EXPIRES = 2**32 - 1
@@ -163,11 +164,11 @@ def uri_key(uri: str) -> str:
 
 def aor(to: str) -> str:
     """The address of record of a To URI, for routing: ``user@host``
-    without the port, parameters and headers (§10.3 step 5)."""
+    without the password, port, parameters and headers, %-escapes undone
+    (§10.3 step 5), by the Router's own helper so REGISTER and calls agree."""
     key = to.strip().strip("<>")
-    scheme, colon, rest = key.partition(":")
-    if colon and scheme.lower() in ("sip", "sips", "tel"):
-        key = rest
+    if sip_target(key) is not None:
+        return strip_sip_uri(key)
     key = key.split(";", 1)[0].split("?", 1)[0]
     user, at, host = key.rpartition("@")
     if host.startswith("["):
