@@ -313,6 +313,17 @@ SETTINGS: tuple[Setting, ...] = (
             "an explicit port or SRV record", _as(parse_port)),
     Setting("SIPDNSTimeout", "5", "seconds one SIP next-hop lookup (SRV and A/AAAA together) "
             "may take before the request gets 503", _as(_limit_count)),
+    # SIP proxy (sipproxy: protocols/sip/proxy.py)
+    Setting("SIPTimerC", "200", "seconds an INVITE branch of the SIP proxy may go without a "
+            "new provisional response before it is cancelled (RFC 3261 §16.8 Timer C; values "
+            "under 181 count as 181)", _as(_limit_count)),
+    Setting("SIPCancelWait", "32", "seconds a cancelled SIP proxy branch may take to send its "
+            "final response before it is given up as 408 (64*T1)", _as(_limit_count)),
+    Setting("SIPMaxBreadth", "60", "most parallel branches one proxied SIP request may fork "
+            "into, and the Max-Breadth of requests without one (RFC 5393; none left: 440)",
+            _as(_limit_count)),
+    Setting("SIPNextHopTimeout", "10", "seconds the SIP proxy waits for the DNS answers that "
+            "find a next hop (longer: 503)", _as(_limit_count)),
 )
 
 BY_NAME: dict[str, Setting] = {s.name.lower(): s for s in SETTINGS}
