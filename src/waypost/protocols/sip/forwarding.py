@@ -35,8 +35,10 @@ Choices where RFC 3261 leaves one:
   tag listed is a 420 with ``Unsupported`` naming them (§16.3 step 5).
 * **Route naming us** (§16.4): every Route entry on top that names this
   server is removed (a double Record-Route, RFC 5658, or a spiral leaves
-  two); a Request-URI naming us with Route entries present comes from a
-  strict router, and the last Route entry becomes the Request-URI.
+  two); a Request-URI that is our Record-Route URI (our address, no user)
+  with Route entries present comes from a strict router, and the last
+  Route entry becomes the Request-URI. A Route entry naming one of our
+  domains without a user (a phone's outbound proxy setting) is ours too.
 * **Record-Route** is added to the dialog-creating requests (INVITE,
   SUBSCRIBE, REFER, NOTIFY; §12.1, RFC 6665 §4.1.1) that are not yet in a
   dialog (no To tag), always with ``lr``; ``sips`` when the Request-URI is.
@@ -112,19 +114,23 @@ class Us:
     def ports(self) -> frozenset[int]:
         return frozenset(p for _, p in self.addresses)
 
-    def owns_host(self, host: str, port: int | None, secure: bool = False) -> bool:
-        """Whether ``host:port`` is this server (no port: the scheme's default)."""
+    def owns_host(self, host: str, port: int | None, secure: bool = False, *,
+                  names: bool = True) -> bool:
+        """Whether ``host:port`` is this server (no port: the scheme's
+        default); by one of its names too unless ``names`` is false."""
         key = host_key(host.rstrip("."))
         port = port if port is not None else (5061 if secure else 5060)
         if (key, port) in self.addresses:
             return True
-        return key in self.names and (port in self.ports or not self.addresses)
+        return names and key in self.names and (port in self.ports or not self.addresses)
 
-    def owns_uri(self, uri: Uri) -> bool:
-        if not isinstance(uri, SipUri):
+    def owns_uri(self, uri: Uri, *, names: bool = True) -> bool:
+        """A URI naming this server itself (no user part): one we put in a
+        Record-Route, or (``names``) a Route to one of our names."""
+        if not isinstance(uri, SipUri) or uri.user is not None:
             return False
         host = uri.maddr or uri.host
-        return self.owns_host(host, uri.port, uri.scheme == "sips")
+        return self.owns_host(host, uri.port, uri.scheme == "sips", names=names)
 
     def owns_via(self, via: Via) -> bool:
         """A Via this proxy added: our branch prefix and our sent-by."""
@@ -229,7 +235,7 @@ def preprocess_routes(request: SipRequest, us: Us) -> Preprocessed:
     out = request.copy()
     routes = out.name_addrs("Route")
     our_route = False
-    if routes and us.owns_uri(out.uri):
+    if routes and us.owns_uri(out.uri, names=False):
         out.uri = routes[-1].uri
         routes = routes[:-1]
         our_route = True
