@@ -498,7 +498,7 @@ class StatefulProxy:
             await self._final(ctx, response_for(ctx.request, 440, "Max-Breadth Exceeded"))
             return
         await asyncio.gather(*(
-            self._try_target(ctx, request, uri, target_of(uri), share)
+            self._try_target(ctx, request, uri, target_of(uri), share, alone=False)
             for uri, share in zip(uris, shares, strict=False)))
 
     async def _hops(self, target: Target) -> list[Hop] | SipResponse:
@@ -515,11 +515,17 @@ class StatefulProxy:
         return hops or SipResponse(503, "Service Unavailable")
 
     async def _try_target(self, ctx: _Context, request: SipRequest, uri: SipUri | None,
-                          target: Target, share: int | None) -> None:
-        """One target: its hops one after the other (RFC 3263 §4.3)."""
+                          target: Target, share: int | None, *, alone: bool = True) -> None:
+        """One target: its hops one after the other (RFC 3263 §4.3). When the
+        next hop cannot be found, the target's answer is the resolver's
+        status (404, 503); ``alone`` sends it at once."""
         hops = await self._hops(target)
         if isinstance(hops, SipResponse):
-            ctx.finals.append(response_for(ctx.request, hops.status, hops.reason))
+            failure = response_for(ctx.request, hops.status, hops.reason)
+            if alone:  # our own answer, not a downstream 503 (no §16.7 conversion)
+                await self._final(ctx, failure)
+            else:
+                ctx.finals.append(failure)
             return
         for index, hop in enumerate(hops):
             if ctx.stopped:
