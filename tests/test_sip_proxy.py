@@ -534,3 +534,32 @@ def test_a_stray_2xx_goes_back_statelessly_by_its_via_and_a_foreign_one_is_dropp
 def test_the_factory_builds_a_proxy_with_the_server_settings(svc: Services) -> None:
     proxy = stateful_proxy(svc, FakeLayer())
     assert isinstance(proxy, StatefulProxy) and proxy.timing == ProxyTiming()
+
+
+def test_a_call_leaving_by_another_transport_is_record_routed_twice(svc: Services) -> None:
+    async def go() -> None:
+        w = World(svc, Local("bob@domain.dom", (BOB_A,)))
+        txn = await w.send(build_request(), Destination("tcp", "192.0.2.7", 40000))
+        a = await w.layer.next_sent("INVITE")
+        assert a.request.headers.values("Record-Route") == [
+            OUR_ROUTE, "<sip:127.0.0.1:5060;transport=tcp;lr>"]
+        a.answer(200, "OK")
+        await txn.final()
+        await w.settle()
+
+    run(go)
+
+
+def test_timer_c_never_cancels_a_non_invite_branch(svc: Services) -> None:
+    timing = ProxyTiming(timer_c=0.2, cancel_wait=0.2, next_hop_timeout=1, refresh=0)
+
+    async def go() -> None:
+        w = World(svc, Local("bob@domain.dom", (BOB_A,)), timing=timing)
+        txn = await w.send(build_request("MESSAGE"))
+        a = await w.layer.next_sent("MESSAGE")
+        a.answer(180, "Ringing")
+        assert (await txn.final(timeout=3)).status == 408
+        await w.settle()
+        assert [c.request.method for c in w.layer.sent] == ["MESSAGE"]
+
+    run(go)

@@ -41,7 +41,9 @@ Choices where RFC 3261 leaves one:
   domains without a user (a phone's outbound proxy setting) is ours too.
 * **Record-Route** is added to the dialog-creating requests (INVITE,
   SUBSCRIBE, REFER, NOTIFY; §12.1, RFC 6665 §4.1.1) that are not yet in a
-  dialog (no To tag), always with ``lr``; ``sips`` when the Request-URI is.
+  dialog (no To tag), always with ``lr``; ``sips`` when the Request-URI is;
+  twice (RFC 5658) when the copy leaves by another transport or address
+  than the request came in by, so each side reaches us its own way.
 * **Best response** (§16.7 step 6): a 6xx if any (the lowest), else the
   lowest class; inside the 4xx class 401, 407, 415, 420 and 484 first
   (the RFC's SHOULD), then the lowest code; none at all is a 408. A 503
@@ -297,16 +299,24 @@ def next_hop(request: SipRequest) -> Target | Refusal:
 
 def record_route(sent_by: tuple[str, int], transport: str, *, secure: bool = False) -> NameAddr:
     """Our Record-Route entry (§16.6 step 4): our address, ``lr`` always,
-    ``transport`` for streams so in-dialog requests come back the same way."""
+    ``transport`` for streams so in-dialog requests come back the same way
+    (``tls`` only on a ``sip:`` URI; a ``sips:`` URI implies it)."""
     host, port = sent_by
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     params: list[tuple[str, str | None]] = []
-    if transport.lower() == "tcp" and not secure:
-        params.append(("transport", "tcp"))
+    if transport.lower() in ("tcp", "tls") and not secure:
+        params.append(("transport", transport.lower()))
     params.append(("lr", None))
     return NameAddr(SipUri("sips" if secure else "sip", host, port=port, params=Params(
         tuple(params))))
+
+
+def record_routes(incoming: NameAddr, outgoing: NameAddr) -> tuple[NameAddr, ...]:
+    """The Record-Route entries of one copy: one when both sides reach us
+    by the same URI, else two (RFC 5658 §3.2: the one facing the next hop
+    on top, the one facing the caller below)."""
+    return (incoming,) if str(incoming) == str(outgoing) else (outgoing, incoming)
 
 
 def is_dialog_creating(request: SipRequest) -> bool:
@@ -320,10 +330,12 @@ def is_dialog_creating(request: SipRequest) -> bool:
 
 def forward_copy(request: SipRequest, *, target: Uri | None, via_transport: str,
                  sent_by: tuple[str, int], branch: str,
-                 record: NameAddr | None = None, max_breadth: int | None = None) -> SipRequest:
+                 record: NameAddr | Sequence[NameAddr] | None = None,
+                 max_breadth: int | None = None) -> SipRequest:
     """The copy of ``request`` sent on one branch (§16.6 steps 1-8):
     Request-URI set to ``target`` (None keeps it), Max-Forwards one less (70
-    when absent), ``record`` added on top of Record-Route for a
+    when absent), ``record`` (one entry or several, top first) added on top
+    of Record-Route for a
     dialog-creating request, a strict router's Route rewritten (step 6),
     ``Max-Breadth`` set (RFC 5393) and our Via on top with ``branch`` and
     ``rport`` (RFC 3581, so the answer comes back to the port we sent from)."""
@@ -334,7 +346,9 @@ def forward_copy(request: SipRequest, *, target: Uri | None, via_transport: str,
     out.headers.set("Max-Forwards", str(
         DEFAULT_MAX_FORWARDS if max_forwards is None else max(max_forwards - 1, 0)))
     if record is not None and is_dialog_creating(request):
-        out.headers.add("Record-Route", str(record), first=True)
+        entries = [record] if isinstance(record, NameAddr) else list(record)
+        for entry in reversed(entries):
+            out.headers.add("Record-Route", str(entry), first=True)
     routes = out.name_addrs("Route")
     if routes and isinstance(routes[0].uri, SipUri) and not routes[0].uri.loose_route:
         # §16.6 step 6: the next hop is a strict router

@@ -82,6 +82,7 @@ from waypost.protocols.sip.forwarding import (
     next_hop,
     preprocess_routes,
     record_route,
+    record_routes,
     response_hop,
     stateless_branch,
     strip_via,
@@ -550,11 +551,13 @@ class StatefulProxy:
         transport = hop.transport.lower()
         sent_by = self.layer.sent_by(transport)
         secure = isinstance(request.uri, SipUri) and request.uri.scheme == "sips"
+        incoming = ctx.source.transport.lower()
+        record = record_routes(
+            record_route(self.layer.sent_by(incoming), incoming, secure=secure),
+            record_route(sent_by, transport, secure=secure))
         copy = forward_copy(
             request, target=uri, via_transport=transport, sent_by=sent_by,
-            branch=branch_for(request, f"{self._serial:x}"),
-            record=record_route(self.layer.sent_by(ctx.source.transport.lower()),
-                                ctx.source.transport, secure=secure),
+            branch=branch_for(request, f"{self._serial:x}"), record=record,
             max_breadth=share)
         destination = Destination(transport, hop.address, hop.port)
         client = self.layer.send_request(copy, destination)
@@ -579,7 +582,8 @@ class StatefulProxy:
                 try:
                     response = await asyncio.wait_for(queue.get(), max(0.0, limit - loop.time()))
                 except TimeoutError:
-                    if branch.cancel_deadline is not None or not branch.provisional:
+                    if (branch.cancel_deadline is not None or not branch.provisional
+                            or not ctx.invite):
                         return timeout  # given up (§16.8: as if a 408 came)
                     log.info("SIP Timer C fired on %s: cancelling", branch.request.uri)
                     self._cancel_branch(branch)
