@@ -563,3 +563,21 @@ def test_timer_c_never_cancels_a_non_invite_branch(svc: Services) -> None:
         assert [c.request.method for c in w.layer.sent] == ["MESSAGE"]
 
     run(go)
+
+
+def test_a_cancelled_call_answers_487_even_when_a_branch_timed_out(svc: Services) -> None:
+    async def go() -> None:
+        w = World(svc, Local("bob@domain.dom", (BOB_A, BOB_B)))
+        txn = await w.send(build_request())
+        a = await w.layer.next_sent("INVITE")
+        b = await w.layer.next_sent("INVITE")
+        a.answer(180, "Ringing", to_tag="a")
+        await until(lambda: 180 in txn.statuses)
+        await w.send(build_request("CANCEL"))
+        (await w.layer.next_sent("CANCEL")).answer(200, "OK")
+        b.answer(408, "Request Timeout")  # b never answered: the layer's Timer B
+        a.answer(487, "Request Terminated", to_tag="a")
+        assert (await txn.final()).status == 487
+        await w.settle()
+
+    run(go)
