@@ -581,3 +581,20 @@ def test_a_cancelled_call_answers_487_even_when_a_branch_timed_out(svc: Services
         await w.settle()
 
     run(go)
+
+
+def test_a_response_the_layer_synthesized_reaches_the_caller_with_its_own_vias(
+        svc: Services) -> None:
+    async def go() -> None:
+        w = World(svc, Local("bob@domain.dom", (BOB_A,)))
+        invite = build_request(vias=("SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKup",))
+        txn = await w.send(invite)
+        a = await w.layer.next_sent("INVITE")
+        synthesized = SipResponse(408, "Request Timeout", a.request.headers.copy())
+        synthesized.headers.remove("Via")  # a layer that keeps no Via at all
+        a.feed(synthesized)
+        final = await txn.final()
+        assert final.status == 408 and final.headers.fields("Via") == invite.headers.fields("Via")
+        await w.settle()
+
+    run(go)

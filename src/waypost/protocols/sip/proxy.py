@@ -63,6 +63,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -557,7 +558,7 @@ class StatefulProxy:
             record_route(sent_by, transport, secure=secure))
         copy = forward_copy(
             request, target=uri, via_transport=transport, sent_by=sent_by,
-            branch=branch_for(request, f"{self._serial:x}"), record=record,
+            branch=branch_for(request, f"{self._serial:x}{secrets.token_hex(4)}"), record=record,
             max_breadth=share)
         destination = Destination(transport, hop.address, hop.port)
         client = self.layer.send_request(copy, destination)
@@ -590,9 +591,7 @@ class StatefulProxy:
                     continue
                 if response is None:
                     return timeout
-                stripped = strip_via(response)
-                if stripped is None:
-                    continue
+                stripped = _for_caller(response, ctx.request)
                 if response.status < 200:
                     if response.status > 100:
                         branch.provisional = True
@@ -633,8 +632,19 @@ class StatefulProxy:
     async def _respond(transaction: ServerTransaction, response: SipResponse) -> None:
         try:
             await transaction.respond(response)
-        except (OSError, ConnectionError) as exc:
-            log.info("SIP response %s not sent: %s", response.status, exc)
+        except Exception:  # the caller's problem must not end the other branches
+            log.warning("SIP response %s not sent", response.status, exc_info=True)
+
+
+def _for_caller(response: SipResponse, request: SipRequest) -> SipResponse:
+    """A branch's response as the caller gets it: our Via stripped (§16.7
+    step 3), which leaves exactly the Vias of the request we received; they
+    are set from it, so a response the layer synthesized (Timer B/F, a
+    transport error) with or without our Via comes out the same."""
+    out = response.copy()
+    fields = [(n, v) for n, v in response.headers if n.lower() != "via"]
+    out.headers = Headers([*(("Via", v) for v in request.headers.fields("Via")), *fields])
+    return out
 
 
 async def _read(client: ClientTransaction, queue: asyncio.Queue[SipResponse | None]) -> None:
