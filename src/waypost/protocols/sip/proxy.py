@@ -260,7 +260,7 @@ class StatefulProxy:
 
     async def handle(self, request: SipRequest, transaction: ServerTransaction | None,
                      source: Destination) -> None:
-        if transaction is None:
+        if transaction is None or request.method == "ACK":
             self._spawn(self._stateless(request, source))
             return
         if request.method == "CANCEL":
