@@ -2,6 +2,10 @@
 on every message the wire parser accepts (seeds in ``corpus/sip/messages``
 and ``corpus/sip_forwarding``).
 
+Two strategies: byte mutants of the seeds, and line mutants that keep the
+header section whole and add proxy lines (Route, Via, Max-Forwards), so
+most reach the forwarding rules.
+
 Properties: route preprocessing raises nothing but :class:`SipError`;
 validation gives None or a refusal RFC 3261 §16.3 names (400, 416, 420, 482,
 483); a request that passes has a next hop or a 400/416; its forwarded copy
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 from tests.support.fuzz import TARGET, mutants, seed_ids, seeds
 
 from waypost.protocols.sip.forwarding import (
@@ -48,6 +53,38 @@ TOKENS = ["\r\n", " ", ";", ",", "<", ">", ";lr", ";tag=x", ";maddr=127.0.0.1",
 US = Us.of([("127.0.0.1", 5060), ("127.0.0.1", 5061)], ["domain.dom"])
 LIMITS = SipLimits(max_header_bytes=4096, max_headers=60, max_body_bytes=1024)
 REFUSALS = {400, 416, 420, 482, 483}
+
+
+LINES = ["Route: <sip:127.0.0.1:5060;lr>", "Route: <sip:127.0.0.1;lr>, <sip:192.0.2.80>",
+         "Route: <sip:domain.dom;lr>", "Route: <sips:192.0.2.81;lr;transport=tcp>",
+         "Route: <sip:192.0.2.80;maddr=127.0.0.1>", "Proxy-Require: x", "Max-Forwards: 0",
+         "Max-Forwards: 1", "Max-Breadth: 0", "Max-Breadth: 3",
+         "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKwp0;rport",
+         "Via: SIP/2.0/TLS [::1]:5061;branch=z9hG4bKwpdeadbeef.1", "To: <sip:b@x>;tag=t",
+         "Record-Route: <sip:192.0.2.90;lr>", "Proxy-Authorization: Digest realm=x"]
+
+
+@st.composite
+def line_mutants(draw: st.DrawFn) -> bytes:
+    """A seed whose header lines are mutated, dropped, repeated or joined
+    by proxy lines (Route, Via, Max-Forwards ...), the header section kept
+    whole, so most of them still parse and reach the forwarding rules."""
+    seed = draw(st.sampled_from(MESSAGES))
+    head, _, body = seed.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    for _ in range(draw(st.integers(1, 4))):
+        at = draw(st.integers(1, len(lines)))
+        op = draw(st.integers(0, 3))
+        if op == 0:
+            lines.insert(at, draw(st.sampled_from(LINES)).encode())
+        elif op == 1 and at < len(lines):
+            lines[at] = draw(mutants([lines[at]], [t for t in TOKENS if "\r" not in t],
+                                     most=2))
+        elif op == 2 and at < len(lines):
+            del lines[at]
+        elif at < len(lines):
+            lines.insert(at, lines[at])
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
 def check_request(request: SipRequest) -> None:
@@ -119,4 +156,10 @@ def test_forwarding_seeds(data: bytes) -> None:
 @TARGET
 @given(mutants(MESSAGES, TOKENS))
 def test_forwarding_mutants(data: bytes) -> None:
+    check(data)
+
+
+@TARGET
+@given(line_mutants())
+def test_forwarding_line_mutants(data: bytes) -> None:
     check(data)
