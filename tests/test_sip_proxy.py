@@ -499,10 +499,14 @@ def test_an_ack_to_a_2xx_is_forwarded_statelessly_by_our_route(svc: Services) ->
         assert where == Destination("udp", "192.0.2.21", 5062)
         assert first.top_via.branch == again.top_via.branch
         assert first.max_forwards == 69 and "Route" not in first.headers
-        # without our Route nobody may relay an ACK through us
+        # without our Route the decision rules: refused, nobody relays an ACK through us
         await w.proxy.handle(build_request("ACK", uri=BOB_A, to_tag="a"), None, PHONE)
+        # a foreign Route is never followed statelessly
+        await w.proxy.handle(build_request("ACK", uri=BOB_A, to_tag="a", headers=(
+            ("Route", "<sip:192.0.2.99;lr>"),)), None, PHONE)
         await w.settle()
-        assert len(w.layer.stateless) == 2 and w.asked == []
+        assert len(w.layer.stateless) == 2
+        assert [a.method for a in w.asked] == ["ACK"]
 
     run(go)
 
@@ -596,5 +600,21 @@ def test_a_response_the_layer_synthesized_reaches_the_caller_with_its_own_vias(
         final = await txn.final()
         assert final.status == 408 and final.headers.fields("Via") == invite.headers.fields("Via")
         await w.settle()
+
+    run(go)
+
+
+def test_an_ack_without_a_route_set_goes_to_the_contacts_the_decision_gives(
+        svc: Services) -> None:
+    """sipp's built-in uac sends ACK and BYE to the proxy's own address."""
+    async def go() -> None:
+        w = World(svc, Local("bob@domain.dom", (BOB_A, BOB_B)))
+        ack = build_request("ACK", uri="sip:bob@127.0.0.1:5060", to_tag="a")
+        await w.proxy.handle(ack, None, PHONE)
+        await w.layer.wait_stateless(2)
+        await w.settle()
+        sent = [(str(m.uri), d) for m, d in w.layer.stateless if isinstance(m, SipRequest)]
+        assert sent == [(BOB_A, Destination("udp", "192.0.2.21", 5062)),
+                        (BOB_B, Destination("udp", "192.0.2.22", 5062))]
 
     run(go)

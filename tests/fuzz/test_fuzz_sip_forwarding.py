@@ -4,7 +4,7 @@ and ``corpus/sip_forwarding``).
 
 Two strategies: byte mutants of the seeds, and line mutants that keep the
 header section whole and add proxy lines (Route, Via, Max-Forwards), so
-most reach the forwarding rules.
+many more reach the forwarding rules.
 
 Properties: route preprocessing raises nothing but :class:`SipError`;
 validation gives None or a refusal RFC 3261 §16.3 names (400, 416, 420, 482,

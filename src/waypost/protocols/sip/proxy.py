@@ -25,9 +25,14 @@ Invariants:
 Choices where the RFC or the brief leave one:
 
 * **Stateless requests** (no server transaction: an ACK to a 2xx) are
-  forwarded by Route or Request-URI only when a Route entry naming us was
-  on top (we Record-Routed the dialog); others are dropped, so nobody can
-  relay an ACK through this server to anywhere.
+  forwarded by Route or Request-URI when a Route entry naming us was on
+  top (we Record-Routed the dialog). An ACK without any Route (a UA that
+  ignores Record-Route, as sipp's built-in ``uac`` scenario does) is routed
+  by the decision like a new request: to every contact of a local account
+  (the proxy keeps no dialogs; only the UA in the dialog takes the ACK) or
+  to a remote target the source may relay to; refused or to the server
+  itself, dropped. Anything else without a transaction is dropped, so
+  nobody relays through this server without the relaying rules.
 * **In-dialog requests** (To tag and a Route entry naming us) follow their
   Route set without a routing decision, as Kamailio's ``loose_route`` does;
   a To tag without our Route is routed like a new request (and so is
@@ -294,27 +299,54 @@ class StatefulProxy:
     # -- stateless -----------------------------------------------------------
 
     async def _stateless(self, request: SipRequest, source: Destination) -> None:
+        """§16.11 for an ACK to a 2xx (and anything else without a server
+        transaction): by our Route, else (an ACK only) by the decision."""
         await self._refresh()
         try:
             pre = preprocess_routes(request, self._us)
         except SipError:
             return
         refusal = validate(pre.request, self._us)
-        if refusal is not None or not pre.our_route:
-            log.debug("stateless %s dropped: %s", request.method,
-                      refusal.reason if refusal else "no Route naming us")
+        if refusal is not None:
+            log.debug("stateless %s dropped: %s", request.method, refusal.reason)
             return
-        target = next_hop(pre.request)
-        if isinstance(target, Refusal):
+        if pre.our_route:
+            target = next_hop(pre.request)
+            if not isinstance(target, Refusal):
+                await self._send_copy(pre.request, None, target)
             return
+        if request.method != "ACK" or pre.request.headers.values("Route"):
+            return
+        try:
+            ask = SignalRequest("ACK", str(pre.request.uri), str(pre.request.from_.uri),
+                                source.address, None)
+        except SipError:
+            return
+        decision = await asyncio.to_thread(self._decide, self.services, ask)
+        if isinstance(decision, Local):
+            for contact in decision.contacts[: self.timing.max_breadth]:
+                uri = uri_from_text(contact)
+                if uri is not None:
+                    await self._send_copy(pre.request, uri, target_of(uri))
+        elif isinstance(decision, Remote):
+            uri = uri_from_text(decision.target)
+            if uri is not None:
+                await self._send_copy(pre.request, uri, Target(
+                    uri, decision.host, decision.port,
+                    decision.transport.lower() if decision.transport else None,
+                    uri.scheme == "sips"))
+
+    async def _send_copy(self, request: SipRequest, uri: SipUri | None, target: Target) -> None:
+        """One stateless copy to the first hop of ``target``."""
         hops = await self._hops(target)
         if isinstance(hops, SipResponse):
             return
         hop = hops[0]
-        copy = forward_copy(pre.request, target=None, via_transport=hop.transport,
-                            sent_by=self.layer.sent_by(hop.transport),
-                            branch=stateless_branch(pre.request))
-        await self._send_stateless(copy, Destination(hop.transport, hop.address, hop.port))
+        transport = hop.transport.lower()
+        copy = forward_copy(request, target=uri, via_transport=transport,
+                            sent_by=self.layer.sent_by(transport),
+                            branch=stateless_branch(request))
+        await self._send_stateless(copy, Destination(transport, hop.address, hop.port))
 
     async def _destination_of(self, host: str, port: int, transport: str) -> Destination | None:
         try:
