@@ -7,11 +7,11 @@ Invariants:
 * Nothing here changes a message it is given: every function that edits
   returns a copy (:meth:`SipMessage.copy`), so a proxy can fork one request
   into many.
-* Every refusal is a :class:`Refusal` (status, reason, extra header fields),
-  never another exception, for any request :func:`~wire.parse_message`
-  accepted; the typed views this module reads raise only
-  :class:`~syntax.SipError` (400), which :func:`validate` turns into a
-  :class:`Refusal` too.
+* For any message :func:`~wire.parse_message` accepted, :func:`validate`
+  and :func:`next_hop` answer a :class:`Refusal` (status, reason, extra
+  header fields) or go on, and the other functions raise nothing but
+  :class:`~syntax.SipError` (a malformed Route, 400); the fuzz target
+  ``tests/fuzz/test_fuzz_sip_forwarding.py`` holds them to it.
 * Our own Via on a forwarded request has a branch ``z9hG4bK`` + ``wp`` +
   the request's loop hash + ``.`` + a per-branch suffix, so a request that
   comes back is recognised by the hash (§16.3 step 4) and two branches of
