@@ -322,8 +322,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SIPMaxBreadth", "60", "most parallel branches one proxied SIP request may fork "
             "into, and the Max-Breadth of requests without one (RFC 5393; none left: 440)",
             _as(_limit_count)),
-    Setting("SIPNextHopTimeout", "10", "seconds the SIP proxy waits for the DNS answers that "
-            "find a next hop (longer: 503)", _as(_limit_count)),
 )
 
 BY_NAME: dict[str, Setting] = {s.name.lower(): s for s in SETTINGS}

@@ -11,7 +11,8 @@ Invariants:
 * Every request with a server transaction gets exactly one final response
   on it; a later 2xx to an INVITE (another fork answering) goes statelessly
   to the transaction's source (RFC 3261 §16.7 step 5, RFC 6026).
-* Every wait is bounded by a setting: DNS by ``SIPNextHopTimeout``, a
+* Every wait is bounded by a setting: DNS by ``SIPDNSTimeout`` (the
+  resolver answers 503 itself; one more second here is the backstop), a
   branch by Timer C (``SIPTimerC``, reset by each provisional response) and,
   once cancelled, by ``SIPCancelWait``; non-INVITE branches end by Timer F
   in the transaction layer and by Timer C here at the latest.
@@ -150,7 +151,7 @@ class ProxyTiming:
         return cls(
             timer_c=max(float(settings.number("SIPTimerC")), TIMER_C_FLOOR),
             cancel_wait=float(settings.number("SIPCancelWait")),
-            next_hop_timeout=float(settings.number("SIPNextHopTimeout")),
+            next_hop_timeout=float(settings.number("SIPDNSTimeout")) + 1.0,
             max_breadth=settings.number("SIPMaxBreadth"),
         )
 
