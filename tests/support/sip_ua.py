@@ -13,6 +13,7 @@ import ssl
 import time
 
 from waypost.protocols.sip.headers import Headers
+from waypost.protocols.sip.uri import parse_uri
 from waypost.protocols.sip.wire import (
     SipLimits,
     SipMessage,
@@ -23,7 +24,6 @@ from waypost.protocols.sip.wire import (
     new_tag,
     parse_message,
 )
-from waypost.protocols.sip.uri import parse_uri
 from waypost.services.signals.digest import response_for
 
 BIG = SipLimits(max_header_bytes=1 << 20, max_headers=10_000, max_body_bytes=1 << 22)
@@ -188,3 +188,74 @@ class SipUA:
             *headers, ("Authorization", self.authorization(
                 answer, first, username or user, password, algorithm=algorithm))))
         return self.ask(second)
+
+
+# -- an in-process stack on loopback (transaction-layer tests) -----------------
+
+
+class Recorder:
+    """A transaction user that records what it is given and answers with
+    ``answer`` (a status, None for no answer) after ``delay`` seconds."""
+
+    def __init__(self, answer: int | None = 200, delay: float = 0.0) -> None:
+        self.answer = answer
+        self.delay = delay
+        self.requests: list[SipRequest] = []
+        self.acks: list[SipRequest] = []
+        self.strays: list[SipResponse] = []
+
+    async def on_request(self, request, transaction, source) -> None:  # type: ignore[no-untyped-def]
+        import asyncio
+
+        from waypost.protocols.sip.wire import response_for
+
+        if transaction is None:
+            self.acks.append(request)
+            return
+        self.requests.append(request)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.answer is not None:
+            await transaction.respond(response_for(request, self.answer, "Test"))
+
+    async def on_stray_response(self, response, source) -> None:  # type: ignore[no-untyped-def]
+        self.strays.append(response)
+
+
+async def loopback_stack(user: object, *, t1: float = 0.01, t2: float = 0.04, t4: float = 0.05,
+                         total: int = 10_000, per_address: int = 500,
+                         idle: float = 30.0):  # type: ignore[no-untyped-def]
+    """Transports (UDP and TCP on one free port of 127.0.0.1) and a layer
+    with small timers; close with ``await stack.close()``."""
+    import asyncio
+
+    from waypost.protocols.sip.listener import SipServer
+    from waypost.protocols.sip.transaction import Timers, TransactionLayer, TransactionLimits
+    from waypost.protocols.sip.transport import Transports
+
+    box: list[TransactionLayer] = []
+    transports = Transports(SipLimits(), lambda m, s: box[0].receive(m, s), idle_timeout=idle)
+    for _ in range(50):
+        await transports.start_udp("127.0.0.1", 0)
+        port = transports.local["udp"][1]
+        try:
+            tcp = await asyncio.start_server(
+                lambda r, w: transports.serve_stream("tcp", r, w), "127.0.0.1", port)
+            break
+        except OSError:
+            assert transports.udp is not None
+            transports.udp.close()
+    else:  # pragma: no cover
+        raise RuntimeError("no free port")
+    layer = TransactionLayer(transports, host="127.0.0.1", ports={"udp": port, "tcp": port},
+                             timers=Timers(t1, t2, t4),
+                             limits=TransactionLimits(total, per_address),
+                             user=user)  # type: ignore[arg-type]
+    box.append(layer)
+
+    class Stack(SipServer):
+        async def close(self) -> None:
+            tcp.close()
+            await super().close()
+
+    return Stack(transports, layer, None)  # type: ignore[arg-type]

@@ -178,7 +178,8 @@ class Transports:
         transport, _ = await loop.create_datagram_endpoint(
             lambda: _Datagrams(self), local_addr=(host, port), reuse_port=False)
         self.udp = transport
-        self.local["udp"] = (host, port)
+        bound = transport.get_extra_info("sockname")
+        self.local["udp"] = (host, bound[1] if bound else port)
 
     def datagram(self, data: bytes, address: str, port: int) -> None:
         source = Destination("udp", address, port)
