@@ -173,9 +173,11 @@ class SipUA:
                  contact: str | None = None, expires: int | None = 600,
                  algorithm: str = "SHA-256",
                  extra: tuple[tuple[str, str], ...] = ()) -> SipResponse:
-        """REGISTER ``aor`` (``user@domain``), answering one 401."""
+        """REGISTER ``aor`` (``user@domain``), answering one 401; ``contact``
+        ``""`` sends none (a query, RFC 3261 §10.2.3)."""
         user, _, domain = aor.partition("@")
-        headers = [("Contact", contact or self.contact(user)), *extra]
+        contact = self.contact(user) if contact is None else contact
+        headers = [*((("Contact", contact),) if contact else ()), *extra]
         if expires is not None:
             headers.append(("Expires", str(expires)))
         first = self.request("REGISTER", f"sip:{domain}", to=f"sip:{aor}",
