@@ -323,8 +323,9 @@ SETTINGS: tuple[Setting, ...] = (
             "stays in the network)", _as(_limit_count)),
     Setting("SIPMaxTransactions", "10000", "SIP server transactions open at once in all "
             "(more: 503 with Retry-After)", _as(_limit_count)),
-    Setting("SIPMaxTransactionsPerAddress", "500", "SIP server transactions open at once "
-            "from one client address (more: 503 with Retry-After)", _as(_limit_count)),
+    Setting("SIPMaxTransactionsPerAddress", "500", "SIP server transactions from one "
+            "client address not yet answered (more: 503 with Retry-After)",
+            _as(_limit_count)),
     Setting("SIPTLSVerify", "YES", "check the certificate chain of SIP peers reached over TLS",
             _as(parse_bool)),
 )

@@ -19,8 +19,10 @@ Invariants:
 * A request retransmission is absorbed: the last response is sent again
   and the transaction user never sees it twice.
 * ``SIPMaxTransactions`` (all server transactions) and
-  ``SIPMaxTransactionsPerAddress`` (those of one source address) are
-  answered statelessly with ``503 Service Unavailable`` and
+  ``SIPMaxTransactionsPerAddress`` (those of one source address still
+  waiting for their final response: the work a client can make the server
+  do at once; answered ones only wait out Timer J, bounded by the first
+  limit) are answered statelessly with ``503 Service Unavailable`` and
   ``Retry-After`` (§21.5.4); an ACK is never answered.
 
 Choices where the RFC leaves one:
@@ -188,6 +190,8 @@ class ServerTransaction(_Base):
         self.invite = request.method == "INVITE"
         self.state = "proceeding" if self.invite else "trying"
         self.final: SipResponse | None = None
+        self.counted = True
+        """Still counted for ``SIPMaxTransactionsPerAddress`` (until answered)."""
         self._last: bytes | None = None
         self._reliable = source.transport != "udp"
         t1 = layer.timers.t1
@@ -219,6 +223,7 @@ class ServerTransaction(_Base):
             return
         self.final = response
         self._cancel_timers()
+        self.layer._release_address(self)
         self.layer.post(data, self.source)
         if self.invite and status < 300:
             self._terminate()  # §17.2.1: the 2xx is retransmitted by the TU end to end
@@ -586,6 +591,12 @@ class TransactionLayer:
     def _forget_server(self, txn: ServerTransaction) -> None:
         if self.server.get(txn.key) is txn:
             del self.server[txn.key]
+        self._release_address(txn)
+
+    def _release_address(self, txn: ServerTransaction) -> None:
+        """A transaction stops counting for its address once it is answered."""
+        if txn.counted:
+            txn.counted = False
             left = self._per_address.get(txn.received_from, 1) - 1
             if left > 0:
                 self._per_address[txn.received_from] = left

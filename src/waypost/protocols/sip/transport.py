@@ -12,7 +12,8 @@ Invariants:
 * A stream whose framing is lost (``SipError.fatal``: a missing or lying
   Content-Length, a header section or body over the limits) is answered
   once, where the request was readable, and closed: what follows on it
-  cannot be trusted to start a message.
+  cannot be trusted to start a message (after ``LINGER`` seconds, so the
+  answers to requests read before the break still go out).
 * Inbound streams are admitted by the listener's connection table
   (``listen.py``); every stream, inbound or outbound, is closed after
   ``SIPIdleTimeout`` seconds without a byte. Outbound streams are kept per
@@ -46,6 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from waypost.protocols.sip.headers import Headers, parse_via
 from waypost.protocols.sip.syntax import SipError
 from waypost.protocols.sip.wire import (
     KeepAlive,
@@ -62,6 +64,8 @@ log = logging.getLogger("waypost.sip.transport")
 STREAMS = ("tcp", "tls")
 UDP_MAX = 65_507
 """The largest UDP payload over IPv4."""
+LINGER = 1.0
+"""Seconds a stream whose framing broke stays open for answers already due."""
 CONNECT_TIMEOUT = 10.0
 """Seconds an outbound TCP/TLS connection (and its handshake) may take."""
 
@@ -90,12 +94,18 @@ def _host(address: str) -> str:
 def stamp_via(request: SipRequest, source: Destination) -> None:
     """§18.2.1 and RFC 3581 §4: ``received`` when the top Via's sent-by is
     not the source address, ``rport`` filled when the Via asks for it."""
-    via = request.top_via
+    _stamp(request.headers, source)
+
+
+def _stamp(headers: Headers, source: Destination) -> None:
+    values = headers.values("Via")
+    if not values:
+        return
+    via = parse_via(values[0])
     stamped = via.received_from(source.address, source.port)
     if stamped is not via:
-        first = request.headers.pop_first_value("Via")
-        assert first is not None
-        request.headers.add("Via", str(stamped), first=True)
+        headers.pop_first_value("Via")
+        headers.add("Via", str(stamped), first=True)
 
 
 def response_destination(request: SipRequest, source: Destination) -> Destination:
@@ -203,6 +213,11 @@ class Transports:
                           source.port)
 
     def _refuse(self, error: SipError, source: Destination) -> None:
+        if error.headers is not None and not error.drop:
+            try:  # so the error goes where a NAT lets it through (RFC 3581)
+                _stamp(error.headers, source)
+            except SipError:
+                pass
         answer = error_response(error)
         if answer is None:
             log.debug("SIP: dropped from %s:%d: %s", source.address, source.port, error.reason)
@@ -242,7 +257,7 @@ class Transports:
                     except SipError as exc:
                         self._refuse(exc, source)
                         if exc.fatal:
-                            await self._drain(conn)
+                            await self._linger(conn)
                             return
                         continue
                     if item is None:
@@ -257,9 +272,12 @@ class Transports:
             conn.close()
 
     @staticmethod
-    async def _drain(conn: StreamConnection) -> None:
+    async def _linger(conn: StreamConnection) -> None:
+        """Nothing more is read; answers to the requests read before the
+        framing broke get ``LINGER`` seconds to go out, then it closes."""
+        await asyncio.sleep(LINGER)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(conn.writer.drain(), 1.0)
+            await asyncio.wait_for(conn.writer.drain(), LINGER)
 
     # -- sending ---------------------------------------------------------
 
