@@ -18,7 +18,7 @@ from waypost.protocols.sip.headers import Headers
 from waypost.protocols.sip.listener import start_sip_stack, via_host
 from waypost.protocols.sip.transport import Destination, response_destination, stamp_via
 from waypost.protocols.sip.uri import parse_uri
-from waypost.protocols.sip.wire import SipRequest, SipResponse, parse_message
+from waypost.protocols.sip.wire import SipRequest, SipResponse, parse_message, response_for
 from waypost.services.container import Services
 
 
@@ -185,3 +185,58 @@ def test_the_test_user_agent_speaks_to_the_in_process_stack() -> None:
             await stack.close()
 
     asyncio.run(main())
+
+
+def test_a_proxy_factory_given_to_start_sip_gets_what_the_core_does_not_answer(
+        tmp_path: Path) -> None:
+    """INVITE, a 2xx's ACK and a matching CANCEL reach the plugged-in proxy;
+    OPTIONS to the server and an unmatched CANCEL are the core's."""
+    seen: list[tuple[str, bool]] = []
+
+    class Proxy:
+        def __init__(self, services: Services, layer: object) -> None:
+            self.layer = layer
+
+        async def handle(self, request, transaction, source) -> None:  # type: ignore[no-untyped-def]
+            seen.append((request.method, transaction is not None))
+            if request.method == "CANCEL" and transaction is not None:
+                await transaction.respond(response_for(request, 200, "OK"))
+
+        async def on_stray_response(self, response, source) -> None:  # type: ignore[no-untyped-def]
+            return None
+
+    with sip_world(tmp_path / "data") as svc:
+        context = Context(svc, free_offset())
+
+        async def main() -> None:
+            stack, listeners = await start_sip_stack(context, Proxy)
+            port = context.port("SIPPort")
+
+            def talk() -> list[int]:
+                with SipUA(port) as phone:
+                    invite = phone.request("INVITE", "sip:bob@domain.dom")
+                    phone.send(invite)
+                    trying = phone.response(3)  # 100 Trying after 200 ms: nobody answered
+                    cancel = phone.request("CANCEL", "sip:bob@domain.dom",
+                                           branch=invite.top_via.branch,
+                                           cseq=invite.cseq.number)
+                    stray_cancel = phone.request("CANCEL", "sip:bob@domain.dom")
+                    options = phone.request("OPTIONS", "sip:domain.dom")
+                    ack = phone.request("ACK", "sip:bob@domain.dom", cseq=invite.cseq.number)
+                    phone.send(ack)
+                    return [trying.status, phone.ask(cancel).status,
+                            phone.ask(stray_cancel).status, phone.ask(options).status]
+
+            try:
+                assert await asyncio.to_thread(talk) == [100, 200, 481, 200]
+                for _ in range(100):
+                    if len(seen) >= 3:
+                        break
+                    await asyncio.sleep(0.01)
+                assert sorted(seen) == [("ACK", False), ("CANCEL", True), ("INVITE", True)]
+            finally:
+                for listener in listeners:
+                    await listener.close()
+            assert stack.layer.pending == 0
+
+        asyncio.run(main())
