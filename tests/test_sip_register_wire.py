@@ -175,3 +175,26 @@ def test_registrations_survive_a_restart(tmp_path) -> None:  # type: ignore[no-u
             assert [c.partition(">")[0] + ">" for c in query.headers.values("Contact")] == [contact]
     finally:
         srv.stop()
+
+
+def test_an_expired_nonce_gets_a_new_challenge_with_stale_true(server: WaypostServer) -> None:
+    import time
+
+    server.cli("settings", "set", "SIPNonceLifetime", "1")
+    try:
+        with ua(server) as phone:
+            headers = (("Contact", phone.contact("alice")),)
+            first = phone.request("REGISTER", "sip:domain.dom", to=f"sip:{ALICE}",
+                                  extra=headers)
+            challenge = phone.ask(first)
+            time.sleep(2.2)
+            late = phone.ask(phone.request("REGISTER", "sip:domain.dom", to=f"sip:{ALICE}",
+                                           extra=(*headers, ("Authorization", phone.authorization(
+                                               challenge, first, "alice", PASSWORD)))))
+            assert late.status == 401
+            offers = [challenge_params(v) for v in late.headers.fields("WWW-Authenticate")]
+            assert offers and all(o.get("stale") == "true" for o in offers)
+            assert {o["nonce"] for o in offers} != {
+                challenge_params(challenge.headers.fields("WWW-Authenticate")[0])["nonce"]}
+    finally:
+        server.cli("settings", "set", "SIPNonceLifetime", "default")
