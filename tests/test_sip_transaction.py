@@ -359,3 +359,27 @@ def test_cancel_finds_its_invite_and_the_tables_empty_when_all_ends() -> None:
             peer.transport.close()
 
     asyncio.run(main())
+
+
+def test_a_stream_closed_before_the_final_response_yields_503_at_once() -> None:
+    async def main() -> None:
+        stack = await loopback_stack(Recorder(), t1=1.0, t2=4.0, t4=5.0)  # Timer F: 64 s
+
+        async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.close()  # hangs up without an answer
+
+        server = await asyncio.start_server(peer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            txn = stack.layer.send_request(make_request("OPTIONS"),
+                                           Destination("tcp", "127.0.0.1", port))
+            start = time.monotonic()
+            assert [r.status for r in await asyncio.wait_for(collect(txn), 5)] == [503]
+            assert time.monotonic() - start < 3
+            assert await drained(stack.layer)
+        finally:
+            await stack.close()
+            server.close()
+
+    asyncio.run(main())

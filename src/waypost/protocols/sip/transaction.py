@@ -34,6 +34,9 @@ Choices where the RFC leaves one:
   request's top Via is already this server's (a proxy that chose its own
   branch for loop detection keeps it); either way the Via names the
   transport actually used and carries ``rport`` (RFC 3581 §3).
+* A client transaction whose TCP/TLS connection closes before its final
+  response ends at once with the synthesized 503 (§8.1.3.1), rather than
+  waiting for Timer B/F.
 * A request sent over UDP whose size exceeds 1300 bytes goes over TCP to
   the same address and port, its Via saying TCP (§18.1.1); a TCP failure
   then gives the synthesized 503 (the RFC's "MAY retry over UDP" is not
@@ -115,9 +118,11 @@ class Sender(Protocol):
 
     def ready(self, destination: Destination) -> bool: ...
 
-    def send_now(self, data: bytes, destination: Destination) -> None: ...
+    def send_now(self, data: bytes, destination: Destination) -> Any:
+        """Send; the stream used (with a ``watchers`` set), or None."""
+        ...
 
-    async def send(self, data: bytes, destination: Destination) -> None: ...
+    async def send(self, data: bytes, destination: Destination) -> Any: ...
 
 
 class TransactionUser(Protocol):
@@ -284,6 +289,7 @@ class ClientTransaction(_Base):
         self._ack: bytes | None = None
         self._reliable = destination.transport != "udp"
         self._finished = False
+        self._stream: Any = None
 
     def __repr__(self) -> str:
         return f"<ClientTransaction {self.request.method} {self.state} {self.key[0]}>"
@@ -302,7 +308,7 @@ class ClientTransaction(_Base):
 
     def start(self) -> None:
         t1 = self.layer.timers.t1
-        self.layer.post(self._data, self.destination, self._transport_error)
+        self.layer.post(self._data, self.destination, self._transport_error, self._watch)
         if not self._reliable:
             self._later(t1, self._retransmit, t1)  # Timer A or E
         self._later(64 * t1, self._timeout)  # Timer B or F
@@ -317,6 +323,21 @@ class ClientTransaction(_Base):
             else:
                 interval = t2 if self.state == "proceeding" else min(2 * interval, t2)
             self._later(interval, self._retransmit, interval)
+
+    def _watch(self, stream: Any) -> None:
+        """A stream that closes before the final response is a transport
+        error (§8.1.3.1: 503), not a wait for Timer B/F."""
+        watchers = getattr(stream, "watchers", None)
+        if watchers is None or self.terminated:
+            return
+        if getattr(stream, "closed", False):
+            self._connection_lost()
+            return
+        self._stream = stream
+        watchers.add(self._connection_lost)
+
+    def _connection_lost(self) -> None:
+        self._transport_error(TransportError("connection closed"))
 
     def _timeout(self) -> None:
         if self.state in ("calling", "trying") or (self.state == "proceeding"
@@ -373,6 +394,9 @@ class ClientTransaction(_Base):
             if not self._finished:
                 self._finished = True
                 self._queue.put_nowait(None)
+            if self._stream is not None:
+                self._stream.watchers.discard(self._connection_lost)
+                self._stream = None
             self.layer._forget_client(self)
 
 
@@ -424,25 +448,32 @@ class TransactionLayer:
     # -- sending -------------------------------------------------------------
 
     def post(self, data: bytes, destination: Destination,
-             on_error: Any = None) -> None:
+             on_error: Any = None, on_sent: Any = None) -> None:
         """Send now when no connection must be opened, else in a task;
-        ``on_error(TransportError)`` on failure."""
+        ``on_error(TransportError)`` on failure, ``on_sent(stream or None)``
+        after sending."""
         try:
             if self.sender.ready(destination):
-                self.sender.send_now(data, destination)
+                used = self.sender.send_now(data, destination)
+                if on_sent is not None:
+                    on_sent(used)
                 return
         except TransportError as exc:
             if on_error is not None:
                 on_error(exc)
             return
-        self.spawn(self._send(data, destination, on_error))
+        self.spawn(self._send(data, destination, on_error, on_sent))
 
-    async def _send(self, data: bytes, destination: Destination, on_error: Any) -> None:
+    async def _send(self, data: bytes, destination: Destination, on_error: Any,
+                    on_sent: Any) -> None:
         try:
-            await self.sender.send(data, destination)
+            used = await self.sender.send(data, destination)
         except TransportError as exc:
             if on_error is not None:
                 on_error(exc)
+            return
+        if on_sent is not None:
+            on_sent(used)
 
     def _stamp(self, request: SipRequest, transport: str) -> None:
         """Our Via on top, naming ``transport`` (see the module notes)."""

@@ -138,6 +138,8 @@ class StreamConnection:
         self.address: str = peer[0]
         self.port: int = peer[1]
         self.closed = False
+        self.watchers: set[Callable[[], None]] = set()
+        """Called once when the connection closes (client transactions on it)."""
 
     def __repr__(self) -> str:
         return f"<{self.transport} {self.address}:{self.port}>"
@@ -151,6 +153,12 @@ class StreamConnection:
         if not self.closed:
             self.closed = True
             self.writer.close()
+            watchers, self.watchers = self.watchers, set()
+            for watcher in watchers:
+                try:
+                    watcher()
+                except Exception:
+                    log.exception("SIP: a connection watcher failed")
 
 
 class _Datagrams(asyncio.DatagramProtocol):
@@ -281,9 +289,9 @@ class Transports:
 
     # -- sending ---------------------------------------------------------
 
-    def send_now(self, data: bytes, destination: Destination) -> None:
+    def send_now(self, data: bytes, destination: Destination) -> StreamConnection | None:
         """Send without waiting: over UDP, or on the stream the destination
-        names. TransportError when that is impossible."""
+        names (returned). TransportError when that is impossible."""
         if destination.transport == "udp":
             if self.udp is None or self.udp.is_closing():
                 raise TransportError("no UDP socket")
@@ -293,13 +301,14 @@ class Transports:
                 self.udp.sendto(data, (destination.address, destination.port))
             except OSError as exc:
                 raise TransportError(str(exc)) from exc
-            return
+            return None
         conn = destination.connection
         if not isinstance(conn, StreamConnection) or conn.closed:
             conn = self._open_stream(destination)
             if conn is None:
                 raise TransportError("no connection")
         conn.send(data)
+        return conn
 
     def ready(self, destination: Destination) -> bool:
         """Whether :meth:`send_now` can send to ``destination`` (no connect needed)."""
@@ -318,15 +327,15 @@ class Transports:
                 return conn
         return None
 
-    async def send(self, data: bytes, destination: Destination) -> None:
-        """Send, opening (or reusing) a stream when needed."""
+    async def send(self, data: bytes, destination: Destination) -> StreamConnection | None:
+        """Send, opening (or reusing) a stream when needed; the stream used."""
         if destination.transport == "udp":
-            self.send_now(data, destination)
-            return
+            return self.send_now(data, destination)
         conn = destination.connection
         if not isinstance(conn, StreamConnection) or conn.closed:
             conn = self._open_stream(destination) or await self._connect(destination)
         conn.send(data)
+        return conn
 
     async def _connect(self, destination: Destination) -> StreamConnection:
         key = (destination.transport, destination.address, destination.port)
