@@ -49,6 +49,7 @@ def components() -> tuple[list[Starter], list[ListenerFactory]]:
     from waypost.protocols.http.listener import start_webuser
     from waypost.protocols.imap.listener import start_imap
     from waypost.protocols.pop3.listener import start_pop3
+    from waypost.protocols.sip.listener import start_sip
     from waypost.protocols.smtp.client import ClientTransport
     from waypost.protocols.smtp.listener import start_smtp
     from waypost.services.delivery.relay import Relay
@@ -56,7 +57,7 @@ def components() -> tuple[list[Starter], list[ListenerFactory]]:
 
     relay = Relay(ClientTransport())
     return [functools.partial(start_delivery, relay=relay)], [start_smtp, start_pop3, start_imap,
-                                                           start_webuser]
+                                                           start_webuser, start_sip]
 
 
 @dataclass

@@ -322,6 +322,28 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SIPMaxBreadth", "60", "most parallel branches one proxied SIP request may fork "
             "into, and the Max-Breadth of requests without one (RFC 5393; none left: 440)",
             _as(_limit_count)),
+    # SIP transports and transactions (siptx: protocols/sip/transport.py, transaction.py)
+    Setting("SIPTLSPort", "5061", "SIP over TLS listener (the server certificate)",
+            _as(parse_port)),
+    Setting("SIPHost", "", "host or address this server writes in its SIP Via and "
+            "Record-Route; empty = the listen address, or the Main Domain when listening on "
+            "every address", _as(str)),
+    Setting("SIPIdleTimeout", "300", "seconds a SIP TCP/TLS connection may stay idle before "
+            "it is closed", _as(_limit_count)),
+    Setting("SIPTimerT1", "500", "SIP timer T1 in milliseconds (RFC 3261 §17: the round-trip "
+            "estimate; retransmissions start at T1, transactions time out after 64*T1)",
+            _as(_limit_count)),
+    Setting("SIPTimerT2", "4000", "SIP timer T2 in milliseconds (longest retransmit interval "
+            "of non-INVITE requests and INVITE responses)", _as(_limit_count)),
+    Setting("SIPTimerT4", "5000", "SIP timer T4 in milliseconds (longest time a message "
+            "stays in the network)", _as(_limit_count)),
+    Setting("SIPMaxTransactions", "10000", "SIP server transactions open at once in all "
+            "(more: 503 with Retry-After)", _as(_limit_count)),
+    Setting("SIPMaxTransactionsPerAddress", "500", "SIP server transactions from one "
+            "client address not yet answered (more: 503 with Retry-After)",
+            _as(_limit_count)),
+    Setting("SIPTLSVerify", "YES", "check the certificate chain of SIP peers reached over TLS",
+            _as(parse_bool)),
 )
 
 BY_NAME: dict[str, Setting] = {s.name.lower(): s for s in SETTINGS}
