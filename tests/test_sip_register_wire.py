@@ -3,7 +3,7 @@ serve`` over UDP, TCP and TLS: the digest challenge (realm = domain,
 SHA-256 then MD5), bindings in the 200, retransmissions absorbed, nonce
 counts never reused, registrations kept across a restart and listed by
 ``waypost sip registrations``; and what the core answers itself (OPTIONS,
-483, 481, the default proxy's 501)."""
+483, 481; the rest is the proxy's: 480 for a user without a phone)."""
 
 from __future__ import annotations
 
@@ -153,10 +153,11 @@ def test_what_the_core_refuses_before_the_proxy(server: WaypostServer) -> None:
     with ua(server) as phone:
         assert phone.ask(phone.request("INVITE", f"sip:{ALICE}", max_forwards=0)).status == 483
         assert phone.ask(phone.request("CANCEL", f"sip:{ALICE}")).status == 481
+        # what the core does not answer goes to the proxy: alice has no phone now
         invite = phone.ask(phone.request("INVITE", f"sip:{ALICE}"))
-        assert invite.status == 501  # the default proxy, until one is plugged in
+        assert invite.status == 480
         options = phone.ask(phone.request("OPTIONS", f"sip:{ALICE}"))
-        assert options.status == 501  # a user's OPTIONS is the proxy's to forward
+        assert options.status == 480  # a user's OPTIONS is the proxy's to forward
 
 
 def test_registrations_survive_a_restart(tmp_path) -> None:  # type: ignore[no-untyped-def]

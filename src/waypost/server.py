@@ -45,19 +45,22 @@ def components() -> tuple[list[Starter], list[ListenerFactory]]:
     """Background services first (the queue and its delivery), then the
     protocol listeners that feed them. Imported here so that the CLI does
     not load every protocol. The relay sends through the protocols' SMTP
-    client, handed to it here (smtp.md §2.1)."""
+    client, handed to it here (smtp.md §2.1); the SIP core forwards what it
+    does not answer itself through the stateful proxy (sip.md §1)."""
     from waypost.protocols.http.listener import start_webuser
     from waypost.protocols.imap.listener import start_imap
     from waypost.protocols.pop3.listener import start_pop3
     from waypost.protocols.sip.listener import start_sip
+    from waypost.protocols.sip.proxy import stateful_proxy
     from waypost.protocols.smtp.client import ClientTransport
     from waypost.protocols.smtp.listener import start_smtp
     from waypost.services.delivery.relay import Relay
     from waypost.services.delivery.runner import start_delivery
 
     relay = Relay(ClientTransport())
+    sip = functools.partial(start_sip, proxy=stateful_proxy)
     return [functools.partial(start_delivery, relay=relay)], [start_smtp, start_pop3, start_imap,
-                                                           start_webuser, start_sip]
+                                                           start_webuser, sip]
 
 
 @dataclass
