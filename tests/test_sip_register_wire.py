@@ -7,6 +7,7 @@ counts never reused, registrations kept across a restart and listed by
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 
 import pytest
@@ -199,3 +200,38 @@ def test_an_expired_nonce_gets_a_new_challenge_with_stale_true(server: WaypostSe
                 challenge_params(challenge.headers.fields("WWW-Authenticate")[0])["nonce"]}
     finally:
         server.cli("settings", "set", "SIPNonceLifetime", "default")
+
+
+def test_sip_digest_algorithms_setting_orders_and_limits_the_challenge(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``SIPDigestAlgorithms``: sipp and many phones read only the first
+    challenge and know only MD5; with ``MD5`` alone nothing else is offered
+    and a SHA-256 answer is challenged again instead of accepted."""
+    srv = make_server(tmp_path / "var")
+    srv.cli("settings", "set", "SIPDigestAlgorithms", "md5")
+    assert "MD5" in srv.cli("settings", "show", "SIPDigestAlgorithms").stdout
+    assert srv.cli("settings", "set", "SIPDigestAlgorithms", "SHA-1", check=False).returncode
+    srv.start()
+    try:
+        with ua(srv) as phone:
+            answer = phone.ask(phone.request("REGISTER", "sip:domain.dom", to=f"sip:{ALICE}",
+                                             extra=(("Contact", phone.contact("alice")),)))
+            offers = [challenge_params(v) for v in answer.headers.fields("WWW-Authenticate")]
+            assert [o["algorithm"] for o in offers] == ["MD5"]
+            # a right SHA-256 answer to the MD5 nonce: not accepted, challenged again
+            first = phone.request("REGISTER", "sip:domain.dom", to=f"sip:{ALICE}",
+                                  extra=(("Contact", phone.contact("alice")),))
+            challenge = phone.ask(first)
+            forged = copy.deepcopy(challenge)
+            forged.headers.remove("WWW-Authenticate")
+            for value in challenge.headers.fields("WWW-Authenticate"):
+                forged.headers.add("WWW-Authenticate", value.replace("MD5", "SHA-256"))
+            auth = phone.authorization(forged, first, "alice", PASSWORD, algorithm="SHA-256")
+            second = phone.request("REGISTER", "sip:domain.dom", to=f"sip:{ALICE}", extra=(
+                ("Contact", phone.contact("alice")), ("Authorization", auth)))
+            again = phone.ask(second)
+            assert again.status == 401
+            assert [challenge_params(v)["algorithm"]
+                    for v in again.headers.fields("WWW-Authenticate")] == ["MD5"]
+            assert phone.register(ALICE, PASSWORD, algorithm="MD5").status == 200
+    finally:
+        srv.stop()

@@ -153,6 +153,18 @@ def _check_header_name(value: str) -> str:
     return value
 
 
+SIP_DIGEST_ALGORITHMS = ("SHA-256", "MD5")
+"""What ``services/signals/digest.py`` can check (RFC 8760, RFC 7616)."""
+
+
+def _check_digest_algorithms(value: str) -> str:
+    names = [name.upper() for name in split_list(value)]
+    if not names or len(set(names)) != len(names) or set(names) - set(SIP_DIGEST_ALGORITHMS):
+        raise SettingError("expected one or more of " + ", ".join(SIP_DIGEST_ALGORITHMS)
+                           + ", each once, in the order a challenge offers them")
+    return ", ".join(names)
+
+
 def _limit_size(value: str) -> int:
     """A size that must be bounded and above 0 (a protocol limit)."""
     size = parse_size(value)
@@ -306,6 +318,10 @@ SETTINGS: tuple[Setting, ...] = (
             "shortened)", _as(parse_int)),
     Setting("SIPMaxRegistrations", "10", "SIP contacts one account may have registered at "
             "once (more: 403)", _as(parse_int)),
+    Setting("SIPDigestAlgorithms", "SHA-256, MD5", "digest algorithms a SIP 401/407 offers, "
+            "in this order, and the only ones accepted (RFC 8760 §2.4: strongest first; a "
+            "phone that reads only the first challenge and knows only MD5, like sipp, needs "
+            "MD5 first)", _check_digest_algorithms),
     # SIP routing and next hop (siproute: services/signals/routing.py, nexthop.py)
     Setting("SIPDefaultRemotePort", "5060", "port for SIP A/AAAA targets over UDP or TCP "
             "without an explicit port or SRV record", _as(parse_port)),

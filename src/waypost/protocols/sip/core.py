@@ -178,7 +178,7 @@ class Core:
             await transaction.respond(response_for(request, 400, "Bad Request"))
             return
         if credentials is None:
-            await transaction.respond(self._challenge(request, realm))
+            await transaction.respond(self._challenge(request, realm, settings))
             return
         result = await digest.verify(
             self.services, shared_guard(), shared_nonces(), settings,
@@ -189,7 +189,7 @@ class Core:
             return
         if result.verdict is not digest.Verdict.OK or result.account is None:
             stale = result.verdict is digest.Verdict.STALE
-            await transaction.respond(self._challenge(request, realm, stale=stale))
+            await transaction.respond(self._challenge(request, realm, settings, stale=stale))
             return
         try:
             contacts = tuple(_contact(c) for c in _contacts(request))
@@ -212,11 +212,12 @@ class Core:
             answer.headers.add("Date", email.utils.formatdate(usegmt=True))
         await transaction.respond(answer)
 
-    def _challenge(self, request: SipRequest, realm: str, *, stale: bool = False
-                   ) -> SipResponse:
+    def _challenge(self, request: SipRequest, realm: str, settings: ServerSettings, *,
+                   stale: bool = False) -> SipResponse:
         answer = response_for(request, 401, "Unauthorized")
         nonce = shared_nonces().issue(realm)
-        for value in digest.challenges(realm, nonce, stale=stale):
+        for value in digest.challenges(realm, nonce, stale=stale,
+                                       algorithms=digest.offered(settings)):
             answer.headers.add("WWW-Authenticate", value)
         return answer
 

@@ -145,6 +145,7 @@ class ProxyTiming:
     next_hop_timeout: float = 10.0
     max_breadth: int = 60
     refresh: float = 5.0
+    digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
 
     @classmethod
     def from_settings(cls, settings: ServerSettings) -> ProxyTiming:
@@ -152,6 +153,7 @@ class ProxyTiming:
             timer_c=max(float(settings.number("SIPTimerC")), TIMER_C_FLOOR),
             cancel_wait=float(settings.number("SIPCancelWait")),
             next_hop_timeout=float(settings.number("SIPDNSTimeout")) + 1.0,
+            digest_algorithms=digest.offered(settings),
             max_breadth=settings.number("SIPMaxBreadth"),
         )
 
@@ -464,7 +466,8 @@ class StatefulProxy:
         response = response_for(request, decision.status, decision.reason)
         if decision.status == 407 and decision.realm:
             nonce = shared_nonces().issue(decision.realm)
-            for value in digest.challenges(decision.realm, nonce, stale=stale):
+            for value in digest.challenges(decision.realm, nonce, stale=stale,
+                                           algorithms=self.timing.digest_algorithms):
                 response.headers.add("Proxy-Authenticate", value)
         return response
 

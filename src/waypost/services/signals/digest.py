@@ -46,6 +46,7 @@ import hashlib
 import hmac
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -206,12 +207,20 @@ def response_for(algorithm: str, username: str, realm: str, password: str, metho
     return h(f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")
 
 
-def challenges(realm: str, nonce: str, *, stale: bool = False) -> list[str]:
+def offered(settings: ServerSettings) -> tuple[str, ...]:
+    """The algorithms the ``SIPDigestAlgorithms`` setting offers, in its order."""
+    return tuple(name.upper() for name in settings.items("SIPDigestAlgorithms")
+                 if name.upper() in ALGORITHMS) or tuple(ALGORITHMS)
+
+
+def challenges(realm: str, nonce: str, *, stale: bool = False,
+               algorithms: Sequence[str] = tuple(ALGORITHMS)) -> list[str]:
     """The ``WWW-Authenticate`` (or ``Proxy-Authenticate``) values of a 401
-    (407), one per algorithm, SHA-256 first (RFC 8760 §2.4)."""
+    (407), one per algorithm in ``algorithms`` order (:func:`offered`;
+    by default SHA-256 first, RFC 8760 §2.4)."""
     tail = ", stale=true" if stale else ""
     return [f"Digest realm={quote(realm)}, nonce={quote(nonce)}, algorithm={algorithm},"
-            f' qop="auth"{tail}' for algorithm in ALGORITHMS]
+            f' qop="auth"{tail}' for algorithm in algorithms]
 
 
 # -- verification -----------------------------------------------------------
@@ -314,6 +323,10 @@ async def verify(services: Services, guard: LoginGuard, nonces: NonceBook,
                  settings: ServerSettings, request: DigestRequest) -> DigestResult:
     """Check one Authorization answer; every password check is under the guard."""
     early = _precheck(request)
+    if early is None and request.credentials.algorithm.upper() not in offered(settings):
+        # challenged again (401/407) with the algorithms that are offered
+        early = DigestResult(Verdict.REFUSED, why="an algorithm SIPDigestAlgorithms does "
+                             "not offer")
     if early is not None:
         log.info("SIP digest from %s refused: %s", request.ip, early.why)
         return early
