@@ -1,0 +1,119 @@
+"""The sipp runner (``tests/support/sipp.py``) against sipp itself: a UAC
+talking straight to a UAS on loopback, so what the runner reports can be
+checked against what both ends saw, before any test relies on it to judge
+Waypost."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from tests.support.sipp import Sipp, free_port, port_is_free, require_sipp, write_users
+
+pytestmark = pytest.mark.peer
+
+
+@pytest.fixture(autouse=True)
+def _sipp() -> None:
+    require_sipp()
+
+
+def test_twenty_calls_uac_to_uas_are_counted_successful_at_both_ends(tmp_path: Path) -> None:
+    with Sipp(tmp_path, "call_uas.xml", timeout=30) as uas:
+        result = Sipp(tmp_path, "call_uac.xml", remote=uas.address, calls=20, rate=200,
+                      limit=10, timeout=20).run()
+        assert result.ok, result.report()
+        assert (result.successful, result.failed, result.created) == (20, 0, 20)
+        assert result.elapsed > 0 and result.calls_per_second > 0
+        assert result.stats["SuccessfulCall(C)"] == "20"
+    answered = uas.result
+    assert answered is not None
+    assert answered.successful == 20 and answered.failed == 0, answered.report()
+
+
+def test_a_scenario_that_gets_the_wrong_answer_reports_every_call_failed(tmp_path: Path) -> None:
+    # call_uac_auth.xml demands a 407 first; a plain UAS answers 180/200.
+    with Sipp(tmp_path, "call_uas.xml") as uas:
+        result = Sipp(tmp_path, "call_uac_auth.xml", remote=uas.address, calls=5, rate=100,
+                      timeout=10).run()
+    assert not result.ok
+    assert result.returncode == 1
+    assert (result.successful, result.failed) == (0, 5), result.report()
+    assert "200" in result.errors or "unexpected" in result.errors.lower()
+
+
+def test_calls_never_answered_end_failed_at_the_timeout_bound(tmp_path: Path) -> None:
+    # ring_cancel_uas.xml rings forever unless CANCELled: no final response.
+    with Sipp(tmp_path, "ring_cancel_uas.xml") as uas:
+        started = time.monotonic()
+        result = Sipp(tmp_path, "call_uac.xml", remote=uas.address, calls=2, rate=100,
+                      timeout=2).run()
+        took = time.monotonic() - started
+    assert not result.ok and result.successful == 0, result.report()
+    assert took < 15
+
+
+def test_a_ringing_call_cancelled_by_the_caller_ends_with_487(tmp_path: Path) -> None:
+    with Sipp(tmp_path, "ring_cancel_uas.xml") as uas:
+        result = Sipp(tmp_path, "cancel_uac.xml", remote=uas.address, calls=5, rate=100,
+                      timeout=10).run()
+        assert result.ok, result.report()
+        assert result.successful == 5
+    assert uas.result is not None and uas.result.successful == 5, uas.result
+
+
+def test_message_is_delivered_and_answered_200(tmp_path: Path) -> None:
+    with Sipp(tmp_path, "message_uas.xml") as uas:
+        result = Sipp(tmp_path, "message_uac.xml", remote=uas.address, calls=3, rate=100,
+                      timeout=10).run()
+        assert result.ok, result.report()
+    assert uas.result is not None and uas.result.successful == 3, uas.result
+
+
+def test_calls_over_tcp(tmp_path: Path) -> None:
+    with Sipp(tmp_path, "call_uas.xml", transport="t1") as uas:
+        result = Sipp(tmp_path, "call_uac.xml", remote=uas.address, transport="t1", calls=5,
+                      rate=100, timeout=10).run()
+        assert result.ok, result.report()
+        assert result.successful == 5
+
+
+def test_injection_file_and_keys_reach_the_messages(tmp_path: Path) -> None:
+    """Each REGISTER of register_users.xml names the next -inf user and the
+    -key domain: a plain UDP socket plays the registrar and reads them."""
+    users = write_users(tmp_path / "users.csv", [("u1", "p1"), ("u2", "p2")])
+    registrar = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    registrar.bind(("127.0.0.1", free_port()))
+    registrar.settimeout(5)
+    port = registrar.getsockname()[1]
+    uac = Sipp(tmp_path, "register_users.xml", remote=f"127.0.0.1:{port}", calls=2, rate=100,
+               inf=users, keys={"domain": "example.test"}, limit=1, timeout=10)
+    seen = []
+    with registrar:
+        uac.start()
+        try:
+            for _ in range(2):
+                data, peer = registrar.recvfrom(65535)
+                text = data.decode()
+                seen.append(text.split("\r\n")[2])  # the From line
+                head = text.split("\r\n\r\n")[0].split("\r\n")
+                keep = [h for h in head[1:]
+                        if h.split(":")[0] in ("Via", "From", "To", "Call-ID", "CSeq")]
+                reply = "SIP/2.0 200 OK\r\n" + "".join(
+                    h + (";tag=r" if h.startswith("To") else "") + "\r\n" for h in keep)
+                registrar.sendto((reply + "Content-Length: 0\r\n\r\n").encode(), peer)
+        finally:
+            result = uac.wait(timeout=20)
+    assert [line.split(";")[0] for line in seen] == [
+        "From: <sip:u1@example.test>", "From: <sip:u2@example.test>"]
+    assert result.ok, result.report()
+
+
+def test_free_ports_are_free_for_udp_and_tcp() -> None:
+    port = free_port()
+    assert port_is_free(port)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", port))
+        assert not port_is_free(port)
