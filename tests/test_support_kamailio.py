@@ -54,11 +54,25 @@ def test_a_call_reaches_the_contact_its_callee_registered_with_digest(
         registered = _register(tmp_path, kam, "bob", USERS["bob"], port=bob_port).run()
         assert registered.ok, registered.report() + kam.log()[-2000:]
         with Sipp(tmp_path, "call_uas.xml", port=bob_port) as bob:
-            call = Sipp(tmp_path, "call_uac_auth.xml", remote=kam.address, service="bob",
-                        auth_user="alice", auth_password=USERS["alice"], calls=5, rate=20,
-                        timeout=20).run()
+            call = Sipp(tmp_path, "call_uac.xml", remote=kam.address, service="bob",
+                        keys={"domain": kam.domain}, calls=5, rate=20, timeout=20).run()
             assert call.ok, call.report() + kam.log()[-2000:]
         assert bob.result is not None and bob.result.successful == 5, bob.result
+
+
+def test_a_local_user_calling_out_is_challenged_then_relayed(tmp_path: Path) -> None:
+    with Sipp(tmp_path, "call_uas.xml") as remote, \
+            KamailioInstance(tmp_path, users=USERS, auth=True, forward=remote.address) as kam:
+        keys = {"domain": "remote.test", "caller": f"alice@{kam.domain}"}
+        call = Sipp(tmp_path, "call_uac_auth.xml", remote=kam.address, service="carol",
+                    auth_user="alice", auth_password=USERS["alice"], keys=keys, calls=5,
+                    rate=20, timeout=20).run()
+        assert call.ok, call.report() + kam.log()[-2000:]
+        wrong = Sipp(tmp_path, "call_uac_auth.xml", remote=kam.address, service="carol",
+                     auth_user="alice", auth_password="not-alices", keys=keys, calls=1,
+                     timeout=10).run()
+        assert not wrong.ok and wrong.failed == 1, wrong.report()
+    assert remote.result is not None and remote.result.successful == 5, remote.result
 
 
 def test_a_register_with_a_wrong_password_fails(tmp_path: Path) -> None:
@@ -67,13 +81,12 @@ def test_a_register_with_a_wrong_password_fails(tmp_path: Path) -> None:
     assert not result.ok and result.successful == 0, result.report()
 
 
-def test_a_call_to_a_user_with_no_registration_fails(tmp_path: Path) -> None:
+def test_a_call_to_a_user_with_no_registration_fails_with_404(tmp_path: Path) -> None:
     with KamailioInstance(tmp_path, users=USERS, auth=True) as kam:
-        result = Sipp(tmp_path, "call_uac_auth.xml", remote=kam.address, service="carol",
-                      auth_user="alice", auth_password=USERS["alice"], calls=1,
-                      timeout=10).run()
+        result = Sipp(tmp_path, "call_uac.xml", remote=kam.address, service="carol",
+                      keys={"domain": kam.domain}, calls=1, timeout=10).run()
     assert not result.ok and result.failed == 1, result.report()
-    assert "404" in result.errors
+    assert "404 Not Found" in result.errors
 
 
 def test_message_to_a_registered_user_is_delivered(tmp_path: Path) -> None:
@@ -82,8 +95,8 @@ def test_message_to_a_registered_user_is_delivered(tmp_path: Path) -> None:
         assert _register(tmp_path, kam, "bob", USERS["bob"], port=bob_port).run().ok
         with Sipp(tmp_path, "message_uas.xml", port=bob_port) as bob:
             sent = Sipp(tmp_path, "message_uac.xml", remote=kam.address, service="bob",
-                        auth_user="alice", auth_password=USERS["alice"], calls=3, rate=20,
-                        timeout=20).run()
+                        keys={"domain": kam.domain, "caller": f"alice@{kam.domain}"},
+                        calls=3, rate=20, timeout=20).run()
             assert sent.ok, sent.report() + kam.log()[-2000:]
         assert bob.result is not None and bob.result.successful == 3, bob.result
 

@@ -21,9 +21,13 @@ What the configuration does (``CONFIG``), in the order of a request:
 * REGISTER is saved in ``usrloc`` held in memory only (``db_mode`` 0: no
   database); with ``auth`` it must carry digest credentials first (401,
   ``qop=auth``, MD5);
-* with ``auth``, INVITE and MESSAGE must carry proxy credentials (407)
-  before they are routed; the realm is the To domain (REGISTER) or the From
-  domain (others), as Waypost's realm is the account's domain;
+* with ``auth``, an INVITE or MESSAGE from a user of this server (the From
+  URI names it: ``domain`` or this address and port) to anywhere else (the
+  Request-URI does not name it) must carry proxy credentials (407) before
+  it is relayed: Waypost's rule (``services/signals/routing.py``: local
+  users are challenged before they call out; calls in are not). The realm
+  is the To domain (REGISTER) or the From domain, as Waypost's realm is the
+  account's domain;
 * INVITE is record-routed; the Request-URI user is looked up in the
   location table (``registrar``); a user with no registration goes to
   ``forward`` (``host:port``) when one is set, else 404;
@@ -171,7 +175,7 @@ REGISTER_AUTH = """\
         consume_credentials();
 """
 CALL_AUTH = """\
-    if (is_method("INVITE|MESSAGE")) {
+    if (is_method("INVITE|MESSAGE") && from_uri == myself && uri != myself) {
         if (!is_present_hf("Proxy-Authorization")) {
             proxy_challenge("$fd", "1");
             exit;
@@ -214,7 +218,7 @@ class KamailioInstance:
     """One private Kamailio proxy and registrar on ``127.0.0.1:port``.
 
     ``users``: user name -> plain password (digest credentials); ``auth``:
-    challenge REGISTER (401) and INVITE/MESSAGE (407); ``forward``:
+    challenge REGISTER (401) and INVITE/MESSAGE calling out (407); ``forward``:
     ``host:port`` where requests for users with no registration go (e.g. a
     sipp UAS); ``domain``: the SIP domain (an alias of the server, and the
     realm); ``children``: UDP and TCP worker processes; ``debug``: log level

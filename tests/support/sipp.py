@@ -17,10 +17,14 @@ file of ``tests/sipp/`` (by name, or any path: ``-sf``). The files there:
   ``cancel_uac.xml``: cancels its own INVITE after the 180;
 * ``register.xml``: REGISTER of ``[service]@[domain]`` with digest
   (``-au``/``-ap``); ``register_users.xml``: one REGISTER per user of an
-  ``-inf`` file (:func:`write_users`); both need ``keys={"domain": D}``
-  (``expires`` defaults to 3600);
+  ``-inf`` file (:func:`write_users`);
 * ``message_uac.xml`` / ``message_uas.xml``: MESSAGE (RFC 3428) and its 200;
 * ``options_uac.xml``: OPTIONS to the server itself.
+
+Requests go to ``sip:[service]@[domain]`` from ``sip:[caller]``; the
+``-key`` values ``domain`` (default ``127.0.0.1``), ``caller`` (default
+``sipp@127.0.0.1``) and ``expires`` (REGISTER, default 3600) can be given
+in ``keys``. sipp always sends to ``remote``, whatever the Request-URI.
 
 Choices: the local port is free for both UDP and TCP (a UDP peer needs the
 UDP port; sipp binds both for ``t1``); every file (statistics CSV, error
@@ -55,7 +59,7 @@ SCENARIOS = Path(__file__).resolve().parent.parent / "sipp"
 PACKAGE = "sip-tester"
 BUILTIN = ("uac", "uas", "regexp", "branchc", "branchs", "3pcc-A", "3pcc-B", "3pcc-C-A",
            "3pcc-C-B", "uac_pcap")
-DEFAULT_KEYS = {"expires": "3600"}
+DEFAULT_KEYS = {"domain": "127.0.0.1", "caller": "sipp@127.0.0.1", "expires": "3600"}
 _names = itertools.count(1)
 
 
