@@ -25,7 +25,7 @@ def _peers() -> None:
 def _register(tmp: Path, kam: KamailioInstance, user: str, password: str,
               port: int | None = None) -> Sipp:
     return Sipp(tmp, "register.xml", remote=kam.address, port=port, service=user,
-                auth_user=user, auth_password=password, calls=1,
+                auth_user=user, auth_password=password, auth_uri=kam.domain, calls=1,
                 keys={"domain": kam.domain}, timeout=10)
 
 
@@ -66,6 +66,7 @@ def test_a_local_user_calling_out_is_challenged_then_relayed(tmp_path: Path) -> 
         keys = {"domain": "remote.test", "caller": f"alice@{kam.domain}"}
         call = Sipp(tmp_path, "call_uac_auth.xml", remote=kam.address, service="carol",
                     auth_user="alice", auth_password=USERS["alice"], keys=keys, calls=5,
+                    auth_uri="carol@remote.test",
                     rate=20, timeout=20).run()
         assert call.ok, call.report() + kam.log()[-2000:]
         wrong = Sipp(tmp_path, "call_uac_auth.xml", remote=kam.address, service="carol",

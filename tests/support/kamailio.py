@@ -223,7 +223,7 @@ class KamailioInstance:
     sipp UAS); ``domain``: the SIP domain (an alias of the server, and the
     realm); ``children``: UDP and TCP worker processes; ``debug``: log level
     (stderr, in ``kamailio.log``); ``shm_mb``/``pkg_mb``: shared and
-    per-process memory pools.
+    per-process memory pools (``pkg_mb`` grows with ``users`` by default).
     """
 
     __test__ = False
@@ -240,7 +240,7 @@ class KamailioInstance:
         children: int = 4,
         debug: int = 1,
         shm_mb: int = 256,
-        pkg_mb: int = 16,
+        pkg_mb: int | None = None,
         keep: bool = False,
     ) -> None:
         self.port = port or free_port()
@@ -251,7 +251,8 @@ class KamailioInstance:
         self.children = children
         self.debug = debug
         self.shm_mb = shm_mb
-        self.pkg_mb = pkg_mb
+        # the config parser keeps each htable line in private memory (~3.5 kB)
+        self.pkg_mb = pkg_mb or 16 + 4 * len(self.users) // 1000
         self.keep = keep
         self.root = Path(tmp) / f"kamailio-{self.port}"
         self.config = self.root / "kamailio.cfg"

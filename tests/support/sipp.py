@@ -101,8 +101,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def write_users(path: Path, users: Iterable[tuple[str, str]], order: str = "SEQUENTIAL") -> Path:
-    """An ``-inf`` file of ``user;password`` lines (``[field0]``, ``[field1]``)."""
-    lines = [order] + [f"{user};{password}" for user, password in users]
+    """An ``-inf`` file of ``user;password;[authentication ...]`` lines:
+    ``[field0]`` the user, ``[field1]`` the password, ``[field2]`` the
+    credentials keyword (sipp expands keywords in an injected field, but not
+    ``[fieldN]`` inside ``[authentication ...]``)."""
+    lines = [order] + [f"{user};{password};[authentication username={user} password={password}]"
+                       for user, password in users]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -192,7 +196,11 @@ class Sipp:
     after that many calls; ``rate`` (``-r``, calls per second); ``limit``
     (``-l``, simultaneous calls); ``inf``: an ``-inf`` CSV file;
     ``service`` (``-s``): the user part of the Request-URI; ``auth_user``/
-    ``auth_password`` (``-au``/``-ap``); ``keys``: ``-key`` values
+    ``auth_password`` (``-au``/``-ap``); ``auth_uri`` (``-auth_uri``): the
+    digest ``uri`` without ``sip:`` -- sipp puts ``sip:REMOTE_IP:PORT``
+    there otherwise, which a server that checks it against the
+    Request-URI (RFC 7616 §3.4.6; Waypost does) refuses, so pass the
+    Request-URI's ``user@domain`` (``domain`` for REGISTER); ``keys``: ``-key`` values
     (``[name]`` in a scenario); ``timeout``: sipp's global bound in
     seconds; ``extra``: more sipp arguments.
     """
@@ -214,6 +222,7 @@ class Sipp:
         service: str | None = None,
         auth_user: str | None = None,
         auth_password: str | None = None,
+        auth_uri: str | None = None,
         keys: Mapping[str, str] | None = None,
         timeout: float = 30,
         extra: Sequence[str] = (),
@@ -233,6 +242,7 @@ class Sipp:
         self.service = service
         self.auth_user = auth_user
         self.auth_password = auth_password
+        self.auth_uri = auth_uri
         self.keys = {**DEFAULT_KEYS, **(keys or {})}
         self.timeout = timeout
         self.extra = tuple(extra)
@@ -288,6 +298,8 @@ class Sipp:
             cmd += ["-au", self.auth_user]
         if self.auth_password is not None:
             cmd += ["-ap", self.auth_password]
+        if self.auth_uri is not None:
+            cmd += ["-auth_uri", self.auth_uri]
         for key, value in self.keys.items():
             cmd += ["-key", key, value]
         cmd += list(self.extra)
