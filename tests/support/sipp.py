@@ -46,6 +46,7 @@ import contextlib
 import csv
 import itertools
 import os
+import re
 import shutil
 import signal
 import socket
@@ -143,10 +144,25 @@ class SippResult:
         """Successful calls per second over sipp's elapsed time."""
         return self.successful / self.elapsed if self.elapsed > 0 else 0.0
 
+    def why(self) -> str:
+        """Why the calls failed, in a few words: the first unexpected status
+        sipp met, a digest challenge it cannot answer, a timeout, or its
+        exit status."""
+        found = re.search(r"received 'SIP/2\.0 (\d{3}[^\r\n']*)", self.errors)
+        if found:
+            return f"unexpected {found.group(1).strip()}"
+        if "must use MD5" in self.errors:
+            # sipp 3.6 answers the first challenge only, and only MD5 (or AKA)
+            return ("sipp answers only MD5 digest challenges, and the first one offered "
+                    "was another algorithm (SHA-256?)")
+        if self.timed_out or "timed out" in self.errors or "timeout" in self.errors.lower():
+            return "timed out (no answer)"
+        return f"sipp exit {self.returncode}"
+
     def report(self) -> str:
         """A few lines for an assertion message."""
         return (f"sipp exit {self.returncode}{' (killed: timeout)' if self.timed_out else ''}: "
-                f"{self.successful} successful, {self.failed} failed of {self.created} "
+                f"{self.why() if not self.ok else 'ok'}; {self.successful} successful, {self.failed} failed of {self.created} "
                 f"in {self.elapsed:.2f}s\n{self.errors[-3000:]}\n{self.output[-2000:]}")
 
 
