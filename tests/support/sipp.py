@@ -26,6 +26,13 @@ Requests go to ``sip:[service]@[domain]`` from ``sip:[caller]``; the
 ``sipp@127.0.0.1``) and ``expires`` (REGISTER, default 3600) can be given
 in ``keys``. sipp always sends to ``remote``, whatever the Request-URI.
 
+Digest: sipp answers 401/407 with ``[authentication]``, but (version 3.6,
+Debian's) only the *first* challenge of a response and only MD5 (or
+AKAv1-MD5): a server that offers SHA-256 first (RFC 8760 §2.4) makes every
+such call fail, which :meth:`SippResult.why` names. sipp puts
+``uri="sip:REMOTE_IP:PORT"`` in its answer unless ``auth_uri`` is given:
+pass the Request-URI without ``sip:`` to a server that checks it.
+
 Choices: the local port is free for both UDP and TCP (a UDP peer needs the
 UDP port; sipp binds both for ``t1``); every file (statistics CSV, error
 log, screen, message trace) goes to the directory given, named after the
