@@ -103,17 +103,51 @@ def test_injection_file_and_keys_reach_the_messages(tmp_path: Path) -> None:
     assert result.ok, result.report()
 
 
-def _answer(registrar: socket.socket, status: str, *extra: str) -> str:
-    """Receive one request on ``registrar`` and answer it; the request's text."""
-    data, peer = registrar.recvfrom(65535)
-    text = data.decode()
-    head = text.split("\r\n\r\n")[0].split("\r\n")
+def _reply(server: socket.socket, request: str, peer: tuple[str, int], status: str,
+           *extra: str) -> None:
+    head = request.split("\r\n\r\n")[0].split("\r\n")
     keep = [h for h in head[1:] if h.split(":")[0] in ("Via", "From", "To", "Call-ID", "CSeq")]
     reply = f"SIP/2.0 {status}\r\n" + "".join(
         h + (";tag=r" if h.startswith("To") else "") + "\r\n" for h in keep)
     reply += "".join(f"{h}\r\n" for h in extra) + "Content-Length: 0\r\n\r\n"
-    registrar.sendto(reply.encode(), peer)
+    server.sendto(reply.encode(), peer)
+
+
+def _answer(registrar: socket.socket, status: str, *extra: str) -> str:
+    """Receive one request on ``registrar`` and answer it; the request's text."""
+    data, peer = registrar.recvfrom(65535)
+    text = data.decode()
+    _reply(registrar, text, peer, status, *extra)
     return text
+
+
+CHALLENGE = 'WWW-Authenticate: Digest realm="example.test", nonce="n1", qop="auth"'
+
+
+def test_a_late_copy_of_the_challenge_does_not_fail_the_register(tmp_path: Path) -> None:
+    """The server answered a retransmission of the first REGISTER: its 401
+    arrives after the second REGISTER was sent and answered 100; sipp lets
+    it pass (a late copy of a challenge to an INVITE it does not: see
+    call_uac_auth.xml)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as registrar:
+        registrar.bind(("127.0.0.1", free_port()))
+        registrar.settimeout(5)
+        uac = Sipp(tmp_path, "register.xml", remote=f"127.0.0.1:{registrar.getsockname()[1]}",
+                   service="u1", auth_user="u1", auth_password="p1", auth_uri="example.test",
+                   keys={"domain": "example.test"}, calls=1, timeout=10).start()
+        try:
+            data, peer = registrar.recvfrom(65535)
+            first = data.decode()
+            _reply(registrar, first, peer, "401 Unauthorized", CHALLENGE)
+            data, peer = registrar.recvfrom(65535)
+            second = data.decode()
+            assert "CSeq: 2 REGISTER" in second
+            _reply(registrar, second, peer, "100 Trying")  # sipp's last message now
+            _reply(registrar, first, peer, "401 Unauthorized", CHALLENGE)  # the late copy
+            _reply(registrar, second, peer, "200 OK")
+        finally:
+            result = uac.wait(timeout=20)
+    assert result.ok, result.report()
 
 
 def test_a_challenge_offering_sha256_first_is_named_as_the_reason(tmp_path: Path) -> None:
@@ -146,8 +180,7 @@ def test_digest_answers_name_the_auth_uri_given(tmp_path: Path) -> None:
                    service="u1", auth_user="u1", auth_password="p1", auth_uri="example.test",
                    keys={"domain": "example.test"}, calls=1, timeout=10).start()
         try:
-            _answer(registrar, "401 Unauthorized",
-                    'WWW-Authenticate: Digest realm="example.test", nonce="n1", qop="auth"')
+            _answer(registrar, "401 Unauthorized", CHALLENGE)
             second = _answer(registrar, "200 OK")
         finally:
             result = uac.wait(timeout=20)
