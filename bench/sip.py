@@ -358,14 +358,16 @@ def main() -> int:
                         if attempt and result.successful:
                             rows[1].values.setdefault(target.name, []).append(per)
                     note = "" if result.ok else f"  ({result.why()})"
+                    expected = args.calls if row.measure in CALL_ROWS else args.users
                     print(f"  {target.name:<8} {row.measure:<26} {label:<8} "
                           f"{result.calls_per_second:>9,.0f}/s  {result.successful:>6} ok "
-                          f"{result.failed:>5} failed{extra}{note}", flush=True)
+                          f"{max(result.failed, expected - result.successful):>5} failed"
+                          f"{extra}{note}", flush=True)
                     if attempt:
                         row.values.setdefault(target.name, []).append(result.calls_per_second)
+                        # unfinished at the time limit counts as failed too
                         row.failed.setdefault(target.name, []).append(
-                            result.failed + max(0, (args.calls if row.measure in CALL_ROWS
-                                                    else args.users) - result.created))
+                            max(result.failed, expected - result.successful))
         rows = [row for row in rows if row in wanted or (row.measure == MEM_ROW and any(
             w.measure == REG_ROW for w in wanted))]
     finally:
