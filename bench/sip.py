@@ -30,7 +30,9 @@ run by run so both see the same machine:
   Kamailio's shared memory, where its location table lives, counted once
   over its processes) after the run's registrations minus before, over the
   registrations made. Every run registers new users, so each run adds
-  ``--users`` contacts.
+  ``--users`` contacts. One run's figure is noisy (memory freed earlier is
+  reused unseen), so the growth over all runs (warm-up included) is printed
+  too.
 * **calls/s, no auth**: sipp ``call_uac.xml`` -> proxy -> sipp
   ``call_uas.xml`` (INVITE/180/200/ACK/BYE, Record-Route followed),
   ``--calls`` calls (2,000) offered at ``--rate`` (10,000/s: as fast as the
@@ -111,6 +113,7 @@ class Target:
     uas_port: int  # the callee's UAS (registered contact; the calling-out target)
     pids: Callable[[], list[int]]
     tmp: Path
+    weighed: dict[str, int] = field(default_factory=dict)  # kB before/after, registered
 
     def memory_kb(self) -> int:
         return memory_kb(self.pids(), "Pss")
@@ -147,7 +150,8 @@ def call_run(target: Target, auth: bool, args: argparse.Namespace) -> SippResult
 
 def register_run(target: Target, users: Sequence[str], args: argparse.Namespace
                  ) -> tuple[SippResult, float]:
-    """Register ``users``; the result and the PSS growth in bytes per registration."""
+    """Register ``users``; the result and the PSS growth in bytes per
+    registration (``target.weighed`` keeps the first and last weights)."""
     inf = write_users(target.tmp / f"users-{target.name}-{users[0]}.csv",
                       [(u, password(u)) for u in users])
     before = target.memory_kb()
@@ -156,6 +160,9 @@ def register_run(target: Target, users: Sequence[str], args: argparse.Namespace
                   keys={"domain": DOMAIN}, timeout=args.timeout).run()
     time.sleep(0.5)  # let the last answers' work settle before weighing
     after = target.memory_kb()
+    target.weighed.setdefault("before", before)
+    target.weighed["after"] = after
+    target.weighed["registered"] = target.weighed.get("registered", 0) + result.successful
     per = (after - before) * 1024 / result.successful if result.successful else 0.0
     return result, per
 
@@ -305,6 +312,7 @@ def main() -> int:
         keep=args.keep)
     # REGISTERs first: calls free memory that registrations would reuse unweighed
     rows = [Row(name) for name in (REG_ROW, MEM_ROW, *CALL_ROWS)]
+    targets: list[Target] = []
     why_not: str | None = None
     try:
         started = time.monotonic()
@@ -378,6 +386,11 @@ def main() -> int:
             print(f"kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+    for target in targets:  # one run's growth is noisy (freed memory reused): all runs
+        w = target.weighed
+        if w.get("registered"):
+            print(f"{target.name}: {(w['after'] - w['before']) * 1024 / w['registered']:,.0f} "
+                  f"bytes per registration over all {w['registered']:,} registrations")
     report(rows, why_not)
     print(f"(whole run: {time.monotonic() - began:.0f} s)")
     return 0
