@@ -1,4 +1,6 @@
-"""SIP decisions: digest authentication and the registrar (the proxy comes next).
+"""SIP decisions: digest authentication, the registrar, and where a request
+goes (``routing.decide``, ``nexthop.resolve``; the proxy that acts on them
+is ``protocols/sip/proxy.py``).
 
 Services only: plain values in, plain values out; the SIP session
 (``protocols/sip``) parses the wire and glues these to it. A REGISTER
@@ -8,7 +10,8 @@ Services only: plain values in, plain values out; the SIP session
    Found``; else it is the realm (the domain).
 2. No ``Authorization`` for that realm: ``401`` with one
    ``WWW-Authenticate`` per value of ``digest.challenges(realm,
-   nonces.shared_nonces().issue(realm))`` (SHA-256 first).
+   nonces.shared_nonces().issue(realm), algorithms=digest.offered(settings))``
+   (the ``SIPDigestAlgorithms`` order, SHA-256 first by default).
 3. ``digest.parse_credentials(value)`` (``DigestError``: ``400``), then
    ``await digest.verify(services, shared_guard(), shared_nonces(),
    settings, DigestRequest(...))``: ``OK`` gives the account; ``STALE``
