@@ -361,22 +361,7 @@ class DovecotInstance:
 
     def stop(self, timeout: float = 20) -> None:
         if self.proc is not None:
-            children = self.pids()[1:]
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-            # the master ends its children; any straggler is ended by pid
-            deadline = time.monotonic() + 5
-            while children and time.monotonic() < deadline:
-                children = [pid for pid in children if running(pid)]
-                time.sleep(0.05)
-            for pid in children:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            stop_tree(self.proc, self.pids()[1:], timeout)
             self.proc = None
         if not self.keep:
             shutil.rmtree(self.root, ignore_errors=True)
@@ -437,6 +422,25 @@ def memory_kb(pids: list[int], field: str = "Rss") -> int:
                 total += int(line.split()[1])
                 break
     return total
+
+
+def stop_tree(proc: subprocess.Popen[bytes], children: list[int], timeout: float) -> None:
+    """SIGTERM to a daemon's master (SIGKILL after ``timeout``); the master
+    ends its ``children``, and any straggler is ended by pid."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+    deadline = time.monotonic() + 5
+    while children and time.monotonic() < deadline:
+        children = [pid for pid in children if running(pid)]
+        time.sleep(0.05)
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def running(pid: int) -> bool:

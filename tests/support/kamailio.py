@@ -44,16 +44,14 @@ Without the binary, tests skip naming the package.
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
-from tests.support.dovecot import descendants, memory_kb, running
+from tests.support.dovecot import descendants, memory_kb, stop_tree
 from tests.support.sipp import free_port
 
 KAMAILIO = "/usr/sbin/kamailio"
@@ -358,21 +356,7 @@ class KamailioInstance:
 
     def stop(self, timeout: float = 20) -> None:
         if self.proc is not None:
-            children = self.pids()[1:]
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-            deadline = time.monotonic() + 5
-            while children and time.monotonic() < deadline:
-                children = [pid for pid in children if running(pid)]
-                time.sleep(0.05)
-            for pid in children:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            stop_tree(self.proc, self.pids()[1:], timeout)
             self.proc = None
         if not self.keep:
             shutil.rmtree(self.root, ignore_errors=True)

@@ -25,7 +25,8 @@ PORT_SETTINGS = [
 ]
 
 
-def _free(port: int, host: str = "127.0.0.1") -> bool:
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Can both a TCP and a UDP socket bind ``host:port`` (SIP needs both)?"""
     for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
         with socket.socket(socket.AF_INET, kind) as sock:
             try:
@@ -39,7 +40,7 @@ def free_offset() -> int:
     defaults = [int(settings_mod.lookup(name).default) for name in PORT_SETTINGS]
     for _ in range(200):
         offset = random.randrange(20000, 50000)
-        if all(_free(port + offset) for port in defaults):
+        if all(port_is_free(port + offset) for port in defaults):
             return offset
     raise RuntimeError("no free port offset found")
 

@@ -63,6 +63,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.server import port_is_free
+
 SCENARIOS = Path(__file__).resolve().parent.parent / "sipp"
 PACKAGE = "sip-tester"
 BUILTIN = ("uac", "uas", "regexp", "branchc", "branchs", "3pcc-A", "3pcc-B", "3pcc-C-A",
@@ -83,17 +85,6 @@ def require_sipp() -> str:
 
         pytest.skip(f"needs sipp (Debian package {PACKAGE})")
     return binary
-
-
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    """Can both a UDP and a TCP socket bind ``host:port``?"""
-    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-        with socket.socket(socket.AF_INET, kind) as sock:
-            try:
-                sock.bind((host, port))
-            except OSError:
-                return False
-    return True
 
 
 def free_port(host: str = "127.0.0.1") -> int:
