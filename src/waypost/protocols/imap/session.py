@@ -321,6 +321,20 @@ class Selected:
         i = bisect_left(self.uids, uid)
         return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
 
+    def add_recent(self, low: int, high: int) -> None:
+        """Claim UIDs [low, high) as \\Recent. A range that touches the last
+        one extends it, and ranges holding no message any more are dropped
+        (UIDs only grow, so none can come back): a session that appends all
+        day keeps one range, not one per message, and each command's
+        \\Recent count and test stay O(1) for it."""
+        uids = self.uids
+        kept = [(lo, hi) for lo, hi in self.recent if bisect_left(uids, hi) > bisect_left(uids, lo)]
+        if kept and kept[-1][1] >= low:
+            kept[-1] = (kept[-1][0], max(kept[-1][1], high))
+        else:
+            kept.append((low, high))
+        self.recent = kept
+
     def recent_count(self) -> int:
         uids = self.uids
         return sum(bisect_left(uids, high) - bisect_left(uids, low) for low, high in self.recent)
@@ -731,10 +745,10 @@ class Session:
         # keywords first: none may appear in FETCH FLAGS before * FLAGS (RFC 3501 §7.2.6)
         condstore.announce_keywords(self, (f for m in (*new, *changes.changed) for f in m.flags))
         if new:
-            if first is not None:
-                sel.recent.append((max(first, new[0].uid), changes.uidnext))
             for meta in new:
                 sel.uids.append(meta.uid)
+            if first is not None:
+                sel.add_recent(max(first, new[0].uid), changes.uidnext)
             self.send(b"* %d EXISTS\r\n" % len(sel.uids))
             if not self.rev2:
                 self.send(b"* %d RECENT\r\n" % sel.recent_count())
