@@ -1,0 +1,295 @@
+"""Calls through Waypost under bad input (issue 14 point 7) and the in-dialog
+methods of point 3, end to end: real ``waypost serve``, sipp phones and the
+Python UA (``tests/support/sip_ua.py``) on loopback, DNS from the test's
+own server.
+
+* a call held open by sipp completes while the server is flooded with
+  malformed and oversize datagrams, 2,000 bad REGISTERs from 127.0.0.3 and
+  garbage on TCP connections;
+* Via loops: a Router record that sends a request back to Waypost gets 482
+  (483 once Max-Forwards runs out); a registration whose Contact is
+  Waypost itself is accepted and the loop is caught at call time (below);
+* spoofed identities: a REGISTER as alice naming bob is refused (already
+  proved by ``test_sip_bad_input.py``, not repeated); an INVITE whose
+  Proxy-Authorization proves alice but whose From is bob gets 403; a Via
+  naming another host still gets its answer at the packet's source;
+* replayed Proxy-Authorization (same nc) and a nonce of another realm are
+  challenged again (407);
+* INFO, UPDATE, REFER/NOTIFY inside a call and SUBSCRIBE/NOTIFY between two
+  registered users pass along the Route set.
+
+**Contact naming Waypost itself** (a decision the RFC leaves open): the
+registrar accepts it, and the proxy catches the loop when a call comes
+(RFC 3261 §16.3 step 4, 482). Refusing at REGISTER time could only catch
+the literal forms (our IP and port); a DNS name or a NAT address that
+leads back here cannot be recognised without resolving it, and loop
+detection at call time catches every form, so it is the one guarantee;
+Kamailio's registrar does the same.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.support.dns_server import TestDNSServer
+from tests.support.server import WaypostServer
+from tests.support.sip_ua import SipUA
+from tests.support.sipp import Sipp, SippResult, require_sipp
+
+from waypost.protocols.sip.wire import SipRequest, SipResponse, new_branch
+
+pytestmark = pytest.mark.peer
+
+DOMAIN = "domain.dom"
+OTHER = "other.dom"
+PASSWORDS = {f"alice@{DOMAIN}": "alice-secret-1", f"bob@{DOMAIN}": "bob-secret-2",
+             f"carol@{OTHER}": "carol-secret-3"}
+ALICE = f"alice@{DOMAIN}"
+BOB = f"bob@{DOMAIN}"
+CAROL = f"carol@{OTHER}"
+
+
+@pytest.fixture(autouse=True)
+def _sipp() -> None:
+    require_sipp()
+
+
+@pytest.fixture(scope="module")
+def dns() -> Iterator[TestDNSServer]:
+    with TestDNSServer({"far.example": {"A": ["127.0.0.1"]},
+                        "loop.host": {"A": ["127.0.0.1"]}}) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory,
+           dns: TestDNSServer) -> Iterator[WaypostServer]:
+    # the Main Domain is domain.dom: sip:alice@127.0.0.1:PORT is alice (router.md §1.3)
+    srv = WaypostServer(tmp_path_factory.mktemp("sipattack") / "var", domain=DOMAIN,
+                        log_level="INFO").init()
+    srv.cli("domain", "add", OTHER)
+    for account, password in PASSWORDS.items():
+        srv.cli("account", "add", account, "--password", password, "--odmr")
+    for name, value in (("SIPDigestAlgorithms", "MD5"), ("DNSServers", dns.address),
+                        ("SIPDNSTimeout", "3"), ("ClientIPAddresses", "127.0.0.1"),
+                        ("SIPMaxHeaderSize", "8K"), ("SIPMaxBodySize", "16K"),
+                        ("SIPIdleTimeout", "5"), ("LoginFailureMaxDelay", "1")):
+        srv.cli("settings", "set", name, value)
+    srv.start()
+    yield srv
+    assert "Traceback" not in srv.logs()
+    srv.stop()
+
+
+def sip_port(server: WaypostServer) -> int:
+    return server.port("SIPPort")
+
+
+def proxy(server: WaypostServer) -> str:
+    return f"127.0.0.1:{sip_port(server)}"
+
+
+def routes(server: WaypostServer, table: str) -> None:
+    server.cli("router", "set", "-", input=table)
+
+
+def register(tmp: Path, server: WaypostServer, user: str, port: int) -> SippResult:
+    account = f"{user}@{DOMAIN}"
+    return Sipp(tmp, "register.xml", remote=proxy(server), port=port, service=user,
+                auth_user=user, auth_password=PASSWORDS[account], auth_uri=DOMAIN, calls=1,
+                keys={"domain": DOMAIN, "expires": "600"}, timeout=15).run()
+
+
+def unregister_all(server: WaypostServer, account: str) -> None:
+    server.cli("sip", "unregister", account, check=False)
+
+
+def still_answers(server: WaypostServer) -> None:
+    with SipUA(sip_port(server), timeout=5) as ua:
+        assert ua.ask(ua.request("OPTIONS", f"sip:{DOMAIN}")).status == 200
+
+
+def message(ua: SipUA, to: str, from_: str, *, extra: tuple[tuple[str, str], ...] = (),
+            max_forwards: int = 70) -> SipRequest:
+    """(A Call-ID of its own: sipp takes one Call-ID for one call.)"""
+    return ua.request("MESSAGE", to, from_=from_, max_forwards=max_forwards,
+                      call_id=f"{secrets.token_hex(8)}@test", extra=(("Content-Type", "text/plain"), *extra), body=b"hello")
+
+
+def ask(ua: SipUA, request: SipRequest) -> SipResponse:
+    """The final answer to ``request``; a non-2xx final to an INVITE is
+    ACKed (§17.1.1.3), so its retransmissions stop."""
+    answer = ua.ask(request)
+    if request.method == "INVITE" and answer.status >= 300:
+        ack = ua.request("ACK", str(request.uri), from_=str(request.from_.uri),
+                         cseq=request.cseq.number, branch=request.top_via.branch,
+                         call_id=request.call_id)
+        to = answer.headers.get("To")
+        assert to is not None
+        ack.headers.set("To", to)
+        ua.send(ack)
+    return answer
+
+
+# -- 2. Via loops ----------------------------------------------------------------------
+
+
+def test_a_record_sending_a_request_back_to_waypost_is_482_or_483(
+        server: WaypostServer) -> None:
+    """``Signal:loop.example`` relays to loop.host, whose A record is this
+    server: the request comes back with our Via and the same loop hash
+    (§16.3 step 4: 482); with Max-Forwards 1 the copy arrives with 0 (483).
+    Either way one answer comes, quickly, and nothing keeps circulating."""
+    routes(server, f"Signal:loop.example = loop.example@loop.host.{sip_port(server)}._via\n")
+    try:
+        with SipUA(sip_port(server), timeout=10) as ua:
+            for method in ("MESSAGE", "INVITE"):
+                start = time.monotonic()
+                request = ua.request(method, "sip:bob@loop.example",
+                                     from_="sip:carol@far.example")
+                answer = ask(ua, request)
+                assert (answer.status, answer.reason) == (482, "Loop Detected"), method
+                assert time.monotonic() - start < 5
+            answer = ua.ask(message(ua, "sip:bob@loop.example", "sip:carol@far.example",
+                                    max_forwards=1))
+            assert answer.status == 483
+            # nothing else arrives: the loop ended with those answers
+            with pytest.raises(TimeoutError):
+                ua.final(timeout=1.5)
+    finally:
+        routes(server, "")
+    still_answers(server)
+
+
+def test_a_contact_that_is_waypost_itself_is_registered_and_a_call_to_it_is_482(
+        server: WaypostServer) -> None:
+    """The decision in the module docstring: accepted at REGISTER time, the
+    loop caught at call time (the first pass retargets to
+    sip:alice@127.0.0.1:PORT, a spiral; the second pass is the loop)."""
+    own = f"<sip:alice@127.0.0.1:{sip_port(server)}>"
+    with SipUA(sip_port(server), timeout=10) as phone:
+        assert phone.register(ALICE, PASSWORDS[ALICE], contact=own,
+                              algorithm="MD5").status == 200
+    try:
+        with SipUA(sip_port(server), timeout=10) as caller:
+            for method in ("MESSAGE", "INVITE"):
+                answer = ask(caller, caller.request(method, f"sip:{ALICE}",
+                                                   from_="sip:carol@far.example"))
+                assert answer.status in (482, 483), (method, answer.status)
+            with pytest.raises(TimeoutError):
+                caller.final(timeout=1.5)
+    finally:
+        unregister_all(server, ALICE)
+    still_answers(server)
+
+
+# -- 3. spoofed identities ---------------------------------------------------------------
+
+
+class FarPhone:
+    """sipp answering MESSAGEs at far.example (``Signal:`` record to its port)."""
+
+    def __init__(self, tmp: Path, server: WaypostServer) -> None:
+        self.sipp = Sipp(tmp, "message_uas.xml", timeout=60)
+        self.server = server
+
+    def __enter__(self) -> Sipp:
+        self.sipp.start()
+        routes(self.server, f"Signal:far.example = far.example@far.example."
+                            f"{self.sipp.port}._via\n")
+        return self.sipp
+
+    def __exit__(self, *exc: object) -> None:
+        routes(self.server, "")
+        self.sipp.stop()
+
+
+def proxy_credentials(ua: SipUA, challenge: SipResponse, request: SipRequest, account: str,
+                      *, nc: int = 1) -> str:
+    user = account.partition("@")[0]
+    return ua.authorization(challenge, request, user, PASSWORDS[account], algorithm="MD5",
+                            nc=nc, header="Proxy-Authenticate")
+
+
+def test_proxy_authorization_of_alice_with_the_from_of_bob_is_403(
+        tmp_path: Path, server: WaypostServer) -> None:
+    """RFC 3261 §22.3 leaves it to policy; a provider's: the From of an
+    authenticated request is the account's own address or one of its
+    aliases, or 403 (nobody calls out as a colleague with their own
+    password). alice's own From with the same credentials goes out."""
+    with FarPhone(tmp_path, server) as far, SipUA(sip_port(server), timeout=10) as ua:
+        for method in ("INVITE", "MESSAGE"):
+            first = ua.request(method, "sip:dave@far.example", from_=f"sip:{BOB}",
+                               extra=(("Content-Type", "text/plain"),))
+            challenge = ask(ua, first)
+            assert challenge.status == 407, method
+            auth = proxy_credentials(ua, challenge, first, ALICE)
+            spoofed = ua.request(method, "sip:dave@far.example", from_=f"sip:{BOB}",
+                                 extra=(("Proxy-Authorization", auth),
+                                        ("Content-Type", "text/plain")))
+            assert ask(ua, spoofed).status == 403, method
+        first = message(ua, "sip:dave@far.example", f"sip:{ALICE}")
+        challenge = ua.ask(first)
+        assert challenge.status == 407
+        own = message(ua, "sip:dave@far.example", f"sip:{ALICE}", extra=(
+            ("Proxy-Authorization", proxy_credentials(ua, challenge, first, ALICE)),))
+        assert ua.ask(own).status == 200
+    assert far.result is not None and far.result.successful == 1, far.result.report()
+
+
+def test_a_spoofed_via_still_gets_its_answer_at_the_packets_source(
+        tmp_path: Path, server: WaypostServer) -> None:
+    """RFC 3581 and §18.2.1: the sent-by of the top Via names another host,
+    the answer (the server's own, a registrar challenge and a forwarded
+    one) goes to the address and port the datagram came from."""
+    with FarPhone(tmp_path, server), SipUA(sip_port(server), timeout=10) as ua:
+        for method, uri, to in (("OPTIONS", f"sip:{DOMAIN}", f"sip:{DOMAIN}"),
+                                ("REGISTER", f"sip:{DOMAIN}", f"sip:{ALICE}"),
+                                ("MESSAGE", "sip:dave@far.example", "sip:dave@far.example")):
+            request = ua.request(method, uri, to=to, from_="sip:carol@far.example",
+                                 extra=(("Content-Type", "text/plain"),), body=b"hi")
+            request.headers.set("Via", f"SIP/2.0/UDP 192.0.2.7:5060;branch={new_branch()};rport")
+            answer = ua.ask(request)
+            assert answer.status in (200, 401), (method, answer.status)
+            via = answer.top_via
+            assert via.host == "192.0.2.7"
+            assert via.params.get("received") == "127.0.0.1"
+            assert via.rport == ua.local[1]
+
+
+# -- 4. replayed nonces on the proxy path ----------------------------------------------
+
+
+def test_a_replayed_proxy_authorization_and_a_nonce_of_another_realm_get_407(
+        tmp_path: Path, server: WaypostServer) -> None:
+    with FarPhone(tmp_path, server) as far, SipUA(sip_port(server), timeout=10) as ua:
+        first = message(ua, "sip:dave@far.example", f"sip:{ALICE}")
+        challenge = ua.ask(first)
+        assert challenge.status == 407
+        auth = (("Proxy-Authorization", proxy_credentials(ua, challenge, first, ALICE)),)
+        assert ua.ask(message(ua, "sip:dave@far.example", f"sip:{ALICE}",
+                              extra=auth)).status == 200
+        replayed = ua.ask(message(ua, "sip:dave@far.example", f"sip:{ALICE}", extra=auth))
+        assert replayed.status == 407
+        assert replayed.headers.fields("Proxy-Authenticate")
+        # the next nc of the same nonce is fine
+        third = (("Proxy-Authorization",
+                  proxy_credentials(ua, challenge, first, ALICE, nc=2)),)
+        assert ua.ask(message(ua, "sip:dave@far.example", f"sip:{ALICE}",
+                              extra=third)).status == 200
+        # a nonce issued for other.dom (carol's realm) answered in domain.dom
+        carol_first = message(ua, "sip:dave@far.example", f"sip:{CAROL}")
+        foreign = ua.ask(carol_first)
+        assert foreign.status == 407 and f'realm="{OTHER}"' in foreign.headers.fields(
+            "Proxy-Authenticate")[0]
+        moved = SipResponse(407, "Proxy Authentication Required")
+        for value in foreign.headers.fields("Proxy-Authenticate"):
+            moved.headers.add("Proxy-Authenticate", value.replace(f'"{OTHER}"', f'"{DOMAIN}"'))
+        wrong = (("Proxy-Authorization", proxy_credentials(ua, moved, first, ALICE)),)
+        assert ua.ask(message(ua, "sip:dave@far.example", f"sip:{ALICE}",
+                              extra=wrong)).status == 407
+    assert far.result is not None and far.result.successful == 2, far.result.report()
