@@ -30,6 +30,8 @@ Kamailio's registrar does the same.
 from __future__ import annotations
 
 import secrets
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,9 +40,9 @@ import pytest
 from tests.support.dns_server import TestDNSServer
 from tests.support.server import WaypostServer
 from tests.support.sip_ua import SipUA
-from tests.support.sipp import Sipp, SippResult, require_sipp
+from tests.support.sipp import Sipp, SippResult, free_port, require_sipp
 
-from waypost.protocols.sip.wire import SipRequest, SipResponse, new_branch
+from waypost.protocols.sip.wire import SipRequest, SipResponse, new_branch, parse_message
 
 pytestmark = pytest.mark.peer
 
@@ -133,6 +135,146 @@ def ask(ua: SipUA, request: SipRequest) -> SipResponse:
         ack.headers.set("To", to)
         ua.send(ack)
     return answer
+
+
+# -- 1. a call in progress is not disturbed -------------------------------------------
+
+HOLD_MS = 8000
+"""How long the caller holds the call (sipp ``-d``: the ``<pause/>`` before BYE)."""
+
+JUNK = (b"\x00" * 300, b"hello\r\n\r\n", b"INVITE\r\n\r\n", b"SIP/2.0 200 OK\r\n\r\n",
+        b"OPTIONS sip:x SIP/9.9\r\nVia: SIP/2.0/UDP 1.2.3.4\r\n\r\n",
+        b"REGISTER sip:domain.dom SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKj\r\n"
+        b"CSeq: x\r\nContent-Length: 99999\r\n\r\n", bytes(range(256)) * 4)
+
+
+class Flood:
+    """What the server gets during the call, from threads, with counters."""
+
+    def __init__(self, server: WaypostServer) -> None:
+        self.server = server
+        self.address = ("127.0.0.1", sip_port(server))
+        self.sent: dict[str, int] = {}
+        self.answers: dict[int, int] = {}
+        self.errors: list[BaseException] = []
+
+    def _count(self, what: str, n: int = 1) -> None:
+        self.sent[what] = self.sent.get(what, 0) + n
+
+    def datagrams(self) -> None:
+        """Malformed datagrams and oversize messages (header section and
+        body over SIPMaxHeaderSize 8K and SIPMaxBodySize 16K)."""
+        big_header = (b"OPTIONS sip:domain.dom SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch="
+                      b"z9hG4bKbig\r\nX-Filler: " + b"a" * 20_000 + b"\r\n\r\n")
+        big_body = (b"MESSAGE sip:bob@domain.dom SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;"
+                    b"branch=z9hG4bKbody\r\nContent-Length: 30000\r\n\r\n" + b"b" * 30_000)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for _ in range(100):
+                for junk in (*JUNK, big_header, big_body):
+                    sock.sendto(junk, self.address)
+                    self._count("datagrams")
+                time.sleep(0.01)
+
+    def bad_registers(self, count: int = 2000) -> None:
+        """``count`` REGISTERs for alice with a wrong password from 127.0.0.3."""
+        with SipUA(sip_port(self.server), local="127.0.0.3", timeout=10) as attacker:
+            attacker.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+            contact = (("Contact", attacker.contact("alice")),)
+            first = attacker.request("REGISTER", f"sip:{DOMAIN}", to=f"sip:{ALICE}",
+                                     extra=contact)
+            challenge = attacker.ask(first)
+            assert challenge.status == 401
+            for nc in range(1, count + 1):
+                auth = attacker.authorization(challenge, first, "alice", "wrong", nc=nc,
+                                              algorithm="MD5")
+                attacker.send(attacker.request("REGISTER", f"sip:{DOMAIN}", to=f"sip:{ALICE}",
+                                               cseq=first.cseq.number,
+                                               extra=(*contact, ("Authorization", auth))))
+                self._count("registers")
+                if nc % 50 == 0:
+                    self._drain(attacker)
+                    time.sleep(0.005)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and sum(self.answers.values()) < count // 2:
+                self._drain(attacker)
+                time.sleep(0.05)
+
+    def _drain(self, ua: SipUA) -> None:
+        ua.sock.setblocking(False)
+        try:
+            while True:
+                answer = parse_message(ua.sock.recv(70_000))
+                assert isinstance(answer, SipResponse)
+                self.answers[answer.status] = self.answers.get(answer.status, 0) + 1
+        except BlockingIOError:
+            pass
+        finally:
+            ua.sock.setblocking(True)
+
+    def tcp_garbage(self) -> None:
+        """Connections that send garbage, a half message, or nothing."""
+        for round_ in range(30):
+            payloads = (bytes(range(256)) * 8, b"INVITE sip:bob@domain.dom SIP/2.0\r\nVia: ",
+                        b"", b"\r\n" * 1000,
+                        b"X" * 20_000 + b"\r\n\r\n")
+            data = payloads[round_ % len(payloads)]
+            with socket.create_connection(self.address, timeout=5) as conn:
+                if data:
+                    conn.sendall(data)
+                self._count("tcp")
+            time.sleep(0.02)
+
+    def run(self) -> list[threading.Thread]:
+        def guarded(work):  # type: ignore[no-untyped-def]
+            def body() -> None:
+                try:
+                    work()
+                except BaseException as exc:  # reported by the test
+                    self.errors.append(exc)
+            return body
+
+        threads = [threading.Thread(target=guarded(w), daemon=True)
+                   for w in (self.datagrams, self.bad_registers, self.tcp_garbage)]
+        for thread in threads:
+            thread.start()
+        return threads
+
+
+def test_a_call_in_progress_completes_while_the_server_is_flooded(
+        tmp_path: Path, server: WaypostServer) -> None:
+    """alice calls bob (registered) and holds the call HOLD_MS before BYE;
+    meanwhile the server gets malformed and oversize datagrams, 2,000
+    REGISTERs with a wrong password from 127.0.0.3 (locked out there, never
+    here) and garbage on TCP. The call ends well, the ACK and BYE along
+    Waypost's Record-Route, and the server answers as before."""
+    bob_port = free_port()
+    done = register(tmp_path, server, "bob", bob_port)
+    assert done.ok, done.report()
+    flood = Flood(server)
+    try:
+        with Sipp(tmp_path, "call_uas.xml", port=bob_port, timeout=60) as bob:
+            call = Sipp(tmp_path, "call_uac.xml", remote=proxy(server), service="bob",
+                        keys={"domain": DOMAIN, "caller": f"alice@{DOMAIN}"}, calls=1,
+                        timeout=60, extra=("-d", str(HOLD_MS)))
+            call.start()
+            time.sleep(1.5)  # set up (INVITE to ACK) takes milliseconds on loopback
+            threads = flood.run()
+            for thread in threads:
+                thread.join(timeout=60)
+            # the flood is over and the call still held: they overlapped
+            assert call.proc is not None and call.proc.poll() is None, flood.sent
+            result = call.wait()
+            assert result.ok, result.report()
+            assert (result.successful, result.failed) == (1, 0)
+        assert bob.result is not None and bob.result.successful == 1, bob.result.report()
+    finally:
+        unregister_all(server, BOB)
+    assert not flood.errors, flood.errors
+    assert not any(t.is_alive() for t in threads)
+    assert flood.sent == {"datagrams": 900, "registers": 2000, "tcp": 30}, flood.sent
+    assert set(flood.answers) <= {401, 503} and sum(flood.answers.values()) >= 1000, \
+        flood.answers
+    still_answers(server)
 
 
 # -- 2. Via loops ----------------------------------------------------------------------
@@ -293,3 +435,42 @@ def test_a_replayed_proxy_authorization_and_a_nonce_of_another_realm_get_407(
         assert ua.ask(message(ua, "sip:dave@far.example", f"sip:{ALICE}",
                               extra=wrong)).status == 407
     assert far.result is not None and far.result.successful == 2, far.result.report()
+
+
+# -- 5. in-dialog requests -------------------------------------------------------------
+
+
+def trace(tmp: Path, name: str) -> tuple[str, ...]:
+    return ("-trace_msg", "-message_file", str(tmp / f"{name}.msg"))
+
+
+def through_us(server: WaypostServer, text: str, method: str) -> str:
+    """The first ``method`` request in a sipp message trace; it must carry
+    Waypost's Route (it went along the Route set, RFC 3261 §12.2.1.1)."""
+    assert f"\n{method} sip:" in text, f"no {method} in the trace"
+    sent = text.split(f"\n{method} sip:", 1)[1].split("\n\n", 1)[0]
+    assert f"Route: <sip:127.0.0.1:{sip_port(server)};lr" in sent, sent
+    return sent
+
+
+def test_info_update_and_refer_notify_pass_inside_a_call_along_the_route_set(
+        tmp_path: Path, server: WaypostServer) -> None:
+    bob_port = free_port()
+    done = register(tmp_path, server, "bob", bob_port)
+    assert done.ok, done.report()
+    try:
+        with Sipp(tmp_path, "indialog_uas.xml", port=bob_port, timeout=30,
+                  extra=trace(tmp_path, "bob")) as bob:
+            call = Sipp(tmp_path, "indialog_uac.xml", remote=proxy(server), service="bob",
+                        keys={"domain": DOMAIN, "caller": ALICE}, calls=2, rate=2, limit=1,
+                        timeout=30, extra=trace(tmp_path, "alice")).run()
+            assert call.ok, call.report()
+            assert (call.successful, call.failed) == (2, 0)
+        assert bob.result is not None and bob.result.successful == 2, bob.result.report()
+    finally:
+        unregister_all(server, BOB)
+    alice_sent = (tmp_path / "alice.msg").read_text(errors="replace")
+    for method in ("INFO", "UPDATE", "REFER", "BYE"):
+        through_us(server, alice_sent, method)
+    notify = through_us(server, (tmp_path / "bob.msg").read_text(errors="replace"), "NOTIFY")
+    assert "Event: refer" in notify
