@@ -157,6 +157,8 @@ class Flood:
         self.sent: dict[str, int] = {}
         self.answers: dict[int, int] = {}
         self.errors: list[BaseException] = []
+        self.finished: list[float] = []
+        """When each worker had sent all it sends (answers may still come)."""
 
     def _count(self, what: str, n: int = 1) -> None:
         self.sent[what] = self.sent.get(what, 0) + n
@@ -174,6 +176,7 @@ class Flood:
                     sock.sendto(junk, self.address)
                     self._count("datagrams")
                 time.sleep(0.01)
+        self.finished.append(time.monotonic())
 
     def bad_registers(self, count: int = 2000) -> None:
         """``count`` REGISTERs for alice with a wrong password from 127.0.0.3."""
@@ -194,9 +197,14 @@ class Flood:
                 if nc % 50 == 0:
                     self._drain(attacker)
                     time.sleep(0.005)
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline and sum(self.answers.values()) < count // 2:
+            self.finished.append(time.monotonic())
+            # the answers that still come (slowed by the login guard), until 3 s of quiet
+            deadline, quiet = time.monotonic() + 30, time.monotonic() + 3
+            while time.monotonic() < min(deadline, quiet):
+                before = sum(self.answers.values())
                 self._drain(attacker)
+                if sum(self.answers.values()) > before:
+                    quiet = time.monotonic() + 3
                 time.sleep(0.05)
 
     def _drain(self, ua: SipUA) -> None:
@@ -223,6 +231,7 @@ class Flood:
                     conn.sendall(data)
                 self._count("tcp")
             time.sleep(0.02)
+        self.finished.append(time.monotonic())
 
     def run(self) -> list[threading.Thread]:
         def guarded(work):  # type: ignore[no-untyped-def]
@@ -259,11 +268,15 @@ def test_a_call_in_progress_completes_while_the_server_is_flooded(
             call.start()
             time.sleep(1.5)  # set up (INVITE to ACK) takes milliseconds on loopback
             threads = flood.run()
-            for thread in threads:
-                thread.join(timeout=60)
-            # the flood is over and the call still held: they overlapped
+            deadline = time.monotonic() + 30
+            while len(flood.finished) + len(flood.errors) < len(threads) \
+                    and time.monotonic() < deadline:
+                time.sleep(0.05)
+            # everything was sent and the call is still held: they overlapped
             assert call.proc is not None and call.proc.poll() is None, flood.sent
             result = call.wait()
+            for thread in threads:  # the REGISTER worker still counts answers
+                thread.join(timeout=60)
             assert result.ok, result.report()
             assert (result.successful, result.failed) == (1, 0)
         assert bob.result is not None and bob.result.successful == 1, bob.result.report()
@@ -272,7 +285,10 @@ def test_a_call_in_progress_completes_while_the_server_is_flooded(
     assert not flood.errors, flood.errors
     assert not any(t.is_alive() for t in threads)
     assert flood.sent == {"datagrams": 900, "registers": 2000, "tcp": 30}, flood.sent
-    assert set(flood.answers) <= {401, 503} and sum(flood.answers.values()) >= 1000, \
+    # the REGISTERs reached the server and were refused (401; 503 once
+    # SIPMaxTransactionsPerAddress is reached), never a 200; many are dropped
+    # or still slowed when the test stops listening
+    assert set(flood.answers) <= {401, 503} and sum(flood.answers.values()) >= 200, \
         flood.answers
     still_answers(server)
 
