@@ -490,3 +490,34 @@ def test_info_update_and_refer_notify_pass_inside_a_call_along_the_route_set(
         through_us(server, alice_sent, method)
     notify = through_us(server, (tmp_path / "bob.msg").read_text(errors="replace"), "NOTIFY")
     assert "Event: refer" in notify
+
+
+def test_subscribe_and_notify_between_two_registered_users(
+        tmp_path: Path, server: WaypostServer) -> None:
+    """alice (registered) watches bob (registered): the SUBSCRIBE is routed
+    to bob's phone and Record-Routed (RFC 6665 §4.1.1: it creates a
+    dialog), and bob's NOTIFYs and alice's unsubscribing SUBSCRIBE go along
+    the Route set through Waypost."""
+    alice_port, bob_port = free_port(), free_port()
+    for user, port in (("alice", alice_port), ("bob", bob_port)):
+        done = register(tmp_path, server, user, port)
+        assert done.ok, done.report()
+    try:
+        with Sipp(tmp_path, "subscribe_uas.xml", port=bob_port, timeout=30, service="bob",
+                  extra=trace(tmp_path, "bob")) as bob:
+            watch = Sipp(tmp_path, "subscribe_uac.xml", remote=proxy(server), port=alice_port,
+                         service="bob", keys={"domain": DOMAIN, "caller": ALICE}, calls=2,
+                         rate=2, limit=1, timeout=30, extra=trace(tmp_path, "alice")).run()
+            assert watch.ok, watch.report()
+            assert (watch.successful, watch.failed) == (2, 0)
+        assert bob.result is not None and bob.result.successful == 2, bob.result.report()
+    finally:
+        unregister_all(server, ALICE)
+        unregister_all(server, BOB)
+    alice_sent = (tmp_path / "alice.msg").read_text(errors="replace")
+    # the first SUBSCRIBE went to the proxy as to an outbound proxy; the second, in the dialog
+    assert "Expires: 0" in through_us(server, alice_sent.split("CSeq: 1 SUBSCRIBE", 1)[1],
+                                      "SUBSCRIBE")
+    bob_sent = (tmp_path / "bob.msg").read_text(errors="replace")
+    assert "Subscription-State: terminated" in through_us(
+        server, bob_sent.split("Subscription-State: active", 1)[1], "NOTIFY")
