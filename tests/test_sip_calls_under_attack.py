@@ -408,18 +408,22 @@ def test_proxy_authorization_of_alice_with_the_from_of_bob_is_403(
     assert far.result is not None and far.result.successful == 1, far.result.report()
 
 
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
 def test_a_spoofed_via_still_gets_its_answer_at_the_packets_source(
-        tmp_path: Path, server: WaypostServer) -> None:
+        tmp_path: Path, server: WaypostServer, transport: str) -> None:
     """RFC 3581 and §18.2.1: the sent-by of the top Via names another host,
     the answer (the server's own, a registrar challenge and a forwarded
-    one) goes to the address and port the datagram came from."""
-    with FarPhone(tmp_path, server), SipUA(sip_port(server), timeout=10) as ua:
+    one) goes to the address and port the request came from (over TCP, back
+    on its connection, §18.2.2)."""
+    with FarPhone(tmp_path, server), SipUA(sip_port(server), transport=transport,
+                                           timeout=10) as ua:
         for method, uri, to in (("OPTIONS", f"sip:{DOMAIN}", f"sip:{DOMAIN}"),
                                 ("REGISTER", f"sip:{DOMAIN}", f"sip:{ALICE}"),
                                 ("MESSAGE", "sip:dave@far.example", "sip:dave@far.example")):
             request = ua.request(method, uri, to=to, from_="sip:carol@far.example",
                                  extra=(("Content-Type", "text/plain"),), body=b"hi")
-            request.headers.set("Via", f"SIP/2.0/UDP 192.0.2.7:5060;branch={new_branch()};rport")
+            request.headers.set("Via", f"SIP/2.0/{transport.upper()} 192.0.2.7:5060;"
+                                       f"branch={new_branch()};rport")
             answer = ua.ask(request)
             assert answer.status in (200, 401), (method, answer.status)
             via = answer.top_via
