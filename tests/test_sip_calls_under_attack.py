@@ -9,8 +9,9 @@ own server.
 * Via loops: a Router record that sends a request back to Waypost gets 482
   (483 once Max-Forwards runs out); a registration whose Contact is
   Waypost itself is accepted and the loop is caught at call time (below);
-* spoofed identities: a REGISTER as alice naming bob is refused (already
-  proved by ``test_sip_bad_input.py``, not repeated); an INVITE whose
+* spoofed identities: a REGISTER as alice naming bob in the To is refused
+  (already proved by ``test_sip_bad_input.py``, not repeated), a From of
+  bob is a third-party registration (accepted); an INVITE whose
   Proxy-Authorization proves alice but whose From is bob gets 403; a Via
   naming another host still gets its answer at the packet's source;
 * replayed Proxy-Authorization (same nc) and a nonce of another realm are
@@ -425,6 +426,32 @@ def test_proxy_authorization_of_alice_with_the_from_of_bob_is_403(
             ("Proxy-Authorization", proxy_credentials(ua, challenge, first, ALICE)),))
         assert ua.ask(own).status == 200
     assert far.result is not None and far.result.successful == 1, far.result.report()
+
+
+def test_a_register_of_alice_sent_by_bob_is_a_third_party_registration(
+        server: WaypostServer) -> None:
+    """The registrar checks the To (the binding's owner) against the digest
+    (``test_sip_bad_input.py``: To john with alice's password is 403); the
+    From may name someone else, as RFC 3261 §10.2 allows (third-party
+    registration), so alice's password registering alice with From bob is
+    a 200, and the same with bob's password is refused. Kamailio's
+    ``auth_check`` compares the To of a REGISTER and the From of other
+    requests the same way."""
+    with SipUA(sip_port(server), timeout=10) as phone:
+        for user, status in (("alice", 200), ("bob", 403)):
+            account = f"{user}@{DOMAIN}"
+            first = phone.request("REGISTER", f"sip:{DOMAIN}", to=f"sip:{ALICE}",
+                                  from_=f"sip:{BOB}", extra=(("Contact", phone.contact()),))
+            challenge = phone.ask(first)
+            assert challenge.status == 401
+            signed = phone.request("REGISTER", f"sip:{DOMAIN}", to=f"sip:{ALICE}",
+                                   from_=f"sip:{BOB}", extra=(
+                                       ("Contact", phone.contact()),
+                                       ("Authorization", phone.authorization(
+                                           challenge, first, user, PASSWORDS[account],
+                                           algorithm="MD5"))))
+            assert phone.ask(signed).status == status, user
+    unregister_all(server, ALICE)
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
