@@ -100,10 +100,11 @@ def routes(server: WaypostServer, table: str) -> None:
     server.cli("router", "set", "-", input=table)
 
 
-def register(tmp: Path, server: WaypostServer, user: str, port: int) -> SippResult:
+def register(tmp: Path, server: WaypostServer, user: str, port: int,
+             transport: str = "u1") -> SippResult:
     account = f"{user}@{DOMAIN}"
     return Sipp(tmp, "register.xml", remote=proxy(server), port=port, service=user,
-                auth_user=user, auth_password=PASSWORDS[account], auth_uri=DOMAIN, calls=1,
+                transport=transport, auth_user=user, auth_password=PASSWORDS[account], auth_uri=DOMAIN, calls=1,
                 keys={"domain": DOMAIN, "expires": "600"}, timeout=15).run()
 
 
@@ -524,17 +525,21 @@ def through_us(server: WaypostServer, text: str, method: str) -> str:
     Waypost's Route (it went along the Route set, RFC 3261 §12.2.1.1)."""
     assert f"\n{method} sip:" in text, f"no {method} in the trace"
     sent = text.split(f"\n{method} sip:", 1)[1].split("\n\n", 1)[0]
-    assert f"Route: <sip:127.0.0.1:{sip_port(server)};lr" in sent, sent
+    assert f"Route: <sip:127.0.0.1:{sip_port(server)};" in sent, sent
     return sent
 
 
+@pytest.mark.parametrize("callee", ["u1", "t1"])
 def test_info_update_and_refer_notify_pass_inside_a_call_along_the_route_set(
-        tmp_path: Path, server: WaypostServer) -> None:
+        tmp_path: Path, server: WaypostServer, callee: str) -> None:
+    """The caller on UDP; the callee on UDP, or on TCP (then Waypost
+    Record-Routes twice, RFC 5658, and each side's requests come in by its
+    own transport)."""
     bob_port = free_port()
-    done = register(tmp_path, server, "bob", bob_port)
+    done = register(tmp_path, server, "bob", bob_port, transport=callee)
     assert done.ok, done.report()
     try:
-        with Sipp(tmp_path, "indialog_uas.xml", port=bob_port, timeout=30,
+        with Sipp(tmp_path, "indialog_uas.xml", port=bob_port, timeout=30, transport=callee,
                   extra=trace(tmp_path, "bob")) as bob:
             call = Sipp(tmp_path, "indialog_uac.xml", remote=proxy(server), service="bob",
                         keys={"domain": DOMAIN, "caller": ALICE}, calls=2, rate=2, limit=1,
@@ -551,19 +556,20 @@ def test_info_update_and_refer_notify_pass_inside_a_call_along_the_route_set(
     assert "Event: refer" in notify
 
 
+@pytest.mark.parametrize("notifier", ["u1", "t1"])
 def test_subscribe_and_notify_between_two_registered_users(
-        tmp_path: Path, server: WaypostServer) -> None:
-    """alice (registered) watches bob (registered): the SUBSCRIBE is routed
+        tmp_path: Path, server: WaypostServer, notifier: str) -> None:
+    """alice (registered, UDP) watches bob (registered, UDP or TCP): the SUBSCRIBE is routed
     to bob's phone and Record-Routed (RFC 6665 §4.1.1: it creates a
     dialog), and bob's NOTIFYs and alice's unsubscribing SUBSCRIBE go along
     the Route set through Waypost."""
     alice_port, bob_port = free_port(), free_port()
-    for user, port in (("alice", alice_port), ("bob", bob_port)):
-        done = register(tmp_path, server, user, port)
+    for user, port, transport in (("alice", alice_port, "u1"), ("bob", bob_port, notifier)):
+        done = register(tmp_path, server, user, port, transport=transport)
         assert done.ok, done.report()
     try:
         with Sipp(tmp_path, "subscribe_uas.xml", port=bob_port, timeout=30, service="bob",
-                  extra=trace(tmp_path, "bob")) as bob:
+                  transport=notifier, extra=trace(tmp_path, "bob")) as bob:
             watch = Sipp(tmp_path, "subscribe_uac.xml", remote=proxy(server), port=alice_port,
                          service="bob", keys={"domain": DOMAIN, "caller": ALICE}, calls=2,
                          rate=2, limit=1, timeout=30, extra=trace(tmp_path, "alice")).run()
