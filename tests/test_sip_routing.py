@@ -237,6 +237,24 @@ def test_an_authenticated_request_may_relay_from_anywhere(svc: Services) -> None
     assert decision == Remote("sip:bob@far.example", "far.example", None, None)
 
 
+@pytest.mark.parametrize("sender", [f"sip:{ALICE}", "<sip:ali@domain.dom>;tag=1",
+                                    "sip:alice%domain.dom@main.dom"])
+def test_an_authenticated_request_may_use_any_name_of_its_own_account(
+        svc: Services, sender: str) -> None:
+    assert isinstance(ask(svc, "sip:bob@far.example", sender=sender, authenticated=ALICE),
+                      Remote)
+
+
+@pytest.mark.parametrize("sender", [f"sip:{JOHN}", "sip:carol@example.net", "sip:nobody@domain.dom"])
+@pytest.mark.parametrize("uri", ["sip:bob@far.example", "sip:alice@domain.dom"])
+def test_an_authenticated_request_whose_from_is_not_its_account_is_403(
+        svc: Services, sender: str, uri: str) -> None:
+    """RFC 3261 §22.3 policy: alice's password does not make a call as john
+    (or as a stranger), out or in; ACK and CANCEL are never refused so."""
+    assert ask(svc, uri, sender=sender, authenticated=ALICE) == FORBIDDEN
+    assert ask(svc, uri, sender=sender, authenticated=ALICE, method="ACK") != FORBIDDEN
+
+
 def test_a_changed_client_ip_list_is_followed(svc: Services) -> None:
     assert isinstance(ask(svc, "sip:bob@far.example", source=INSIDER), Remote)
     svc.set_setting("ClientIPAddresses", "127.0.0.2")

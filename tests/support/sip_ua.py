@@ -157,8 +157,10 @@ class SipUA:
 
     def authorization(self, challenge: SipResponse, request: SipRequest, username: str,
                       password: str, *, algorithm: str = "SHA-256",
-                      nc: int | None = None) -> str:
-        offers = [challenge_params(v) for v in challenge.headers.fields("WWW-Authenticate")]
+                      nc: int | None = None, header: str = "WWW-Authenticate") -> str:
+        """Credentials for ``request`` answering ``challenge``'s ``header``
+        (``Proxy-Authenticate`` for a 407) with ``algorithm``."""
+        offers = [challenge_params(v) for v in challenge.headers.fields(header)]
         offer = next(o for o in offers if o.get("algorithm", "MD5").upper() == algorithm)
         count = f"{nc if nc is not None else next(self.nc):08x}"
         cnonce = secrets.token_hex(8)

@@ -19,7 +19,11 @@ file of ``tests/sipp/`` (by name, or any path: ``-sf``). The files there:
   (``-au``/``-ap``); ``register_users.xml``: one REGISTER per user of an
   ``-inf`` file (:func:`write_users`);
 * ``message_uac.xml`` / ``message_uas.xml``: MESSAGE (RFC 3428) and its 200;
-* ``options_uac.xml``: OPTIONS to the server itself.
+* ``options_uac.xml``: OPTIONS to the server itself;
+* ``indialog_uac.xml`` / ``indialog_uas.xml``: a call with INFO, UPDATE,
+  REFER/202 and the callee's NOTIFY inside it, along the Route set;
+* ``subscribe_uac.xml`` / ``subscribe_uas.xml``: SUBSCRIBE (presence),
+  NOTIFY, unsubscribe (Expires: 0) and the last NOTIFY, in one dialog.
 
 Requests go to ``sip:[service]@[domain]`` from ``sip:[caller]``; the
 ``-key`` values ``domain`` (default ``127.0.0.1``), ``caller`` (default

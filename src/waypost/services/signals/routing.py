@@ -31,6 +31,13 @@ Choices where the specs are silent:
   does the same). The realm is the domain of
   that account (the From domain, after aliases: the realm the digest
   verification uses). ACK and CANCEL are never challenged (RFC 3261 §22.1).
+* **The From of an authenticated request is the account's.** RFC 3261
+  §22.3 leaves it to policy what an authenticated identity may claim; a
+  provider's policy: a request whose Proxy-Authorization proved an account
+  but whose From routes (as a signal: aliases, ``user%domain``) to another
+  account, or to no local account, is ``403``, so nobody calls as a
+  colleague (or as a stranger) with their own password. ACK and CANCEL are
+  exempt (never challenged, §22.1).
 * **Contact order.** Highest ``q`` first; a contact registered without
   ``q`` counts as ``q=1.0``; equal ``q``: the most recent registration
   first.
@@ -170,6 +177,10 @@ def decide(services: Services, request: SignalRequest) -> Decision:
         return Refuse(400, "Bad Request")
     if target.user is None and _names_this_server(services, target.host):
         return Itself()
+    if (request.authenticated is not None and request.method.upper() not in _UNCHALLENGED
+            and not _same_account(local_account(services, request.from_uri),
+                                  request.authenticated)):
+        return FORBIDDEN
     trusted = request.authenticated is not None or _TRUST.trusted(services, request.source_ip)
     address = target.address() if target.user is not None else f"{NO_USER}@{target.host}"
     result = services.router.route(address, "signal", trusted=trusted)
@@ -221,6 +232,10 @@ def local_account(services: Services, uri: str) -> str | None:
     if result.error or len(result.routes) != 1 or result.routes[0].module != "LOCAL":
         return None
     return result.routes[0].queue
+
+
+def _same_account(a: str | None, b: str) -> bool:
+    return a is not None and a.lower() == b.lower()
 
 
 def _local_from_domain(services: Services, from_uri: str) -> str | None:
