@@ -15,6 +15,7 @@ typed values the registrar and proxy read. Pure: no I/O.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Iterator
@@ -214,6 +215,15 @@ class NameAddr:
         return float(value)
 
 
+PARSED_CACHE = 4096
+"""Header values whose parse is remembered (:func:`parse_via`,
+:func:`parse_name_addr`, :func:`parse_cseq`): a proxied message's Via,
+From, To and CSeq are read many times (matching, forwarding, the
+transaction keys) and the typed values are immutable, so each text is
+parsed once while it is in use. Errors are not remembered."""
+
+
+@functools.lru_cache(maxsize=PARSED_CACHE)
 def parse_name_addr(text: str, what: str) -> NameAddr:
     """``( name-addr / addr-spec ) *( SEMI param )``. In the addr-spec form
     the URI ends at the first ``;`` and may hold no ``?`` or ``,`` (§20:
@@ -334,6 +344,7 @@ class Via:
         return via
 
 
+@functools.lru_cache(maxsize=PARSED_CACHE)
 def parse_via(text: str) -> Via:
     match = _SENT_PROTOCOL.match(text.strip(WSP))
     if not match:
@@ -380,6 +391,7 @@ class CSeq:
         return f"{self.number} {self.method}"
 
 
+@functools.lru_cache(maxsize=PARSED_CACHE)
 def parse_cseq(text: str) -> CSeq:
     match = re.fullmatch(r"[ \t]*([0-9]{1,10})[ \t]+([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*", text)
     if not match or int(match.group(1)) >= 2**32:
