@@ -19,9 +19,12 @@ Invariants:
 * State lives only as long as its request: a response context is dropped
   when its task ends, a branch when its client transaction ends or is given
   up (:meth:`StatefulProxy.pending` counts both; the tests check it is zero).
-* Blocking work (the routing decision, settings and directory reads) runs
-  in worker threads; digest checks go through ``digest.verify`` and so
-  through the login guard, as the registrar's do.
+* Blocking work (settings and directory reads, a routing decision that
+  needs the store) runs in worker threads; the routing decision is made on
+  the loop when everything it needs is in memory (``routing.decide_now``:
+  a thread hand-off per call costs more than the decision); digest checks
+  go through ``digest.verify`` and so through the login guard, as the
+  registrar's do.
 
 Choices where the RFC or the brief leave one:
 
@@ -201,6 +204,7 @@ class StatefulProxy:
         self._fixed_timing = timing
         self.timing = timing or ProxyTiming()
         self._decide = decide or routing.decide
+        self._decide_now = routing.decide_now if decide is None else None
         self._resolve = resolve or nexthop.resolve
         self._settings: ServerSettings | None = None
         self._domains: frozenset[str] = frozenset()
@@ -325,7 +329,7 @@ class StatefulProxy:
                                 source.address, None)
         except SipError:
             return
-        decision = await asyncio.to_thread(self._decide, self.services, ask)
+        decision = await self._decision(ask)
         if isinstance(decision, Local):
             for contact in decision.contacts[: self.timing.max_breadth]:
                 uri = uri_from_text(contact)
@@ -447,7 +451,7 @@ class StatefulProxy:
             request = _without_credentials(request, account_realm(account), self._domains)
         ask = SignalRequest(request.method, str(request.uri), str(request.from_.uri),
                             ctx.source.address, account)
-        decision = await asyncio.to_thread(self._decide, self.services, ask)
+        decision = await self._decision(ask)
         if isinstance(decision, Refuse):
             await self._final(ctx, self._refuse(ctx.request, decision, stale))
         elif request.headers.values("Route"):
@@ -461,6 +465,14 @@ class StatefulProxy:
             await self._relay(ctx, request, decision)
         elif isinstance(decision, Itself):
             await self._final(ctx, self._itself(ctx.request))
+
+    async def _decision(self, ask: SignalRequest) -> Decision:
+        """The routing decision: from memory when it can be, else in a thread."""
+        if self._decide_now is not None:
+            decision = self._decide_now(self.services, ask)
+            if decision is not None:
+                return decision
+        return await asyncio.to_thread(self._decide, self.services, ask)
 
     def _refuse(self, request: SipRequest, decision: Refuse, stale: bool) -> SipResponse:
         response = response_for(request, decision.status, decision.reason)
