@@ -210,6 +210,7 @@ class StatefulProxy:
         self._domains: frozenset[str] = frozenset()
         self._us = Us()
         self._refreshed = -1e18
+        self._loading: asyncio.Task[None] | None = None
         self._contexts: dict[int, _Context] = {}
         self._branches: set[_Branch] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -230,6 +231,8 @@ class StatefulProxy:
 
     async def close(self) -> None:
         """Stop every task (at server shutdown)."""
+        if self._loading is not None:
+            self._loading.cancel()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -246,11 +249,25 @@ class StatefulProxy:
             log.error("SIP proxy task failed", exc_info=task.exception())
 
     async def _refresh(self) -> None:
-        """Settings, our names and addresses; re-read at most every ``refresh`` s."""
+        """Settings, our names and addresses; re-read at most every ``refresh`` s.
+        Only the first read is waited for: later ones run in a task while
+        requests go on with what is known, so no request waits on a thread
+        that the next one (an ACK's BYE) does not wait on, which would
+        forward them out of order."""
         now = time.monotonic()
-        if now - self._refreshed < self.timing.refresh and self._settings is not None:
-            return
-        self._refreshed = now
+        if self._loading is None and now - self._refreshed >= self.timing.refresh:
+            self._refreshed = now
+            self._loading = asyncio.get_running_loop().create_task(self._reload())
+        if self._settings is None and self._loading is not None:
+            await asyncio.shield(self._loading)
+
+    async def _reload(self) -> None:
+        try:
+            await self._read()
+        finally:
+            self._loading = None
+
+    async def _read(self) -> None:
         settings, names = await asyncio.to_thread(self._read_world)
         self._settings = settings
         if self._fixed_timing is None:
@@ -357,9 +374,8 @@ class StatefulProxy:
 
     async def _destination_of(self, host: str, port: int, transport: str) -> Destination | None:
         try:
-            hops = await asyncio.wait_for(
-                self._resolve(self.services, host, port, transport),
-                self.timing.next_hop_timeout)
+            async with asyncio.timeout(self.timing.next_hop_timeout):
+                hops = await self._resolve(self.services, host, port, transport)
         except (NextHopError, TimeoutError):
             return None
         return Destination(hops[0].transport, hops[0].address, hops[0].port) if hops else None
@@ -553,11 +569,10 @@ class StatefulProxy:
 
     async def _hops(self, target: Target) -> list[Hop] | SipResponse:
         """The next hops of a target (RFC 3263), or the response a failure gives."""
-        try:
-            hops = await asyncio.wait_for(
-                self._resolve(self.services, target.host, target.port, target.transport,
-                              secure=target.secure),
-                self.timing.next_hop_timeout)
+        try:  # asyncio.timeout, not wait_for: no task per lookup (3.11)
+            async with asyncio.timeout(self.timing.next_hop_timeout):
+                hops = await self._resolve(self.services, target.host, target.port,
+                                           target.transport, secure=target.secure)
         except NextHopError as exc:
             return SipResponse(exc.status, exc.reason)
         except TimeoutError:
@@ -619,8 +634,6 @@ class StatefulProxy:
         """A branch's responses until its final: None after a 2xx (forwarded),
         else the final, its Via stripped. Timer C (§16.8) bounds it."""
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[SipResponse | None] = asyncio.Queue()
-        reader = loop.create_task(_read(branch.client, queue))
         timeout = response_for(ctx.request, 408, "Request Timeout")
         try:
             timer_c = loop.time() + self.timing.timer_c
@@ -628,8 +641,9 @@ class StatefulProxy:
                 limit = timer_c
                 if branch.cancel_deadline is not None:
                     limit = min(limit, branch.cancel_deadline)
-                try:
-                    response = await asyncio.wait_for(queue.get(), max(0.0, limit - loop.time()))
+                try:  # read straight from the transaction: no task, no queue per branch
+                    async with asyncio.timeout_at(limit):
+                        response = await branch.client.next_response()
                 except TimeoutError:
                     if (branch.cancel_deadline is not None or not branch.provisional
                             or not ctx.invite):
@@ -656,9 +670,6 @@ class StatefulProxy:
                 return stripped
         finally:
             branch.done = True
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
             self._branches.discard(branch)
 
     async def _forward_2xx(self, ctx: _Context, response: SipResponse) -> None:
@@ -693,15 +704,6 @@ def _for_caller(response: SipResponse, request: SipRequest) -> SipResponse:
     fields = [(n, v) for n, v in response.headers if n.lower() != "via"]
     out.headers = Headers([*(("Via", v) for v in request.headers.fields("Via")), *fields])
     return out
-
-
-async def _read(client: ClientTransaction, queue: asyncio.Queue[SipResponse | None]) -> None:
-    """A client transaction's responses into ``queue``, then None."""
-    try:
-        async for response in client.responses():
-            queue.put_nowait(response)
-    finally:
-        queue.put_nowait(None)
 
 
 def account_realm(account: str) -> str:

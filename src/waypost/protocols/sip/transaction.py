@@ -315,6 +315,12 @@ class ClientTransaction(_Base):
             if response.status >= 200:
                 return
 
+    async def next_response(self) -> SipResponse | None:
+        """The next of :meth:`responses`, None once there are no more than
+        those given (call it no more after a final one). Safe to cancel (a
+        timeout around it loses nothing), which an async generator is not."""
+        return await self._queue.get()
+
     def start(self) -> None:
         t1 = self.layer.timers.t1
         self.layer.post(self._data, self.destination, self._transport_error, self._watch)
