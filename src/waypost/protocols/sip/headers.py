@@ -331,17 +331,23 @@ class Via:
         ``received`` when the sent-by host is a name or another address
         (§18.2.1), and with ``rport`` asked for, its value and ``received``
         in any case (RFC 3581 §4)."""
-        host = self.host.removeprefix("[").removesuffix("]")
-        try:
-            same = ipaddress.ip_address(host) == ipaddress.ip_address(address)
-        except ValueError:
-            same = False
+        same = _same_address(self.host.removeprefix("[").removesuffix("]"), address)
         via = self
         if self.has_rport:
             via = via.with_param("rport", str(port))
         if not same or self.has_rport:
             via = via.with_param("received", address)
         return via
+
+
+@functools.lru_cache(maxsize=1024)
+def _same_address(host: str, address: str) -> bool:
+    """Whether a sent-by host is the IP address ``address`` (remembered: a
+    phone or peer sends from the same address again and again)."""
+    try:
+        return ipaddress.ip_address(host) == ipaddress.ip_address(address)
+    except ValueError:
+        return False
 
 
 @functools.lru_cache(maxsize=PARSED_CACHE)

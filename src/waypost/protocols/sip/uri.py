@@ -64,8 +64,10 @@ def parse_port(text: str, what: str) -> int:
     return port
 
 
+@functools.lru_cache(maxsize=1024)
 def host_key(host: str) -> str:
-    """A host for comparing: lower case, IP addresses in one form."""
+    """A host for comparing: lower case, IP addresses in one form (remembered:
+    the same few hosts are compared for every message)."""
     try:
         return str(ipaddress.ip_address(host.strip("[]")))
     except ValueError:
