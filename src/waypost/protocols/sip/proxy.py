@@ -563,6 +563,10 @@ class StatefulProxy:
         if not shares:
             await self._final(ctx, response_for(ctx.request, 440, "Max-Breadth Exceeded"))
             return
+        if len(uris) == 1:  # one phone: no task to gather
+            await self._try_target(ctx, request, uris[0], target_of(uris[0]), shares[0],
+                                   alone=False)
+            return
         await asyncio.gather(*(
             self._try_target(ctx, request, uri, target_of(uri), share, alone=False)
             for uri, share in zip(uris, shares, strict=False)))
