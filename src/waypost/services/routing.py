@@ -42,7 +42,11 @@ class Router:
         self._published: tuple[int, CompiledTable, DirectorySnapshot] | None = None
 
     def current(self) -> tuple[CompiledTable, DirectorySnapshot]:
-        """The compiled table and snapshot, rebuilt only after a change."""
+        """The compiled table and snapshot, rebuilt only after a change (the
+        lock only then: callers in many threads do not queue on it)."""
+        current = self.peek()
+        if current is not None:
+            return current
         with self._lock:
             version = self._store.version()
             if version != self._version or self._snap is None:
