@@ -221,7 +221,7 @@ class Core:
             to=to, call_id=request.call_id, cseq=request.cseq.number, contacts=contacts,
             account=result.account, expires=expires, transport=source.transport.upper(),
             address=source.address, port=source.port,
-            user_agent=request.headers.get("User-Agent") or ""))
+            user_agent=request.headers.get("User-Agent") or ""), settings)
         answer = response_for(request, outcome.status, outcome.reason)
         if outcome.status == 423 and outcome.min_expires is not None:
             answer.headers.add("Min-Expires", str(outcome.min_expires))

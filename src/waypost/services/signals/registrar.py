@@ -47,6 +47,7 @@ Invariants and choices:
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import re
 import threading
@@ -61,6 +62,7 @@ from waypost.services.router.address import sip_target, strip_sip_uri
 from waypost.services.router.route import route as route_address
 from waypost.services.router.table import CompiledTable
 from waypost.services.router.view import DirectorySnapshot
+from waypost.settings import ServerSettings
 from waypost.storage.interface import NotFound, SipBinding, SipBindingChanges, Store
 
 MAX_EXPIRES = 2**32 - 1
@@ -305,9 +307,10 @@ def challenge_realm(services: Services, to: str, *, block: bool = True) -> str |
     return host if host in snap.domains else None
 
 
-def register(services: Services, request: RegisterRequest, *, now: float | None = None
-             ) -> RegisterOutcome:
-    """Steps 4-8 of RFC 3261 §10.3. Blocking: run in a worker thread."""
+def register(services: Services, request: RegisterRequest, *, now: float | None = None,
+             settings: ServerSettings | None = None) -> RegisterOutcome:
+    """Steps 4-8 of RFC 3261 §10.3. Blocking: run in a worker thread.
+    ``settings``: the current ones when the caller has them (else read)."""
     now = time.time() if now is None else now
     account = target_account(services, request.to)
     if account is None:
@@ -316,7 +319,7 @@ def register(services: Services, request: RegisterRequest, *, now: float | None 
         return _fail(403, "Forbidden")
     if not services.directory.service_enabled(account, "SIP"):
         return _fail(403, "Forbidden")
-    settings = services.settings()
+    settings = settings or services.settings()
     low, high = settings.number("SIPMinExpires"), settings.number("SIPMaxExpires")
     default = min(max(settings.number("SIPDefaultExpires"), low), max(high, low))
     try:
@@ -339,8 +342,10 @@ def register(services: Services, request: RegisterRequest, *, now: float | None 
 
 
 
-async def handle_register(services: Services, request: RegisterRequest) -> RegisterOutcome:
-    return await asyncio.to_thread(register, services, request)
+async def handle_register(services: Services, request: RegisterRequest,
+                          settings: ServerSettings | None = None) -> RegisterOutcome:
+    return await asyncio.to_thread(functools.partial(register, settings=settings),
+                                   services, request)
 
 
 _Plan = list[tuple[Contact, str | None, int, int | None]]  # contact, key, expires, q
