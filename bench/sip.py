@@ -258,6 +258,9 @@ def report(rows: list[Row], why_not: str | None) -> bool:
         print(f"verdict: Waypost not measured ({why_not}); target NOT met")
         return False
     calls = [row for row in rows if row.measure in CALL_ROWS]
+    if not calls:  # --only left the call rows out
+        print("verdict: no calls measured (--only)")
+        return False
     missing = [row.measure for row in calls if not row.ratios()]
     slow = [f"{row.measure} ({statistics.median(row.ratios()):.2f}x)"
             for row in calls if row.ratios() and statistics.median(row.ratios()) < TARGET]
