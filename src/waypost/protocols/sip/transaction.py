@@ -285,7 +285,7 @@ class ClientTransaction(_Base):
     """§17.1: sends one request and yields its responses."""
 
     def __init__(self, layer: TransactionLayer, request: SipRequest, destination: Destination,
-                 key: ClientKey) -> None:
+                 key: ClientKey, data: bytes | None = None) -> None:
         super().__init__()
         self.layer = layer
         self.request = request
@@ -294,7 +294,7 @@ class ClientTransaction(_Base):
         self.invite = request.method == "INVITE"
         self.state = "calling" if self.invite else "trying"
         self._queue: asyncio.Queue[SipResponse | None] = asyncio.Queue()
-        self._data = request.to_bytes()
+        self._data = data if data is not None else request.to_bytes()
         self._ack: bytes | None = None
         self._reliable = destination.transport != "udp"
         self._finished = False
@@ -519,15 +519,17 @@ class TransactionLayer:
         if request.method == "ACK":
             raise ValueError("an ACK is no transaction: use send_stateless")
         self._stamp(request, destination.transport)
-        if destination.transport == "udp" and len(request.to_bytes()) > MTU_LIMIT:
+        data = request.to_bytes()  # serialised once, sent and retransmitted as it is
+        if destination.transport == "udp" and len(data) > MTU_LIMIT:
             destination = Destination("tcp", destination.address, destination.port)
             self._stamp(request, "tcp")
+            data = request.to_bytes()  # the Via changed
         via = request.top_via
         key: ClientKey = (via.branch or "", request.cseq.method)
         old = self.client.get(key)
         if old is not None:
             old._terminate()
-        txn = ClientTransaction(self, request, destination, key)
+        txn = ClientTransaction(self, request, destination, key, data)
         self.client[key] = txn
         txn.start()
         return txn
