@@ -284,3 +284,23 @@ def test_the_nonce_table_is_bounded_and_forgetting_never_reopens_a_nonce() -> No
     assert book.check(forgotten, REALM, 300)[0] is NonceState.STALE
     assert not book.use(forgotten, 1, issued)
     assert book.check(nonces[-1][0], REALM, 300)[0] is NonceState.FRESH
+
+
+def test_a_known_ha1_is_used_until_the_password_changes(svc: Services, guard: LoginGuard,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The HA1 found for an account is kept (the next answers read no
+    secret), and a password change makes the old password fail at once."""
+    book = NonceBook()
+    phone = Phone(book)
+    assert check(svc, guard, book, phone.header()).verdict is Verdict.OK
+    reads: list[str] = []
+    real = svc.directory.cram_secret
+    monkeypatch.setattr(svc.directory, "cram_secret",
+                        lambda account: reads.append(account) or real(account))
+    assert check(svc, guard, book, phone.header()).verdict is Verdict.OK
+    assert reads == []  # remembered
+    svc.directory.set_password(ALICE, "a-new-password-9")
+    assert check(svc, guard, book, phone.header()).verdict is Verdict.REFUSED
+    assert check(svc, guard, book, phone.header(password="a-new-password-9")
+                 ).verdict is Verdict.OK
+    assert reads  # read again after the change

@@ -27,6 +27,7 @@ from waypost.services.signals.routing import (
     Remote,
     SignalRequest,
     decide,
+    decide_now,
 )
 
 OUTSIDER = "203.0.113.5"  # not in ClientIPAddresses (127.0.0.0/8); never connected to
@@ -386,3 +387,32 @@ def test_waypost_route_kind_signal_agrees_with_decide(
         assert decision == Itself()  # decide() answers what the Router cannot show
     else:
         assert decision == NOT_FOUND
+
+
+# -- the decision from memory (decide_now, the proxy's first try) -----------------
+
+
+def test_decide_now_never_reads_the_store_and_sees_a_change_made_here_at_once(
+        svc: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    """decide_now answers from memory only: None until the bindings were read
+    (by decide, in a thread), then the same decision as decide; a REGISTER
+    made through the registrar drops what was kept, so the next call sees
+    the new contact at once, never a stale one."""
+    registered(svc, DESK)
+    reads: list[str] = []
+    real = svc.store.sip_bindings
+
+    def counting(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        reads.append("read")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(svc.store, "sip_bindings", counting)
+    invite = SignalRequest("INVITE", "sip:alice@domain.dom", "sip:carol@example.net",
+                           OUTSIDER, None)
+    assert decide_now(svc, invite) is None and reads == []  # would have to read
+    assert decide(svc, invite) == Local(ALICE, (DESK,)) and reads == ["read"]
+    assert decide_now(svc, invite) == Local(ALICE, (DESK,)) and reads == ["read"]
+    registered(svc, Contact(SOFT, q="0.9"), Contact(DESK, q="0.5"), call_id="reg-2")
+    assert decide_now(svc, invite) is None  # dropped by the change
+    assert decide(svc, invite) == Local(ALICE, (SOFT, DESK))
+    assert decide_now(svc, invite) == Local(ALICE, (SOFT, DESK))

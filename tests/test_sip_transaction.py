@@ -383,3 +383,35 @@ def test_a_stream_closed_before_the_final_response_yields_503_at_once() -> None:
             server.close()
 
     asyncio.run(main())
+
+
+def test_answered_transactions_waiting_out_timer_j_do_not_refuse_new_ones() -> None:
+    """A burst of quickly answered requests twice the size of
+    SIPMaxTransactions: all are answered 200 (answered UDP transactions wait
+    out Timer J, here 640 ms, but are no work), and the table keeps at most
+    the limit of them; a retransmission of a kept one is still absorbed."""
+    async def main() -> None:
+        user = Recorder(answer=200)
+        stack = await loopback_stack(user, total=5)
+        peer = await udp_peer()
+        try:
+            port = stack.layer.sent_by("udp")[1]
+            statuses = []
+            requests = [make_request("MESSAGE", via_port=peer.port) for _ in range(10)]
+            for request in requests:
+                peer.send(request, ("127.0.0.1", port))
+                message, _ = await peer.next()
+                assert isinstance(message, SipResponse)
+                statuses.append(message.status)
+            assert statuses == [200] * 10
+            assert len(stack.layer.server) <= 5
+            peer.send(requests[-1], ("127.0.0.1", port))  # absorbed: answered again
+            message, _ = await peer.next()
+            assert isinstance(message, SipResponse) and message.status == 200
+            assert len(user.requests) == 10
+        finally:
+            await stack.close()
+            assert peer.transport is not None
+            peer.transport.close()
+
+    asyncio.run(main())

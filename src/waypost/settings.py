@@ -353,8 +353,9 @@ SETTINGS: tuple[Setting, ...] = (
             "of non-INVITE requests and INVITE responses)", _as(_limit_count)),
     Setting("SIPTimerT4", "5000", "SIP timer T4 in milliseconds (longest time a message "
             "stays in the network)", _as(_limit_count)),
-    Setting("SIPMaxTransactions", "10000", "SIP server transactions open at once in all "
-            "(more: 503 with Retry-After)", _as(_limit_count)),
+    Setting("SIPMaxTransactions", "10000", "SIP server transactions not yet answered, in "
+            "all (more: 503 with Retry-After); also the most answered ones kept for "
+            "retransmissions (the oldest end early)", _as(_limit_count)),
     Setting("SIPMaxTransactionsPerAddress", "500", "SIP server transactions from one "
             "client address not yet answered (more: 503 with Retry-After)",
             _as(_limit_count)),

@@ -39,9 +39,14 @@ class Router:
         self._version = -1
         self._table = CompiledTable()
         self._snap: DirectorySnapshot | None = None
+        self._published: tuple[int, CompiledTable, DirectorySnapshot] | None = None
 
     def current(self) -> tuple[CompiledTable, DirectorySnapshot]:
-        """The compiled table and snapshot, rebuilt only after a change."""
+        """The compiled table and snapshot, rebuilt only after a change (the
+        lock only then: callers in many threads do not queue on it)."""
+        current = self.peek()
+        if current is not None:
+            return current
         with self._lock:
             version = self._store.version()
             if version != self._version or self._snap is None:
@@ -49,7 +54,18 @@ class Router:
                 self._table = compile_table(self._store.get_router_table(), main_names(snap))
                 self._snap = snap
                 self._version = version
+                self._published = (version, self._table, snap)  # one assignment: peek's view
             return self._table, self._snap
+
+    def peek(self) -> tuple[CompiledTable, DirectorySnapshot] | None:
+        """The table and snapshot when they are current, None when a rebuild
+        is due: never blocks beyond the store's cheap change counter, so an
+        event loop may route with them (the SIP proxy does per request) and
+        leave the rebuild to a worker thread."""
+        published = self._published
+        if published is None or published[0] != self._store.version():
+            return None
+        return published[1], published[2]
 
     def route(
         self,

@@ -14,8 +14,10 @@ Invariants:
   forward (483, §16.3 step 3). Everything else, CANCEL and ACK included, goes
   to :meth:`Proxy.handle`; the default proxy answers 501 and drops ACKs.
 * Blocking work (the router's table, the store, unsealing secrets) runs in
-  worker threads inside the services the core calls; the core itself reads
-  the settings and the domain list off the loop.
+  worker threads inside the services the core calls; the core reads the
+  settings off the loop when the store's change counter moved, and the
+  domain list and REGISTER realm on the loop only from the Router's current
+  table (``Router.peek``; else in a thread too).
 * A bad ``Authorization`` is a 400; a wrong, replayed or locked-out answer
   is a fresh 401 (a lock-out is never told apart from a wrong password).
 
@@ -95,6 +97,7 @@ class Core:
         self.proxy = (proxy or refusing_proxy)(services, layer)
         self.registers = 0
         """REGISTERs that reached the registrar (tests count them)."""
+        self._settings: tuple[int, ServerSettings] | None = None
 
     # -- TransactionUser -----------------------------------------------------
 
@@ -139,10 +142,26 @@ class Core:
         host = host_key(uri.host)
         if host in self.own_hosts:
             return True
+        current = self.services.router.peek()
+        if current is not None:
+            return current[1].real_domain(host) is not None
         return await asyncio.to_thread(self._local_domain, host)
 
     def _local_domain(self, host: str) -> bool:
         return self.services.router.current()[1].real_domain(host) is not None
+
+    async def _current_settings(self) -> ServerSettings:
+        """The settings, read again (in a thread) only after a store change."""
+        version = self.services.store.version()
+        if self._settings is None or self._settings[0] != version:
+            self._settings = (version, await asyncio.to_thread(self.services.settings))
+        return self._settings[1]
+
+    async def _realm(self, to: str) -> str | None:
+        try:
+            return registrar.challenge_realm(self.services, to, block=False)
+        except registrar.WouldBlock:
+            return await asyncio.to_thread(registrar.challenge_realm, self.services, to)
 
     @staticmethod
     async def _unsupported(request: SipRequest, transaction: ServerTransaction) -> bool:
@@ -166,8 +185,8 @@ class Core:
                         source: Destination) -> None:
         """§10.3 with digest authentication (services/signals/__init__.py)."""
         to = str(request.to.uri)
-        settings: ServerSettings = await asyncio.to_thread(self.services.settings)
-        realm = await asyncio.to_thread(registrar.challenge_realm, self.services, to)
+        settings = await self._current_settings()
+        realm = await self._realm(to)
         if realm is None:
             await transaction.respond(response_for(request, 404, "Not Found"))
             return
@@ -202,7 +221,7 @@ class Core:
             to=to, call_id=request.call_id, cseq=request.cseq.number, contacts=contacts,
             account=result.account, expires=expires, transport=source.transport.upper(),
             address=source.address, port=source.port,
-            user_agent=request.headers.get("User-Agent") or ""))
+            user_agent=request.headers.get("User-Agent") or ""), settings)
         answer = response_for(request, outcome.status, outcome.reason)
         if outcome.status == 423 and outcome.min_expires is not None:
             answer.headers.add("Min-Expires", str(outcome.min_expires))

@@ -15,6 +15,7 @@ typed values the registrar and proxy read. Pure: no I/O.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Iterator
@@ -214,6 +215,15 @@ class NameAddr:
         return float(value)
 
 
+PARSED_CACHE = 4096
+"""Header values whose parse is remembered (:func:`parse_via`,
+:func:`parse_name_addr`, :func:`parse_cseq`): a proxied message's Via,
+From, To and CSeq are read many times (matching, forwarding, the
+transaction keys) and the typed values are immutable, so each text is
+parsed once while it is in use. Errors are not remembered."""
+
+
+@functools.lru_cache(maxsize=PARSED_CACHE)
 def parse_name_addr(text: str, what: str) -> NameAddr:
     """``( name-addr / addr-spec ) *( SEMI param )``. In the addr-spec form
     the URI ends at the first ``;`` and may hold no ``?`` or ``,`` (§20:
@@ -321,11 +331,7 @@ class Via:
         ``received`` when the sent-by host is a name or another address
         (§18.2.1), and with ``rport`` asked for, its value and ``received``
         in any case (RFC 3581 §4)."""
-        host = self.host.removeprefix("[").removesuffix("]")
-        try:
-            same = ipaddress.ip_address(host) == ipaddress.ip_address(address)
-        except ValueError:
-            same = False
+        same = _same_address(self.host.removeprefix("[").removesuffix("]"), address)
         via = self
         if self.has_rport:
             via = via.with_param("rport", str(port))
@@ -334,6 +340,17 @@ class Via:
         return via
 
 
+@functools.lru_cache(maxsize=1024)
+def _same_address(host: str, address: str) -> bool:
+    """Whether a sent-by host is the IP address ``address`` (remembered: a
+    phone or peer sends from the same address again and again)."""
+    try:
+        return ipaddress.ip_address(host) == ipaddress.ip_address(address)
+    except ValueError:
+        return False
+
+
+@functools.lru_cache(maxsize=PARSED_CACHE)
 def parse_via(text: str) -> Via:
     match = _SENT_PROTOCOL.match(text.strip(WSP))
     if not match:
@@ -380,6 +397,7 @@ class CSeq:
         return f"{self.number} {self.method}"
 
 
+@functools.lru_cache(maxsize=PARSED_CACHE)
 def parse_cseq(text: str) -> CSeq:
     match = re.fullmatch(r"[ \t]*([0-9]{1,10})[ \t]+([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*", text)
     if not match or int(match.group(1)) >= 2**32:

@@ -19,9 +19,12 @@ Invariants:
 * State lives only as long as its request: a response context is dropped
   when its task ends, a branch when its client transaction ends or is given
   up (:meth:`StatefulProxy.pending` counts both; the tests check it is zero).
-* Blocking work (the routing decision, settings and directory reads) runs
-  in worker threads; digest checks go through ``digest.verify`` and so
-  through the login guard, as the registrar's do.
+* Blocking work (settings and directory reads, a routing decision that
+  needs the store) runs in worker threads; the routing decision is made on
+  the loop when everything it needs is in memory (``routing.decide_now``:
+  a thread hand-off per call costs more than the decision); digest checks
+  go through ``digest.verify`` and so through the login guard, as the
+  registrar's do.
 
 Choices where the RFC or the brief leave one:
 
@@ -201,11 +204,13 @@ class StatefulProxy:
         self._fixed_timing = timing
         self.timing = timing or ProxyTiming()
         self._decide = decide or routing.decide
+        self._decide_now = routing.decide_now if decide is None else None
         self._resolve = resolve or nexthop.resolve
         self._settings: ServerSettings | None = None
         self._domains: frozenset[str] = frozenset()
         self._us = Us()
         self._refreshed = -1e18
+        self._loading: asyncio.Task[None] | None = None
         self._contexts: dict[int, _Context] = {}
         self._branches: set[_Branch] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -226,6 +231,8 @@ class StatefulProxy:
 
     async def close(self) -> None:
         """Stop every task (at server shutdown)."""
+        if self._loading is not None:
+            self._loading.cancel()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -242,11 +249,25 @@ class StatefulProxy:
             log.error("SIP proxy task failed", exc_info=task.exception())
 
     async def _refresh(self) -> None:
-        """Settings, our names and addresses; re-read at most every ``refresh`` s."""
+        """Settings, our names and addresses; re-read at most every ``refresh`` s.
+        Only the first read is waited for: later ones run in a task while
+        requests go on with what is known, so no request waits on a thread
+        that the next one (an ACK's BYE) does not wait on, which would
+        forward them out of order."""
         now = time.monotonic()
-        if now - self._refreshed < self.timing.refresh and self._settings is not None:
-            return
-        self._refreshed = now
+        if self._loading is None and now - self._refreshed >= self.timing.refresh:
+            self._refreshed = now
+            self._loading = asyncio.get_running_loop().create_task(self._reload())
+        if self._settings is None and self._loading is not None:
+            await asyncio.shield(self._loading)
+
+    async def _reload(self) -> None:
+        try:
+            await self._read()
+        finally:
+            self._loading = None
+
+    async def _read(self) -> None:
         settings, names = await asyncio.to_thread(self._read_world)
         self._settings = settings
         if self._fixed_timing is None:
@@ -325,7 +346,7 @@ class StatefulProxy:
                                 source.address, None)
         except SipError:
             return
-        decision = await asyncio.to_thread(self._decide, self.services, ask)
+        decision = await self._decision(ask)
         if isinstance(decision, Local):
             for contact in decision.contacts[: self.timing.max_breadth]:
                 uri = uri_from_text(contact)
@@ -353,9 +374,8 @@ class StatefulProxy:
 
     async def _destination_of(self, host: str, port: int, transport: str) -> Destination | None:
         try:
-            hops = await asyncio.wait_for(
-                self._resolve(self.services, host, port, transport),
-                self.timing.next_hop_timeout)
+            async with asyncio.timeout(self.timing.next_hop_timeout):
+                hops = await self._resolve(self.services, host, port, transport)
         except (NextHopError, TimeoutError):
             return None
         return Destination(hops[0].transport, hops[0].address, hops[0].port) if hops else None
@@ -447,7 +467,7 @@ class StatefulProxy:
             request = _without_credentials(request, account_realm(account), self._domains)
         ask = SignalRequest(request.method, str(request.uri), str(request.from_.uri),
                             ctx.source.address, account)
-        decision = await asyncio.to_thread(self._decide, self.services, ask)
+        decision = await self._decision(ask)
         if isinstance(decision, Refuse):
             await self._final(ctx, self._refuse(ctx.request, decision, stale))
         elif request.headers.values("Route"):
@@ -461,6 +481,14 @@ class StatefulProxy:
             await self._relay(ctx, request, decision)
         elif isinstance(decision, Itself):
             await self._final(ctx, self._itself(ctx.request))
+
+    async def _decision(self, ask: SignalRequest) -> Decision:
+        """The routing decision: from memory when it can be, else in a thread."""
+        if self._decide_now is not None:
+            decision = self._decide_now(self.services, ask)
+            if decision is not None:
+                return decision
+        return await asyncio.to_thread(self._decide, self.services, ask)
 
     def _refuse(self, request: SipRequest, decision: Refuse, stale: bool) -> SipResponse:
         response = response_for(request, decision.status, decision.reason)
@@ -535,17 +563,20 @@ class StatefulProxy:
         if not shares:
             await self._final(ctx, response_for(ctx.request, 440, "Max-Breadth Exceeded"))
             return
+        if len(uris) == 1:  # one phone: no task to gather
+            await self._try_target(ctx, request, uris[0], target_of(uris[0]), shares[0],
+                                   alone=False)
+            return
         await asyncio.gather(*(
             self._try_target(ctx, request, uri, target_of(uri), share, alone=False)
             for uri, share in zip(uris, shares, strict=False)))
 
     async def _hops(self, target: Target) -> list[Hop] | SipResponse:
         """The next hops of a target (RFC 3263), or the response a failure gives."""
-        try:
-            hops = await asyncio.wait_for(
-                self._resolve(self.services, target.host, target.port, target.transport,
-                              secure=target.secure),
-                self.timing.next_hop_timeout)
+        try:  # asyncio.timeout, not wait_for: no task per lookup (3.11)
+            async with asyncio.timeout(self.timing.next_hop_timeout):
+                hops = await self._resolve(self.services, target.host, target.port,
+                                           target.transport, secure=target.secure)
         except NextHopError as exc:
             return SipResponse(exc.status, exc.reason)
         except TimeoutError:
@@ -607,8 +638,6 @@ class StatefulProxy:
         """A branch's responses until its final: None after a 2xx (forwarded),
         else the final, its Via stripped. Timer C (§16.8) bounds it."""
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[SipResponse | None] = asyncio.Queue()
-        reader = loop.create_task(_read(branch.client, queue))
         timeout = response_for(ctx.request, 408, "Request Timeout")
         try:
             timer_c = loop.time() + self.timing.timer_c
@@ -616,8 +645,9 @@ class StatefulProxy:
                 limit = timer_c
                 if branch.cancel_deadline is not None:
                     limit = min(limit, branch.cancel_deadline)
-                try:
-                    response = await asyncio.wait_for(queue.get(), max(0.0, limit - loop.time()))
+                try:  # read straight from the transaction: no task, no queue per branch
+                    async with asyncio.timeout_at(limit):
+                        response = await branch.client.next_response()
                 except TimeoutError:
                     if (branch.cancel_deadline is not None or not branch.provisional
                             or not ctx.invite):
@@ -644,9 +674,6 @@ class StatefulProxy:
                 return stripped
         finally:
             branch.done = True
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
             self._branches.discard(branch)
 
     async def _forward_2xx(self, ctx: _Context, response: SipResponse) -> None:
@@ -681,15 +708,6 @@ def _for_caller(response: SipResponse, request: SipRequest) -> SipResponse:
     fields = [(n, v) for n, v in response.headers if n.lower() != "via"]
     out.headers = Headers([*(("Via", v) for v in request.headers.fields("Via")), *fields])
     return out
-
-
-async def _read(client: ClientTransaction, queue: asyncio.Queue[SipResponse | None]) -> None:
-    """A client transaction's responses into ``queue``, then None."""
-    try:
-        async for response in client.responses():
-            queue.put_nowait(response)
-    finally:
-        queue.put_nowait(None)
 
 
 def account_realm(account: str) -> str:

@@ -89,6 +89,9 @@ def split_commas(value: str) -> list[str]:
     """The elements of a comma list (§7.3.1), commas inside quoted strings
     and ``<...>`` kept; an empty value is no element, an empty element is
     kept (the typed parsers refuse it: RFC 4475 §3.1.2.1)."""
+    if "," not in value:  # the common case, without the scan
+        element = value.strip(WSP)
+        return [element] if element else []
     if not value.strip(WSP):
         return []
     parts: list[str] = []

@@ -18,12 +18,16 @@ Invariants:
   retransmissions that way, §16.7).
 * A request retransmission is absorbed: the last response is sent again
   and the transaction user never sees it twice.
-* ``SIPMaxTransactions`` (all server transactions) and
-  ``SIPMaxTransactionsPerAddress`` (those of one source address still
-  waiting for their final response: the work a client can make the server
-  do at once; answered ones only wait out Timer J, bounded by the first
-  limit) are answered statelessly with ``503 Service Unavailable`` and
-  ``Retry-After`` (§21.5.4); an ACK is never answered.
+* ``SIPMaxTransactions`` (server transactions still waiting for their
+  final response, in all) and ``SIPMaxTransactionsPerAddress`` (those of
+  one source address: the work a client can make the server do at once)
+  are answered statelessly with ``503 Service Unavailable`` and
+  ``Retry-After`` (§21.5.4); an ACK is never answered. Answered
+  transactions only wait out Timer J (or H/I) to absorb retransmissions:
+  they do not count against new work, so a burst of quickly answered
+  requests is never refused (32 s of Timer J at thousands per second would
+  fill any limit); their number is bounded by ``SIPMaxTransactions`` too,
+  the oldest answered one ending early when a new one would pass it.
 
 Choices where the RFC leaves one:
 
@@ -41,6 +45,9 @@ Choices where the RFC leaves one:
   the same address and port, its Via saying TCP (§18.1.1); a TCP failure
   then gives the synthesized 503 (the RFC's "MAY retry over UDP" is not
   done: a large request over UDP fragments, which is why the rule exists).
+* An answered server transaction ended early because too many are kept
+  (see above) makes a late retransmission of its request a new request:
+  the cost of a bounded table under a flood, paid by the oldest first.
 * An INVITE server transaction whose transaction user never sends a final
   response, and an INVITE client transaction that never gets one after a
   provisional (no Timer B then), end after ``INVITE_LIFETIME`` seconds
@@ -232,7 +239,9 @@ class ServerTransaction(_Base):
         self.layer.post(data, self.source)
         if self.invite and status < 300:
             self._terminate()  # §17.2.1: the 2xx is retransmitted by the TU end to end
-        elif self.invite:
+            return
+        self.layer._answered(self)
+        if self.invite:
             self.state = "completed"
             if not self._reliable:
                 self._later(t1, self._timer_g, t1)
@@ -276,7 +285,7 @@ class ClientTransaction(_Base):
     """§17.1: sends one request and yields its responses."""
 
     def __init__(self, layer: TransactionLayer, request: SipRequest, destination: Destination,
-                 key: ClientKey) -> None:
+                 key: ClientKey, data: bytes | None = None) -> None:
         super().__init__()
         self.layer = layer
         self.request = request
@@ -285,7 +294,7 @@ class ClientTransaction(_Base):
         self.invite = request.method == "INVITE"
         self.state = "calling" if self.invite else "trying"
         self._queue: asyncio.Queue[SipResponse | None] = asyncio.Queue()
-        self._data = request.to_bytes()
+        self._data = data if data is not None else request.to_bytes()
         self._ack: bytes | None = None
         self._reliable = destination.transport != "udp"
         self._finished = False
@@ -305,6 +314,12 @@ class ClientTransaction(_Base):
             yield response
             if response.status >= 200:
                 return
+
+    async def next_response(self) -> SipResponse | None:
+        """The next of :meth:`responses`, None once there are no more than
+        those given (call it no more after a final one). Safe to cancel (a
+        timeout around it loses nothing), which an async generator is not."""
+        return await self._queue.get()
 
     def start(self) -> None:
         t1 = self.layer.timers.t1
@@ -431,6 +446,8 @@ class TransactionLayer:
         self.server: dict[ServerKey, ServerTransaction] = {}
         self.client: dict[ClientKey, ClientTransaction] = {}
         self._per_address: dict[str, int] = {}
+        self._kept: dict[ServerKey, ServerTransaction] = {}
+        """Answered server transactions waiting out Timer H/I/J, oldest first."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._ours = {f"{host_key(host)}:{port}" for port in self.ports.values()}
 
@@ -502,15 +519,17 @@ class TransactionLayer:
         if request.method == "ACK":
             raise ValueError("an ACK is no transaction: use send_stateless")
         self._stamp(request, destination.transport)
-        if destination.transport == "udp" and len(request.to_bytes()) > MTU_LIMIT:
+        data = request.to_bytes()  # serialised once, sent and retransmitted as it is
+        if destination.transport == "udp" and len(data) > MTU_LIMIT:
             destination = Destination("tcp", destination.address, destination.port)
             self._stamp(request, "tcp")
+            data = request.to_bytes()  # the Via changed
         via = request.top_via
         key: ClientKey = (via.branch or "", request.cseq.method)
         old = self.client.get(key)
         if old is not None:
             old._terminate()
-        txn = ClientTransaction(self, request, destination, key)
+        txn = ClientTransaction(self, request, destination, key, data)
         self.client[key] = txn
         txn.start()
         return txn
@@ -552,7 +571,7 @@ class TransactionLayer:
             existing.retransmitted()
             return
         address = source.address
-        if (len(self.server) >= self.limits.total
+        if (len(self.server) - len(self._kept) >= self.limits.total
                 or self._per_address.get(address, 0) >= self.limits.per_address):
             busy = response_for(request, 503, "Service Unavailable")
             busy.headers.add("Retry-After", str(RETRY_AFTER))
@@ -622,7 +641,17 @@ class TransactionLayer:
     def _forget_server(self, txn: ServerTransaction) -> None:
         if self.server.get(txn.key) is txn:
             del self.server[txn.key]
+        if self._kept.get(txn.key) is txn:
+            del self._kept[txn.key]
         self._release_address(txn)
+
+    def _answered(self, txn: ServerTransaction) -> None:
+        """``txn`` has its final response: it no longer counts as work, and
+        the oldest answered one ends when more than the limit are kept."""
+        self._kept[txn.key] = txn
+        while len(self._kept) > self.limits.total:
+            key = next(iter(self._kept))
+            self._kept.pop(key)._terminate()
 
     def _release_address(self, txn: ServerTransaction) -> None:
         """A transaction stops counting for its address once it is answered."""

@@ -42,6 +42,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,6 +69,11 @@ LINGER = 1.0
 """Seconds a stream whose framing broke stays open for answers already due."""
 CONNECT_TIMEOUT = 10.0
 """Seconds an outbound TCP/TLS connection (and its handshake) may take."""
+UDP_BUFFER = 4 * 1024 * 1024
+"""Receive buffer asked for the UDP socket (the kernel caps it at
+``net.core.rmem_max``): a burst of datagrams that arrives while the loop is
+busy waits there instead of being dropped (the default, ~200 kB, is a few
+hundred INVITEs); a dropped response costs a retransmission T1 later."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +202,10 @@ class Transports:
         transport, _ = await loop.create_datagram_endpoint(
             lambda: _Datagrams(self), local_addr=(host, port), reuse_port=False)
         self.udp = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_BUFFER)
         bound = transport.get_extra_info("sockname")
         self.local["udp"] = (host, bound[1] if bound else port)
 

@@ -18,6 +18,7 @@ and hyphens (§25.1, no underscores); a user part may hold ``;``, ``?`` and
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -63,8 +64,10 @@ def parse_port(text: str, what: str) -> int:
     return port
 
 
+@functools.lru_cache(maxsize=1024)
 def host_key(host: str) -> str:
-    """A host for comparing: lower case, IP addresses in one form."""
+    """A host for comparing: lower case, IP addresses in one form (remembered:
+    the same few hosts are compared for every message)."""
     try:
         return str(ipaddress.ip_address(host.strip("[]")))
     except ValueError:
@@ -168,8 +171,11 @@ class OtherUri:
 Uri = SipUri | OtherUri
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_uri(text: str, what: str = "URI") -> Uri:
-    """A SIP/SIPS URI, or any other absoluteURI; else a 400 naming ``what``."""
+    """A SIP/SIPS URI, or any other absoluteURI; else a 400 naming ``what``.
+    Remembered (the value is immutable): a proxy reads the same Request-URI,
+    Contact and Route texts several times per message."""
     scheme, colon, rest = text.partition(":")
     if not colon or not _SCHEME.fullmatch(scheme) or not _OTHER_REST.fullmatch(rest):
         raise bad(f"Malformed {what}")

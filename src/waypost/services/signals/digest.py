@@ -32,7 +32,9 @@ Invariants and choices:
   (``services/login_guard.py``) under protocol name ``sip``, keyed by the
   account the digest user name routes to and the client address, so bad
   REGISTERs are slowed and locked out like mail logins; the lookup and the
-  unsealing run in a worker thread.
+  unsealing run in a worker thread, once per account and store state: the
+  HA1 found is kept until the store's change counter moves, so a phone
+  answering challenges again costs no thread (``_Ha1Cache``).
 * The digest ``username`` is a login name: without ``@`` or ``%`` it is
   qualified by the realm (``alice`` in realm ``dom`` is ``alice@dom``),
   then routed with the access kind, so aliases and ``user%domain`` work; the
@@ -46,6 +48,7 @@ import hashlib
 import hmac
 import logging
 import threading
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -54,7 +57,9 @@ from waypost.services import auth
 from waypost.services.container import Services
 from waypost.services.login_guard import LoginGuard
 from waypost.services.signals.nonces import NonceBook, NonceState
+from waypost.services.signals.registrar import WouldBlock
 from waypost.settings import ServerSettings
+from waypost.storage.interface import Store
 
 log = logging.getLogger("waypost.sip.digest")
 
@@ -197,14 +202,58 @@ def response_for(algorithm: str, username: str, realm: str, password: str, metho
                  uri: str, nonce: str, nc: str, cnonce: str, qop: str = "auth") -> str:
     """The ``response`` a client computes (RFC 7616 §3.4.1, qop ``auth``):
     H(H(user:realm:password):nonce:nc:cnonce:qop:H(method:uri)) in hex."""
+    return _response(algorithm, ha1_of(algorithm, username, realm, password), method, uri,
+                     nonce, nc, cnonce, qop)
+
+
+def ha1_of(algorithm: str, username: str, realm: str, password: str) -> str:
+    """H(user:realm:password) in hex (RFC 7616 §3.4.2)."""
+    return hashlib.new(ALGORITHMS[algorithm.upper()],
+                       f"{username}:{realm}:{password}".encode()).hexdigest()
+
+
+def _response(algorithm: str, ha1: str, method: str, uri: str, nonce: str, nc: str,
+              cnonce: str, qop: str) -> str:
     name = ALGORITHMS[algorithm.upper()]
 
     def h(text: str) -> str:
         return hashlib.new(name, text.encode("utf-8")).hexdigest()
 
-    ha1 = h(f"{username}:{realm}:{password}")
-    ha2 = h(f"{method}:{uri}")
-    return h(f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")
+    return h(f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{h(f'{method}:{uri}')}")
+
+
+class _Ha1Cache:
+    """HA1 values of the accounts whose digest was checked, per store and
+    for one value of its change counter (a password change, a removed
+    account or a new alias moves it, and everything is read again), so a
+    phone that answers challenge after challenge costs no store read, no
+    unsealing and no worker thread. Only HA1 is kept (what a Kamailio
+    subscriber table keeps), never the password; bounded by ``HA1_KEPT``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_store: weakref.WeakKeyDictionary[
+            Store, tuple[int, dict[tuple[str, str, str], tuple[str, str]]]] = (
+            weakref.WeakKeyDictionary())
+
+    def get(self, store: Store, version: int, key: tuple[str, str, str]
+            ) -> tuple[str, str] | None:
+        with self._lock:
+            entry = self._by_store.get(store)
+            return entry[1].get(key) if entry is not None and entry[0] == version else None
+
+    def put(self, store: Store, version: int, key: tuple[str, str, str],
+            value: tuple[str, str]) -> None:
+        with self._lock:
+            entry = self._by_store.get(store)
+            if entry is None or entry[0] != version or len(entry[1]) >= HA1_KEPT:
+                entry = (version, {})
+                self._by_store[store] = entry
+            entry[1][key] = value
+
+
+HA1_KEPT = 100_000
+_HA1 = _Ha1Cache()
 
 
 def offered(settings: ServerSettings) -> tuple[str, ...]:
@@ -278,20 +327,32 @@ def login_name(username: str, realm: str) -> str:
     return f"{username}@{realm}"
 
 
-def check_response(services: Services, login: str, request: DigestRequest) -> str | None:
+def check_response(services: Services, login: str, request: DigestRequest, *,
+                   block: bool = True) -> str | None:
     """The account when the response is right for its password, else None.
-    Blocking (the store, unsealing): run in a worker thread."""
-    account = auth.login_account(services, login)
-    if account is None or account.rpartition("@")[2].lower() != request.realm.lower():
-        return None
-    secret = services.directory.cram_secret(account)
-    if secret is None:
-        _tell_once(account)
-        return None
+    Blocking (the store, unsealing: run in a worker thread) unless the
+    account's HA1 is known for the store's current state; with ``block``
+    false, :class:`WouldBlock` instead of blocking."""
     creds = request.credentials
-    expected = response_for(creds.algorithm, creds.username, creds.realm, secret,
-                            request.method, creds.uri, creds.nonce, creds.get("nc"),
-                            creds.get("cnonce"), creds.get("qop"))
+    store = services.store
+    version = store.version()
+    key = (creds.username, request.realm.lower(), creds.algorithm.upper())
+    known = _HA1.get(store, version, key)
+    if known is None:
+        if not block:
+            raise WouldBlock
+        account = auth.login_account(services, login)
+        if account is None or account.rpartition("@")[2].lower() != request.realm.lower():
+            return None
+        secret = services.directory.cram_secret(account)
+        if secret is None:
+            _tell_once(account)
+            return None
+        known = (account, ha1_of(creds.algorithm, creds.username, creds.realm, secret))
+        _HA1.put(store, version, key, known)  # as of the version read before
+    account, ha1 = known
+    expected = _response(creds.algorithm, ha1, request.method, creds.uri, creds.nonce,
+                         creds.get("nc"), creds.get("cnonce"), creds.get("qop"))
     return account if hmac.compare_digest(expected, creds.get("response").lower()) else None
 
 
@@ -345,7 +406,10 @@ async def verify(services: Services, guard: LoginGuard, nonces: NonceBook,
     stale: list[str] = []
 
     async def run() -> str | None:
-        account = await asyncio.to_thread(check_response, services, login, request)
+        try:
+            account = check_response(services, login, request, block=False)
+        except WouldBlock:
+            account = await asyncio.to_thread(check_response, services, login, request)
         if account is not None and state is NonceState.STALE:
             # A right answer to an old nonce may be a captured request played
             # again: it must not clear the guard's failures, so it counts as one.

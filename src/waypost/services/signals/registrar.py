@@ -36,21 +36,34 @@ Invariants and choices:
   removing contacts of an account already past a lowered limit still works.
 * Expired bindings are never returned: every read asks for those alive at
   ``now``, and every REGISTER deletes the expired ones of all accounts.
+* Routing reads an account's bindings per call (:func:`live_bindings`):
+  they are kept in memory for ``BINDINGS_TTL`` seconds, so a burst of calls
+  to one phone reads the store once, and the routing decision can be made
+  on the event loop without a worker thread. A change made here drops the
+  account's entry at once; a change by another process (``waypost sip
+  unregister`` while the server runs) shows within ``BINDINGS_TTL``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import re
+import threading
 import time
+import weakref
 from dataclasses import dataclass
 
 from waypost.services.auth import login_account
 from waypost.services.container import Services
 from waypost.services.names import DirectoryError
 from waypost.services.router.address import sip_target, strip_sip_uri
-from waypost.storage.interface import NotFound, SipBinding, SipBindingChanges
+from waypost.services.router.route import route as route_address
+from waypost.services.router.table import CompiledTable
+from waypost.services.router.view import DirectorySnapshot
+from waypost.settings import ServerSettings
+from waypost.storage.interface import NotFound, SipBinding, SipBindingChanges, Store
 
 MAX_EXPIRES = 2**32 - 1
 """RFC 3261 §20.19: larger Expires values are taken as this one."""
@@ -58,6 +71,10 @@ BRIEF_CEILING = 3600
 """§10.3 step 7: only an interval under one hour may be refused as too brief."""
 MAX_TEXT = 256
 """Octets of a User-Agent kept with a binding."""
+BINDINGS_TTL = 1.0
+"""Seconds an account's bindings read from the store are used again (see above)."""
+BINDINGS_KEPT = 10_000
+"""Accounts whose bindings are kept at most (then the memory starts over)."""
 _QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?", re.ASCII)
 
 
@@ -189,37 +206,111 @@ def current(bindings: list[SipBinding], now: float) -> tuple[Current, ...]:
                          b.reg_id) for b in bindings if b.expires > now)
 
 
+# -- the bindings routing reads ---------------------------------------------------
+
+
+_Entry = tuple[float, list[SipBinding]]
+
+
+class _Bindings:
+    """Accounts' bindings as last read from each store (monotonic read time).
+    ``_generation`` moves on every change made here, so a read that raced
+    with a change is not kept (it may be older than the change)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_store: weakref.WeakKeyDictionary[Store, dict[tuple[str, str], _Entry]] = (
+            weakref.WeakKeyDictionary())
+        self._generation = 0
+
+    def get(self, store: Store, domain: str, name: str, now: float, *, block: bool = True
+            ) -> list[SipBinding] | None:
+        key = (domain.lower(), name.lower())
+        with self._lock:
+            entry = self._by_store.get(store, {}).get(key)
+            generation = self._generation
+        if entry is not None and time.monotonic() - entry[0] < BINDINGS_TTL:
+            return [b for b in entry[1] if b.expires > now]
+        if not block:
+            return None
+        read_at = time.monotonic()
+        bindings = store.sip_bindings(domain, name, now=now)  # NotFound passes through
+        with self._lock:
+            if generation == self._generation:
+                table = self._by_store.setdefault(store, {})
+                if len(table) >= BINDINGS_KEPT:
+                    table.clear()
+                table[key] = (read_at, bindings)
+        return [b for b in bindings if b.expires > now]
+
+    def forget(self, store: Store, domain: str, name: str) -> None:
+        with self._lock:
+            self._generation += 1
+            self._by_store.get(store, {}).pop((domain.lower(), name.lower()), None)
+
+
+_BINDINGS = _Bindings()
+
+
+def live_bindings(services: Services, account: str, now: float, *, block: bool = True
+                  ) -> list[SipBinding] | None:
+    """The bindings of ``account`` alive at ``now`` (highest q first, as the
+    store orders them); None when ``block`` is false and they would have to
+    be read from the store. NotFound when the account is gone."""
+    name, _, domain = account.rpartition("@")
+    return _BINDINGS.get(services.store, domain, name, now, block=block)
+
+
 # -- the registrar ------------------------------------------------------------
 
 
-def target_account(services: Services, to: str) -> str | None:
+class WouldBlock(Exception):
+    """A call made with ``block=False`` needs the store (or a rebuild of the
+    Router's table) first: make it again in a worker thread."""
+
+
+def router_tables(services: Services, block: bool) -> tuple[CompiledTable, DirectorySnapshot]:
+    """The Router's table and snapshot; without ``block`` only when current."""
+    if block:
+        return services.router.current()
+    current = services.router.peek()
+    if current is None:
+        raise WouldBlock
+    return current
+
+
+def target_account(services: Services, to: str, *, block: bool = True) -> str | None:
     """The one local account the To URI routes to as a signal, or None
-    (§10.3 step 5). Blocking: run in a worker thread. The digest realm of a
-    REGISTER is this account's domain."""
-    result = services.router.route(aor(to), "signal", trusted=True)
+    (§10.3 step 5). Blocking (run in a worker thread) unless ``block`` is
+    false (:class:`WouldBlock`). The digest realm of a REGISTER is this
+    account's domain."""
+    table, snap = router_tables(services, block)
+    result = route_address(aor(to), "signal", True, table, snap)
     if result.error or len(result.routes) != 1 or result.routes[0].module != "LOCAL":
         return None
     return result.routes[0].queue
 
 
-def challenge_realm(services: Services, to: str) -> str | None:
+def challenge_realm(services: Services, to: str, *, block: bool = True) -> str | None:
     """The realm a REGISTER for ``to`` is challenged with (realm = domain,
     sip.md §4): the domain of the account the To routes to; else the To's
     own domain when it is one of ours, so an unknown name is challenged like
     a known one and the 401 tells nobody which names exist; None when the
-    domain is not ours either (404 at once). Blocking: run in a worker thread."""
-    account = target_account(services, to)
+    domain is not ours either (404 at once). Blocking (run in a worker
+    thread) unless ``block`` is false (:class:`WouldBlock`)."""
+    account = target_account(services, to, block=block)
     if account is not None:
         return account.rpartition("@")[2]
     host = aor(to).rpartition("@")[2].lower().rstrip(".")
-    snap = services.router.current()[1]
+    snap = router_tables(services, block)[1]
     host = snap.domain_aliases.get(host, host)
     return host if host in snap.domains else None
 
 
-def register(services: Services, request: RegisterRequest, *, now: float | None = None
-             ) -> RegisterOutcome:
-    """Steps 4-8 of RFC 3261 §10.3. Blocking: run in a worker thread."""
+def register(services: Services, request: RegisterRequest, *, now: float | None = None,
+             settings: ServerSettings | None = None) -> RegisterOutcome:
+    """Steps 4-8 of RFC 3261 §10.3. Blocking: run in a worker thread.
+    ``settings``: the current ones when the caller has them (else read)."""
     now = time.time() if now is None else now
     account = target_account(services, request.to)
     if account is None:
@@ -228,7 +319,7 @@ def register(services: Services, request: RegisterRequest, *, now: float | None 
         return _fail(403, "Forbidden")
     if not services.directory.service_enabled(account, "SIP"):
         return _fail(403, "Forbidden")
-    settings = services.settings()
+    settings = settings or services.settings()
     low, high = settings.number("SIPMinExpires"), settings.number("SIPMaxExpires")
     default = min(max(settings.number("SIPDefaultExpires"), low), max(high, low))
     try:
@@ -245,11 +336,16 @@ def register(services: Services, request: RegisterRequest, *, now: float | None 
         after = services.store.sip_change_bindings(domain, name, now, decide)
     except _Refused as refused:
         return RegisterOutcome(refused.outcome.status, refused.outcome.reason, account=account)
+    finally:
+        _BINDINGS.forget(services.store, domain, name)
     return RegisterOutcome(200, "OK", current(after, now), account=account)
 
 
-async def handle_register(services: Services, request: RegisterRequest) -> RegisterOutcome:
-    return await asyncio.to_thread(register, services, request)
+
+async def handle_register(services: Services, request: RegisterRequest,
+                          settings: ServerSettings | None = None) -> RegisterOutcome:
+    return await asyncio.to_thread(functools.partial(register, settings=settings),
+                                   services, request)
 
 
 _Plan = list[tuple[Contact, str | None, int, int | None]]  # contact, key, expires, q
@@ -361,6 +457,8 @@ def unregister(services: Services, account: str, contact: str | None = None, *,
         services.store.sip_change_bindings(domain, name, now, decide)
     except NotFound as exc:
         raise DirectoryError(str(exc)) from None
+    finally:
+        _BINDINGS.forget(services.store, domain, name)
     return len(removed)
 
 

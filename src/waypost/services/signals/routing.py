@@ -12,7 +12,13 @@ account's registrations), :class:`Remote` (send to the next hop,
 Invariants:
 
 * Synchronous and free of network I/O; it reads the store (bindings, the
-  settings on a change), so the proxy calls it in a worker thread.
+  settings on a change), so it runs in a worker thread, except through
+  :func:`decide_now`: the same decision made on the event loop from what
+  is in memory (the Router's current table, the trust list of the current
+  settings, bindings read less than ``registrar.BINDINGS_TTL`` ago), or
+  None when something must be read first. The proxy asks it first and
+  calls :func:`decide` in a thread only then: a thread per call costs
+  more than the decision.
 * The relaying decision is the Router's (``router.route.decide_relaying``
   through ``Router.route``): the source is trusted when ``authenticated``
   is set or ``source_ip`` is in ``ClientIPAddresses``; an untrusted source
@@ -77,6 +83,8 @@ from urllib.parse import quote
 from waypost.services.container import Services
 from waypost.services.router.address import SipTarget, ip_literal, sip_target, strip_sip_uri
 from waypost.services.router.route import ALWAYS_OWN_IPS, ErrorKind, Route, RouteResult
+from waypost.services.router.route import route as route_address
+from waypost.services.signals.registrar import WouldBlock, live_bindings, router_tables
 from waypost.services.trust import ClientTrust
 from waypost.storage.interface import NotFound, SipBinding, Store
 
@@ -149,12 +157,14 @@ class _TrustCache:
         self._by_store: weakref.WeakKeyDictionary[Store, tuple[int, ClientTrust]] = (
             weakref.WeakKeyDictionary())
 
-    def trusted(self, services: Services, ip: str) -> bool:
+    def trusted(self, services: Services, ip: str, *, block: bool = True) -> bool:
         store = services.store
         version = store.version()
         with self._lock:
             cached = self._by_store.get(store)
         if cached is None or cached[0] != version:
+            if not block:
+                raise WouldBlock
             cached = (version, ClientTrust(services.settings()))
             with self._lock:
                 self._by_store[store] = cached
@@ -164,40 +174,59 @@ class _TrustCache:
 _TRUST = _TrustCache()
 
 
+def _route(services: Services, address: str, *, trusted: bool, block: bool) -> RouteResult:
+    table, snap = router_tables(services, block)
+    return route_address(address, "signal", trusted, table, snap)
+
+
 # -- the decision -------------------------------------------------------------------
 
 
 def decide(services: Services, request: SignalRequest) -> Decision:
     """Route ``request.request_uri`` (kind ``signal``) and say what to do with
     the request. Blocking (store reads): call it in a worker thread."""
+    return _decide(services, request, block=True)
+
+
+def decide_now(services: Services, request: SignalRequest) -> Decision | None:
+    """:func:`decide` from memory only, without blocking (the event loop
+    may call it); None when :func:`decide` must run in a thread."""
+    try:
+        return _decide(services, request, block=False)
+    except WouldBlock:
+        return None
+
+
+def _decide(services: Services, request: SignalRequest, *, block: bool) -> Decision:
     target = sip_target(request.request_uri)
     if target is None or target.scheme not in ("sip", "sips"):
         return Refuse(416, "Unsupported URI Scheme")
     if not target.host or (target.user is not None and not target.user):
         return Refuse(400, "Bad Request")
-    if target.user is None and _names_this_server(services, target.host):
+    if target.user is None and _names_this_server(services, target.host, block):
         return Itself()
     if (request.authenticated is not None and request.method.upper() not in _UNCHALLENGED
-            and not _same_account(local_account(services, request.from_uri),
+            and not _same_account(local_account(services, request.from_uri, block=block),
                                   request.authenticated)):
         return FORBIDDEN
-    trusted = request.authenticated is not None or _TRUST.trusted(services, request.source_ip)
+    trusted = request.authenticated is not None or _TRUST.trusted(
+        services, request.source_ip, block=block)
     address = target.address() if target.user is not None else f"{NO_USER}@{target.host}"
-    result = services.router.route(address, "signal", trusted=trusted)
-    decision = _decision(services, request.request_uri, target, result)
+    result = _route(services, address, trusted=trusted, block=block)
+    decision = _decision(services, request.request_uri, target, result, block)
     relayed = isinstance(decision, Remote) or (
         decision == FORBIDDEN and result.error is not None
         and result.error.kind is ErrorKind.RELAY_DENIED)
     if (relayed and request.authenticated is None
             and request.method.upper() not in _UNCHALLENGED):
-        realm = _local_from_domain(services, request.from_uri)
+        realm = _local_from_domain(services, request.from_uri, block)
         if realm is not None:
             return Refuse(407, "Proxy Authentication Required", realm=realm)
     return decision
 
 
-def _decision(services: Services, uri: str, target: SipTarget, result: RouteResult
-              ) -> Decision:
+def _decision(services: Services, uri: str, target: SipTarget, result: RouteResult,
+              block: bool) -> Decision:
     """The Router's result for the URI as a decision, before any challenge."""
     transport = target.param("transport")
     if result.error is not None and not result.routes:
@@ -210,25 +239,25 @@ def _decision(services: Services, uri: str, target: SipTarget, result: RouteResu
             return Itself()
         return _remote(uri, target.scheme, None, target.host, target.port, transport, remote)
     return _final(services, uri, target.scheme, target.user, target.host, target.port,
-                  transport, result)
+                  transport, result, block)
 
 
-def _names_this_server(services: Services, host: str) -> bool:
+def _names_this_server(services: Services, host: str, block: bool = True) -> bool:
     """A server domain, a domain alias, or one of our IP addresses (router.md §1.3)."""
-    snap = services.router.current()[1]
+    snap = router_tables(services, block)[1]
     ip = ip_literal(host)
     if ip is not None:
         return ip in snap.own_ips or ip in ALWAYS_OWN_IPS or ip in snap.ip_domains
     return snap.real_domain(host) is not None
 
 
-def local_account(services: Services, uri: str) -> str | None:
+def local_account(services: Services, uri: str, *, block: bool = True) -> str | None:
     """The one local account a SIP URI (or plain address) routes to as a
-    signal, or None. Blocking."""
+    signal, or None. Blocking unless ``block`` is false (see :func:`decide_now`)."""
     address = strip_sip_uri(uri)
     if not address or "@" not in address:
         return None
-    result = services.router.route(address, "signal", trusted=True)
+    result = _route(services, address, trusted=True, block=block)
     if result.error or len(result.routes) != 1 or result.routes[0].module != "LOCAL":
         return None
     return result.routes[0].queue
@@ -238,8 +267,8 @@ def _same_account(a: str | None, b: str) -> bool:
     return a is not None and a.lower() == b.lower()
 
 
-def _local_from_domain(services: Services, from_uri: str) -> str | None:
-    account = local_account(services, from_uri)
+def _local_from_domain(services: Services, from_uri: str, block: bool) -> str | None:
+    account = local_account(services, from_uri, block=block)
     return account.rpartition("@")[2] if account else None
 
 
@@ -254,7 +283,7 @@ def _refusal(result: RouteResult) -> Refuse:
 
 
 def _final(services: Services, uri: str, scheme: str, user: str, host: str, port: int | None,
-           transport: str | None, result: RouteResult) -> Decision:
+           transport: str | None, result: RouteResult, block: bool) -> Decision:
     """Routes to a decision: local contacts first, else the first remote route."""
     accounts: list[str] = []
     bindings: list[SipBinding] = []
@@ -263,7 +292,7 @@ def _final(services: Services, uri: str, scheme: str, user: str, host: str, port
     for route in result.routes:
         if route.module == "LOCAL":
             accounts.append(route.queue)
-            bindings.extend(_live_bindings(services, route.queue, now))
+            bindings.extend(_live_bindings(services, route.queue, now, block))
         elif route.module == "SIP" and first_remote is None:
             first_remote = route
     if bindings:
@@ -283,12 +312,15 @@ def _owner(accounts: list[str], bindings: list[SipBinding]) -> str:
     return next((a for a in accounts if a.lower() in with_contacts), accounts[0])
 
 
-def _live_bindings(services: Services, account: str, now: float) -> list[SipBinding]:
-    name, _, domain = account.rpartition("@")
+def _live_bindings(services: Services, account: str, now: float, block: bool
+                   ) -> list[SipBinding]:
     try:
-        return [b for b in services.store.sip_bindings(domain, name, now=now) if b.expires > now]
+        found = live_bindings(services, account, now, block=block)
     except NotFound:  # deleted between routing and this read
         return []
+    if found is None:
+        raise WouldBlock
+    return found
 
 
 def _remote(uri: str, scheme: str, user: str | None, host: str, port: int | None,
@@ -344,5 +376,6 @@ __all__ = [
     "Remote",
     "SignalRequest",
     "decide",
+    "decide_now",
     "local_account",
 ]
