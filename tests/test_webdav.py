@@ -397,7 +397,10 @@ def test_a_huge_put_streams(dav: Dav) -> None:
     assert answer.status_code == 201, answer.text
     grew = (peak[0] - rss_before) * 1024
     print(f"RSS before {rss_before} KiB, peak {peak[0]} KiB during a {size}-byte PUT")
-    assert grew < size // 5, f"RSS grew by {grew} bytes for a {size}-byte PUT"
+    # A buffered body would grow RSS by the whole 200 MB; one glibc malloc arena
+    # of a worker thread being touched is 64 MiB at once (a CI run saw exactly
+    # 64 MiB + 4 KiB once, on a busy machine), so the bound leaves room for one.
+    assert grew < size // 2, f"RSS grew by {grew} bytes for a {size}-byte PUT"
     got = hashlib.sha256()
     with httpx.Client(base_url=dav.server.url(), timeout=120) as c, \
             c.stream("GET", "/~huge/big.bin", headers={"Host": "main.dom"}) as r:
