@@ -132,6 +132,8 @@ class Context:
     offset: int
     listen: str = "127.0.0.1"
     tls: None = None
+    worker: int = 0
+    workers: int = 1
 
     def port(self, setting: str) -> int:
         return int(settings_mod.lookup(setting).default) + self.offset

@@ -70,6 +70,9 @@ class Server:
     services: Services
     listen: str = "0.0.0.0"
     port_offset: int = 0
+    worker: int = 0
+    """This process's index among ``workers`` processes sharing the ports."""
+    workers: int = 1
     listeners: list[Listener] = field(default_factory=list)
     background: list[asyncio.Task[None]] = field(default_factory=list)
     queue: Any = None
@@ -173,12 +176,16 @@ def serve(
     *,
     listen: str = "0.0.0.0",
     port_offset: int = 0,
+    worker: int = 0,
+    workers: int = 1,
     ready: Callable[[Server], None] = lambda server: None,
 ) -> None:
-    """Run the server until SIGINT/SIGTERM."""
+    """Run the server until SIGINT/SIGTERM; as worker ``worker`` of
+    ``workers`` processes binding the same ports when ``workers > 1``."""
     raise_file_limit()
     services = open_services(data_dir)
-    server = Server(services, listen=listen, port_offset=port_offset)
+    server = Server(services, listen=listen, port_offset=port_offset, worker=worker,
+                    workers=workers)
     try:
         try:
             import uvloop

@@ -30,6 +30,7 @@ and :func:`describe` (file reads).
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import ipaddress
 import os
 import socket
@@ -121,16 +122,23 @@ def ensure_certificate(
     """Return ``(cert_path, key_path)`` in ``DATA/tls/``, creating them if missing.
 
     Existing files are never overwritten (the administrator may have put a
-    real certificate there). The key file is mode 0600.
+    real certificate there). The key file is mode 0600. Worker processes
+    starting together make one pair between them: the first to take the
+    lock writes it, the others find it (a key from one and a certificate
+    from another would not match).
     """
     tls_dir = Path(data_dir) / "tls"
     cert_path, key_path = tls_dir / CERT_FILE, tls_dir / KEY_FILE
     if cert_path.exists() and key_path.exists():
         return cert_path, key_path
     tls_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    cert_pem, key_pem = make_self_signed(server_name or socket.gethostname() or "localhost")
-    _write_private(key_path, key_pem, 0o600)
-    _write_private(cert_path, cert_pem, 0o644)
+    with open(tls_dir / ".create.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (cert_path.exists() and key_path.exists()):
+            cert_pem, key_pem = make_self_signed(
+                server_name or socket.gethostname() or "localhost")
+            _write_private(key_path, key_pem, 0o600)
+            _write_private(cert_path, cert_pem, 0o644)
     return cert_path, key_path
 
 

@@ -26,9 +26,13 @@ LEGACY_PASSWORD_FILE = "initial-postmaster-password"
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 @click.option("--log-format", default="text", show_default=True, type=click.Choice(FORMATS),
               help="text lines, or one JSON object per line (fields as keys)")
-def serve(listen: str, port_offset: int, log_level: str, log_format: str) -> None:
+@click.option("--worker", "worker_of", default=None, hidden=True, metavar="I/N",
+              help="run as worker I (0-based) of N processes sharing the ports")
+def serve(listen: str, port_offset: int, log_level: str, log_format: str,
+          worker_of: str | None) -> None:
     """Start every listener; stop cleanly on SIGINT or SIGTERM."""
 
+    worker, workers = _worker_of(worker_of)
     target = data_dir()
     if not store_exists(target):
         fail(f"no Waypost data in {target}; run `waypost init --domain NAME` first")
@@ -49,7 +53,22 @@ def serve(listen: str, port_offset: int, log_level: str, log_format: str) -> Non
         click.echo("Press Ctrl-C to stop.", nl=True)
 
     with friendly_errors():
-        server_mod.serve(target, listen=listen, port_offset=port_offset, ready=ready)
+        server_mod.serve(target, listen=listen, port_offset=port_offset, worker=worker,
+                         workers=workers, ready=ready)
+
+
+def _worker_of(text: str | None) -> tuple[int, int]:
+    """``I/N`` of ``--worker``: this process's index and the number of workers."""
+    if text is None:
+        return 0, 1
+    index, _, count = text.partition("/")
+    try:
+        worker, workers = int(index), int(count)
+    except ValueError:
+        fail(f"--worker wants I/N (index/count), not {text!r}")
+    if not 0 <= worker < workers:
+        fail(f"--worker {text}: the index must be at least 0 and below the count")
+    return worker, workers
 
 
 COMMANDS = [serve]

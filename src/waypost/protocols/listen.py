@@ -87,6 +87,25 @@ class ListenContext(Protocol):
         """The port a ``...Port`` setting names, with the port offset added."""
         ...
 
+    @property
+    def worker(self) -> int:
+        """This process's index among the server's worker processes (0 when alone)."""
+        ...
+
+    @property
+    def workers(self) -> int:
+        """How many worker processes share the listeners (1: this one alone)."""
+        ...
+
+
+def shares_ports(server: ListenContext) -> bool:
+    """Whether the listeners are bound with ``SO_REUSEPORT``: several worker
+    processes bind the same ports and the kernel spreads connections (and
+    UDP datagrams, by source address and port) over them. A lone process
+    does not set it, so a second server started by mistake on the same
+    ports fails to bind instead of silently taking half the traffic."""
+    return server.workers > 1
+
 
 async def listen(
     server: ListenContext,
@@ -138,10 +157,12 @@ async def listen(
     if implicit_tls and server.tls is not None:
         srv = await TLSAcceptor.start(
             server.listen, port, server.tls, table, name=name, log=log,
-            admitted=admitted, refused=lambda refusal: _Refuser(refuse(refusal)))
+            admitted=admitted, refused=lambda refusal: _Refuser(refuse(refusal)),
+            reuse_port=shares_ports(server))
     else:
         srv = await asyncio.start_server(
-            handle, server.listen, port, limit=stream_limit, reuse_address=True)
+            handle, server.listen, port, limit=stream_limit, reuse_address=True,
+            reuse_port=shares_ports(server) or None)
     log.info("%s listening on %s:%d", name, server.listen, port)
 
     async def close() -> None:
@@ -189,9 +210,11 @@ class _Refuser(asyncio.Protocol):
         writer.close()
 
 
-def bind(host: str, port: int, backlog: int = 511) -> list[socket.socket]:
+def bind(host: str, port: int, backlog: int = 511, *,
+         reuse_port: bool = False) -> list[socket.socket]:
     """Listening sockets for every address ``host`` names (as asyncio binds
-    them: SO_REUSEADDR, IPv6 sockets IPv6-only), non-blocking."""
+    them: SO_REUSEADDR, IPv6 sockets IPv6-only), non-blocking; with
+    ``reuse_port``, shared with the other worker processes (:func:`shares_ports`)."""
     infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
                                flags=socket.AI_PASSIVE)
     socks: list[socket.socket] = []
@@ -204,6 +227,8 @@ def bind(host: str, port: int, backlog: int = 511) -> list[socket.socket]:
             sock = socket.socket(family, kind, proto)
             socks.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(address)
@@ -238,8 +263,9 @@ class TLSAcceptor:
     async def start(cls, host: str, port: int, context: ssl.SSLContext,
                     table: ConnectionTable, *, name: str, log: logging.Logger,
                     admitted: Callable[[Claim], asyncio.BaseProtocol],
-                    refused: Callable[[Refusal], asyncio.BaseProtocol]) -> TLSAcceptor:
-        acceptor = cls(bind(host, port), context, table, name=name, log=log,
+                    refused: Callable[[Refusal], asyncio.BaseProtocol],
+                    reuse_port: bool = False) -> TLSAcceptor:
+        acceptor = cls(bind(host, port, reuse_port=reuse_port), context, table, name=name, log=log,
                        admitted=admitted, refused=refused)
         for sock in acceptor.socks:
             acceptor._spawn(acceptor._accept(sock))

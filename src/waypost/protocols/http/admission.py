@@ -113,17 +113,19 @@ class Admission(asyncio.Protocol):
 
 async def serve(factory: Callable[[], Any], host: str, port: int, *, limits: ConnectionLimits,
                 ssl_context: ssl.SSLContext | None, name: str,
-                log: logging.Logger) -> asyncio.Server | TLSAcceptor:
+                log: logging.Logger, reuse_port: bool = False) -> asyncio.Server | TLSAcceptor:
     """Bind ``host:port`` for aiohttp's ``web.Server`` ``factory``, one
-    :class:`ConnectionTable` for this listener."""
+    :class:`ConnectionTable` for this listener (``reuse_port``: see
+    ``listen.shares_ports``)."""
     table = ConnectionTable(limits)
     if ssl_context is not None:
         return await TLSAcceptor.start(
             host, port, ssl_context, table, name=name, log=log,
             admitted=lambda claim: Admission(table, factory, name, log, claim),
-            refused=lambda refusal: Admission(table, factory, name, log, refusal))
+            refused=lambda refusal: Admission(table, factory, name, log, refusal),
+            reuse_port=reuse_port)
     loop = asyncio.get_running_loop()
     return await loop.create_server(
         lambda: Admission(table, factory, name, log), host, port,
-        reuse_address=True,
+        reuse_address=True, reuse_port=reuse_port or None,
     )

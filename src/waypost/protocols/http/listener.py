@@ -22,7 +22,7 @@ from aiohttp import web
 from waypost.protocols.connlimits import ConnectionLimits
 from waypost.protocols.http.admission import serve
 from waypost.protocols.http.webuser import WebUser, build_app
-from waypost.protocols.listen import ListenContext, Listener, TLSAcceptor
+from waypost.protocols.listen import ListenContext, Listener, TLSAcceptor, shares_ports
 from waypost.services.login_guard import shared_guard
 from waypost.services.queue import Queue
 from waypost.services.reception import Reception
@@ -83,7 +83,7 @@ async def start_webuser(server: WebContext) -> list[Listener]:
         port = server.port(port_setting)
         servers.append(await serve(runner.server, server.listen, port, limits=limits,
                                    ssl_context=server.tls if secure else None, name=name,
-                                   log=log))
+                                   log=log, reuse_port=shares_ports(server)))
         log.info("%s listening on %s:%d", name, server.listen, port)
         listeners.append(Listener(name, server.listen, port, close))
     return listeners

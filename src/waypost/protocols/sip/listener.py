@@ -20,7 +20,7 @@ import re
 import ssl
 
 from waypost.protocols.connlimits import ConnectionLimits, Refusal
-from waypost.protocols.listen import ListenContext, Listener, listen
+from waypost.protocols.listen import ListenContext, Listener, listen, shares_ports
 from waypost.protocols.sip.core import Core, ProxyFactory
 from waypost.protocols.sip.transaction import Timers, TransactionLayer, TransactionLimits
 from waypost.protocols.sip.transport import Transports
@@ -90,7 +90,7 @@ async def start_sip_stack(server: ListenContext, proxy: ProxyFactory | None = No
     core = Core(services, layer, proxy, own_hosts=(server.listen, host, main_domain))
     layer.user = core
     stack = SipServer(transports, layer, core)
-    await transports.start_udp(server.listen, port)
+    await transports.start_udp(server.listen, port, reuse_port=shares_ports(server))
     log.info("SIP/UDP listening on %s:%d", server.listen, port)
     limits = ConnectionLimits.from_settings(settings)
 

@@ -197,10 +197,12 @@ class Transports:
 
     # -- receiving -------------------------------------------------------
 
-    async def start_udp(self, host: str, port: int) -> None:
+    async def start_udp(self, host: str, port: int, *, reuse_port: bool = False) -> None:
+        """Bind UDP; ``reuse_port`` when worker processes share the port (the
+        kernel then hashes each source address and port to one of them)."""
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Datagrams(self), local_addr=(host, port), reuse_port=False)
+            lambda: _Datagrams(self), local_addr=(host, port), reuse_port=reuse_port)
         self.udp = transport
         sock = transport.get_extra_info("socket")
         if sock is not None:
