@@ -258,3 +258,39 @@ def test_auth_plain_initial_response_and_bad_base64(server: WaypostServer) -> No
                            f"AUTH PLAIN {token}\r\n".encode(), b"QUIT\r\n"])
     assert any(r.startswith("501 5.5.2") for r in replies)
     assert any(r.startswith("235 2.7.0") for r in replies)
+
+
+def _data_segments_in(sock: socket.socket) -> int:
+    """``tcpi_data_segs_in`` of Linux's ``struct tcp_info`` (offset 152, since
+    Linux 4.6): TCP segments carrying data that this socket has received."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    return int.from_bytes(info[152:156], "little")
+
+
+def test_pipelined_replies_leave_in_one_segment(server: WaypostServer) -> None:
+    """RFC 2920: replies to a pipelined group are written together once no
+    further command waits (one write, one TCP segment), not one per command."""
+    with socket.create_connection(("127.0.0.1", server.smtp), timeout=30) as sock:
+        stream = sock.makefile("rb")
+
+        def reply() -> bytes:
+            line = stream.readline()
+            while line[3:4] == b"-":
+                line = stream.readline()
+            return line
+
+        assert reply().startswith(b"220")
+        sock.sendall(b"EHLO client.example\r\n")
+        assert reply().startswith(b"250")
+        before = _data_segments_in(sock)
+        sock.sendall(b"MAIL FROM:<someone@example.org>\r\n"
+                     b"RCPT TO:<alice@domain.dom>\r\n"
+                     b"RCPT TO:<nobody@domain.dom>\r\n"
+                     b"RCPT TO:<alice@domain.dom>\r\n"
+                     b"DATA\r\n")
+        replies = [reply() for _ in range(5)]
+        assert [r[:3] for r in replies] == [b"250", b"250", b"550", b"250", b"354"], replies
+        assert _data_segments_in(sock) - before == 1
+        sock.sendall(b"Subject: coalesced\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+        assert reply().startswith(b"250")
+        assert reply().startswith(b"221")

@@ -97,6 +97,7 @@ class Session:
         self.idle = settings.number("SMTPIdleTimeout")
         self.lines = wire.LineBuffer(settings.number("MaxLineLength"))
         self.closing = False
+        self._out: list[bytes] = []  # replies not yet written (see send)
 
     # -- trust -----------------------------------------------------------
 
@@ -116,24 +117,46 @@ class Session:
     # -- I/O ---------------------------------------------------------------
 
     def send(self, reply: Reply) -> None:
-        hangup.write(self.writer, reply.to_bytes())
+        """Queue a reply; :meth:`flush` writes every queued one in one go.
+
+        Replies to pipelined commands (RFC 2920 §3.2: MAIL, RCPT, DATA and
+        the next transaction's commands arrive in one packet) leave in one
+        write, when no further command is waiting, before any read, and
+        before anything that must follow the client's having seen them
+        (STARTTLS, AUTH challenges, DATA's 354, ATRN's turn), as Postfix
+        flushes its reply buffer only when its input buffer is empty. One
+        send per reply was the largest single cost of a busy server."""
+        self._out.append(reply.to_bytes())
+
+    async def flush(self) -> None:
+        """Write the queued replies (one write) and wait for the buffer to drain."""
+        if self._out:
+            data = b"".join(self._out)
+            self._out.clear()
+            hangup.write(self.writer, data)
+        await self.writer.drain()
 
     async def read_chunk(self) -> bytes:
+        if self._out:  # never wait for the client with replies it has not seen
+            await self.flush()
         try:
             return await asyncio.wait_for(self.reader.read(READ_CHUNK), self.idle)
         except TimeoutError:
-            self.send(Reply(421, "4.4.2", f"{self.config.hostname} idle timeout, closing"))
-            self.closing = True
-            return b""
+            pass
+        self.send(Reply(421, "4.4.2", f"{self.config.hostname} idle timeout, closing"))
+        self.closing = True
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            await self.flush()
+        return b""
 
     async def run(self) -> None:
         try:
             self.send(Reply(220, "", f"{self.config.hostname} ESMTP Waypost ready"))
-            await self.writer.drain()
+            await self.flush()
             while not self.closing:
                 line = self._next_line()
                 if line is None:
-                    await self.writer.drain()
+                    await self.flush()
                     chunk = await self.read_chunk()
                     if not chunk:
                         break
@@ -144,11 +167,13 @@ class Session:
                     continue
                 await self.handle(line)
             with contextlib.suppress(ConnectionError, ssl.SSLError):
-                await self.writer.drain()
+                await self.flush()
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
             log.debug("client %s went away: %s", self.client_ip, exc)
         finally:
             with contextlib.suppress(Exception):
+                if self._out:  # what an unexpected error left unsent
+                    hangup.write(self.writer, b"".join(self._out))
                 self.writer.close()
                 await asyncio.wait_for(self.writer.wait_closed(), 5)
 
@@ -215,7 +240,7 @@ class Session:
             self.lines.take_rest()
             raise CommandError(Reply(503, "5.5.1", "No commands may follow STARTTLS"))
         self.send(Reply(220, "2.0.0", "Ready to start TLS"))
-        await self.writer.drain()
+        await self.flush()
         await self.writer.start_tls(self.config.tls)
         self.tls = True
         self.helo = None
@@ -267,7 +292,7 @@ class Session:
 
     async def _challenge(self, text: str) -> str:
         self.send(Reply(334, "", text))
-        await self.writer.drain()
+        await self.flush()
         while True:
             line = self._next_line()
             if isinstance(line, Reply):
@@ -329,7 +354,7 @@ class Session:
         if not self.tx.rcpt_count:
             raise CommandError(Reply(503, "5.5.1", "Need RCPT command (no valid recipients)"))
         self.send(Reply(354, "", "Start mail input; end with <CRLF>.<CRLF>"))
-        await self.writer.drain()
+        await self.flush()
         reader = wire.DataReader(max_size=self.max_size, normalize=True)
         done = reader.feed(self.lines.take_rest())
         while not done:
@@ -469,7 +494,7 @@ class Session:
         if turner is None:
             raise CommandError(Reply(451, "4.3.0", "Unable to process ATRN request now"))
         self.send(Reply(250, "2.0.0", "OK, now reversing the connection"))
-        await self.writer.drain()
+        await self.flush()
         self.closing = True
         log.info("%s by %s: delivering %s over the connection from %s", verb,
                  self.auth_user, ", ".join(queues), self.client_ip)
