@@ -213,6 +213,31 @@ def test_every_message_exactly_once(ms: list[SortData]) -> None:
         assert sorted(int(n) for n in re.findall(rb"\d+", line)) == expected
 
 
+def _prune_by_splicing(root: thread._Node) -> None:
+    """The first step 4 (§2.2), one dummy at a time, kept as the model that
+    the linear one must agree with."""
+    for node in reversed(thread._walk(root)):
+        if node.message is not None:
+            continue
+        parent = node.parent
+        assert parent is not None
+        if node.children and parent is root and len(node.children) > 1:
+            continue
+        at = parent.children.index(node)
+        for child in node.children:
+            child.parent = parent
+        parent.children[at : at + 1] = node.children
+
+
+@settings(max_examples=300, deadline=None)
+@given(ms=mailboxes)
+def test_pruning_in_one_pass_per_parent_agrees_with_splicing(ms: list[SortData]) -> None:
+    fast = thread.references(ms)
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(thread, "_prune", _prune_by_splicing)
+        assert thread.references(ms) == fast
+
+
 @settings(max_examples=150, deadline=None)
 @given(
     ms=mailboxes,

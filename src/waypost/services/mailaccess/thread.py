@@ -112,23 +112,32 @@ def _walk(root: _Node) -> list[_Node]:
 
 def _prune(root: _Node) -> None:
     """§2.2 step 4: drop dummies without children; replace a dummy by its
-    children, except at the top where it has more than one child."""
-    for node in reversed(_walk(root)):  # children before their parents
-        if node.message is not None:
+    children, except at the top where it has more than one child.
+
+    Each parent's list of children is rebuilt once, children before their
+    parents (so a dummy's own children are final when it is replaced): a
+    splice per dummy (``list.index`` in the root's list of thousands) made
+    this quadratic in the threads whose first message is missing, most of
+    THREAD's time on a large mailbox."""
+    for node in reversed([root, *_walk(root)]):  # children before their parents
+        children = node.children
+        if not any(child.message is None for child in children):
             continue
-        parent = node.parent
-        assert parent is not None
-        if node.children and parent is root and len(node.children) > 1:
-            continue
-        at = parent.children.index(node)
-        for child in node.children:
-            child.parent = parent
-        parent.children[at : at + 1] = node.children
+        kept: list[_Node] = []
+        for child in children:
+            if child.message is not None or (node is root and len(child.children) > 1):
+                kept.append(child)
+                continue
+            for grandchild in child.children:
+                grandchild.parent = node
+            kept.extend(child.children)
+        node.children = kept
 
 
 def _sort_siblings(root: _Node) -> None:
     for node in reversed([root, *_walk(root)]):  # a dummy's children first: its date
-        node.children.sort(key=_Node.key)
+        if len(node.children) > 1:
+            node.children.sort(key=_Node.key)
 
 
 def _merge_subjects(root: _Node) -> None:
