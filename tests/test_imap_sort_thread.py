@@ -213,6 +213,24 @@ def test_every_message_exactly_once(ms: list[SortData]) -> None:
         assert sorted(int(n) for n in re.findall(rb"\d+", line)) == expected
 
 
+def _ordered_subject_by_sorting(messages: list[SortData]) -> list[thread.Tree]:
+    """The first ORDEREDSUBJECT: everything sorted on (base subject, date),
+    then grouped; the model the grouping by dictionary must agree with."""
+    order = sorted(messages, key=lambda m: (base_subject(m.subject)[0], m.date, m.seq))
+    threads: list[tuple[SortData, list[thread.Tree]]] = []
+    for _, group in itertools.groupby(order, key=lambda m: base_subject(m.subject)[0]):
+        first, *rest = group
+        threads.append((first, [(m.number, []) for m in rest]))
+    threads.sort(key=lambda t: (t[0].date, t[0].seq))
+    return [(first.number, children) for first, children in threads]
+
+
+@settings(max_examples=300, deadline=None)
+@given(ms=mailboxes)
+def test_ordered_subject_agrees_with_sorting_everything(ms: list[SortData]) -> None:
+    assert thread.ordered_subject(ms) == _ordered_subject_by_sorting(ms)
+
+
 def _prune_by_splicing(root: thread._Node) -> None:
     """The first step 4 (§2.2), one dummy at a time, kept as the model that
     the linear one must agree with."""

@@ -27,6 +27,7 @@ from datetime import datetime
 
 import waypost.services.mailaccess.errors as errors
 from waypost import mime
+from waypost.services import gcpause
 from waypost.services.container import Services
 from waypost.services.mailaccess import flagsets, sortkeys
 from waypost.services.mailaccess import sort as sorting
@@ -518,7 +519,9 @@ class MailAccess(CondstoreAccess):
             new = self._sort_data(opened, cache, added, needs) if added else []
             order = sorting.merged(last[1], gone, new, criteria)
         else:
-            order = sorting.ordered(self._sort_data(opened, cache, found, needs), criteria)
+            data = self._sort_data(opened, cache, found, needs)
+            with gcpause.paused():
+                order = sorting.ordered(data, criteria)
         cache.keep_order(criteria, found, order)
         return order
 
@@ -542,7 +545,8 @@ class MailAccess(CondstoreAccess):
         if forest is None:
             data = self._sort_data(opened, cache, found, {sorting.THREAD})
             build = threads.ordered_subject if algorithm == "ORDEREDSUBJECT" else threads.references
-            forest = cache.remember(question, build(data))
+            with gcpause.paused():  # see gcpause.py: full collections tripled its time
+                forest = cache.remember(question, build(data))
         if uid_command:  # the cached forest itself: wire.thread_line only reads it
             return forest
         seqs = {uid: seq for seq, uid in enumerate(uids, 1)}

@@ -16,7 +16,7 @@ deep cannot exhaust the stack.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import groupby
+from operator import attrgetter
 
 from waypost.services.mailaccess.sort import SortData, base_subject
 
@@ -26,14 +26,22 @@ Tree = tuple[int | None, list["Tree"]]
 def ordered_subject(messages: Sequence[SortData]) -> list[Tree]:
     """ORDEREDSUBJECT (§3): group by base subject; in each group the earliest
     message is the parent of all the others (siblings, by date); groups in
-    the order of their first message's date."""
-    order = sorted(messages, key=lambda m: (base_subject(m.subject)[0], m.date, m.seq))
+    the order of their first message's date. Grouped with a dictionary (one
+    base subject per message) rather than by sorting every message on it."""
+    groups: dict[str, list[SortData]] = {}
+    for m in messages:
+        groups.setdefault(base_subject(m.subject)[0], []).append(m)
     threads: list[tuple[SortData, list[Tree]]] = []
-    for _, group in groupby(order, key=lambda m: base_subject(m.subject)[0]):
-        first, *rest = group
-        threads.append((first, [(m.number, []) for m in rest]))
-    threads.sort(key=lambda t: (t[0].date, t[0].seq))
+    for group in groups.values():
+        if len(group) > 1:
+            group.sort(key=_sent)
+        threads.append((group[0], [(m.number, []) for m in group[1:]]))
+    threads.sort(key=lambda t: _sent(t[0]))
     return [(first.number, children) for first, children in threads]
+
+
+_sent = attrgetter("date", "seq")
+"""The order of "sent date" with mailbox order breaking ties."""
 
 
 class _Node:
