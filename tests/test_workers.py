@@ -30,6 +30,7 @@ from imapclient import IMAPClient
 from tests.support.server import WaypostServer, free_offset
 
 from waypost import logformat
+from waypost.cli.supervisor import describe_exit, restart_delay
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="reads /proc to tell the workers apart")
@@ -276,12 +277,16 @@ def test_a_port_in_use_fails_the_start_with_the_workers_error(tmp_path: Path) ->
         env.pop("WAYPOST_DATA", None)
         proc = subprocess.run(
             [sys.executable, "-m", "waypost", "--data", str(srv.data), "serve", "--listen",
-             "127.0.0.1", "--port-offset", str(offset), "--workers", "2"],
+             "127.0.0.1", "--port-offset", str(offset), "--workers", "2",
+             "--log-format", "json"],
             capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert re.search(rf"could not start: .*{taken}.*address already in use", last), last
     assert "Press Ctrl-C" not in proc.stdout
+    # --log-format reached the workers: every JSON line names its process
+    lines = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
+    assert {line.get("worker") for line in lines} == {"sup", "w0", "w1"}
     # nothing is left listening on the other ports
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", 25 + offset)) != 0
@@ -300,3 +305,9 @@ def test_log_lines_name_the_worker_in_text_and_json() -> None:
     # a lone process writes what it always wrote
     assert " INFO waypost.smtp: hello x" in logformat.formatter("text").format(_record())
     assert "worker" not in json.loads(logformat.formatter("json").format(_record()))
+
+
+def test_restart_backoff_and_exit_words() -> None:
+    assert [restart_delay(n) for n in range(1, 9)] == [0, 1, 2, 4, 8, 16, 30, 30]
+    assert describe_exit(-9) == "killed by signal SIGKILL"
+    assert describe_exit(3) == "exit status 3"
