@@ -210,6 +210,8 @@ class Supervisor:
             worker.report = json.loads(worker.buffer.decode("utf-8"))
         except (ValueError, UnicodeDecodeError):
             worker.report = {"error": "exited before it was ready"}
+        if worker.history and "error" not in worker.report:
+            log.info("worker %d (pid %d) is serving", worker.index, worker.pid)
 
     def _close_pipe(self, worker: Worker) -> None:
         if worker.pipe is not None:
@@ -303,6 +305,8 @@ class Supervisor:
         self.stop_all()
 
     def _watch(self, worker: Worker, now: float) -> None:
+        if self.stopping:  # a worker that got the terminal's SIGINT itself is no crash
+            return
         if worker.restart_at is not None:
             if now >= worker.restart_at:
                 old = worker.history[-1] if worker.history else 0
