@@ -19,6 +19,7 @@ import smtplib
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -37,6 +38,8 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
 
 DOMAIN = "main.dom"
 PASSWORD = "alice-pass-1"
+LEASE_WAIT = 120.0
+"""Seconds for leased work of a killed worker to be taken over (the lease time and more)."""
 
 
 def _server(path: Path, workers: int = 2) -> WaypostServer:
@@ -311,3 +314,68 @@ def test_restart_backoff_and_exit_words() -> None:
     assert [restart_delay(n) for n in range(1, 9)] == [0, 1, 2, 4, 8, 16, 30, 30]
     assert describe_exit(-9) == "killed by signal SIGKILL"
     assert describe_exit(3) == "exit status 3"
+
+
+# -- no loss, no double under load when a worker dies (needs the queue lease) -------------------
+
+
+def _message_ids(server: WaypostServer) -> list[str]:
+    """The Message-IDs in alice's INBOX, one per message (duplicates kept)."""
+    with IMAPClient("127.0.0.1", port=server.port("IMAPPort"), ssl=False, timeout=30) as imap:
+        imap.login("alice", PASSWORD)
+        imap.select_folder("INBOX", readonly=True)
+        uids = imap.search("ALL")
+        found = imap.fetch(uids, ["BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"]) if uids else {}
+    ids = []
+    for data in found.values():
+        header = data[b"BODY[HEADER.FIELDS (MESSAGE-ID)]"].decode()
+        match = re.search(r"<([^>]+)>", header)
+        if match:
+            ids.append(match[1])
+    return ids
+
+
+def test_smtp_load_with_a_worker_killed_loses_and_doubles_nothing(tmp_path: Path) -> None:
+    srv = WaypostServer(tmp_path / "var", workers=2, log_level="INFO").init()
+    srv.cli("account", "add", "alice", "--password", PASSWORD)
+    srv.start()
+    acked: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client(k: int) -> None:
+        n = 0
+        while not stop.is_set():
+            message_id = f"load-{k}-{n}@t"
+            n += 1  # a new Message-ID per attempt: a failed one is never counted
+            try:
+                send_mail(srv, message_id)
+            except (OSError, smtplib.SMTPException):
+                continue
+            with lock:
+                acked.append(message_id)
+
+    threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(10)]
+    try:
+        for thread in threads:
+            thread.start()
+        time.sleep(2)
+        victim = srv.children()[0]
+        os.kill(victim, signal.SIGKILL)
+        time.sleep(3)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert not any(thread.is_alive() for thread in threads)
+        assert len(acked) >= 20
+        wanted = set(acked)
+        srv.wait_for(lambda: wanted <= set(_message_ids(srv)), timeout=LEASE_WAIT, interval=1,
+                     what="every acknowledged message in the mailbox")
+        time.sleep(2)  # a late second delivery would show now
+        ids = _message_ids(srv)
+        doubled = sorted(i for i in set(ids) if ids.count(i) > 1)
+        assert not doubled, f"{len(doubled)} delivered twice: {doubled[:5]}"
+        assert re.search(rf"pid {victim}\) died", srv.logs())
+    finally:
+        stop.set()
+        srv.stop()
