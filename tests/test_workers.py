@@ -177,6 +177,26 @@ def test_every_protocol_is_answered_and_connections_reach_both_workers(
     assert sip_options(server.port("SIPPort"), tcp=True).startswith(b"SIP/2.0 200 ")
 
 
+def test_sighup_reloads_tls_in_every_worker(server: WaypostServer) -> None:
+    before = server.logs().count("TLS certificate reloaded")
+    os.kill(server.pid, signal.SIGHUP)
+    server.wait_for(lambda: tagged(server, r"waypost: TLS certificate reloaded") == {"w0", "w1"}
+                    and server.logs().count("TLS certificate reloaded") >= before + 2,
+                    what="both workers reloading")
+    assert server.children() == sorted(server.worker_pids)  # nobody restarted
+
+
+def test_one_worker_runs_in_process(tmp_path: Path) -> None:
+    srv = _server(tmp_path / "var", workers=1)
+    try:
+        assert srv.children() == [] and srv.worker_pids == []
+        assert "workers" not in srv.banner
+        send_mail(srv, "lone@t")
+        assert re.search(r" INFO waypost\.smtp: queued", srv.logs())  # untagged lines
+    finally:
+        assert srv.stop() == 0
+
+
 def test_idle_on_one_worker_sees_mail_received_by_the_other(server: WaypostServer) -> None:
     with IMAPClient("127.0.0.1", port=server.port("IMAPPort"), ssl=False, timeout=10) as imap:
         imap.login("alice", PASSWORD)
