@@ -147,6 +147,10 @@ def report_failure(error: str) -> None:
 # -- the supervisor ------------------------------------------------------------------
 
 
+class StoppedWhileStarting(Exception):
+    """SIGTERM/SIGINT came before every worker was ready: a stop, not a failure."""
+
+
 @dataclass
 class Worker:
     """One slot: its index, its current process and readiness pipe."""
@@ -284,7 +288,7 @@ class Supervisor:
                 return self.workers[0].report or {}
             if self.stopping:
                 self.stop_all()
-                raise RuntimeError("stopped while starting")
+                raise StoppedWhileStarting
             if time.monotonic() > deadline:
                 self.stop_all()
                 raise RuntimeError(f"the workers were not ready within {START_TIMEOUT:.0f} s")
@@ -355,6 +359,9 @@ def supervise(data_dir: Path, workers: int, serve_args: Sequence[str], *,
     prepare(data_dir)
     try:
         report = supervisor.start()
+    except StoppedWhileStarting:
+        log.info("stopped while starting")
+        return
     except RuntimeError as exc:
         log.error("%s", exc)
         fail(str(exc))
