@@ -119,6 +119,7 @@ from tests.support.dovecot import (  # noqa: E402
 )
 from tests.support.server import WaypostServer  # noqa: E402
 
+from waypost.cli.serve import default_workers  # noqa: E402
 from waypost.services.container import open_services  # noqa: E402
 from waypost.services.mailstore import summarize  # noqa: E402
 from waypost.settings import lookup  # noqa: E402
@@ -1089,6 +1090,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=5, help="seed of the generated mailboxes")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per command at most")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
+    parser.add_argument("--workers", type=int, default=default_workers(),
+                        help="waypost serve --workers (default: as serve, the number of cores)")
     args = parser.parse_args()
     sizes = [int(n) for n in args.messages.split(",") if n.strip()]
     reason = dovecot_missing_reason()
@@ -1099,7 +1102,8 @@ def main() -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="waypost-bench-imap-"))
     workdir.chmod(0o755)  # Dovecot's users must reach its directory inside
-    waypost = WaypostServer(workdir / "var", domain=DOMAIN, log_level="WARNING")
+    waypost = WaypostServer(workdir / "var", domain=DOMAIN, log_level="WARNING",
+                            workers=args.workers)
     cache_time = lookup("LoginCacheTime").default
     users = [f"bench{n}" for n in sizes] + [LOGIN_USER] + [f"mix{k}" for k in range(CLIENTS)]
     dovecot = DovecotInstance(workdir, free_port(), users=dict.fromkeys(users, PASSWORD),
@@ -1138,6 +1142,9 @@ def main() -> int:
             if not line.endswith("as loaded") or "bench" in line:
                 print("  " + line, flush=True)
         waypost.start()
+        pids = waypost.worker_pids or [waypost.pid]
+        print(f"Waypost: serve --workers {args.workers} (pids {pids})",
+              flush=True)
         waypost_port = waypost.port("IMAPPort")
         servers: list[tuple[str, int, Callable[[str], str]]] = [
             ("dovecot", dovecot.port, lambda user: user),

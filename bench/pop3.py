@@ -67,6 +67,7 @@ from tests.support.pop3 import RawPop3  # noqa: E402
 from tests.support.server import WaypostServer  # noqa: E402
 
 import imap as imap_bench  # noqa: E402  (bench/imap.py: the message generator)
+from waypost.cli.serve import default_workers  # noqa: E402
 from waypost.services import passwords  # noqa: E402
 from waypost.services.container import open_services  # noqa: E402
 from waypost.services.mailstore import summarize  # noqa: E402
@@ -386,6 +387,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=12, help="seed of the generated messages")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per run at most")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
+    parser.add_argument("--workers", type=int, default=default_workers(),
+                        help="waypost serve --workers (default: as serve, the number of cores)")
     parser.add_argument("--only", default="", help="run only workloads whose name contains this")
     args = parser.parse_args()
     reason = dovecot_missing_reason()
@@ -399,7 +402,8 @@ def main() -> int:
     workdir.chmod(0o755)  # Dovecot's users must reach its directory inside
     names = account_names(args.clients)
     pop3_port = free_port()
-    waypost = WaypostServer(workdir / "var", domain=DOMAIN, log_level="WARNING")
+    waypost = WaypostServer(workdir / "var", domain=DOMAIN, log_level="WARNING",
+                            workers=args.workers)
     dovecot = DovecotInstance(workdir, free_port(), users=dict.fromkeys(names, PASSWORD),
                               connections=args.clients * 2, keep=args.keep,
                               extra=DOVECOT_POP3.format(port=pop3_port))  # fmt: skip
@@ -420,6 +424,9 @@ def main() -> int:
         stored = load_waypost(waypost.data, names, messages)
         print(f"Waypost: stored in {time.monotonic() - started:.1f} s, {stored}", flush=True)
         waypost.start()
+        pids = waypost.worker_pids or [waypost.pid]
+        print(f"Waypost: serve --workers {args.workers} (pids {pids})",
+              flush=True)
 
         targets = [Target("dovecot", pop3_port, names, dovecot.pids, args.timeout)]
         wport = waypost.port("POP3Port")

@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))  # for tests.support
 from tests.support.postfix import PostfixInstance, postfix_missing_reason  # noqa: E402
 from tests.support.server import WaypostServer  # noqa: E402
 
+from waypost.cli.serve import default_workers  # noqa: E402
 from waypost.services.container import Services, open_services  # noqa: E402
 from waypost.services.mailstore import Mailstore  # noqa: E402
 from waypost.storage.interface import INBOX, NotFound  # noqa: E402
@@ -179,6 +180,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=500, help="messages per run")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per run at most")
+    parser.add_argument("--workers", type=int, default=default_workers(),
+                        help="waypost serve --workers (default: as serve, the number of cores)")
     args = parser.parse_args()
     reason = postfix_missing_reason()
     if reason or not Path(SMTP_SOURCE).exists():
@@ -187,7 +190,8 @@ def main() -> int:
 
     accounts = [account(i + 1) for i in range(max(SESSIONS))]
     workdir = Path(tempfile.mkdtemp(prefix="waypost-bench-"))
-    waypost = WaypostServer(workdir / "var", domain="main.dom", log_level="WARNING")
+    waypost = WaypostServer(workdir / "var", domain="main.dom", log_level="WARNING",
+                            workers=args.workers)
     postfix = PostfixInstance(POSTFIX_IP, domains=[DOMAIN], hostname="postfix.bench")
     counter: WaypostCounter | None = None
     results: list[Result] = []
@@ -198,6 +202,9 @@ def main() -> int:
         for address in accounts:
             waypost.cli("account", "add", address, "--password", "bench-password-1")
         waypost.start()
+        pids = waypost.worker_pids or [waypost.pid]
+        print(f"Waypost: serve --workers {args.workers} (pids {pids})",
+              flush=True)
         postfix.start()
         counter = WaypostCounter(waypost.data, accounts)
         for sessions in SESSIONS:

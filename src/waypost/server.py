@@ -8,6 +8,23 @@ certificate and key (settings TLSCertificate/TLSKey): new handshakes use the
 new pair, open sessions go on; a pair that does not load is logged and the
 old one stays (``tls.ServerTLS``).
 
+Several processes (``waypost serve --workers N``, ``cli/supervisor.py``):
+this module still runs ONE process, worker ``worker`` of ``workers``; the
+supervisor calls :func:`prepare` once before it starts them, so that store
+migrations and the first self-signed TLS pair happen once, not N times at
+once. What runs where, per worker process:
+
+* queue delivery (``start_delivery``): in every worker. Claiming a recipient
+  is the queue's business (the lease, issue 15), so N runners never deliver
+  one message twice; each worker also wakes at once for what it received.
+  Blob GC (``DeliveryRunner._collect_garbage``) runs inside each runner; it is
+  idempotent (only bodies untouched for an hour and named by no row go), so N
+  runners cost N scans every 10 minutes, not harm; a runner flag to keep it to
+  worker 0 belongs in runner.py (its owner's).
+* the WebUser session sweeper: in every worker, since each sweeps the
+  sessions held in its own memory.
+* SIP bindings need no sweeper (expired ones are skipped on lookup).
+
 Invariants: this is the top layer. It wires what the layers below may not
 import: the protocols' SMTP client becomes the delivery relay's transport
 (services import nothing from protocols), and the listeners see the server
@@ -33,7 +50,7 @@ from waypost.protocols.listen import Listener
 from waypost.services.container import Services, open_services
 from waypost.tls import ServerTLS
 
-__all__ = ["Listener", "Server", "serve", "setup_logging"]
+__all__ = ["Listener", "Server", "prepare", "serve", "setup_logging"]
 
 log = logging.getLogger("waypost")
 
@@ -96,11 +113,7 @@ class Server:
 
     def _tls_context(self) -> ssl.SSLContext:
         """The configured certificate, or a self-signed one made on first start."""
-        settings = self.services.settings()
-        files = tls.certificate_files(
-            self.services.data_dir, settings.text("TLSCertificate"), settings.text("TLSKey"),
-            self.services.directory.main_domain())
-        assert files is not None  # create=True
+        files = _certificate_files(self.services)
         log.info("TLS certificate %s, key %s", *files)
         return tls.server_context(*files)
 
@@ -133,10 +146,32 @@ class Server:
         self.listeners.clear()
 
 
-def setup_logging(level: str = "INFO", log_format: str = "text") -> None:
-    """Log to stderr, as text lines or JSON objects (``logformat.py``)."""
+def _certificate_files(services: Services) -> tuple[Path, Path]:
+    """The configured certificate and key, made (self-signed) when missing."""
+    settings = services.settings()
+    files = tls.certificate_files(
+        services.data_dir, settings.text("TLSCertificate"), settings.text("TLSKey"),
+        services.directory.main_domain())
+    assert files is not None  # create=True
+    return files
+
+
+def prepare(data_dir: Path) -> None:
+    """Open the store once (its migrations run), make the self-signed TLS pair
+    if none is configured, and close: what a supervisor does before it starts
+    its workers, so that they do not all do it at once."""
+    services = open_services(data_dir)
+    try:
+        _certificate_files(services)
+    finally:
+        services.close()
+
+
+def setup_logging(level: str = "INFO", log_format: str = "text", tag: str = "") -> None:
+    """Log to stderr, as text lines or JSON objects (``logformat.py``); ``tag``
+    names this process in every line when several share the log (``w1``)."""
     handler = logging.StreamHandler()
-    handler.setFormatter(logformat.formatter(log_format))
+    handler.setFormatter(logformat.formatter(log_format, tag))
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
 
 
@@ -146,7 +181,14 @@ async def _run(server: Server, ready: Callable[[Server], None]) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, server.reload_tls)
-    await server.start()
+    try:
+        await server.start()
+    except BaseException:
+        # A listener that cannot bind (a port in use): stop what did start
+        # (the delivery runner, the other listeners) before the store closes,
+        # or a runner thread still in the store meets a closed connection.
+        await server.stop()
+        raise
     ready(server)
     await stop.wait()
     log.info("stopping")

@@ -3,12 +3,16 @@
 The server runs as ``python -m waypost serve`` in its own data directory,
 with every listener shifted by a port offset chosen so that all of its
 ports are free. Administration goes through the real ``waypost`` command.
+``workers`` is passed as ``serve --workers N`` (default 1: one process, no
+supervisor); with more, :attr:`WaypostServer.worker_pids` are the workers'
+pids from the banner and :meth:`WaypostServer.children` the live ones.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -47,8 +51,9 @@ def free_offset() -> int:
 
 class WaypostServer:
     def __init__(self, data: Path, domain: str = "main.dom", log_level: str = "DEBUG",
-                 serve_args: tuple[str, ...] = ()) -> None:
+                 serve_args: tuple[str, ...] = (), workers: int = 1) -> None:
         self.data = data
+        self.workers = workers
         self.log_level = log_level
         self.serve_args = serve_args
         """More ``waypost serve`` options, e.g. ``("--log-format", "json")``."""
@@ -59,6 +64,8 @@ class WaypostServer:
         self.postmaster_password = ""
         self.banner = ""
         """What ``waypost serve`` printed up to "Press Ctrl-C" (the listeners)."""
+        self.worker_pids: list[int] = []
+        """The workers' pids as the banner named them (``workers > 1``), in index order."""
 
     # -- administration --------------------------------------------------
 
@@ -136,6 +143,8 @@ class WaypostServer:
                 str(self.offset),
                 "--log-level",
                 self.log_level,
+                "--workers",
+                str(self.workers),
                 *self.serve_args,
             ],
             stdout=subprocess.PIPE,
@@ -154,10 +163,29 @@ class WaypostServer:
             seen.append(line)
             if "Ctrl-C" in line:
                 self.banner = "".join(seen)
+                match = re.search(r"^  workers +\d+: (.*)$", self.banner, re.MULTILINE)
+                self.worker_pids = ([int(pid) for pid in re.findall(r"pid (\d+)", match[1])]
+                                    if match else [])
                 self._wait_port(self.smtp, deadline)
                 return self
         self.kill()
         raise RuntimeError("server did not start:\n" + "".join(seen) + self.log.read_text())
+
+    @property
+    def pid(self) -> int:
+        """The ``waypost serve`` process (the supervisor when ``workers > 1``)."""
+        assert self.proc is not None
+        return self.proc.pid
+
+    def children(self) -> list[int]:
+        """The live child processes of ``waypost serve`` (its workers), from /proc."""
+        if self.proc is None:
+            return []
+        try:
+            text = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        except OSError:
+            return []
+        return sorted(int(pid) for pid in text.split())
 
     def _wait_port(self, port: int, deadline: float) -> None:
         while time.monotonic() < deadline:
