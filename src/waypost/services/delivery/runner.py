@@ -193,9 +193,14 @@ class DeliveryRunner:
         if self._policy is not None and policy.hold != self._policy.hold:
             await self.queue.db(_unhold, self.store, self._policy, policy)
         self._policy = policy
-        due = await self.queue.db(self.store.queue_claim, self.owner, time.time(),
-                                  lease_time(self.queue.settings), self.batch,
-                                  sorted(self._busy))
+        try:  # a claim is a write: a full disk pauses delivery like a failed settle
+            due = await self.queue.db(self.store.queue_claim, self.owner, time.time(),
+                                      lease_time(self.queue.settings), self.batch,
+                                      sorted(self._busy))
+        except StorageFull as exc:
+            self._disk_full("claiming due mail", exc)
+            return
+        self.queue.full_notice.cleared()  # a write went through
         groups: dict[tuple[str, str], list[QueuedMessage]] = {}
         for message in due:
             parts: dict[tuple[str, str], list[QueuedRecipient]] = {}
