@@ -25,6 +25,7 @@ from waypost.cli import queue as queue_cli
 from waypost.cli.common import data_option
 from waypost.services.container import Services, open_services
 from waypost.services.mailstore import Mailstore
+from waypost.services.message import Submission
 from waypost.storage.interface import QueuedMessage, RecipientUpdate
 
 ACCOUNTS = 10
@@ -51,6 +52,19 @@ def message_ids(svc: Services, account: str) -> list[str]:
         assert found, "stored copy without its Message-ID"
         out.append(found.group(1).decode())
     return out
+
+
+def queued(svc: Services, *subs: Submission) -> None:
+    """Submit (no delivery: no runner ticks)."""
+    async def go() -> None:
+        queue, _ = await harness(svc)
+        try:
+            for sub in subs:
+                await queue.submit(sub)
+        finally:
+            await queue.close()
+
+    run(go)
 
 
 def keys(messages: list[QueuedMessage]) -> list[int]:
@@ -112,15 +126,7 @@ def test_a_dead_owners_claim_waits_for_its_lease_then_is_taken(
     two: tuple[Services, Services],
 ) -> None:
     a, b = two
-
-    async def go() -> None:
-        qa, _ = await harness(a)
-        try:
-            await qa.submit(submission(a, "alice@main.dom"))
-        finally:
-            await qa.close()
-
-    run(go)
+    queued(a, submission(a, "alice@main.dom"))
     now = time.time()
     dead = a.store.queue_claim("host:1:dead", now, 60, 100)
     assert len(keys(dead)) == 1
@@ -135,15 +141,7 @@ def test_a_dead_owners_claim_waits_for_its_lease_then_is_taken(
 
 def test_renewal_keeps_the_claim_and_settling_clears_it(two: tuple[Services, Services]) -> None:
     a, b = two
-
-    async def go() -> None:
-        qa, _ = await harness(a)
-        try:
-            await qa.submit(submission(a, "y@friend.com"))
-        finally:
-            await qa.close()
-
-    run(go)
+    queued(a, submission(a, "y@friend.com"))
     now = time.time()
     got = keys(a.store.queue_claim("A", now, 60, 100))
     assert a.store.queue_renew("A", got, now + 200) == set(got)
@@ -230,16 +228,8 @@ def test_waypost_queue_shows_who_holds_a_claim_and_until_when(
     two: tuple[Services, Services],
 ) -> None:
     a, _ = two
-
-    async def go() -> None:
-        qa, _ = await harness(a)
-        try:
-            await qa.submit(submission(a, "y@friend.com", QueueID="Q1"))
-            await qa.submit(submission(a, "z@friend.com", QueueID="Q2"))
-        finally:
-            await qa.close()
-
-    run(go)
+    queued(a, submission(a, "y@friend.com", QueueID="Q1"),
+           submission(a, "z@friend.com", QueueID="Q2"))
     now = time.time()
     a.store.queue_claim("mx1:4242:beef", now, 60, 1)  # the oldest only: Q1
     until = time.strftime("%Y-%m-%d %H:%M", time.localtime(now + 60))
