@@ -18,12 +18,13 @@ from typing import Any
 import click
 import pytest
 from click.testing import CliRunner
-from tests.support.delivery import FakeRelay, harness, run
+from tests.support.delivery import FakeRelay, dsns, harness, run
 from tests.support.services import body, open_world, submission
 
 from waypost.cli import queue as queue_cli
 from waypost.cli.common import data_option
 from waypost.services.container import Services, open_services
+from waypost.services.delivery.outbound import Outcome
 from waypost.services.mailstore import Mailstore
 from waypost.services.message import Submission
 from waypost.storage.interface import QueuedMessage, RecipientUpdate
@@ -240,3 +241,26 @@ def test_waypost_queue_shows_who_holds_a_claim_and_until_when(
     assert "mx1:4242:beef" not in q2
     shown = CliRunner().invoke(cli, ["--data", str(a.data_dir), "queue", "show", "Q1"]).output
     assert "mx1:4242:beef until " + until in shown
+
+
+def test_a_stale_owner_sends_no_second_dsn(two: tuple[Services, Services]) -> None:
+    """A failure found by a runner whose claim was taken over is neither
+    recorded nor reported: the new owner reports it (one DSN, not two)."""
+    a, b = two
+    queued(a, submission(a, "nobody@bounced.dom"))
+
+    async def go() -> None:
+        qa, ra = await harness(a)
+        try:
+            now = time.time()
+            (mine,) = await qa.db(a.store.queue_claim, "A", now, 10, 100)
+            assert keys(b.store.queue_claim("B", now + 11, 10, 100))  # A's lease ran out
+            await ra.bounce(mine, [(r, Outcome(r.key, "failed", 550, "5.1.1", "no such user"))
+                                   for r in mine.recipients], owner="A")
+        finally:
+            await qa.close()
+
+    run(go)
+    assert dsns(a) == []
+    (m,) = a.store.queue_list()
+    assert [r.owner for r in m.recipients] == ["B"]

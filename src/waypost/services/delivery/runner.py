@@ -462,7 +462,19 @@ class DeliveryRunner:
         *, owner: str | None = None,
     ) -> None:
         """Mark recipients failed and report them to the sender in one commit
-        (the marks only while ``owner`` holds the claim, see :meth:`_apply`)."""
+        (the marks only while ``owner`` holds the claim, see :meth:`_apply`).
+
+        With an owner, the claim is renewed first and only the recipients
+        still held are reported: a runner that lost them (a stall longer
+        than the lease, then a takeover) must not send a second DSN for what
+        the new owner reports. The renewed lease covers the commit below.
+        """
+        if owner is not None:
+            still = await self.queue.db(self.store.queue_renew, owner, [r.key for r, _ in failed],
+                                        time.time() + lease_time(self.queue.settings))
+            failed = [(r, o) for r, o in failed if r.key in still]
+            if not failed:
+                return
         updates = [RecipientUpdate(r.key, "failed", error=describe(o),
                                    history=logged(message, r, o), owner=owner)
                    for r, o in failed]
