@@ -274,6 +274,10 @@ SETTINGS: tuple[Setting, ...] = (
             "recipients wait this long before another takes them. Long enough that a slow "
             "SMTP session never loses its claim between renewals, short enough that mail of "
             "a dead process is not held up long (5 minutes)", _as(parse_int)),
+    Setting("SMTPDestinationConcurrency", "20", "parallel SMTP connections per destination "
+            "(SMTP queue) when relaying: the queue's messages are split over up to this many "
+            "sessions, each sending its share in turn (Postfix's default destination "
+            "concurrency); 1 = one session at a time", _as(parse_int)),
     Setting("LoginCacheTime", "300", "seconds a verified password is remembered (as a keyed "
             "hash) so the next logins skip argon2; 0 = verify every login", _as(parse_int)),
     Setting("LoginFailureLimit", "5", "failed logins per (account, client IP) within "

@@ -93,6 +93,7 @@ GC_GRACE = 3600.0  # a blob untouched this long and named by no row is garbage
 FULL_GC_INTERVAL = 86400.0
 MAX_GROUPS = 32  # queues delivered at the same time
 SMTP_CHUNK = 20  # messages handed to the relay per call (bodies are in memory)
+DESTINATION_CONCURRENCY = 20  # SMTPDestinationConcurrency when there are no settings (tests)
 EXPIRED = "5.4.7"  # RFC 3463: delivery time expired
 FULL_RETRY = 30.0  # StorageFullRetry when there are no settings (tests)
 
@@ -321,8 +322,31 @@ class DeliveryRunner:
                             "queue", now + PARKED_RECHECK)
             return outcomes, parked
         ctx = await self._relay_context()
-        for start in range(0, len(ready), SMTP_CHUNK):
-            outcomes += await self._relay_chunk(queue, ready[start:start + SMTP_CHUNK], ctx)
+        # SMTPDestinationConcurrency (issue 15 point 7): the queue's messages
+        # split evenly over up to that many sessions at once (one relay call,
+        # one connection each), at most SMTP_CHUNK per session
+        settings = self.queue.settings
+        limit = max(1, int(settings.number("SMTPDestinationConcurrency")) if settings
+                    else DESTINATION_CONCURRENCY)
+        size = max(1, min(SMTP_CHUNK, -(-len(ready) // limit)))
+        sessions = asyncio.Semaphore(limit)
+
+        async def session(chunk: list[QueuedMessage]) -> list[Outcome]:
+            async with sessions:
+                return await self._relay_chunk(queue, chunk, ctx)
+
+        chunks = [ready[start:start + size] for start in range(0, len(ready), size)]
+        # every session runs to its end: one that fails must not lose what the
+        # others relayed (their outcomes are recorded, so nothing goes twice)
+        results = await asyncio.gather(*(session(c) for c in chunks), return_exceptions=True)
+        for chunk, result in zip(chunks, results, strict=True):
+            if isinstance(result, Exception):
+                log.error("relay session to SMTP(%s) failed: %r", queue, result)
+                outcomes += _each(chunk, "deferred", 451, "4.3.0", f"internal error: {result}")
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                outcomes += result
         return outcomes, parked
 
     async def _relay_chunk(
