@@ -9,6 +9,7 @@ cross-process end-to-end test with ``kill -9`` is ``test_queue_lease_e2e.py``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import Iterator
@@ -264,3 +265,33 @@ def test_a_stale_owner_sends_no_second_dsn(two: tuple[Services, Services]) -> No
     assert dsns(a) == []
     (m,) = a.store.queue_list()
     assert [r.owner for r in m.recipients] == ["B"]
+
+
+def test_a_runner_that_stops_releases_its_claims(two: tuple[Services, Services]) -> None:
+    """A clean stop (the run task cancelled mid-delivery) frees what it
+    claimed at once: another process need not wait for the lease."""
+    a, b = two
+    started = asyncio.Event()
+
+    class StuckRelay(FakeRelay):
+        async def deliver(self, queue: str, messages: Any, ctx: Any) -> list[Any]:
+            started.set()
+            await asyncio.sleep(60)  # cancelled long before
+            return []
+
+    async def go() -> None:
+        queue, runner = await harness(a, StuckRelay())
+        await queue.submit(submission(a, "y@friend.com"))
+        task = asyncio.create_task(runner.run())
+        async with asyncio.timeout(20):
+            await started.wait()
+        (held,) = [r for m in a.store.queue_list() for r in m.recipients]
+        assert held.owner == runner.owner
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    run(go)
+    (r,) = [r for m in a.store.queue_list() for r in m.recipients]
+    assert r.owner is None and r.state == "queued"
+    assert keys(b.store.queue_claim("B", time.time(), 60, 100)) == [r.key]
