@@ -401,9 +401,14 @@ class DeliveryRunner:
         try:
             policy = await self.queue.refresh_policy()
             messages = []
+            now = time.time()
+            # not what another process is delivering right now (its live
+            # claim); unclaimed ones are taken without a claim of ours: a
+            # tick elsewhere may still race this turn (known, issue 15)
             for m in await self.queue.db(self.store.queue_list):
                 rcpts = tuple(r for r in m.recipients
-                              if r.module == "SMTP" and r.queue.lower() in wanted)
+                              if r.module == "SMTP" and r.queue.lower() in wanted
+                              and (r.owner in (None, self.owner) or r.lease_until <= now))
                 if rcpts:
                     messages.append(dataclasses.replace(m, recipients=rcpts))
             outbound, outcomes = await self._outbound(messages)
