@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import imaplib
+import poplib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,3 +110,70 @@ def test_parallel_guesses_over_two_processes_are_bounded(twins) -> None:
     # LIMIT, plus at most one unreserved first attempt per other process
     assert LIMIT <= verified <= LIMIT + 1, verified
     assert "AUTHENTICATIONFAILED" in imap_login(b, "ida", PW)
+
+
+# -- POP3 maildrop locks -----------------------------------------------------------------------
+
+
+def pop3(srv: WaypostServer, user: str) -> poplib.POP3:
+    """A POP3 session logged in as ``user`` (raises error_proto when refused)."""
+    conn = poplib.POP3("127.0.0.1", srv.port("POP3Port"), timeout=TIMEOUT)
+    conn.user(f"{user}@{srv.domain}")
+    try:
+        conn.pass_(PW)
+    except poplib.error_proto:
+        conn.close()
+        raise
+    return conn
+
+
+def refused_in_use(srv: WaypostServer, user: str) -> bool:
+    try:
+        pop3(srv, user).quit()
+    except poplib.error_proto as exc:
+        assert b"[IN-USE]" in exc.args[0], exc
+        return True
+    return False
+
+
+def test_pop3_maildrop_is_in_use_across_processes_and_freed_at_quit(twins) -> None:
+    a, b = twins
+    held = pop3(a, "para")
+    try:
+        assert refused_in_use(b, "para")
+        assert refused_in_use(a, "para")  # and in its own process
+    finally:
+        held.quit()
+    assert not refused_in_use(b, "para")  # freed at once by QUIT
+
+
+def test_pop3_maildrop_freed_when_the_connection_drops(twins) -> None:
+    a, b = twins
+    held = pop3(b, "para")
+    assert refused_in_use(a, "para")
+    held.close()  # no QUIT: nothing deleted, the lock dropped all the same
+    deadline = time.monotonic() + 5
+    while refused_in_use(a, "para"):
+        assert time.monotonic() < deadline, "the lock outlived the connection"
+        time.sleep(0.1)
+
+
+def test_pop3_lock_of_a_killed_process_ends_after_its_lease(tmp_path: Path) -> None:
+    lease = 3
+    a, b = start_twins(tmp_path / "var", (*SETTINGS, ("POP3LockLease", lease)))
+    try:
+        held = pop3(a, "paula")
+        time.sleep(lease * 1.5)  # renewed meanwhile: still held
+        assert refused_in_use(b, "paula")
+        a.kill()  # kill -9 with the lock held
+        held.close()
+        killed = time.monotonic()
+        assert refused_in_use(b, "paula")
+        deadline = killed + lease + 5
+        while refused_in_use(b, "paula"):
+            assert time.monotonic() < deadline, "the lease never ran out"
+            time.sleep(0.2)
+        assert time.monotonic() - killed >= lease / 3  # not freed by anything but the lease
+    finally:
+        b.stop()
+        a.stop()

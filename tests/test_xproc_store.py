@@ -124,3 +124,23 @@ def test_shared_secret_made_once(two) -> None:
     assert len(secret) == 32
     assert b.shared_secret("web") == secret
     assert b.shared_secret("other") != secret
+
+
+def test_maildrop_leases_refuse_in_process_and_across(two) -> None:
+    from waypost.services.shared_locks import MaildropLeases
+
+    now = [1000.0]
+    a = MaildropLeases(two[0], lease=10, holder="A", wall=lambda: now[0])
+    b = MaildropLeases(two[1], lease=10, holder="B", wall=lambda: now[0])
+    assert a.acquire("Bob@main.dom")
+    assert not a.acquire("bob@main.dom")  # a second session of the same process
+    assert not b.acquire("bob@main.dom")
+    now[0] = 1008
+    assert a.renew() == []
+    now[0] = 1015  # renewed at 1008: held until 1018
+    assert not b.acquire("bob@main.dom")
+    now[0] = 1019  # A stopped renewing (it died): the lease ran out
+    assert b.acquire("bob@main.dom")
+    assert a.renew() == ["bob@main.dom"]
+    b.release("bob@main.dom")
+    assert b.held() == [] and a.acquire("bob@main.dom")
