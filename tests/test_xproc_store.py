@@ -142,5 +142,7 @@ def test_maildrop_leases_refuse_in_process_and_across(two) -> None:
     now[0] = 1019  # A stopped renewing (it died): the lease ran out
     assert b.acquire("bob@main.dom")
     assert a.renew() == ["bob@main.dom"]
+    a.release("bob@main.dom")  # A's session ends: drops nothing of B's
+    assert not a.acquire("bob@main.dom")
     b.release("bob@main.dom")
     assert b.held() == [] and a.acquire("bob@main.dom")
