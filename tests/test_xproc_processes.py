@@ -13,10 +13,12 @@ from __future__ import annotations
 import concurrent.futures
 import imaplib
 import poplib
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from tests.support.server import WaypostServer
 
@@ -177,3 +179,43 @@ def test_pop3_lock_of_a_killed_process_ends_after_its_lease(tmp_path: Path) -> N
     finally:
         b.stop()
         a.stop()
+
+
+# -- WebUser sessions ------------------------------------------------------------------------
+
+
+def csrf_of(page: str) -> str:
+    found = re.search(r'name="csrfToken"[^>]*value="([^"]+)"|value="([^"]+)"[^>]*name="csrfToken"',
+                      page)
+    assert found, page[:2000]
+    return found.group(1) or found.group(2)
+
+
+def test_webuser_session_made_on_one_process_works_on_the_other_until_logout(twins) -> None:
+    a, b = twins
+    # One browser (cookies are per host, not per port): the login form from A,
+    # posted to B (the form's token is signed by a secret both share).
+    with httpx.Client(timeout=TIMEOUT, follow_redirects=False) as client:
+        form = client.get(a.url("/"))
+        assert form.status_code == 200
+        done = client.post(b.url("/login"), data={
+            "Username": "wendy", "Password": PW, "csrfToken": csrf_of(form.text)})
+        assert done.status_code == 303, done.text[:500]
+        path = done.headers["location"]
+        assert path.startswith("/Session/")
+        on_b = client.get(b.url(path))
+        on_a = client.get(a.url(path))
+        assert on_a.status_code == on_b.status_code == 200
+        assert "INBOX" in on_a.text
+        assert csrf_of(on_a.text) == csrf_of(on_b.text)  # the same CSRF token
+        # the id alone is not enough on either process (the cookie is needed)
+        with httpx.Client(timeout=TIMEOUT) as stranger:
+            assert stranger.get(a.url(path)).status_code == 403
+        # WebUserBindIP: the cookie from another address is refused too
+        with httpx.Client(timeout=TIMEOUT, cookies=client.cookies,
+                          transport=httpx.HTTPTransport(local_address="127.0.0.2")) as moved:
+            assert moved.get(a.url(path)).status_code == 403
+        # logout on A ends it on B at once
+        assert client.get(a.url(path.replace("Mailboxes.wssp", "Logout"))).status_code == 200
+        after = client.get(b.url(path), headers={"Cookie": on_a.request.headers["Cookie"]})
+        assert after.status_code == 403 and "INBOX" not in after.text
