@@ -14,6 +14,7 @@ import concurrent.futures
 import imaplib
 import poplib
 import re
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 from tests.support.server import WaypostServer
+
+from waypost.protocols.imap.session import IDLE_POLL
 
 PW = "xproc-pw-1234"
 LIMIT = 4
@@ -219,3 +222,50 @@ def test_webuser_session_made_on_one_process_works_on_the_other_until_logout(twi
         assert client.get(a.url(path.replace("Mailboxes.wssp", "Logout"))).status_code == 200
         after = client.get(b.url(path), headers={"Cookie": on_a.request.headers["Cookie"]})
         assert after.status_code == 403 and "INBOX" not in after.text
+
+
+# -- IMAP IDLE ---------------------------------------------------------------------------------
+
+
+def test_idle_on_one_process_sees_an_append_made_through_the_other(twins) -> None:
+    a, b = twins
+    user = f"kim@{a.domain}"
+    with socket.create_connection(("127.0.0.1", b.port("IMAPPort")), timeout=TIMEOUT) as sock:
+        reader = sock.makefile("rb")
+
+        def send(text: str) -> None:
+            sock.sendall(text.encode() + b"\r\n")
+
+        def until(prefix: bytes) -> list[bytes]:
+            seen = []
+            while True:
+                got = reader.readline()
+                assert got, seen
+                seen.append(got)
+                if got.startswith(prefix):
+                    return seen
+
+        until(b"* OK")
+        send(f'a1 LOGIN "{user}" "{PW}"')
+        assert until(b"a1 ")[-1].startswith(b"a1 OK")
+        send("a2 SELECT INBOX")
+        selected = until(b"a2 ")
+        exists = next(int(line.split()[1]) for line in selected if line.endswith(b"EXISTS\r\n"))
+        send("a3 IDLE")
+        until(b"+ ")
+        appender = imaplib.IMAP4("127.0.0.1", a.port("IMAPPort"), timeout=TIMEOUT)
+        try:
+            appender.login(user, PW)
+            typ, _ = appender.append("INBOX", None, None,
+                                     b"Subject: across\r\n\r\nfrom process A\r\n")
+            assert typ == "OK"
+        finally:
+            appender.logout()
+        appended = time.monotonic()
+        line = until(b"* ")[-1]
+        waited = time.monotonic() - appended
+        assert line == b"* %d EXISTS\r\n" % (exists + 1), line
+        # IDLE_POLL is 1 s; the rest is slack for a loaded machine
+        assert waited < IDLE_POLL + 2.0, waited
+        send("DONE")
+        assert until(b"a3 ")[-1].startswith(b"a3 OK")
