@@ -146,3 +146,19 @@ def test_maildrop_leases_refuse_in_process_and_across(two) -> None:
     assert not a.acquire("bob@main.dom")
     b.release("bob@main.dom")
     assert b.held() == [] and a.acquire("bob@main.dom")
+
+
+def test_first_sealing_key_is_one_key_when_processes_race(tmp_path: Path) -> None:
+    """Processes sealing for the first time at once end with one key, and
+    each sealed with that key (issue 15: the key file is linked, not replaced)."""
+    import subprocess
+    import sys
+
+    script = ("import sys; from pathlib import Path; from waypost.services import sealed;"
+              "d = Path(sys.argv[1]); t = sealed.seal(d, 'pw');"
+              "print(sealed.unseal(d, t))")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True) for _ in range(6)]
+    outs = [p.communicate(timeout=60)[0].strip() for p in procs]
+    assert outs == ["pw"] * 6  # every seal opens with the key that stayed
+    assert sorted(p.name for p in (tmp_path / "keys").iterdir()) == ["sealing.key"]
