@@ -30,7 +30,7 @@ LIMIT = 4
 TIMEOUT = 20.0
 SETTINGS = (("LoginFailureLimit", LIMIT), ("LoginFailureWindow", 120), ("LoginLockout", 120),
             ("LoginFailureMaxDelay", 1))
-USERS = ("lou", "cara", "para", "paula", "wendy", "ida", "kim")
+USERS = ("lou", "cara", "para", "paula", "wendy", "ida", "kim", "nina")
 
 
 def start_twins(data: Path, settings: tuple[tuple[str, object], ...] = SETTINGS
@@ -269,3 +269,19 @@ def test_idle_on_one_process_sees_an_append_made_through_the_other(twins) -> Non
         assert waited < IDLE_POLL + 2.0, waited
         send("DONE")
         assert until(b"a3 ")[-1].startswith(b"a3 OK")
+
+
+# -- caches: a CLI change is seen by every process --------------------------------------------
+
+
+def test_cli_changes_reach_both_processes_at_once(twins) -> None:
+    """The Router table and the Directory (version counter, VERSION_TTL) and
+    the credentials cache (keyed by the stored hash) of each process."""
+    a, b = twins
+    assert imap_login(a, "nina", PW) == "OK" and imap_login(b, "nina", PW) == "OK"  # cached
+    a.cli("router", "set", "-", input=f"<boss@{a.domain}> = nina@{a.domain}\n")
+    assert imap_login(b, "boss", PW) == "OK" and imap_login(a, "boss", PW) == "OK"
+    b.cli("account", "passwd", f"nina@{a.domain}", "--password", "new-" + PW)
+    for srv in (a, b):  # the cached old password is refused at once, the new one works
+        assert "AUTHENTICATIONFAILED" in imap_login(srv, "nina", PW)
+        assert imap_login(srv, "nina", "new-" + PW) == "OK"
