@@ -3,8 +3,9 @@
 One guard per process (:func:`shared_guard`) serves SMTP AUTH (and so
 ATRN/ODMR), POP3, IMAP, the web login, WebDAV and whatever logs in next
 (SIP): failures on one protocol count for all. Passwords are never seen
-here, let alone logged. State is in memory; a restart forgets it, which is
-acceptable for a rate limit.
+here, let alone logged. The server keeps failures in the store (see
+"Several processes" below), so they survive a restart; without a store
+(unit tests) they are in memory.
 
 Policy (issue 13 point 2). Three counters of failures within
 ``LoginFailureWindow`` seconds, each with its own job:
@@ -83,10 +84,9 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from waypost.settings import ServerSettings
-from waypost.storage.interface import LoginFailure, LoginState
+from waypost.storage.interface import LoginState, Store
 
 log = logging.getLogger("waypost.login")
 
@@ -100,19 +100,6 @@ attempts in flight make a login busy."""
 RESERVATION_TTL = 120.0
 """With a store: seconds after which an attempt in flight of a process that
 died stops counting (a verification never takes this long)."""
-
-
-class SharedFailures(Protocol):
-    """The part of :class:`waypost.storage.interface.Store` the guard uses."""
-
-    def login_state(self, pair: str, address: str, account: str, *, since: float,
-                    now: float) -> LoginState: ...
-    def login_reserve(self, pair: str, *, since: float, now: float, limit: int,
-                      extra: int, ttl: float) -> int | None: ...
-    def login_failed(self, pair: str, address: str, account: str, *, now: float,
-                     since: float, limit: int, lockout: float,
-                     reservation: int | None) -> LoginFailure: ...
-    def login_succeeded(self, pair: str, *, reservation: int | None) -> None: ...
 
 
 @dataclass
@@ -181,7 +168,7 @@ class LoginGuard:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         wall: Callable[[], float] = time.time,
-        store: SharedFailures | None = None,
+        store: Store | None = None,
     ) -> None:
         self.limit = limit
         self.window = window
@@ -199,7 +186,7 @@ class LoginGuard:
         self._local: dict[str, _Local] = {}
         self._ends = 0  # attempts ended in this process (see begin_shared)
 
-    def configure(self, settings: ServerSettings, store: SharedFailures | None = None) -> None:
+    def configure(self, settings: ServerSettings, store: Store | None = None) -> None:
         """Take the ``Login*`` limits from the settings (called per login, so
         a changed setting applies at once); with ``store``, count failures
         there from now on (shared by every process of the store)."""
