@@ -7,10 +7,14 @@ WebUser sessions (``protocols/http/sessions.py``). Every check-and-change
 is one ``BEGIN IMMEDIATE`` transaction, so two processes never both take a
 lock or both pass a limit only one of them fits in.
 
-Durability: login failures and reservations are committed without waiting
-for the disk flush (``sync=False``): a crash may forget the last few, which
-is acceptable for a rate limit. Locks and sessions are flushed like any other
-change (a lock that a crash could undo would let two sessions in). Every
+Durability: login failures, reservations, locks, new sessions and session
+touches are committed without waiting for the disk flush (``sync=False``):
+other processes see them at once (the WAL is shared through the page cache,
+and a killed process loses nothing it committed); only a crash of the whole
+machine may forget the latest, and then every process that held a lock died
+with it, a forgotten failure is acceptable for a rate limit and a forgotten
+session means logging in again. A logout is flushed before it returns, so a
+crash never brings an ended session back. Every
 table is bounded: failures older than the window and expired reservations,
 locks and sessions are deleted by the calls that add rows.
 """
@@ -96,7 +100,7 @@ class SharedStateMixin:
     # -- named locks with a lease ------------------------------------------------
 
     def shared_lock_take(self, name: str, holder: str, *, now: float, ttl: float) -> bool:
-        with self._txn() as conn:
+        with self._txn(sync=False) as conn:
             conn.execute("DELETE FROM shared_locks WHERE expires <= ?", (now,))
             row = conn.execute("SELECT holder FROM shared_locks WHERE name = ?",
                                (name,)).fetchone()
@@ -109,7 +113,7 @@ class SharedStateMixin:
     def shared_lock_renew(self, names: Sequence[str], holder: str, *, now: float,
                           ttl: float) -> list[str]:
         lost = []
-        with self._txn() as conn:
+        with self._txn(sync=False) as conn:
             for name in names:
                 cur = conn.execute("UPDATE shared_locks SET expires = ? WHERE name = ?"
                                    " AND holder = ? AND expires > ?",
@@ -119,14 +123,14 @@ class SharedStateMixin:
         return lost
 
     def shared_lock_drop(self, name: str, holder: str) -> None:
-        with self._txn() as conn:
+        with self._txn(sync=False) as conn:
             conn.execute("DELETE FROM shared_locks WHERE name = ? AND holder = ?",
                          (name, holder))
 
     # -- WebUser sessions ----------------------------------------------------------
 
     def web_session_put(self, record: WebSessionRecord, *, max_sessions: int) -> None:
-        with self._txn() as conn:
+        with self._txn(sync=False) as conn:
             conn.execute(
                 f"INSERT INTO web_sessions ({_SESSION_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (record.key, record.cookie, record.account, record.domain, record.skin,
