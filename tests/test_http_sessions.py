@@ -24,13 +24,13 @@ class Clock:
 def test_a_session_needs_its_cookie_and_address() -> None:
     store = SessionStore(60, clock=Clock())
     s = store.create("alice@main.dom", "main.dom", skin="", client_ip="127.0.0.1", secure=False)
-    assert store.check(s.id, s.cookie, "127.0.0.1", bind_ip=True) is s
+    assert store.check(s.id, s.cookie, "127.0.0.1", bind_ip=True) == s
     assert store.check(s.id, None, "127.0.0.1", bind_ip=True) is None
     assert store.check(s.id, "", "127.0.0.1", bind_ip=True) is None
     assert store.check(s.id, s.cookie + "x", "127.0.0.1", bind_ip=True) is None
     assert store.check(s.id, "é", "127.0.0.1", bind_ip=True) is None
     assert store.check(s.id, s.cookie, "127.0.0.2", bind_ip=True) is None
-    assert store.check(s.id, s.cookie, "127.0.0.2", bind_ip=False) is s
+    assert store.check(s.id, s.cookie, "127.0.0.2", bind_ip=False) == s
     other = store.create("alice@main.dom", "main.dom", skin="", client_ip="127.0.0.1",
                          secure=False)
     assert other.id != s.id and other.cookie != s.cookie and other.csrf != s.csrf
@@ -45,18 +45,18 @@ def test_idle_timeout_and_logout() -> None:
     store = SessionStore(60, clock=clock)
     s = store.create("alice@main.dom", "main.dom", skin="", client_ip="127.0.0.1", secure=True)
     clock.now += 59
-    assert store.check(s.id, s.cookie, "127.0.0.1", bind_ip=True) is s  # use refreshes it
+    assert store.check(s.id, s.cookie, "127.0.0.1", bind_ip=True) == s  # use refreshes it
     clock.now += 59
-    assert store.check(s.id, s.cookie, "127.0.0.1", bind_ip=True) is s
+    assert store.check(s.id, s.cookie, "127.0.0.1", bind_ip=True) == s
     clock.now += 61
     assert store.check(s.id, s.cookie, "127.0.0.1", bind_ip=True) is None
-    assert len(store) == 0
+    assert len(store.rows) == 0
     t = store.create("alice@main.dom", "main.dom", skin="", client_ip="127.0.0.1", secure=True)
     u = store.create("bob@main.dom", "main.dom", skin="", client_ip="127.0.0.1", secure=True)
     assert store.end(t.id) and not store.end(t.id)
     assert store.check(t.id, t.cookie, "127.0.0.1", bind_ip=True) is None
     clock.now += 61
-    assert store.expire() == 1 and len(store) == 0
+    assert store.expire() == 1 and len(store.rows) == 0
     assert store.check(u.id, u.cookie, "127.0.0.1", bind_ip=True) is None
 
 
@@ -64,9 +64,9 @@ def test_the_store_is_bounded() -> None:
     store = SessionStore(60, clock=Clock(), max_sessions=3)
     made = [store.create(f"u{i}@d", "d", skin="", client_ip="::1", secure=False)
             for i in range(5)]
-    assert len(store) == 3
+    assert len(store.rows) == 3
     assert store.check(made[0].id, made[0].cookie, "::1", bind_ip=True) is None
-    assert store.check(made[4].id, made[4].cookie, "::1", bind_ip=True) is made[4]
+    assert store.check(made[4].id, made[4].cookie, "::1", bind_ip=True) == made[4]
 
 
 def test_user_text_is_made_safe_for_raw_output() -> None:

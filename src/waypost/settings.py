@@ -302,6 +302,10 @@ SETTINGS: tuple[Setting, ...] = (
             "at least 600)", _as(parse_int)),
     Setting("POP3MessageCache", "32M", "octets of recently retrieved small messages POP3 "
             "keeps in memory, shared by all sessions (0 = none)", _as(parse_size)),
+    # -- several processes on one store (issue 15 point 3) --
+    Setting("POP3LockLease", "60", "seconds a POP3 maildrop lock outlives a process that "
+            "died holding it (renewed every third of that while the session lives; "
+            "minimum 1)", _as(parse_int)),
     Setting("IMAPMaxLiteral", "50M", "largest IMAP literal (the largest APPEND); larger ones "
             "are refused with NO [TOOBIG]", _as(parse_size)),
     Setting("IMAPMaxLine", "64K", "longest IMAP command line in octets", _as(parse_size)),

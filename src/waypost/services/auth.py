@@ -122,6 +122,6 @@ async def guarded_login(
     the (account, client IP) pair, keyed by the account so its aliases share
     a counter, and only slow the IP and the account elsewhere. ``verify``
     holds the credentials cache, so a locked-out pair never reaches it."""
-    guard.configure(settings)
+    guard.configure(settings, services.store)
     account = await asyncio.to_thread(login_account, services, login)
     return await guard.attempt(ip, account or login, verify, service=service)

@@ -16,6 +16,12 @@ Invariants:
   the caller) and the login guard still runs before any check, so a
   lock-out takes effect at once too;
 * bounded (:data:`MAX_ENTRIES`, the oldest go first) and thread-safe.
+
+Several processes (issue 15): each process has its own cache and key, and
+nothing in it needs invalidating from outside: a password changed through
+another process or the CLI is a new stored hash, which every process reads
+from its Directory snapshot, rebuilt when the store's change counter moves
+(seen within ``VERSION_TTL``); ``test_xproc_processes.py`` checks it.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 One guard per process (:func:`shared_guard`) serves SMTP AUTH (and so
 ATRN/ODMR), POP3, IMAP, the web login, WebDAV and whatever logs in next
 (SIP): failures on one protocol count for all. Passwords are never seen
-here, let alone logged. State is in memory; a restart forgets it, which is
-acceptable for a rate limit.
+here, let alone logged. The server keeps failures in the store (see
+"Several processes" below), so they survive a restart; without a store
+(unit tests) they are in memory.
 
 Policy (issue 13 point 2). Three counters of failures within
 ``LoginFailureWindow`` seconds, each with its own job:
@@ -52,6 +53,26 @@ counter; :meth:`LoginGuard.attempt` takes it from the caller for that
 reason. Every verification the guard lets through is logged at DEBUG
 (``password verification for ...``, never with the password), so the
 number of guesses an attacker got can be counted from the log.
+
+Several processes (issue 15 point 3). Once :meth:`LoginGuard.configure` is
+given the store (``auth.guarded_login`` does), failures and lock-outs are
+rows in the store (``Store.login_*``, wall-clock times) instead of memory:
+wrong passwords sent to several ``waypost serve`` processes of one store
+count together, a lock-out made by one refuses in all at once, and a success
+clears the pair everywhere. Attempts in flight are counted in the store too
+(a reservation row, expiring after ``RESERVATION_TTL`` if its process dies),
+except the fast path: a login whose pair has no failures, no reservation and
+no attempt in flight in this process costs one indexed read
+(``Store.login_state``) and, on success, nothing more. The price of that
+fast path: when several processes start logins of one clean pair within the
+same instant, each may let one through unreserved, so N processes verify at
+most ``LoginFailureLimit + N - 1`` wrong passwords per pair and window in a
+burst (exactly ``LoginFailureLimit`` within one process, as before). A
+login that is busy only because of attempts in flight elsewhere asks again
+every ``SHARED_POLL`` seconds (another process's end cannot wake it).
+Failure writes are not flushed before the reply: a crash may forget the last
+few failures, acceptable for a rate limit. Failures older than the window
+are deleted by the next failure, so the table stays bounded.
 """
 
 from __future__ import annotations
@@ -65,6 +86,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from waypost.settings import ServerSettings
+from waypost.storage.interface import LoginState, Store
 
 log = logging.getLogger("waypost.login")
 
@@ -72,6 +94,21 @@ MAX_TRACKED = 100_000
 """Keys tracked at most; spraying random logins cannot grow memory forever."""
 BUSY_WAIT = 30.0
 """Seconds a login waits at most for the pair's attempts in flight to end."""
+SHARED_POLL = 0.2
+"""With a store: seconds between asking again while another process's
+attempts in flight make a login busy."""
+RESERVATION_TTL = 120.0
+"""With a store: seconds after which an attempt in flight of a process that
+died stops counting (a verification never takes this long)."""
+
+
+@dataclass
+class _Local:
+    """With a store: this process's attempts in flight for one pair."""
+
+    pending: int = 0
+    unreserved: int = 0  # of those, taken on the fast path (no store row)
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
 
 
 @dataclass
@@ -105,6 +142,8 @@ class Ticket:
     wait: float = 0.0
     why: str = ""
     busy: bool = False
+    reservation: int | None = None  # with a store: its row (None: fast path)
+    clean: bool = False  # with a store: the pair had no failures (success writes nothing)
 
 
 class LoginGuard:
@@ -128,6 +167,8 @@ class LoginGuard:
         max_delay: float = 8.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        wall: Callable[[], float] = time.time,
+        store: Store | None = None,
     ) -> None:
         self.limit = limit
         self.window = window
@@ -138,12 +179,19 @@ class LoginGuard:
         self.max_delay = max_delay
         self.clock = clock
         self.sleep = sleep
+        self.wall = wall
+        self.store = store
         self._lock = threading.Lock()
         self._records: dict[tuple[str, ...], _Record] = {}
+        self._local: dict[str, _Local] = {}
+        self._ends = 0  # attempts ended in this process (see begin_shared)
 
-    def configure(self, settings: ServerSettings) -> None:
+    def configure(self, settings: ServerSettings, store: Store | None = None) -> None:
         """Take the ``Login*`` limits from the settings (called per login, so
-        a changed setting applies at once)."""
+        a changed setting applies at once); with ``store``, count failures
+        there from now on (shared by every process of the store)."""
+        if store is not None:
+            self.store = store
         self.limit = settings.number("LoginFailureLimit")
         self.window = float(settings.number("LoginFailureWindow"))
         self.lockout = float(settings.number("LoginLockout"))
@@ -174,7 +222,11 @@ class LoginGuard:
         return len(rec.failures)
 
     def locked(self, ip: str, account: str) -> bool:
-        """Would a login to ``account`` from ``ip`` be refused unverified now?"""
+        """Would a login to ``account`` from ``ip`` be refused unverified now?
+        (With a store: because of a lock-out; blocks on the store.)"""
+        if self.store is not None:
+            state, now = self._state(ip, account)
+            return bool(self.limit) and (state.locked_until > now or state.pair >= self.limit)
         pair = self._keys(ip, account)[0]
         now = self.clock()
         with self._lock:
@@ -191,6 +243,9 @@ class LoginGuard:
 
     def failures(self, ip: str, account: str) -> tuple[int, int, int]:
         """Failures within the window: of the pair, the IP and the account."""
+        if self.store is not None:
+            state, _now = self._state(ip, account)
+            return state.pair, state.address, state.account
         now = self.clock()
         with self._lock:
             pair, address, name = (self._count(key, now) for key in self._keys(ip, account))
@@ -287,6 +342,101 @@ class LoginGuard:
                 break
             del self._records[key]
 
+    # -- with a store (several processes); these block: call them in a thread --
+
+    @staticmethod
+    def _store_keys(ip: str, account: str) -> tuple[str, str, str]:
+        return tuple("\0".join(key) for key in LoginGuard._keys(ip, account))  # type: ignore[return-value]
+
+    def _state(self, ip: str, account: str) -> tuple[LoginState, float]:
+        assert self.store is not None
+        pair, address, name = self._store_keys(ip, account)
+        now = self.wall()
+        return self.store.login_state(pair, address, name, since=now - self.window, now=now), now
+
+    def begin_shared(self, ip: str, account: str, waiter: asyncio.Future[None] | None = None
+                     ) -> Ticket:  # fmt: skip
+        """:meth:`begin` over the store: one read, and a reservation row
+        unless the pair is clean (see the module docstring)."""
+        assert self.store is not None
+        pair_key = self._store_keys(ip, account)[0]
+        with self._lock:
+            ends = self._ends
+        state, now = self._state(ip, account)
+        limit = self.limit
+        if limit and (state.locked_until > now or state.pair >= limit):
+            return Ticket(ip, account, allowed=False, why="locked out after repeated failures")
+        over = (0 < self.address_limit <= state.address
+                or 0 < self.account_limit <= state.account)
+        wait = self.max_delay if over else 0.0
+        clean = state.pair == 0 and state.locked_until == 0
+        with self._lock:
+            local = self._local.setdefault(pair_key, _Local())
+            # fast path only if no attempt of this process ended since the read
+            # (its failure may be newer than what we read)
+            if not limit or (clean and state.in_flight == 0 and local.pending == 0
+                             and ends == self._ends):
+                local.pending += 1
+                local.unreserved += 1
+                return Ticket(ip, account, allowed=True, wait=wait, clean=clean)
+            extra = local.unreserved
+            local.pending += 1  # held while reserving, so the fast path is not taken
+        reservation = None
+        try:
+            reservation = self.store.login_reserve(
+                pair_key, since=now - self.window, now=now, limit=limit, extra=extra,
+                ttl=RESERVATION_TTL)
+        finally:
+            if reservation is None:
+                with self._lock:
+                    local.pending -= 1
+                    local.waiters = [w for w in local.waiters if not w.done()]
+                    if waiter is not None and local.pending:  # else only polling helps
+                        local.waiters.append(waiter)
+                    self._drop_local(pair_key, local)
+        if reservation is None:
+            return Ticket(ip, account, allowed=False, busy=True,
+                          why=f"{state.pair} failures and attempts in flight")
+        return Ticket(ip, account, allowed=True, wait=wait, reservation=reservation)
+
+    def end_local(self, ticket: Ticket) -> None:
+        """The in-process half of :meth:`finish_shared`, after it (so the
+        failure is in the store before the attempt stops counting here):
+        never blocks; wakes this process's waiters."""
+        pair_key = self._store_keys(ticket.ip, ticket.account)[0]
+        with self._lock:
+            self._ends += 1
+            local = self._local.get(pair_key)
+            if local is None:
+                return
+            local.pending = max(local.pending - 1, 0)
+            if ticket.reservation is None:
+                local.unreserved = max(local.unreserved - 1, 0)
+            waiters, local.waiters = local.waiters, []
+            for waiter in waiters:
+                waiter.get_loop().call_soon_threadsafe(_wake, waiter)
+            self._drop_local(pair_key, local)
+
+    def _drop_local(self, key: str, local: _Local) -> None:
+        if not local.pending and not local.waiters and self._local.get(key) is local:
+            del self._local[key]
+
+    def finish_shared(self, ticket: Ticket, success: bool) -> tuple[float, bool]:
+        """The store half of :meth:`finish` (after :meth:`end_local`): a
+        success clears the pair (no write when it was clean and unreserved),
+        a failure counts for all three keys. Returns as :meth:`finish`."""
+        assert self.store is not None
+        pair, address, name = self._store_keys(ticket.ip, ticket.account)
+        if success:
+            if not ticket.clean or ticket.reservation is not None:
+                self.store.login_succeeded(pair, reservation=ticket.reservation)
+            return 0.0, False
+        now = self.wall()
+        failure = self.store.login_failed(
+            pair, address, name, now=now, since=now - self.window, limit=self.limit,
+            lockout=self.lockout, reservation=ticket.reservation)
+        return self.delay(max(failure.pair, failure.address)), failure.locked_now
+
     # -- the protocol-facing part ---------------------------------------------
 
     async def attempt(
@@ -303,6 +453,7 @@ class LoginGuard:
 
         ``login`` is the account key (the account when the name routes to one).
         """
+        shared = self.store is not None
         ticket = await self._begin_waiting(ip, login)
         if not ticket.allowed:
             log.warning("%s login as %r from %s refused: %s", service, login, ip, ticket.why)
@@ -317,7 +468,14 @@ class LoginGuard:
             log.debug("%s password verification for %r from %s", service, login, ip)
             account = await verify()
         finally:
-            delay, locked_now = self.finish(ticket, account is not None)
+            if shared:
+                # shielded: a client hanging up mid-verification still counts
+                ending = asyncio.ensure_future(asyncio.to_thread(
+                    self.finish_shared, ticket, account is not None))
+                ending.add_done_callback(lambda _f: self.end_local(ticket))
+                delay, locked_now = await asyncio.shield(ending)
+            else:
+                delay, locked_now = self.finish(ticket, account is not None)
         if account is not None:
             return Attempt(account)
         log.info("%s login as %r from %s failed (reply delayed %.1f s)", service, login, ip, delay)
@@ -342,14 +500,19 @@ class LoginGuard:
         deadline = loop.time() + BUSY_WAIT
         while True:
             waiter: asyncio.Future[None] = loop.create_future()
-            ticket = self.begin(ip, login, waiter)
+            if self.store is not None:
+                ticket = await asyncio.to_thread(self.begin_shared, ip, login, waiter)
+            else:
+                ticket = self.begin(ip, login, waiter)
             left = deadline - loop.time()
             if ticket.allowed or not ticket.busy or left <= 0:
                 return ticket
+            poll = min(left, SHARED_POLL) if self.store is not None else left
             try:
-                await asyncio.wait_for(waiter, left)
+                await asyncio.wait_for(waiter, poll)
             except TimeoutError:
-                return ticket
+                if poll >= left:
+                    return ticket
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

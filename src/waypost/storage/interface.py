@@ -810,3 +810,79 @@ class Store(Protocol):
     def files_usage(self, domain: str, account: str) -> FileUsage: ...
     # removes the trees of deleted accounts and stale temporary uploads
     def files_gc(self) -> int: ...
+
+    # -- state shared by the processes of one store (issue 15 point 3) ------
+    # Times are wall-clock seconds (``time.time()``): several processes, and
+    # later several nodes, compare them. See ``storage/sqlite/shared_state.py``.
+    #
+    # Login failures (``services/login_guard.py``): keys are opaque strings.
+    # One read: the failures of the three keys at ``since`` or later, the
+    # pair's reservations in flight and its lock-out.
+    def login_state(self, pair: str, address: str, account: str, *, since: float,
+                    now: float) -> LoginState: ...
+    # reserve an attempt in flight for ``pair`` (an id) unless its lock-out,
+    # failures, reservations and ``extra`` (attempts the caller holds
+    # elsewhere) reach ``limit`` (None); checked and written in one transaction
+    def login_reserve(self, pair: str, *, since: float, now: float, limit: int,
+                      extra: int, ttl: float) -> int | None: ...
+    # one failure of each key (and the end of ``reservation``); a lock-out of
+    # the pair until ``now + lockout`` when its failures reach ``limit``
+    # (0: never); rows older than ``since`` expire. Not flushed before return.
+    def login_failed(self, pair: str, address: str, account: str, *, now: float,
+                     since: float, limit: int, lockout: float,
+                     reservation: int | None) -> LoginFailure: ...
+    # a success: the pair's failures, lock-out and ``reservation`` are gone
+    def login_succeeded(self, pair: str, *, reservation: int | None) -> None: ...
+    # A named lock held by ``holder`` until it is dropped or its lease ends
+    # (POP3 maildrops): taken when free, expired or already the holder's.
+    def shared_lock_take(self, name: str, holder: str, *, now: float, ttl: float) -> bool: ...
+    # extend the holder's leases; returns the names it no longer holds
+    def shared_lock_renew(self, names: Sequence[str], holder: str, *, now: float,
+                          ttl: float) -> list[str]: ...
+    def shared_lock_drop(self, name: str, holder: str) -> None: ...
+    # WebUser sessions, by a keyed hash of their id (protocols/http/sessions.py)
+    def web_session_put(self, record: WebSessionRecord, *, max_sessions: int) -> None: ...
+    def web_session_get(self, key: str) -> WebSessionRecord | None: ...
+    def web_session_touch(self, key: str, last_seen: float) -> None: ...
+    def web_session_drop(self, key: str) -> bool: ...
+    def web_sessions_expire(self, before: float) -> int: ...
+    # a random secret shared by every process of the store, made on first use
+    def shared_secret(self, name: str) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LoginState:
+    """What :meth:`Store.login_state` read: failures of the (account, IP)
+    pair, of the IP and of the account; the pair's attempts in flight (in
+    every process) and the end of its lock-out (0: none)."""
+
+    pair: int = 0
+    address: int = 0
+    account: int = 0
+    in_flight: int = 0
+    locked_until: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class LoginFailure:
+    """After :meth:`Store.login_failed`: the failure counts of the pair and
+    of the IP, and whether this failure began a lock-out."""
+
+    pair: int
+    address: int
+    locked_now: bool
+
+
+@dataclass(frozen=True, slots=True)
+class WebSessionRecord:
+    """A stored WebUser session: ``key`` and ``cookie`` are keyed hashes of
+    the session id and of its cookie secret, never the secrets themselves."""
+
+    key: str
+    cookie: str
+    account: str
+    domain: str
+    skin: str
+    client_ip: str
+    secure: bool
+    last_seen: float

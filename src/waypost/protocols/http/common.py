@@ -26,7 +26,6 @@ import hmac
 import html
 import logging
 import re
-import secrets
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -66,6 +65,10 @@ GUARD_SERVICE = "WebUser"
 WORKERS = 8
 SESSION_COOKIE = "WaypostSession"
 LOGIN_COOKIE = "WaypostLogin"
+SESSION_SECRET = "webuser-sessions"
+"""The store's shared secret of the session rows' keyed hashes."""
+LOGIN_SECRET = "webuser-login-csrf"
+"""The store's shared secret that signs the login form's token."""
 MAX_NAME = 256
 MAX_PASSWORD = 1024
 DEFAULT_SKIN = ""
@@ -124,9 +127,13 @@ class WebUser:
         self.pages = Pages(Skins(services.data_dir))
         self.mail = MailAccess(services)
         self.settings: ServerSettings = services.settings()
-        self.sessions = SessionStore(float(self.settings.number("WebUserIdleTimeout")))
+        # In the store: every process of the store shares the sessions, and
+        # the login form's token (signed by a secret they share too).
+        self.sessions = SessionStore(float(self.settings.number("WebUserIdleTimeout")),
+                                     rows=services.store,
+                                     secret=services.store.shared_secret(SESSION_SECRET))
         self.sites = SiteCache(services)
-        self._secret = secrets.token_bytes(32)
+        self._secret = services.store.shared_secret(LOGIN_SECRET)
         self._version = -1
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -148,12 +155,13 @@ class WebUser:
             self._version = version
         return detect(self.services.router, host, server_ip)
 
-    def session_of(self, request: web.Request) -> WebSession | None:
+    async def session_of(self, request: web.Request) -> WebSession | None:
         """The live session a ``/Session/<id>/...`` request names, checked
-        against its cookie (and the client address with ``WebUserBindIP``)."""
-        return self.sessions.check(request.match_info["sid"],
-                                   request.cookies.get(SESSION_COOKIE), client_ip(request),
-                                   bind_ip=self.settings.flag("WebUserBindIP"))
+        against its cookie (and the client address with ``WebUserBindIP``):
+        one read of the store, in the thread pool."""
+        return await self.run(self.sessions.check, request.match_info["sid"],
+                              request.cookies.get(SESSION_COOKIE), client_ip(request),
+                              bind_ip=self.settings.flag("WebUserBindIP"))
 
     async def place(self, request: web.Request) -> WebTarget:
         return await self.run(self.place_blocking, request.headers.get("Host"),

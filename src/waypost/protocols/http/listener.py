@@ -54,7 +54,8 @@ async def start_webuser(server: WebContext) -> list[Listener]:
     async def sweep() -> None:
         while True:
             await asyncio.sleep(SWEEP)
-            webuser.sessions.expire()
+            with contextlib.suppress(Exception):  # the store is away: next time
+                await webuser.run(webuser.sessions.expire)
 
     sweeper = asyncio.create_task(sweep())
     listeners: list[Listener] = []

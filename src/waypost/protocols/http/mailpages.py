@@ -136,7 +136,7 @@ async def handle_part(request: web.Request) -> web.StreamResponse:
     ``nosniff``, a sandboxing policy); ``?Inline=1`` serves an image inline
     for ``cid:`` references, never anything else inline."""
     app: WebUser = request.app[WEBUSER]
-    session = app.session_of(request)
+    session = await app.session_of(request)
     if session is None:
         raise web.HTTPForbidden(text="no such session")
     mailbox, _, rest = request.match_info["rest"].rpartition("/")

@@ -254,9 +254,9 @@ async def handle_login(request: web.Request) -> web.StreamResponse:
         return await login_page(app, request, target, error_code="serviceDisabled",
                                 login_name=name)
     await app.run(app.mail.ensure_inbox, account)
-    session = app.sessions.create(account, account.rpartition("@")[2],
-                                  skin=await account_pages.login_skin(app, account),
-                                  client_ip=address, secure=request.secure)
+    session = await app.run(app.sessions.create, account, account.rpartition("@")[2],
+                            skin=await account_pages.login_skin(app, account),
+                            client_ip=address, secure=request.secure)
     log.info("WebUser login %s from %s (%s)", account, address,
              "TLS" if request.secure else "clear text")
     response = web.Response(status=303,
@@ -340,7 +340,7 @@ async def _session_or_login(request: web.Request
     """The request's checked session, or the answer to give instead: the
     login page with ``sessionExpired`` (403) for a dead or foreign session."""
     app: WebUser = request.app[WEBUSER]
-    session = app.session_of(request)
+    session = await app.session_of(request)
     if session is not None:
         return app, session, None
     target = await app.place(request)
@@ -399,7 +399,7 @@ async def handle_session_post(request: web.Request) -> web.StreamResponse:
 
 
 async def logout(app: WebUser, request: web.Request, session: WebSession) -> web.Response:
-    app.sessions.end(session.id)
+    await app.run(app.sessions.end, session.id)
     log.info("WebUser logout %s from %s", session.account, client_ip(request))
     dataset = session_dataset(request, session)
     body = await app.render(session.domain, session.skin, "logout.wssp", dataset)

@@ -1,7 +1,8 @@
 """POP3 listeners: 110 (plain, STLS offered) and 995 (implicit TLS).
 
-Both share one :class:`PostOffice`, so a maildrop locked through one port
-is locked for the other, and the process-wide login guard, so password
+Both share one :class:`PostOffice`, whose maildrop locks are in the store,
+so a maildrop locked through one port (or another process) is locked for
+all, and the process-wide login guard, so password
 guessing is counted across POP3 and the other protocols.
 """
 
@@ -16,7 +17,6 @@ from waypost.protocols.pop3 import wire
 from waypost.protocols.pop3.office import PostOffice
 from waypost.protocols.pop3.session import ListenerConfig, Session
 from waypost.services.login_guard import shared_guard
-from waypost.services.mailaccess.maildrop import MaildropLocks
 
 log = logging.getLogger("waypost.pop3")
 
@@ -24,7 +24,7 @@ MODES = (("POP3", "POP3Port", False), ("POP3S", "POP3SPort", True))
 
 
 async def start_pop3(server: ListenContext) -> list[Listener]:
-    office = PostOffice(server.services, shared_guard(), MaildropLocks())
+    office = PostOffice(server.services, shared_guard())
     await office.refresh()
     limits = ConnectionLimits.from_settings(office.settings)
 

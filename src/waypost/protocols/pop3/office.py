@@ -5,8 +5,11 @@ maildrop (the INBOX snapshot, its lock, the deletion at QUIT) is the
 mail-access service's (:mod:`waypost.services.mailaccess.maildrop`). This
 module only moves those calls into worker threads and turns the service's
 refusals into ``-ERR`` answers (:class:`~waypost.protocols.pop3.wire.Pop3Error`).
-One :class:`PostOffice` serves every POP3 port of the process, so a
-maildrop locked through one port is locked for all.
+One :class:`PostOffice` serves every POP3 port of the process. Its maildrop
+locks are in the store (:mod:`waypost.services.shared_locks`), so a maildrop
+locked through one port or one process is locked for every port of every
+process on the store; :meth:`PostOffice.lock` keeps a task renewing the
+leases while any is held.
 """
 
 from __future__ import annotations
@@ -22,11 +25,11 @@ from waypost.services.container import Services
 from waypost.services.login_guard import Attempt, LoginGuard
 from waypost.services.mailaccess.maildrop import (
     Maildrop,
-    MaildropLocks,
     Maildrops,
     MessageGone,
     Stored,
 )
+from waypost.services.shared_locks import MaildropLeases
 from waypost.settings import ServerSettings
 
 log = logging.getLogger("waypost.pop3")
@@ -38,14 +41,16 @@ SERVICE = "POP"
 class PostOffice:
     """The services a POP3 session asks; storage and hashing run off the loop."""
 
-    def __init__(self, services: Services, guard: LoginGuard, locks: MaildropLocks) -> None:
+    def __init__(self, services: Services, guard: LoginGuard,
+                 locks: MaildropLeases | None = None) -> None:
         self.services = services
         self.guard = guard
-        self.maildrops = Maildrops(services, locks)
-        self.locks = self.maildrops.locks
+        self.locks = locks if locks is not None else MaildropLeases(services.store)
+        self.maildrops = Maildrops(services, self.locks)
         self.settings: ServerSettings = services.settings()
         self.hostname = self.settings.text("MainDomain")
         self._version = -1
+        self._renewer: asyncio.Task[None] | None = None
 
     async def refresh(self) -> None:
         """Pick up changed settings (a cheap version check)."""
@@ -57,7 +62,31 @@ class PostOffice:
             self.settings = self.services.settings()
             self.hostname = self.settings.text("MainDomain")
             self.maildrops.cache.resize(self.settings.size("POP3MessageCache"))
+            self.locks.lease = float(max(self.settings.number("POP3LockLease"), 1))
         return version
+
+    async def lock(self, account: str) -> bool:
+        """Take the maildrop's lock (False: in use, here or in another
+        process); leases are renewed while any is held."""
+        taken = await asyncio.to_thread(self.locks.acquire, account)
+        if taken and (self._renewer is None or self._renewer.done()):
+            self._renewer = asyncio.create_task(self._renew())
+        return taken
+
+    async def unlock(self, account: str) -> None:
+        """Drop the maildrop's lock at once (shielded: a session cancelled
+        at shutdown still drops it, or its lease runs out)."""
+        await asyncio.shield(asyncio.ensure_future(
+            asyncio.to_thread(self.locks.release, account)))
+
+    async def _renew(self) -> None:
+        """Renew every third of the lease until no maildrop is held."""
+        while self.locks.held():
+            await asyncio.sleep(self.locks.lease / 3)
+            try:
+                await asyncio.to_thread(self.locks.renew)
+            except Exception:  # the store is away: try again next period
+                log.exception("cannot renew the POP3 maildrop leases")
 
     async def login(self, ip: str, login: str, password: str) -> Attempt:
         """Check a login name (through the Router: aliases, ``user%domain``)

@@ -194,7 +194,8 @@ class Session:
                 self._watchdog.cancel()
             # Without QUIT there is no UPDATE state: nothing is deleted.
             if self.maildrop is not None and self.state is not State.UPDATE:
-                self.office.locks.release(self.maildrop.account)
+                with contextlib.suppress(Exception):  # else the lease runs out
+                    await self.office.unlock(self.maildrop.account)
             with contextlib.suppress(Exception):
                 self.writer.close()
                 await asyncio.wait_for(self.writer.wait_closed(), 5)
@@ -320,12 +321,12 @@ class Session:
                 "POP3 login of %s from %s refused: POP not in AccessModes", account, self.client_ip
             )
             raise Pop3Error("POP3 access is not enabled for this account", wire.AUTH)
-        if not self.office.locks.acquire(account):
+        if not await self.office.lock(account):
             raise Pop3Error("Maildrop is in use by another POP3 session", wire.IN_USE)
         try:
             self.maildrop = await self.office.open(account)
         except Exception:
-            self.office.locks.release(account)
+            await self.office.unlock(account)
             log.exception("cannot open the maildrop of %s", account)
             raise Pop3Error("Cannot open the maildrop, try later", wire.SYS_TEMP) from None
         self.state = State.TRANSACTION
@@ -477,7 +478,7 @@ class Session:
             self.send(err("Some deleted messages were not removed", wire.SYS_TEMP))
             return
         finally:
-            self.office.locks.release(drop.account)
+            await self.office.unlock(drop.account)
         log.info("POP3 logout %s: %d messages removed", drop.account, removed)
         left = len(drop.entries) - len(uids)
         self.send(ok(f"Signing off ({left} messages left)"))

@@ -372,6 +372,37 @@ MIGRATIONS: list[Migration] = [
             WHERE owner IS NOT NULL;
         """,
     ),
+    (
+        11,
+        "state shared by the processes of one store: login failures, locks, web sessions",
+        """
+        -- services/login_guard.py: one row per failure of a key (pair, IP,
+        -- account) within the window; attempts in flight; pair lock-outs.
+        CREATE TABLE login_failures (key TEXT NOT NULL, at REAL NOT NULL);
+        CREATE INDEX login_failures_key ON login_failures (key, at);
+        CREATE INDEX login_failures_at ON login_failures (at);
+        CREATE TABLE login_attempts (
+            id INTEGER PRIMARY KEY, key TEXT NOT NULL, expires REAL NOT NULL);
+        CREATE INDEX login_attempts_key ON login_attempts (key, expires);
+        CREATE TABLE login_lockouts (key TEXT PRIMARY KEY, until REAL NOT NULL);
+        -- named leases (POP3 maildrops): held until dropped or expired
+        CREATE TABLE shared_locks (
+            name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires REAL NOT NULL);
+        -- WebUser sessions by a keyed hash of their id; the cookie hashed too
+        CREATE TABLE web_sessions (
+            key TEXT PRIMARY KEY,
+            cookie TEXT NOT NULL,
+            account TEXT NOT NULL,
+            domain TEXT NOT NULL,
+            skin TEXT NOT NULL,
+            client_ip TEXT NOT NULL,
+            secure INTEGER NOT NULL,
+            last_seen REAL NOT NULL
+        );
+        CREATE INDEX web_sessions_last_seen ON web_sessions (last_seen);
+        CREATE TABLE shared_secrets (name TEXT PRIMARY KEY, secret BLOB NOT NULL);
+        """,
+    ),
 ]
 
 

@@ -48,6 +48,7 @@ from waypost.storage.sqlite.blobs import BlobFiles
 from waypost.storage.sqlite.files import FileStoreMixin, FileTrees
 from waypost.storage.sqlite.mail_store import MailStoreMixin
 from waypost.storage.sqlite.migrations import migrate
+from waypost.storage.sqlite.shared_state import SharedStateMixin
 from waypost.storage.sqlite.sip_store import SipStoreMixin
 
 DB_NAME = "waypost.db"
@@ -57,7 +58,7 @@ BUSY_TIMEOUT_MS = 5000
 VERSION_TTL = 0.02
 
 
-class SqliteStore(MailStoreMixin, FileStoreMixin, SipStoreMixin):
+class SqliteStore(MailStoreMixin, FileStoreMixin, SipStoreMixin, SharedStateMixin):
     """:class:`waypost.storage.interface.Store` over ``DATA/waypost.db``."""
 
     def __init__(self, data_dir: Path, db_path: Path | None = None,
