@@ -91,7 +91,12 @@ async def start_sip_stack(server: ListenContext, proxy: ProxyFactory | None = No
     layer.user = core
     stack = SipServer(transports, layer, core)
     await transports.start_udp(server.listen, port, reuse_port=shares_ports(server))
-    log.info("SIP/UDP listening on %s:%d", server.listen, port)
+    if transports.client_port is not None:
+        layer.use_client_port("udp", transports.client_port)
+        log.info("SIP/UDP listening on %s:%d, worker %d sending requests from port %d",
+                 server.listen, port, server.worker, transports.client_port)
+    else:
+        log.info("SIP/UDP listening on %s:%d", server.listen, port)
     limits = ConnectionLimits.from_settings(settings)
 
     def refuse(refusal: Refusal) -> bytes:
