@@ -19,8 +19,8 @@ book (so the process) that issued it (``nonces.py``). Then:
 * a caller hangs up while bob's phone rings: the CANCEL goes through the
   caller's worker and ends with 487 at both ends.
 
-The pair is started by :func:`worker_pair`, the one place to change when
-the supervisor (``serve --workers N``) takes over.
+The pair is started by ``tests/support/sip_workers.py``, the one place to
+change when the supervisor (``serve --workers N``) takes over.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from pathlib import Path
 import pytest
 from tests.support.server import WaypostServer
 from tests.support.sip_ua import SipUA
+from tests.support.sip_workers import WorkerGroup
 from tests.support.sipp import Sipp, require_sipp
 
 pytestmark = pytest.mark.peer
@@ -48,37 +49,20 @@ def _sipp() -> None:
     require_sipp()
 
 
-def worker_pair(data: Path, workers: int = 2) -> list[WaypostServer]:
-    """``workers`` processes ``serve --worker i/N`` on ``data``, one port
-    offset, each logging to its own file; not started."""
-    first = WaypostServer(data, log_level="INFO", serve_args=("--worker", f"0/{workers}"))
-    pair = [first]
-    for index in range(1, workers):
-        other = WaypostServer(data, log_level="INFO",
-                              serve_args=("--worker", f"{index}/{workers}"))
-        other.offset = first.offset
-        other.log = data.parent / f"{data.name}-worker{index}.log"
-        pair.append(other)
-    return pair
-
-
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[WaypostServer]]:
-    pair = worker_pair(tmp_path_factory.mktemp("sipworkers") / "var")
-    admin = pair[0].init()
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerGroup]:
+    group = WorkerGroup(tmp_path_factory.mktemp("sipworkers") / "var", 2).init()
+    admin = group.first
     admin.cli("domain", "add", DOMAIN)
     for user, password in PASSWORDS.items():
         admin.cli("account", "add", f"{user}@{DOMAIN}", "--password", password, "--odmr")
     for name, value in (("SIPDigestAlgorithms", "MD5"), ("ClientIPAddresses", "127.0.0.1")):
         admin.cli("settings", "set", name, value)
-    started: list[WaypostServer] = []
+    group.start()
     try:
-        for server in pair:
-            started.append(server.start())
-        yield pair
+        yield group
     finally:
-        for server in started:
-            server.stop()
+        group.stop()
 
 
 def proxy(server: WaypostServer) -> str:
@@ -123,8 +107,8 @@ def top_vias(trace: Path, method: str) -> set[str]:
 
 
 def test_calls_cross_workers_with_no_failure(tmp_path: Path,
-                                             servers: list[WaypostServer]) -> None:
-    server = servers[0]
+                                             servers: WorkerGroup) -> None:
+    server = servers.first
     (bob_port, bob_caller), (alice_port, alice_caller) = ports_by_worker(server)
     register(tmp_path, server, "bob", bob_port)
     register(tmp_path, server, "alice", alice_port)
@@ -157,8 +141,8 @@ def test_calls_cross_workers_with_no_failure(tmp_path: Path,
 
 
 def test_a_caller_on_the_other_worker_cancels_a_ringing_call(
-        tmp_path: Path, servers: list[WaypostServer]) -> None:
-    server = servers[0]
+        tmp_path: Path, servers: WorkerGroup) -> None:
+    server = servers.first
     (bob_port, _), (_, caller) = ports_by_worker(server)
     register(tmp_path, server, "bob", bob_port)
     try:
