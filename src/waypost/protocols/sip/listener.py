@@ -10,6 +10,15 @@ connections are admitted through the same per-address connection table as
 the mail listeners (``listen.py``); SIP has no greeting, so a refused
 connection is closed without a word. Closing the listeners closes the
 transactions (their timers cancelled), the streams and the UDP socket.
+
+With several worker processes (``serve --worker I/N``) each worker runs its
+own stack on the shared ports (SO_REUSEPORT) and binds a private UDP client
+port for the requests it sends (``transport.py``: responses come back to
+the worker holding the client transaction); what the workers share is the
+store: bindings (``registrar.py``: a change in one shows at once in the
+others) and nothing else. Nonces are per worker (``nonces.py``: another
+worker's nonce is answered with ``stale=true``); TCP/TLS connections belong
+to the worker that has them (``transport.py``).
 """
 
 from __future__ import annotations
