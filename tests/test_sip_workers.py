@@ -17,7 +17,9 @@ book (so the process) that issued it (``nonces.py``). Then:
 * alice, registered through the other worker, is called from a port of
   bob's worker: both directions;
 * a caller hangs up while bob's phone rings: the CANCEL goes through the
-  caller's worker and ends with 487 at both ends.
+  caller's worker and ends with 487 at both ends;
+* in-dialog requests from both sides (INFO, UPDATE, REFER, BYE from the
+  caller; NOTIFY from the callee, whose port reaches the other worker).
 
 The pair is started by ``tests/support/sip_workers.py``, the one place to
 change when the supervisor (``serve --workers N``) takes over.
@@ -148,6 +150,27 @@ def test_a_caller_on_the_other_worker_cancels_a_ringing_call(
     try:
         with Sipp(tmp_path, "ring_cancel_uas.xml", port=bob_port, timeout=40) as bob:
             call = Sipp(tmp_path, "cancel_uac.xml", remote=proxy(server), port=caller,
+                        service="bob", keys={"domain": DOMAIN, "caller": f"alice@{DOMAIN}"},
+                        calls=10, rate=5, limit=5, timeout=30).run()
+            assert call.ok, call.report()
+            assert (call.successful, call.failed) == (10, 0)
+        assert bob.result is not None and bob.result.successful == 10, bob.result.report()
+    finally:
+        server.cli("sip", "unregister", f"bob@{DOMAIN}", check=False)
+
+
+def test_in_dialog_requests_of_either_side_pass_through_either_worker(
+        tmp_path: Path, servers: WorkerGroup) -> None:
+    """INFO, UPDATE, REFER and BYE of the caller reach the caller's worker;
+    the callee's NOTIFY, sent from its own port along its Route set (the
+    shared port), reaches the callee's worker, which never saw the INVITE
+    and routes it statelessly by the Route set."""
+    server = servers.first
+    (bob_port, _), (_, caller) = ports_by_worker(server)
+    register(tmp_path, server, "bob", bob_port)
+    try:
+        with Sipp(tmp_path, "indialog_uas.xml", port=bob_port, timeout=40) as bob:
+            call = Sipp(tmp_path, "indialog_uac.xml", remote=proxy(server), port=caller,
                         service="bob", keys={"domain": DOMAIN, "caller": f"alice@{DOMAIN}"},
                         calls=10, rate=5, limit=5, timeout=30).run()
             assert call.ok, call.report()
