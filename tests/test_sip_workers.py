@@ -142,35 +142,23 @@ def test_calls_cross_workers_with_no_failure(tmp_path: Path,
             server.cli("sip", "unregister", f"{user}@{DOMAIN}", check=False)
 
 
-def test_a_caller_on_the_other_worker_cancels_a_ringing_call(
-        tmp_path: Path, servers: WorkerGroup) -> None:
+@pytest.mark.parametrize(("uas", "uac"), [
+    # the caller hangs up while bob's phone rings: CANCEL, 487 at both ends
+    ("ring_cancel_uas.xml", "cancel_uac.xml"),
+    # INFO, UPDATE, REFER and BYE of the caller reach the caller's worker;
+    # the callee's NOTIFY, sent from its own port along its Route set (the
+    # shared port), reaches bob's worker, which never saw the INVITE and
+    # routes it statelessly by the Route set
+    ("indialog_uas.xml", "indialog_uac.xml"),
+])
+def test_a_caller_on_the_other_worker_cancels_and_talks_inside_the_dialog(
+        tmp_path: Path, servers: WorkerGroup, uas: str, uac: str) -> None:
     server = servers.first
     (bob_port, _), (_, caller) = ports_by_worker(server)
     register(tmp_path, server, "bob", bob_port)
     try:
-        with Sipp(tmp_path, "ring_cancel_uas.xml", port=bob_port, timeout=40) as bob:
-            call = Sipp(tmp_path, "cancel_uac.xml", remote=proxy(server), port=caller,
-                        service="bob", keys={"domain": DOMAIN, "caller": f"alice@{DOMAIN}"},
-                        calls=10, rate=5, limit=5, timeout=30).run()
-            assert call.ok, call.report()
-            assert (call.successful, call.failed) == (10, 0)
-        assert bob.result is not None and bob.result.successful == 10, bob.result.report()
-    finally:
-        server.cli("sip", "unregister", f"bob@{DOMAIN}", check=False)
-
-
-def test_in_dialog_requests_of_either_side_pass_through_either_worker(
-        tmp_path: Path, servers: WorkerGroup) -> None:
-    """INFO, UPDATE, REFER and BYE of the caller reach the caller's worker;
-    the callee's NOTIFY, sent from its own port along its Route set (the
-    shared port), reaches the callee's worker, which never saw the INVITE
-    and routes it statelessly by the Route set."""
-    server = servers.first
-    (bob_port, _), (_, caller) = ports_by_worker(server)
-    register(tmp_path, server, "bob", bob_port)
-    try:
-        with Sipp(tmp_path, "indialog_uas.xml", port=bob_port, timeout=40) as bob:
-            call = Sipp(tmp_path, "indialog_uac.xml", remote=proxy(server), port=caller,
+        with Sipp(tmp_path, uas, port=bob_port, timeout=40) as bob:
+            call = Sipp(tmp_path, uac, remote=proxy(server), port=caller,
                         service="bob", keys={"domain": DOMAIN, "caller": f"alice@{DOMAIN}"},
                         calls=10, rate=5, limit=5, timeout=30).run()
             assert call.ok, call.report()
