@@ -1,7 +1,7 @@
 """SIP: Waypost beside Kamailio, same calls, same machine, same run (issue 14 point 8).
 
 Not a test: run ``.venv/bin/python bench/sip.py [--calls N] [--users N]
-[--repeat R]`` with the Debian packages ``sip-tester`` (sipp) and
+[--repeat R] [--workers N]`` with the Debian packages ``sip-tester`` (sipp) and
 ``kamailio`` installed. A private Kamailio runs in the foreground on a free
 loopback port (``tests/support/kamailio.py``: tm, rr, registrar with
 usrloc in memory, digest against plain passwords in an htable); Waypost is
@@ -58,6 +58,14 @@ the median and the min-max spread; W/K is Waypost/Kamailio run by run.
 The target: at least half of Kamailio's calls per second with no failed
 call (both call rows).
 
+``--workers N`` (1) runs Waypost as N processes ``serve --worker I/N`` on
+one data directory sharing the ports (``tests/support/sip_workers.py``).
+The kernel hashes each source address and port to one worker, so with
+several workers sipp's callers and registering phones send each call from
+its own socket (``-t un``; ``--sipp-transport`` chooses, ``u1``, one
+socket for everything, by default with one worker), for Kamailio too; the
+UAS answers on one socket either way.
+
 Waypost runs with its default settings but that one; ``--set
 NAME=VALUE`` changes one for the run (e.g. ``--set SIPTimerT1=1000``).
 
@@ -87,6 +95,7 @@ sys.path.insert(0, str(ROOT))  # for tests.support
 from tests.support.dovecot import descendants, memory_kb  # noqa: E402
 from tests.support.kamailio import KamailioInstance, kamailio_missing_reason  # noqa: E402
 from tests.support.server import WaypostServer  # noqa: E402
+from tests.support.sip_workers import WorkerGroup  # noqa: E402
 from tests.support.sipp import Sipp, SippResult, free_port, sipp_binary, write_users  # noqa: E402
 
 from waypost.services import passwords  # noqa: E402
@@ -141,11 +150,12 @@ def call_run(target: Target, auth: bool, args: argparse.Namespace) -> SippResult
                        keys={"domain": REMOTE, "caller": f"{CALLER}@{DOMAIN}"},
                        auth_user=CALLER, auth_password=password(CALLER),
                        auth_uri=f"{CALLEE}@{REMOTE}", calls=args.calls,
-                       rate=args.rate, limit=args.limit, timeout=args.timeout)
+                       rate=args.rate, limit=args.limit, timeout=args.timeout,
+                       transport=args.sipp_transport)
         else:
             uac = Sipp(target.tmp, "call_uac.xml", remote=target.address, service=CALLEE,
                        keys={"domain": DOMAIN}, calls=args.calls, rate=args.rate,
-                       limit=args.limit, timeout=args.timeout)
+                       limit=args.limit, timeout=args.timeout, transport=args.sipp_transport)
         return uac.run()
 
 
@@ -158,7 +168,8 @@ def register_run(target: Target, users: Sequence[str], args: argparse.Namespace
     before = target.memory_kb()
     result = Sipp(target.tmp, "register_users.xml", remote=target.address, inf=inf,
                   calls=len(users), rate=args.rate, limit=args.limit, auth_uri=DOMAIN,
-                  keys={"domain": DOMAIN}, timeout=args.timeout).run()
+                  keys={"domain": DOMAIN}, timeout=args.timeout,
+                  transport=args.sipp_transport).run()
     time.sleep(0.5)  # let the last answers' work settle before weighing
     after = target.memory_kb()
     target.weighed.setdefault("before", before)
@@ -202,7 +213,7 @@ def user_names(count: int) -> list[str]:
     return [f"u{i:06d}" for i in range(count)]
 
 
-def setup_waypost(waypost: WaypostServer, users: list[str], uas_port: int,
+def setup_waypost(waypost: WaypostServer | WorkerGroup, users: list[str], uas_port: int,
                   settings: Sequence[str] = ()) -> None:
     """Demo accounts, the Router record and ``settings`` (``NAME=VALUE``)
     through the CLI; the many registration accounts through the Directory
@@ -227,6 +238,12 @@ def setup_waypost(waypost: WaypostServer, users: list[str], uas_port: int,
     finally:
         passwords.reset()
         services.close()
+
+
+def waypost_pids(waypost: WaypostServer | WorkerGroup) -> list[int]:
+    if isinstance(waypost, WorkerGroup):
+        return waypost.pids()
+    return [waypost.proc.pid, *descendants(waypost.proc.pid)] if waypost.proc else []
 
 
 # -- report ---------------------------------------------------------------------------
@@ -292,11 +309,18 @@ def main() -> int:
     parser.add_argument("--children", type=int, default=4, help="Kamailio worker processes")
     parser.add_argument("--timeout", type=float, default=30,
                         help="seconds per run at most (the rest counts as failed)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="Waypost worker processes (serve --worker I/N)")
+    parser.add_argument("--sipp-transport", choices=("u1", "un"), default=None,
+                        help="sipp's UDP sockets for callers and registering phones: one "
+                        "(u1) or one per call (un); default un with several workers")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
     parser.add_argument("--only", default="", help="run only measures whose name contains this")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a Waypost setting for this run (waypost settings set); repeatable")
     args = parser.parse_args()
+    if args.sipp_transport is None:
+        args.sipp_transport = "un" if args.workers > 1 else "u1"
     reason = kamailio_missing_reason() or (
         None if sipp_binary() else "needs sipp (Debian package sip-tester)")
     if reason:
@@ -308,7 +332,12 @@ def main() -> int:
     runs = args.repeat + 1
     users = user_names(args.users * runs)
     slices = [users[i * args.users:(i + 1) * args.users] for i in range(runs)]
-    waypost = WaypostServer(workdir / "var", domain=DOMAIN, log_level="WARNING")
+    waypost: WaypostServer | WorkerGroup
+    if args.workers > 1:
+        waypost = WorkerGroup(workdir / "var", args.workers, domain=DOMAIN,
+                              log_level="WARNING")
+    else:
+        waypost = WaypostServer(workdir / "var", domain=DOMAIN, log_level="WARNING")
     kam_uas, way_uas = free_port(), free_port()
     kamailio = KamailioInstance(
         workdir, users={u: password(u) for u in (CALLER, CALLEE, *users)}, auth=True,
@@ -332,7 +361,8 @@ def main() -> int:
         waypost.start()
         wport = waypost.port("SIPPort")
         print(f"Waypost 127.0.0.1:{wport}: set up and started in "
-              f"{time.monotonic() - started:.1f} s ({len(users) + 2} accounts)", flush=True)
+              f"{time.monotonic() - started:.1f} s ({len(users) + 2} accounts, "
+              f"{args.workers} worker(s), sipp -t {args.sipp_transport})", flush=True)
 
         kam_dir, way_dir = workdir / "kamailio-runs", workdir / "waypost-runs"
         kam_dir.mkdir()
@@ -343,10 +373,8 @@ def main() -> int:
             why_not = f"nothing answers SIP OPTIONS on 127.0.0.1:{wport}"
             print(f"Waypost: {why_not}", flush=True)
         else:
-            targets.insert(0, Target(
-                "waypost", f"127.0.0.1:{wport}", way_uas,
-                lambda: [waypost.proc.pid, *descendants(waypost.proc.pid)] if waypost.proc
-                else [], way_dir))  # fmt: skip
+            targets.insert(0, Target("waypost", f"127.0.0.1:{wport}", way_uas,
+                                     lambda: waypost_pids(waypost), way_dir))
         for target in list(targets):
             registered = register_callee(target)
             if not registered.ok:

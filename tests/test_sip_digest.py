@@ -6,6 +6,7 @@ sealed secret, and lock-out through the login guard shared with mail."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -216,8 +217,17 @@ def test_foreign_nonces_and_wrong_realms_are_refused(svc: Services, guard: Login
     other = Phone(book, realm="main.dom")  # a nonce issued for another realm
     header = other.header(realm=REALM)
     assert check(svc, guard, book, header).why == "unknown nonce"
-    stranger = Phone(NonceBook())  # another process's secret
-    assert check(svc, guard, book, stranger.header()).why == "unknown nonce"
+    forged = Phone(book)  # names this book, but its signature is not ours
+    raw = bytearray(base64.urlsafe_b64decode(forged.nonce))
+    raw[-1] ^= 1
+    forged.nonce = base64.urlsafe_b64encode(bytes(raw)).decode()
+    assert check(svc, guard, book, forged.header()).why == "unknown nonce"
+    # another process's book (another worker, or this one before a restart):
+    # the phone is challenged again with stale=true, and never let in
+    stranger = Phone(NonceBook())
+    assert check(svc, guard, book, stranger.header()).verdict is Verdict.STALE
+    assert check(svc, guard, book, stranger.header(password="wrong")).verdict is (
+        Verdict.REFUSED)
     sess = phone.header(algorithm="MD5").replace("algorithm=MD5", "algorithm=MD5-sess")
     assert check(svc, guard, book, sess).why == "algorithm MD5-sess not offered"
     # an account of another domain, even with its right password, is not in this realm

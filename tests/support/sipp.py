@@ -114,6 +114,10 @@ def write_users(path: Path, users: Iterable[tuple[str, str]], order: str = "SEQU
     return path
 
 
+MAX_SOCKETS = 4096
+"""sipp's ``-max_socket`` with a socket per call (``un``/``tn``)."""
+
+
 @dataclass
 class SippResult:
     """What one sipp process did: its exit status (0: every call succeeded;
@@ -302,6 +306,10 @@ class Sipp:
                 "-trace_stat", "-stf", str(self.stat_file), "-fd", "1",
                 "-trace_err", "-error_file", str(self.error_file),
                 "-trace_screen", "-screen_file", str(self.screen_file)]
+        if self.transport in ("un", "tn"):
+            # a socket per call: sipp refuses to start when its default ceiling
+            # (50,000) is above the open files allowed
+            cmd += ["-max_socket", str(MAX_SOCKETS)]
         if self.calls is not None:
             cmd += ["-m", str(self.calls)]
         if self.rate is not None:

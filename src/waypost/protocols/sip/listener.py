@@ -10,6 +10,15 @@ connections are admitted through the same per-address connection table as
 the mail listeners (``listen.py``); SIP has no greeting, so a refused
 connection is closed without a word. Closing the listeners closes the
 transactions (their timers cancelled), the streams and the UDP socket.
+
+With several worker processes (``serve --worker I/N``) each worker runs its
+own stack on the shared ports (SO_REUSEPORT) and binds a private UDP client
+port for the requests it sends (``transport.py``: responses come back to
+the worker holding the client transaction); what the workers share is the
+store: bindings (``registrar.py``: a change in one shows at once in the
+others) and nothing else. Nonces are per worker (``nonces.py``: another
+worker's nonce is answered with ``stale=true``); TCP/TLS connections belong
+to the worker that has them (``transport.py``).
 """
 
 from __future__ import annotations
@@ -91,7 +100,12 @@ async def start_sip_stack(server: ListenContext, proxy: ProxyFactory | None = No
     layer.user = core
     stack = SipServer(transports, layer, core)
     await transports.start_udp(server.listen, port, reuse_port=shares_ports(server))
-    log.info("SIP/UDP listening on %s:%d", server.listen, port)
+    if transports.client_port is not None:
+        layer.use_client_port("udp", transports.client_port)
+        log.info("SIP/UDP listening on %s:%d, worker %d sending requests from port %d",
+                 server.listen, port, server.worker, transports.client_port)
+    else:
+        log.info("SIP/UDP listening on %s:%d", server.listen, port)
     limits = ConnectionLimits.from_settings(settings)
 
     def refuse(refusal: Refusal) -> bytes:

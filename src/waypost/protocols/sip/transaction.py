@@ -38,6 +38,12 @@ Choices where the RFC leaves one:
   request's top Via is already this server's (a proxy that chose its own
   branch for loop detection keeps it); either way the Via names the
   transport actually used and carries ``rport`` (RFC 3581 §3).
+* With several worker processes the Via of a request sent over UDP names
+  the worker's private client port (:meth:`TransactionLayer.use_client_port`,
+  ``transport.py``), so its responses come back to the worker that holds
+  the client transaction; Record-Route and everything else keep naming the
+  shared port (:meth:`TransactionLayer.sent_by`), so in-dialog requests may
+  reach any worker, which routes them statelessly by their Route set.
 * A client transaction whose TCP/TLS connection closes before its final
   response ends at once with the synthesized 503 (§8.1.3.1), rather than
   waiting for Timer B/F.
@@ -450,8 +456,15 @@ class TransactionLayer:
         """Answered server transactions waiting out Timer H/I/J, oldest first."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._ours = {f"{host_key(host)}:{port}" for port in self.ports.values()}
+        self._via_ports: dict[str, int] = {}
 
     # -- identity ----------------------------------------------------------
+
+    def use_client_port(self, transport: str, port: int) -> None:
+        """Requests sent over ``transport`` leave from ``port`` (a worker's
+        private socket): their Via names it, so their responses come here."""
+        self._via_ports[transport.lower()] = port
+        self._ours.add(f"{host_key(self.host)}:{port}")
 
     def sent_by(self, transport: str) -> tuple[str, int]:
         """This server's address/port for a Via or Record-Route."""
@@ -495,6 +508,7 @@ class TransactionLayer:
     def _stamp(self, request: SipRequest, transport: str) -> None:
         """Our Via on top, naming ``transport`` (see the module notes)."""
         host, port = self.sent_by(transport)
+        port = self._via_ports.get(transport.lower(), port)
         top = request.headers.values("Via")[:1]
         branch: str | None = None
         params = ";rport"

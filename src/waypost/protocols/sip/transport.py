@@ -23,6 +23,32 @@ Invariants:
   reachable only over its own connection still gets its calls.
 * Sends never raise to the caller except :class:`TransportError`, which the
   transaction layer turns into a synthesized 503 (§8.1.3.1).
+* **Several worker processes** (``serve --worker I/N``, N > 1) share the
+  listening ports (SO_REUSEPORT); the kernel hashes each datagram's source
+  address and port to one worker, so a phone's requests and their
+  retransmissions always reach the same one, but the responses to a request
+  this worker sent come from another address and could reach any worker.
+  So each worker also binds a *client* UDP socket (an ephemeral port on the
+  listen address, :attr:`Transports.client_port`): every request sent over
+  UDP (a forwarded request, a CANCEL, an ACK) leaves from it, and the
+  transaction layer names its port in the Via sent-by, where responses go
+  (RFC 3261 §18.1.1, §18.2.2; RFC 3581 ``rport`` answers to the source
+  port, the same one). Responses leave from the listening socket, the
+  address and port the request was sent to. With one worker there is no
+  client socket: everything leaves from the listening port, as before.
+  A consequence: a phone behind a NAT whose filter admits only the address
+  *and port* it sent to (address-and-port-dependent filtering, Linux
+  conntrack without a SIP helper) drops an INVITE that comes from a client
+  port; such phones need one worker, or a NAT that admits the server's
+  address (or TCP/TLS from one worker).
+* **Streams belong to the worker that accepted or opened them.** A phone
+  registered over TCP through worker A and called through worker B gets a
+  new connection from B to its Contact address (B knows nothing of A's
+  connection). A phone behind NAT, reachable only over the connection it
+  opened, is then unreachable from B (the call fails with 408/503 after
+  the connect attempt): keeping calls on the registering worker's flow
+  needs RFC 5626 outbound or a hand-over between workers, both out of
+  scope; with one worker nothing changes.
 
 Choices where the RFCs leave one:
 
@@ -188,6 +214,9 @@ class Transports:
         self.idle_timeout = idle_timeout
         self.client_tls = client_tls
         self.udp: asyncio.DatagramTransport | None = None
+        self.udp_client: asyncio.DatagramTransport | None = None
+        """The worker's private UDP socket for requests (several workers only)."""
+        self.client_port: int | None = None
         self.local: dict[str, tuple[str, int]] = {}
         """transport -> the (address, port) it listens on."""
         self.outbound: dict[tuple[str, str, int], StreamConnection] = {}
@@ -199,17 +228,25 @@ class Transports:
 
     async def start_udp(self, host: str, port: int, *, reuse_port: bool = False) -> None:
         """Bind UDP; ``reuse_port`` when worker processes share the port (the
-        kernel then hashes each source address and port to one of them)."""
+        kernel then hashes each source address and port to one of them),
+        and then a private client socket too (see the module notes)."""
+        self.udp = await self._bind_udp(host, port, reuse_port)
+        bound = self.udp.get_extra_info("sockname")
+        self.local["udp"] = (host, bound[1] if bound else port)
+        if reuse_port:
+            self.udp_client = await self._bind_udp(host, 0, False)
+            self.client_port = int(self.udp_client.get_extra_info("sockname")[1])
+
+    async def _bind_udp(self, host: str, port: int, reuse_port: bool
+                        ) -> asyncio.DatagramTransport:
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(
             lambda: _Datagrams(self), local_addr=(host, port), reuse_port=reuse_port)
-        self.udp = transport
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_BUFFER)
-        bound = transport.get_extra_info("sockname")
-        self.local["udp"] = (host, bound[1] if bound else port)
+        return transport
 
     def datagram(self, data: bytes, address: str, port: int) -> None:
         source = Destination("udp", address, port)
@@ -305,12 +342,15 @@ class Transports:
         """Send without waiting: over UDP, or on the stream the destination
         names (returned). TransportError when that is impossible."""
         if destination.transport == "udp":
-            if self.udp is None or self.udp.is_closing():
+            sock = self.udp
+            if self.udp_client is not None and not data.startswith(b"SIP/2.0 "):
+                sock = self.udp_client  # a request: its Via names this port
+            if sock is None or sock.is_closing():
                 raise TransportError("no UDP socket")
             if len(data) > UDP_MAX:
                 raise TransportError("message too large for UDP")
             try:
-                self.udp.sendto(data, (destination.address, destination.port))
+                sock.sendto(data, (destination.address, destination.port))
             except OSError as exc:
                 raise TransportError(str(exc)) from exc
             return None
@@ -391,8 +431,9 @@ class Transports:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
-        if self.udp is not None:
-            self.udp.close()
+        for udp in (self.udp, self.udp_client):
+            if udp is not None:
+                udp.close()
         for conn in [*self.outbound.values(), *self.inbound.values()]:
             conn.close()
         for task in list(self._tasks):

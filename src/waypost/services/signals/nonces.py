@@ -1,10 +1,22 @@
 """Digest nonces for SIP (RFC 7616 §3.3, §3.4): stateless to issue, never reused.
 
-* **Stateless to issue**: a nonce is its issue time, 9 random octets and
-  an HMAC-SHA256 of both and the realm under a secret made at process
-  start, so it names its realm and cannot be forged; nonces die with the
-  process (a phone simply answers the next 401). One older than the
-  lifetime the caller gives (``SIPNonceLifetime``) is *stale*.
+* **Stateless to issue**: a nonce is the issuing book's id (4 random
+  octets made with it), its issue time, 11 random octets and an
+  HMAC-SHA256 of these and the realm under a secret made with the book, so
+  it names its realm and cannot be forged. One older than the lifetime the
+  caller gives (``SIPNonceLifetime``) is *stale*.
+* **Several processes** (worker processes on one data directory, nodes on
+  one store): each process has its own book, secret and counts, and a nonce
+  is only ever accepted by the book that issued it, so "never reused" needs
+  no shared state. A well-formed nonce naming another book (issued by
+  another worker, or by this one before a restart) is *stale*, not forged:
+  the phone gets a new challenge with ``stale=true`` and answers it without
+  asking its user (RFC 7616 §3.3), so a phone whose requests move to
+  another worker (a new TCP connection, a new source port) costs one more
+  round trip, never a failed call. Sharing the secret instead would need
+  the counts shared too (a nonce used at A could be replayed at B), one
+  store write per authenticated request. A nonce that names this book but
+  does not verify is *forged*.
 * **Never reused** (``nc`` increases): the highest ``nc`` accepted per nonce
   is kept; a count not above it is a replay. The table is bounded
   (:data:`MAX_NONCES`): when it is full the oldest entries go and every
@@ -37,7 +49,7 @@ class NonceState(Enum):
     FORGED = "forged"  # not ours, or for another realm
 
 
-_LAYOUT = struct.Struct(">Q9s")  # issue time in ms, random
+_LAYOUT = struct.Struct(">4sQ11s")  # book id, issue time in ms, random
 
 
 class NonceBook:
@@ -47,6 +59,8 @@ class NonceBook:
     def __init__(self, secret: bytes | None = None, *, max_tracked: int = MAX_NONCES,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._secret = secret or os.urandom(32)
+        self.book = os.urandom(4)
+        """This book's id, the head of every nonce it issues."""
         self._clock = clock
         self._max = max_tracked
         self._lock = threading.Lock()
@@ -54,7 +68,7 @@ class NonceBook:
         self._forgotten = float("-inf")  # nonces issued up to here count as stale
 
     def issue(self, realm: str) -> str:
-        payload = _LAYOUT.pack(int(self._clock() * 1000), os.urandom(9))
+        payload = _LAYOUT.pack(self.book, int(self._clock() * 1000), os.urandom(11))
         return base64.urlsafe_b64encode(payload + self._mac(payload, realm)).decode("ascii")
 
     def _mac(self, payload: bytes, realm: str) -> bytes:
@@ -62,7 +76,8 @@ class NonceBook:
                         "sha256").digest()[:16]
 
     def check(self, nonce: str, realm: str, lifetime: float) -> tuple[NonceState, float]:
-        """Is ``nonce`` ours, for ``realm``, and young enough? With its issue time."""
+        """Is ``nonce`` ours, for ``realm``, and young enough? With its issue
+        time (0 for a nonce of another book: stale, see the module notes)."""
         try:
             raw = base64.urlsafe_b64decode(nonce.encode("ascii"))
         except (ValueError, UnicodeEncodeError):
@@ -70,9 +85,11 @@ class NonceBook:
         if len(raw) != _LAYOUT.size + 16:
             return NonceState.FORGED, 0.0
         payload, mac = raw[: _LAYOUT.size], raw[_LAYOUT.size :]
+        if payload[:4] != self.book:
+            return NonceState.STALE, 0.0
         if not hmac.compare_digest(mac, self._mac(payload, realm)):
             return NonceState.FORGED, 0.0
-        issued = _LAYOUT.unpack(payload)[0] / 1000
+        issued = _LAYOUT.unpack(payload)[1] / 1000
         with self._lock:
             forgotten = issued <= self._forgotten and nonce not in self._counts
         if forgotten or self._clock() - issued > lifetime:

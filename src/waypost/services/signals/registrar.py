@@ -39,9 +39,17 @@ Invariants and choices:
 * Routing reads an account's bindings per call (:func:`live_bindings`):
   they are kept in memory for ``BINDINGS_TTL`` seconds, so a burst of calls
   to one phone reads the store once, and the routing decision can be made
-  on the event loop without a worker thread. A change made here drops the
-  account's entry at once; a change by another process (``waypost sip
-  unregister`` while the server runs) shows within ``BINDINGS_TTL``.
+  on the event loop without a worker thread. A change made in this process
+  drops the account's entry at once. A change made by another process on
+  the same data directory (another worker: a REGISTER the kernel hashed to
+  it; ``waypost sip unregister``) shows at once too: after every change the
+  changer writes a fresh random token into ``DATA/sip-bindings.mark``,
+  which every process maps into memory (:class:`_ChangeMark`), and a kept
+  entry is used only while the token is the one read before the entry was
+  read (8 octets compared per call, no system call). Binding changes do not
+  move ``Store.version()`` (that would rebuild every snapshot on every
+  REGISTER). Another node (another data directory on one shared store)
+  sees a change within ``BINDINGS_TTL``.
 """
 
 from __future__ import annotations
@@ -49,11 +57,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
+import mmap
+import os
 import re
 import threading
 import time
 import weakref
 from dataclasses import dataclass
+from pathlib import Path
 
 from waypost.services.auth import login_account
 from waypost.services.container import Services
@@ -73,6 +84,8 @@ MAX_TEXT = 256
 """Octets of a User-Agent kept with a binding."""
 BINDINGS_TTL = 1.0
 """Seconds an account's bindings read from the store are used again (see above)."""
+MARK_FILE = "sip-bindings.mark"
+"""In the data directory: the token every binding change renews (see above)."""
 BINDINGS_KEPT = 10_000
 """Accounts whose bindings are kept at most (then the memory starts over)."""
 _QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?", re.ASCII)
@@ -209,7 +222,44 @@ def current(bindings: list[SipBinding], now: float) -> tuple[Current, ...]:
 # -- the bindings routing reads ---------------------------------------------------
 
 
-_Entry = tuple[float, list[SipBinding]]
+class _ChangeMark:
+    """The token of ``DATA/sip-bindings.mark`` (see the module notes), mapped
+    into memory; every change writes a new random one. Without a writable
+    data directory the mark is absent and only ``BINDINGS_TTL`` holds."""
+
+    SIZE = 8
+
+    def __init__(self, data_dir: Path | None) -> None:
+        self._map: mmap.mmap | None = None
+        if data_dir is None:
+            return
+        try:
+            fd = os.open(data_dir / MARK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            return
+        try:
+            if os.fstat(fd).st_size < self.SIZE:
+                os.ftruncate(fd, self.SIZE)  # zeros: a racing creator changes nothing
+            self._map = mmap.mmap(fd, self.SIZE)
+        except (OSError, ValueError):
+            self._map = None
+        finally:
+            os.close(fd)
+
+    def read(self) -> bytes:
+        return b"" if self._map is None else self._map[: self.SIZE]
+
+    def move(self) -> None:
+        if self._map is not None:
+            self._map[: self.SIZE] = os.urandom(self.SIZE)
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+
+
+_Entry = tuple[float, bytes, list[SipBinding]]
 
 
 class _Bindings:
@@ -221,29 +271,47 @@ class _Bindings:
         self._lock = threading.Lock()
         self._by_store: weakref.WeakKeyDictionary[Store, dict[tuple[str, str], _Entry]] = (
             weakref.WeakKeyDictionary())
+        self._marks: weakref.WeakKeyDictionary[Store, _ChangeMark] = (
+            weakref.WeakKeyDictionary())
         self._generation = 0
+
+    def _mark(self, store: Store) -> _ChangeMark:
+        mark = self._marks.get(store)
+        if mark is None:
+            with self._lock:
+                mark = self._marks.get(store)
+                if mark is None:
+                    mark = _ChangeMark(getattr(store, "data_dir", None))
+                    self._marks[store] = mark
+                    weakref.finalize(store, mark.close)
+        return mark
 
     def get(self, store: Store, domain: str, name: str, now: float, *, block: bool = True
             ) -> list[SipBinding] | None:
         key = (domain.lower(), name.lower())
+        token = self._mark(store).read()
         with self._lock:
             entry = self._by_store.get(store, {}).get(key)
             generation = self._generation
-        if entry is not None and time.monotonic() - entry[0] < BINDINGS_TTL:
-            return [b for b in entry[1] if b.expires > now]
+        if (entry is not None and entry[1] == token
+                and time.monotonic() - entry[0] < BINDINGS_TTL):
+            return [b for b in entry[2] if b.expires > now]
         if not block:
             return None
-        read_at = time.monotonic()
+        read_at = time.monotonic()  # the token was read before the bindings
         bindings = store.sip_bindings(domain, name, now=now)  # NotFound passes through
         with self._lock:
             if generation == self._generation:
                 table = self._by_store.setdefault(store, {})
                 if len(table) >= BINDINGS_KEPT:
                     table.clear()
-                table[key] = (read_at, bindings)
+                table[key] = (read_at, token, bindings)
         return [b for b in bindings if b.expires > now]
 
     def forget(self, store: Store, domain: str, name: str) -> None:
+        """After a change (committed or not) of the account's bindings: here
+        and, through the mark, in every process on this data directory."""
+        self._mark(store).move()
         with self._lock:
             self._generation += 1
             self._by_store.get(store, {}).pop((domain.lower(), name.lower()), None)
