@@ -28,6 +28,8 @@ File Storage and SIP bindings are not ported yet: their methods raise
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -71,8 +73,13 @@ class PostgresStore:
                  clock: Callable[[], float] = time.monotonic,
                  pool_max: int = POOL_MAX) -> None:
         self.url = url
-        # per-node files (TLS keys) still live in a local data directory
-        self.data_dir = Path(data_dir) if data_dir is not None else Path(".")
+        # Per-node files (TLS keys, the key of sealed secrets) still live in a
+        # local data directory. Until the server passes its node's directory
+        # (the `--store` option, not wired yet), a private temporary one is
+        # made, and removed by close().
+        self._own_dir = data_dir is None
+        self.data_dir = (Path(tempfile.mkdtemp(prefix="waypost-node-"))
+                         if data_dir is None else Path(data_dir))
         self.clock = clock
         self._local = threading.local()  # .conn, .depth: the open transaction()
         self._version_lock = threading.Lock()
@@ -107,6 +114,9 @@ class PostgresStore:
         if self._pool is not None:
             self._pool.close()
             self._pool = None
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            self._own_dir = False
 
     def __enter__(self) -> PostgresStore:
         return self
