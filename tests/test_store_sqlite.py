@@ -530,3 +530,87 @@ def test_postgresql_unported_methods_say_so(pg_url: str) -> None:
         StoreError, match=r"blob_put is not implemented on PostgreSQL yet"
     ):
         s.blob_put(b"x")
+
+
+# -- message bodies and the queue (both backends) -----------------------------------
+
+def test_bodies_round_trip_and_ranges_cross_chunk_boundaries(store: Store) -> None:
+    """A body larger than several PostgreSQL chunks (256 KiB) reads back whole
+    and in any range; an existing body is not stored twice; a missing one is
+    NotFound, a malformed key refused."""
+    from waypost.storage.postgresql.blobs import CHUNK
+
+    body = bytes(range(256)) * (3 * CHUNK // 256 + 7)
+    key = store.blob_put(body)
+    assert store.blob_put(body, sync_dir=False) == key
+    store.blob_sync()
+    assert store.blob_get(key) == body
+    for offset, size in ((0, 10), (CHUNK - 3, 6), (CHUNK, CHUNK), (2 * CHUNK - 1, 2 * CHUNK + 2),
+                         (len(body) - 5, 100), (len(body), 10), (3, 0)):
+        assert store.blob_read(key, offset, size) == body[offset:offset + size], (offset, size)
+    assert store.blob_get(store.blob_put(b"")) == b""
+    with pytest.raises(NotFound):
+        store.blob_get("0" * 64)
+    with pytest.raises(StoreError):
+        store.blob_read("../etc/passwd", 0, 1)
+
+
+def _queued(store: Store, message_id: str, body: bytes, now: float) -> str:
+    from waypost.storage.interface import NewQueueMessage, NewQueueRecipient
+
+    key = store.blob_put(body)
+    store.queue_commit(add=[NewQueueMessage(
+        id=message_id, mail_from="a@x.test", blob=key, size=len(body), created=now,
+        recipients=(NewQueueRecipient("b@y.test", "SMTP", route_address="b@y.test",
+                                      notify=("FAILURE",)),
+                    NewQueueRecipient("c@z.test", "SMTP", queue="z.test")),
+        params={"BODY": "8BITMIME"}, client_ip="192.0.2.1", helo="x.test", trusted=True,
+    )])
+    return key
+
+
+def test_queue_commit_due_settle_and_history(store: Store) -> None:
+    from waypost.storage.interface import QueueAttempt, RecipientUpdate
+
+    before = store.queue_commits()
+    _queued(store, "m1", b"body one", 100.0)
+    assert store.queue_commits() == before + 1
+    [msg] = store.queue_due(100.0, 10)
+    assert (msg.id, msg.params, msg.trusted, msg.size) == ("m1", {"BODY": "8BITMIME"}, True, 8)
+    first, second = msg.recipients
+    assert first.notify == ("FAILURE",) and second.queue == "z.test" and first.pending
+    assert store.queue_due(99.0, 10) == []
+    assert store.queue_due(100.0, 10, skip=[("SMTP", "z.test")])[0].recipients == (first,)
+    store.queue_commit(settle=[RecipientUpdate(
+        first.key, "deferred", "451 later", 700.0,
+        history=QueueAttempt(100.0, "deferred", "451 later", "mx.y.test"))])
+    got = store.queue_get("m1")
+    assert got.recipients[0].attempts == 1 and got.recipients[0].next_attempt == 700.0
+    assert got.recipients[0].history == (QueueAttempt(100.0, "deferred", "451 later",
+                                                      "mx.y.test"),)
+    assert store.queue_schedule(50.0, module="SMTP", queue="Z.TEST", release=True) == 1
+    assert [r.released for r in store.queue_get("m1").recipients] == [False, True]
+    store.queue_commit(settle=[RecipientUpdate(first.key, "delivered"),
+                               RecipientUpdate(second.key, "failed", "550 no")])
+    with pytest.raises(NotFound):  # all recipients final: the message left the queue
+        store.queue_get("m1")
+    assert store.queue_list() == []
+
+
+def test_queue_delete_and_body_collection(store: Store) -> None:
+    key = _queued(store, "m2", b"body two", 100.0)
+    assert [m.id for m in store.queue_list()] == ["m2"]
+    assert store.blob_gc(0.0, full=True) == 0  # referenced by the queue
+    store.queue_delete("m2")
+    with pytest.raises(NotFound):
+        store.queue_delete("m2")
+    assert store.blob_gc(3600.0) == 0  # young: a new reference may be on its way
+    assert store.blob_get(key) == b"body two"
+    assert store.blob_gc(0.0) == 1
+    with pytest.raises(NotFound):
+        store.blob_get(key)
+    orphan = store.blob_put(b"never queued")  # a submission that never committed
+    assert store.blob_gc(0.0) == 0  # not a candidate
+    assert store.blob_gc(0.0, full=True) == 1
+    with pytest.raises(NotFound):
+        store.blob_get(orphan)

@@ -19,9 +19,10 @@ raised by a concurrent writer (READ COMMITTED lets two check-then-insert
 races reach the constraint) becomes :class:`AlreadyExists`.
 
 Served so far: the Directory part of the contract (settings, Router
-table, domains, domain aliases, objects, ``version``, ``transaction``) and
-the INBOX every new account gets. The mail store, queue, message bodies,
-File Storage and SIP bindings are not ported yet: their methods raise
+table, domains, domain aliases, objects, ``version``, ``transaction``), the
+INBOX every new account gets, message bodies (``blobs.py``) and the queue
+(``queue_store.py``). The mail store, File Storage and SIP bindings are not
+ported yet: their methods raise
 :class:`StoreError` naming the method (see :meth:`__getattr__`).
 """
 
@@ -32,7 +33,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -45,12 +46,16 @@ from waypost.storage.interface import (
     INBOX,
     AlreadyExists,
     DomainRecord,
+    NewQueueMessage,
     NotFound,
     ObjectRecord,
+    QueuedMessage,
+    RecipientUpdate,
     StorageFull,
     StoreError,
     canonical_mailbox,
 )
+from waypost.storage.postgresql import blobs, queue_store
 from waypost.storage.postgresql.migrations import migrate
 
 # Changes made by other processes are seen within this many seconds; changes
@@ -58,6 +63,7 @@ from waypost.storage.postgresql.migrations import migrate
 VERSION_TTL = 0.02
 POOL_MAX = 16  # connections per store object: one per busy worker thread
 CONNECT_TIMEOUT = 10  # seconds, for a new connection and for a free pooled one
+UNKNOWN_FREE_SPACE = 1 << 62  # free_space(): the database's disk is not ours to see
 
 
 def _configure(conn: psycopg.Connection) -> None:
@@ -84,6 +90,7 @@ class PostgresStore:
         self._local = threading.local()  # .conn, .depth: the open transaction()
         self._version_lock = threading.Lock()
         self._version_seen: tuple[int, float] = (-1, -VERSION_TTL)
+        self._queue_commits = 0
         try:
             self._pool: ConnectionPool | None = ConnectionPool(
                 url, min_size=1, max_size=pool_max, open=False, configure=_configure,
@@ -404,6 +411,93 @@ class PostgresStore:
     def delete_object(self, domain: str, name: str) -> None:
         with self._write() as conn:
             conn.execute("DELETE FROM objects WHERE id = %s", (_object_id(conn, domain, name),))
+
+
+    # -- message bodies (chunked bytea rows, blobs.py) ---------------------
+
+    def blob_put(self, data: bytes, *, sync_dir: bool = True) -> str:
+        """Durable on return whatever ``sync_dir`` says: the commit is synchronous."""
+        with self._change(counted=False) as conn:
+            return blobs.put(conn, data)
+
+    def blob_sync(self) -> None:
+        """Nothing to do: every put committed durably."""
+
+    def free_space(self) -> int:
+        """The database server's disk is not visible from here: a full one
+        shows as :class:`StorageFull` (SQLSTATE 53100) on the write instead."""
+        return UNKNOWN_FREE_SPACE
+
+    def blob_get(self, key: str) -> bytes:
+        with self._read() as conn:
+            return blobs.read(conn, key, 0, blobs.size(conn, key))
+
+    def blob_read(self, key: str, offset: int, size: int) -> bytes:
+        with self._read() as conn:
+            return blobs.read(conn, key, offset, size)
+
+    def blob_gc(self, grace: float, *, full: bool = False) -> int:
+        """Delete unreferenced bodies untouched for ``grace`` seconds: the
+        candidates recorded when a row naming a body was deleted, and with
+        ``full`` every body (which also finds those of a submission that
+        never committed)."""
+        with self._read() as conn:
+            candidates = [k for (k,) in conn.execute(
+                "SELECT hash FROM blob_candidates").fetchall()]
+            keys = dict.fromkeys(candidates)
+            if full:
+                keys.update(dict.fromkeys(
+                    k for (k,) in conn.execute("SELECT hash FROM blobs").fetchall()))
+        removed = 0
+        known = set(candidates)
+        for key in keys:
+            with self._change(counted=False) as conn:
+                status = blobs.remove_if_stale(conn, key, grace, queue_store.blob_referenced)
+                if status != "young" and key in known:
+                    conn.execute("DELETE FROM blob_candidates WHERE hash = %s", (key,))
+            removed += status == "removed"
+        return removed
+
+    # -- queue (queue_store.py) ----------------------------------------------
+
+    def queue_commit(
+        self, add: Sequence[NewQueueMessage] = (), settle: Sequence[RecipientUpdate] = (),
+    ) -> None:
+        if not add and not settle:
+            return
+        with self._change(counted=False) as conn:
+            queue_store.insert_messages(conn, add)
+            queue_store.settle(conn, settle)
+        with self._version_lock:
+            self._queue_commits += 1
+
+    def queue_commits(self) -> int:
+        return self._queue_commits
+
+    def queue_due(
+        self, now: float, limit: int, skip: Sequence[tuple[str, str]] = (),
+    ) -> list[QueuedMessage]:
+        with self._read() as conn:
+            return queue_store.due(conn, now, limit, skip)
+
+    def queue_list(self) -> list[QueuedMessage]:
+        with self._read() as conn:
+            return queue_store.pending(conn)
+
+    def queue_get(self, message_id: str) -> QueuedMessage:
+        with self._read() as conn:
+            return queue_store.one(conn, message_id)
+
+    def queue_delete(self, message_id: str) -> None:
+        with self._change(counted=False) as conn:
+            queue_store.delete(conn, message_id)
+
+    def queue_schedule(
+        self, now: float, *, module: str | None = None, queue: str | None = None,
+        release: bool = False,
+    ) -> int:
+        with self._change(counted=False) as conn:
+            return queue_store.schedule(conn, now, module, queue, release)
 
 
 def db_error(exc: psycopg.Error) -> StoreError:
