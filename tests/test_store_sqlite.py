@@ -614,3 +614,64 @@ def test_queue_delete_and_body_collection(store: Store) -> None:
     assert store.blob_gc(0.0, full=True) == 1
     with pytest.raises(NotFound):
         store.blob_get(orphan)
+
+
+# -- SIP registrations (both backends) ----------------------------------------------
+
+def test_sip_bindings_follow_their_account_and_expire(populated: Store) -> None:
+    from waypost.storage.interface import SipBinding, SipBindingChanges
+
+    def put(*bindings: SipBinding) -> object:
+        return lambda current: SipBindingChanges(put=bindings)
+
+    phone = SipBinding("k1", "<sip:alice@192.0.2.1>", 200.0, "c1", 1, 100.0, q=500)
+    soft = SipBinding("k2", "<sip:alice@192.0.2.2>", 150.0, "c2", 1, 100.0)
+    now = populated.sip_change_bindings("domain.dom", "ALICE", 100.0, put(phone, soft))
+    assert [b.contact for b in now] == [soft.contact, phone.contact]  # q 1000 before 500
+    assert {b.account for b in now} == {"Alice"}
+    refreshed = SipBinding("k1", "<sip:alice@192.0.2.9>", 300.0, "c1", 2, 120.0, q=500)
+    seen: list[list[SipBinding]] = []
+
+    def decide(current: list[SipBinding]) -> SipBindingChanges:
+        seen.append(current)
+        return SipBindingChanges(remove=(current[0].id,), put=(refreshed,))
+
+    after = populated.sip_change_bindings("domain.dom", "alice", 120.0, decide)
+    assert [b.contact for b in after] == [refreshed.contact]
+    assert [b.key for b in seen[0]] == ["k2", "k1"]
+    assert populated.sip_bindings(now=299.0)[0].cseq == 2
+    assert populated.sip_bindings("DOMAIN.dom", now=300.0) == []  # expired
+    assert populated.sip_bindings("main.dom", now=0.0) == []
+    populated.rename_object("domain.dom", "alice", "alicia")
+    assert [b.account for b in populated.sip_bindings(now=0.0)] == ["alicia"]
+    populated.delete_object("domain.dom", "alicia")
+    assert populated.sip_bindings(now=0.0) == []
+    with pytest.raises(NotFound):
+        populated.sip_bindings("domain.dom", "alicia", now=0.0)
+
+
+def test_concurrent_registers_of_one_account_never_act_on_the_same_old_state(
+    populated: Store,
+) -> None:
+    """Each decide() sees the bindings every earlier change left (the CSeq
+    check and the update are one step, RFC 3261 §10.3 step 7)."""
+    from waypost.storage.interface import SipBinding, SipBindingChanges
+
+    counts: list[int] = []
+    lock = threading.Lock()
+
+    def register(n: int) -> None:
+        def decide(current: list[SipBinding]) -> SipBindingChanges:
+            with lock:
+                counts.append(len(current))
+            return SipBindingChanges(put=(SipBinding(f"k{n}", f"<sip:a@h{n}>", 1e12, "c", 1,
+                                                     1.0),))
+        populated.sip_change_bindings("domain.dom", "alice", 2.0, decide)
+
+    threads = [threading.Thread(target=register, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(counts) == list(range(8))
+    assert len(populated.sip_bindings(now=2.0)) == 8

@@ -21,8 +21,8 @@ races reach the constraint) becomes :class:`AlreadyExists`.
 Served so far: the Directory part of the contract (settings, Router
 table, domains, domain aliases, objects, ``version``, ``transaction``), the
 INBOX every new account gets, message bodies (``blobs.py``) and the queue
-(``queue_store.py``). The mail store, File Storage and SIP bindings are not
-ported yet: their methods raise
+(``queue_store.py``) and SIP bindings (``sip_store.py``). The mail store and
+File Storage are not ported yet: their methods raise
 :class:`StoreError` naming the method (see :meth:`__getattr__`).
 """
 
@@ -51,11 +51,13 @@ from waypost.storage.interface import (
     ObjectRecord,
     QueuedMessage,
     RecipientUpdate,
+    SipBinding,
+    SipBindingChanges,
     StorageFull,
     StoreError,
     canonical_mailbox,
 )
-from waypost.storage.postgresql import blobs, queue_store
+from waypost.storage.postgresql import blobs, queue_store, sip_store
 from waypost.storage.postgresql.migrations import migrate
 
 # Changes made by other processes are seen within this many seconds; changes
@@ -498,6 +500,27 @@ class PostgresStore:
     ) -> int:
         with self._change(counted=False) as conn:
             return queue_store.schedule(conn, now, module, queue, release)
+
+
+    # -- SIP registrations (sip_store.py) -----------------------------------
+
+    def sip_bindings(
+        self, domain: str | None = None, account: str | None = None, *, now: float,
+    ) -> list[SipBinding]:
+        with self._read() as conn:
+            if account is not None:
+                owner = sip_store.account_id(conn, domain or "", account)
+                return sip_store.of_account(conn, owner, now)
+            return sip_store.all_bindings(conn, domain, now)
+
+    def sip_change_bindings(
+        self, domain: str, account: str, now: float,
+        decide: Callable[[list[SipBinding]], SipBindingChanges],
+    ) -> list[SipBinding]:
+        with self._change(counted=False) as conn:
+            owner = sip_store.account_id(conn, domain, account, lock=True)
+            sip_store.apply(conn, owner, now, decide(sip_store.of_account(conn, owner, now)))
+            return sip_store.of_account(conn, owner, now)
 
 
 def db_error(exc: psycopg.Error) -> StoreError:
