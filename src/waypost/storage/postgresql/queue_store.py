@@ -28,6 +28,9 @@ from waypost.storage.interface import (
     RecipientUpdate,
 )
 
+# the SQLite store's row conversion: the same columns (one place for it)
+from waypost.storage.sqlite.queue_store import _recipient
+
 _PENDING_SQL = "(" + ", ".join(f"'{state}'" for state in PENDING) + ")"
 
 _MSG_COLS = ("id, mail_from, params, client_ip, helo, auth_user, trusted, protocol, blob, size,"
@@ -157,18 +160,6 @@ def blob_referenced(conn: psycopg.Connection, key: str) -> bool:
         "SELECT EXISTS (SELECT 1 FROM queue_messages WHERE blob = %s)", (key,),
     ).fetchone()
     return bool(row and row[0])
-
-
-def _recipient(row: tuple[Any, ...]) -> QueuedRecipient:
-    (key, message_id, address, module, queue, route_address, real_to, mailbox, notify, orcpt,
-     state, attempts, next_attempt, last_error, released) = row
-    return QueuedRecipient(
-        key=key, message_id=message_id, address=address, module=module, queue=queue,
-        route_address=route_address, real_to=real_to, mailbox=mailbox,
-        notify=tuple(n for n in notify.split(",") if n), orcpt=orcpt, state=state,
-        attempts=attempts, next_attempt=next_attempt, last_error=last_error,
-        released=bool(released),
-    )
 
 
 def _messages(

@@ -11,11 +11,12 @@ other. Every change commits (durably) before it returns.
 
 from __future__ import annotations
 
-from typing import Any
-
 import psycopg
 
 from waypost.storage.interface import NotFound, SipBinding, SipBindingChanges
+
+# the SQLite store's row conversion: the same columns (one place for it)
+from waypost.storage.sqlite.sip_store import _binding
 
 _COLS = ("b.id, d.name, o.name, b.key, b.contact, b.expires, b.q, b.call_id, b.cseq,"
          " b.instance, b.reg_id, b.transport, b.address, b.port, b.user_agent, b.registered")
@@ -38,15 +39,6 @@ def account_id(conn: psycopg.Connection, domain: str, account: str, *,
     if row is None:
         raise NotFound(f"no account {account}@{domain}")
     return int(row[0])
-
-
-def _binding(row: tuple[Any, ...] | Any) -> SipBinding:
-    (id_, domain, account, key, contact, expires, q, call_id, cseq, instance, reg_id,
-     transport, address, port, user_agent, registered) = row
-    return SipBinding(key=key, contact=contact, expires=expires, call_id=call_id, cseq=cseq,
-                      registered=registered, q=q, instance=instance, reg_id=reg_id,
-                      transport=transport, address=address, port=port, user_agent=user_agent,
-                      id=id_, domain=domain, account=account)
 
 
 def of_account(conn: psycopg.Connection, owner: int, now: float) -> list[SipBinding]:

@@ -28,7 +28,6 @@ File Storage are not ported yet: their methods raise
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import threading
@@ -59,6 +58,10 @@ from waypost.storage.interface import (
 )
 from waypost.storage.postgresql import blobs, queue_store, sip_store
 from waypost.storage.postgresql.migrations import migrate
+
+# The row -> record conversions are the SQLite store's (same columns, same
+# JSON): one place for them; only the SQL differs between the backends.
+from waypost.storage.sqlite.store import _domain, _dump, _object
 
 # Changes made by other processes are seen within this many seconds; changes
 # made through this store object at once (the SQLite store's figure).
@@ -557,26 +560,8 @@ def _unique(conn: psycopg.Connection, message: str, sql: Any,
         raise AlreadyExists(message) from exc
 
 
-def _dump(value: dict[str, Any]) -> str:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True)
-
-
 def _dump_or_none(value: dict[str, Any] | None) -> str | None:
     return None if value is None else _dump(value)
-
-
-def _domain(row: tuple[Any, ...] | Any, aliases: list[str]) -> DomainRecord:
-    _, name, is_main, settings, defaults, template = row
-    return DomainRecord(
-        name=name, is_main=bool(is_main), settings=json.loads(settings),
-        aliases=tuple(aliases), account_defaults=json.loads(defaults),
-        template=json.loads(template),
-    )
-
-
-def _object(domain: str, row: tuple[Any, ...] | Any) -> ObjectRecord:
-    name, kind, data, secret = row
-    return ObjectRecord(domain=domain, name=name, kind=kind, data=json.loads(data), secret=secret)
 
 
 def _domain_row(conn: psycopg.Connection, name: str) -> tuple[int, str, bool]:
