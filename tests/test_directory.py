@@ -278,12 +278,7 @@ def test_server_domain_defaults(directory: Directory) -> None:
 
 # -- accounts, defaults, templates ----------------------------------------------------
 
-def test_template_applied_at_account_creation(tmp_path: Path) -> None:
-    """SQLite only for now: the template makes mailboxes, and the mail store
-    is not ported to PostgreSQL yet (issue 15, storage/postgresql docstring)."""
-    directory = Directory(open_store(tmp_path / "data", create=True))
-    directory.init_server("main.dom")
-    directory.create_domain("domain.dom")
+def test_template_applied_at_account_creation(directory: Directory) -> None:
     directory.set_account_template("domain.dom", {
         "Settings": {"RealName": "New user", "MaxAccountSize": "100M"},
         "Mailboxes": ["Sent", "Drafts"],

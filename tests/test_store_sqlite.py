@@ -527,9 +527,9 @@ def test_postgresql_another_store_sees_the_change(pg_url: str) -> None:
 
 def test_postgresql_unported_methods_say_so(pg_url: str) -> None:
     with open_store(pg_url, create=True) as s, pytest.raises(
-        StoreError, match=r"mail_create_mailbox is not implemented on PostgreSQL yet"
+        StoreError, match=r"files_list is not implemented on PostgreSQL yet"
     ):
-        s.mail_create_mailbox("main.dom", "x", "Sent")
+        s.files_list("main.dom", "x", "")
 
 
 # -- message bodies and the queue (both backends) -----------------------------------

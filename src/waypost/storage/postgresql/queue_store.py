@@ -154,10 +154,9 @@ def schedule(
 
 
 def blob_referenced(conn: psycopg.Connection, key: str) -> bool:
-    """Whether a row names the body (the queue only: the mail store's
-    ``messages`` table is not ported yet; it must join this test when it is)."""
     row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM queue_messages WHERE blob = %s)", (key,),
+        "SELECT EXISTS (SELECT 1 FROM queue_messages WHERE blob = %s)"
+        " OR EXISTS (SELECT 1 FROM messages WHERE blob = %s)", (key, key),
     ).fetchone()
     return bool(row and row[0])
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import psycopg
 
-from waypost.storage.interface import NotFound, SipBinding, SipBindingChanges
+from waypost.storage.interface import SipBinding, SipBindingChanges
+from waypost.storage.postgresql.mail_store import account_id
 
 # the SQLite store's row conversion: the same columns (one place for it)
 from waypost.storage.sqlite.sip_store import _binding
@@ -22,25 +23,9 @@ _COLS = ("b.id, d.name, o.name, b.key, b.contact, b.expires, b.q, b.call_id, b.c
          " b.instance, b.reg_id, b.transport, b.address, b.port, b.user_agent, b.registered")
 _FROM = ("FROM sip_bindings b JOIN objects o ON o.id = b.account_id"
          " JOIN domains d ON d.id = o.domain_id")
+__all__ = ["account_id", "all_bindings", "apply", "of_account"]
+
 _ORDER = " ORDER BY d.name_lower, o.name_lower, COALESCE(b.q, 1000) DESC, b.registered, b.id"
-_ACCOUNT_ID = (
-    "SELECT o.id FROM objects o JOIN domains d ON d.id = o.domain_id"
-    " WHERE o.name_lower = %s AND o.kind = 'account' AND (d.name_lower = %s OR d.id ="
-    " (SELECT domain_id FROM domain_aliases WHERE alias_lower = %s))"
-)
-
-
-def account_id(conn: psycopg.Connection, domain: str, account: str, *,
-               lock: bool = False) -> int:
-    """The account's row id (by its domain's name or alias); ``lock`` holds
-    the row until the transaction ends."""
-    sql = _ACCOUNT_ID + (" FOR UPDATE OF o" if lock else "")
-    row = conn.execute(sql, (account.lower(), domain.lower(), domain.lower())).fetchone()
-    if row is None:
-        raise NotFound(f"no account {account}@{domain}")
-    return int(row[0])
-
-
 def of_account(conn: psycopg.Connection, owner: int, now: float) -> list[SipBinding]:
     rows = conn.execute(f"SELECT {_COLS} {_FROM} WHERE b.account_id = %s AND b.expires > %s"
                         + _ORDER, (owner, now)).fetchall()

@@ -20,9 +20,9 @@ races reach the constraint) becomes :class:`AlreadyExists`.
 
 Served so far: the Directory part of the contract (settings, Router
 table, domains, domain aliases, objects, ``version``, ``transaction``), the
-INBOX every new account gets, message bodies (``blobs.py``) and the queue
-(``queue_store.py``) and SIP bindings (``sip_store.py``). The mail store and
-File Storage are not ported yet: their methods raise
+INBOX every new account gets, message bodies (``blobs.py``), the queue
+(``queue_store.py``), the mail store (``mail_store.py``) and SIP bindings
+(``sip_store.py``). File Storage is not ported yet: its methods raise
 :class:`StoreError` naming the method (see :meth:`__getattr__`).
 """
 
@@ -54,9 +54,9 @@ from waypost.storage.interface import (
     SipBindingChanges,
     StorageFull,
     StoreError,
-    canonical_mailbox,
 )
-from waypost.storage.postgresql import blobs, queue_store, sip_store
+from waypost.storage.postgresql import blobs, mail_store, queue_store, sip_store
+from waypost.storage.postgresql.mail_store import MailStoreMixin
 from waypost.storage.postgresql.migrations import migrate
 
 # The row -> record conversions are the SQLite store's (same columns, same
@@ -77,7 +77,7 @@ def _configure(conn: psycopg.Connection) -> None:
     conn.commit()
 
 
-class PostgresStore:
+class PostgresStore(MailStoreMixin):
     """:class:`waypost.storage.interface.Store` over a PostgreSQL database."""
 
     def __init__(self, url: str, data_dir: Path | None = None,
@@ -207,6 +207,11 @@ class PostgresStore:
                 self._local.conn = None
         if self._local.counted:
             self._version_seen = (-1, -VERSION_TTL)
+
+    def _txn(self, *, sync: bool = True) -> AbstractContextManager[psycopg.Connection]:
+        """One committed change of mail data, not counted by :meth:`version`.
+        ``sync`` is SQLite's group-commit hint: every commit here is durable."""
+        return self._change(counted=False)
 
     def _write(self) -> AbstractContextManager[psycopg.Connection]:
         """One committed change of the Directory, settings or Router table."""
@@ -390,7 +395,7 @@ class PostgresStore:
             )
             if record.kind == "account":  # every account has an INBOX
                 assert row is not None
-                _create_inbox(conn, int(row[0]))
+                mail_store.create_mailbox(conn, int(row[0]), INBOX)
 
     def update_object(
         self, domain: str, name: str, *, data: dict[str, Any] | None = None,
@@ -610,21 +615,3 @@ def _check_object_name_free(
     ).fetchone()
     if row is not None and row[0] != same_id:
         raise AlreadyExists(f"{row[1]!r} already exists in {domain} ({row[2]})")
-
-
-def _create_inbox(conn: psycopg.Connection, owner: int) -> None:
-    """The INBOX of a new account, with a server-wide growing UIDVALIDITY
-    (RFC 3501 §2.3.1.1; the rule of ``sqlite/mail_store._next_uidvalidity``:
-    the mark row is locked by the UPDATE, so concurrent creators queue)."""
-    row = conn.execute(
-        "UPDATE uidvalidity_mark SET last = GREATEST(%s, last + 1,"
-        " (SELECT COALESCE(MAX(uidvalidity), 0) + 1 FROM mailboxes)) WHERE id = 1"
-        " RETURNING last", (int(time.time()),),
-    ).fetchone()
-    assert row is not None
-    conn.execute(
-        "INSERT INTO mailboxes (account_id, name, uidvalidity, uidnext, acl, created,"
-        " selectable, special_use, recent_uid) VALUES (%s, %s, %s, 1, '{}', %s, 1, NULL, 1)"
-        " ON CONFLICT (account_id, name) DO NOTHING",
-        (owner, canonical_mailbox(INBOX), int(row[0]), time.time()),
-    )
