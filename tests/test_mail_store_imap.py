@@ -11,6 +11,7 @@ SQLite database take ``sqlite_only`` and say why.
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from waypost.storage.interface import (
     NewMailMessage,
     NoSuchMailbox,
     NotFound,
+    OverQuota,
     Store,
 )
 from waypost.storage.open import open_store
@@ -380,3 +382,83 @@ def test_header_bytes_read_only_the_head_of_the_blob(store: Store) -> None:
     _, empty, unterminated = store.mail_fetch(*A, "INBOX", None)
     assert store.mail_header_bytes(empty) == b"\r\n"
     assert store.mail_header_bytes(unterminated) == b"Subject: no body"
+
+
+# -- several processes on one PostgreSQL database ------------------------------------
+
+
+def test_two_nodes_appending_to_one_mailbox_take_consecutive_uids(pg_url: str) -> None:
+    """Two store objects (two processes or nodes, each with its own pool) append
+    into one mailbox at once: every UID is handed out once, MODSEQ grows, and
+    the counters add up (the mailbox row is locked before UIDNEXT is read)."""
+    first = open_store(pg_url, create=True)
+    services = Services(first)
+    services.directory.init_server("main.dom")
+    services.directory.create_account("alice")
+    second = open_store(pg_url)
+    errors: list[BaseException] = []
+    uids: list[int] = []
+    lock = threading.Lock()
+
+    def work(store: Store, n: int) -> None:
+        try:
+            for i in range(15):
+                _, uid = store.mail_append(*A, "INBOX", MSG + f"{n}-{i}".encode())
+                with lock:
+                    uids.append(uid)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(s, n))
+               for n, s in enumerate((first, second, first, second))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    try:
+        assert errors == []
+        assert sorted(uids) == list(range(1, 61))
+        state = second.mail_mailbox_state(*A, "INBOX")
+        assert (state.uidnext, state.messages, state.unseen) == (61, 60, 60)
+        modseqs = [m.modseq for m in first.mail_index(*A, "INBOX")]
+        assert len(set(modseqs)) == 60
+    finally:
+        second.close()
+        services.close()
+
+
+def test_two_nodes_cannot_both_squeeze_under_the_quota(pg_url: str) -> None:
+    """Appends racing from two store objects into two mailboxes of one account:
+    the usage row's lock makes the later one see the earlier one's octets."""
+    first = open_store(pg_url, create=True)
+    services = Services(first)
+    services.directory.init_server("main.dom")
+    services.directory.create_account("alice")
+    first.mail_create_mailbox(*A, "Other")
+    second = open_store(pg_url)
+    body = b"Subject: q\r\n\r\n" + b"x" * 1000
+    limit = 10 * len(body) + 10
+    accepted: list[int] = []
+    lock = threading.Lock()
+
+    def work(store: Store, mailbox: str) -> None:
+        for _ in range(10):
+            try:
+                store.mail_append(*A, mailbox, body, max_usage=limit)
+            except OverQuota:
+                continue
+            with lock:
+                accepted.append(1)
+
+    threads = [threading.Thread(target=work, args=(s, box))
+               for s, box in ((first, "INBOX"), (second, "Other"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    try:
+        assert len(accepted) == 10
+        assert second.mail_usage(*A) == 10 * len(body) <= limit
+    finally:
+        second.close()
+        services.close()
