@@ -525,13 +525,6 @@ def test_postgresql_another_store_sees_the_change(pg_url: str) -> None:
     b.close()
 
 
-def test_postgresql_unported_methods_say_so(pg_url: str) -> None:
-    with open_store(pg_url, create=True) as s, pytest.raises(
-        StoreError, match=r"files_list is not implemented on PostgreSQL yet"
-    ):
-        s.files_list("main.dom", "x", "")
-
-
 # -- message bodies and the queue (both backends) -----------------------------------
 
 def test_bodies_round_trip_and_ranges_cross_chunk_boundaries(store: Store) -> None:

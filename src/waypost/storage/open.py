@@ -12,7 +12,6 @@ A location is a data directory (the embedded SQLite store) or a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import cast
 
 from waypost.storage.interface import NotFound, Store, StoreError
 from waypost.storage.sqlite import DB_NAME, SqliteStore
@@ -94,5 +93,4 @@ def _open_postgresql(url: str, create: bool) -> Store:
                 f"the database {redacted(url)} holds other tables"
                 f" ({', '.join(sorted(tables)[:5])}); give Waypost an empty database"
             )
-    # Not every method of the contract is served yet (see the backend's docstring).
-    return cast(Store, PostgresStore(url))
+    return PostgresStore(url)

@@ -22,8 +22,8 @@ Served so far: the Directory part of the contract (settings, Router
 table, domains, domain aliases, objects, ``version``, ``transaction``), the
 INBOX every new account gets, message bodies (``blobs.py``), the queue
 (``queue_store.py``), the mail store (``mail_store.py``) and SIP bindings
-(``sip_store.py``). File Storage is not ported yet: its methods raise
-:class:`StoreError` naming the method (see :meth:`__getattr__`).
+(``sip_store.py``) and File Storage (``files.py``): the whole contract
+(``open_store`` returns it as a ``Store``, so mypy checks that).
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ from waypost.storage.interface import (
     StoreError,
 )
 from waypost.storage.postgresql import blobs, mail_store, queue_store, sip_store
+from waypost.storage.postgresql.files import FileStoreMixin
 from waypost.storage.postgresql.mail_store import MailStoreMixin
 from waypost.storage.postgresql.migrations import migrate
 
@@ -77,7 +78,7 @@ def _configure(conn: psycopg.Connection) -> None:
     conn.commit()
 
 
-class PostgresStore(MailStoreMixin):
+class PostgresStore(MailStoreMixin, FileStoreMixin):
     """:class:`waypost.storage.interface.Store` over a PostgreSQL database."""
 
     def __init__(self, url: str, data_dir: Path | None = None,
@@ -135,12 +136,6 @@ class PostgresStore(MailStoreMixin):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def __getattr__(self, name: str) -> Any:
-        """A method of the contract this backend does not serve yet."""
-        if name.startswith("_"):
-            raise AttributeError(name)
-        raise StoreError(f"{name} is not implemented on PostgreSQL yet")
 
     @contextmanager
     def _change(self, *, counted: bool) -> Iterator[psycopg.Connection]:
