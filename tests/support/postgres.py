@@ -38,11 +38,23 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def server_tool(name: str) -> str | None:
+    """``initdb``/``pg_ctl``/``postgres``: on PATH, else Debian's versioned
+    directory (the package puts only wrappers in /usr/bin), newest first."""
+    found = shutil.which(name)
+    if found is not None:
+        return found
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/" + name),
+                      key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit()
+                      else 0, reverse=True)
+    return str(versions[0]) if versions else None
+
+
 def postgres_available() -> str | None:
     """Why the cluster cannot run here, or None when it can."""
     for tool in ("initdb", "pg_ctl", "postgres"):
-        if shutil.which(tool) is None:
-            return f"{tool} not on PATH (Debian package postgresql)"
+        if server_tool(tool) is None:
+            return f"{tool} not found (Debian package postgresql)"
     if os.geteuid() == 0:
         try:
             pwd.getpwnam(SERVICE_USER)
@@ -65,12 +77,18 @@ class PostgresCluster:
             os.chown(self.root, user.pw_uid, user.pw_gid)
         self._started = False
 
-    def _run(self, *argv: str, timeout: float = START_TIMEOUT) -> None:
-        cmd = list(argv)
+    def _run(self, tool: str, *argv: str, timeout: float = START_TIMEOUT) -> None:
+        cmd = [server_tool(tool) or tool, *argv]
         if self._as_root:
-            cmd = ["runuser", "-u", SERVICE_USER, "--", *cmd]
-        subprocess.run(cmd, check=True, timeout=timeout, cwd=self.root,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            runuser = (shutil.which("runuser") or next(
+                (p for p in ("/usr/sbin/runuser", "/sbin/runuser") if os.path.exists(p)),
+                "runuser"))
+            cmd = [runuser, "-u", SERVICE_USER, "--", *cmd]
+        done = subprocess.run(cmd, timeout=timeout, cwd=self.root,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if done.returncode != 0:
+            raise RuntimeError(f"{tool} failed ({done.returncode}): "
+                               f"{done.stderr.decode(errors='replace')[-2000:]}")
 
     def start(self) -> None:
         self._run("initdb", "-D", str(self.datadir), "-U", "postgres", "-A", "trust",
@@ -99,7 +117,7 @@ class PostgresCluster:
             try:
                 self._run("pg_ctl", "-D", str(self.datadir), "-m", "fast", "-w",
                           "-t", "30", "stop")
-            except (subprocess.SubprocessError, OSError):
+            except (subprocess.SubprocessError, OSError, RuntimeError):
                 pid_file = self.datadir / "postmaster.pid"
                 try:
                     pid = int(pid_file.read_text().split()[0])
