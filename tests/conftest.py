@@ -63,12 +63,14 @@ def postgres_cluster() -> Iterator[object]:
 
 
 @pytest.fixture
-def pg_url(postgres_cluster: object) -> str:
-    """The URL of a fresh, empty database in the session's cluster."""
+def pg_url(postgres_cluster: object) -> Iterator[str]:
+    """The URL of a fresh, empty database in the session's cluster (dropped after)."""
     from tests.support.postgres import PostgresCluster
 
     assert isinstance(postgres_cluster, PostgresCluster)
-    return postgres_cluster.fresh_database()
+    url = postgres_cluster.fresh_database()
+    yield url
+    postgres_cluster.drop_database(url)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

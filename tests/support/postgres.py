@@ -1,17 +1,18 @@
 """A private PostgreSQL cluster on loopback for the store tests.
 
-:class:`PostgresCluster` runs ``initdb`` in a fresh directory under the
-system temporary directory, starts ``postgres`` with ``pg_ctl`` on a free
-loopback port (TCP only, no UNIX socket, ``trust`` authentication for the
-loopback address: a test cluster holds nothing secret) and stops it (fast
-shutdown, then SIGKILL of the postmaster by pid) at the end. PostgreSQL
+:class:`PostgresCluster` runs ``initdb`` in a fresh temporary directory,
+starts ``postgres`` with ``pg_ctl`` on a free loopback port (TCP only, no
+UNIX socket, ``trust`` authentication for the loopback address: a test
+cluster holds nothing secret) and stops it at the end (immediate shutdown:
+the data is thrown away; then SIGKILL of the postmaster by pid). PostgreSQL
 refuses to run as root, so under root (CI) every command runs as the
 ``postgres`` system user through ``runuser``, in a directory owned by it.
 
 :meth:`PostgresCluster.fresh_database` makes an empty database per test
 (``CREATE DATABASE ... TEMPLATE template0`` takes a few tens of
-milliseconds) and returns its ``postgresql://`` URL; the cluster is dropped
-whole at the end, so databases are never cleaned one by one.
+milliseconds) and returns its ``postgresql://`` URL; the ``pg_url`` fixture
+drops it after the test. The cluster lives on ``/dev/shm`` when there is
+one (fsync off as well: nothing here must survive a crash).
 
 Every wait is bounded (``pg_ctl -w -t``, subprocess timeouts).
 """
@@ -68,7 +69,11 @@ class PostgresCluster:
 
     def __init__(self) -> None:
         self.port = free_port()
-        self.root = Path(tempfile.mkdtemp(prefix="waypost-pg-"))
+        # RAM when there is a tmpfs: a database is ~8 MB of files to create
+        # and remove per test, and the data is thrown away anyway
+        shm = Path("/dev/shm")
+        where = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+        self.root = Path(tempfile.mkdtemp(prefix="waypost-pg-", dir=where))
         self.datadir = self.root / "data"
         self.log = self.root / "postgres.log"
         self._as_root = os.geteuid() == 0
@@ -112,10 +117,19 @@ class PostgresCluster:
             conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
         return self.url(name)
 
+    def drop_database(self, url: str) -> None:
+        """Drop a database made by :meth:`fresh_database` (its sessions are
+        ended: a test that left a store open does not keep it)."""
+        import psycopg
+
+        name = url.rsplit("/", 1)[1]
+        with psycopg.connect(self.url(), autocommit=True, connect_timeout=10) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
     def stop(self) -> None:
         if self._started:
             try:
-                self._run("pg_ctl", "-D", str(self.datadir), "-m", "fast", "-w",
+                self._run("pg_ctl", "-D", str(self.datadir), "-m", "immediate", "-w",
                           "-t", "30", "stop")
             except (subprocess.SubprocessError, OSError, RuntimeError):
                 pid_file = self.datadir / "postmaster.pid"
