@@ -47,7 +47,7 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -56,11 +56,9 @@ from waypost import mime
 from waypost.storage.interface import (
     ACL_RIGHTS,
     INBOX,
-    SPECIAL_USES,
     CannotDelete,
     CopiedUids,
     FlagUpdates,
-    InvalidMailboxName,
     MailboxChanges,
     MailboxEntry,
     MailboxError,
@@ -83,75 +81,28 @@ from waypost.storage.interface import (
 )
 from waypost.storage.postgresql.queue_store import pending_keys
 
-if TYPE_CHECKING:
-    pass
+# The backend-neutral parts of the embedded store's mail store (names, rows,
+# modes): one place for them; only the SQL and the locking are this module's.
+from waypost.storage.sqlite.mail_store import (
+    _BOX_COLS,
+    _COPY_COLS,
+    _MESSAGE_COLS,
+    _SUMMARY,
+    ACL_MODES,
+    FLAG_MODES,
+    Box,
+    _check_identifier,
+    _message,
+    _special_use,
+    _subtree,
+    ancestors,
+    canonical_any,
+    check_name,
+    parent_of,
+)
 
-_SUMMARY = ("from", "subject", "date", "message_id")
-_MESSAGE_COLS = ("uid, modseq, flags, internal_date, size, blob, prefix, omit, hdr_from,"
-                 " hdr_subject, hdr_date, hdr_message_id")
-_COPY_COLS = ("flags, internal_date, size, blob, prefix, omit, hdr_from, hdr_subject, hdr_date,"
-              " hdr_message_id, structure")
-_BOX_COLS = "id, name, uidvalidity, uidnext, highestmodseq, selectable"
 _IN_UIDS = " AND uid = ANY(%s)"
 _DELETED = " AND strpos(' ' || flags || ' ', ' \\Deleted ') > 0"
-FLAG_MODES = ("add", "remove", "replace")
-ACL_MODES = ("replace", "add", "remove")
-
-
-class Box(NamedTuple):
-    id: int
-    name: str
-    uidvalidity: int
-    uidnext: int
-    highestmodseq: int
-    selectable: int
-
-
-# -- names -------------------------------------------------------------------
-
-
-def check_name(name: str) -> str:
-    """An own mailbox name as the tree stores it, made canonical (INBOX).
-
-    Only what the structure needs: not empty, no empty level (``ancestors``
-    and the subtree ranges split at ``/``), not ``~``-prefixed (that is how
-    a foreign name is told apart). Which names users may give is decided
-    by the mail-access service (``services/mailaccess/names.py``) before it
-    calls the store."""
-    if not isinstance(name, str) or not name:
-        raise InvalidMailboxName("a mailbox name must not be empty")
-    if name.startswith("~"):
-        raise InvalidMailboxName(f"{name!r}: a stored own name cannot start with ~")
-    if name.startswith("/") or name.endswith("/") or "//" in name:
-        raise InvalidMailboxName(f"{name!r}: a level of the name is empty")
-    return canonical_mailbox(name)
-
-
-def canonical_any(name: str) -> str:
-    """A name that may be foreign (``~owner/box``) as stored: INBOX made
-    canonical in the mailbox part (the key normalisation; no policy)."""
-    if not isinstance(name, str) or not name:
-        raise InvalidMailboxName("a mailbox name must not be empty")
-    if name.startswith("~"):
-        owner, sep, box = name[1:].partition("/")
-        return "~" + owner + sep + canonical_mailbox(box)
-    return canonical_mailbox(name)
-
-
-def ancestors(name: str) -> list[str]:
-    """``A/B/C`` -> ``["A", "A/B"]``."""
-    parts = name.split("/")
-    return ["/".join(parts[:i]) for i in range(1, len(parts))]
-
-
-def parent_of(name: str) -> str | None:
-    head, sep, _ = name.rpartition("/")
-    return head if sep else None
-
-
-def _subtree(name: str) -> tuple[str, str]:
-    """Bounds of the names strictly below ``name``: ``[name/, name0)``."""
-    return name + "/", name + "0"
 
 
 # -- lookups -----------------------------------------------------------------
@@ -428,15 +379,6 @@ def domain_folders(conn: psycopg.Connection, domain: str | None,
             for dom, acct, name, sel, use, acl, kids in rows]
 
 
-def _special_use(use: str | None) -> str | None:
-    if use is None or use == "":
-        return use
-    for known in SPECIAL_USES:
-        if known.lower() == use.strip().lower():
-            return known
-    raise MailboxError(f"unknown special use {use!r}; use one of {', '.join(SPECIAL_USES)}")
-
-
 def mailbox_infos(
     conn: psycopg.Connection, domain: str, account: str, name: str | None = None
 ) -> list[MailboxInfo]:
@@ -455,13 +397,6 @@ def mailbox_infos(
 
 
 # -- ACL, subscriptions, aliases ---------------------------------------------
-
-
-def _check_identifier(identifier: str) -> str:
-    text = identifier.strip() if isinstance(identifier, str) else ""
-    if not text or text in ("-", "#", "-#") or any(c.isspace() or ord(c) < 0x20 for c in text):
-        raise MailboxError(f"invalid ACL identifier {identifier!r}")
-    return text
 
 
 def set_acl(conn: psycopg.Connection, box: Box, identifier: str, rights: str,
@@ -681,16 +616,6 @@ def _within(conn: psycopg.Connection, domain: str, account: str, max_usage: int 
     both squeeze in."""
     if max_usage is not None and (usage := _usage(conn, domain, account)) > max_usage:
         raise OverQuota(f"over quota: {account}@{domain} would use {usage} of {max_usage} octets")
-
-
-def _message(row: tuple[Any, ...]) -> MailMessage:
-    uid, modseq, flags, internal_date, size, blob, prefix, omit, *summary = row
-    return MailMessage(
-        uid=uid, modseq=modseq, flags=tuple(flags.split()), internal_date=internal_date,
-        size=size, blob=blob, prefix=bytes(prefix),
-        omit=tuple(tuple(r) for r in json.loads(omit)) if omit else (),  # type: ignore[misc]
-        summary=dict(zip(_SUMMARY, summary, strict=True)),
-    )
 
 
 # -- the Store methods -------------------------------------------------------
