@@ -46,3 +46,37 @@ def _fast_password_hashing() -> Iterator[None]:
     yield
     passwords.reset()
 
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[object]:
+    """One private PostgreSQL cluster for the whole session (tests/support/postgres.py);
+    started only when a test asks for it. Missing PostgreSQL fails, never skips:
+    CI installs it (.ci/run PEERS)."""
+    from tests.support.postgres import PostgresCluster, postgres_available
+
+    problem = postgres_available()
+    if problem is not None:
+        pytest.fail(f"PostgreSQL is needed by the store tests: {problem}")
+    with PostgresCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def pg_url(postgres_cluster: object) -> Iterator[str]:
+    """The URL of a fresh, empty database in the session's cluster (dropped after)."""
+    from tests.support.postgres import PostgresCluster
+
+    assert isinstance(postgres_cluster, PostgresCluster)
+    url = postgres_cluster.fresh_database()
+    yield url
+    postgres_cluster.drop_database(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_location(request: pytest.FixtureRequest, tmp_path: object) -> str:
+    """A location for a new store on each backend: a data directory or a
+    database URL (the store-level tests run once per backend)."""
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("pg_url"))
+    return str(tmp_path) + "/data"

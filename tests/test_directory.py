@@ -18,12 +18,14 @@ from waypost.services.names import DirectoryError, domain_name, object_name, spl
 from waypost.services.router.view import DirObject, ObjectKind, UnknownMode, UnknownPolicy
 from waypost.storage.interface import AlreadyExists, NotFound
 from waypost.storage.open import open_store
+from waypost.storage.postgresql import PostgresStore
 from waypost.storage.sqlite.store import VERSION_TTL, SqliteStore
 
 
 @pytest.fixture
-def directory(tmp_path: Path) -> Iterator[Directory]:
-    store = open_store(tmp_path / "data", create=True)
+def directory(store_location: str) -> Iterator[Directory]:
+    """On both backends (``store_location`` in tests/conftest.py)."""
+    store = open_store(store_location, create=True)
     d = Directory(store)
     d.init_server("main.dom")
     d.create_domain("domain.dom")
@@ -509,7 +511,8 @@ def test_snapshot_aliases_ips_and_held_domains(directory: Directory) -> None:
     assert snap.find_object("domain.dom", "team").targets == ("a@x.com", "b")
 
 
-def test_snapshot_is_cached_until_something_changes(directory: Directory, tmp_path: Path) -> None:
+def test_snapshot_is_cached_until_something_changes(directory: Directory,
+                                                   store_location: str) -> None:
     first = directory.snapshot()
     assert directory.snapshot() is first
     directory.create_account("new@domain.dom")
@@ -518,9 +521,9 @@ def test_snapshot_is_cached_until_something_changes(directory: Directory, tmp_pa
     assert second.find_object("domain.dom", "new") is not None
     assert directory.snapshot() is second
     store = directory.store
-    assert isinstance(store, SqliteStore)
+    assert isinstance(store, SqliteStore | PostgresStore)
     store.clock = clock = FakeClock()
-    other = open_store(tmp_path / "data")  # e.g. the CLI beside a running server
+    other = open_store(store_location)  # e.g. the CLI beside a running server
     other.set_setting("ServerIPAddresses", "192.0.2.99")
     other.close()
     clock.advance(VERSION_TTL * 2)  # another process's change shows within VERSION_TTL

@@ -1,18 +1,22 @@
 """Account File Storage (issue 11 point 1, web.md §6.1): the service over the
-real embedded store. Names, traversal, symbolic links, quotas under
-concurrency, atomic replacement, streaming, account lifecycle, rights."""
+real store, on both backends (``store_location`` in tests/conftest.py).
+Names, traversal, symbolic links, quotas under concurrency, atomic
+replacement, streaming, account lifecycle, rights. Checks of SQLite's own
+files (``DATA/webfiles``) run with the SQLite store only, in the same tests."""
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
-from waypost.services.container import Services, open_services
+from waypost.services.container import Services
 from waypost.services.files import (
     AccountFiles,
     AlreadyExists,
@@ -22,13 +26,16 @@ from waypost.services.files import (
     NotFound,
     QuotaExceeded,
 )
+from waypost.storage.open import open_store
+from waypost.storage.postgresql import PostgresStore
+from waypost.storage.sqlite import SqliteStore
 
 ALICE = "alice@main.dom"
 
 
 @pytest.fixture
-def svc(tmp_path: Path) -> Iterator[Services]:
-    services = open_services(tmp_path / "var", create=True)
+def svc(store_location: str) -> Iterator[Services]:
+    services = Services(open_store(store_location, create=True))
     services.directory.init_server("main.dom")
     services.directory.create_account("alice", "pw-alice-1")
     services.directory.create_account("bob", "pw-bob-1")
@@ -98,12 +105,16 @@ def test_bad_names_are_refused_on_every_path(files: AccountFiles, path: str) -> 
 
 def test_symbolic_links_lead_nowhere(files: AccountFiles, svc: Services,
                                      tmp_path: Path) -> None:
+    """On PostgreSQL there is no file system path to plant a link in: the
+    same requests must find nothing."""
     secret = tmp_path / "secret.txt"
     secret.write_bytes(b"outside")
     files.write_bytes(ALICE, "site/page.html", b"page", parents=True)
-    root = next(p for p in (svc.data_dir / "webfiles").iterdir() if not p.name.startswith("."))
-    os.symlink(secret, root / "site" / "link.txt")
-    os.symlink(tmp_path, root / "escape")
+    if isinstance(svc.store, SqliteStore):
+        root = next(p for p in (svc.data_dir / "webfiles").iterdir()
+                    if not p.name.startswith("."))
+        os.symlink(secret, root / "site" / "link.txt")
+        os.symlink(tmp_path, root / "escape")
     assert [e.path for e in files.list(ALICE)] == ["site"]
     assert [e.path for e in files.list(ALICE, "site")] == ["site/page.html"]
     for path in ("site/link.txt", "escape/secret.txt"):
@@ -131,8 +142,9 @@ def test_quota_of_files_and_bytes(files: AccountFiles, svc: Services) -> None:
     assert read(files, "two") == b"2" * 400  # the old file is untouched
     files.write_bytes(ALICE, "two", b"2" * 524)  # exactly at the limit
     assert files.info(ALICE).usage.bytes == 1024
-    tmp = svc.data_dir / "webfiles" / ".tmp"
-    assert [p for p in tmp.iterdir()] == []  # refused uploads leave nothing behind
+    if isinstance(svc.store, SqliteStore):
+        tmp = svc.data_dir / "webfiles" / ".tmp"
+        assert [p for p in tmp.iterdir()] == []  # refused uploads leave nothing behind
 
 
 def test_concurrent_writers_cannot_overrun_the_quota(files: AccountFiles,
@@ -207,8 +219,12 @@ def test_files_follow_the_account(files: AccountFiles, svc: Services) -> None:
     svc.directory.create_account("alicia", "pw-alicia-2")
     assert files.list("alicia@main.dom") == []  # a new account starts empty
     svc.directory.delete_domain("other.org", force=True)
-    trees = [p for p in (svc.data_dir / "webfiles").iterdir() if not p.name.startswith(".")]
-    assert trees == []
+    if isinstance(svc.store, SqliteStore):
+        trees = [p for p in (svc.data_dir / "webfiles").iterdir()
+                 if not p.name.startswith(".")]
+        assert trees == []
+    with pytest.raises(NotFound):
+        files.list("carol@other.org")
 
 
 def test_only_the_owner_or_a_web_site_administrator(files: AccountFiles,
@@ -224,13 +240,25 @@ def test_only_the_owner_or_a_web_site_administrator(files: AccountFiles,
 
 
 def test_leftovers_of_a_crashed_upload_are_swept(files: AccountFiles, svc: Services) -> None:
+    """A stale temporary upload goes, a running one stays (on PostgreSQL: a
+    content no file names, released long ago or just now)."""
     files.write_bytes(ALICE, "a.txt", b"a")
-    tmp = svc.data_dir / "webfiles" / ".tmp"
-    stale = tmp / "crashed-upload"
-    stale.write_bytes(b"half")
-    os.utime(stale, (1, 1))
-    fresh = tmp / "running-upload"
-    fresh.write_bytes(b"still going")
-    assert svc.store.files_gc() == 1
-    assert not stale.exists() and fresh.exists()
+    store = svc.store
+    if isinstance(store, SqliteStore):
+        tmp = svc.data_dir / "webfiles" / ".tmp"
+        stale = tmp / "crashed-upload"
+        stale.write_bytes(b"half")
+        os.utime(stale, (1, 1))
+        fresh = tmp / "running-upload"
+        fresh.write_bytes(b"still going")
+        assert store.files_gc() == 1
+        assert not stale.exists() and fresh.exists()
+    else:
+        assert isinstance(store, PostgresStore)
+        with psycopg.connect(store.url, autocommit=True) as conn:
+            conn.execute("INSERT INTO file_contents (size, released) VALUES (4, 1), (11, %s)",
+                         (time.time(),))
+            assert store.files_gc() == 1
+            left = conn.execute("SELECT size FROM file_contents ORDER BY size").fetchall()
+        assert left == [(1,), (11,)]  # a.txt and the running upload
     assert read(files, "a.txt") == b"a"

@@ -6,6 +6,11 @@ commit, never sees an uncommitted change, and never sees a committed change
 before it is flushed. The flush is ``os.fdatasync``, wrapped here (not
 replaced) to count calls and, where a test needs it, to hold one flush until
 a condition holds.
+
+SQLite only: the group commit, the WAL and the reader connections are the
+embedded store's own machinery. The PostgreSQL store commits each change
+with ``synchronous_commit = on`` (tests/test_store_sqlite.py checks it), and
+PostgreSQL groups concurrent WAL flushes itself.
 """
 
 from __future__ import annotations
