@@ -59,8 +59,8 @@ def test_list_shows_one_line_per_message_and_queue(svc: Services, wp) -> None:
              submission(svc, "alice@main.dom", QueueID="M2"), deliver=True)
     out = wp("queue", "list").output
     header, *rows = out.strip().splitlines()
-    assert header.split() == ["id", "from", "recipients", "queue", "state", "attempts", "last",
-                              "error"]
+    assert header.split() == ["id", "from", "recipients", "queue", "state", "attempts",
+                              "claimed", "by", "last", "error"]
     rows_by_queue = {re.search(r"SMTP\(\S+\)", r).group(0): r for r in rows}  # type: ignore[union-attr]
     assert set(rows_by_queue) == {"SMTP(friend.com)", "SMTP(held.example)"}
     deferred = rows_by_queue["SMTP(friend.com)"]

@@ -17,6 +17,7 @@ import re
 import smtplib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.support.delivery import FakeRelay, harness, run
@@ -313,13 +314,24 @@ def test_relayed_mail_is_recorded_after_a_full_disk_and_never_relayed_twice(
     full_world: Services,
 ) -> None:
     svc = full_world
-    relay = FakeRelay()
+    fillers: list[Path] = []
+
+    class FillingRelay(FakeRelay):
+        """The disk fills while the message is relayed (after the queue
+        recipient was claimed: a claim is a write, so none is made on a full
+        disk)."""
+
+        async def deliver(self, queue: str, messages: Any, ctx: Any) -> list[Any]:
+            out = await super().deliver(queue, messages, ctx)
+            fillers.append(fill(Path(svc.store.data_dir)))
+            return out
+
+    relay = FillingRelay()
 
     async def go() -> None:
         queue, runner = await harness(svc, relay)
         try:
             await queue.submit(submission(svc, "someone@remote.example"))
-            filler = fill(Path(svc.store.data_dir))
             try:
                 await runner.run_once()  # relayed; its "delivered" cannot be written
                 assert len(relay.calls) == 1
@@ -327,7 +339,8 @@ def test_relayed_mail_is_recorded_after_a_full_disk_and_never_relayed_twice(
                 await runner.run_once()
                 assert len(relay.calls) == 1  # kept in memory, not relayed again
             finally:
-                filler.unlink()
+                for filler in fillers:
+                    filler.unlink()
             await runner.run_once()
             assert svc.store.queue_list() == []
             assert len(relay.calls) == 1

@@ -268,6 +268,16 @@ SETTINGS: tuple[Setting, ...] = (
             "452 4.3.1 at RCPT below it (plus the declared SIZE)", _as(parse_size)),
     Setting("StorageFullRetry", "30", "seconds delivery waits before trying again after the "
             "data directory was full", _as(parse_int)),
+    # queue leases (issue 15): several processes on one data directory
+    Setting("QueueLeaseTime", "300", "seconds a delivery process holds the queue recipients it "
+            "claimed (renewed every third of it while it delivers); after a process dies its "
+            "recipients wait this long before another takes them. Long enough that a slow "
+            "SMTP session never loses its claim between renewals, short enough that mail of "
+            "a dead process is not held up long (5 minutes)", _as(parse_int)),
+    Setting("SMTPDestinationConcurrency", "20", "parallel SMTP connections per destination "
+            "(SMTP queue) when relaying: the queue's messages are split over up to this many "
+            "sessions, each sending its share in turn (Postfix's default destination "
+            "concurrency); 1 = one session at a time", _as(parse_int)),
     Setting("LoginCacheTime", "300", "seconds a verified password is remembered (as a keyed "
             "hash) so the next logins skip argon2; 0 = verify every login", _as(parse_int)),
     Setting("LoginFailureLimit", "5", "failed logins per (account, client IP) within "

@@ -2,7 +2,10 @@
 
 The CLI works on the store directly (it is another process than the
 server); the running server's delivery loop polls the database every
-second, so a flush or release takes effect at once.
+second, so a flush or release takes effect at once. "claimed by" names the
+delivery process (host:pid:random) holding a recipient and until when its
+lease runs (issue 15); "expired" means that process stopped renewing it
+(died): another takes the recipient on its next claim.
 """
 
 from __future__ import annotations
@@ -33,12 +36,13 @@ def queue_group() -> None:
 @queue_group.command("list")
 @data_option
 def list_() -> None:
-    """Waiting messages, one line per message and queue (held, deferred, queued)."""
+    """Waiting messages, one line per message and queue (held, deferred, queued),
+    with the delivery process that has claimed them and until when."""
     with services() as svc:
         policy = QueuePolicy.from_settings(svc.settings())
         messages = svc.store.queue_list()
-    table(["id", "from", "recipients", "queue", "state", "attempts", "last error"],
-          _rows(messages, policy), empty="the queue is empty")
+    table(["id", "from", "recipients", "queue", "state", "attempts", "claimed by",
+           "last error"], _rows(messages, policy), empty="the queue is empty")
 
 
 @queue_group.command("show")
@@ -62,9 +66,9 @@ def show(message_id: str) -> None:
         ("body", m.blob),
     ])
     line()
-    table(["recipient", "route", "state", "attempts", "last error"],
-          [(r.address, _route(r), _state(r, policy), r.attempts, r.last_error or None)
-           for r in m.recipients])
+    table(["recipient", "route", "state", "attempts", "claimed by", "last error"],
+          [(r.address, _route(r), _state(r, policy), r.attempts, _claim(r),
+            r.last_error or None) for r in m.recipients])
     history = [(r.address, _when(h.at), h.status, h.relay or None, h.reply)
                for r in m.recipients for h in r.history]
     if history:
@@ -112,13 +116,14 @@ def delete(message_id: str) -> None:
 def _rows(messages: Iterable[QueuedMessage], policy: QueuePolicy) -> list[tuple[object, ...]]:
     rows: list[tuple[object, ...]] = []
     for m in messages:
-        groups: dict[tuple[str, str], list[QueuedRecipient]] = {}
+        groups: dict[tuple[str, str, str | None], list[QueuedRecipient]] = {}
         for r in m.recipients:
-            groups.setdefault((queue_label(r.module, r.queue), _state(r, policy)), []).append(r)
-        for (label, state), rcpts in groups.items():
+            key = (queue_label(r.module, r.queue), _state(r, policy), _claim(r))
+            groups.setdefault(key, []).append(r)
+        for (label, state, claim), rcpts in groups.items():
             error = next((r.last_error for r in rcpts if r.last_error), None)
             rows.append((m.id, f"<{m.mail_from}>", sorted({r.address for r in rcpts}), label,
-                         state, max(r.attempts for r in rcpts), error))
+                         state, max(r.attempts for r in rcpts), claim, error))
     return rows
 
 
@@ -127,6 +132,13 @@ def _state(r: QueuedRecipient, policy: QueuePolicy) -> str:
     if state == "deferred" or (state == "queued" and r.next_attempt > time.time()):
         return f"{state} until {_when(r.next_attempt)}"
     return state
+
+
+def _claim(r: QueuedRecipient) -> str | None:
+    if r.owner is None:
+        return None
+    expired = " (expired)" if r.lease_until <= time.time() else ""
+    return f"{r.owner} until {_when(r.lease_until)}{expired}"
 
 
 def _route(r: QueuedRecipient) -> str:

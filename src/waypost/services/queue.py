@@ -26,7 +26,10 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import re
+import secrets
+import socket
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -53,6 +56,21 @@ log = logging.getLogger("waypost.queue")
 T = TypeVar("T")
 
 DAY = 86400.0
+
+
+DEFAULT_LEASE = 300.0  # QueueLeaseTime when there are no settings (tests)
+
+
+def claimant_id() -> str:
+    """This process's name on the queue recipients it claims: host and pid
+    for the administrator (``waypost queue``), plus a random part so a
+    reused pid (a restarted worker) is never mistaken for its predecessor."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def lease_time(settings: ServerSettings | None) -> float:
+    """QueueLeaseTime in seconds (at least one)."""
+    return max(1.0, float(settings.number("QueueLeaseTime"))) if settings else DEFAULT_LEASE
 
 
 def hold_patterns(text: str) -> tuple[str, ...]:

@@ -126,6 +126,10 @@ class QueuedRecipient:
     last_error: str
     released: bool  # one attempt requested even though its queue is held
     history: tuple[QueueAttempt, ...] = ()  # filled by queue_get only, oldest first
+    # the claim (see Store.queue_claim): the delivering process and until when
+    # its lease runs (epoch seconds); None/0.0 while nobody holds it
+    owner: str | None = None
+    lease_until: float = 0.0
 
     @property
     def pending(self) -> bool:
@@ -155,6 +159,11 @@ class RecipientUpdate:
     ``state`` None keeps the state (a held recipient rescheduled for its
     next check); ``attempted`` counts an attempt and clears ``released``;
     ``history`` is added to the recipient's history with the change.
+    Every applied update clears the recipient's claim (owner, lease).
+    ``owner`` set: applied only while that owner still holds the claim (its
+    lease may have run out, but nobody has claimed the recipient since), so
+    a worker whose claim was taken over cannot settle what another now
+    delivers; None applies regardless (administrator, DSN, tests).
     """
 
     key: int
@@ -163,6 +172,7 @@ class RecipientUpdate:
     next_attempt: float | None = None
     attempted: bool = True
     history: QueueAttempt | None = None
+    owner: str | None = None
 
 
 # -- SIP registrations -----------------------------------------------------------
@@ -320,6 +330,9 @@ class NewMailMessage:
     fallback_inbox: bool = False
     queue_keys: tuple[int, ...] = ()
     structure: str | None = None  # mime.ParsedMessage JSON of the stored bytes
+    # with queue_keys: the copy is stored only while this claimer still holds
+    # them (see RecipientUpdate.owner), in the transaction that settles them
+    queue_owner: str | None = None
 
     @property
     def size(self) -> int:
@@ -599,7 +612,27 @@ class Store(Protocol):
     def queue_due(
         self, now: float, limit: int, skip: Sequence[tuple[str, str]] = (),
     ) -> list[QueuedMessage]: ...
-    def queue_list(self) -> list[QueuedMessage]: ...  # pending recipients only
+    # Leases (several processes on one store deliver each recipient once).
+    # queue_claim picks what queue_due would, claims it for ``owner`` (owner
+    # and lease expiry ``now + lease`` written in the SAME write transaction
+    # that selects them: BEGIN IMMEDIATE on SQLite, SELECT .. FOR UPDATE SKIP
+    # LOCKED then UPDATE on PostgreSQL) and returns it. A recipient is
+    # claimable when nobody holds it or its lease ran out before ``now`` (the
+    # owner died). A route queue (module, queue) with a live claim by another
+    # owner is skipped whole, so one process delivers a group at a time.
+    # Recipients this owner already holds are not returned again.
+    def queue_claim(
+        self, owner: str, now: float, lease: float, limit: int,
+        skip: Sequence[tuple[str, str]] = (),
+    ) -> list[QueuedMessage]: ...
+    # Extend ``owner``'s lease on ``keys`` to ``until`` (a long delivery, well
+    # before expiry); returns the keys it still holds (the others were taken
+    # over or settled: their outcome is no longer this owner's to record).
+    def queue_renew(self, owner: str, keys: Sequence[int], until: float) -> set[int]: ...
+    # Give up ``owner``'s claims (a clean shutdown): claimable at once again.
+    # Returns how many recipients were released.
+    def queue_release(self, owner: str) -> int: ...
+    def queue_list(self) -> list[QueuedMessage]: ...  # pending recipients only (with claims)
     def queue_get(self, message_id: str) -> QueuedMessage: ...  # every recipient
     def queue_delete(self, message_id: str) -> None: ...
     # Make pending recipients due at ``now``; ``release`` also grants held ones

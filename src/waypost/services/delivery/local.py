@@ -116,11 +116,16 @@ class LocalDelivery:
         self.over_quota_lifetime = settings.number("OverQuotaLifetime")
         self.trust.update(settings)
 
-    async def deliver(self, account: str, messages: Sequence[QueuedMessage]) -> list[Outcome]:
+    async def deliver(
+        self, account: str, messages: Sequence[QueuedMessage], *, owner: str | None = None,
+    ) -> list[Outcome]:
         """Deliver the given recipients (all routed ``LOCAL(account)``).
 
         Delivered recipients are committed here, with their copies; the
         outcomes of the others (failed, deferred) are for the runner to apply.
+        ``owner``: the runner's claim on them (issue 15). A copy is stored
+        only while it still holds them, in the transaction that settles them,
+        so a runner whose lease ran out and was taken over stores nothing.
         """
         outcomes: list[Outcome] = []
         planned: Planned = []
@@ -140,16 +145,16 @@ class LocalDelivery:
                 parsed = await self.files(copies.with_structure, plan.copies)
                 planned.append((dataclasses.replace(message, recipients=plan.delivered), parsed))
         if planned:
-            outcomes += await self._store(account, planned)
+            outcomes += await self._store(account, planned, owner)
         return outcomes
 
-    async def _store(self, account: str, planned: Planned) -> list[Outcome]:
+    async def _store(self, account: str, planned: Planned, owner: str | None) -> list[Outcome]:
         if self.quotas is not None:
             planned, refused = await self.db(self._over_quota, planned)
             if not planned:
                 return refused
-            return refused + await self._stored(account, planned)
-        return await self._stored(account, planned)
+            return refused + await self._stored(account, planned, owner)
+        return await self._stored(account, planned, owner)
 
     def _over_quota(self, planned: Planned) -> tuple[Planned, list[Outcome]]:
         """(the messages whose copies fit their accounts' quotas, the outcomes
@@ -187,10 +192,12 @@ class LocalDelivery:
         except (NotFound, StoreError):
             return True
 
-    async def _stored(self, account: str, planned: Planned) -> list[Outcome]:
-        copies = [c for _, cs in planned for c in cs]
+    async def _stored(
+        self, account: str, planned: Planned, owner: str | None,
+    ) -> list[Outcome]:
+        copies = [dataclasses.replace(c, queue_owner=owner) for _, cs in planned for c in cs]
         now = time.time()  # the history row goes in with the copies (the runner logs the line)
-        settle = [RecipientUpdate(r.key, "delivered", error="",
+        settle = [RecipientUpdate(r.key, "delivered", error="", owner=owner,
                                   history=record(m, r, Outcome(r.key, *_DELIVERED)).attempt(now))
                   for m, _ in planned for r in m.recipients]
         try:
@@ -207,7 +214,7 @@ class LocalDelivery:
             if len(planned) > 1:  # find the one that fails; deliver the others
                 outcomes = []
                 for one in planned:
-                    outcomes += await self._stored(account, [one])
+                    outcomes += await self._stored(account, [one], owner)
                 return outcomes
             log.error("LOCAL(%s): cannot store %s: %s", account, planned[0][0].id, exc)
             return _all(planned[0][0], "deferred", 451, "4.3.0", f"local store error: {exc}")

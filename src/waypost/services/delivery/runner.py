@@ -29,6 +29,20 @@ and outcomes that could not be recorded are kept and recorded first, so a
 relayed message is not relayed again (``storage_full.py``).
 Forwarders, groups and aliases were expanded by the Router at RCPT time:
 queue rows hold final routes, so nothing is re-routed here.
+
+Several processes on one data directory (``serve --worker I/N``, issue 15)
+never deliver a recipient twice at once: a tick *claims* what is due
+(``Store.queue_claim``: owner = this runner's :func:`claimant_id`, lease =
+``QueueLeaseTime``), a route queue's recipients go to one process, a group
+renews its lease every third of it while it delivers, and every outcome is
+settled only while this runner still holds the claim (``RecipientUpdate.owner``),
+which also clears it. LOCAL stores a copy only while it holds the claim, in
+the transaction that settles it, so a takeover never stores twice. A process
+that dies leaves its claims to expire: then another takes them. For SMTP
+this cannot be exactly once: a process killed after the remote 250 and
+before its settle commits makes the message go out again once the lease
+has run out (Postfix has the same window); the receiver sees a duplicate,
+never a loss. A clean stop releases its claims at once.
 """
 
 from __future__ import annotations
@@ -57,7 +71,7 @@ from waypost.services.mailaccess.quota import Quotas
 from waypost.services.mailaccess.rights import MailboxAccess
 from waypost.services.mailstore import Mailstore
 from waypost.services.message import Recipient, Submission
-from waypost.services.queue import Queue, QueuePolicy, queue_label
+from waypost.services.queue import Queue, QueuePolicy, claimant_id, lease_time, queue_label
 from waypost.services.rules.delivery import DeliveryRules
 from waypost.services.rules.enqueue import Enqueuer
 from waypost.services.storage_full import SMTP_REPLY
@@ -79,6 +93,7 @@ GC_GRACE = 3600.0  # a blob untouched this long and named by no row is garbage
 FULL_GC_INTERVAL = 86400.0
 MAX_GROUPS = 32  # queues delivered at the same time
 SMTP_CHUNK = 20  # messages handed to the relay per call (bodies are in memory)
+DESTINATION_CONCURRENCY = 20  # SMTPDestinationConcurrency when there are no settings (tests)
 EXPIRED = "5.4.7"  # RFC 3463: delivery time expired
 FULL_RETRY = 30.0  # StorageFullRetry when there are no settings (tests)
 
@@ -121,6 +136,7 @@ class DeliveryRunner:
         self._last_full_gc = 0.0
         self._full_until = 0.0  # monotonic: no delivery before (the disk was full)
         self._unsettled: list[RecipientUpdate] = []  # outcomes a full disk kept from the queue
+        self.owner = claimant_id()  # on the recipients this runner claims
 
     # -- the loop ---------------------------------------------------------------
 
@@ -150,6 +166,10 @@ class DeliveryRunner:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            try:  # what was claimed and not settled is free for the others at once
+                await self.queue.db(self.store.queue_release, self.owner)
+            except Exception as exc:
+                log.warning("cannot release the queue claims of %s: %s", self.owner, exc)
             await self.queue.close()
 
     async def run_once(self) -> None:
@@ -174,8 +194,14 @@ class DeliveryRunner:
         if self._policy is not None and policy.hold != self._policy.hold:
             await self.queue.db(_unhold, self.store, self._policy, policy)
         self._policy = policy
-        due = await self.queue.db(self.store.queue_due, time.time(), self.batch,
-                                  sorted(self._busy))
+        try:  # a claim is a write: a full disk pauses delivery like a failed settle
+            due = await self.queue.db(self.store.queue_claim, self.owner, time.time(),
+                                      lease_time(self.queue.settings), self.batch,
+                                      sorted(self._busy))
+        except StorageFull as exc:
+            self._disk_full("claiming due mail", exc)
+            return
+        self.queue.full_notice.cleared()  # a write went through
         groups: dict[tuple[str, str], list[QueuedMessage]] = {}
         for message in due:
             parts: dict[tuple[str, str], list[QueuedRecipient]] = {}
@@ -195,10 +221,13 @@ class DeliveryRunner:
         self, key: tuple[str, str], messages: list[QueuedMessage], policy: QueuePolicy
     ) -> None:
         module, queue = key
+        renewer = asyncio.create_task(
+            self._renew([r.key for m in messages for r in m.recipients]),
+            name=f"renew {queue_label(*key)}")
         try:
             async with self._limit:
                 outcomes, parked = await self._deliver(module, queue, messages, policy)
-                await self._apply(messages, outcomes, parked, policy)
+                await self._apply(messages, outcomes, parked, policy, self.owner)
         except StorageFull as exc:  # nothing to record it in: retried after the pause
             self._disk_full(f"delivery to {queue_label(module, queue)}", exc)
         except Exception as exc:
@@ -207,14 +236,35 @@ class DeliveryRunner:
             try:  # back off, or the same recipients come round again every tick
                 await self.queue.settle([
                     RecipientUpdate(r.key, "deferred", error=f"internal error: {exc}",
-                                    next_attempt=now + policy.backoff(r.attempts + 1))
+                                    next_attempt=now + policy.backoff(r.attempts + 1),
+                                    owner=self.owner)
                     for m in messages for r in m.recipients
                 ])
             except Exception:
                 log.exception("cannot reschedule %s", queue_label(module, queue))
         finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
             self._busy.discard(key)
             self.queue.submitted.set()  # mail that came for this queue meanwhile is due
+
+    async def _renew(self, keys: list[int]) -> None:
+        """Keep a group's claim while it is delivered: every third of the
+        lease, so two renewals may fail (a busy database) before it runs out."""
+        while keys:
+            lease = lease_time(self.queue.settings)
+            await asyncio.sleep(lease / 3)
+            try:
+                held = await self.queue.db(self.store.queue_renew, self.owner, keys,
+                                           time.time() + lease)
+            except Exception as exc:
+                log.warning("cannot renew the queue claims of %s: %s", self.owner, exc)
+                continue
+            if len(held) < len(keys):  # settled meanwhile, or taken over after a stall
+                log.debug("%d of %d claimed recipient(s) no longer held",
+                          len(keys) - len(held), len(keys))
+            keys = [k for k in keys if k in held]
 
     # -- per module ---------------------------------------------------------------
 
@@ -224,7 +274,7 @@ class DeliveryRunner:
         """Outcomes to apply, and updates that just park recipients unattempted."""
         now = time.time()
         if module == "LOCAL":
-            return await self.local.deliver(queue, messages), []
+            return await self.local.deliver(queue, messages, owner=self.owner), []
         if module == "DISCARD":
             return _each(messages, "delivered", 250, "2.0.0", "discarded"), []
         if module == "BOUNCE":
@@ -272,8 +322,31 @@ class DeliveryRunner:
                             "queue", now + PARKED_RECHECK)
             return outcomes, parked
         ctx = await self._relay_context()
-        for start in range(0, len(ready), SMTP_CHUNK):
-            outcomes += await self._relay_chunk(queue, ready[start:start + SMTP_CHUNK], ctx)
+        # SMTPDestinationConcurrency (issue 15 point 7): the queue's messages
+        # split evenly over up to that many sessions at once (one relay call,
+        # one connection each), at most SMTP_CHUNK per session
+        settings = self.queue.settings
+        limit = max(1, int(settings.number("SMTPDestinationConcurrency")) if settings
+                    else DESTINATION_CONCURRENCY)
+        size = max(1, min(SMTP_CHUNK, -(-len(ready) // limit)))
+        sessions = asyncio.Semaphore(limit)
+
+        async def session(chunk: list[QueuedMessage]) -> list[Outcome]:
+            async with sessions:
+                return await self._relay_chunk(queue, chunk, ctx)
+
+        chunks = [ready[start:start + size] for start in range(0, len(ready), size)]
+        # every session runs to its end: one that fails must not lose what the
+        # others relayed (their outcomes are recorded, so nothing goes twice)
+        results = await asyncio.gather(*(session(c) for c in chunks), return_exceptions=True)
+        for chunk, result in zip(chunks, results, strict=True):
+            if isinstance(result, Exception):
+                log.error("relay session to SMTP(%s) failed: %r", queue, result)
+                outcomes += _each(chunk, "deferred", 451, "4.3.0", f"internal error: {result}")
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                outcomes += result
         return outcomes, parked
 
     async def _relay_chunk(
@@ -328,15 +401,20 @@ class DeliveryRunner:
         try:
             policy = await self.queue.refresh_policy()
             messages = []
+            now = time.time()
+            # not what another process is delivering right now (its live
+            # claim); unclaimed ones are taken without a claim of ours: a
+            # tick elsewhere may still race this turn (known, issue 15)
             for m in await self.queue.db(self.store.queue_list):
                 rcpts = tuple(r for r in m.recipients
-                              if r.module == "SMTP" and r.queue.lower() in wanted)
+                              if r.module == "SMTP" and r.queue.lower() in wanted
+                              and (r.owner in (None, self.owner) or r.lease_until <= now))
                 if rcpts:
                     messages.append(dataclasses.replace(m, recipients=rcpts))
             outbound, outcomes = await self._outbound(messages)
             outcomes += await self.relay.deliver_over(reader, writer, outbound, helo,
                                                       remote=remote)
-            await self._apply(messages, outcomes, [], policy)
+            await self._apply(messages, outcomes, [], policy, None)
             delivered = sum(1 for o in outcomes if o.status == "delivered")
             return delivered, len(outcomes)
         finally:
@@ -356,8 +434,10 @@ class DeliveryRunner:
 
     async def _apply(
         self, messages: list[QueuedMessage], outcomes: list[Outcome],
-        parked: list[RecipientUpdate], policy: QueuePolicy,
+        parked: list[RecipientUpdate], policy: QueuePolicy, owner: str | None,
     ) -> None:
+        """Settle ``outcomes`` (only while ``owner`` holds the recipients'
+        claim; None: unclaimed recipients, ATRN) and bounce the failures."""
         now = time.time()
         by_key = {o.key: o for o in outcomes}
         parked_keys = {u.key for u in parked}
@@ -396,6 +476,7 @@ class DeliveryRunner:
                         history=logged(m, r, o)))
             if failed:
                 failures.append((m, failed))
+        updates = [dataclasses.replace(u, owner=owner) for u in updates]
         try:
             await self.queue.settle(updates)
         except StorageFull as exc:  # kept, so what was relayed is not relayed again
@@ -403,14 +484,29 @@ class DeliveryRunner:
             self._disk_full("settling delivered mail", exc)
             return
         for m, failed in failures:
-            await self.bounce(m, failed)
+            await self.bounce(m, failed, owner=owner)
 
     async def bounce(
-        self, message: QueuedMessage, failed: Sequence[tuple[QueuedRecipient, Outcome]]
+        self, message: QueuedMessage, failed: Sequence[tuple[QueuedRecipient, Outcome]],
+        *, owner: str | None = None,
     ) -> None:
-        """Mark recipients failed and report them to the sender in one commit."""
+        """Mark recipients failed and report them to the sender in one commit
+        (the marks only while ``owner`` holds the claim, see :meth:`_apply`).
+
+        With an owner, the claim is renewed first and only the recipients
+        still held are reported: a runner that lost them (a stall longer
+        than the lease, then a takeover) must not send a second DSN for what
+        the new owner reports. The renewed lease covers the commit below.
+        """
+        if owner is not None:
+            still = await self.queue.db(self.store.queue_renew, owner, [r.key for r, _ in failed],
+                                        time.time() + lease_time(self.queue.settings))
+            failed = [(r, o) for r, o in failed if r.key in still]
+            if not failed:
+                return
         updates = [RecipientUpdate(r.key, "failed", error=describe(o),
-                                   history=logged(message, r, o)) for r, o in failed]
+                                   history=logged(message, r, o), owner=owner)
+                   for r, o in failed]
         report = [(r, o) for r, o in failed if _wants_failure_report(r.notify)]
         if not report:
             await self.queue.settle(updates)

@@ -359,6 +359,19 @@ MIGRATIONS: list[Migration] = [
         CREATE INDEX sip_bindings_expires ON sip_bindings (expires);
         """,
     ),
+    (
+        10,
+        "queue: leased claims, so several processes deliver each recipient once (issue 15)",
+        """
+        -- the process delivering the recipient (host:pid:random) and until when
+        -- its lease runs; NULL/0 while unclaimed. Settling clears both; a lease
+        -- that ran out (its owner died) makes the recipient claimable again.
+        ALTER TABLE queue_recipients ADD COLUMN owner TEXT;
+        ALTER TABLE queue_recipients ADD COLUMN lease_until REAL NOT NULL DEFAULT 0;
+        CREATE INDEX queue_recipients_owner ON queue_recipients (owner)
+            WHERE owner IS NOT NULL;
+        """,
+    ),
 ]
 
 

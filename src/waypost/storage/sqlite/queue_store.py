@@ -5,6 +5,12 @@ destination of each envelope recipient is one ``queue_recipients`` row with
 its own state, attempts and schedule, because one message may go to many
 targets that succeed and fail independently. A message row goes away in
 the transaction that makes its last recipient final.
+
+Claims (issue 15): ``owner``/``lease_until`` of a recipient row say which
+process delivers it and until when. :func:`claim` selects and marks in the
+caller's ``BEGIN IMMEDIATE`` transaction, so two processes never claim the
+same row; :func:`settle` with an owner applies only while that owner still
+holds the row, and clears the claim.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ _PENDING_SQL = "(" + ", ".join(f"'{state}'" for state in PENDING) + ")"
 _MSG_COLS = ("id, mail_from, params, client_ip, helo, auth_user, trusted, protocol, blob, size,"
              " created")
 _RCPT_COLS = ("id, message_id, address, module, queue, route_address, real_to, mailbox, notify,"
-              " orcpt, state, attempts, next_attempt, last_error, released")
+              " orcpt, state, attempts, next_attempt, last_error, released, owner, lease_until")
 
 
 def insert_messages(conn: sqlite3.Connection, messages: Sequence[NewQueueMessage]) -> None:
@@ -55,9 +61,12 @@ def settle(conn: sqlite3.Connection, updates: Sequence[RecipientUpdate]) -> None
         row = conn.execute(
             "UPDATE queue_recipients SET state = COALESCE(?, state),"
             " last_error = COALESCE(?, last_error), next_attempt = COALESCE(?, next_attempt),"
-            " attempts = attempts + ?, released = CASE WHEN ? THEN 0 ELSE released END"
-            f" WHERE id = ? AND state IN {_PENDING_SQL} RETURNING message_id",
-            (u.state, u.error, u.next_attempt, int(u.attempted), int(u.attempted), u.key),
+            " attempts = attempts + ?, released = CASE WHEN ? THEN 0 ELSE released END,"
+            " owner = NULL, lease_until = 0"
+            f" WHERE id = ? AND state IN {_PENDING_SQL} AND (? IS NULL OR owner = ?)"
+            " RETURNING message_id",
+            (u.state, u.error, u.next_attempt, int(u.attempted), int(u.attempted), u.key,
+             u.owner, u.owner),
         ).fetchone()
         if row is not None:
             touched.add(row[0])
@@ -73,15 +82,65 @@ def settle(conn: sqlite3.Connection, updates: Sequence[RecipientUpdate]) -> None
         )
 
 
-def pending_keys(conn: sqlite3.Connection, keys: Iterable[int]) -> set[int]:
+def pending_keys(
+    conn: sqlite3.Connection, keys: Iterable[int], owner: str | None = None
+) -> set[int]:
+    """The ``keys`` still pending (and, with ``owner``, still held by it)."""
     keys = list(keys)
     if not keys:
         return set()
     marks = ",".join("?" * len(keys))
-    return {k for (k,) in conn.execute(
-        f"SELECT id FROM queue_recipients WHERE id IN ({marks}) AND state IN {_PENDING_SQL}",
-        keys,
-    )}
+    sql = f"SELECT id FROM queue_recipients WHERE id IN ({marks}) AND state IN {_PENDING_SQL}"
+    if owner is not None:
+        return {k for (k,) in conn.execute(sql + " AND owner = ?", [*keys, owner])}
+    return {k for (k,) in conn.execute(sql, keys)}
+
+
+def claim(
+    conn: sqlite3.Connection, owner: str, now: float, lease: float, limit: int,
+    skip: Sequence[tuple[str, str]],
+) -> list[QueuedMessage]:
+    """Claim what is due for ``owner`` (inside a write transaction): rows
+    nobody holds or whose lease ran out, in route queues no other owner
+    holds a live claim in."""
+    held = conn.execute(
+        "SELECT DISTINCT module, queue FROM queue_recipients WHERE owner IS NOT NULL"
+        f" AND owner != ? AND lease_until > ? AND state IN {_PENDING_SQL}", (owner, now),
+    ).fetchall()
+    sql = (f"SELECT {_RCPT_COLS} FROM queue_recipients WHERE state IN {_PENDING_SQL}"
+           " AND next_attempt <= ? AND (owner IS NULL OR lease_until <= ?)")
+    args: list[Any] = [now, now]
+    for module, queue in {*skip, *held}:
+        sql += " AND NOT (module = ? AND queue = ?)"
+        args += [module, queue]
+    rows = conn.execute(sql + " ORDER BY next_attempt, id LIMIT ?", [*args, limit]).fetchall()
+    until = now + lease
+    recipients = [dataclasses.replace(_recipient(r), owner=owner, lease_until=until)
+                  for r in rows]
+    keys = [r.key for r in recipients]
+    for start in range(0, len(keys), 500):
+        chunk = keys[start:start + 500]
+        conn.execute(f"UPDATE queue_recipients SET owner = ?, lease_until = ? WHERE id IN"
+                     f" ({','.join('?' * len(chunk))})", [owner, until, *chunk])
+    return _messages(conn, recipients)
+
+
+def renew(conn: sqlite3.Connection, owner: str, keys: Sequence[int], until: float) -> set[int]:
+    held: set[int] = set()
+    keys = list(keys)
+    for start in range(0, len(keys), 500):
+        chunk = keys[start:start + 500]
+        held |= {k for (k,) in conn.execute(
+            f"UPDATE queue_recipients SET lease_until = ? WHERE owner = ? AND state IN"
+            f" {_PENDING_SQL} AND id IN ({','.join('?' * len(chunk))}) RETURNING id",
+            [until, owner, *chunk],
+        )}
+    return held
+
+
+def release(conn: sqlite3.Connection, owner: str) -> int:
+    return int(conn.execute("UPDATE queue_recipients SET owner = NULL, lease_until = 0"
+                            " WHERE owner = ?", (owner,)).rowcount)
 
 
 def due(
@@ -154,13 +213,13 @@ def blob_referenced(conn: sqlite3.Connection, key: str) -> bool:
 
 def _recipient(row: tuple[Any, ...]) -> QueuedRecipient:
     (key, message_id, address, module, queue, route_address, real_to, mailbox, notify, orcpt,
-     state, attempts, next_attempt, last_error, released) = row
+     state, attempts, next_attempt, last_error, released, owner, lease_until) = row
     return QueuedRecipient(
         key=key, message_id=message_id, address=address, module=module, queue=queue,
         route_address=route_address, real_to=real_to, mailbox=mailbox,
         notify=tuple(n for n in notify.split(",") if n), orcpt=orcpt, state=state,
         attempts=attempts, next_attempt=next_attempt, last_error=last_error,
-        released=bool(released),
+        released=bool(released), owner=owner, lease_until=lease_until,
     )
 
 

@@ -634,6 +634,22 @@ class SqliteStore(MailStoreMixin, FileStoreMixin, SipStoreMixin):
         with self._read() as conn:
             return queue_store.due(conn, now, limit, skip)
 
+    # Claims are not synced: one lost in a crash is simply unclaimed again.
+    def queue_claim(
+        self, owner: str, now: float, lease: float, limit: int,
+        skip: Sequence[tuple[str, str]] = (),
+    ) -> list[QueuedMessage]:
+        with self._txn(sync=False) as conn:
+            return queue_store.claim(conn, owner, now, lease, limit, skip)
+
+    def queue_renew(self, owner: str, keys: Sequence[int], until: float) -> set[int]:
+        with self._txn(sync=False) as conn:
+            return queue_store.renew(conn, owner, keys, until)
+
+    def queue_release(self, owner: str) -> int:
+        with self._txn(sync=False) as conn:
+            return queue_store.release(conn, owner)
+
     def queue_list(self) -> list[QueuedMessage]:
         with self._read() as conn:
             return queue_store.pending(conn)
