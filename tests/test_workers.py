@@ -38,7 +38,9 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
 
 DOMAIN = "main.dom"
 PASSWORD = "alice-pass-1"
-LEASE_WAIT = 120.0
+LEASE_TIME = 5
+"""QueueLeaseTime in the load test: a killed worker's claims expire after it."""
+LEASE_WAIT = 60.0
 """Seconds for leased work of a killed worker to be taken over (the lease time and more)."""
 
 
@@ -366,6 +368,7 @@ def _message_ids(server: WaypostServer) -> list[str]:
 def test_smtp_load_with_a_worker_killed_loses_and_doubles_nothing(tmp_path: Path) -> None:
     srv = WaypostServer(tmp_path / "var", workers=2, log_level="INFO").init()
     srv.cli("account", "add", "alice", "--password", PASSWORD)
+    srv.cli("settings", "set", "QueueLeaseTime", str(LEASE_TIME))  # the dead worker's claims
     srv.start()
     acked: list[str] = []
     lock = threading.Lock()
