@@ -19,6 +19,13 @@ Within the process a set of held names refuses a second session at once
 to a process that stalled longer than the lease is logged; the session goes
 on (RFC 1939 cannot take a maildrop back from a client).
 
+A full disk (:class:`StorageFull`: the store cannot write the lock) must
+not stop users reading their mail (issue 13: reading keeps working): the
+lock is then held in this process only, with a warning, and exclusivity
+across processes is lost until the disk has room again. Dropping or
+renewing a lock on a full disk is skipped the same way (an unrenewed lease
+simply expires).
+
 These methods block on the store: call them in a worker thread.
 """
 
@@ -33,7 +40,7 @@ import time
 from collections.abc import Callable
 
 from waypost.services.mailaccess.maildrop import MaildropLocks
-from waypost.storage.interface import Store
+from waypost.storage.interface import StorageFull, Store
 
 log = logging.getLogger("waypost.pop3")
 
@@ -72,6 +79,10 @@ class MaildropLeases(MaildropLocks):
         try:
             taken = self.store.shared_lock_take(self._name(key), self.holder,
                                                 now=self.wall(), ttl=self.lease)
+        except StorageFull:
+            log.warning("POP3 maildrop lock %s held in this process only: the disk is full",
+                        key)
+            taken = True
         finally:
             if not taken:
                 with self._mutex:
@@ -82,6 +93,8 @@ class MaildropLeases(MaildropLocks):
         key = account.lower()
         try:
             self.store.shared_lock_drop(self._name(key), self.holder)
+        except StorageFull:
+            pass  # its lease runs out by itself
         finally:
             with self._mutex:
                 self._held.discard(key)
@@ -96,8 +109,12 @@ class MaildropLeases(MaildropLocks):
         held = self.held()
         if not held:
             return []
-        lost = self.store.shared_lock_renew([self._name(k) for k in held], self.holder,
-                                            now=self.wall(), ttl=self.lease)
+        try:
+            lost = self.store.shared_lock_renew([self._name(k) for k in held], self.holder,
+                                                now=self.wall(), ttl=self.lease)
+        except StorageFull:
+            return []  # not renewed: tried again at the next renewal
+
         for name in lost:
             log.warning("POP3 maildrop lock %s lost: its lease ran out before renewal", name)
         return [name.removeprefix(PREFIX) for name in lost]
