@@ -135,6 +135,8 @@ class DeliveryRunner:
         self._last_gc = time.time()
         self._last_full_gc = 0.0
         self._full_until = 0.0  # monotonic: no delivery before (the disk was full)
+        self.collects_garbage = True
+        """Whether this runner removes unused message bodies (one per server)."""
         self._unsettled: list[RecipientUpdate] = []  # outcomes a full disk kept from the queue
         self.owner = claimant_id()  # on the recipients this runner claims
 
@@ -555,7 +557,7 @@ class DeliveryRunner:
 
     async def _collect_garbage(self) -> None:
         now = time.time()
-        if now - self._last_gc < GC_INTERVAL:
+        if not self.collects_garbage or now - self._last_gc < GC_INTERVAL:
             return
         full = now - self._last_full_gc >= FULL_GC_INTERVAL
         removed = await self.queue.files(self.store.blob_gc, GC_GRACE, full=full)
@@ -573,6 +575,8 @@ async def start_delivery(server: Any, relay: RelayService | None = None) -> None
     queue = Queue(server.services)
     await queue.refresh_policy()
     runner = DeliveryRunner(server.services, queue, relay=relay)
+    # Housekeeping runs once per server: in worker 0 of ``serve --workers N``.
+    runner.collects_garbage = getattr(server, "worker", 0) == 0
     server.queue = queue
     server.delivery = runner
     server.background.append(asyncio.create_task(runner.run(), name="waypost-delivery"))
