@@ -40,10 +40,16 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+EPHEMERAL_FIRST = 32768
+"""Linux's default first ephemeral port (``net.ipv4.ip_local_port_range``):
+every shifted port stays below it, so no client socket of another test
+(or of a peer) can take a listener's port between the check and the bind."""
+
+
 def free_offset() -> int:
     defaults = [int(settings_mod.lookup(name).default) for name in PORT_SETTINGS]
     for _ in range(200):
-        offset = random.randrange(20000, 50000)
+        offset = random.randrange(1024, EPHEMERAL_FIRST - max(defaults))
         if all(port_is_free(port + offset) for port in defaults):
             return offset
     raise RuntimeError("no free port offset found")
