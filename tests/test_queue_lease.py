@@ -2,7 +2,9 @@
 connections and runners on one data directory claim queue work instead of
 sharing it. Each "process" here is its own ``Services`` over its own SQLite
 connection to the same database, with its own Queue and DeliveryRunner
-(real components; only the relay is the suite's FakeRelay). The
+(real components; only the relay is the suite's FakeRelay). The ``two``
+fixture runs each test on SQLite and on PostgreSQL (``store_location``);
+the CLI test reads a data directory and stays on SQLite. The
 cross-process end-to-end test with ``kill -9`` is ``test_queue_lease_e2e.py``.
 """
 
@@ -20,7 +22,7 @@ import click
 import pytest
 from click.testing import CliRunner
 from tests.support.delivery import FakeRelay, dsns, harness, run
-from tests.support.services import body, open_world, submission
+from tests.support.services import body, open_at, open_world, submission
 
 from waypost.cli import queue as queue_cli
 from waypost.cli.common import data_option
@@ -34,8 +36,20 @@ ACCOUNTS = 10
 
 
 @pytest.fixture
-def two(tmp_path: Path) -> Iterator[tuple[Services, Services]]:
-    """Two store connections (two processes' worth) on one data directory."""
+def two(store_location: str) -> Iterator[tuple[Services, Services]]:
+    """Two store connections (two processes' worth) on one store, per backend."""
+    first = open_world(store_location)
+    second = open_at(store_location)
+    try:
+        yield first, second
+    finally:
+        second.store.close()
+        first.store.close()
+
+
+@pytest.fixture
+def two_sqlite(tmp_path: Path) -> Iterator[tuple[Services, Services]]:
+    """Two store connections on one data directory (for the CLI, which takes one)."""
     first = open_world(tmp_path / "data")
     second = open_services(tmp_path / "data")
     try:
@@ -227,9 +241,9 @@ for command in queue_cli.COMMANDS:
 
 
 def test_waypost_queue_shows_who_holds_a_claim_and_until_when(
-    two: tuple[Services, Services],
+    two_sqlite: tuple[Services, Services],
 ) -> None:
-    a, _ = two
+    a, _ = two_sqlite
     queued(a, submission(a, "y@friend.com", QueueID="Q1"),
            submission(a, "z@friend.com", QueueID="Q2"))
     now = time.time()

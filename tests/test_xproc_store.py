@@ -1,6 +1,7 @@
 """The store methods behind state shared by several processes (issue 15 point 3):
 login failures, named locks with a lease, WebUser sessions, shared secrets.
-Two store objects on one database stand for two processes."""
+Two store objects on one database stand for two processes; the ``two``
+fixture runs each test on SQLite and on PostgreSQL (``store_location``)."""
 
 from __future__ import annotations
 
@@ -8,22 +9,22 @@ from pathlib import Path
 
 import pytest
 
-from waypost.storage.interface import WebSessionRecord
-from waypost.storage.sqlite import SqliteStore
+from waypost.storage.interface import Store, WebSessionRecord
+from waypost.storage.open import open_store
 
 PAIR, IP, ACCT = "pair\0bob@main.dom\0" + "10.0.0.1", "ip\0" + "10.0.0.1", "account\0bob@main.dom"
 
 
 @pytest.fixture
-def two(tmp_path: Path):
-    a = SqliteStore(tmp_path)
-    b = SqliteStore(tmp_path)
+def two(store_location: str):
+    a = open_store(store_location, create=True)
+    b = open_store(store_location)
     yield a, b
     a.close()
     b.close()
 
 
-def fail(store: SqliteStore, now: float, reservation: int | None = None, limit: int = 3):
+def fail(store: Store, now: float, reservation: int | None = None, limit: int = 3):
     return store.login_failed(PAIR, IP, ACCT, now=now, since=now - 100, limit=limit,
                               lockout=50, reservation=reservation)
 
@@ -73,7 +74,8 @@ def test_old_failures_are_deleted(two) -> None:
     for t in range(10):
         fail(a, 1000 + t, limit=0)
     fail(a, 5000, limit=0)
-    rows = a.conn.execute("SELECT COUNT(*) FROM login_failures").fetchone()[0]
+    with a._read() as conn:  # the same SQL on both backends
+        rows = conn.execute("SELECT COUNT(*) FROM login_failures").fetchone()[0]
     assert rows == 3
 
 
