@@ -675,3 +675,23 @@ def test_concurrent_registers_of_one_account_never_act_on_the_same_old_state(
         t.join(timeout=60)
     assert sorted(counts) == list(range(8))
     assert len(populated.sip_bindings(now=2.0)) == 8
+
+
+def test_postgresql_commits_without_a_flush_only_what_sqlite_does(pg_url: str) -> None:
+    """``_txn(sync=False)`` commits with synchronous_commit off; every other
+    change, and a sync=False change inside a transaction() (which joins its
+    durable commit), keeps it on."""
+    with open_store(pg_url, create=True) as s:
+        assert isinstance(s, PostgresStore)
+
+        def setting(sync: bool) -> str:
+            with s._txn(sync=sync) as conn:
+                row = conn.execute("SHOW synchronous_commit").fetchone()
+            assert row is not None
+            return str(row[0])
+
+        assert setting(False) == "off"
+        assert setting(True) == "on"
+        assert setting(True) == "on"  # SET LOCAL ended with its transaction
+        with s.transaction():
+            assert setting(False) == "on"

@@ -5,7 +5,12 @@ worker threads), so this uses psycopg's sync API over a connection pool;
 every query is parameterised (identifiers are never built from input);
 every mutating method runs in one transaction that is committed before it
 returns, with ``synchronous_commit = on`` (acknowledged means durable, also
-when the server's default says otherwise). A :meth:`transaction` pins one
+when the server's default says otherwise), except what the SQLite store
+commits without a flush (``_txn(sync=False)``: queue claims, shared login and
+lock state, claims of the Recent flag, mailbox copies that settle their queue
+recipients), which commits with ``SET LOCAL synchronous_commit = off``: a
+crash of the database server may forget it, and each of those says why
+that is safe. A :meth:`transaction` pins one
 pooled connection to the calling thread, and every change made by that
 thread inside it joins the same database transaction (nesting joins the
 outer one, as in SQLite). Directory, settings and Router changes bump
@@ -22,7 +27,8 @@ Served so far: the Directory part of the contract (settings, Router
 table, domains, domain aliases, objects, ``version``, ``transaction``), the
 INBOX every new account gets, message bodies (``blobs.py``), the queue
 (``queue_store.py``), the mail store (``mail_store.py``) and SIP bindings
-(``sip_store.py``) and File Storage (``files.py``): the whole contract
+(``sip_store.py``), File Storage (``files.py``), queue claims with a lease
+and the state shared by processes (``shared_state.py``): the whole contract
 (``open_store`` returns it as a ``Store``, so mypy checks that).
 """
 
