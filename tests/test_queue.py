@@ -1,8 +1,11 @@
 """The durable queue: group commit, per-target queues, hold/release, retry, expiry, DSNs.
 
-Real SQLite and real blob files in tmp_path. The end-to-end kill -9 test
-over a server process lives elsewhere; here durability is shown at the
-unit level (what is on disk when ``submit`` returns).
+Real stores: SQLite with real blob files in tmp_path, and a fresh
+PostgreSQL database (the ``svc`` fixture below runs each test on both;
+tests that look at SQLite's own files or group commit stay on SQLite).
+The end-to-end kill -9 test over a server process lives elsewhere; here
+durability is shown at the unit level (what is on disk when ``submit``
+returns).
 """
 
 from __future__ import annotations
@@ -11,11 +14,13 @@ import asyncio
 import email
 import logging
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.support.delivery import FakeRelay, dsns, harness, pending_dsns_and_inbox, run
-from tests.support.services import body, routed, submission
+from tests.support.services import body, open_world, routed, submission
 
 from waypost.services.container import Services
 from waypost.services.message import Submission
@@ -28,6 +33,31 @@ from waypost.services.queue import (
 )
 from waypost.storage.interface import NotFound
 from waypost.storage.sqlite import SqliteStore
+
+# Tests that read SQLite's own files, connection or group-commit counter.
+SQLITE_ONLY = {
+    "test_submit_returns_the_queue_id_after_body_and_envelope_are_on_disk",
+    "test_concurrent_submissions_share_commits",
+    "test_blobs_of_finished_messages_are_collected",
+}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Each test on both backends, but the SQLite-only ones."""
+    if "backend" in metafunc.fixturenames:
+        sqlite_only = metafunc.function.__name__ in SQLITE_ONLY
+        metafunc.parametrize("backend", ["sqlite"] if sqlite_only else ["sqlite", "postgresql"])
+
+
+@pytest.fixture
+def svc(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Services]:
+    """The world of tests.support.services on the test's backend."""
+    location = (str(request.getfixturevalue("pg_url")) if backend == "postgresql"
+                else str(tmp_path / "var"))
+    services = open_world(location)
+    yield services
+    services.close()
+
 
 # -- durability ------------------------------------------------------------------
 

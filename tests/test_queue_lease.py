@@ -2,7 +2,9 @@
 connections and runners on one data directory claim queue work instead of
 sharing it. Each "process" here is its own ``Services`` over its own SQLite
 connection to the same database, with its own Queue and DeliveryRunner
-(real components; only the relay is the suite's FakeRelay). The
+(real components; only the relay is the suite's FakeRelay). The ``two``
+fixture runs each test on SQLite and on PostgreSQL (``store_location``);
+the CLI test reads a data directory and stays on SQLite. The
 cross-process end-to-end test with ``kill -9`` is ``test_queue_lease_e2e.py``.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +23,7 @@ import click
 import pytest
 from click.testing import CliRunner
 from tests.support.delivery import FakeRelay, dsns, harness, run
-from tests.support.services import body, open_world, submission
+from tests.support.services import body, open_at, open_world, submission
 
 from waypost.cli import queue as queue_cli
 from waypost.cli.common import data_option
@@ -34,8 +37,20 @@ ACCOUNTS = 10
 
 
 @pytest.fixture
-def two(tmp_path: Path) -> Iterator[tuple[Services, Services]]:
-    """Two store connections (two processes' worth) on one data directory."""
+def two(store_location: str) -> Iterator[tuple[Services, Services]]:
+    """Two store connections (two processes' worth) on one store, per backend."""
+    first = open_world(store_location)
+    second = open_at(store_location)
+    try:
+        yield first, second
+    finally:
+        second.store.close()
+        first.store.close()
+
+
+@pytest.fixture
+def two_sqlite(tmp_path: Path) -> Iterator[tuple[Services, Services]]:
+    """Two store connections on one data directory (for the CLI, which takes one)."""
     first = open_world(tmp_path / "data")
     second = open_services(tmp_path / "data")
     try:
@@ -227,9 +242,9 @@ for command in queue_cli.COMMANDS:
 
 
 def test_waypost_queue_shows_who_holds_a_claim_and_until_when(
-    two: tuple[Services, Services],
+    two_sqlite: tuple[Services, Services],
 ) -> None:
-    a, _ = two
+    a, _ = two_sqlite
     queued(a, submission(a, "y@friend.com", QueueID="Q1"),
            submission(a, "z@friend.com", QueueID="Q2"))
     now = time.time()
@@ -295,3 +310,58 @@ def test_a_runner_that_stops_releases_its_claims(two: tuple[Services, Services])
     (r,) = [r for m in a.store.queue_list() for r in m.recipients]
     assert r.owner is None and r.state == "queued"
     assert keys(b.store.queue_claim("B", time.time(), 60, 100)) == [r.key]
+
+
+def test_two_postgresql_stores_claim_200_recipients_concurrently_each_once(
+    pg_url: str,
+) -> None:
+    """Two store objects (two nodes) on one PostgreSQL database, two threads
+    each, claim 200 due recipients in small batches at once: every recipient
+    is claimed by exactly one owner (SELECT ... FOR UPDATE SKIP LOCKED and the
+    claim lock), and every one is claimed. Each recipient has its own route
+    queue, so the held-queue rule does not make the claimers take turns."""
+    from waypost.storage.interface import NewQueueMessage, NewQueueRecipient, Store
+    from waypost.storage.open import open_store
+
+    stores: list[Store] = [open_store(pg_url, create=True)]
+    stores.append(open_store(pg_url))
+    try:
+        blob = stores[0].blob_put(b"Subject: x\r\n\r\nbody\r\n")
+        now = time.time()
+        stores[0].queue_commit(add=[
+            NewQueueMessage(f"C{n}", "bob@remote.example", blob, 20, now - 1,
+                            (NewQueueRecipient(f"u{n}@friend.com", "SMTP", f"q{n}"),))
+            for n in range(200)
+        ])
+        claimed: dict[str, list[int]] = {}
+        errors: list[BaseException] = []
+        start = threading.Barrier(4)
+
+        def claimer(store: Store, owner: str) -> None:
+            got = claimed.setdefault(owner, [])
+            try:
+                start.wait(timeout=20)
+                for _ in range(200):  # bounded: 200 rounds of 7 cover 200 alone
+                    batch = keys(store.queue_claim(owner, time.time(), 600, 7))
+                    if not batch:
+                        return
+                    got += batch
+            except BaseException as exc:  # reported below, not lost in the thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=claimer, args=(stores[i % 2], f"node{i % 2}:t{i}"))
+                   for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not any(t.is_alive() for t in threads), "a claimer hung"
+        assert errors == []
+        every = [k for got in claimed.values() for k in got]
+        assert len(every) == 200 and len(set(every)) == 200  # each recipient claimed once
+        assert sum(1 for got in claimed.values() if got) >= 2, "no race was tried"
+        owners = {r.key: r.owner for m in stores[1].queue_list() for r in m.recipients}
+        assert all(owners[k] == owner for owner, got in claimed.items() for k in got)
+    finally:
+        for store in stores:
+            store.close()

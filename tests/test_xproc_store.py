@@ -1,29 +1,31 @@
 """The store methods behind state shared by several processes (issue 15 point 3):
 login failures, named locks with a lease, WebUser sessions, shared secrets.
-Two store objects on one database stand for two processes."""
+Two store objects on one database stand for two processes; the ``two``
+fixture runs each test on SQLite and on PostgreSQL (``store_location``)."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pytest
 
-from waypost.storage.interface import WebSessionRecord
-from waypost.storage.sqlite import SqliteStore
+from waypost.storage.interface import Store, WebSessionRecord
+from waypost.storage.open import open_store
 
 PAIR, IP, ACCT = "pair\0bob@main.dom\0" + "10.0.0.1", "ip\0" + "10.0.0.1", "account\0bob@main.dom"
 
 
 @pytest.fixture
-def two(tmp_path: Path):
-    a = SqliteStore(tmp_path)
-    b = SqliteStore(tmp_path)
+def two(store_location: str):
+    a = open_store(store_location, create=True)
+    b = open_store(store_location)
     yield a, b
     a.close()
     b.close()
 
 
-def fail(store: SqliteStore, now: float, reservation: int | None = None, limit: int = 3):
+def fail(store: Store, now: float, reservation: int | None = None, limit: int = 3):
     return store.login_failed(PAIR, IP, ACCT, now=now, since=now - 100, limit=limit,
                               lockout=50, reservation=reservation)
 
@@ -73,7 +75,8 @@ def test_old_failures_are_deleted(two) -> None:
     for t in range(10):
         fail(a, 1000 + t, limit=0)
     fail(a, 5000, limit=0)
-    rows = a.conn.execute("SELECT COUNT(*) FROM login_failures").fetchone()[0]
+    with a._read() as conn:  # the same SQL on both backends
+        rows = conn.execute("SELECT COUNT(*) FROM login_failures").fetchone()[0]
     assert rows == 3
 
 
@@ -162,3 +165,44 @@ def test_first_sealing_key_is_one_key_when_processes_race(tmp_path: Path) -> Non
     outs = [p.communicate(timeout=60)[0].strip() for p in procs]
     assert outs == ["pw"] * 6  # every seal opens with the key that stayed
     assert sorted(p.name for p in (tmp_path / "keys").iterdir()) == ["sealing.key"]
+
+
+def _race(calls: list) -> list:
+    """Run the calls in threads started together; their results in order."""
+    import threading
+
+    results: list = [None] * len(calls)
+    start = threading.Barrier(len(calls))
+
+    def run(i: int) -> None:
+        start.wait(timeout=20)
+        try:
+            results[i] = calls[i]()
+        except BaseException as exc:  # reported by the assertions, not lost
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads), "a call hung"
+    return results
+
+
+def test_concurrent_takes_and_reservations_respect_their_limits(two) -> None:
+    """Eight writers on two stores at once: one takes a free lock, and no
+    more reservations than the limit are granted (the check-and-change is
+    atomic: an advisory lock on the pair and INSERT ... ON CONFLICT on
+    PostgreSQL, BEGIN IMMEDIATE on SQLite)."""
+    for round_ in range(3):
+        name = f"maildrop-{round_}"
+        took = _race([partial(two[i % 2].shared_lock_take, name, f"H{i}", now=1000, ttl=60)
+                      for i in range(8)])
+        assert took.count(True) == 1 and took.count(False) == 7, took
+        pair = f"{PAIR}-{round_}"
+        got = _race([partial(two[i % 2].login_reserve, pair, since=900, now=1000, limit=3,
+                             extra=0, ttl=60)
+                     for i in range(8)])
+        assert not [g for g in got if isinstance(g, BaseException)], got
+        assert len([g for g in got if g is not None]) == 3, got

@@ -1,4 +1,5 @@
-"""A real Services container over a fresh SQLite store, populated with the
+"""A real Services container over a fresh store (a SQLite data directory or
+a PostgreSQL URL: ``store_location`` in tests/conftest.py), populated with the
 small world the queue, delivery, mailstore, rules and CLI-queue tests share.
 
 The world: main domain ``main.dom`` with accounts alice and dd-customer;
@@ -14,13 +15,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from waypost.services.container import Services, open_services
+from waypost.services.container import Services
 from waypost.services.message import Recipient, Submission
+from waypost.storage.open import open_store
 
 
-def open_world(data: Path) -> Services:
+def open_at(location: Path | str, *, create: bool = False) -> Services:
+    """Services over the store at ``location``: a data directory or a
+    PostgreSQL URL (``open_services`` takes a directory only)."""
+    return Services(open_store(location, create=create))
+
+
+def open_world(data: Path | str) -> Services:
     """The shared world in ``data`` (created); the caller closes it."""
-    services = open_services(data, create=True)
+    services = open_at(data, create=True)
     d = services.directory
     d.init_server("main.dom")
     d.create_account("alice")

@@ -465,7 +465,7 @@ def store_messages(
 ) -> list[int | None]:
     uids: list[int | None] = []
     for m in messages:
-        if m.queue_keys and not pending_keys(conn, m.queue_keys):
+        if m.queue_keys and not pending_keys(conn, m.queue_keys, m.queue_owner):
             uids.append(None)  # delivered already, or deleted from the queue
             continue
         owner = account_id(conn, m.domain, m.account)

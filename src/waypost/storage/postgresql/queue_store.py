@@ -7,6 +7,16 @@ destination of each envelope recipient is one ``queue_recipients`` row with
 its own state, attempts and schedule, because one message may go to many
 targets that succeed and fail independently. A message row goes away in
 the transaction that makes its last recipient final.
+
+Claims (issue 15): ``owner``/``lease_until`` of a recipient row say which
+process delivers it and until when. :func:`claim` takes a transaction-level
+advisory lock (:data:`_CLAIM_LOCK`), so claims on every node run one at a
+time and the "route queue held by another owner" check cannot race, and
+selects its rows with ``SELECT ... FOR UPDATE SKIP LOCKED``, so a row that
+a concurrent settle or renew is changing is left for the next round instead
+of waited on: two nodes never claim the same recipient. :func:`settle` with
+an owner applies only while that owner still holds the row, and clears the
+claim.
 """
 
 from __future__ import annotations
@@ -36,7 +46,9 @@ _PENDING_SQL = "(" + ", ".join(f"'{state}'" for state in PENDING) + ")"
 _MSG_COLS = ("id, mail_from, params, client_ip, helo, auth_user, trusted, protocol, blob, size,"
              " created")
 _RCPT_COLS = ("id, message_id, address, module, queue, route_address, real_to, mailbox, notify,"
-              " orcpt, state, attempts, next_attempt, last_error, released")
+              " orcpt, state, attempts, next_attempt, last_error, released, owner, lease_until")
+# pg_advisory_xact_lock key ("wqcl"): serialises queue claims across all nodes
+_CLAIM_LOCK = 0x7771636C
 
 
 def insert_messages(conn: psycopg.Connection, messages: Sequence[NewQueueMessage]) -> None:
@@ -63,9 +75,12 @@ def settle(conn: psycopg.Connection, updates: Sequence[RecipientUpdate]) -> None
         row = conn.execute(
             "UPDATE queue_recipients SET state = COALESCE(%s, state),"
             " last_error = COALESCE(%s, last_error), next_attempt = COALESCE(%s, next_attempt),"
-            " attempts = attempts + %s, released = CASE WHEN %s THEN 0 ELSE released END"
-            f" WHERE id = %s AND state IN {_PENDING_SQL} RETURNING message_id",
-            (u.state, u.error, u.next_attempt, int(u.attempted), u.attempted, u.key),
+            " attempts = attempts + %s, released = CASE WHEN %s THEN 0 ELSE released END,"
+            " owner = NULL, lease_until = 0"
+            f" WHERE id = %s AND state IN {_PENDING_SQL}"
+            " AND (%s::text IS NULL OR owner = %s) RETURNING message_id",
+            (u.state, u.error, u.next_attempt, int(u.attempted), u.attempted, u.key,
+             u.owner, u.owner),
         ).fetchone()
         if row is not None:
             touched.add(row[0])
@@ -82,14 +97,63 @@ def settle(conn: psycopg.Connection, updates: Sequence[RecipientUpdate]) -> None
         )
 
 
-def pending_keys(conn: psycopg.Connection, keys: Iterable[int]) -> set[int]:
+def pending_keys(
+    conn: psycopg.Connection, keys: Iterable[int], owner: str | None = None
+) -> set[int]:
+    """The ``keys`` still pending (and, with ``owner``, still held by it)."""
     keys = list(keys)
     if not keys:
         return set()
     return {k for (k,) in conn.execute(
-        f"SELECT id FROM queue_recipients WHERE id = ANY(%s) AND state IN {_PENDING_SQL}",
-        (keys,),
+        f"SELECT id FROM queue_recipients WHERE id = ANY(%s) AND state IN {_PENDING_SQL}"
+        " AND (%s::text IS NULL OR owner = %s)",
+        (keys, owner, owner),
     ).fetchall()}
+
+
+def claim(
+    conn: psycopg.Connection, owner: str, now: float, lease: float, limit: int,
+    skip: Sequence[tuple[str, str]],
+) -> list[QueuedMessage]:
+    """Claim what is due for ``owner`` (inside a write transaction): rows
+    nobody holds or whose lease ran out, in route queues no other owner
+    holds a live claim in."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CLAIM_LOCK,))
+    held = conn.execute(
+        "SELECT DISTINCT module, queue FROM queue_recipients WHERE owner IS NOT NULL"
+        f" AND owner <> %s AND lease_until > %s AND state IN {_PENDING_SQL}", (owner, now),
+    ).fetchall()
+    sql = (f"SELECT {_RCPT_COLS} FROM queue_recipients WHERE state IN {_PENDING_SQL}"
+           " AND next_attempt <= %s AND (owner IS NULL OR lease_until <= %s)")
+    args: list[Any] = [now, now]
+    for module, queue in {*skip, *(tuple(h) for h in held)}:
+        sql += " AND NOT (module = %s AND queue = %s)"
+        args += [module, queue]
+    rows = conn.execute(sql + " ORDER BY next_attempt, id LIMIT %s FOR UPDATE SKIP LOCKED",
+                        [*args, limit]).fetchall()
+    until = now + lease
+    recipients = [dataclasses.replace(_recipient(r), owner=owner, lease_until=until)
+                  for r in rows]
+    keys = [r.key for r in recipients]
+    if keys:
+        conn.execute("UPDATE queue_recipients SET owner = %s, lease_until = %s"
+                     " WHERE id = ANY(%s)", (owner, until, keys))
+    return _messages(conn, recipients)
+
+
+def renew(conn: psycopg.Connection, owner: str, keys: Sequence[int], until: float) -> set[int]:
+    keys = list(keys)
+    if not keys:
+        return set()
+    return {k for (k,) in conn.execute(
+        f"UPDATE queue_recipients SET lease_until = %s WHERE owner = %s AND state IN"
+        f" {_PENDING_SQL} AND id = ANY(%s) RETURNING id", (until, owner, keys),
+    ).fetchall()}
+
+
+def release(conn: psycopg.Connection, owner: str) -> int:
+    return int(conn.execute("UPDATE queue_recipients SET owner = NULL, lease_until = 0"
+                            " WHERE owner = %s", (owner,)).rowcount)
 
 
 def due(

@@ -5,7 +5,12 @@ worker threads), so this uses psycopg's sync API over a connection pool;
 every query is parameterised (identifiers are never built from input);
 every mutating method runs in one transaction that is committed before it
 returns, with ``synchronous_commit = on`` (acknowledged means durable, also
-when the server's default says otherwise). A :meth:`transaction` pins one
+when the server's default says otherwise), except what the SQLite store
+commits without a flush (``_txn(sync=False)``: queue claims, shared login and
+lock state, claims of the Recent flag, mailbox copies that settle their queue
+recipients), which commits with ``SET LOCAL synchronous_commit = off``: a
+crash of the database server may forget it, and each of those says why
+that is safe. A :meth:`transaction` pins one
 pooled connection to the calling thread, and every change made by that
 thread inside it joins the same database transaction (nesting joins the
 outer one, as in SQLite). Directory, settings and Router changes bump
@@ -22,7 +27,8 @@ Served so far: the Directory part of the contract (settings, Router
 table, domains, domain aliases, objects, ``version``, ``transaction``), the
 INBOX every new account gets, message bodies (``blobs.py``), the queue
 (``queue_store.py``), the mail store (``mail_store.py``) and SIP bindings
-(``sip_store.py``) and File Storage (``files.py``): the whole contract
+(``sip_store.py``), File Storage (``files.py``), queue claims with a lease
+and the state shared by processes (``shared_state.py``): the whole contract
 (``open_store`` returns it as a ``Store``, so mypy checks that).
 """
 
@@ -59,6 +65,7 @@ from waypost.storage.postgresql import blobs, mail_store, queue_store, sip_store
 from waypost.storage.postgresql.files import FileStoreMixin
 from waypost.storage.postgresql.mail_store import MailStoreMixin
 from waypost.storage.postgresql.migrations import migrate
+from waypost.storage.postgresql.shared_state import SharedStateMixin
 
 # The row -> record conversions are the SQLite store's (same columns, same
 # JSON): one place for them; only the SQL differs between the backends.
@@ -78,7 +85,7 @@ def _configure(conn: psycopg.Connection) -> None:
     conn.commit()
 
 
-class PostgresStore(MailStoreMixin, FileStoreMixin):
+class PostgresStore(MailStoreMixin, FileStoreMixin, SharedStateMixin):
     """:class:`waypost.storage.interface.Store` over a PostgreSQL database."""
 
     def __init__(self, url: str, data_dir: Path | None = None,
@@ -138,10 +145,13 @@ class PostgresStore(MailStoreMixin, FileStoreMixin):
         self.close()
 
     @contextmanager
-    def _change(self, *, counted: bool) -> Iterator[psycopg.Connection]:
+    def _change(self, *, counted: bool, sync: bool = True) -> Iterator[psycopg.Connection]:
         """One committed change; joins this thread's open :meth:`transaction`.
 
-        ``counted`` changes bump the counter :meth:`version` reports.
+        ``counted`` changes bump the counter :meth:`version` reports. A
+        change made with ``sync=False`` on its own commits without waiting
+        for the WAL flush (``SET LOCAL synchronous_commit = off``); inside a
+        :meth:`transaction` it joins that one and its durable commit.
         """
         outer = getattr(self._local, "conn", None)
         if outer is not None:
@@ -155,6 +165,8 @@ class PostgresStore(MailStoreMixin, FileStoreMixin):
             return
         try:
             with self.pool.connection() as conn, conn.transaction():
+                if not sync:
+                    conn.execute("SET LOCAL synchronous_commit = off")
                 yield conn
                 if counted:
                     conn.execute("UPDATE meta SET change_counter = change_counter + 1")
@@ -205,8 +217,9 @@ class PostgresStore(MailStoreMixin, FileStoreMixin):
 
     def _txn(self, *, sync: bool = True) -> AbstractContextManager[psycopg.Connection]:
         """One committed change of mail data, not counted by :meth:`version`.
-        ``sync`` is SQLite's group-commit hint: every commit here is durable."""
-        return self._change(counted=False)
+        ``sync=False`` (what SQLite commits without a flush): a commit that
+        does not wait for the WAL flush, for state a crash may forget."""
+        return self._change(counted=False, sync=sync)
 
     def _write(self) -> AbstractContextManager[psycopg.Connection]:
         """One committed change of the Directory, settings or Router table."""
@@ -478,6 +491,22 @@ class PostgresStore(MailStoreMixin, FileStoreMixin):
 
     def queue_commits(self) -> int:
         return self._queue_commits
+
+    # Claims are not synced: one lost in a crash is simply unclaimed again.
+    def queue_claim(
+        self, owner: str, now: float, lease: float, limit: int,
+        skip: Sequence[tuple[str, str]] = (),
+    ) -> list[QueuedMessage]:
+        with self._txn(sync=False) as conn:
+            return queue_store.claim(conn, owner, now, lease, limit, skip)
+
+    def queue_renew(self, owner: str, keys: Sequence[int], until: float) -> set[int]:
+        with self._txn(sync=False) as conn:
+            return queue_store.renew(conn, owner, keys, until)
+
+    def queue_release(self, owner: str) -> int:
+        with self._txn(sync=False) as conn:
+            return queue_store.release(conn, owner)
 
     def queue_due(
         self, now: float, limit: int, skip: Sequence[tuple[str, str]] = (),
