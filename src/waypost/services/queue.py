@@ -26,16 +26,14 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
 import re
-import secrets
-import socket
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from waypost.services import holders
 from waypost.services.container import Services
 from waypost.services.message import Submission, new_message_id
 from waypost.services.router.route import Route
@@ -62,10 +60,8 @@ DEFAULT_LEASE = 300.0  # QueueLeaseTime when there are no settings (tests)
 
 
 def claimant_id() -> str:
-    """This process's name on the queue recipients it claims: host and pid
-    for the administrator (``waypost queue``), plus a random part so a
-    reused pid (a restarted worker) is never mistaken for its predecessor."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    """This process's name on the queue recipients it claims (``holders.py``)."""
+    return holders.holder_id()
 
 
 def lease_time(settings: ServerSettings | None) -> float:

@@ -32,13 +32,11 @@ These methods block on the store: call them in a worker thread.
 from __future__ import annotations
 
 import logging
-import os
-import secrets
-import socket
 import threading
 import time
 from collections.abc import Callable
 
+from waypost.services import holders
 from waypost.services.mailaccess.maildrop import MaildropLocks
 from waypost.storage.interface import StorageFull, Store
 
@@ -49,8 +47,8 @@ PREFIX = "pop3:"
 
 
 def process_holder() -> str:
-    """This process's name as a lock holder: unique across processes and nodes."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    """This process's name as a lock holder (``holders.py``)."""
+    return holders.holder_id()
 
 
 class MaildropLeases(MaildropLocks):

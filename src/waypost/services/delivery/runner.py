@@ -56,6 +56,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from waypost.services import holders
 from waypost.services.container import Services
 from waypost.services.delivery.deliverylog import logged
 from waypost.services.delivery.dsn import DSNRecipient, build_dsn
@@ -145,6 +146,10 @@ class DeliveryRunner:
     async def run(self) -> None:
         first = True
         try:
+            try:
+                await self.queue.db(self.release_orphans)
+            except Exception as exc:  # their leases run out by themselves
+                log.warning("cannot free the claims of stopped processes: %s", exc)
             while True:
                 self.queue.submitted.clear()
                 try:
@@ -173,6 +178,20 @@ class DeliveryRunner:
             except Exception as exc:
                 log.warning("cannot release the queue claims of %s: %s", self.owner, exc)
             await self.queue.close()
+
+    def release_orphans(self) -> int:
+        """Free at once the claims of processes of this host that no longer run
+        (a ``kill -9`` and restart, a restarted worker) instead of waiting
+        out their lease (``holders.gone``); blocking. Returns how many
+        recipients were freed."""
+        owners = {r.owner for m in self.store.queue_list() for r in m.recipients if r.owner}
+        freed = 0
+        for owner in sorted(owners):
+            if holders.gone(owner, frozenset({self.owner})):
+                count = self.store.queue_release(owner)
+                log.info("freed %d queue claims of %s, which no longer runs", count, owner)
+                freed += count
+        return freed
 
     async def run_once(self) -> None:
         """One tick and every delivery it started (for tests)."""
