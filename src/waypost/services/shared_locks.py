@@ -75,8 +75,7 @@ class MaildropLeases(MaildropLocks):
             self._held.add(key)  # claimed here first: a second session waits on nothing
         taken = False
         try:
-            taken = self.store.shared_lock_take(self._name(key), self.holder,
-                                                now=self.wall(), ttl=self.lease)
+            taken = self._take(self._name(key))
         except StorageFull:
             log.warning("POP3 maildrop lock %s held in this process only: the disk is full",
                         key)
@@ -86,6 +85,19 @@ class MaildropLeases(MaildropLocks):
                 with self._mutex:
                     self._held.discard(key)
         return taken
+
+    def _take(self, name: str) -> bool:
+        """Take the lock; one held by a process of this host that no longer
+        runs (a ``kill -9`` and restart) is taken over at once instead of
+        after its lease (``holders.gone``)."""
+        if self.store.shared_lock_take(name, self.holder, now=self.wall(), ttl=self.lease):
+            return True
+        holder = self.store.shared_lock_holder(name)
+        if holder is None or not holders.gone(holder, frozenset({self.holder})):
+            return False
+        log.info("POP3 maildrop lock %s taken over from %s, which no longer runs", name, holder)
+        self.store.shared_lock_drop(name, holder)
+        return self.store.shared_lock_take(name, self.holder, now=self.wall(), ttl=self.lease)
 
     def release(self, account: str) -> None:
         key = account.lower()

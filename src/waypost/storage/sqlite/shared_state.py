@@ -122,6 +122,12 @@ class SharedStateMixin:
                     lost.append(name)
         return lost
 
+    def shared_lock_holder(self, name: str) -> str | None:
+        with self._read() as conn:
+            row = conn.execute("SELECT holder FROM shared_locks WHERE name = ?",
+                               (name,)).fetchone()
+        return None if row is None else str(row[0])
+
     def shared_lock_drop(self, name: str, holder: str) -> None:
         with self._txn(sync=False) as conn:
             conn.execute("DELETE FROM shared_locks WHERE name = ? AND holder = ?",
