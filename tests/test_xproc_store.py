@@ -82,7 +82,9 @@ def test_old_failures_are_deleted(two) -> None:
 
 def test_shared_lock_is_exclusive_until_dropped_or_expired(two) -> None:
     a, b = two
+    assert a.shared_lock_holder("pop3:bob") is None
     assert a.shared_lock_take("pop3:bob", "A", now=1000, ttl=10)
+    assert b.shared_lock_holder("pop3:bob") == "A"
     assert not b.shared_lock_take("pop3:bob", "B", now=1001, ttl=10)
     assert a.shared_lock_take("pop3:bob", "A", now=1001, ttl=10)  # its own
     assert b.shared_lock_take("pop3:eve", "B", now=1001, ttl=10)
