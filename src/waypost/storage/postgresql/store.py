@@ -47,6 +47,10 @@ import psycopg
 import psycopg.errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+import waypost.storage.postgresql.blobs as blobs
+import waypost.storage.postgresql.mail_store as mail_store
+import waypost.storage.postgresql.queue_store as queue_store
+import waypost.storage.postgresql.sip_store as sip_store
 from waypost.storage.interface import (
     INBOX,
     AlreadyExists,
@@ -61,7 +65,6 @@ from waypost.storage.interface import (
     StorageFull,
     StoreError,
 )
-from waypost.storage.postgresql import blobs, mail_store, queue_store, sip_store
 from waypost.storage.postgresql.files import FileStoreMixin
 from waypost.storage.postgresql.mail_store import MailStoreMixin
 from waypost.storage.postgresql.migrations import migrate
